@@ -1,0 +1,144 @@
+//! The gate: one shared page (4096 bytes) with the watermarks, the cancelled
+//! ranges and the futex word. See `docs/FORMAT.md` ("Gate").
+
+use crate::crc32;
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Gate file size.
+pub const GATE_LEN: usize = 4096;
+/// Magic.
+pub const GATE_MAGIC: [u8; 8] = *b"WEIRGATE";
+/// Layout version.
+pub const GATE_VERSION: u32 = 1;
+
+/// The immutable head of the gate (written once, before the file is renamed into place).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GateHeader {
+    /// [`GATE_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`GATE_VERSION`].
+    pub version: U32,
+    /// [`GATE_LEN`].
+    pub len: U32,
+    /// Random id of the daemon instance that owns this gate.
+    pub instance: [u8; 16],
+    /// Index generation (directory `index/gen-{n:08}`).
+    pub generation: U64,
+    /// log2 rows per index chunk.
+    pub chunk_log2: U32,
+    /// Daemon pid (informational).
+    pub pid: U32,
+    /// When the instance started, ms since the epoch.
+    pub started_ms: U64,
+    /// CRC-32 of bytes 0..56.
+    pub crc: U32,
+}
+const _: () = assert!(size_of::<GateHeader>() == 60);
+
+impl GateHeader {
+    /// A header with its CRC.
+    #[must_use]
+    pub fn new(instance: u128, generation: u64, chunk_log2: u32, pid: u32, started_ms: u64) -> Self {
+        let mut h = Self {
+            magic: GATE_MAGIC,
+            version: GATE_VERSION.into(),
+            len: (GATE_LEN as u32).into(),
+            instance: instance.to_le_bytes(),
+            generation: generation.into(),
+            chunk_log2: chunk_log2.into(),
+            pid: pid.into(),
+            started_ms: started_ms.into(),
+            crc: 0.into(),
+        };
+        h.crc = crc32(&h.as_bytes()[..56]).into();
+        h
+    }
+    /// Does the CRC match?
+    #[must_use]
+    pub fn crc_ok(&self) -> bool {
+        crc32(&self.as_bytes()[..56]) == self.crc.get()
+    }
+}
+
+/// Atomic u64: instance state, one of the `STATE_*` values.
+pub const STATE_OFF: usize = 64;
+/// Atomic u64: next sequence to allocate.
+pub const ALLOCATED_OFF: usize = 72;
+/// Atomic u64: exclusive visibility watermark.
+pub const VISIBLE_OFF: usize = 80;
+/// Atomic u32: futex word, bumped after every publish.
+pub const FUTEX_OFF: usize = 88;
+/// Atomic u64: heartbeat, ms since the epoch, refreshed by the daemon.
+pub const HEARTBEAT_OFF: usize = 96;
+/// Atomic u64: seqlock counter of the cancelled ranges (odd while writing).
+pub const CANCEL_SEQ_OFF: usize = 128;
+/// Atomic u64: number of cancelled ranges stored.
+pub const CANCEL_COUNT_OFF: usize = 136;
+/// Atomic u64: 1 if more ranges were cancelled than fit; rows stay authoritative.
+pub const CANCEL_OVERFLOW_OFF: usize = 144;
+/// First range: pairs of atomic u64 `[start, end)`, merged and sorted.
+pub const CANCEL_RANGES_OFF: usize = 160;
+/// How many ranges fit.
+pub const CANCEL_CAPACITY: usize = (GATE_LEN - CANCEL_RANGES_OFF) / 16;
+
+/// The daemon is restoring; `visible` may still be 0.
+pub const STATE_STARTING: u64 = 0;
+/// The daemon is serving.
+pub const STATE_LIVE: u64 = 1;
+/// The daemon stopped cleanly; the view is final until a new instance starts.
+pub const STATE_STOPPED: u64 = 2;
+/// A newer instance replaced this gate: re-open `gate`.
+pub const STATE_SUPERSEDED: u64 = 3;
+
+/// Inserts `[start, end)` into sorted, merged `ranges`.
+pub fn merge_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    if start >= end {
+        return;
+    }
+    ranges.push((start, end));
+    ranges.sort_unstable_by_key(|r| r.0);
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(s, e) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    *ranges = merged;
+}
+
+/// Is `seq` inside one of the sorted, merged `ranges`?
+#[must_use]
+pub fn in_ranges(ranges: &[(u64, u64)], seq: u64) -> bool {
+    let i = ranges.partition_point(|r| r.1 <= seq);
+    ranges.get(i).is_some_and(|r| r.0 <= seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_like_the_seed() {
+        let mut r = Vec::new();
+        merge_range(&mut r, 10, 20);
+        merge_range(&mut r, 30, 40);
+        merge_range(&mut r, 15, 31);
+        merge_range(&mut r, 50, 50);
+        assert_eq!(r, vec![(10, 40)]);
+        merge_range(&mut r, 40, 45);
+        merge_range(&mut r, 0, 2);
+        assert_eq!(r, vec![(0, 2), (10, 45)]);
+        assert!(in_ranges(&r, 0) && in_ranges(&r, 44) && in_ranges(&r, 10));
+        assert!(!in_ranges(&r, 2) && !in_ranges(&r, 45) && !in_ranges(&r, 9));
+    }
+
+    #[test]
+    fn layout_fits_the_page() {
+        assert!(CANCEL_RANGES_OFF + CANCEL_CAPACITY * 16 <= GATE_LEN);
+        assert!(size_of::<GateHeader>() <= STATE_OFF);
+        assert_eq!(CANCEL_CAPACITY, 246);
+    }
+}

@@ -1,0 +1,388 @@
+//! The append socket's messages: length-prefixed frames with msgpack bodies.
+//!
+//! Every frame is `len: u32 LE` then `len` bytes of rmp-serde. The first
+//! frame from a client is [`ClientHello`]; the server answers [`ServerHello`]
+//! or an error and closes. Afterwards the client sends [`Request`]s, each
+//! with an id, and receives one [`Response`] per request, in request order.
+
+use crate::model::ExpectedVersion;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+/// Magic carried by the hello, so a stray connection is told apart from a client.
+pub const HELLO_MAGIC: [u8; 4] = *b"weir";
+/// Protocol versions this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Default largest frame either side accepts.
+pub const DEFAULT_MAX_FRAME: u32 = 64 << 20;
+
+/// The client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// [`HELLO_MAGIC`].
+    pub magic: [u8; 4],
+    /// Versions the client speaks, preferred first.
+    pub versions: Vec<u16>,
+    /// A free-form client name for logs.
+    pub client: String,
+}
+
+/// The server's answer to a good hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// Chosen version.
+    pub version: u16,
+    /// Daemon instance id.
+    pub instance: u128,
+    /// Largest frame the server accepts.
+    pub max_frame: u32,
+    /// Largest payload accepted.
+    pub max_payload: u32,
+    /// Most events in one batch.
+    pub max_batch_events: u32,
+    /// Most bytes (payloads and names) in one batch.
+    pub max_batch_bytes: u64,
+}
+
+/// One event to append.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AppendRequest {
+    /// Entity.
+    pub entity: String,
+    /// Scope.
+    pub scope: String,
+    /// Kind (categories 0x0 and 0xD are refused).
+    pub kind: u16,
+    /// Opaque payload, msgpack by convention.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Client-chosen event id; the daemon assigns a UUIDv7 when `None`.
+    pub event_id: Option<u128>,
+    /// Correlation id; defaults to the event id.
+    pub correlation_id: Option<u128>,
+    /// Causation id.
+    pub causation_id: Option<u128>,
+    /// A retried append with the same key returns the first receipt and writes nothing.
+    pub idempotency_key: Option<u128>,
+    /// Optimistic-concurrency condition on the entity.
+    pub expected: ExpectedVersion,
+}
+
+/// Proof that an event is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Event id.
+    pub event_id: u128,
+    /// Global sequence.
+    pub sequence: u64,
+    /// Per-entity clock.
+    pub clock: u32,
+    /// The event's hash.
+    pub event_hash: [u8; 32],
+    /// Was it fsynced before this receipt was sent?
+    pub durable: bool,
+    /// Is this the receipt of an earlier append with the same idempotency key?
+    pub replayed: bool,
+}
+
+/// A request operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Append one event (or stage it, inside a transaction).
+    Append(AppendRequest),
+    /// Append several events, all or nothing.
+    AppendBatch(Vec<AppendRequest>),
+    /// Open a transaction on this connection.
+    Begin,
+    /// Append everything staged since `Begin`, all or nothing, visible together.
+    Commit,
+    /// Drop everything staged since `Begin`.
+    Cancel,
+    /// fsync everything appended so far (for `sync` policies other than `always`).
+    Sync,
+    /// Daemon statistics.
+    Stats,
+    /// Liveness.
+    Ping,
+}
+
+/// A request: an id chosen by the client, echoed in the response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Request id.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Daemon statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Instance id.
+    pub instance: u128,
+    /// Next sequence to allocate.
+    pub allocated: u64,
+    /// Visibility watermark.
+    pub visible: u64,
+    /// Events appended since start.
+    pub appends: u64,
+    /// Payload and name bytes appended since start.
+    pub bytes: u64,
+    /// Groups committed since start.
+    pub groups: u64,
+    /// fsyncs since start.
+    pub fsyncs: u64,
+    /// Requests waiting for the writer.
+    pub queue_depth: u64,
+    /// Open connections.
+    pub connections: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of index files.
+    pub index_bytes: u64,
+    /// Restore path taken at start.
+    pub restore_path: String,
+    /// Events restored at start.
+    pub restore_entries: u64,
+    /// Milliseconds the restore took.
+    pub restore_ms: u64,
+    /// Rejected requests by reason code.
+    pub rejected: BTreeMap<String, u64>,
+    /// fsync latency histogram: (upper bound µs, count), cumulative-free.
+    pub fsync_hist_us: Vec<(u64, u64)>,
+    /// Group size histogram: (upper bound events, count).
+    pub group_hist: Vec<(u64, u64)>,
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// One receipt.
+    Appended(Receipt),
+    /// Receipts of a batch or commit, in order.
+    Batch(Vec<Receipt>),
+    /// Inside a transaction: the event was staged; receipts come with `Commit`.
+    Staged {
+        /// Events staged so far.
+        staged: u32,
+    },
+    /// A transaction began.
+    Begun,
+    /// A transaction was cancelled.
+    Cancelled {
+        /// Events dropped.
+        dropped: u32,
+    },
+    /// Everything appended so far is durable.
+    Synced {
+        /// Visibility watermark at the sync.
+        visible: u64,
+    },
+    /// Statistics.
+    Stats(Box<Stats>),
+    /// Answer to `Ping`.
+    Pong,
+}
+
+/// Stable error codes. Never renumbered; new codes are added at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame could not be decoded.
+    MalformedFrame,
+    /// The frame is larger than the limit.
+    FrameTooLarge,
+    /// No common protocol version.
+    UnsupportedVersion,
+    /// The first frame was not a hello.
+    BadHello,
+    /// Invalid entity or scope.
+    InvalidCoordinate,
+    /// Kind reserved for the system or out of range.
+    InvalidKind,
+    /// Payload larger than the limit.
+    PayloadTooLarge,
+    /// Batch over the count or byte limit.
+    BatchTooLarge,
+    /// Empty batch.
+    EmptyBatch,
+    /// Expected version did not hold.
+    VersionConflict,
+    /// Idempotency key reused with a different batch shape.
+    IdempotencyConflict,
+    /// Event id already stored.
+    DuplicateEventId,
+    /// Event id zero.
+    InvalidEventId,
+    /// The writer queue is full; retry after the given time.
+    Busy,
+    /// Too many requests in flight on this connection.
+    TooManyInFlight,
+    /// The peer's uid/gid may not append.
+    PermissionDenied,
+    /// Transaction operation out of order (commit without begin, nested begin).
+    TransactionState,
+    /// The daemon is stopping.
+    ShuttingDown,
+    /// The writer hit an I/O error and refuses writes until restarted.
+    WriterPoisoned,
+    /// An I/O error on this request.
+    Io,
+    /// Idle or slow client timed out.
+    Timeout,
+    /// Anything else.
+    Internal,
+}
+
+/// A typed error: a stable code, a sentence, structured fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct WireError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// A sentence a user can act on.
+    pub message: String,
+    /// Structured details (e.g. `entity`, `expected`, `found`, `retry_after_ms`).
+    pub fields: BTreeMap<String, String>,
+}
+
+impl WireError {
+    /// An error without fields.
+    #[must_use]
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), fields: BTreeMap::new() }
+    }
+    /// Adds a field.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
+        self.fields.insert(key.to_owned(), value.to_string());
+        self
+    }
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request id it answers (0 for connection-level errors).
+    pub id: u64,
+    /// The outcome.
+    pub result: Result<Reply, WireError>,
+}
+
+/// The server's answer to the hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Accepted.
+    Ok(ServerHello),
+    /// Refused; the server closes after sending this.
+    Err(WireError),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameReadError {
+    /// The length prefix exceeds the limit; nothing was allocated.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u32,
+        /// Limit.
+        max: u32,
+    },
+    /// The body is not valid msgpack of the expected shape.
+    #[error("malformed frame body: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// The stream failed or ended.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Encodes `msg` as one frame (length prefix included) onto `out`.
+pub fn encode<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), rmp_serde::encode::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    rmp_serde::encode::write(out, msg)?;
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Writes one frame.
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(256);
+    encode(&mut buf, msg).map_err(io::Error::other)?;
+    w.write_all(&buf)
+}
+
+/// Reads one frame body into `buf`, refusing lengths over `max` before allocating.
+pub fn read_frame_bytes<R: Read>(r: &mut R, max: u32, buf: &mut Vec<u8>) -> Result<(), FrameReadError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len);
+    if len > max {
+        return Err(FrameReadError::TooLarge { len, max });
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    r.read_exact(buf)?;
+    Ok(())
+}
+
+/// Decodes a frame body.
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let req = Request {
+            id: 7,
+            op: Op::AppendBatch(vec![AppendRequest {
+                entity: "user:1".into(),
+                scope: "t".into(),
+                kind: 0x1001,
+                payload: vec![1, 2, 3],
+                event_id: Some(u128::MAX - 1),
+                correlation_id: None,
+                causation_id: Some(3),
+                idempotency_key: Some(1 << 100),
+                expected: ExpectedVersion::Exact(4),
+            }]),
+        };
+        let mut buf = Vec::new();
+        encode(&mut buf, &req).unwrap();
+        let mut body = Vec::new();
+        read_frame_bytes(&mut buf.as_slice(), DEFAULT_MAX_FRAME, &mut body).unwrap();
+        assert_eq!(decode::<Request>(&body).unwrap(), req);
+        let resp = Response {
+            id: 7,
+            result: Err(WireError::new(ErrorCode::Busy, "queue full").with("retry_after_ms", 5)),
+        };
+        buf.clear();
+        encode(&mut buf, &resp).unwrap();
+        read_frame_bytes(&mut buf.as_slice(), DEFAULT_MAX_FRAME, &mut body).unwrap();
+        assert_eq!(decode::<Response>(&body).unwrap(), resp);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reading() {
+        let bytes = u32::MAX.to_le_bytes();
+        let mut body = Vec::new();
+        let err = read_frame_bytes(&mut &bytes[..], 1024, &mut body).unwrap_err();
+        assert!(matches!(err, FrameReadError::TooLarge { len: u32::MAX, max: 1024 }));
+        assert!(body.capacity() < 1024);
+    }
+
+    #[test]
+    fn wrong_shape_is_a_decode_error() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &("not", "a", "request")).unwrap();
+        assert!(decode::<Request>(&buf[4..]).is_err());
+    }
+}
