@@ -1,0 +1,2 @@
+//! weir-bench: placeholder.
+fn main() {}
