@@ -40,7 +40,13 @@ const _: () = assert!(size_of::<GateHeader>() == 60);
 impl GateHeader {
     /// A header with its CRC.
     #[must_use]
-    pub fn new(instance: u128, generation: u64, chunk_log2: u32, pid: u32, started_ms: u64) -> Self {
+    pub fn new(
+        instance: u128,
+        generation: u64,
+        chunk_log2: u32,
+        pid: u32,
+        started_ms: u64,
+    ) -> Self {
         let mut h = Self {
             magic: GATE_MAGIC,
             version: GATE_VERSION.into(),

@@ -79,18 +79,49 @@ mod tests {
     fn every_field_changes_the_hash() {
         let h0 = event_hash(&base());
         let variants: Vec<HashInput<'static>> = vec![
-            HashInput { event_id: 2, ..base() },
-            HashInput { correlation_id: 2, ..base() },
-            HashInput { causation_id: Some(0), ..base() },
-            HashInput { kind: 0x1002, ..base() },
+            HashInput {
+                event_id: 2,
+                ..base()
+            },
+            HashInput {
+                correlation_id: 2,
+                ..base()
+            },
+            HashInput {
+                causation_id: Some(0),
+                ..base()
+            },
+            HashInput {
+                kind: 0x1002,
+                ..base()
+            },
             HashInput { clock: 1, ..base() },
-            HashInput { wall_ms: 6, ..base() },
-            HashInput { entity: b"f", ..base() },
-            HashInput { scope: b"t", ..base() },
-            HashInput { prev_hash: [1; 32], ..base() },
-            HashInput { payload: b"q", ..base() },
+            HashInput {
+                wall_ms: 6,
+                ..base()
+            },
+            HashInput {
+                entity: b"f",
+                ..base()
+            },
+            HashInput {
+                scope: b"t",
+                ..base()
+            },
+            HashInput {
+                prev_hash: [1; 32],
+                ..base()
+            },
+            HashInput {
+                payload: b"q",
+                ..base()
+            },
             // Moving a byte between entity and scope must not collide.
-            HashInput { entity: b"es", scope: b"", ..base() },
+            HashInput {
+                entity: b"es",
+                scope: b"",
+                ..base()
+            },
         ];
         for v in variants {
             assert_ne!(event_hash(&v), h0, "{v:?}");

@@ -176,23 +176,126 @@ impl ChunkGeometry {
     }
 }
 
-/// Chunk header (the first bytes of the header page).
+/// The header every index file starts with (32 bytes): magic, layout
+/// version, one file-specific parameter, the file's number, a CRC.
+///
+/// | file | `param` | `number` |
+/// | --- | --- | --- |
+/// | `meta` | log2 rows per chunk | generation |
+/// | `chunk-{c}` | log2 rows per chunk | chunk number |
+/// | `strings-{n}` | 0 | file number |
+/// | `names-{t}` | log2 slots | table number |
+/// | `kinds` | 0 | 0 |
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
-pub struct ChunkHeader {
-    /// [`CHUNK_MAGIC`].
+pub struct FileHeader {
+    /// File magic.
     pub magic: [u8; 8],
     /// [`INDEX_VERSION`].
     pub version: U32,
-    /// log2 rows.
-    pub log2: U32,
-    /// Chunk number.
-    pub chunk: U64,
+    /// File-specific parameter (see the table above).
+    pub param: U32,
+    /// File number (see the table above).
+    pub number: U64,
     /// CRC-32 of bytes 0..24.
     pub crc: U32,
-    /// Reserved.
+    /// Reserved, zero.
     pub reserved: U32,
 }
+const _: () = assert!(size_of::<FileHeader>() == 32);
+
+/// Why an index file header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// Too short to hold a header.
+    #[error("file too short for a header")]
+    Short,
+    /// Wrong magic.
+    #[error("bad magic: expected {expected:?}, found {found:?}")]
+    BadMagic {
+        /// Expected magic.
+        expected: [u8; 8],
+        /// Found magic.
+        found: [u8; 8],
+    },
+    /// Unknown layout version.
+    #[error("index layout version {found} is not supported (this build reads {INDEX_VERSION})")]
+    UnsupportedVersion {
+        /// Version found.
+        found: u32,
+    },
+    /// CRC mismatch.
+    #[error("header checksum mismatch")]
+    Checksum,
+    /// Parameter or number differ from what the caller expects.
+    #[error("header names {field} {found}, expected {expected}")]
+    Mismatch {
+        /// `param` or `number`.
+        field: &'static str,
+        /// Expected.
+        expected: u64,
+        /// Found.
+        found: u64,
+    },
+}
+
+impl FileHeader {
+    /// A header with its CRC.
+    #[must_use]
+    pub fn new(magic: [u8; 8], param: u32, number: u64) -> Self {
+        let mut h = Self {
+            magic,
+            version: INDEX_VERSION.into(),
+            param: param.into(),
+            number: number.into(),
+            crc: 0.into(),
+            reserved: 0.into(),
+        };
+        h.crc = crc32(&h.as_bytes()[..24]).into();
+        h
+    }
+    /// Parses and checks the header at the start of `bytes`. `param` is
+    /// checked when given; `number` always.
+    pub fn parse(
+        bytes: &[u8],
+        magic: [u8; 8],
+        param: Option<u32>,
+        number: u64,
+    ) -> Result<Self, HeaderError> {
+        let (h, _) = Self::read_from_prefix(bytes).map_err(|_| HeaderError::Short)?;
+        if h.magic != magic {
+            return Err(HeaderError::BadMagic {
+                expected: magic,
+                found: h.magic,
+            });
+        }
+        if h.version.get() != INDEX_VERSION {
+            return Err(HeaderError::UnsupportedVersion {
+                found: h.version.get(),
+            });
+        }
+        if crc32(&h.as_bytes()[..24]) != h.crc.get() {
+            return Err(HeaderError::Checksum);
+        }
+        if let Some(p) = param.filter(|p| *p != h.param.get()) {
+            return Err(HeaderError::Mismatch {
+                field: "param",
+                expected: p.into(),
+                found: h.param.get().into(),
+            });
+        }
+        if h.number.get() != number {
+            return Err(HeaderError::Mismatch {
+                field: "number",
+                expected: number,
+                found: h.number.get(),
+            });
+        }
+        Ok(h)
+    }
+}
+
 /// Offset, inside a chunk header page, of the atomic `sealed` word (1 once
 /// the chunk is full and `min_id`/`max_id` are final).
 pub const CHUNK_SEALED_OFF: usize = 64;
@@ -200,32 +303,6 @@ pub const CHUNK_SEALED_OFF: usize = 64;
 pub const CHUNK_MIN_ID_OFF: usize = 80;
 /// Offset of the sealed chunk's largest event id (16 bytes, LE).
 pub const CHUNK_MAX_ID_OFF: usize = 96;
-
-impl ChunkHeader {
-    /// A header with its CRC.
-    #[must_use]
-    pub fn new(log2: u32, chunk: u64) -> Self {
-        let mut h = Self {
-            magic: CHUNK_MAGIC,
-            version: INDEX_VERSION.into(),
-            log2: log2.into(),
-            chunk: chunk.into(),
-            crc: 0.into(),
-            reserved: 0.into(),
-        };
-        h.crc = crc32(&h.as_bytes()[..24]).into();
-        h
-    }
-    /// Is this a valid header for chunk `chunk` of geometry `log2`?
-    #[must_use]
-    pub fn check(&self, log2: u32, chunk: u64) -> bool {
-        self.magic == CHUNK_MAGIC
-            && self.version.get() == INDEX_VERSION
-            && self.log2.get() == log2
-            && self.chunk.get() == chunk
-            && crc32(&self.as_bytes()[..24]) == self.crc.get()
-    }
-}
 
 /// Mixes an event id into a 64-bit hash (id-table home slot and fingerprint).
 #[must_use]
@@ -319,72 +396,15 @@ pub fn name_hash(ns: u8, name: &[u8]) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-/// A names table: header page then `1 << log2` u64 slots, each
-/// `(string_id + 1) | fingerprint << 32`, packed with [`pack_slot`].
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C)]
-pub struct NamesHeader {
-    /// [`NAMES_MAGIC`].
-    pub magic: [u8; 8],
-    /// [`INDEX_VERSION`].
-    pub version: U32,
-    /// log2 of slots.
-    pub log2: U32,
-    /// Table number (file `names-{n:04}`).
-    pub table: U64,
-    /// CRC-32 of bytes 0..24.
-    pub crc: U32,
-    /// Reserved.
-    pub reserved: U32,
-}
-
-impl NamesHeader {
-    /// A header with its CRC.
-    #[must_use]
-    pub fn new(log2: u32, table: u64) -> Self {
-        let mut h = Self { magic: NAMES_MAGIC, version: INDEX_VERSION.into(), log2: log2.into(), table: table.into(), crc: 0.into(), reserved: 0.into() };
-        h.crc = crc32(&h.as_bytes()[..24]).into();
-        h
-    }
-    /// Valid header of table `table`?
-    #[must_use]
-    pub fn check(&self, table: u64) -> bool {
-        self.magic == NAMES_MAGIC && self.version.get() == INDEX_VERSION && self.table.get() == table && (4..=32).contains(&self.log2.get()) && crc32(&self.as_bytes()[..24]) == self.crc.get()
-    }
-}
+// A names table (`names-{t:04}`): a [`FileHeader`] page, then `1 << log2`
+// u64 slots, each packed with [`pack_slot`] from the string id and
+// [`name_hash`].
 
 /// Smallest names table (log2 slots).
 pub const NAMES_MIN_LOG2: u32 = 14;
 /// Kinds file: header page then 65536 × (head u64, count u64).
 pub const KINDS_FILE_LEN: usize = PAGE + 65536 * 16;
 
-/// `meta`: fixed header, then atomics, then two checkpoint copies.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C)]
-pub struct MetaHeader {
-    /// [`META_MAGIC`].
-    pub magic: [u8; 8],
-    /// [`INDEX_VERSION`].
-    pub version: U32,
-    /// log2 rows per chunk.
-    pub chunk_log2: U32,
-    /// Generation number (directory `index/gen-{n:08}`).
-    pub generation: U64,
-    /// CRC-32 of bytes 0..24.
-    pub crc: U32,
-    /// Reserved.
-    pub reserved: U32,
-}
-
-impl MetaHeader {
-    /// A header with its CRC.
-    #[must_use]
-    pub fn new(chunk_log2: u32, generation: u64) -> Self {
-        let mut h = Self { magic: META_MAGIC, version: INDEX_VERSION.into(), chunk_log2: chunk_log2.into(), generation: generation.into(), crc: 0.into(), reserved: 0.into() };
-        h.crc = crc32(&h.as_bytes()[..24]).into();
-        h
-    }
-}
 /// Atomic: number of the current names table.
 pub const META_NAMES_TABLE_OFF: usize = 64;
 /// Atomic: global end offset of the strings written so far.
@@ -431,7 +451,11 @@ impl Checkpoint {
     /// The newer valid of two copies.
     #[must_use]
     pub fn newest(a: Option<Self>, b: Option<Self>) -> Option<Self> {
-        [a, b].into_iter().flatten().filter(Self::valid).max_by_key(|c| c.counter.get())
+        [a, b]
+            .into_iter()
+            .flatten()
+            .filter(Self::valid)
+            .max_by_key(|c| c.counter.get())
     }
 }
 
@@ -449,6 +473,46 @@ mod tests {
             assert_eq!(g.file_len(), PAGE + g.rows() * (128 + 2 + 4 + 4 + 16));
             assert_eq!(g.locate((3 << log2) + 5), (3, 5));
         }
+    }
+
+    #[test]
+    fn file_headers_check_every_field() {
+        let h = FileHeader::new(CHUNK_MAGIC, 12, 3);
+        let bytes = h.as_bytes();
+        assert!(FileHeader::parse(bytes, CHUNK_MAGIC, Some(12), 3).is_ok());
+        assert!(FileHeader::parse(bytes, CHUNK_MAGIC, None, 3).is_ok());
+        assert!(matches!(
+            FileHeader::parse(bytes, NAMES_MAGIC, None, 3),
+            Err(HeaderError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            FileHeader::parse(bytes, CHUNK_MAGIC, Some(13), 3),
+            Err(HeaderError::Mismatch { field: "param", .. })
+        ));
+        assert!(matches!(
+            FileHeader::parse(bytes, CHUNK_MAGIC, None, 4),
+            Err(HeaderError::Mismatch {
+                field: "number",
+                ..
+            })
+        ));
+        assert_eq!(
+            FileHeader::parse(&bytes[..10], CHUNK_MAGIC, None, 3).unwrap_err(),
+            HeaderError::Short
+        );
+        let mut bad = bytes.to_vec();
+        bad[17] ^= 1;
+        assert_eq!(
+            FileHeader::parse(&bad, CHUNK_MAGIC, None, 3).unwrap_err(),
+            HeaderError::Checksum
+        );
+        let mut v2 = FileHeader::new(CHUNK_MAGIC, 12, 3);
+        v2.version = 2.into();
+        v2.crc = crc32(&v2.as_bytes()[..24]).into();
+        assert_eq!(
+            FileHeader::parse(v2.as_bytes(), CHUNK_MAGIC, None, 3).unwrap_err(),
+            HeaderError::UnsupportedVersion { found: 2 }
+        );
     }
 
     #[test]
@@ -473,9 +537,21 @@ mod tests {
         let mut old = c;
         old.counter = 1.into();
         old.seal();
-        assert_eq!(Checkpoint::newest(Some(old), Some(c)).unwrap().watermark.get(), 10);
+        assert_eq!(
+            Checkpoint::newest(Some(old), Some(c))
+                .unwrap()
+                .watermark
+                .get(),
+            10
+        );
         let mut bad = c;
         bad.watermark = 11.into();
-        assert_eq!(Checkpoint::newest(Some(old), Some(bad)).unwrap().counter.get(), 1);
+        assert_eq!(
+            Checkpoint::newest(Some(old), Some(bad))
+                .unwrap()
+                .counter
+                .get(),
+            1
+        );
     }
 }

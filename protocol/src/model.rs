@@ -71,7 +71,9 @@ pub enum CoordinateError {
         len: usize,
     },
     /// The name holds a character or sequence that is not allowed.
-    #[error("{field} contains {what} at byte {at}; NUL, control characters, `/`, `..`, `|` and `=` are not allowed")]
+    #[error(
+        "{field} contains {what} at byte {at}; NUL, control characters, `/`, `..`, `|` and `=` are not allowed"
+    )]
     Forbidden {
         /// `entity` or `scope`.
         field: &'static str,
@@ -88,14 +90,25 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), CoordinateEr
         return Err(CoordinateError::Empty { field });
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(CoordinateError::TooLong { field, len: name.len() });
+        return Err(CoordinateError::TooLong {
+            field,
+            len: name.len(),
+        });
     }
     if let Some(at) = name.find("..") {
-        return Err(CoordinateError::Forbidden { field, what: "`..`".into(), at });
+        return Err(CoordinateError::Forbidden {
+            field,
+            what: "`..`".into(),
+            at,
+        });
     }
     for (at, c) in name.char_indices() {
         if c.is_ascii_control() || matches!(c, '/' | '|' | '=') {
-            return Err(CoordinateError::Forbidden { field, what: format!("{c:?}"), at });
+            return Err(CoordinateError::Forbidden {
+                field,
+                what: format!("{c:?}"),
+                at,
+            });
         }
     }
     Ok(())
@@ -114,7 +127,10 @@ pub struct Coordinate {
 
 impl Coordinate {
     /// Validates and builds a coordinate.
-    pub fn new(entity: impl Into<String>, scope: impl Into<String>) -> Result<Self, CoordinateError> {
+    pub fn new(
+        entity: impl Into<String>,
+        scope: impl Into<String>,
+    ) -> Result<Self, CoordinateError> {
         let (entity, scope) = (entity.into(), scope.into());
         validate_name("entity", &entity)?;
         validate_name("scope", &scope)?;
@@ -146,7 +162,9 @@ pub const CANCELLED_KIND: EventKind = EventKind(0xDFFF);
 #[non_exhaustive]
 pub enum KindError {
     /// The category is reserved for the system.
-    #[error("kind {kind:#06x} is in category {category:#x}, which is reserved for the system (0x0 and 0xD)")]
+    #[error(
+        "kind {kind:#06x} is in category {category:#x}, which is reserved for the system (0x0 and 0xD)"
+    )]
     Reserved {
         /// The refused kind.
         kind: u16,
@@ -154,7 +172,9 @@ pub enum KindError {
         category: u8,
     },
     /// Category or type out of range.
-    #[error("category {category:#x} or type {type_id:#x} out of range (category 4 bits, type 12 bits)")]
+    #[error(
+        "category {category:#x} or type {type_id:#x} out of range (category 4 bits, type 12 bits)"
+    )]
     OutOfRange {
         /// The category given.
         category: u16,
@@ -167,7 +187,10 @@ impl EventKind {
     /// Builds a kind from its parts.
     pub fn new(category: u8, type_id: u16) -> Result<Self, KindError> {
         if category > 0xF || type_id > 0xFFF {
-            return Err(KindError::OutOfRange { category: category.into(), type_id });
+            return Err(KindError::OutOfRange {
+                category: category.into(),
+                type_id,
+            });
         }
         Ok(Self((u16::from(category) << 12) | type_id))
     }
@@ -189,7 +212,10 @@ impl EventKind {
     /// Refuses the system's categories.
     pub fn check_client(self) -> Result<Self, KindError> {
         if self.is_reserved() {
-            return Err(KindError::Reserved { kind: self.0, category: self.category() });
+            return Err(KindError::Reserved {
+                kind: self.0,
+                category: self.category(),
+            });
         }
         Ok(self)
     }
@@ -260,7 +286,10 @@ impl Region {
     /// The entity and its `entity:` descendants.
     #[must_use]
     pub fn entity(prefix: impl Into<String>) -> Self {
-        Self { entity_prefix: Some(prefix.into()), ..Self::default() }
+        Self {
+            entity_prefix: Some(prefix.into()),
+            ..Self::default()
+        }
     }
     /// Restricts to one scope.
     #[must_use]
@@ -300,7 +329,9 @@ impl Region {
         self.entity_matches(entity)
             && self.scope.as_deref().is_none_or(|s| s == scope)
             && self.kind.matches(kind)
-            && self.clock_range.is_none_or(|(lo, hi)| clock >= lo && clock <= hi)
+            && self
+                .clock_range
+                .is_none_or(|(lo, hi)| clock >= lo && clock <= hi)
     }
 }
 
@@ -311,14 +342,29 @@ mod tests {
     #[test]
     fn coordinate_rules_name_the_problem() {
         assert!(Coordinate::new("user:1", "tenant:a").is_ok());
-        assert_eq!(Coordinate::new("", "s"), Err(CoordinateError::Empty { field: "entity" }));
+        assert_eq!(
+            Coordinate::new("", "s"),
+            Err(CoordinateError::Empty { field: "entity" })
+        );
         assert!(matches!(
             Coordinate::new("a", "x".repeat(1025)),
-            Err(CoordinateError::TooLong { field: "scope", len: 1025 })
+            Err(CoordinateError::TooLong {
+                field: "scope",
+                len: 1025
+            })
         ));
         for bad in ["a/b", "a..b", "a|b", "a=b", "a\0b", "a\nb", "\u{7f}"] {
             let err = Coordinate::new(bad, "s").unwrap_err();
-            assert!(matches!(err, CoordinateError::Forbidden { field: "entity", .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(
+                    err,
+                    CoordinateError::Forbidden {
+                        field: "entity",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
         }
         assert!(Coordinate::new("x".repeat(1024), "é.ok").is_ok());
     }

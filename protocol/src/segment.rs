@@ -56,7 +56,9 @@ pub enum FrameError {
         found: u32,
     },
     /// A checksum did not match.
-    #[error("checksum mismatch at offset {offset}: stored {stored:#010x}, computed {computed:#010x}")]
+    #[error(
+        "checksum mismatch at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
+    )]
     Checksum {
         /// Offset of the structure.
         offset: u64,
@@ -103,17 +105,25 @@ impl SegmentHeader {
     }
     /// Parses and checks a header from the start of a segment.
     pub fn parse(bytes: &[u8]) -> Result<Self, FrameError> {
-        let (h, _) = Self::read_from_prefix(bytes)
-            .map_err(|_| FrameError::OutOfBounds { offset: 0, len: SEGMENT_HEADER_LEN as u64 })?;
+        let (h, _) = Self::read_from_prefix(bytes).map_err(|_| FrameError::OutOfBounds {
+            offset: 0,
+            len: SEGMENT_HEADER_LEN as u64,
+        })?;
         if h.magic != SEGMENT_MAGIC {
             return Err(FrameError::BadMagic);
         }
         if h.version.get() != SEGMENT_VERSION {
-            return Err(FrameError::UnsupportedVersion { found: h.version.get() });
+            return Err(FrameError::UnsupportedVersion {
+                found: h.version.get(),
+            });
         }
         let computed = crc32(&h.as_bytes()[..60]);
         if computed != h.crc.get() {
-            return Err(FrameError::Checksum { offset: 0, stored: h.crc.get(), computed });
+            return Err(FrameError::Checksum {
+                offset: 0,
+                stored: h.crc.get(),
+                computed,
+            });
         }
         Ok(h)
     }
@@ -215,7 +225,8 @@ impl FrameHeader {
     /// Causation id, if set.
     #[must_use]
     pub fn causation_id(&self) -> Option<u128> {
-        (self.flags & frame_flags::HAS_CAUSATION != 0).then(|| u128::from_le_bytes(self.causation_id))
+        (self.flags & frame_flags::HAS_CAUSATION != 0)
+            .then(|| u128::from_le_bytes(self.causation_id))
     }
     /// Idempotency key, if set.
     #[must_use]
@@ -383,7 +394,13 @@ const _: () = assert!(size_of::<Trailer>() == TRAILER_LEN);
 impl Trailer {
     /// Builds a trailer with its CRC.
     #[must_use]
-    pub fn new(footer_offset: u64, data_end: u64, first_seq: u64, end_seq: u64, entries: u64) -> Self {
+    pub fn new(
+        footer_offset: u64,
+        data_end: u64,
+        first_seq: u64,
+        end_seq: u64,
+        entries: u64,
+    ) -> Self {
         let mut t = Self {
             magic: TRAILER_MAGIC,
             footer_offset: footer_offset.into(),
@@ -427,38 +444,65 @@ pub enum Decoded<'a> {
 /// Decodes the frame at `offset` of `seg`, checking bounds, lengths and CRC.
 /// `verify_crc = false` skips the body checksum (for frames a sealed
 /// segment's footer already vouches for).
-pub fn decode_at(seg: &[u8], offset: usize, verify_crc: bool) -> Result<(Decoded<'_>, usize), FrameError> {
+pub fn decode_at(
+    seg: &[u8],
+    offset: usize,
+    verify_crc: bool,
+) -> Result<(Decoded<'_>, usize), FrameError> {
     let off64 = offset as u64;
     let Some(head) = seg.get(offset..offset + FRAME_HEADER_LEN) else {
         // Fewer than a header's bytes left: only zeros may remain.
         return if seg.get(offset..).is_some_and(|r| r.iter().all(|b| *b == 0)) {
             Ok((Decoded::End, 0))
         } else {
-            Err(FrameError::OutOfBounds { offset: off64, len: FRAME_HEADER_LEN as u64 })
+            Err(FrameError::OutOfBounds {
+                offset: off64,
+                len: FRAME_HEADER_LEN as u64,
+            })
         };
     };
-    let h = FrameHeader::ref_from_bytes(head).map_err(|_| FrameError::Malformed { offset: off64, what: "misaligned" })?;
+    let h = FrameHeader::ref_from_bytes(head).map_err(|_| FrameError::Malformed {
+        offset: off64,
+        what: "misaligned",
+    })?;
     let len = h.len.get() as usize;
     if len == 0 {
         return if head.iter().all(|b| *b == 0) {
             Ok((Decoded::End, 0))
         } else {
-            Err(FrameError::Malformed { offset: off64, what: "zero length with non-zero header" })
+            Err(FrameError::Malformed {
+                offset: off64,
+                what: "zero length with non-zero header",
+            })
         };
     }
     if len < FRAME_HEADER_LEN || len % 8 != 0 || offset + len > seg.len() {
-        return Err(FrameError::OutOfBounds { offset: off64, len: len as u64 });
+        return Err(FrameError::OutOfBounds {
+            offset: off64,
+            len: len as u64,
+        });
     }
     let frame = &seg[offset..offset + len];
     if verify_crc {
         let computed = crc32(&frame[8..]);
         if computed != h.crc.get() {
-            return Err(FrameError::Checksum { offset: off64, stored: h.crc.get(), computed });
+            return Err(FrameError::Checksum {
+                offset: off64,
+                stored: h.crc.get(),
+                computed,
+            });
         }
     }
-    let (el, sl, pl) = (h.entity_len.get() as usize, h.scope_len.get() as usize, h.payload_len.get() as usize);
+    let (el, sl, pl) = (
+        h.entity_len.get() as usize,
+        h.scope_len.get() as usize,
+        h.payload_len.get() as usize,
+    );
     if FRAME_HEADER_LEN + el + sl + pl > len || align8(FRAME_HEADER_LEN + el + sl + pl) != len {
-        return Err(FrameError::Malformed { offset: off64, what: "body lengths disagree with frame length" });
+        return Err(FrameError::Malformed {
+            offset: off64,
+            what: "body lengths disagree with frame length",
+        });
     }
     let body = &frame[FRAME_HEADER_LEN..];
     let decoded = match h.frame_type {
@@ -468,14 +512,25 @@ pub fn decode_at(seg: &[u8], offset: usize, verify_crc: bool) -> Result<(Decoded
             scope: &body[el..el + sl],
             payload: &body[el + sl..el + sl + pl],
         }),
-        frame_type::CANCEL => Decoded::Cancel { first: h.sequence.get(), count: h.batch_len.get() },
+        frame_type::CANCEL => Decoded::Cancel {
+            first: h.sequence.get(),
+            count: h.batch_len.get(),
+        },
         frame_type::FOOTER => {
             if pl != h.batch_len.get() as usize * size_of::<FooterEntry>() {
-                return Err(FrameError::Malformed { offset: off64, what: "footer size" });
+                return Err(FrameError::Malformed {
+                    offset: off64,
+                    what: "footer size",
+                });
             }
             Decoded::Footer(&body[..pl])
         }
-        _ => return Err(FrameError::Malformed { offset: off64, what: "unknown frame type" }),
+        _ => {
+            return Err(FrameError::Malformed {
+                offset: off64,
+                what: "unknown frame type",
+            });
+        }
     };
     Ok((decoded, len))
 }

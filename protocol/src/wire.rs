@@ -251,7 +251,11 @@ impl WireError {
     /// An error without fields.
     #[must_use]
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), fields: BTreeMap::new() }
+        Self {
+            code,
+            message: message.into(),
+            fields: BTreeMap::new(),
+        }
     }
     /// Adds a field.
     #[must_use]
@@ -317,7 +321,11 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()>
 }
 
 /// Reads one frame body into `buf`, refusing lengths over `max` before allocating.
-pub fn read_frame_bytes<R: Read>(r: &mut R, max: u32, buf: &mut Vec<u8>) -> Result<(), FrameReadError> {
+pub fn read_frame_bytes<R: Read>(
+    r: &mut R,
+    max: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(), FrameReadError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len);
@@ -375,7 +383,13 @@ mod tests {
         let bytes = u32::MAX.to_le_bytes();
         let mut body = Vec::new();
         let err = read_frame_bytes(&mut &bytes[..], 1024, &mut body).unwrap_err();
-        assert!(matches!(err, FrameReadError::TooLarge { len: u32::MAX, max: 1024 }));
+        assert!(matches!(
+            err,
+            FrameReadError::TooLarge {
+                len: u32::MAX,
+                max: 1024
+            }
+        ));
         assert!(body.capacity() < 1024);
     }
 

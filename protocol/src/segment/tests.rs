@@ -30,13 +30,24 @@ fn event_frame_round_trips() {
     seg.resize(seg.len() + 64, 0);
     let (d, len) = decode_at(&seg, 64, true).unwrap();
     assert_eq!(len, n);
-    let Decoded::Event(f) = d else { panic!("not an event: {d:?}") };
-    assert_eq!((f.entity, f.scope, f.payload), (&b"user:1"[..], &b"tenant:a"[..], &b"hello"[..]));
+    let Decoded::Event(f) = d else {
+        panic!("not an event: {d:?}")
+    };
+    assert_eq!(
+        (f.entity, f.scope, f.payload),
+        (&b"user:1"[..], &b"tenant:a"[..], &b"hello"[..])
+    );
     assert_eq!(f.header.sequence.get(), 42);
     assert_eq!(f.header.causation_id(), Some(9));
     assert_eq!(f.header.idempotency_key(), Some(77));
-    assert_eq!(f.header.flags & frame_flags::BATCH_END, frame_flags::BATCH_END);
-    assert!(matches!(decode_at(&seg, 64 + n, true).unwrap().0, Decoded::End));
+    assert_eq!(
+        f.header.flags & frame_flags::BATCH_END,
+        frame_flags::BATCH_END
+    );
+    assert!(matches!(
+        decode_at(&seg, 64 + n, true).unwrap().0,
+        Decoded::End
+    ));
 }
 
 #[test]
@@ -46,7 +57,10 @@ fn any_flipped_byte_is_detected() {
     for i in 0..n {
         let mut bad = seg.clone();
         bad[i] ^= 0x40;
-        assert!(decode_at(&bad, 0, true).is_err(), "flip at {i} went unnoticed");
+        assert!(
+            decode_at(&bad, 0, true).is_err(),
+            "flip at {i} went unnoticed"
+        );
     }
 }
 
@@ -63,14 +77,26 @@ fn truncation_is_out_of_bounds_not_a_panic() {
 fn cancel_and_footer_frames_round_trip() {
     let mut seg = Vec::new();
     let a = encode_cancel(&mut seg, 100, 5);
-    let entries = [FooterEntry { offset: 64.into(), len: 200.into(), crc: 7.into() }];
+    let entries = [FooterEntry {
+        offset: 64.into(),
+        len: 200.into(),
+        crc: 7.into(),
+    }];
     let b = encode_footer(&mut seg, &entries);
     let (d, la) = decode_at(&seg, 0, true).unwrap();
-    assert!(matches!(d, Decoded::Cancel { first: 100, count: 5 }));
+    assert!(matches!(
+        d,
+        Decoded::Cancel {
+            first: 100,
+            count: 5
+        }
+    ));
     assert_eq!(la, a);
     let (d, lb) = decode_at(&seg, a, true).unwrap();
     assert_eq!(lb, b);
-    let Decoded::Footer(body) = d else { panic!("{d:?}") };
+    let Decoded::Footer(body) = d else {
+        panic!("{d:?}")
+    };
     assert_eq!(footer_entries(body), entries);
 }
 
@@ -80,12 +106,21 @@ fn headers_and_trailers_check_themselves() {
     let mut bytes = h.as_bytes().to_vec();
     assert_eq!(SegmentHeader::parse(&bytes).unwrap().segment_id.get(), 3);
     bytes[20] ^= 1;
-    assert!(matches!(SegmentHeader::parse(&bytes), Err(FrameError::Checksum { .. })));
+    assert!(matches!(
+        SegmentHeader::parse(&bytes),
+        Err(FrameError::Checksum { .. })
+    ));
     bytes[..8].copy_from_slice(b"NOTWEIR!");
-    assert_eq!(SegmentHeader::parse(&bytes).unwrap_err(), FrameError::BadMagic);
+    assert_eq!(
+        SegmentHeader::parse(&bytes).unwrap_err(),
+        FrameError::BadMagic
+    );
     let mut v2 = SegmentHeader::new(3, 1000, 1 << 20, 5);
     v2.version = 2.into();
-    assert!(matches!(SegmentHeader::parse(v2.as_bytes()), Err(FrameError::UnsupportedVersion { found: 2 })));
+    assert!(matches!(
+        SegmentHeader::parse(v2.as_bytes()),
+        Err(FrameError::UnsupportedVersion { found: 2 })
+    ));
 
     let mut file = vec![0u8; 256];
     let t = Trailer::new(64, 128, 10, 20, 3);
