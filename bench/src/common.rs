@@ -1,0 +1,126 @@
+//! Event shapes, ids, clocks and statistics shared by every peer and workload.
+
+/// Number of distinct event kinds in the workload.
+pub const KINDS: u16 = 8;
+/// Payload size in bytes (~100 bytes, as the issue asks).
+pub const PAYLOAD_LEN: usize = 100;
+/// Events per durable batch (W2) and per batch when building read stores.
+pub const BATCH: usize = 256;
+
+/// One benchmark event; event `i` is the same in every peer.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub i: u64,
+    pub id: u128,
+    pub entity: String,
+    pub scope: String,
+    /// 1..=KINDS.
+    pub kind: u16,
+    pub payload: Vec<u8>,
+}
+
+/// splitmix64: deterministic, fast, good enough for ids and random picks.
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The id of event `i`: UUIDv7-shaped (time-ordered high bits, random low bits),
+/// computable by any process without a lookup table.
+pub fn event_id(i: u64) -> u128 {
+    let hi = (0x0190_0000_0000_0000u64 + i) << 4 | 0x7; // monotonic, version nibble 7
+    let lo = mix64(i) & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000;
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+pub fn entity_of(i: u64) -> String {
+    format!("user:{}", i % 10_000)
+}
+
+pub fn kind_of(i: u64) -> u16 {
+    (mix64(i ^ 0x5555) % u64::from(KINDS)) as u16 + 1
+}
+
+pub fn make_event(i: u64) -> Event {
+    let mut payload = vec![0u8; PAYLOAD_LEN];
+    let mut x = mix64(i.wrapping_mul(31));
+    for chunk in payload.chunks_mut(8) {
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+        x = mix64(x);
+    }
+    Event {
+        i,
+        id: event_id(i),
+        entity: entity_of(i),
+        scope: format!("tenant:{}", i % 16),
+        kind: kind_of(i),
+        payload,
+    }
+}
+
+/// A small deterministic random generator for query picks.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = mix64(self.0);
+        self.0 % n.max(1)
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Median, min and max of a set of runs.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: usize,
+}
+
+pub fn summarize(xs: &[f64]) -> Option<Summary> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Summary {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        runs: n,
+    })
+}
+
+/// Percentile (0..=100) of an unsorted sample, nearest rank.
+pub fn percentile(xs: &mut [f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * xs.len() as f64).ceil() as usize;
+    xs[rank.clamp(1, xs.len()) - 1]
+}

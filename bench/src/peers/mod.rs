@@ -1,0 +1,161 @@
+//! The stores under test behind one small interface, so that a workload is written
+//! once and every peer (and weir, once its adapters are wired) runs the same code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::common::Event;
+
+pub mod batpak_peer;
+pub mod lmdb;
+pub mod redis;
+pub mod resp;
+pub mod sqlite;
+pub mod weir_peer;
+
+/// Every store the suite knows, in table order (weir first).
+pub const ALL: [Peer; 5] = [
+    Peer::Weir,
+    Peer::Batpak,
+    Peer::Sqlite,
+    Peer::Lmdb,
+    Peer::Redis,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Peer {
+    Weir,
+    Batpak,
+    Sqlite,
+    Lmdb,
+    Redis,
+}
+
+/// Where a store lives and how durable its writes must be. Passed to worker
+/// processes as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ctx {
+    pub peer: Peer,
+    /// Data directory (file stores) or scratch directory (Redis).
+    pub dir: PathBuf,
+    /// Redis: the server's unix socket and the logical database to use.
+    pub redis_socket: Option<PathBuf>,
+    pub redis_db: u32,
+    /// Durable rows: the ack means the event survives power loss.
+    pub durable: bool,
+}
+
+/// Whether a peer can host writers in several OS processes at once.
+pub enum WriterModel {
+    /// Each client is its own OS process.
+    MultiProcess,
+    /// The store admits one process; clients are threads in that process.
+    SingleProcess,
+}
+
+/// An appender: one connection / handle, owned by one thread.
+pub trait Writer: Send {
+    /// Append one event; returns once the store acknowledged it at the
+    /// durability of `Ctx::durable`.
+    fn append(&mut self, ev: &Event) -> Result<()>;
+    /// Append all of `evs` atomically at the durability of `Ctx::durable`.
+    fn append_batch(&mut self, evs: &[Event]) -> Result<()>;
+    /// Close cleanly (flush whatever a clean close writes).
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A reader in its own process.
+pub trait Reader {
+    /// Look up event `i` by its id; returns the payload length read.
+    fn get(&mut self, i: u64) -> Result<usize>;
+    /// Read one entity's whole stream, payloads included; returns events read.
+    fn stream(&mut self, entity: &str) -> Result<usize>;
+    /// Count the events of one kind over the whole store.
+    fn count_kind(&mut self, kind: u16) -> Result<u64>;
+    /// Block (or poll) until an event newer than `after` is visible; returns the
+    /// index `i` of the newest visible event, or None on timeout.
+    fn wait_next(&mut self, after: Option<u64>, timeout: Duration) -> Result<Option<u64>>;
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Weir => "weir",
+            Peer::Batpak => "batpak",
+            Peer::Sqlite => "sqlite",
+            Peer::Lmdb => "lmdb",
+            Peer::Redis => "redis",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        for p in ALL {
+            if p.name().eq_ignore_ascii_case(s) {
+                return Ok(p);
+            }
+        }
+        bail!("unknown store {s:?}")
+    }
+
+    pub fn writer_model(self) -> WriterModel {
+        match self {
+            Peer::Batpak => WriterModel::SingleProcess,
+            _ => WriterModel::MultiProcess,
+        }
+    }
+
+    /// The configuration a row claims, in the exact form `verify` reads back.
+    pub fn claim(self, durable: bool) -> String {
+        match self {
+            Peer::Weir => weir_peer::claim(durable),
+            Peer::Batpak => batpak_peer::claim(durable),
+            Peer::Sqlite => sqlite::claim(durable),
+            Peer::Lmdb => lmdb::claim(durable),
+            Peer::Redis => redis::claim(durable),
+        }
+    }
+
+    /// A human description of the setup, printed with the table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Peer::Weir => weir_peer::DESCRIBE,
+            Peer::Batpak => batpak_peer::DESCRIBE,
+            Peer::Sqlite => sqlite::DESCRIBE,
+            Peer::Lmdb => lmdb::DESCRIBE,
+            Peer::Redis => redis::DESCRIBE,
+        }
+    }
+}
+
+/// Open a writer; also returns the configuration read back from the live store.
+pub fn open_writer(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
+    match ctx.peer {
+        Peer::Weir => weir_peer::open_writer(ctx),
+        Peer::Batpak => batpak_peer::open_writer(ctx),
+        Peer::Sqlite => sqlite::open_writer(ctx),
+        Peer::Lmdb => lmdb::open_writer(ctx),
+        Peer::Redis => redis::open_writer(ctx),
+    }
+}
+
+/// Open a reader over an existing store (`n` = events it holds).
+pub fn open_reader(ctx: &Ctx, n: u64) -> Result<Box<dyn Reader>> {
+    match ctx.peer {
+        Peer::Weir => weir_peer::open_reader(ctx, n),
+        Peer::Batpak => batpak_peer::open_reader(ctx, n),
+        Peer::Sqlite => sqlite::open_reader(ctx),
+        Peer::Lmdb => lmdb::open_reader(ctx),
+        Peer::Redis => redis::open_reader(ctx),
+    }
+}
+
+/// Extra process holding the data, if any (Redis server), for memory notes.
+pub fn server_pid(ctx: &Ctx) -> Option<u32> {
+    match ctx.peer {
+        Peer::Redis => redis::server_pid(ctx),
+        _ => None,
+    }
+}
