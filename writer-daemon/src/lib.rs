@@ -1,1 +1,26 @@
-//! placeholder
+//! weir's writer daemon: the segment log, the writer thread, the index
+//! publisher, restore, and (in `server`) the append socket.
+//!
+//! `unsafe` lives only in `mapped` (read-write mappings) and `futex`.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod error;
+mod futex;
+pub mod gate;
+pub mod ids;
+pub mod index;
+pub mod lock;
+mod mapped;
+pub mod restore;
+pub mod segments;
+pub mod state;
+pub mod stats;
+pub mod storage;
+pub mod store;
+pub mod writer;
+
+pub use config::{Config, SyncMode, SyncPolicy};
+pub use error::{AppendError, OpenError};
+pub use restore::{RestorePath, RestoreReport};
+pub use store::Store;

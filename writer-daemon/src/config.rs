@@ -1,0 +1,460 @@
+//! Daemon configuration: one TOML-backed struct, every field with its default,
+//! and `validate()` that names the bad value.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// When appends are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncPolicy {
+    /// fsync every group before any of its appends is acknowledged. Default.
+    #[default]
+    Always,
+    /// fsync once at least `sync-every-n-events` unsynced events exist.
+    EveryNEvents,
+    /// fsync when the last sync is older than `sync-interval-ms`.
+    IntervalMs,
+    /// Never fsync on the append path (only at rotation, `Sync` and shutdown).
+    Never,
+}
+
+/// Which sync call is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// `fdatasync`: data and the metadata needed to read it. Default.
+    #[default]
+    Data,
+    /// `fsync`: data and all metadata.
+    All,
+}
+
+/// The daemon's configuration. Field names are kebab-case in TOML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Data directory. Default: `./weir-data`.
+    pub data_dir: PathBuf,
+    /// Append socket path. Default: `weir.sock` inside `$RUNTIME_DIRECTORY`
+    /// when set (systemd), else inside the data directory.
+    pub socket: Option<PathBuf>,
+    /// Durability policy. Default: `always`.
+    pub sync: SyncPolicy,
+    /// `fdatasync` (`data`) or `fsync` (`all`). Default: `data`.
+    pub sync_mode: SyncMode,
+    /// Events between syncs under `every-n-events`. Default: 1000.
+    pub sync_every_n_events: u32,
+    /// Milliseconds between syncs under `interval-ms`. Default: 10.
+    pub sync_interval_ms: u32,
+    /// Segment file size; files are preallocated to it. Default: 256 MiB.
+    pub segment_max_bytes: u64,
+    /// log2 of rows per index chunk file. Default: 20 (1,048,576 rows, ~154 MiB per chunk).
+    pub chunk_rows_log2: u32,
+    /// Largest payload in bytes. Default: 16 MiB.
+    pub max_payload_bytes: u32,
+    /// Most events in one batch. Default: 10,000.
+    pub max_batch_events: u32,
+    /// Most bytes (payloads and names) in one batch. Default: 32 MiB.
+    pub max_batch_bytes: u64,
+    /// Most events the writer commits in one group (one sync). Default: 8192.
+    pub group_commit_max_events: u32,
+    /// Requests that may wait for the writer before new ones get `Busy`. Default: 16,384.
+    pub writer_queue_capacity: u32,
+    /// Idempotency keys remembered (oldest forgotten first); rebuilt from the log tail on start. Default: 100,000.
+    pub idempotency_window: u32,
+    /// Largest wire frame accepted, in bytes. Default: 64 MiB.
+    pub max_frame_bytes: u32,
+    /// Requests one connection may have in flight. Default: 1024.
+    pub max_in_flight_per_connection: u32,
+    /// Most concurrent connections. Default: 4096.
+    pub max_connections: u32,
+    /// A connection idle (or stuck mid-frame) this long is closed. Default: 300,000 ms.
+    pub read_timeout_ms: u32,
+    /// uids allowed to append, besides the daemon's own. Default: none.
+    pub allow_uids: Vec<u32>,
+    /// gids allowed to append, besides the daemon's own. Default: none.
+    pub allow_gids: Vec<u32>,
+    /// Socket file mode. Default: 0o660.
+    pub socket_mode: u32,
+    /// Write an index checkpoint this often. Default: 30,000 ms.
+    pub checkpoint_interval_ms: u32,
+    /// Log level filter when `RUST_LOG` is unset. Default: `info`.
+    pub log_level: String,
+    /// Optional Prometheus text listener, e.g. `127.0.0.1:9464`. Default: off.
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("weir-data"),
+            socket: None,
+            sync: SyncPolicy::Always,
+            sync_mode: SyncMode::Data,
+            sync_every_n_events: 1000,
+            sync_interval_ms: 10,
+            segment_max_bytes: 256 << 20,
+            chunk_rows_log2: 20,
+            max_payload_bytes: 16 << 20,
+            max_batch_events: 10_000,
+            max_batch_bytes: 32 << 20,
+            group_commit_max_events: 8192,
+            writer_queue_capacity: 16_384,
+            idempotency_window: 100_000,
+            max_frame_bytes: 64 << 20,
+            max_in_flight_per_connection: 1024,
+            max_connections: 4096,
+            read_timeout_ms: 300_000,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+            socket_mode: 0o660,
+            checkpoint_interval_ms: 30_000,
+            log_level: "info".into(),
+            metrics_listen: None,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field} = {value}: {reason}")]
+pub struct ConfigError {
+    /// The kebab-case field name.
+    pub field: &'static str,
+    /// The value given.
+    pub value: String,
+    /// Why it cannot work.
+    pub reason: String,
+}
+
+fn bad(field: &'static str, value: impl ToString, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Defaults with `data_dir` set.
+    #[must_use]
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Parses TOML; unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Where the socket goes when `socket` is unset.
+    #[must_use]
+    pub fn socket_path(&self) -> PathBuf {
+        if let Some(p) = &self.socket {
+            return p.clone();
+        }
+        match std::env::var_os("RUNTIME_DIRECTORY") {
+            Some(rt) if !rt.is_empty() => {
+                // systemd may pass several, colon-separated: use the first.
+                let first = rt
+                    .to_string_lossy()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                PathBuf::from(first).join("weir.sock")
+            }
+            _ => self.data_dir.join("weir.sock"),
+        }
+    }
+
+    /// Refuses every value that cannot work, naming it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let min_seg = 1u64 << 20;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("data-dir", "\"\"", "must name a directory"));
+        }
+        if self.segment_max_bytes < min_seg || self.segment_max_bytes > (1 << 40) {
+            return Err(bad(
+                "segment-max-bytes",
+                self.segment_max_bytes,
+                "must be between 1 MiB and 1 TiB",
+            ));
+        }
+        if !weir_protocol::index::CHUNK_LOG2_RANGE.contains(&self.chunk_rows_log2) {
+            return Err(bad(
+                "chunk-rows-log2",
+                self.chunk_rows_log2,
+                "must be between 10 and 24",
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err(bad("max-payload-bytes", 0, "must be at least 1"));
+        }
+        let frame_room = self.segment_max_bytes / 2;
+        if u64::from(self.max_payload_bytes) + 4096 > frame_room {
+            return Err(bad(
+                "max-payload-bytes",
+                self.max_payload_bytes,
+                format!(
+                    "must leave a frame within half a segment ({frame_room} bytes); raise segment-max-bytes"
+                ),
+            ));
+        }
+        if self.max_batch_events == 0 || self.max_batch_events > 1_000_000 {
+            return Err(bad(
+                "max-batch-events",
+                self.max_batch_events,
+                "must be between 1 and 1,000,000",
+            ));
+        }
+        if self.max_batch_bytes == 0
+            || self.max_batch_bytes + 4096 * u64::from(self.max_batch_events) > frame_room * 2
+        {
+            return Err(bad(
+                "max-batch-bytes",
+                self.max_batch_bytes,
+                "a full batch (bytes plus 4 KiB per event of framing) must fit in one segment",
+            ));
+        }
+        if self.group_commit_max_events == 0 {
+            return Err(bad("group-commit-max-events", 0, "must be at least 1"));
+        }
+        if self.writer_queue_capacity == 0 {
+            return Err(bad("writer-queue-capacity", 0, "must be at least 1"));
+        }
+        if self.sync == SyncPolicy::EveryNEvents && self.sync_every_n_events == 0 {
+            return Err(bad(
+                "sync-every-n-events",
+                0,
+                "must be at least 1 with sync = \"every-n-events\"",
+            ));
+        }
+        if self.sync == SyncPolicy::IntervalMs && self.sync_interval_ms == 0 {
+            return Err(bad(
+                "sync-interval-ms",
+                0,
+                "must be at least 1 with sync = \"interval-ms\"",
+            ));
+        }
+        if self.max_frame_bytes < 4096 {
+            return Err(bad(
+                "max-frame-bytes",
+                self.max_frame_bytes,
+                "must be at least 4096",
+            ));
+        }
+        if u64::from(self.max_frame_bytes) < u64::from(self.max_payload_bytes) + 4096 {
+            return Err(bad(
+                "max-frame-bytes",
+                self.max_frame_bytes,
+                "must exceed max-payload-bytes by at least 4096",
+            ));
+        }
+        if self.max_in_flight_per_connection == 0 {
+            return Err(bad("max-in-flight-per-connection", 0, "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max-connections", 0, "must be at least 1"));
+        }
+        if self.read_timeout_ms < 100 {
+            return Err(bad(
+                "read-timeout-ms",
+                self.read_timeout_ms,
+                "must be at least 100",
+            ));
+        }
+        if self.socket_mode > 0o777 || self.socket_mode & 0o002 != 0 {
+            return Err(bad(
+                "socket-mode",
+                format!("{:#o}", self.socket_mode),
+                "must be a permission mode without world write (o+w)",
+            ));
+        }
+        if self.checkpoint_interval_ms < 100 {
+            return Err(bad(
+                "checkpoint-interval-ms",
+                self.checkpoint_interval_ms,
+                "must be at least 100",
+            ));
+        }
+        if self
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.as_os_str().len() > 107)
+        {
+            return Err(bad(
+                "socket",
+                self.socket_path().display(),
+                "Unix socket paths are limited to 107 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
+        let partial = Config::from_toml("sync = \"never\"\nsegment-max-bytes = 4194304\n").unwrap();
+        assert_eq!(partial.sync, SyncPolicy::Never);
+        assert_eq!(partial.segment_max_bytes, 4 << 20);
+        assert_eq!(partial.chunk_rows_log2, 20);
+    }
+
+    #[test]
+    fn every_bad_value_is_named() {
+        let cases: Vec<(&str, Config)> = vec![
+            (
+                "segment-max-bytes",
+                Config {
+                    segment_max_bytes: 1000,
+                    ..Config::default()
+                },
+            ),
+            (
+                "chunk-rows-log2",
+                Config {
+                    chunk_rows_log2: 9,
+                    ..Config::default()
+                },
+            ),
+            (
+                "chunk-rows-log2",
+                Config {
+                    chunk_rows_log2: 25,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-payload-bytes",
+                Config {
+                    max_payload_bytes: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-payload-bytes",
+                Config {
+                    segment_max_bytes: 8 << 20,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-batch-events",
+                Config {
+                    max_batch_events: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-batch-bytes",
+                Config {
+                    max_batch_bytes: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "group-commit-max-events",
+                Config {
+                    group_commit_max_events: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "writer-queue-capacity",
+                Config {
+                    writer_queue_capacity: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "sync-every-n-events",
+                Config {
+                    sync: SyncPolicy::EveryNEvents,
+                    sync_every_n_events: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "sync-interval-ms",
+                Config {
+                    sync: SyncPolicy::IntervalMs,
+                    sync_interval_ms: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-frame-bytes",
+                Config {
+                    max_frame_bytes: 10,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-in-flight-per-connection",
+                Config {
+                    max_in_flight_per_connection: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max-connections",
+                Config {
+                    max_connections: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "read-timeout-ms",
+                Config {
+                    read_timeout_ms: 5,
+                    ..Config::default()
+                },
+            ),
+            (
+                "socket-mode",
+                Config {
+                    socket_mode: 0o666,
+                    ..Config::default()
+                },
+            ),
+            (
+                "checkpoint-interval-ms",
+                Config {
+                    checkpoint_interval_ms: 1,
+                    ..Config::default()
+                },
+            ),
+            (
+                "data-dir",
+                Config {
+                    data_dir: PathBuf::new(),
+                    ..Config::default()
+                },
+            ),
+        ];
+        for (field, c) in cases {
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused() {
+        assert!(Config::from_toml("segment-max-byts = 5").is_err());
+        assert!(Config::from_toml("sync = \"sometimes\"").is_err());
+    }
+}

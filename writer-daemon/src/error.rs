@@ -1,0 +1,226 @@
+//! Typed errors of the daemon's operations.
+
+use std::io;
+use std::path::PathBuf;
+use weir_protocol::wire::{ErrorCode, WireError};
+use weir_protocol::{CoordinateError, KindError};
+
+/// Why the store could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A configuration value cannot work.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Another daemon holds the data directory.
+    #[error("{path} is locked by another weir daemon{}: only one writer may own a data directory", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The pid recorded by the holder, if readable.
+        holder: Option<u32>,
+    },
+    /// The data directory is writable by everybody.
+    #[error(
+        "{path} is world-writable (mode {mode:#o}); refusing to serve from it: run `chmod o-w {path}`"
+    )]
+    InsecureDataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+    /// A file on disk is damaged in a way restore cannot skip.
+    #[error("{path}: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// An I/O error, with the path it concerned.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path involved.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl OpenError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}
+
+/// Why an append was refused. Nothing was stored unless the variant says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// Invalid entity or scope.
+    #[error("event {index}: {source}")]
+    InvalidCoordinate {
+        /// Position in the request.
+        index: usize,
+        /// The rule broken.
+        source: CoordinateError,
+    },
+    /// Reserved or invalid kind.
+    #[error("event {index}: {source}")]
+    InvalidKind {
+        /// Position in the request.
+        index: usize,
+        /// Why.
+        source: KindError,
+    },
+    /// Payload over the limit.
+    #[error("event {index}: payload of {len} bytes exceeds max-payload-bytes = {max}")]
+    PayloadTooLarge {
+        /// Position in the request.
+        index: usize,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Batch over a limit.
+    #[error(
+        "batch of {events} events and {bytes} bytes exceeds the limits ({max_events} events, {max_bytes} bytes)"
+    )]
+    BatchTooLarge {
+        /// Events in it.
+        events: usize,
+        /// Bytes in it.
+        bytes: u64,
+        /// Event limit.
+        max_events: u32,
+        /// Byte limit.
+        max_bytes: u64,
+    },
+    /// A batch with no events.
+    #[error("empty batch")]
+    EmptyBatch,
+    /// The expected version did not hold.
+    #[error("entity {entity:?}: expected version {expected}, found {found}")]
+    VersionConflict {
+        /// The entity.
+        entity: String,
+        /// What the request expected.
+        expected: String,
+        /// What the store holds (`none` or the last clock).
+        found: String,
+    },
+    /// An idempotency key was reused for a request of another shape.
+    #[error("idempotency key {key:#034x} was already used by a different request")]
+    IdempotencyConflict {
+        /// The key.
+        key: u128,
+    },
+    /// The event id is already stored.
+    #[error("event id {id} is already stored")]
+    DuplicateEventId {
+        /// The id (UUID text).
+        id: String,
+    },
+    /// Event id zero.
+    #[error("event {index}: event id 0 is not allowed")]
+    InvalidEventId {
+        /// Position in the request.
+        index: usize,
+    },
+    /// Queue full.
+    #[error("the writer queue is full ({depth} waiting); retry after {retry_after_ms} ms")]
+    Busy {
+        /// Requests waiting.
+        depth: u64,
+        /// Suggested wait.
+        retry_after_ms: u64,
+    },
+    /// The daemon is stopping.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// A previous I/O failure stopped the writer.
+    #[error("the writer stopped after an I/O error and refuses writes until restarted: {cause}")]
+    Poisoned {
+        /// The original failure.
+        cause: String,
+    },
+    /// This request's write failed; its sequences were cancelled.
+    #[error("i/o error while appending ({cause}); sequences {start}..{end} were cancelled")]
+    Io {
+        /// The failure.
+        cause: String,
+        /// First cancelled sequence.
+        start: u64,
+        /// End of the cancelled range.
+        end: u64,
+    },
+}
+
+impl AppendError {
+    /// The stable wire code.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidCoordinate { .. } => ErrorCode::InvalidCoordinate,
+            Self::InvalidKind { .. } => ErrorCode::InvalidKind,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+            Self::EmptyBatch => ErrorCode::EmptyBatch,
+            Self::VersionConflict { .. } => ErrorCode::VersionConflict,
+            Self::IdempotencyConflict { .. } => ErrorCode::IdempotencyConflict,
+            Self::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
+            Self::InvalidEventId { .. } => ErrorCode::InvalidEventId,
+            Self::Busy { .. } => ErrorCode::Busy,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Poisoned { .. } => ErrorCode::WriterPoisoned,
+            Self::Io { .. } => ErrorCode::Io,
+        }
+    }
+
+    /// The error as sent over the socket, with structured fields.
+    #[must_use]
+    pub fn to_wire(&self) -> WireError {
+        let e = WireError::new(self.code(), self.to_string());
+        match self {
+            Self::InvalidCoordinate { index, .. }
+            | Self::InvalidKind { index, .. }
+            | Self::InvalidEventId { index } => e.with("index", index),
+            Self::PayloadTooLarge { index, len, max } => {
+                e.with("index", index).with("len", len).with("max", max)
+            }
+            Self::BatchTooLarge {
+                events,
+                bytes,
+                max_events,
+                max_bytes,
+            } => e
+                .with("events", events)
+                .with("bytes", bytes)
+                .with("max_events", max_events)
+                .with("max_bytes", max_bytes),
+            Self::VersionConflict {
+                entity,
+                expected,
+                found,
+            } => e
+                .with("entity", entity)
+                .with("expected", expected)
+                .with("found", found),
+            Self::IdempotencyConflict { key } => e.with("key", format!("{key:#034x}")),
+            Self::DuplicateEventId { id } => e.with("event_id", id),
+            Self::Busy {
+                depth,
+                retry_after_ms,
+            } => e
+                .with("queue_depth", depth)
+                .with("retry_after_ms", retry_after_ms),
+            Self::Io { start, end, .. } => {
+                e.with("cancelled_start", start).with("cancelled_end", end)
+            }
+            Self::EmptyBatch | Self::ShuttingDown | Self::Poisoned { .. } => e,
+        }
+    }
+}

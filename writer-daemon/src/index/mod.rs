@@ -1,0 +1,420 @@
+//! The index publisher: writes rows, columns, id slots, names and heads for
+//! each sequence before the gate publishes it (FORMAT.md, "Write order").
+
+mod names;
+
+use crate::mapped::MappedFile;
+pub use names::Names;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use weir_protocol::index::{
+    CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, Checkpoint, ChunkGeometry,
+    FileHeader, KINDS_FILE_LEN, KINDS_MAGIC, META_CHECKPOINT_OFFS, META_MAGIC, NO_NAME, NS_ENTITY,
+    NS_SCOPE, PAGE, ROW_LEN, Row, fingerprint, id_hash, pack_slot, unpack_slot,
+};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+/// Path of generation `g` under a data directory.
+#[must_use]
+pub fn generation_dir(data_dir: &Path, g: u64) -> PathBuf {
+    data_dir.join("index").join(format!("gen-{g:08}"))
+}
+
+/// One event as the index stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexedEvent<'a> {
+    /// Sequence.
+    pub seq: u64,
+    /// Event id.
+    pub event_id: u128,
+    /// Correlation id.
+    pub correlation_id: u128,
+    /// Causation id.
+    pub causation_id: Option<u128>,
+    /// Wall time.
+    pub wall_ms: u64,
+    /// Entity name.
+    pub entity: &'a [u8],
+    /// Scope name.
+    pub scope: &'a [u8],
+    /// Kind.
+    pub kind: u16,
+    /// Clock.
+    pub clock: u32,
+    /// Segment id.
+    pub segment_id: u32,
+    /// Frame offset.
+    pub frame_offset: u64,
+    /// Frame length.
+    pub frame_len: u32,
+    /// Last of its batch?
+    pub batch_end: bool,
+}
+
+/// The daemon's writable view of one index generation.
+#[derive(Debug)]
+pub struct IndexWriter {
+    dir: PathBuf,
+    generation: u64,
+    geo: ChunkGeometry,
+    meta: MappedFile,
+    kinds: MappedFile,
+    chunks: Vec<MappedFile>,
+    /// Running (min, max) event id per chunk, for sealing.
+    id_ranges: Vec<(u128, u128)>,
+    sealed: usize,
+    names: Names,
+    checkpoint_counter: u64,
+}
+
+impl IndexWriter {
+    /// Creates a new, empty generation directory.
+    pub fn create(data_dir: &Path, generation: u64, log2: u32) -> io::Result<Self> {
+        let dir = generation_dir(data_dir, generation);
+        if dir.exists() {
+            // A half-built generation from a start that died: never published.
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let meta = MappedFile::create(&dir.join("meta"), PAGE)?;
+        meta.write(0, FileHeader::new(META_MAGIC, log2, generation).as_bytes());
+        let kinds = MappedFile::create(&dir.join("kinds"), KINDS_FILE_LEN)?;
+        kinds.write(0, FileHeader::new(KINDS_MAGIC, 0, 0).as_bytes());
+        let names = Names::create(&dir, &meta)?;
+        Ok(Self {
+            dir,
+            generation,
+            geo: ChunkGeometry { log2 },
+            meta,
+            kinds,
+            chunks: Vec::new(),
+            id_ranges: Vec::new(),
+            sealed: 0,
+            names,
+            checkpoint_counter: 0,
+        })
+    }
+
+    /// Re-opens an existing generation whose checkpoint `cp` is trusted.
+    pub fn open(data_dir: &Path, generation: u64, log2: u32, cp: &Checkpoint) -> io::Result<Self> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let dir = generation_dir(data_dir, generation);
+        let meta = MappedFile::open(&dir.join("meta"), PAGE)?;
+        FileHeader::parse(meta.read(0, 32), META_MAGIC, Some(log2), generation)
+            .map_err(|e| invalid(format!("meta: {e}")))?;
+        let kinds = MappedFile::open(&dir.join("kinds"), KINDS_FILE_LEN)?;
+        FileHeader::parse(kinds.read(0, 32), KINDS_MAGIC, Some(0), 0)
+            .map_err(|e| invalid(format!("kinds: {e}")))?;
+        let geo = ChunkGeometry { log2 };
+        let watermark = cp.watermark.get();
+        let nchunks = watermark.div_ceil(geo.rows() as u64) as usize;
+        let mut chunks = Vec::with_capacity(nchunks);
+        let mut id_ranges = Vec::with_capacity(nchunks);
+        let mut sealed = 0;
+        for c in 0..nchunks {
+            let f = MappedFile::open(&dir.join(format!("chunk-{c:06}")), geo.file_len())?;
+            FileHeader::parse(f.read(0, 32), CHUNK_MAGIC, Some(log2), c as u64)
+                .map_err(|e| invalid(format!("chunk-{c:06}: {e}")))?;
+            let is_sealed = f
+                .region()
+                .atomic_u64(CHUNK_SEALED_OFF)
+                .expect("layout")
+                .load(Ordering::Acquire)
+                == 1;
+            let range = if is_sealed {
+                sealed = c + 1;
+                (
+                    read_u128(&f, CHUNK_MIN_ID_OFF),
+                    read_u128(&f, CHUNK_MAX_ID_OFF),
+                )
+            } else {
+                let rows =
+                    (watermark - (c as u64) * geo.rows() as u64).min(geo.rows() as u64) as usize;
+                let mut r = (u128::MAX, 0);
+                for i in 0..rows {
+                    let row =
+                        Row::read_from_bytes(f.read(geo.row_offset(i), ROW_LEN)).expect("row size");
+                    if !row.is_cancelled() {
+                        r = (r.0.min(row.id()), r.1.max(row.id()));
+                    }
+                }
+                r
+            };
+            chunks.push(f);
+            id_ranges.push(range);
+        }
+        let names = Names::open(&dir, cp.strings_end.get(), cp.names_table.get())?;
+        Ok(Self {
+            dir,
+            generation,
+            geo,
+            meta,
+            kinds,
+            chunks,
+            id_ranges,
+            sealed,
+            names,
+            checkpoint_counter: cp.counter.get(),
+        })
+    }
+
+    /// This generation's number.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Chunk geometry.
+    #[must_use]
+    pub fn geometry(&self) -> ChunkGeometry {
+        self.geo
+    }
+
+    /// The names.
+    #[must_use]
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Interns an entity or scope name.
+    pub fn intern(&mut self, ns: u8, name: &[u8]) -> io::Result<u32> {
+        self.names.intern(ns, name, &self.meta)
+    }
+
+    fn chunk_for(&mut self, seq: u64) -> io::Result<(&MappedFile, usize)> {
+        let (c, i) = self.geo.locate(seq);
+        let c = c as usize;
+        while self.chunks.len() <= c {
+            let n = self.chunks.len();
+            let f =
+                MappedFile::create(&self.dir.join(format!("chunk-{n:06}")), self.geo.file_len())?;
+            f.write(
+                0,
+                FileHeader::new(CHUNK_MAGIC, self.geo.log2, n as u64).as_bytes(),
+            );
+            self.chunks.push(f);
+            self.id_ranges.push((u128::MAX, 0));
+        }
+        Ok((&self.chunks[c], i))
+    }
+
+    fn write_cells(&mut self, seq: u64, row: &Row) -> io::Result<(usize, usize)> {
+        let geo = self.geo;
+        let (f, i) = self.chunk_for(seq)?;
+        f.write(geo.row_offset(i), row.as_bytes());
+        f.write(geo.kinds_offset() + i * 2, &row.kind.get().to_le_bytes());
+        f.write(
+            geo.scopes_offset() + i * 4,
+            &row.scope_id.get().to_le_bytes(),
+        );
+        f.write(
+            geo.entities_offset() + i * 4,
+            &row.entity_id.get().to_le_bytes(),
+        );
+        Ok((geo.locate(seq).0 as usize, i))
+    }
+
+    /// Writes the row, columns, id slot and heads of one event (unpublished).
+    pub fn put_event(&mut self, ev: &IndexedEvent<'_>) -> io::Result<()> {
+        let entity_id = self.intern(NS_ENTITY, ev.entity)?;
+        let scope_id = self.intern(NS_SCOPE, ev.scope)?;
+        let prev_kind = self.kind_counter(ev.kind, 0).load(Ordering::Relaxed);
+        let mut row = Row::new_zeroed();
+        row.event_id = ev.event_id.to_le_bytes();
+        row.correlation_id = ev.correlation_id.to_le_bytes();
+        row.causation_id = ev.causation_id.unwrap_or(0).to_le_bytes();
+        row.wall_ms = ev.wall_ms.into();
+        row.sequence = ev.seq.into();
+        row.prev_entity = self.names.head(entity_id).into();
+        row.prev_kind = prev_kind.into();
+        row.prev_scope = self.names.head(scope_id).into();
+        row.frame_offset = ev.frame_offset.into();
+        row.segment_id = ev.segment_id.into();
+        row.frame_len = ev.frame_len.into();
+        row.entity_id = entity_id.into();
+        row.scope_id = scope_id.into();
+        row.clock = ev.clock.into();
+        row.kind = ev.kind.into();
+        let mut flags = 0;
+        if ev.causation_id.is_some() {
+            flags |= weir_protocol::index::ROW_HAS_CAUSATION;
+        }
+        if ev.batch_end {
+            flags |= weir_protocol::index::ROW_BATCH_END;
+        }
+        row.flags = flags.into();
+        row.seal();
+        let (c, i) = self.write_cells(ev.seq, &row)?;
+        let geo = self.geo;
+        let table = &self.chunks[c];
+        let hash = id_hash(ev.event_id);
+        let mask = geo.id_slots() - 1;
+        let mut s = (hash as usize) & mask;
+        loop {
+            let slot = table
+                .region()
+                .atomic_u64(geo.ids_offset() + s * 8)
+                .expect("id slot in bounds");
+            if slot.load(Ordering::Relaxed) == 0 {
+                // SYNC: Release; the row was written above. Readers confirm
+                // the row only below their loaded `visible`.
+                slot.store(pack_slot(i, hash), Ordering::Release);
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+        let r = &mut self.id_ranges[c];
+        *r = (r.0.min(ev.event_id), r.1.max(ev.event_id));
+        self.names.bump(entity_id, ev.seq);
+        self.names.bump(scope_id, ev.seq);
+        let kind_count = self.kind_counter(ev.kind, 8);
+        // SYNC: Release, after the row (FORMAT.md write order).
+        self.kind_counter(ev.kind, 0)
+            .store(ev.seq + 1, Ordering::Release);
+        kind_count.store(kind_count.load(Ordering::Relaxed) + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes a tombstone row for a cancelled sequence.
+    pub fn put_tombstone(&mut self, seq: u64) -> io::Result<()> {
+        self.write_cells(seq, &Row::tombstone(seq)).map(|_| ())
+    }
+
+    fn kind_counter(&self, kind: u16, off: usize) -> &std::sync::atomic::AtomicU64 {
+        self.kinds
+            .region()
+            .atomic_u64(PAGE + usize::from(kind) * 16 + off)
+            .expect("kinds layout")
+    }
+
+    /// The row of `seq`, if its chunk exists.
+    #[must_use]
+    pub fn row(&self, seq: u64) -> Option<Row> {
+        let (c, i) = self.geo.locate(seq);
+        let f = self.chunks.get(c as usize)?;
+        Row::read_from_bytes(f.read(self.geo.row_offset(i), ROW_LEN)).ok()
+    }
+
+    /// The sequence holding `id`, among sequences below `end`.
+    #[must_use]
+    pub fn find_id(&self, id: u128, end: u64) -> Option<u64> {
+        let geo = self.geo;
+        let hash = id_hash(id);
+        let mask = geo.id_slots() - 1;
+        for (c, f) in self.chunks.iter().enumerate().rev() {
+            let (lo, hi) = self.id_ranges[c];
+            if id < lo || id > hi {
+                continue;
+            }
+            let mut s = (hash as usize) & mask;
+            loop {
+                let v = f
+                    .region()
+                    .atomic_u64(geo.ids_offset() + s * 8)
+                    .expect("slot")
+                    .load(Ordering::Relaxed);
+                if v == 0 {
+                    break;
+                }
+                let (i, fp) = unpack_slot(v);
+                if fp == fingerprint(hash) {
+                    let seq = ((c as u64) << geo.log2) + i as u64;
+                    if seq < end && self.row(seq).is_some_and(|r| r.id() == id) {
+                        return Some(seq);
+                    }
+                }
+                s = (s + 1) & mask;
+            }
+        }
+        None
+    }
+
+    /// Seals every chunk whose rows are all below `visible` (after publish).
+    pub fn seal_through(&mut self, visible: u64) {
+        while ((self.sealed + 1) << self.geo.log2) as u64 <= visible
+            && self.sealed < self.chunks.len()
+        {
+            let f = &self.chunks[self.sealed];
+            let (lo, hi) = self.id_ranges[self.sealed];
+            f.write(CHUNK_MIN_ID_OFF, &lo.to_le_bytes());
+            f.write(CHUNK_MAX_ID_OFF, &hi.to_le_bytes());
+            // SYNC: Release; readers trust min/max only after loading sealed == 1.
+            f.region()
+                .atomic_u64(CHUNK_SEALED_OFF)
+                .expect("layout")
+                .store(1, Ordering::Release);
+            self.sealed += 1;
+        }
+    }
+
+    /// Restores a name's head and count (after a rebuild from the log they
+    /// are already right; this is for repairing an in-place reuse).
+    pub fn set_name_counters(&self, id: u32, head: u64, count: u64) {
+        self.names.set(id, head, count);
+    }
+
+    /// Flushes every file and records `cp` as the newest checkpoint.
+    pub fn checkpoint(&mut self, mut cp: Checkpoint) -> io::Result<()> {
+        for f in self
+            .chunks
+            .iter()
+            .chain(self.names.files())
+            .chain([&self.kinds])
+        {
+            f.flush()?;
+        }
+        let (strings_end, names_table) = self.names.position();
+        self.checkpoint_counter += 1;
+        cp.counter = self.checkpoint_counter.into();
+        cp.strings_end = strings_end.into();
+        cp.names_table = names_table.into();
+        cp.seal();
+        let slot = META_CHECKPOINT_OFFS[(self.checkpoint_counter % 2) as usize];
+        self.meta.write(slot, cp.as_bytes());
+        self.meta.flush()
+    }
+
+    /// The newest valid checkpoint of a generation, read without mapping it writable.
+    pub fn read_checkpoint(
+        data_dir: &Path,
+        generation: u64,
+    ) -> io::Result<Option<(Checkpoint, u32)>> {
+        let bytes = std::fs::read(generation_dir(data_dir, generation).join("meta"))?;
+        let Ok(h) = FileHeader::parse(&bytes, META_MAGIC, None, generation) else {
+            return Ok(None);
+        };
+        let copy = |off: usize| {
+            bytes
+                .get(off..off + 64)
+                .and_then(|b| Checkpoint::read_from_bytes(b).ok())
+        };
+        Ok(
+            Checkpoint::newest(copy(META_CHECKPOINT_OFFS[0]), copy(META_CHECKPOINT_OFFS[1]))
+                .map(|c| (c, h.param.get())),
+        )
+    }
+
+    /// Total bytes of this generation's files.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        let files = self
+            .chunks
+            .iter()
+            .chain(self.names.files())
+            .chain([&self.kinds, &self.meta]);
+        files.map(|f| f.region().len() as u64).sum()
+    }
+
+    /// Is `id` a valid entity/scope id?
+    #[must_use]
+    pub fn has_name(&self, id: u32) -> bool {
+        id != NO_NAME && self.names.name(id).is_some()
+    }
+}
+
+fn read_u128(f: &MappedFile, off: usize) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(f.read(off, 16));
+    u128::from_le_bytes(b)
+}

@@ -1,0 +1,303 @@
+//! Interned entity and scope names: append-only strings files plus the
+//! names table that maps (namespace, name) to a string id.
+
+use crate::mapped::MappedFile;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use weir_protocol::index::{
+    FileHeader, NAMES_MAGIC, NAMES_MIN_LOG2, PAGE, STRING_COUNT_OFF, STRING_ENTRY_HEADER,
+    STRING_HEAD_OFF, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC, StringEntry, fingerprint,
+    name_hash, pack_slot, string_crc, unpack_slot,
+};
+use weir_protocol::{align8, index::META_NAMES_TABLE_OFF, index::META_STRINGS_END_OFF};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+/// The writer's side of the names: files, table, and an in-memory mirror.
+#[derive(Debug)]
+pub struct Names {
+    dir: PathBuf,
+    files: Vec<MappedFile>,
+    /// Global offset where the next entry goes.
+    end: u64,
+    table: MappedFile,
+    table_no: u64,
+    table_log2: u32,
+    used: usize,
+    ids: HashMap<(u8, Box<[u8]>), u32>,
+}
+
+fn strings_path(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("strings-{n:04}"))
+}
+
+fn names_path(dir: &Path, t: u64) -> PathBuf {
+    dir.join(format!("names-{t:04}"))
+}
+
+fn table_len(log2: u32) -> usize {
+    PAGE + (8usize << log2)
+}
+
+/// A string id's (file, offset in file).
+#[must_use]
+pub fn locate(id: u32) -> (usize, usize) {
+    let global = u64::from(id) * 8;
+    (
+        (global >> STRINGS_FILE_LOG2) as usize,
+        (global & (STRINGS_FILE_LEN as u64 - 1)) as usize,
+    )
+}
+
+impl Names {
+    /// Creates empty names files in a new generation directory.
+    pub fn create(dir: &Path, meta: &MappedFile) -> io::Result<Self> {
+        let first = new_strings_file(dir, 0)?;
+        let table = new_table(dir, 0, NAMES_MIN_LOG2)?;
+        let names = Self {
+            dir: dir.to_owned(),
+            files: vec![first],
+            end: PAGE as u64,
+            table,
+            table_no: 0,
+            table_log2: NAMES_MIN_LOG2,
+            used: 0,
+            ids: HashMap::new(),
+        };
+        names.publish_meta(meta);
+        Ok(names)
+    }
+
+    /// Re-opens the names of an existing generation, up to `strings_end`.
+    pub fn open(dir: &Path, strings_end: u64, table_no: u64) -> io::Result<Self> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let nfiles = ((strings_end.max(1) - 1) >> STRINGS_FILE_LOG2) as usize + 1;
+        let mut files = Vec::with_capacity(nfiles);
+        for n in 0..nfiles {
+            let f = MappedFile::open(&strings_path(dir, n), STRINGS_FILE_LEN)?;
+            FileHeader::parse(f.read(0, 32), STRINGS_MAGIC, Some(0), n as u64)
+                .map_err(|e| invalid(format!("{}: {e}", f.path().display())))?;
+            files.push(f);
+        }
+        let head =
+            std::fs::read(names_path(dir, table_no)).map(|b| b[..32.min(b.len())].to_vec())?;
+        let h = FileHeader::parse(&head, NAMES_MAGIC, None, table_no)
+            .map_err(|e| invalid(format!("names-{table_no:04}: {e}")))?;
+        let log2 = h.param.get();
+        if !(NAMES_MIN_LOG2..=32).contains(&log2) {
+            return Err(invalid(format!(
+                "names-{table_no:04}: log2 {log2} out of range"
+            )));
+        }
+        let table = MappedFile::open(&names_path(dir, table_no), table_len(log2))?;
+        let mut names = Self {
+            dir: dir.to_owned(),
+            files,
+            end: PAGE as u64,
+            table,
+            table_no,
+            table_log2: log2,
+            used: 0,
+            ids: HashMap::new(),
+        };
+        // Walk the entries to rebuild the in-memory mirror, checking each.
+        let mut global = PAGE as u64;
+        while global < strings_end {
+            let (file, local) = (
+                (global >> STRINGS_FILE_LOG2) as usize,
+                (global as usize) & (STRINGS_FILE_LEN - 1),
+            );
+            let f = &names.files[file];
+            if local + STRING_ENTRY_HEADER > STRINGS_FILE_LEN {
+                global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
+                continue;
+            }
+            let e = StringEntry::read_from_bytes(f.read(local, STRING_ENTRY_HEADER))
+                .map_err(|_| invalid("entry".into()))?;
+            let len = e.len.get() as usize;
+            if len == 0 {
+                // An entry never starts here: the rest of the file was skipped.
+                global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
+                continue;
+            }
+            if local + STRING_ENTRY_HEADER + len > STRINGS_FILE_LEN {
+                return Err(invalid(format!(
+                    "string entry at {global} overruns its file"
+                )));
+            }
+            let name = f.read(local + STRING_ENTRY_HEADER, len);
+            if string_crc(e.ns, name) != e.crc.get() {
+                return Err(invalid(format!(
+                    "string entry at {global} fails its checksum"
+                )));
+            }
+            names.ids.insert((e.ns, name.into()), (global / 8) as u32);
+            global += align8(STRING_ENTRY_HEADER + len) as u64;
+        }
+        names.used = names.ids.len();
+        names.end = global;
+        Ok(names)
+    }
+
+    /// The id of a known name.
+    #[must_use]
+    pub fn get(&self, ns: u8, name: &[u8]) -> Option<u32> {
+        self.ids.get(&(ns, name.into())).copied()
+    }
+
+    /// Every interned (namespace, name, id).
+    pub fn iter(&self) -> impl Iterator<Item = (u8, &[u8], u32)> {
+        self.ids.iter().map(|((ns, n), id)| (*ns, &n[..], *id))
+    }
+
+    /// Interns a name, writing a new entry if needed. `meta` gets the new end.
+    pub fn intern(&mut self, ns: u8, name: &[u8], meta: &MappedFile) -> io::Result<u32> {
+        if let Some(id) = self.get(ns, name) {
+            return Ok(id);
+        }
+        let size = align8(STRING_ENTRY_HEADER + name.len());
+        let (mut file, mut local) = (
+            (self.end >> STRINGS_FILE_LOG2) as usize,
+            (self.end as usize) & (STRINGS_FILE_LEN - 1),
+        );
+        if local + size > STRINGS_FILE_LEN {
+            file += 1;
+            local = PAGE;
+        }
+        if file == self.files.len() {
+            self.files.push(new_strings_file(&self.dir, file)?);
+        }
+        let global = ((file as u64) << STRINGS_FILE_LOG2) | local as u64;
+        let id = u32::try_from(global / 8)
+            .ok()
+            .filter(|id| *id < weir_protocol::index::NO_NAME)
+            .ok_or_else(|| io::Error::other("string space exhausted (32 GiB of names)"))?;
+        let mut entry = StringEntry::new_zeroed();
+        entry.len = (name.len() as u32).into();
+        entry.ns = ns;
+        entry.crc = string_crc(ns, name).into();
+        let f = &self.files[file];
+        f.write(local, entry.as_bytes());
+        f.write(local + STRING_ENTRY_HEADER, name);
+        if self.used + 1 > (1usize << self.table_log2) / 2 {
+            self.grow(meta)?;
+        }
+        insert_slot(&self.table, self.table_log2, name_hash(ns, name), id);
+        self.used += 1;
+        self.ids.insert((ns, name.into()), id);
+        self.end = global + size as u64;
+        self.publish_meta(meta);
+        Ok(id)
+    }
+
+    fn grow(&mut self, meta: &MappedFile) -> io::Result<()> {
+        let log2 = self.table_log2 + 1;
+        let t = self.table_no + 1;
+        let table = new_table(&self.dir, t, log2)?;
+        for ((ns, name), id) in &self.ids {
+            insert_slot(&table, log2, name_hash(*ns, name), *id);
+        }
+        self.table = table;
+        self.table_no = t;
+        self.table_log2 = log2;
+        self.publish_meta(meta);
+        Ok(())
+    }
+
+    fn publish_meta(&self, meta: &MappedFile) {
+        let r = meta.region();
+        // SYNC: Release pairs with the reader's Acquire fence after loading
+        // these: the entry bytes and the table slots are written before.
+        r.atomic_u64(META_NAMES_TABLE_OFF)
+            .expect("meta layout")
+            .store(self.table_no, Ordering::Release);
+        r.atomic_u64(META_STRINGS_END_OFF)
+            .expect("meta layout")
+            .store(self.end, Ordering::Release);
+    }
+
+    /// The current end of the strings and the names table number.
+    #[must_use]
+    pub fn position(&self) -> (u64, u64) {
+        (self.end, self.table_no)
+    }
+
+    /// Reads a name's head (newest sequence + 1).
+    #[must_use]
+    pub fn head(&self, id: u32) -> u64 {
+        self.counter(id, STRING_HEAD_OFF).load(Ordering::Relaxed)
+    }
+
+    /// Records `seq` as the newest event of name `id`.
+    pub fn bump(&self, id: u32, seq: u64) {
+        // SYNC: Release; the row of `seq` was written before (FORMAT.md write order).
+        self.counter(id, STRING_HEAD_OFF)
+            .store(seq + 1, Ordering::Release);
+        let count = self.counter(id, STRING_COUNT_OFF);
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Sets a name's head and count outright (restore).
+    pub fn set(&self, id: u32, head: u64, count: u64) {
+        self.counter(id, STRING_HEAD_OFF)
+            .store(head, Ordering::Release);
+        self.counter(id, STRING_COUNT_OFF)
+            .store(count, Ordering::Release);
+    }
+
+    fn counter(&self, id: u32, off: usize) -> &std::sync::atomic::AtomicU64 {
+        let (file, local) = locate(id);
+        self.files[file]
+            .region()
+            .atomic_u64(local + off)
+            .expect("string entry in bounds")
+    }
+
+    /// Looks up a name's bytes by id.
+    #[must_use]
+    pub fn name(&self, id: u32) -> Option<&[u8]> {
+        let (file, local) = locate(id);
+        let f = self.files.get(file)?;
+        let e = StringEntry::read_from_bytes(f.read(local, STRING_ENTRY_HEADER)).ok()?;
+        Some(f.read(local + STRING_ENTRY_HEADER, e.len.get() as usize))
+    }
+
+    /// Every file, for flushing.
+    pub fn files(&self) -> impl Iterator<Item = &MappedFile> {
+        self.files.iter().chain(std::iter::once(&self.table))
+    }
+}
+
+fn new_strings_file(dir: &Path, n: usize) -> io::Result<MappedFile> {
+    let f = MappedFile::create(&strings_path(dir, n), STRINGS_FILE_LEN)?;
+    f.write(0, FileHeader::new(STRINGS_MAGIC, 0, n as u64).as_bytes());
+    Ok(f)
+}
+
+fn new_table(dir: &Path, t: u64, log2: u32) -> io::Result<MappedFile> {
+    let f = MappedFile::create(&names_path(dir, t), table_len(log2))?;
+    f.write(0, FileHeader::new(NAMES_MAGIC, log2, t).as_bytes());
+    Ok(f)
+}
+
+fn insert_slot(table: &MappedFile, log2: u32, hash: u64, id: u32) {
+    let mask = (1usize << log2) - 1;
+    let mut i = (hash as usize) & mask;
+    loop {
+        let slot = table
+            .region()
+            .atomic_u64(PAGE + i * 8)
+            .expect("slot in bounds");
+        if slot.load(Ordering::Relaxed) == 0 {
+            // SYNC: Release; the string entry was written before.
+            slot.store(pack_slot(id as usize, hash), Ordering::Release);
+            return;
+        }
+        debug_assert_ne!(
+            unpack_slot(slot.load(Ordering::Relaxed)),
+            (id as usize, fingerprint(hash))
+        );
+        i = (i + 1) & mask;
+    }
+}

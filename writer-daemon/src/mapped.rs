@@ -1,0 +1,121 @@
+//! Read-write mappings of the index and gate files: the daemon's only module
+//! with `unsafe`.
+#![allow(unsafe_code)]
+
+use memmap2::MmapMut;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use weir_protocol::shm::Region;
+
+/// A file mapped shared and writable. Readers map the same file read-only.
+#[derive(Debug)]
+pub struct MappedFile {
+    map: MmapMut,
+    region: Region,
+    path: PathBuf,
+}
+
+impl MappedFile {
+    /// Creates `path` (which must not exist), preallocates `len` bytes with
+    /// `posix_fallocate` (so later page faults cannot hit ENOSPC and raise
+    /// SIGBUS in the daemon) and maps it.
+    pub fn create(path: &Path, len: usize) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        nix::fcntl::posix_fallocate(&file, 0, len as i64).map_err(io::Error::from)?;
+        Self::map(file, path, len)
+    }
+
+    /// Maps an existing file, which must be exactly `len` bytes long.
+    pub fn open(path: &Path, len: usize) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let actual = file.metadata()?.len();
+        if actual != len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is {actual} bytes, expected {len}", path.display()),
+            ));
+        }
+        Self::map(file, path, len)
+    }
+
+    fn map(file: File, path: &Path, len: usize) -> io::Result<Self> {
+        // SAFETY: the file is exactly `len` bytes (created or checked above)
+        // and weir never truncates a mapped file, so every mapped page stays
+        // backed. Other processes map it read-only and only read; the daemon
+        // is the single writer (guaranteed by the LOCK flock), so the only
+        // concurrent mutation is our own, done through `Region`'s atomics or
+        // to bytes not yet published.
+        let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
+        // SAFETY: `map` is a live, page-aligned, writable mapping of `len`
+        // bytes, owned by this struct; `region` never outlives it because it
+        // is only handed out by reference to `self`.
+        let region = unsafe { Region::new(map.as_mut_ptr(), len) };
+        Ok(Self {
+            map,
+            region,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The shared region.
+    #[must_use]
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Writes `bytes` at `off`. The caller writes only bytes it has not yet
+    /// published (rows, columns and entries above `visible`).
+    pub fn write(&self, off: usize, bytes: &[u8]) {
+        // SAFETY: the mapping is writable and alive; the daemon only writes
+        // unpublished bytes (module contract above), so no reader is reading
+        // them as published data.
+        let done = unsafe { self.region.write(off, bytes) };
+        assert!(
+            done.is_some(),
+            "index write out of bounds: {}+{} in {}",
+            off,
+            bytes.len(),
+            self.path.display()
+        );
+    }
+
+    /// Reads bytes the daemon itself wrote earlier.
+    #[must_use]
+    pub fn read(&self, off: usize, len: usize) -> &[u8] {
+        // SAFETY: only this process writes the mapping, and the writer thread
+        // that calls this is the thread that writes it; no concurrent writes.
+        let bytes = unsafe { self.region.published(off, len) };
+        bytes.unwrap_or_else(|| {
+            panic!(
+                "index read out of bounds: {off}+{len} in {}",
+                self.path.display()
+            )
+        })
+    }
+
+    /// `msync`s the whole mapping.
+    pub fn flush(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Maps a file read-only (restore reads segments this way). The daemon holds
+/// the data directory's lock, so nothing else writes the file meanwhile.
+pub fn map_read_only(path: &Path) -> io::Result<memmap2::Mmap> {
+    let file = File::open(path)?;
+    // SAFETY: weir never truncates segment files, and only this process (the
+    // lock holder) writes them, not while this mapping is read (restore runs
+    // before the writer starts).
+    unsafe { memmap2::Mmap::map(&file) }
+}

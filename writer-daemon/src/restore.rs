@@ -1,0 +1,646 @@
+//! The restore planner (seed 002's order): reuse the index files after a
+//! clean stop; otherwise rebuild a new generation from the sealed segments'
+//! footers (in parallel) and a frame scan of the unsealed ones.
+
+use crate::config::Config;
+use crate::error::OpenError;
+use crate::index::{IndexWriter, IndexedEvent, generation_dir};
+use crate::segments::{LogPosition, SegmentLog};
+use crate::state::{Entities, EntityState, IdemWindow};
+use crate::storage::{SegmentBytes, Storage, segment_file_name};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use weir_protocol::index::{Checkpoint, NS_ENTITY};
+use weir_protocol::segment::{
+    Decoded, FooterEntry, FrameRef, SEGMENT_HEADER_LEN, SegmentHeader, Trailer, decode_at,
+    footer_entries, frame_flags,
+};
+use weir_protocol::wire::Receipt;
+use zerocopy::FromZeros;
+
+/// Which restore path ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePath {
+    /// No segments: a new store.
+    Empty,
+    /// The index files of a clean stop were reused in place.
+    IndexFiles,
+    /// Rebuilt from sealed-segment footers, plus a frame scan of the tail.
+    Footers,
+    /// Rebuilt by scanning every frame.
+    FrameScan,
+}
+
+impl RestorePath {
+    /// Kebab-case name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::IndexFiles => "index-files",
+            Self::Footers => "footers",
+            Self::FrameScan => "frame-scan",
+        }
+    }
+}
+
+/// What restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// The path.
+    pub path: RestorePath,
+    /// Events restored by that path (index files or footers).
+    pub entries: u64,
+    /// Events restored by scanning frames.
+    pub tail_entries: u64,
+    /// Sequences cancelled (tombstones).
+    pub cancelled: u64,
+    /// Wall time taken.
+    pub elapsed: Duration,
+    /// Index generation in use.
+    pub generation: u64,
+    /// Why an earlier, faster path was not taken.
+    pub fallback_reason: Option<String>,
+}
+
+/// Everything the writer needs to continue.
+#[derive(Debug)]
+pub struct Restored {
+    /// The index, filled up to `next_seq`.
+    pub index: IndexWriter,
+    /// The log, positioned to append.
+    pub log: SegmentLog,
+    /// Next sequence to allocate.
+    pub next_seq: u64,
+    /// Cancelled ranges.
+    pub cancelled: Vec<(u64, u64)>,
+    /// Chain heads.
+    pub entities: Entities,
+    /// Idempotency window.
+    pub idem: IdemWindow,
+    /// HLC floor.
+    pub max_wall_ms: u64,
+    /// The report.
+    pub report: RestoreReport,
+}
+
+/// Restores from `storage`; `previous` is the index generation the last
+/// instance used, if known.
+pub fn restore(
+    config: &Config,
+    storage: Box<dyn Storage>,
+    instance: u128,
+    previous: Option<u64>,
+    old_ranges: Option<Vec<(u64, u64)>>,
+) -> Result<Restored, OpenError> {
+    let started = Instant::now();
+    let data_dir = &config.data_dir;
+    let seg_err = |id: u64| OpenError::io(data_dir.join("segments").join(segment_file_name(id)));
+    let ids = storage
+        .list()
+        .map_err(OpenError::io(data_dir.join("segments")))?;
+    let next_gen = previous.map_or(0, |g| g + 1);
+    if ids.is_empty() {
+        let index = IndexWriter::create(data_dir, next_gen, config.chunk_rows_log2)
+            .map_err(OpenError::io(generation_dir(data_dir, next_gen)))?;
+        let log = SegmentLog::start_new(storage, config.segment_max_bytes, instance, 0, 0)
+            .map_err(seg_err(0))?;
+        return Ok(Restored {
+            index,
+            log,
+            next_seq: 0,
+            cancelled: Vec::new(),
+            entities: HashMap::new(),
+            idem: IdemWindow::new(config.idempotency_window as usize),
+            max_wall_ms: 0,
+            report: RestoreReport {
+                path: RestorePath::Empty,
+                entries: 0,
+                tail_entries: 0,
+                cancelled: 0,
+                elapsed: started.elapsed(),
+                generation: next_gen,
+                fallback_reason: None,
+            },
+        });
+    }
+    let mut fallback = None;
+    if let Some(g) = previous {
+        match try_reuse(config, &*storage, &ids, g, old_ranges) {
+            Ok(r) => {
+                let (index, pos, footer, seg_base, first_seq, cp, ranges) = r;
+                let next_seq = cp.watermark.get();
+                let log = SegmentLog::resume(
+                    storage,
+                    config.segment_max_bytes,
+                    instance,
+                    pos,
+                    footer,
+                    seg_base,
+                    next_seq,
+                    first_seq,
+                )
+                .map_err(seg_err(pos.segment_id))?;
+                let (entities, idem) = chains_from_index(config, &index, log.storage(), next_seq)
+                    .map_err(|what| OpenError::Corrupt {
+                    path: generation_dir(data_dir, g),
+                    what,
+                })?;
+                return Ok(Restored {
+                    index,
+                    log,
+                    next_seq,
+                    cancelled: ranges.clone(),
+                    entities,
+                    idem,
+                    max_wall_ms: cp.max_wall_ms.get(),
+                    report: RestoreReport {
+                        path: RestorePath::IndexFiles,
+                        entries: next_seq,
+                        tail_entries: 0,
+                        cancelled: ranges.iter().map(|r| r.1 - r.0).sum(),
+                        elapsed: started.elapsed(),
+                        generation: g,
+                        fallback_reason: None,
+                    },
+                });
+            }
+            Err(why) => fallback = Some(why),
+        }
+    }
+    rebuild(config, storage, instance, &ids, next_gen, started, fallback)
+}
+
+type Reuse = (
+    IndexWriter,
+    LogPosition,
+    Vec<FooterEntry>,
+    u64,
+    Option<u64>,
+    Checkpoint,
+    Vec<(u64, u64)>,
+);
+
+fn try_reuse(
+    config: &Config,
+    storage: &dyn Storage,
+    ids: &[u64],
+    g: u64,
+    old_ranges: Option<Vec<(u64, u64)>>,
+) -> Result<Reuse, String> {
+    let data_dir = &config.data_dir;
+    let (cp, log2) = IndexWriter::read_checkpoint(data_dir, g)
+        .map_err(|e| format!("no checkpoint in generation {g}: {e}"))?
+        .ok_or("no valid checkpoint")?;
+    if cp.clean.get() != 1 {
+        return Err("the previous instance did not stop cleanly".into());
+    }
+    if log2 != config.chunk_rows_log2 {
+        return Err(format!(
+            "chunk-rows-log2 changed from {log2} to {}",
+            config.chunk_rows_log2
+        ));
+    }
+    let ranges = old_ranges.ok_or("the previous gate's cancelled ranges are unavailable")?;
+    let seg = cp.segment_id.get();
+    if ids.last() != Some(&seg) {
+        return Err("segments were added after the checkpoint".into());
+    }
+    let bytes = storage.read(seg).map_err(|e| e.to_string())?;
+    let header = SegmentHeader::parse(&bytes).map_err(|e| e.to_string())?;
+    if Trailer::parse(&bytes).is_some() {
+        return Err("the checkpoint's segment is sealed".into());
+    }
+    // Walk the frames of the open segment (their CRCs were checked when they
+    // were written; a clean stop flushed them) to rebuild its footer list and
+    // confirm the checkpoint's offset is the end of the data.
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut footer = Vec::new();
+    let mut first_seq = None;
+    loop {
+        let (d, len) = decode_at(&bytes, off, true).map_err(|e| format!("segment {seg}: {e}"))?;
+        match d {
+            Decoded::End => break,
+            Decoded::Event(f) => {
+                first_seq.get_or_insert(f.header.sequence.get());
+            }
+            Decoded::Cancel { first, .. } => {
+                first_seq.get_or_insert(first);
+            }
+            Decoded::Footer(_) => return Err("footer frame in an open segment".into()),
+        }
+        let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().expect("4 bytes"));
+        footer.push(FooterEntry {
+            offset: (off as u64).into(),
+            len: (len as u32).into(),
+            crc: crc.into(),
+        });
+        off += len;
+    }
+    if off as u64 != cp.segment_offset.get() {
+        return Err(format!(
+            "the log ends at {off}, the checkpoint at {}",
+            cp.segment_offset.get()
+        ));
+    }
+    let index = IndexWriter::open(data_dir, g, log2, &cp).map_err(|e| e.to_string())?;
+    let pos = LogPosition {
+        segment_id: seg,
+        offset: off as u64,
+    };
+    Ok((
+        index,
+        pos,
+        footer,
+        header.base_seq.get(),
+        first_seq,
+        cp,
+        ranges,
+    ))
+}
+
+/// Rebuilds entity chain heads and the idempotency window from a reused index.
+fn chains_from_index(
+    config: &Config,
+    index: &IndexWriter,
+    storage: &dyn Storage,
+    end: u64,
+) -> Result<(Entities, IdemWindow), String> {
+    let mut segs: HashMap<u32, SegmentBytes> = HashMap::new();
+    let mut frame_of = |seq: u64| -> Result<([u8; 32], Option<u128>, Receipt), String> {
+        let row = index
+            .row(seq)
+            .filter(|r| r.crc_ok() && r.sequence.get() == seq)
+            .ok_or(format!("row {seq} is damaged"))?;
+        let sid = row.segment_id.get();
+        if !segs.contains_key(&sid) {
+            segs.insert(
+                sid,
+                storage.read(u64::from(sid)).map_err(|e| e.to_string())?,
+            );
+        }
+        let (d, _) = decode_at(&segs[&sid], row.frame_offset.get() as usize, false)
+            .map_err(|e| e.to_string())?;
+        let Decoded::Event(f) = d else {
+            return Err(format!("row {seq} points at a non-event frame"));
+        };
+        let h = f.header;
+        let receipt = Receipt {
+            event_id: h.event_id(),
+            sequence: seq,
+            clock: h.clock.get(),
+            event_hash: h.event_hash,
+            durable: true,
+            replayed: true,
+        };
+        Ok((h.event_hash, h.idempotency_key(), receipt))
+    };
+    let mut entities = HashMap::new();
+    for (ns, name, id) in index.names().iter() {
+        if ns != NS_ENTITY {
+            continue;
+        }
+        let head = index.names().head(id);
+        if head == 0 || head > end {
+            return Err(format!("entity head {head} out of range"));
+        }
+        let row = index.row(head - 1).ok_or("missing row")?;
+        let (hash, _, _) = frame_of(head - 1)?;
+        entities.insert(
+            name.into(),
+            EntityState {
+                clock: row.clock.get(),
+                hash,
+            },
+        );
+    }
+    let mut idem = IdemWindow::new(config.idempotency_window as usize);
+    let mut keyed = Vec::new();
+    let mut seq = end;
+    let scan_limit = u64::from(config.idempotency_window).saturating_mul(2);
+    while seq > 0 && end - seq < scan_limit && keyed.len() < config.idempotency_window as usize {
+        seq -= 1;
+        if index.row(seq).is_some_and(|r| r.is_cancelled()) {
+            continue;
+        }
+        let (_, key, receipt) = frame_of(seq)?;
+        if let Some(k) = key {
+            keyed.push((k, receipt));
+        }
+    }
+    for (k, r) in keyed.into_iter().rev() {
+        idem.insert(k, r);
+    }
+    Ok((entities, idem))
+}
+
+/// One segment's usable content.
+struct Scan<'a> {
+    events: Vec<FrameRef<'a>>,
+    offsets: Vec<(u64, u32)>,
+    cancels: Vec<(u64, u64)>,
+    via_footer: bool,
+    /// Intact and unsealed: writing may continue in it.
+    resumable: Option<(LogPosition, Vec<FooterEntry>, u64)>,
+}
+
+fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, OpenError> {
+    let corrupt = |what: String| OpenError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    let header = SegmentHeader::parse(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if header.segment_id.get() != id {
+        return Err(corrupt(format!(
+            "header names segment {}",
+            header.segment_id.get()
+        )));
+    }
+    let mut s = Scan {
+        events: Vec::new(),
+        offsets: Vec::new(),
+        cancels: Vec::new(),
+        via_footer: false,
+        resumable: None,
+    };
+    if let Some(t) = Trailer::parse(bytes) {
+        if let Ok((Decoded::Footer(body), _)) =
+            decode_at(bytes, t.footer_offset.get() as usize, true)
+        {
+            let mut ok = true;
+            for e in footer_entries(body) {
+                match decode_at(bytes, e.offset.get() as usize, false) {
+                    Ok((d, len))
+                        if len == e.len.get() as usize
+                            && bytes[e.offset.get() as usize + 4..][..4]
+                                == e.crc.get().to_le_bytes() =>
+                    {
+                        match d {
+                            Decoded::Event(f) => {
+                                s.events.push(f);
+                                s.offsets.push((e.offset.get(), len as u32));
+                            }
+                            Decoded::Cancel { first, count } => {
+                                s.cancels.push((first, first + u64::from(count)))
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                s.via_footer = true;
+                return Ok(s);
+            }
+            s = Scan {
+                events: Vec::new(),
+                offsets: Vec::new(),
+                cancels: Vec::new(),
+                via_footer: false,
+                resumable: None,
+            };
+        }
+    }
+    // Frame scan with CRCs; a batch counts only once its BATCH_END frame is read.
+    let mut off = SEGMENT_HEADER_LEN;
+    let (mut batch, mut batch_offs) = (Vec::new(), Vec::new());
+    let mut footer = Vec::new();
+    let mut pending_footer = Vec::new();
+    let mut intact = true;
+    loop {
+        match decode_at(bytes, off, true) {
+            Ok((Decoded::End, _)) => break,
+            Ok((Decoded::Event(f), len)) => {
+                batch.push(f);
+                batch_offs.push((off as u64, len as u32));
+                pending_footer.push(FooterEntry {
+                    offset: (off as u64).into(),
+                    len: (len as u32).into(),
+                    crc: f.header.crc,
+                });
+                if f.header.flags & frame_flags::BATCH_END != 0 {
+                    s.events.append(&mut batch);
+                    s.offsets.append(&mut batch_offs);
+                    footer.append(&mut pending_footer);
+                }
+                off += len;
+            }
+            Ok((Decoded::Cancel { first, count }, len)) => {
+                // A cancel ends whatever batch was being written when the write failed.
+                batch.clear();
+                batch_offs.clear();
+                pending_footer.clear();
+                s.cancels.push((first, first + u64::from(count)));
+                footer.push(FooterEntry {
+                    offset: (off as u64).into(),
+                    len: (len as u32).into(),
+                    crc: bytes[off + 4..off + 8]
+                        .try_into()
+                        .map(u32::from_le_bytes)
+                        .unwrap_or(0)
+                        .into(),
+                });
+                off += len;
+            }
+            Ok((Decoded::Footer(_), _)) | Err(_) => {
+                intact = false;
+                break;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        intact = false;
+    }
+    if intact && Trailer::parse(bytes).is_none() {
+        s.resumable = Some((
+            LogPosition {
+                segment_id: id,
+                offset: off as u64,
+            },
+            footer,
+            header.base_seq.get(),
+        ));
+    }
+    Ok(s)
+}
+
+fn rebuild(
+    config: &Config,
+    storage: Box<dyn Storage>,
+    instance: u128,
+    ids: &[u64],
+    generation: u64,
+    started: Instant,
+    fallback_reason: Option<String>,
+) -> Result<Restored, OpenError> {
+    let data_dir = &config.data_dir;
+    let seg_path = |id: u64| data_dir.join("segments").join(segment_file_name(id));
+    let gen_err = OpenError::io(generation_dir(data_dir, generation));
+    let mut index =
+        IndexWriter::create(data_dir, generation, config.chunk_rows_log2).map_err(gen_err)?;
+    let mut entities: Entities = HashMap::new();
+    let mut idem = IdemWindow::new(config.idempotency_window as usize);
+    let mut cancelled: Vec<(u64, u64)> = Vec::new();
+    let (mut next_seq, mut max_wall, mut from_footers, mut from_scan, mut tombstones) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut resume = None;
+    // Segments are scanned in parallel a window at a time, then applied in order.
+    for window in ids.chunks(rayon::current_num_threads().max(2) * 2) {
+        let bytes: Vec<SegmentBytes> = window
+            .iter()
+            .map(|&id| storage.read(id).map_err(OpenError::io(seg_path(id))))
+            .collect::<Result<_, _>>()?;
+        let scans: Vec<Scan<'_>> = window
+            .par_iter()
+            .zip(bytes.par_iter())
+            .map(|(&id, b)| scan_segment(id, b, &seg_path(id)))
+            .collect::<Result<_, _>>()?;
+        for (i, scan) in scans.into_iter().enumerate() {
+            let id = window[i];
+            let last_base = SegmentHeader::parse(&bytes[i])
+                .map(|h| h.base_seq.get())
+                .unwrap_or(0);
+            for &(a, b) in &scan.cancels {
+                weir_protocol::gate::merge_range(&mut cancelled, a, b);
+            }
+            for (f, &(off, len)) in scan.events.iter().zip(&scan.offsets) {
+                let h = f.header;
+                let seq = h.sequence.get();
+                if seq < next_seq || weir_protocol::gate::in_ranges(&cancelled, seq) {
+                    // Superseded by a cancel, or a repeat of an earlier sequence: skip.
+                    continue;
+                }
+                while next_seq < seq {
+                    index
+                        .put_tombstone(next_seq)
+                        .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+                    weir_protocol::gate::merge_range(&mut cancelled, next_seq, next_seq + 1);
+                    tombstones += 1;
+                    next_seq += 1;
+                }
+                index
+                    .put_event(&IndexedEvent {
+                        seq,
+                        event_id: h.event_id(),
+                        correlation_id: h.correlation_id(),
+                        causation_id: h.causation_id(),
+                        wall_ms: h.wall_ms.get(),
+                        entity: f.entity,
+                        scope: f.scope,
+                        kind: h.kind.get(),
+                        clock: h.clock.get(),
+                        segment_id: id as u32,
+                        frame_offset: off,
+                        frame_len: len,
+                        batch_end: h.flags & frame_flags::BATCH_END != 0,
+                    })
+                    .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+                entities.insert(
+                    f.entity.into(),
+                    EntityState {
+                        clock: h.clock.get(),
+                        hash: h.event_hash,
+                    },
+                );
+                if let Some(k) = h.idempotency_key() {
+                    idem.insert(
+                        k,
+                        Receipt {
+                            event_id: h.event_id(),
+                            sequence: seq,
+                            clock: h.clock.get(),
+                            event_hash: h.event_hash,
+                            durable: true,
+                            replayed: true,
+                        },
+                    );
+                }
+                max_wall = max_wall.max(h.wall_ms.get());
+                next_seq = seq + 1;
+                if scan.via_footer {
+                    from_footers += 1;
+                } else {
+                    from_scan += 1;
+                }
+            }
+            let cancel_end = cancelled.last().map_or(0, |r| r.1);
+            while next_seq < cancel_end.max(last_base) {
+                index
+                    .put_tombstone(next_seq)
+                    .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+                weir_protocol::gate::merge_range(&mut cancelled, next_seq, next_seq + 1);
+                tombstones += 1;
+                next_seq += 1;
+            }
+            resume = scan.resumable;
+        }
+    }
+    index.seal_through(next_seq);
+    let last_id = *ids.last().expect("ids not empty");
+    let log = match resume {
+        Some((pos, footer, base)) if pos.segment_id == last_id => {
+            let first = (!footer.is_empty()).then_some(base);
+            SegmentLog::resume(
+                storage,
+                config.segment_max_bytes,
+                instance,
+                pos,
+                footer,
+                base,
+                next_seq,
+                first,
+            )
+            .map_err(OpenError::io(seg_path(last_id)))?
+        }
+        _ => SegmentLog::start_new(
+            storage,
+            config.segment_max_bytes,
+            instance,
+            last_id + 1,
+            next_seq,
+        )
+        .map_err(OpenError::io(seg_path(last_id + 1)))?,
+    };
+    let mut cp = Checkpoint::new_zeroed();
+    cp.watermark = next_seq.into();
+    cp.segment_id = log.position().segment_id.into();
+    cp.segment_offset = log.position().offset.into();
+    cp.max_wall_ms = max_wall.into();
+    index
+        .checkpoint(cp)
+        .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+    let path = if from_footers > 0 {
+        RestorePath::Footers
+    } else {
+        RestorePath::FrameScan
+    };
+    Ok(Restored {
+        index,
+        log,
+        next_seq,
+        cancelled,
+        entities,
+        idem,
+        max_wall_ms: max_wall,
+        report: RestoreReport {
+            path,
+            entries: if path == RestorePath::Footers {
+                from_footers
+            } else {
+                from_scan
+            },
+            tail_entries: if path == RestorePath::Footers {
+                from_scan
+            } else {
+                0
+            },
+            cancelled: tombstones,
+            elapsed: started.elapsed(),
+            generation,
+            fallback_reason,
+        },
+    })
+}

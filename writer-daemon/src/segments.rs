@@ -1,0 +1,213 @@
+//! The append-only segment log: frames go into the current segment at the
+//! write offset; a full segment is sealed with a footer and a trailer and the
+//! next one is created. Published bytes are never rewritten.
+
+use crate::config::SyncMode;
+use crate::storage::Storage;
+use std::io;
+use weir_protocol::align8;
+use weir_protocol::segment::{
+    FRAME_HEADER_LEN, FooterEntry, SEGMENT_HEADER_LEN, SegmentHeader, TRAILER_LEN, Trailer,
+    encode_footer,
+};
+use zerocopy::IntoBytes;
+
+/// Where the log continues after restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Segment to write into.
+    pub segment_id: u64,
+    /// Offset of the next frame in it.
+    pub offset: u64,
+}
+
+/// The writer's handle on the segment files.
+#[derive(Debug)]
+pub struct SegmentLog {
+    storage: Box<dyn Storage>,
+    seg_len: u64,
+    instance: u128,
+    current: u64,
+    offset: u64,
+    footer: Vec<FooterEntry>,
+    first_seq: Option<u64>,
+    end_seq: u64,
+    base_seq: u64,
+    unsynced: bool,
+    /// Segments created since start (for stats).
+    pub segments: u64,
+}
+
+impl SegmentLog {
+    /// Starts a fresh segment `segment_id` whose first sequence is `base_seq`.
+    /// Used on an empty store and after a crash (a torn tail is never
+    /// appended to: writing continues in a new segment).
+    pub fn start_new(
+        mut storage: Box<dyn Storage>,
+        seg_len: u64,
+        instance: u128,
+        segment_id: u64,
+        base_seq: u64,
+    ) -> io::Result<Self> {
+        let header = SegmentHeader::new(segment_id, base_seq, seg_len, instance);
+        storage.create(segment_id, seg_len, header.as_bytes())?;
+        let segments = storage.list()?.len() as u64;
+        Ok(Self {
+            storage,
+            seg_len,
+            instance,
+            current: segment_id,
+            offset: SEGMENT_HEADER_LEN as u64,
+            footer: Vec::new(),
+            first_seq: None,
+            end_seq: base_seq,
+            base_seq,
+            unsynced: false,
+            segments,
+        })
+    }
+
+    /// Continues an intact, unsealed segment after a clean stop: `footer`
+    /// lists its frames so far.
+    pub fn resume(
+        storage: Box<dyn Storage>,
+        seg_len: u64,
+        instance: u128,
+        pos: LogPosition,
+        footer: Vec<FooterEntry>,
+        base_seq: u64,
+        end_seq: u64,
+        first_seq: Option<u64>,
+    ) -> io::Result<Self> {
+        let segments = storage.list()?.len() as u64;
+        Ok(Self {
+            storage,
+            seg_len,
+            instance,
+            current: pos.segment_id,
+            offset: pos.offset,
+            footer,
+            first_seq,
+            end_seq,
+            base_seq,
+            unsynced: false,
+            segments,
+        })
+    }
+
+    /// Current position.
+    #[must_use]
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            segment_id: self.current,
+            offset: self.offset,
+        }
+    }
+
+    fn footer_room(entries: usize) -> u64 {
+        align8(FRAME_HEADER_LEN + entries * size_of::<FooterEntry>()) as u64 + TRAILER_LEN as u64
+    }
+
+    /// Would `bytes` of `frames` frames fit in the current segment?
+    #[must_use]
+    pub fn fits(&self, bytes: usize, frames: usize) -> bool {
+        self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames) <= self.seg_len
+    }
+
+    /// Largest run of frames one segment can take.
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        self.seg_len - SEGMENT_HEADER_LEN as u64 - Self::footer_room(0)
+    }
+
+    /// Writes encoded frames (`lens[i]` bytes each, covering sequences
+    /// `first..end`) at the write offset. Returns the offset of the first.
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        frames: &[(u32, u32)],
+        first: u64,
+        end: u64,
+    ) -> io::Result<u64> {
+        debug_assert!(self.fits(bytes.len(), frames.len()));
+        let at = self.offset;
+        self.storage.write_at(self.current, at, bytes)?;
+        let mut off = at;
+        for &(len, crc) in frames {
+            self.footer.push(FooterEntry {
+                offset: off.into(),
+                len: len.into(),
+                crc: crc.into(),
+            });
+            off += u64::from(len);
+        }
+        self.offset = off;
+        self.first_seq.get_or_insert(first);
+        self.end_seq = end;
+        self.unsynced = true;
+        Ok(at)
+    }
+
+    /// Makes every written frame durable.
+    pub fn sync(&mut self, mode: SyncMode) -> io::Result<()> {
+        if self.unsynced {
+            self.storage.sync(self.current, mode)?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Are there written, unsynced frames?
+    #[must_use]
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Seals the current segment (footer, trailer, sync) and starts the next,
+    /// whose first sequence is `next_seq`.
+    pub fn rotate(&mut self, next_seq: u64, mode: SyncMode) -> io::Result<()> {
+        let mut buf = Vec::new();
+        encode_footer(&mut buf, &self.footer);
+        let footer_at = self.offset;
+        self.storage.write_at(self.current, footer_at, &buf)?;
+        let data_end = footer_at + buf.len() as u64;
+        let first = self.first_seq.unwrap_or(self.base_seq);
+        let trailer = Trailer::new(
+            footer_at,
+            data_end,
+            first,
+            self.end_seq,
+            self.footer.len() as u64,
+        );
+        self.storage.write_at(
+            self.current,
+            self.seg_len - TRAILER_LEN as u64,
+            trailer.as_bytes(),
+        )?;
+        self.storage.sync(self.current, mode)?;
+        let next = self.current + 1;
+        let header = SegmentHeader::new(next, next_seq, self.seg_len, self.instance);
+        self.storage.create(next, self.seg_len, header.as_bytes())?;
+        self.current = next;
+        self.offset = SEGMENT_HEADER_LEN as u64;
+        self.footer.clear();
+        self.first_seq = None;
+        self.base_seq = next_seq;
+        self.end_seq = next_seq;
+        self.unsynced = false;
+        self.segments += 1;
+        self.storage.prepare(next + 1, self.seg_len);
+        Ok(())
+    }
+
+    /// Asks the storage to get the next segment ready in the background.
+    pub fn prepare_next(&mut self) {
+        self.storage.prepare(self.current + 1, self.seg_len);
+    }
+
+    /// The storage (for restore).
+    #[must_use]
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+}

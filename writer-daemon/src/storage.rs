@@ -1,0 +1,344 @@
+//! The seam between the segment log and the file system. `FileStorage` is
+//! the real one; `SimStorage` keeps a "live" and a "durable" image of every
+//! file so crash tests can drop or tear whatever was not synced.
+
+use crate::config::SyncMode;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Deref;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A whole segment's bytes, mapped or owned.
+#[derive(Debug)]
+pub enum SegmentBytes {
+    /// A read-only mapping.
+    Mapped(memmap2::Mmap),
+    /// A copy.
+    Owned(Vec<u8>),
+}
+
+impl Deref for SegmentBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(m) => m,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// File operations the segment log needs.
+pub trait Storage: Send + std::fmt::Debug {
+    /// Ids of existing segments, ascending.
+    fn list(&self) -> io::Result<Vec<u64>>;
+    /// Creates segment `id`: `len` bytes of zeros, then `header` at offset 0;
+    /// the file and its directory entry are durable on return.
+    fn create(&mut self, id: u64, len: u64, header: &[u8]) -> io::Result<()>;
+    /// Writes `data` at `off` of segment `id`.
+    fn write_at(&mut self, id: u64, off: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes everything written to `id` durable.
+    fn sync(&mut self, id: u64, mode: SyncMode) -> io::Result<()>;
+    /// Reads the whole segment.
+    fn read(&self, id: u64) -> io::Result<SegmentBytes>;
+    /// Hint: segment `id` of `len` bytes will be created next.
+    fn prepare(&mut self, _id: u64, _len: u64) {}
+}
+
+/// Segment file name.
+#[must_use]
+pub fn segment_file_name(id: u64) -> String {
+    format!("{id:010}.seg")
+}
+
+/// Real files under `segments/`.
+#[derive(Debug)]
+pub struct FileStorage {
+    dir: PathBuf,
+    open: BTreeMap<u64, File>,
+    preparing: Option<(u64, std::thread::JoinHandle<io::Result<PathBuf>>)>,
+}
+
+impl FileStorage {
+    /// Uses (and creates) `segments/` under `data_dir`.
+    pub fn new(data_dir: &Path) -> io::Result<Self> {
+        let dir = data_dir.join("segments");
+        std::fs::create_dir_all(&dir)?;
+        // Leftovers of a preparation that a crash interrupted.
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "prep") {
+                std::fs::remove_file(p)?;
+            }
+        }
+        Ok(Self {
+            dir,
+            open: BTreeMap::new(),
+            preparing: None,
+        })
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(segment_file_name(id))
+    }
+
+    fn file(&mut self, id: u64) -> io::Result<&File> {
+        if !self.open.contains_key(&id) {
+            // Only the newest segment is written; close the rest.
+            self.open.retain(|k, _| *k > id);
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.path(id))?;
+            self.open.insert(id, f);
+        }
+        Ok(&self.open[&id])
+    }
+}
+
+/// Writes `len` zero bytes into `path` and syncs it: the blocks are allocated
+/// and written, so later overwrites sync without metadata changes.
+fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
+}
+
+impl Storage for FileStorage {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn create(&mut self, id: u64, len: u64, header: &[u8]) -> io::Result<()> {
+        let prepared = match self.preparing.take() {
+            Some((pid, h)) if pid == id && h.is_finished() => h.join().ok().and_then(Result::ok),
+            Some((_, h)) => {
+                // Not ready (or for another id): let it finish in the background and discard it.
+                std::thread::spawn(move || {
+                    h.join().ok().and_then(Result::ok).map(std::fs::remove_file)
+                });
+                None
+            }
+            None => None,
+        };
+        let tmp = self.dir.join(format!("{id:010}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        match prepared {
+            Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.len() == len) => {
+                std::fs::rename(p, &tmp)?
+            }
+            _ => {
+                let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+            }
+        }
+        let f = OpenOptions::new().read(true).write(true).open(&tmp)?;
+        f.write_all_at(header, 0)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.path(id))?;
+        crate::gate::sync_dir(&self.dir)?;
+        self.open.insert(id, f);
+        Ok(())
+    }
+
+    fn write_at(&mut self, id: u64, off: u64, data: &[u8]) -> io::Result<()> {
+        self.file(id)?.write_all_at(data, off)
+    }
+
+    fn sync(&mut self, id: u64, mode: SyncMode) -> io::Result<()> {
+        let f = self.file(id)?;
+        match mode {
+            SyncMode::Data => f.sync_data(),
+            SyncMode::All => f.sync_all(),
+        }
+    }
+
+    fn read(&self, id: u64) -> io::Result<SegmentBytes> {
+        crate::mapped::map_read_only(&self.path(id)).map(SegmentBytes::Mapped)
+    }
+
+    fn prepare(&mut self, id: u64, len: u64) {
+        if self.preparing.as_ref().is_some_and(|(p, _)| *p == id) {
+            return;
+        }
+        let path = self.dir.join(format!("{id:010}.prep"));
+        let handle = std::thread::Builder::new()
+            .name("weir-prep".into())
+            .spawn(move || zero_fill(&path, len).map(|()| path));
+        if let Ok(h) = handle {
+            self.preparing = Some((id, h));
+        }
+    }
+}
+
+/// One simulated file: what the process sees and what survived the last sync.
+#[derive(Debug, Clone, Default)]
+pub struct SimFile {
+    /// Bytes as written.
+    pub live: Vec<u8>,
+    /// Bytes as of the last sync.
+    pub durable: Vec<u8>,
+    /// Writes since the last sync: (offset, bytes), in order.
+    pub pending: Vec<(u64, Vec<u8>)>,
+}
+
+/// Shared state of a [`SimStorage`], inspectable by tests.
+#[derive(Debug, Default)]
+pub struct SimState {
+    /// Files by segment id (created files are durable at once).
+    pub files: BTreeMap<u64, SimFile>,
+    /// Count of write and sync calls so far.
+    pub ops: u64,
+    /// Fail the op with this number (write or sync) with EIO.
+    pub fail_at: Option<u64>,
+}
+
+/// In-memory storage with separate live and durable images.
+#[derive(Debug, Clone, Default)]
+pub struct SimStorage {
+    /// Shared with the test.
+    pub state: Arc<Mutex<SimState>>,
+}
+
+impl SimStorage {
+    /// Storage starting from the given durable files.
+    #[must_use]
+    pub fn from_files(files: BTreeMap<u64, Vec<u8>>) -> Self {
+        let files = files
+            .into_iter()
+            .map(|(id, b)| {
+                (
+                    id,
+                    SimFile {
+                        live: b.clone(),
+                        durable: b,
+                        pending: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            state: Arc::new(Mutex::new(SimState {
+                files,
+                ops: 0,
+                fail_at: None,
+            })),
+        }
+    }
+
+    /// What a power loss leaves: each file's durable image plus the first
+    /// `keep` pending writes of every file, the last of them cut to `tear`
+    /// bytes when given.
+    #[must_use]
+    pub fn crash_image(&self, keep: usize, tear: Option<usize>) -> BTreeMap<u64, Vec<u8>> {
+        let st = self.state.lock().expect("sim lock");
+        st.files
+            .iter()
+            .map(|(id, f)| {
+                let mut img = f.durable.clone();
+                let n = keep.min(f.pending.len());
+                for (i, (off, data)) in f.pending.iter().take(n).enumerate() {
+                    let data = match tear {
+                        Some(t) if i + 1 == n => &data[..t.min(data.len())],
+                        _ => &data[..],
+                    };
+                    let off = *off as usize;
+                    img[off..off + data.len()].copy_from_slice(data);
+                }
+                (*id, img)
+            })
+            .collect()
+    }
+
+    fn op(&self) -> io::Result<std::sync::MutexGuard<'_, SimState>> {
+        let mut st = self.state.lock().expect("sim lock");
+        st.ops += 1;
+        if st.fail_at == Some(st.ops) {
+            return Err(io::Error::from_raw_os_error(nix::libc::EIO));
+        }
+        Ok(st)
+    }
+}
+
+impl Storage for SimStorage {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        Ok(self
+            .state
+            .lock()
+            .expect("sim lock")
+            .files
+            .keys()
+            .copied()
+            .collect())
+    }
+
+    fn create(&mut self, id: u64, len: u64, header: &[u8]) -> io::Result<()> {
+        let mut st = self.op()?;
+        let mut bytes = vec![0u8; len as usize];
+        bytes[..header.len()].copy_from_slice(header);
+        st.files.insert(
+            id,
+            SimFile {
+                live: bytes.clone(),
+                durable: bytes,
+                pending: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn write_at(&mut self, id: u64, off: u64, data: &[u8]) -> io::Result<()> {
+        let mut st = self.op()?;
+        let f = st
+            .files
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let end = off as usize + data.len();
+        if end > f.live.len() {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        }
+        f.live[off as usize..end].copy_from_slice(data);
+        f.pending.push((off, data.to_vec()));
+        Ok(())
+    }
+
+    fn sync(&mut self, id: u64, _mode: SyncMode) -> io::Result<()> {
+        let mut st = self.op()?;
+        let f = st
+            .files
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        f.durable.clone_from(&f.live);
+        f.pending.clear();
+        Ok(())
+    }
+
+    fn read(&self, id: u64) -> io::Result<SegmentBytes> {
+        let st = self.state.lock().expect("sim lock");
+        let f = st
+            .files
+            .get(&id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(SegmentBytes::Owned(f.live.clone()))
+    }
+}

@@ -1,0 +1,391 @@
+//! `Store`: the in-process handle on a running writer. The socket server and
+//! in-process users (benchmarks, tests) append through it.
+
+use crate::config::Config;
+use crate::error::{AppendError, OpenError};
+use crate::gate::GateWriter;
+use crate::ids::{IdGen, WallClock, now_ms, random_u128};
+use crate::lock::DirLock;
+use crate::restore::{RestorePath, RestoreReport, restore};
+use crate::stats::Shared;
+use crate::storage::{FileStorage, Storage};
+use crate::writer::{Cmd, Done, Writer};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use weir_protocol::gate::{
+    CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, GATE_LEN,
+    GateHeader, STATE_LIVE,
+};
+use weir_protocol::wire::{AppendRequest, Receipt, Stats};
+use zerocopy::FromBytes;
+
+struct Inner {
+    tx: Mutex<Option<SyncSender<Cmd>>>,
+    closed: AtomicBool,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    report: RestoreReport,
+    instance: u128,
+    config: Config,
+    _lock: DirLock,
+}
+
+/// A running writer over one data directory. Cheap to clone; all clones
+/// share the writer. Dropping the last clone stops the writer cleanly.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The previous instance's gate: its generation and cancelled ranges.
+fn previous_gate(data_dir: &Path) -> (Option<u64>, Option<Vec<(u64, u64)>>) {
+    let Ok(bytes) = std::fs::read(data_dir.join("gate")) else {
+        return (latest_generation(data_dir), None);
+    };
+    let header = (bytes.len() == GATE_LEN)
+        .then(|| GateHeader::read_from_prefix(&bytes).ok())
+        .flatten();
+    let Some((h, _)) = header.filter(|(h, _)| h.crc_ok()) else {
+        return (latest_generation(data_dir), None);
+    };
+    let word = |off: usize| u64::from_le_bytes(bytes[off..off + 8].try_into().expect("8 bytes"));
+    let count = word(CANCEL_COUNT_OFF) as usize;
+    let ranges = (word(CANCEL_OVERFLOW_OFF) == 0 && count <= CANCEL_CAPACITY).then(|| {
+        (0..count)
+            .map(|i| {
+                (
+                    word(CANCEL_RANGES_OFF + i * 16),
+                    word(CANCEL_RANGES_OFF + i * 16 + 8),
+                )
+            })
+            .collect()
+    });
+    (Some(h.generation.get()), ranges)
+}
+
+fn latest_generation(data_dir: &Path) -> Option<u64> {
+    std::fs::read_dir(data_dir.join("index"))
+        .ok()?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("gen-")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory, restores, publishes
+    /// the gate and starts the writer.
+    pub fn open(config: Config) -> Result<Self, OpenError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(OpenError::io(&config.data_dir))?;
+        let storage = FileStorage::new(&config.data_dir)
+            .map_err(OpenError::io(config.data_dir.join("segments")))?;
+        Self::open_with_storage(config, Box::new(storage))
+    }
+
+    /// As [`Store::open`], with a storage seam (tests simulate crashes with it).
+    pub fn open_with_storage(config: Config, storage: Box<dyn Storage>) -> Result<Self, OpenError> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(OpenError::io(dir))?;
+        let mode = std::fs::metadata(dir)
+            .map_err(OpenError::io(dir))?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 {
+            return Err(OpenError::InsecureDataDir {
+                path: dir.clone(),
+                mode: mode & 0o7777,
+            });
+        }
+        let lock = DirLock::acquire(dir)?;
+        let started = Instant::now();
+        let instance = random_u128();
+        let (previous, old_ranges) = previous_gate(dir);
+        let mut restored = restore(&config, storage, instance, previous, old_ranges)?;
+        if restored.report.path == RestorePath::IndexFiles {
+            // From now on the reused files change: the clean mark must go.
+            let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();
+            cp.watermark = restored.next_seq.into();
+            cp.segment_id = restored.log.position().segment_id.into();
+            cp.segment_offset = restored.log.position().offset.into();
+            cp.max_wall_ms = restored.max_wall_ms.into();
+            let g = restored.index.generation();
+            restored
+                .index
+                .checkpoint(cp)
+                .map_err(OpenError::io(crate::index::generation_dir(dir, g)))?;
+        }
+        let generation = restored.index.generation();
+        let header = GateHeader::new(
+            instance,
+            generation,
+            config.chunk_rows_log2,
+            std::process::id(),
+            now_ms(),
+        );
+        let mut gate =
+            GateWriter::prepare(dir, &header).map_err(OpenError::io(dir.join("gate.tmp")))?;
+        gate.init(restored.next_seq, restored.next_seq, &restored.cancelled);
+        gate.heartbeat(now_ms());
+        gate.publish(dir, STATE_LIVE)
+            .map_err(OpenError::io(dir.join("gate")))?;
+        remove_old_generations(dir, generation);
+        restored.log.prepare_next();
+        let mut report = restored.report;
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            path = report.path.name(),
+            entries = report.entries,
+            tail_entries = report.tail_entries,
+            cancelled = report.cancelled,
+            generation,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            fallback = report.fallback_reason.as_deref().unwrap_or("-"),
+            "restored"
+        );
+        let shared = Arc::new(Shared::default());
+        shared.set_segments(restored.log.segments);
+        shared.committed(0, 0, restored.next_seq);
+        shared.tick(now_ms());
+        let writer = Writer {
+            index: restored.index,
+            log: restored.log,
+            gate,
+            next_seq: restored.next_seq,
+            entities: restored.entities,
+            idem: restored.idem,
+            clock: WallClock::new(restored.max_wall_ms),
+            ids: IdGen::new(),
+            shared: Arc::clone(&shared),
+            poisoned: None,
+            unsynced_events: 0,
+            last_sync: Instant::now(),
+            config: config.clone(),
+        };
+        let (tx, rx) = sync_channel(config.writer_queue_capacity as usize);
+        let handle = std::thread::Builder::new()
+            .name("weir-writer".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(OpenError::io(dir))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tx: Mutex::new(Some(tx)),
+                closed: AtomicBool::new(false),
+                shared,
+                writer: Mutex::new(Some(handle)),
+                report,
+                instance,
+                config,
+                _lock: lock,
+            }),
+        })
+    }
+
+    fn sender(&self) -> Result<SyncSender<Cmd>, AppendError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(AppendError::ShuttingDown);
+        }
+        self.inner
+            .tx
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or(AppendError::ShuttingDown)
+    }
+
+    /// Queues an append without waiting; `done` gets the outcome. A full
+    /// queue is refused at once with [`AppendError::Busy`].
+    pub fn submit(&self, events: Vec<AppendRequest>, done: Done) -> Result<(), AppendError> {
+        let tx = self.sender()?;
+        self.inner.shared.enqueued();
+        match tx.try_send(Cmd::Append { events, done }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.inner.shared.dequeued(1);
+                let e = AppendError::Busy {
+                    depth: self.inner.shared.queue_depth(),
+                    retry_after_ms: 5,
+                };
+                self.inner.shared.rejected(&e);
+                Err(e)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.inner.shared.dequeued(1);
+                Err(AppendError::ShuttingDown)
+            }
+        }
+    }
+
+    fn call(&self, events: Vec<AppendRequest>) -> Result<Vec<Receipt>, AppendError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let done: Done = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        // In-process callers wait for room instead of getting Busy.
+        let sender = self.sender()?;
+        self.inner.shared.enqueued();
+        if sender.send(Cmd::Append { events, done }).is_err() {
+            self.inner.shared.dequeued(1);
+            return Err(AppendError::ShuttingDown);
+        }
+        rx.recv().map_err(|_| AppendError::ShuttingDown)?
+    }
+
+    /// Appends one event; returns once it is visible (and durable, per policy).
+    pub fn append(&self, req: AppendRequest) -> Result<Receipt, AppendError> {
+        self.call(vec![req]).map(|mut v| v.remove(0))
+    }
+
+    /// Appends a batch, all or nothing.
+    pub fn append_batch(&self, reqs: Vec<AppendRequest>) -> Result<Vec<Receipt>, AppendError> {
+        self.call(reqs)
+    }
+
+    /// Makes everything appended so far durable; returns the visible watermark.
+    pub fn sync(&self) -> Result<u64, AppendError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.sender()?
+            .send(Cmd::Sync {
+                done: Box::new(move |r| drop(tx.send(r))),
+            })
+            .map_err(|_| AppendError::ShuttingDown)?;
+        rx.recv().map_err(|_| AppendError::ShuttingDown)?
+    }
+
+    /// Statistics.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let mut s = self.inner.shared.snapshot();
+        s.instance = self.inner.instance;
+        s.restore_path = self.inner.report.path.name().into();
+        s.restore_entries = self.inner.report.entries + self.inner.report.tail_entries;
+        s.restore_ms = self.inner.report.elapsed.as_millis() as u64;
+        s.index_bytes = dir_bytes(&self.inner.config.data_dir.join("index"));
+        s
+    }
+
+    /// Shared counters (for the server and metrics).
+    #[must_use]
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// How restore went.
+    #[must_use]
+    pub fn restore_report(&self) -> &RestoreReport {
+        &self.inner.report
+    }
+
+    /// This instance's id.
+    #[must_use]
+    pub fn instance(&self) -> u128 {
+        self.inner.instance
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Stops accepting, finishes the queue, syncs, writes the clean-stop
+    /// checkpoint, marks the gate STOPPED and joins the writer.
+    pub fn shutdown(&self) -> Result<(), String> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let tx = self.inner.tx.lock().ok().and_then(|mut g| g.take());
+        let mut result = Ok(());
+        if let Some(tx) = tx {
+            let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
+            if tx
+                .send(Cmd::Stop {
+                    done: Box::new(move |r| drop(rtx.send(r))),
+                })
+                .is_ok()
+            {
+                result = rrx.recv().unwrap_or(Ok(()));
+            }
+        }
+        if let Some(h) = self.inner.writer.lock().ok().and_then(|mut g| g.take()) {
+            let _ = h.join();
+        }
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            if let Some(tx) = self.tx.get_mut().ok().and_then(Option::take) {
+                let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
+                if tx
+                    .send(Cmd::Stop {
+                        done: Box::new(move |r| drop(rtx.send(r))),
+                    })
+                    .is_ok()
+                {
+                    let _ = rrx.recv();
+                }
+            }
+            if let Some(h) = self.writer.get_mut().ok().and_then(Option::take) {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Removes index generations other than `keep`. Readers that still map
+/// their files keep them alive; unlinking never invalidates a mapping.
+fn remove_old_generations(data_dir: &Path, keep: u64) {
+    let Ok(rd) = std::fs::read_dir(data_dir.join("index")) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(g) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if g != keep {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
+            }
+        }
+    }
+}
