@@ -1,1 +1,41 @@
-//! placeholder
+//! weir's client library: [`Reader`] answers queries straight from the
+//! daemon's published, memory-mapped index and segments, without locks,
+//! syscalls on the hot path, or any per-process rebuild.
+//!
+//! ```no_run
+//! use weir::{Reader, Region};
+//! # fn main() -> Result<(), weir::Error> {
+//! let reader = Reader::open("/var/lib/weir")?;
+//! for e in reader.stream("user:42")? {
+//!     println!("{} {:?} {} bytes", e.sequence(), e.kind(), e.payload()?.len());
+//! }
+//! let n = reader.count(&Region::entity("user").with_scope("tenant:a"))?;
+//! # let _ = n;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layouts are specified in `docs/FORMAT.md` and coded in `weir-protocol`.
+//! Only `map.rs` holds `unsafe`; every other module forbids it.
+#![deny(unsafe_code)]
+
+mod entry;
+mod error;
+mod gate;
+mod lazy;
+mod map;
+mod names;
+mod query;
+mod reader;
+mod scan;
+mod verify;
+mod view;
+mod wait;
+
+pub use entry::Entry;
+pub use error::{AttachError, Chain, Error, ReadError};
+pub use reader::{DaemonState, Reader, Snapshot, Status};
+pub use verify::{BreakKind, ChainBreak, ChainReport};
+pub use wait::Subscription;
+pub use weir_protocol::segment::FrameRef;
+pub use weir_protocol::{EventId, EventKind, KindFilter, Region};

@@ -1,0 +1,152 @@
+//! The one module of this crate that holds `unsafe`: read-only file mappings
+//! and the futex wait.
+//!
+//! A mapping is never exposed as one `&[u8]` over the whole file, because the
+//! daemon keeps writing the unpublished parts. Callers get atomics for words
+//! that change while mapped, and plain slices only through [`Mapped::published`]
+//! for byte ranges that no process writes any more.
+#![allow(unsafe_code)]
+
+use crate::error::AttachError;
+use memmap2::{Mmap, MmapOptions};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+use weir_protocol::shm::Region;
+
+/// A read-only, shared mapping of a whole file.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    region: Region,
+    path: PathBuf,
+    // Keeps the pages mapped for as long as `region` is used; never dereferenced.
+    _map: Mmap,
+}
+
+impl Mapped {
+    /// Opens `path` read-only and maps all of it. The file must be exactly
+    /// `expected` bytes long when `expected` is given, and at least `min`
+    /// bytes long in any case: a short copy is refused here, before any access
+    /// past its end could raise SIGBUS.
+    pub(crate) fn open(path: &Path, expected: Option<u64>, min: u64) -> Result<Self, AttachError> {
+        let io = |source| AttachError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let found = file.metadata().map_err(io)?.len();
+        if let Some(expected) = expected.filter(|e| *e != found) {
+            return Err(AttachError::Length {
+                path: path.to_owned(),
+                expected,
+                found,
+            });
+        }
+        if found < min || found == 0 {
+            return Err(AttachError::Length {
+                path: path.to_owned(),
+                expected: min.max(1),
+                found,
+            });
+        }
+        let len = usize::try_from(found).map_err(|_| AttachError::Length {
+            path: path.to_owned(),
+            expected: min,
+            found,
+        })?;
+        // SAFETY: memmap2's contract is that the file is not modified or
+        // truncated while mapped in ways that break Rust's aliasing rules.
+        // weir's daemon never truncates a mapped file (FORMAT.md, invariant
+        // 8) and this crate never forms a reference to bytes the daemon may
+        // still write: the `Mmap` is never dereferenced; access goes through
+        // `Region`, which hands out atomics for changing words and slices only
+        // for published, immutable bytes (see `published`).
+        let map = unsafe { MmapOptions::new().len(len).map(&file) }.map_err(io)?;
+        // SAFETY: `map` is a live mapping of `len` bytes, page-aligned (mmap
+        // returns page-aligned addresses), owned by the returned value, which
+        // outlives every use of `region` (it is dropped together with it, and
+        // every borrow of a `Mapped` ends before it drops). The region is only
+        // ever read (Relaxed loads and `published` slices), as PROT_READ requires.
+        let region = unsafe { Region::new(map.as_ptr().cast_mut(), len) };
+        Ok(Self {
+            region,
+            path: path.to_owned(),
+            _map: map,
+        })
+    }
+
+    /// The file this mapping came from.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Length of the mapping.
+    pub(crate) fn len(&self) -> usize {
+        self.region.len()
+    }
+
+    /// The atomic u64 at `off`, or `None` when out of bounds or misaligned.
+    pub(crate) fn atomic_u64(&self, off: usize) -> Option<&AtomicU64> {
+        self.region.atomic_u64(off)
+    }
+
+    /// The atomic u32 at `off`, or `None` when out of bounds or misaligned.
+    pub(crate) fn atomic_u32(&self, off: usize) -> Option<&AtomicU32> {
+        self.region.atomic_u32(off)
+    }
+
+    /// Bytes `off..off + len`, bounds-checked; `None` if out of bounds.
+    ///
+    /// Crate contract (checked by review, not by the compiler): callers ask
+    /// only for bytes that are immutable by the time of the call: file
+    /// headers written before the file was published, or index/segment bytes
+    /// covered by a publication the caller observed with acquire ordering
+    /// (`visible`, a head, a slot, `strings_end`), each marked `// SYNC:` at
+    /// the load. The daemon never rewrites such bytes (FORMAT.md).
+    pub(crate) fn published(&self, off: usize, len: usize) -> Option<&[u8]> {
+        // SAFETY: bounds are checked by `Region::published`; immutability of
+        // the range is this function's crate contract above.
+        unsafe { self.region.published(off, len) }
+    }
+}
+
+/// Sleeps on the shared futex word `word` while it holds `expected`, for at
+/// most `timeout`. Returns on wake, timeout, signal or value change; the
+/// caller re-checks what it waits for. Uses `FUTEX_WAIT` without the private
+/// flag: waker and waiter are different processes sharing the file's page.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Duration,
+) -> Result<(), nix::errno::Errno> {
+    use nix::libc;
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    // SAFETY: `word` is a valid, aligned, live u32 (it is a reference) in a
+    // shared mapping; FUTEX_WAIT only reads it and sleeps. `ts` lives across
+    // the call; the unused uaddr2/val3 arguments are null/0 as futex(2)
+    // requires for FUTEX_WAIT.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &raw const ts,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::EAGAIN | nix::errno::Errno::ETIMEDOUT | nix::errno::Errno::EINTR => {
+            Ok(())
+        }
+        e => Err(e),
+    }
+}

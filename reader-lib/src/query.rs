@@ -1,0 +1,423 @@
+//! Query planning and execution over one view and one loaded watermark:
+//! chain walks from heads through `prev_*` links, or column scans.
+//!
+//! Heads and counts are hints: a head may name a row at or past `visible`
+//! (followed back, never returned) or, after a crash, a row that is not
+//! there. Every row reached through a link is checked (CRC, sequence,
+//! chain key). A bad row at or past `visible` means the link is stale: the
+//! query falls back to a column scan. A bad row below `visible` is corruption
+//! and a typed error.
+#![forbid(unsafe_code)]
+
+use crate::error::{Chain, ReadError};
+use crate::gate::Watermark;
+use crate::scan::{CellFilter, EntitySel};
+use crate::view::View;
+use std::sync::atomic::{Ordering, fence};
+use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row, fingerprint, id_hash, unpack_slot};
+use weir_protocol::{KindFilter, Region};
+
+/// A chain step costs a random row read; a scan step one column cell.
+const CHAIN_COST: u64 = 32;
+
+/// Which chain to walk, and the key its rows must carry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Key {
+    Entity(u32),
+    Scope(u32),
+    Kind(u16),
+}
+
+impl Key {
+    fn chain(self) -> Chain {
+        match self {
+            Self::Entity(_) => Chain::Entity,
+            Self::Scope(_) => Chain::Scope,
+            Self::Kind(_) => Chain::Kind,
+        }
+    }
+    fn holds(self, row: &Row) -> bool {
+        !row.is_cancelled()
+            && match self {
+                Self::Entity(id) => row.entity_id.get() == id,
+                Self::Scope(id) => row.scope_id.get() == id,
+                Self::Kind(k) => row.kind.get() == k,
+            }
+    }
+    fn prev(self, row: &Row) -> u64 {
+        match self {
+            Self::Entity(_) => row.prev_entity.get(),
+            Self::Scope(_) => row.prev_scope.get(),
+            Self::Kind(_) => row.prev_kind.get(),
+        }
+    }
+}
+
+/// How a chain walk ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// Reached the start of the chain, `from`, or the visitor stopped.
+    Done,
+    /// A link at or past `visible` led to a row that does not check out.
+    Stale,
+}
+
+/// Walks a chain from `head` (newest sequence + 1) down to `from`, calling
+/// `visit` newest first with each admitted row; `visit` returns `false` to stop.
+pub(crate) fn walk(
+    view: &View,
+    wm: &Watermark,
+    key: Key,
+    head: u64,
+    from: u64,
+    mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
+) -> Result<Walk, ReadError> {
+    let mut link = head;
+    while link != 0 {
+        let seq = link - 1;
+        if seq < from {
+            break;
+        }
+        let published = seq < wm.visible;
+        // A row reached from a head or link was written before the Release
+        // store we acquired that named it (SYNC in `NameRef::head`/`kind_head`).
+        let row = match view.row(seq) {
+            Ok(r) => r,
+            Err(_) if !published => return Ok(Walk::Stale),
+            Err(e) => return Err(e),
+        };
+        let prev = key.prev(&row);
+        if !key.holds(&row) || prev > seq {
+            if !published {
+                return Ok(Walk::Stale);
+            }
+            let what = if key.holds(&row) {
+                "link does not point backwards"
+            } else {
+                "row carries another key"
+            };
+            return Err(ReadError::BrokenLink {
+                chain: key.chain(),
+                sequence: seq,
+                what,
+            });
+        }
+        if wm.admits(seq) && !visit(row)? {
+            break;
+        }
+        link = prev;
+    }
+    Ok(Walk::Done)
+}
+
+/// Scans the columns over `[from, visible)` minus the cancelled ranges,
+/// calling `visit` in sequence order with each row `filter` admits; `visit`
+/// returns `false` to stop.
+pub(crate) fn scan(
+    view: &View,
+    wm: &Watermark,
+    filter: &CellFilter,
+    from: u64,
+    mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
+) -> Result<(), ReadError> {
+    let log2 = view.geo.log2;
+    for (lo, hi) in wm.open_runs(from, wm.visible) {
+        let mut s = lo;
+        while s < hi {
+            let c = s >> log2;
+            let base = c << log2;
+            let end = hi.min(base + (1 << log2));
+            let cols = view.columns(c, (end - base) as usize)?;
+            for i in (s - base) as usize..(end - base) as usize {
+                if !filter.cell(
+                    cols.kinds[i].get(),
+                    cols.scopes[i].get(),
+                    cols.entities[i].get(),
+                ) {
+                    continue;
+                }
+                let seq = base + i as u64;
+                let row = view.row(seq)?;
+                if row.is_cancelled()
+                    || !filter.cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
+                {
+                    return Err(ReadError::CorruptRow {
+                        sequence: seq,
+                        what: "columns disagree with the row",
+                    });
+                }
+                if clock_ok(filter, &row) && !visit(row)? {
+                    return Ok(());
+                }
+            }
+            s = end;
+        }
+    }
+    Ok(())
+}
+
+fn clock_ok(filter: &CellFilter, row: &Row) -> bool {
+    filter
+        .clock
+        .is_none_or(|(lo, hi)| (lo..=hi).contains(&row.clock.get()))
+}
+
+/// Counts what `scan` would visit, with the vectorised kernels when the
+/// filter needs no row (no clock range).
+pub(crate) fn scan_count(
+    view: &View,
+    wm: &Watermark,
+    filter: &CellFilter,
+    from: u64,
+) -> Result<u64, ReadError> {
+    if filter.clock.is_some() {
+        let mut n = 0;
+        scan(view, wm, filter, from, |_| {
+            n += 1;
+            Ok(true)
+        })?;
+        return Ok(n);
+    }
+    let log2 = view.geo.log2;
+    let mut total = 0;
+    for (lo, hi) in wm.open_runs(from, wm.visible) {
+        let mut s = lo;
+        while s < hi {
+            let c = s >> log2;
+            let base = c << log2;
+            let end = hi.min(base + (1 << log2));
+            let cols = view.columns(c, (end - base) as usize)?;
+            let i = (s - base) as usize;
+            total += filter.count(&cols.kinds[i..], &cols.scopes[i..], &cols.entities[i..]);
+            s = end;
+        }
+    }
+    Ok(total)
+}
+
+/// A region resolved against the names: the cell filter and the chains that
+/// could answer it, each with its head and (hint) count.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) filter: CellFilter,
+    chains: Vec<(Key, u64)>,
+}
+
+/// Resolves `region`; `None` when a name it needs does not exist (empty answer).
+pub(crate) fn plan(
+    view: &View,
+    wm: &Watermark,
+    region: &Region,
+    from: u64,
+) -> Result<Option<Plan>, ReadError> {
+    let scope = match &region.scope {
+        None => None,
+        Some(s) => match view.lookup(NS_SCOPE, s.as_bytes())? {
+            None => return Ok(None),
+            Some(n) => Some(n),
+        },
+    };
+    let mut entity_chains = Vec::new();
+    let mut entity_cost = 0u64;
+    let entity = match &region.entity_prefix {
+        None => EntitySel::Any,
+        Some(_) => {
+            let mut ids = Vec::new();
+            view.for_each_name(NS_ENTITY, |n| {
+                if std::str::from_utf8(n.name).is_ok_and(|s| region.entity_matches(s)) {
+                    let (head, count) = n.head();
+                    ids.push(n.id);
+                    entity_chains.push((Key::Entity(n.id), head));
+                    entity_cost = entity_cost.saturating_add(count.saturating_mul(CHAIN_COST));
+                }
+                Ok(())
+            })?;
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            EntitySel::set(&ids)
+        }
+    };
+    let filter = CellFilter {
+        kind: region.kind,
+        scope: scope.map(|s| s.id),
+        entity,
+        clock: region.clock_range,
+    };
+    let mut best = (wm.visible.saturating_sub(from), Vec::new());
+    if !entity_chains.is_empty() && entity_cost < best.0 {
+        best = (entity_cost, entity_chains);
+    }
+    if let Some(s) = scope {
+        let (head, count) = s.head();
+        let cost = count.saturating_mul(CHAIN_COST);
+        if cost < best.0 {
+            best = (cost, vec![(Key::Scope(s.id), head)]);
+        }
+    }
+    if let KindFilter::Exact(k) = region.kind {
+        let (head, count) = view.kind_head(k.0)?;
+        let cost = count.saturating_mul(CHAIN_COST);
+        if cost < best.0 {
+            best = (cost, vec![(Key::Kind(k.0), head)]);
+        }
+    }
+    Ok(Some(Plan {
+        filter,
+        chains: best.1,
+    }))
+}
+
+/// Rows of `plan` with sequence ≥ `from`, ascending, at most `limit`.
+pub(crate) fn select(
+    view: &View,
+    wm: &Watermark,
+    plan: &Plan,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<Row>, ReadError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    if !plan.chains.is_empty() {
+        let mut stale = false;
+        for &(key, head) in &plan.chains {
+            let w = walk(view, wm, key, head, from, |row| {
+                if plan
+                    .filter
+                    .cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
+                    && clock_ok(&plan.filter, &row)
+                {
+                    out.push(row);
+                }
+                Ok(true)
+            })?;
+            if w == Walk::Stale {
+                stale = true;
+                break;
+            }
+        }
+        if !stale {
+            out.sort_unstable_by_key(|r| r.sequence.get());
+            out.truncate(limit);
+            return Ok(out);
+        }
+        out.clear();
+    }
+    scan(view, wm, &plan.filter, from, |row| {
+        out.push(row);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+/// How many rows `select` would return without a limit.
+pub(crate) fn count(view: &View, wm: &Watermark, plan: &Plan) -> Result<u64, ReadError> {
+    if plan.chains.is_empty() {
+        scan_count(view, wm, &plan.filter, 0)
+    } else {
+        Ok(select(view, wm, plan, 0, usize::MAX)?.len() as u64)
+    }
+}
+
+/// The entity's rows with sequence ≥ `from`, ascending.
+pub(crate) fn stream(
+    view: &View,
+    wm: &Watermark,
+    entity: &str,
+    from: u64,
+) -> Result<Vec<Row>, ReadError> {
+    let Some(name) = view.lookup(NS_ENTITY, entity.as_bytes())? else {
+        return Ok(Vec::new());
+    };
+    let (head, _) = name.head();
+    let mut out = Vec::new();
+    if walk(view, wm, Key::Entity(name.id), head, from, |row| {
+        out.push(row);
+        Ok(true)
+    })? == Walk::Stale
+    {
+        out.clear();
+        let filter = CellFilter {
+            kind: KindFilter::Any,
+            scope: None,
+            entity: EntitySel::One(name.id),
+            clock: None,
+        };
+        scan(view, wm, &filter, from, |row| {
+            out.push(row);
+            Ok(true)
+        })?;
+        return Ok(out);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The entity's newest admitted row.
+pub(crate) fn latest(view: &View, wm: &Watermark, entity: &str) -> Result<Option<Row>, ReadError> {
+    let Some(name) = view.lookup(NS_ENTITY, entity.as_bytes())? else {
+        return Ok(None);
+    };
+    let (head, _) = name.head();
+    let mut found = None;
+    if walk(view, wm, Key::Entity(name.id), head, 0, |row| {
+        found = Some(row);
+        Ok(false)
+    })? == Walk::Stale
+    {
+        return Ok(stream(view, wm, entity, 0)?.pop());
+    }
+    Ok(found)
+}
+
+/// The admitted row of event `id`, probing each chunk's id table newest first.
+pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, ReadError> {
+    if wm.visible == 0 || id == 0 {
+        return Ok(None);
+    }
+    let geo = view.geo;
+    let hash = id_hash(id);
+    let fp = fingerprint(hash);
+    let slots = geo.id_slots() as u64;
+    let last = geo.locate(wm.visible - 1).0;
+    for c in (0..=last).rev() {
+        let chunk = view.chunk(c)?;
+        if view
+            .sealed_range(chunk)
+            .is_some_and(|(lo, hi)| id < lo || id > hi)
+        {
+            continue;
+        }
+        let mut i = hash % slots;
+        for _ in 0..slots {
+            let slot = view.id_slot(chunk, i as usize);
+            if slot == 0 {
+                break;
+            }
+            let (r, sfp) = unpack_slot(slot);
+            if sfp == fp {
+                // SYNC: pairs with the daemon's Release store of the slot,
+                // made after it wrote the row.
+                fence(Ordering::Acquire);
+                if r >= geo.rows() {
+                    let path = chunk.path().to_owned();
+                    return Err(ReadError::CorruptTable {
+                        path,
+                        what: "id slot names a row past the chunk",
+                    });
+                }
+                let seq = (c << geo.log2) + r as u64;
+                if seq < wm.visible {
+                    let row = view.row(seq)?;
+                    if row.id() == id {
+                        return Ok((wm.admits(seq) && !row.is_cancelled()).then_some(row));
+                    }
+                }
+            }
+            i = (i + 1) % slots;
+        }
+    }
+    Ok(None)
+}

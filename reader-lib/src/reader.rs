@@ -1,0 +1,315 @@
+//! [`Reader`]: the attached data directory, re-attached after a daemon
+//! restart; [`Snapshot`]: one pinned watermark for several queries.
+#![forbid(unsafe_code)]
+
+use crate::entry::Entry;
+use crate::error::{AttachError, ReadError};
+use crate::gate::Watermark;
+use crate::lazy::LazyTable;
+use crate::query;
+use crate::view::View;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
+use weir_protocol::gate::{STATE_LIVE, STATE_STARTING, STATE_STOPPED, STATE_SUPERSEDED};
+use weir_protocol::index::Row;
+use weir_protocol::{EventId, Region};
+
+/// Views a reader can attach over its lifetime (daemon restarts).
+const MAX_VIEWS: usize = 1 << 16;
+/// Pause between failed attempts to open a replacement gate.
+const RETRY: Duration = Duration::from_millis(10);
+
+/// Lock-free, read-only access to a weir data directory, from any process.
+///
+/// Every query loads the gate's `visible` watermark and cancelled ranges
+/// once, answers from the mapped index and segments, and returns only
+/// events published below that watermark. Queries take no lock and make no
+/// syscall once the files they touch are mapped (each is mapped on first use).
+///
+/// A daemon restart is invisible: when the gate says it was superseded, the
+/// next query opens the new gate and switches to it once it validates; until
+/// then answers come from the last view. Every view stays mapped until the
+/// `Reader` drops, so entries borrowed from an old view stay valid.
+#[derive(Debug)]
+pub struct Reader {
+    dir: PathBuf,
+    views: LazyTable<View>,
+    current: AtomicU64,
+    /// Serialises re-attaching; holds the earliest time of the next attempt.
+    attach: Mutex<Instant>,
+}
+
+/// The daemon's state as its gate shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DaemonState {
+    /// Restoring; `visible` may still be 0.
+    Starting,
+    /// Serving (or killed: see the heartbeat).
+    Live,
+    /// Stopped cleanly; the store is final until a daemon starts again.
+    Stopped,
+    /// A newer instance replaced this gate; the reader re-attaches.
+    Superseded,
+    /// A value this build does not know.
+    Unknown(u64),
+}
+
+/// What the current gate says, for `stat`-like tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Daemon state.
+    pub state: DaemonState,
+    /// Daemon instance id.
+    pub instance: u128,
+    /// Index generation.
+    pub generation: u64,
+    /// Daemon pid (informational).
+    pub pid: u32,
+    /// Exclusive visibility watermark.
+    pub visible: u64,
+    /// Last heartbeat, ms since the Unix epoch (stale when the daemon was killed).
+    pub heartbeat_ms: u64,
+}
+
+impl Reader {
+    /// Attaches to the data directory `dir`: maps and validates `gate` and
+    /// the index generation's `meta`. O(1) in the number of events; works
+    /// whether the daemon runs, stopped, or was killed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, AttachError> {
+        let dir = dir.as_ref().to_owned();
+        let view = View::open(&dir)?;
+        let views = LazyTable::new(MAX_VIEWS);
+        let _ = views.get_or_try_init::<()>(0, || Ok(view));
+        Ok(Self {
+            dir,
+            views,
+            current: AtomicU64::new(0),
+            attach: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The data directory.
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current view: one atomic load, plus one for the gate's state.
+    pub(crate) fn view(&self) -> &View {
+        let i = self.current.load(Ordering::Acquire);
+        // Slot `i` was filled before `current` was set to `i` (Release in
+        // `reattach`), and slot 0 in `open`; `OnceLock::get` acquires it.
+        let Some(v) = self.views.get(i).or_else(|| self.views.get(0)) else {
+            unreachable!("slot 0 is filled by Reader::open")
+        };
+        if v.gate.state() == STATE_SUPERSEDED {
+            self.reattach(i, v)
+        } else {
+            v
+        }
+    }
+
+    /// Slow path after a supersede: open the new gate and switch once it is
+    /// past STARTING. Never blocks: a caller that finds another thread
+    /// re-attaching answers from the old view.
+    #[cold]
+    fn reattach<'a>(&'a self, i: u64, old: &'a View) -> &'a View {
+        let mut next_try = match self.attach.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return old,
+        };
+        let cur = self.current.load(Ordering::Acquire);
+        if cur != i {
+            return self.views.get(cur).unwrap_or(old);
+        }
+        let candidate = match self.views.get(i + 1) {
+            Some(c) => c,
+            None => {
+                if Instant::now() < *next_try {
+                    return old;
+                }
+                match View::open(&self.dir) {
+                    Ok(v) if v.gate.header.instance != old.gate.header.instance => {
+                        match self.views.get_or_try_init::<()>(i + 1, || Ok(v)) {
+                            Some(Ok(c)) => c,
+                            _ => return old,
+                        }
+                    }
+                    _ => {
+                        *next_try = Instant::now() + RETRY;
+                        return old;
+                    }
+                }
+            }
+        };
+        if candidate.gate.state() == STATE_STARTING {
+            return old;
+        }
+        // SYNC: pairs with the Acquire load in `view`; slot i + 1 is filled.
+        self.current.store(i + 1, Ordering::Release);
+        candidate
+    }
+
+    /// Pins the current watermark (and view) for several queries.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        let view = self.view();
+        Snapshot {
+            view,
+            wm: view.gate.watermark(),
+        }
+    }
+
+    /// The current `visible` watermark: sequences below it are published.
+    #[must_use]
+    pub fn visible(&self) -> u64 {
+        self.view().gate.visible()
+    }
+
+    /// What the current gate says about the daemon.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        let v = self.view();
+        let h = &v.gate.header;
+        let state = match v.gate.state() {
+            STATE_STARTING => DaemonState::Starting,
+            STATE_LIVE => DaemonState::Live,
+            STATE_STOPPED => DaemonState::Stopped,
+            STATE_SUPERSEDED => DaemonState::Superseded,
+            s => DaemonState::Unknown(s),
+        };
+        Status {
+            state,
+            instance: u128::from_le_bytes(h.instance),
+            generation: h.generation.get(),
+            pid: h.pid.get(),
+            visible: v.gate.visible(),
+            heartbeat_ms: v.gate.heartbeat_ms(),
+        }
+    }
+
+    /// The event with this id, if visible.
+    pub fn get(&self, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
+        self.snapshot().get(id)
+    }
+    /// The entity's newest visible event.
+    pub fn latest(&self, entity: &str) -> Result<Option<Entry<'_>>, ReadError> {
+        self.snapshot().latest(entity)
+    }
+    /// The entity's visible events, oldest first.
+    pub fn stream(&self, entity: &str) -> Result<Vec<Entry<'_>>, ReadError> {
+        self.snapshot().stream(entity)
+    }
+    /// The entity's visible events with sequence > `after_seq`, oldest first.
+    pub fn stream_since(&self, entity: &str, after_seq: u64) -> Result<Vec<Entry<'_>>, ReadError> {
+        self.snapshot().stream_since(entity, after_seq)
+    }
+    /// The visible events `region` selects, in global sequence order.
+    pub fn query(&self, region: &Region) -> Result<Vec<Entry<'_>>, ReadError> {
+        self.snapshot().query(region)
+    }
+    /// One page of [`query`](Self::query): the first `limit` events with
+    /// sequence > `after_seq` (all sequences for `None`). Pass the last
+    /// sequence of a page to get the next one.
+    pub fn query_after(
+        &self,
+        region: &Region,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry<'_>>, ReadError> {
+        self.snapshot().query_after(region, after_seq, limit)
+    }
+    /// How many visible events `region` selects, by column scans where it can.
+    pub fn count(&self, region: &Region) -> Result<u64, ReadError> {
+        self.snapshot().count(region)
+    }
+}
+
+/// One pinned watermark: every query on a snapshot sees the same events,
+/// whatever the daemon publishes meanwhile.
+#[derive(Debug)]
+pub struct Snapshot<'r> {
+    view: &'r View,
+    wm: Watermark,
+}
+
+impl<'r> Snapshot<'r> {
+    /// The pinned watermark: sequences below it (and not cancelled) are visible.
+    #[must_use]
+    pub fn visible(&self) -> u64 {
+        self.wm.visible
+    }
+    /// The cancelled ranges `[start, end)` loaded with the watermark.
+    #[must_use]
+    pub fn cancelled(&self) -> &[(u64, u64)] {
+        self.wm.cancelled()
+    }
+
+    fn entries(&self, rows: Vec<Row>) -> Result<Vec<Entry<'r>>, ReadError> {
+        rows.into_iter().map(|r| Entry::new(self.view, r)).collect()
+    }
+
+    /// See [`Reader::get`].
+    pub fn get(&self, id: EventId) -> Result<Option<Entry<'r>>, ReadError> {
+        query::get(self.view, &self.wm, id.0)?
+            .map(|r| Entry::new(self.view, r))
+            .transpose()
+    }
+    /// See [`Reader::latest`].
+    pub fn latest(&self, entity: &str) -> Result<Option<Entry<'r>>, ReadError> {
+        query::latest(self.view, &self.wm, entity)?
+            .map(|r| Entry::new(self.view, r))
+            .transpose()
+    }
+    /// See [`Reader::stream`].
+    pub fn stream(&self, entity: &str) -> Result<Vec<Entry<'r>>, ReadError> {
+        self.entries(query::stream(self.view, &self.wm, entity, 0)?)
+    }
+    /// See [`Reader::stream_since`].
+    pub fn stream_since(&self, entity: &str, after_seq: u64) -> Result<Vec<Entry<'r>>, ReadError> {
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.entries(query::stream(self.view, &self.wm, entity, from)?)
+    }
+    /// See [`Reader::query`].
+    pub fn query(&self, region: &Region) -> Result<Vec<Entry<'r>>, ReadError> {
+        self.query_from(region, 0, usize::MAX)
+    }
+    /// See [`Reader::query_after`].
+    pub fn query_after(
+        &self,
+        region: &Region,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry<'r>>, ReadError> {
+        match after_seq.map_or(Some(0), |s| s.checked_add(1)) {
+            Some(from) => self.query_from(region, from, limit),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// Events with sequence ≥ `from`, at most `limit`.
+    pub(crate) fn query_from(
+        &self,
+        region: &Region,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry<'r>>, ReadError> {
+        match query::plan(self.view, &self.wm, region, from)? {
+            None => Ok(Vec::new()),
+            Some(plan) => self.entries(query::select(self.view, &self.wm, &plan, from, limit)?),
+        }
+    }
+    /// See [`Reader::count`].
+    pub fn count(&self, region: &Region) -> Result<u64, ReadError> {
+        match query::plan(self.view, &self.wm, region, 0)? {
+            None => Ok(0),
+            Some(plan) => query::count(self.view, &self.wm, &plan),
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! One attached instance: its gate, its index generation and lazily mapped
+//! files. A view never changes what it maps; a daemon restart makes a new view.
+#![forbid(unsafe_code)]
+
+use crate::error::{AttachError, ReadError};
+use crate::gate::{Gate, mismatch};
+use crate::lazy::LazyTable;
+use crate::map::Mapped;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+use weir_protocol::index::{
+    CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, ChunkGeometry, FileHeader,
+    HeaderError, INDEX_VERSION, KINDS_FILE_LEN, KINDS_MAGIC, META_MAGIC, META_NAMES_TABLE_OFF,
+    META_STRINGS_END_OFF, NAMES_MAGIC, PAGE, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_MAGIC,
+};
+use weir_protocol::segment::SegmentHeader;
+use zerocopy::FromBytes;
+use zerocopy::little_endian::{U16, U32};
+
+/// Largest names table (log2 slots) a reader maps.
+const NAMES_MAX_LOG2: u32 = 32;
+
+/// Chunk files a view can address.
+const MAX_CHUNKS: usize = 1 << 20;
+/// Segment files a view can address.
+const MAX_SEGMENTS: usize = 1 << 20;
+/// Strings files: string ids are u32, so global offsets stay below 2^35.
+const MAX_STRINGS_FILES: usize = 1 << (35 - 26);
+/// Names tables a view can address.
+const MAX_NAMES_TABLES: usize = 64;
+
+/// A names table: its mapping and slot count.
+#[derive(Debug)]
+pub(crate) struct NamesTable {
+    pub(crate) map: Mapped,
+    pub(crate) log2: u32,
+}
+
+/// The kind, scope-id and entity-id cells of one chunk's published rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Columns<'a> {
+    pub(crate) kinds: &'a [U16],
+    pub(crate) scopes: &'a [U32],
+    pub(crate) entities: &'a [U32],
+}
+
+/// Gate + generation + lazily mapped files of one daemon instance.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub(crate) gate: Gate,
+    pub(crate) geo: ChunkGeometry,
+    dir: PathBuf,
+    gen_dir: PathBuf,
+    meta: Mapped,
+    kinds: OnceLock<Mapped>,
+    chunks: LazyTable<Mapped>,
+    segments: LazyTable<Mapped>,
+    strings: LazyTable<Mapped>,
+    names: LazyTable<NamesTable>,
+}
+
+impl View {
+    /// Maps `dir/gate` and the generation's `meta`, validating both. Every
+    /// other file is mapped on first use, so this is O(1) in the events.
+    pub(crate) fn open(dir: &Path) -> Result<Self, AttachError> {
+        let gate = Gate::open(&dir.join("gate"))?;
+        let generation = gate.header.generation.get();
+        let log2 = gate.header.chunk_log2.get();
+        let gen_dir = dir.join("index").join(format!("gen-{generation:08}"));
+        let meta_path = gen_dir.join("meta");
+        let meta = Mapped::open(&meta_path, Some(PAGE as u64), PAGE as u64)?;
+        file_header(&meta, META_MAGIC, Some(log2), generation)?;
+        Ok(Self {
+            gate,
+            geo: ChunkGeometry { log2 },
+            dir: dir.to_owned(),
+            gen_dir,
+            meta,
+            kinds: OnceLock::new(),
+            chunks: LazyTable::new(MAX_CHUNKS),
+            segments: LazyTable::new(MAX_SEGMENTS),
+            strings: LazyTable::new(MAX_STRINGS_FILES),
+            names: LazyTable::new(MAX_NAMES_TABLES),
+        })
+    }
+
+    fn meta_word(&self, off: usize) -> u64 {
+        let v = self
+            .meta
+            .atomic_u64(off)
+            .map_or(0, |a| a.load(Ordering::Relaxed));
+        // SYNC: pairs with the daemon's Release stores of the strings end and
+        // the names table number (FORMAT.md write order, step 1).
+        fence(Ordering::Acquire);
+        v
+    }
+
+    /// Global end offset of the strings written so far.
+    pub(crate) fn strings_end(&self) -> u64 {
+        self.meta_word(META_STRINGS_END_OFF)
+    }
+
+    /// The current names table.
+    pub(crate) fn names_table(&self) -> Result<&NamesTable, ReadError> {
+        let t = self.meta_word(META_NAMES_TABLE_OFF);
+        let path = self.gen_dir.join(format!("names-{t:04}"));
+        let init = || -> Result<NamesTable, AttachError> {
+            let map = Mapped::open(&path, None, PAGE as u64)?;
+            let log2 = file_header(&map, NAMES_MAGIC, None, t)?.param.get();
+            if log2 > NAMES_MAX_LOG2 {
+                return Err(mismatch(
+                    &path,
+                    "log2 slots",
+                    NAMES_MAX_LOG2.into(),
+                    log2.into(),
+                ));
+            }
+            let want = (PAGE as u64) + (8u64 << log2);
+            if map.len() as u64 != want {
+                return Err(AttachError::Length {
+                    path: path.clone(),
+                    expected: want,
+                    found: map.len() as u64,
+                });
+            }
+            Ok(NamesTable { map, log2 })
+        };
+        lazy(&self.names, t, &path, init)
+    }
+
+    /// Strings file `n`.
+    pub(crate) fn strings_file(&self, n: u64) -> Result<&Mapped, ReadError> {
+        let path = self.gen_dir.join(format!("strings-{n:04}"));
+        let init = || -> Result<Mapped, AttachError> {
+            let map = Mapped::open(&path, Some(STRINGS_FILE_LEN as u64), PAGE as u64)?;
+            file_header(&map, STRINGS_MAGIC, Some(0), n)?;
+            Ok(map)
+        };
+        lazy(&self.strings, n, &path, init)
+    }
+
+    /// The `kinds` file.
+    fn kinds(&self) -> Result<&Mapped, ReadError> {
+        if let Some(m) = self.kinds.get() {
+            return Ok(m);
+        }
+        let path = self.gen_dir.join("kinds");
+        let map = Mapped::open(&path, Some(KINDS_FILE_LEN as u64), KINDS_FILE_LEN as u64)?;
+        file_header(&map, KINDS_MAGIC, Some(0), 0)?;
+        Ok(self.kinds.get_or_init(|| map))
+    }
+
+    /// A kind's head (newest sequence + 1) and count: atomics, possibly
+    /// ahead of `visible`.
+    pub(crate) fn kind_head(&self, kind: u16) -> Result<(u64, u64), ReadError> {
+        let k = self.kinds()?;
+        let off = PAGE + 16 * usize::from(kind);
+        let load = |o| {
+            k.atomic_u64(o)
+                .map_or(0, |a: &AtomicU64| a.load(Ordering::Relaxed))
+        };
+        let (head, count) = (load(off), load(off + 8));
+        // SYNC: pairs with the daemon's Release stores of heads, made after
+        // the rows they name were written.
+        fence(Ordering::Acquire);
+        Ok((head, count))
+    }
+
+    /// Chunk file `c`, mapped and validated on first use.
+    pub(crate) fn chunk(&self, c: u64) -> Result<&Mapped, ReadError> {
+        let path = self.gen_dir.join(format!("chunk-{c:06}"));
+        let geo = self.geo;
+        let init = || -> Result<Mapped, AttachError> {
+            let len = geo.file_len() as u64;
+            let map = Mapped::open(&path, Some(len), len)?;
+            file_header(&map, CHUNK_MAGIC, Some(geo.log2), c)?;
+            Ok(map)
+        };
+        lazy(&self.chunks, c, &path, init)
+    }
+
+    /// The row of `seq`, CRC- and self-checked. The caller has made the row
+    /// immutable for itself: `seq < visible`, or reached through a head,
+    /// slot or link it loaded with acquire ordering.
+    pub(crate) fn row(&self, seq: u64) -> Result<Row, ReadError> {
+        let (c, i) = self.geo.locate(seq);
+        let chunk = self.chunk(c)?;
+        let bytes =
+            chunk
+                .published(self.geo.row_offset(i), ROW_LEN)
+                .ok_or(ReadError::CorruptRow {
+                    sequence: seq,
+                    what: "row outside its chunk file",
+                })?;
+        let row = Row::read_from_bytes(bytes).map_err(|_| ReadError::CorruptRow {
+            sequence: seq,
+            what: "short row",
+        })?;
+        if !row.crc_ok() {
+            return Err(ReadError::CorruptRow {
+                sequence: seq,
+                what: "checksum mismatch",
+            });
+        }
+        if row.sequence.get() != seq {
+            return Err(ReadError::CorruptRow {
+                sequence: seq,
+                what: "sequence field names another row",
+            });
+        }
+        Ok(row)
+    }
+
+    /// The first `rows` cells of chunk `c`'s columns. Every cell must be
+    /// below the caller's `visible`.
+    pub(crate) fn columns(&self, c: u64, rows: usize) -> Result<Columns<'_>, ReadError> {
+        let chunk = self.chunk(c)?;
+        let geo = self.geo;
+        let bad = || ReadError::CorruptTable {
+            path: chunk.path().to_owned(),
+            what: "column out of bounds",
+        };
+        let rows = rows.min(geo.rows());
+        let kinds = chunk
+            .published(geo.kinds_offset(), rows * 2)
+            .ok_or_else(bad)?;
+        let scopes = chunk
+            .published(geo.scopes_offset(), rows * 4)
+            .ok_or_else(bad)?;
+        let entities = chunk
+            .published(geo.entities_offset(), rows * 4)
+            .ok_or_else(bad)?;
+        Ok(Columns {
+            kinds: <[U16]>::ref_from_bytes(kinds).map_err(|_| bad())?,
+            scopes: <[U32]>::ref_from_bytes(scopes).map_err(|_| bad())?,
+            entities: <[U32]>::ref_from_bytes(entities).map_err(|_| bad())?,
+        })
+    }
+
+    /// Id-table slot `i` of chunk `c` (Relaxed load; the caller fences).
+    pub(crate) fn id_slot(&self, chunk: &Mapped, i: usize) -> u64 {
+        chunk
+            .atomic_u64(self.geo.ids_offset() + 8 * i)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// `Some((min, max))` event ids of a sealed chunk, `None` while it fills.
+    pub(crate) fn sealed_range(&self, chunk: &Mapped) -> Option<(u128, u128)> {
+        let sealed = chunk.atomic_u64(CHUNK_SEALED_OFF)?.load(Ordering::Relaxed);
+        // SYNC: pairs with the daemon's Release store of `sealed` after it
+        // wrote the final id range.
+        fence(Ordering::Acquire);
+        if sealed != 1 {
+            return None;
+        }
+        let min = chunk.published(CHUNK_MIN_ID_OFF, 16)?;
+        let max = chunk.published(CHUNK_MAX_ID_OFF, 16)?;
+        Some((
+            u128::from_le_bytes(min.try_into().ok()?),
+            u128::from_le_bytes(max.try_into().ok()?),
+        ))
+    }
+
+    /// Segment `id`, mapped whole and validated on first use.
+    pub(crate) fn segment(&self, id: u64) -> Result<&Mapped, ReadError> {
+        let path = self.dir.join("segments").join(format!("{id:010}.seg"));
+        let init = || -> Result<Mapped, AttachError> {
+            let map = Mapped::open(&path, None, 64)?;
+            let head = map.published(0, 64).ok_or_else(|| short(&path, &map, 64))?;
+            let h = SegmentHeader::parse(head).map_err(|e| match e {
+                weir_protocol::segment::FrameError::BadMagic => AttachError::BadMagic {
+                    path: path.clone(),
+                    expected: weir_protocol::segment::SEGMENT_MAGIC,
+                    found: head[..8].try_into().unwrap_or_default(),
+                },
+                weir_protocol::segment::FrameError::UnsupportedVersion { found } => {
+                    AttachError::UnsupportedVersion {
+                        path: path.clone(),
+                        expected: weir_protocol::segment::SEGMENT_VERSION,
+                        found,
+                    }
+                }
+                weir_protocol::segment::FrameError::Checksum {
+                    stored, computed, ..
+                } => AttachError::Checksum {
+                    path: path.clone(),
+                    stored,
+                    computed,
+                },
+                _ => short(&path, &map, 64),
+            })?;
+            if h.segment_id.get() != id {
+                return Err(mismatch(&path, "segment id", id, h.segment_id.get()));
+            }
+            if h.file_len.get() != map.len() as u64 {
+                return Err(AttachError::Length {
+                    path: path.clone(),
+                    expected: h.file_len.get(),
+                    found: map.len() as u64,
+                });
+            }
+            Ok(map)
+        };
+        lazy(&self.segments, id, &path, init)
+    }
+}
+
+fn lazy<'a, T>(
+    table: &'a LazyTable<T>,
+    i: u64,
+    path: &Path,
+    init: impl FnOnce() -> Result<T, AttachError>,
+) -> Result<&'a T, ReadError> {
+    match table.get_or_try_init(i, init) {
+        Some(r) => r.map_err(ReadError::from),
+        None => Err(ReadError::CorruptTable {
+            path: path.to_owned(),
+            what: "file number beyond what a reader addresses",
+        }),
+    }
+}
+
+/// Parses and checks an index file's header (written before anything
+/// published names the file, never rewritten).
+fn file_header(
+    map: &Mapped,
+    magic: [u8; 8],
+    param: Option<u32>,
+    number: u64,
+) -> Result<FileHeader, AttachError> {
+    let path = map.path();
+    let bytes = map
+        .published(0, size_of::<FileHeader>())
+        .ok_or_else(|| short(path, map, size_of::<FileHeader>()))?;
+    FileHeader::parse(bytes, magic, param, number).map_err(|e| match e {
+        HeaderError::BadMagic { expected, found } => AttachError::BadMagic {
+            path: path.to_owned(),
+            expected,
+            found,
+        },
+        HeaderError::UnsupportedVersion { found } => AttachError::UnsupportedVersion {
+            path: path.to_owned(),
+            expected: INDEX_VERSION,
+            found,
+        },
+        HeaderError::Checksum => {
+            let stored = le32(&bytes[24..28]);
+            AttachError::Checksum {
+                path: path.to_owned(),
+                stored,
+                computed: weir_protocol::crc32(&bytes[..24]),
+            }
+        }
+        HeaderError::Mismatch {
+            field,
+            expected,
+            found,
+        } => mismatch(path, field, expected, found),
+        _ => short(path, map, size_of::<FileHeader>()),
+    })
+}
+
+fn short(path: &Path, map: &Mapped, want: usize) -> AttachError {
+    AttachError::Length {
+        path: path.to_owned(),
+        expected: want as u64,
+        found: map.len() as u64,
+    }
+}
+
+pub(crate) fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().unwrap_or_default())
+}
