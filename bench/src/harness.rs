@@ -143,13 +143,12 @@ pub fn run_group(
                     }
                     Err(e) => {
                         let msg = format!("{e:#}");
-                        cell.status = Some(
-                            if msg.starts_with("n/a") || msg.starts_with("REFUSED") {
+                        cell.status =
+                            Some(if msg.starts_with("n/a") || msg.starts_with("REFUSED") {
                                 msg
                             } else {
                                 format!("error: {msg}")
-                            },
-                        );
+                            });
                     }
                 }
             }

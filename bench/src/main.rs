@@ -33,7 +33,10 @@ fn parse_args(args: &[String]) -> Result<(Opts, Option<PathBuf>)> {
     let mut dir = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
+        let mut val = || {
+            it.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--quick" => quick = true,
             "--events" => events = Some(val()?.replace('_', "").parse::<u64>()?),
@@ -97,7 +100,10 @@ fn machine() -> String {
         .unwrap_or_default();
     format!(
         "Machine: {cpu}, {cores} cores, {}, Linux {}; run {date}",
-        mem.replace("MemTotal:", "RAM").split_whitespace().collect::<Vec<_>>().join(" "),
+        mem.replace("MemTotal:", "RAM")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
         kernel.trim()
     )
 }
@@ -119,7 +125,9 @@ fn main() -> Result<()> {
     let tmp = match &dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            tempfile::Builder::new().prefix("weir-bench-").tempdir_in(d)?
+            tempfile::Builder::new()
+                .prefix("weir-bench-")
+                .tempdir_in(d)?
         }
         None => tempfile::Builder::new().prefix("weir-bench-").tempdir()?,
     };
@@ -135,7 +143,10 @@ fn main() -> Result<()> {
     }
     let t = Instant::now();
     let command = format!("cargo run --release -p weir-bench -- {}", args.join(" "));
-    eprintln!("weir-bench: {command}\n  stores under {}", opts.root.display());
+    eprintln!(
+        "weir-bench: {command}\n  stores under {}",
+        opts.root.display()
+    );
     let mut rows: Vec<Row> = Vec::new();
     let mut built = BTreeMap::new();
     let step = |name: &str| eprintln!("[{:>6.1}s] {name}", t.elapsed().as_secs_f64());
@@ -167,10 +178,7 @@ fn main() -> Result<()> {
     let m = machine();
     let md = report::markdown(&opts, &rows, &m);
     println!("{md}");
-    println!(
-        "Command: `{command}` ({:.0} s)",
-        t.elapsed().as_secs_f64()
-    );
+    println!("Command: `{command}` ({:.0} s)", t.elapsed().as_secs_f64());
     let js = report::json(&opts, &rows, &m, &command);
     let js_text = serde_json::to_string_pretty(&js)?;
     match &opts.json {

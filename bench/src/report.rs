@@ -27,12 +27,7 @@ fn cell_text(row: &Row, p: Peer) -> String {
         None => "—".into(),
         Some(c) => match (&c.status, &c.summary) {
             (Some(s), _) => s.replace('|', "/"),
-            (None, Some(s)) => format!(
-                "{} ({}–{})",
-                human(s.median),
-                human(s.min),
-                human(s.max)
-            ),
+            (None, Some(s)) => format!("{} ({}–{})", human(s.median), human(s.min), human(s.max)),
             (None, None) => "—".into(),
         },
     }
@@ -101,7 +96,10 @@ pub fn markdown(opts: &Opts, rows: &[Row], machine: &str) -> String {
             let _ = writeln!(s, "- {n}");
         }
     }
-    let _ = writeln!(s, "\nPeer configuration (claimed config is read back from each live store; a row whose read-back differs is refused):");
+    let _ = writeln!(
+        s,
+        "\nPeer configuration (claimed config is read back from each live store; a row whose read-back differs is refused):"
+    );
     for p in &peers {
         let _ = writeln!(
             s,

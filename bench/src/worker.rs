@@ -28,7 +28,11 @@ pub enum Role {
     /// W2 / W2b: batches of 256.
     Batches { events: u64, base: u64 },
     /// W3-W6 on an `n`-event store: open + first answer, then timed phases.
-    Query { n: u64, phase_secs: f64, phases: bool },
+    Query {
+        n: u64,
+        phase_secs: f64,
+        phases: bool,
+    },
     /// W8: attach, touch the store, then stay resident until stdin closes.
     Resident { n: u64 },
     /// W7 reader: wait for events 0..k as they become visible.
@@ -200,7 +204,11 @@ fn run(job: &Job) -> Result<()> {
             say("DONE", &json!({}).to_string())?;
             w.finish()
         }
-        Role::Query { n, phase_secs, phases } => query(ctx, n, phase_secs, phases),
+        Role::Query {
+            n,
+            phase_secs,
+            phases,
+        } => query(ctx, n, phase_secs, phases),
         Role::Resident { n } => {
             let mut r = peers::open_reader(ctx, n)?;
             let mut rng = Rng::new(7);
@@ -275,27 +283,26 @@ fn append(ctx: &Ctx, threads: usize, per_thread: u64, base: u64) -> Result<()> {
         .collect();
     say("READY", &verified)?;
     wait_go()?;
-    let results: Vec<Result<(Box<dyn peers::Writer>, Vec<u32>)>> =
-        std::thread::scope(|s| {
-            let hs: Vec<_> = writers
-                .into_iter()
-                .zip(&batches)
-                .map(|(mut w, evs)| {
-                    s.spawn(move || -> Result<_> {
-                        let mut lat = Vec::with_capacity(evs.len());
-                        for ev in evs {
-                            let t = Instant::now();
-                            w.append(ev)?;
-                            lat.push(t.elapsed().as_micros() as u32);
-                        }
-                        Ok((w, lat))
-                    })
+    let results: Vec<Result<(Box<dyn peers::Writer>, Vec<u32>)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = writers
+            .into_iter()
+            .zip(&batches)
+            .map(|(mut w, evs)| {
+                s.spawn(move || -> Result<_> {
+                    let mut lat = Vec::with_capacity(evs.len());
+                    for ev in evs {
+                        let t = Instant::now();
+                        w.append(ev)?;
+                        lat.push(t.elapsed().as_micros() as u32);
+                    }
+                    Ok((w, lat))
                 })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| bail!("appender panicked")))
-                .collect()
-        });
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("appender panicked")))
+            .collect()
+    });
     let mut lat = Vec::new();
     let mut ws = Vec::new();
     for r in results {
@@ -369,11 +376,7 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
 
 /// Run `f` in rounds of `round` calls until `phase` has passed (at least one
 /// round); returns (calls, seconds).
-fn timed(
-    phase: Duration,
-    round: u64,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<(u64, f64)> {
+fn timed(phase: Duration, round: u64, mut f: impl FnMut() -> Result<()>) -> Result<(u64, f64)> {
     let t = Instant::now();
     let mut ops = 0;
     loop {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use batpak::id::{EntityIdType as _, IdempotencyKey};
 use batpak::prelude::*;
-use batpak::id::EntityIdType as _;
 use batpak::store::{BatchAppendItem, CausationRef, DurabilityGate, WatermarkKind};
 
 use super::{Ctx, Reader, Writer};
@@ -17,7 +17,8 @@ use crate::common::Event;
 
 pub const DESCRIBE: &str = "batpak 0.10.0 in-process (one process per data dir: multi-client rows \
 run threads in one process), SyncMode::SyncData; durable rows: sync.every_n_events=1, \
-group_commit_max_batch=256, every append waits on DurabilityGate(Durable); W2b: \
+group_commit_max_batch=256, every append carries an idempotency key (batpak requires one for group commit) and waits on \
+DurabilityGate(Durable); W2b: \
 sync.every_n_events=1000 (its default cadence), no gate; payload = msgpack bin of the 100 bytes; \
 reads via open_read_only (rebuilds its index on open) + read_raw";
 
@@ -69,9 +70,14 @@ pub struct BatpakWriter {
 }
 
 impl BatpakWriter {
-    fn opts(&self) -> AppendOptions {
+    fn opts(&self, ev: Option<&Event>) -> AppendOptions {
         let o = AppendOptions::new();
         if self.durable {
+            // batpak refuses group commit without an idempotency key per append.
+            let o = match ev {
+                Some(ev) => o.with_idempotency(IdempotencyKey::from_u128(ev.id)),
+                None => o,
+            };
             o.with_gate(DurabilityGate::new(
                 WatermarkKind::Durable,
                 Duration::from_secs(60),
@@ -94,7 +100,7 @@ impl Writer for BatpakWriter {
     fn append(&mut self, ev: &Event) -> Result<()> {
         let coord = Coordinate::new(&ev.entity, &ev.scope)?;
         let payload = serde_bytes::Bytes::new(&ev.payload);
-        let opts = self.opts();
+        let opts = self.opts(Some(ev));
         let r = self
             .store
             .append_with_options(&coord, kind(ev.kind), &payload, opts)?;
@@ -117,7 +123,7 @@ impl Writer for BatpakWriter {
                 CausationRef::None,
             )?);
         }
-        let opts = self.opts();
+        let opts = self.opts(None);
         let rs = self.store.append_batch_with_options(items, opts)?;
         if let Some(f) = &mut self.ids {
             for r in rs {

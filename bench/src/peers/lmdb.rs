@@ -62,7 +62,8 @@ fn open_env(ctx: &Ctx, write: bool) -> Result<(Env, Dbs)> {
             by_kind: open("by_kind")?,
             meta: open("meta")?,
         };
-        drop(rtxn);
+        // heed: commit the read txn so the dbi handles stay valid for the env.
+        rtxn.commit()?;
         d
     };
     Ok((env, dbs))

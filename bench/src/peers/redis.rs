@@ -119,7 +119,10 @@ pub fn start_server(dir: &Path) -> Result<PathBuf> {
             return Ok(sock);
         }
         if Instant::now() > deadline {
-            bail!("redis-server did not come up (see {}/redis.log)", dir.display());
+            bail!(
+                "redis-server did not come up (see {}/redis.log)",
+                dir.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -10,7 +10,8 @@ use super::{Ctx, Reader, Writer};
 use crate::common::Event;
 
 pub const DESCRIBE: &str = "rusqlite 0.37 (bundled SQLite), journal_mode=WAL, one connection per \
-process, synchronous=FULL for durable rows (OFF for W2b), busy_timeout 30 s, BEGIN IMMEDIATE per \
+process, synchronous=FULL for durable rows (OFF for W2b), busy handler retrying every 50 µs (the default 1-100 ms backoff starves \
+concurrent writers), BEGIN IMMEDIATE per \
 append/batch; table events(seq INTEGER PRIMARY KEY, id BLOB, entity, scope, kind, payload) with \
 UNIQUE(id), (entity, seq), (kind, seq); W7 reader polls every 100 µs";
 
@@ -21,10 +22,17 @@ pub fn claim(durable: bool) -> String {
     )
 }
 
+/// Busy handler: retry every 50 µs for up to ~30 s. SQLite's default handler
+/// sleeps 1..100 ms between tries, which starves many concurrent writers.
+fn busy(n: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(50));
+    n < 600_000
+}
+
 fn connect(ctx: &Ctx) -> Result<Connection> {
     std::fs::create_dir_all(&ctx.dir)?;
     let conn = Connection::open(ctx.dir.join("events.db"))?;
-    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.busy_handler(Some(busy))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if mode != "wal" {
         bail!("sqlite refused WAL: {mode}");
