@@ -260,30 +260,32 @@ fn run(job: &Job) -> Result<()> {
     }
 }
 
+/// An appender thread's handle back, with its per-append latencies (µs).
+type AppenderDone = (Box<dyn peers::Writer>, Vec<u32>);
+
 fn append(ctx: &Ctx, threads: usize, per_thread: u64, base: u64) -> Result<()> {
     let mut writers: Vec<Box<dyn peers::Writer>> = Vec::new();
-    let verified;
-    if ctx.peer == Peer::Batpak {
+    let verified = if ctx.peer == Peer::Batpak {
         let (w, v) = peers::batpak_peer::open_batpak(ctx, false)?;
         for _ in 1..threads {
             writers.push(Box::new(w.clone_handle()));
         }
         writers.insert(0, Box::new(w));
-        verified = v;
+        v
     } else {
         if threads != 1 {
             bail!("one connection per process for {}", ctx.peer.name());
         }
         let (w, v) = peers::open_writer(ctx)?;
         writers.push(w);
-        verified = v;
-    }
+        v
+    };
     let batches: Vec<Vec<Event>> = (0..threads as u64)
         .map(|t| events(base + t * per_thread, per_thread))
         .collect();
     say("READY", &verified)?;
     wait_go()?;
-    let results: Vec<Result<(Box<dyn peers::Writer>, Vec<u32>)>> = std::thread::scope(|s| {
+    let results: Vec<Result<AppenderDone>> = std::thread::scope(|s| {
         let hs: Vec<_> = writers
             .into_iter()
             .zip(&batches)
