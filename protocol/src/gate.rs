@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn layout_fits_the_page() {
-        assert!(CANCEL_RANGES_OFF + CANCEL_CAPACITY * 16 <= GATE_LEN);
+        const { assert!(CANCEL_RANGES_OFF + CANCEL_CAPACITY * 16 <= GATE_LEN) };
         assert!(size_of::<GateHeader>() <= STATE_OFF);
         assert_eq!(CANCEL_CAPACITY, 246);
     }

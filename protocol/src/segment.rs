@@ -361,7 +361,7 @@ pub fn encode_footer(out: &mut Vec<u8>, entries: &[FooterEntry]) -> usize {
     h.frame_type = frame_type::FOOTER;
     h.flags = frame_flags::BATCH_END;
     h.batch_len = (entries.len() as u32).into();
-    h.payload_len = ((entries.len() * size_of::<FooterEntry>()) as u32).into();
+    h.payload_len = (size_of_val(entries) as u32).into();
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(entries.as_bytes());
     finish(out, start);
@@ -476,7 +476,7 @@ pub fn decode_at(
             })
         };
     }
-    if len < FRAME_HEADER_LEN || len % 8 != 0 || offset + len > seg.len() {
+    if len < FRAME_HEADER_LEN || !len.is_multiple_of(8) || offset + len > seg.len() {
         return Err(FrameError::OutOfBounds {
             offset: off64,
             len: len as u64,

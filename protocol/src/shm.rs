@@ -52,7 +52,8 @@ impl Region {
     fn check(&self, off: usize, size: usize) -> Option<*mut u8> {
         let end = off.checked_add(size)?;
         // The base is page-aligned (constructor contract), so `off` alignment suffices.
-        (end <= self.len && off % size.min(8).max(1) == 0).then(|| self.ptr.wrapping_add(off))
+        (end <= self.len && off.is_multiple_of(size.clamp(1, 8)))
+            .then(|| self.ptr.wrapping_add(off))
     }
 
     /// The atomic u64 at `off`; `None` if out of bounds or misaligned.

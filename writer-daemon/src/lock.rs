@@ -29,7 +29,7 @@ impl DirLock {
                 // The pid is informational only (for the error message of a second daemon).
                 let _ = lock.set_len(0);
                 let _ = lock.rewind();
-                let _ = write!(&mut *lock, "{}\n", std::process::id());
+                let _ = writeln!(&mut *lock, "{}", std::process::id());
                 Ok(Self { _lock: lock })
             }
             Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {

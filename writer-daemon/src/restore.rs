@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::error::OpenError;
 use crate::index::{IndexWriter, IndexedEvent, generation_dir};
-use crate::segments::{LogPosition, SegmentLog};
+use crate::segments::{LogPosition, OpenSegment, SegmentLog};
 use crate::state::{Entities, EntityState, IdemWindow};
 use crate::storage::{SegmentBytes, Storage, segment_file_name};
 use rayon::prelude::*;
@@ -132,17 +132,15 @@ pub fn restore(
             Ok(r) => {
                 let (index, pos, footer, seg_base, first_seq, cp, ranges) = r;
                 let next_seq = cp.watermark.get();
-                let log = SegmentLog::resume(
-                    storage,
-                    config.segment_max_bytes,
-                    instance,
+                let open = OpenSegment {
                     pos,
                     footer,
-                    seg_base,
-                    next_seq,
+                    base_seq: seg_base,
+                    end_seq: next_seq,
                     first_seq,
-                )
-                .map_err(seg_err(pos.segment_id))?;
+                };
+                let log = SegmentLog::resume(storage, config.segment_max_bytes, instance, open)
+                    .map_err(seg_err(pos.segment_id))?;
                 let (entities, idem) = chains_from_index(config, &index, log.storage(), next_seq)
                     .map_err(|what| OpenError::Corrupt {
                     path: generation_dir(data_dir, g),
@@ -275,11 +273,8 @@ fn chains_from_index(
             .filter(|r| r.crc_ok() && r.sequence.get() == seq)
             .ok_or(format!("row {seq} is damaged"))?;
         let sid = row.segment_id.get();
-        if !segs.contains_key(&sid) {
-            segs.insert(
-                sid,
-                storage.read(u64::from(sid)).map_err(|e| e.to_string())?,
-            );
+        if let std::collections::hash_map::Entry::Vacant(v) = segs.entry(sid) {
+            v.insert(storage.read(u64::from(sid)).map_err(|e| e.to_string())?);
         }
         let (d, _) = decode_at(&segs[&sid], row.frame_offset.get() as usize, false)
             .map_err(|e| e.to_string())?;
@@ -365,44 +360,43 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
         via_footer: false,
         resumable: None,
     };
-    if let Some(t) = Trailer::parse(bytes) {
-        if let Ok((Decoded::Footer(body), _)) =
+    if let Some(t) = Trailer::parse(bytes)
+        && let Ok((Decoded::Footer(body), _)) =
             decode_at(bytes, t.footer_offset.get() as usize, true)
-        {
-            let mut ok = true;
-            for e in footer_entries(body) {
-                match decode_at(bytes, e.offset.get() as usize, false) {
-                    Ok((d, len))
-                        if len == e.len.get() as usize
-                            && bytes[e.offset.get() as usize + 4..][..4]
-                                == e.crc.get().to_le_bytes() =>
-                    {
-                        match d {
-                            Decoded::Event(f) => {
-                                s.events.push(f);
-                                s.offsets.push((e.offset.get(), len as u32));
-                            }
-                            Decoded::Cancel { first, count } => {
-                                s.cancels.push((first, first + u64::from(count)))
-                            }
-                            _ => ok = false,
+    {
+        let mut ok = true;
+        for e in footer_entries(body) {
+            match decode_at(bytes, e.offset.get() as usize, false) {
+                Ok((d, len))
+                    if len == e.len.get() as usize
+                        && bytes[e.offset.get() as usize + 4..][..4]
+                            == e.crc.get().to_le_bytes() =>
+                {
+                    match d {
+                        Decoded::Event(f) => {
+                            s.events.push(f);
+                            s.offsets.push((e.offset.get(), len as u32));
                         }
+                        Decoded::Cancel { first, count } => {
+                            s.cancels.push((first, first + u64::from(count)))
+                        }
+                        _ => ok = false,
                     }
-                    _ => ok = false,
                 }
+                _ => ok = false,
             }
-            if ok {
-                s.via_footer = true;
-                return Ok(s);
-            }
-            s = Scan {
-                events: Vec::new(),
-                offsets: Vec::new(),
-                cancels: Vec::new(),
-                via_footer: false,
-                resumable: None,
-            };
         }
+        if ok {
+            s.via_footer = true;
+            return Ok(s);
+        }
+        s = Scan {
+            events: Vec::new(),
+            offsets: Vec::new(),
+            cancels: Vec::new(),
+            via_footer: false,
+            resumable: None,
+        };
     }
     // Frame scan with CRCs; a batch counts only once its BATCH_END frame is read.
     let mut off = SEGMENT_HEADER_LEN;
@@ -583,17 +577,15 @@ fn rebuild(
     let log = match resume {
         Some((pos, footer, base)) if pos.segment_id == last_id => {
             let first = (!footer.is_empty()).then_some(base);
-            SegmentLog::resume(
-                storage,
-                config.segment_max_bytes,
-                instance,
+            let open = OpenSegment {
                 pos,
                 footer,
-                base,
-                next_seq,
-                first,
-            )
-            .map_err(OpenError::io(seg_path(last_id)))?
+                base_seq: base,
+                end_seq: next_seq,
+                first_seq: first,
+            };
+            SegmentLog::resume(storage, config.segment_max_bytes, instance, open)
+                .map_err(OpenError::io(seg_path(last_id)))?
         }
         _ => SegmentLog::start_new(
             storage,

@@ -21,6 +21,21 @@ pub struct LogPosition {
     pub offset: u64,
 }
 
+/// An unsealed segment that writing continues in.
+#[derive(Debug, Clone)]
+pub struct OpenSegment {
+    /// Where the next frame goes.
+    pub pos: LogPosition,
+    /// Its frames so far.
+    pub footer: Vec<FooterEntry>,
+    /// Its base sequence.
+    pub base_seq: u64,
+    /// One past the last sequence it holds.
+    pub end_seq: u64,
+    /// Its first sequence, if it holds any frame.
+    pub first_seq: Option<u64>,
+}
+
 /// The writer's handle on the segment files.
 #[derive(Debug)]
 pub struct SegmentLog {
@@ -67,18 +82,20 @@ impl SegmentLog {
         })
     }
 
-    /// Continues an intact, unsealed segment after a clean stop: `footer`
-    /// lists its frames so far.
+    /// Continues an intact, unsealed segment: `open.footer` lists its frames so far.
     pub fn resume(
         storage: Box<dyn Storage>,
         seg_len: u64,
         instance: u128,
-        pos: LogPosition,
-        footer: Vec<FooterEntry>,
-        base_seq: u64,
-        end_seq: u64,
-        first_seq: Option<u64>,
+        open: OpenSegment,
     ) -> io::Result<Self> {
+        let OpenSegment {
+            pos,
+            footer,
+            base_seq,
+            end_seq,
+            first_seq,
+        } = open;
         let segments = storage.list()?.len() as u64;
         Ok(Self {
             storage,

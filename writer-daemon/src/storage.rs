@@ -209,8 +209,10 @@ pub struct SimState {
     pub files: BTreeMap<u64, SimFile>,
     /// Count of write and sync calls so far.
     pub ops: u64,
-    /// Fail the op with this number (write or sync) with EIO.
+    /// Fail the op with this number (create, write or sync) with EIO.
     pub fail_at: Option<u64>,
+    /// Fail every op from this number on: the process is "dead".
+    pub dead_from: Option<u64>,
 }
 
 /// In-memory storage with separate live and durable images.
@@ -240,8 +242,7 @@ impl SimStorage {
         Self {
             state: Arc::new(Mutex::new(SimState {
                 files,
-                ops: 0,
-                fail_at: None,
+                ..SimState::default()
             })),
         }
     }
@@ -273,7 +274,7 @@ impl SimStorage {
     fn op(&self) -> io::Result<std::sync::MutexGuard<'_, SimState>> {
         let mut st = self.state.lock().expect("sim lock");
         st.ops += 1;
-        if st.fail_at == Some(st.ops) {
+        if st.fail_at == Some(st.ops) || st.dead_from.is_some_and(|d| st.ops >= d) {
             return Err(io::Error::from_raw_os_error(nix::libc::EIO));
         }
         Ok(st)

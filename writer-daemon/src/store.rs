@@ -382,10 +382,10 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
         else {
             continue;
         };
-        if g != keep {
-            if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
-            }
+        if g != keep
+            && let Err(err) = std::fs::remove_dir_all(e.path())
+        {
+            tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
         }
     }
 }

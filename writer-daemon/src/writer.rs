@@ -521,16 +521,16 @@ impl Writer {
                 replay: None,
             });
         }
-        if failure.is_none() {
-            if let Err(e) = self.flush(
+        if failure.is_none()
+            && let Err(e) = self.flush(
                 &mut buf,
                 &mut frames,
                 buf_first,
                 self.next_seq,
                 &mut flushes,
-            ) {
-                failure = Some(format!("write failed: {e}"));
-            }
+            )
+        {
+            failure = Some(format!("write failed: {e}"));
         }
         if let Some(cause) = failure {
             self.fail_group(group_first, cause, staged);

@@ -1,0 +1,263 @@
+//! Reading length-prefixed frames from a connection, with the limits a
+//! hostile peer cannot get around: the length is checked before anything is
+//! allocated, and a frame that has started must finish within the read
+//! timeout (one byte every few minutes does not keep it alive).
+
+use serde::Deserialize;
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Nesting depth allowed in a frame body. Our messages nest less than 8
+/// deep; the limit keeps a crafted body from recursing through the stack of
+/// a small connection thread.
+const MAX_DEPTH: usize = 32;
+/// Read buffer kept between frames.
+const BUF: usize = 64 << 10;
+
+/// Why no frame came.
+#[derive(Debug)]
+pub(super) enum FrameError {
+    /// The peer closed between frames.
+    Eof,
+    /// The peer closed in the middle of a frame.
+    Truncated {
+        /// Bytes of the frame received.
+        got: usize,
+    },
+    /// Nothing arrived for the whole timeout, and nothing was in flight.
+    Idle,
+    /// A frame started but did not finish within the timeout.
+    Stuck {
+        /// Bytes of the frame received.
+        got: usize,
+    },
+    /// The length prefix is over the limit; nothing was allocated.
+    TooLarge {
+        /// Announced length.
+        len: u32,
+    },
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// Frames from one connection.
+pub(super) struct FrameReader {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: u32,
+    timeout: Duration,
+    current_timeout: Option<Duration>,
+}
+
+impl FrameReader {
+    pub(super) fn new(stream: UnixStream, max: u32, timeout: Duration) -> Self {
+        Self {
+            stream,
+            buf: vec![0; BUF],
+            start: 0,
+            end: 0,
+            max,
+            timeout,
+            current_timeout: None,
+        }
+    }
+
+    /// Is a whole frame already buffered (so reading it will not block)?
+    pub(super) fn frame_buffered(&self) -> bool {
+        let avail = self.end - self.start;
+        if avail < 4 {
+            return false;
+        }
+        let len = u32::from_le_bytes(
+            self.buf[self.start..self.start + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        len <= self.max && avail - 4 >= len as usize
+    }
+
+    /// The next frame body. `busy` says whether replies are still owed to
+    /// the peer: a connection that waits for its replies is not idle.
+    pub(super) fn next(&mut self, busy: &dyn Fn() -> bool) -> Result<&[u8], FrameError> {
+        self.fill(4, busy)?;
+        let len = u32::from_le_bytes(
+            self.buf[self.start..self.start + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if len > self.max {
+            return Err(FrameError::TooLarge { len });
+        }
+        let total = 4 + len as usize;
+        self.fill(total, busy)?;
+        let body = self.start + 4..self.start + total;
+        self.start += total;
+        Ok(&self.buf[body])
+    }
+
+    /// Buffers at least `need` bytes of the current frame.
+    fn fill(&mut self, need: usize, busy: &dyn Fn() -> bool) -> Result<(), FrameError> {
+        if self.end - self.start >= need {
+            return Ok(());
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > 4 * BUF {
+                // A big frame is gone: give its memory back.
+                self.buf = vec![0; BUF];
+            }
+        }
+        if self.buf.len() - self.start < need {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < need {
+                self.buf.resize(need, 0);
+            }
+        }
+        let mut deadline = None;
+        while self.end - self.start < need {
+            let got = self.end - self.start;
+            let wait = match deadline {
+                Some(d) => d,
+                None if got == 0 => Instant::now() + self.timeout,
+                None => {
+                    let d = Instant::now() + self.timeout;
+                    deadline = Some(d);
+                    d
+                }
+            };
+            let left = wait.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(FrameError::Stuck { got });
+            }
+            self.set_timeout(left.max(Duration::from_millis(1)))?;
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) if got == 0 => return Err(FrameError::Eof),
+                Ok(0) => return Err(FrameError::Truncated { got }),
+                Ok(n) => {
+                    self.end += n;
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + self.timeout);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if got > 0 {
+                        return Err(FrameError::Stuck { got });
+                    }
+                    if !busy() {
+                        return Err(FrameError::Idle);
+                    }
+                }
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn set_timeout(&mut self, t: Duration) -> Result<(), FrameError> {
+        // One setsockopt per change, not per read: whole-frame reads keep the
+        // full timeout.
+        let coarse = if t >= self.timeout {
+            self.timeout
+        } else {
+            t
+        };
+        if self.current_timeout != Some(coarse) {
+            self.stream
+                .set_read_timeout(Some(coarse))
+                .map_err(FrameError::Io)?;
+            self.current_timeout = Some(coarse);
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a frame body with a nesting limit.
+pub(super) fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use weir_protocol::wire::{Op, Request, encode};
+
+    fn pair(max: u32, timeout_ms: u64) -> (UnixStream, FrameReader) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (a, FrameReader::new(b, max, Duration::from_millis(timeout_ms)))
+    }
+
+    #[test]
+    fn frames_split_across_writes_are_joined() {
+        let (mut a, mut r) = pair(1 << 20, 2000);
+        let mut buf = Vec::new();
+        encode(&mut buf, &Request { id: 9, op: Op::Ping }).unwrap();
+        encode(&mut buf, &Request { id: 10, op: Op::Stats }).unwrap();
+        let (x, y) = buf.split_at(3);
+        a.write_all(x).unwrap();
+        let y = y.to_vec();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            a.write_all(&y).unwrap();
+            a
+        });
+        let first: Request = decode(r.next(&|| false).unwrap()).unwrap();
+        assert_eq!(first.id, 9);
+        assert!(r.frame_buffered());
+        let second: Request = decode(r.next(&|| false).unwrap()).unwrap();
+        assert_eq!(second.op, Op::Stats);
+        drop(t.join().unwrap());
+        assert!(matches!(r.next(&|| false), Err(FrameError::Eof)));
+    }
+
+    #[test]
+    fn limits_and_timeouts_are_typed() {
+        let (mut a, mut r) = pair(4096, 150);
+        a.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        assert!(matches!(
+            r.next(&|| false),
+            Err(FrameError::TooLarge { len: u32::MAX })
+        ));
+        assert!(r.buf.len() <= BUF);
+
+        let (mut a, mut r) = pair(4096, 150);
+        a.write_all(&[10, 0, 0, 0, 1]).unwrap();
+        assert!(matches!(
+            r.next(&|| false),
+            Err(FrameError::Stuck { got: 5 })
+        ));
+
+        let (_a, mut r) = pair(4096, 150);
+        assert!(matches!(r.next(&|| false), Err(FrameError::Idle)));
+
+        let (mut a, mut r) = pair(4096, 150);
+        a.write_all(&[10, 0, 0, 0, 1]).unwrap();
+        drop(a);
+        assert!(matches!(
+            r.next(&|| false),
+            Err(FrameError::Truncated { got: 5 })
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        // 100,000 nested one-element arrays.
+        let mut body = vec![0x91u8; 100_000];
+        body.push(0xc0);
+        assert!(decode::<Request>(&body).is_err());
+    }
+}

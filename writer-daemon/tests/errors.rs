@@ -1,0 +1,199 @@
+//! Bad requests get typed errors naming the problem, and lose nothing stored.
+mod common;
+use common::{config, ev};
+use weir_daemon::{AppendError, OpenError, Store};
+use weir_protocol::ExpectedVersion;
+use weir_protocol::wire::AppendRequest;
+
+fn with(e: AppendRequest, f: impl FnOnce(&mut AppendRequest)) -> AppendRequest {
+    let mut e = e;
+    f(&mut e);
+    e
+}
+
+#[test]
+fn expected_versions_distinguish_empty_from_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let err = s
+        .append(with(ev("e", 0x1001, b""), |e| {
+            e.expected = ExpectedVersion::Exact(0)
+        }))
+        .unwrap_err();
+    assert!(
+        matches!(&err, AppendError::VersionConflict { found, .. } if found == "none"),
+        "{err}"
+    );
+    s.append(with(ev("e", 0x1001, b""), |e| {
+        e.expected = ExpectedVersion::NoStream
+    }))
+    .unwrap();
+    let err = s
+        .append(with(ev("e", 0x1001, b""), |e| {
+            e.expected = ExpectedVersion::NoStream
+        }))
+        .unwrap_err();
+    assert!(
+        matches!(&err, AppendError::VersionConflict { found, .. } if found == "0"),
+        "{err}"
+    );
+    let r = s
+        .append(with(ev("e", 0x1001, b""), |e| {
+            e.expected = ExpectedVersion::Exact(0)
+        }))
+        .unwrap();
+    assert_eq!(r.clock, 1);
+    assert!(
+        s.append(with(ev("e", 0x1001, b""), |e| e.expected =
+            ExpectedVersion::Exact(0)))
+            .is_err()
+    );
+}
+
+#[test]
+fn idempotent_retry_returns_the_first_receipt_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let req = with(ev("e", 0x1001, b"once"), |e| e.idempotency_key = Some(42));
+    let first = s.append(req.clone()).unwrap();
+    let again = s.append(req.clone()).unwrap();
+    assert!(again.replayed && !first.replayed);
+    assert_eq!(
+        (again.sequence, again.event_id, again.event_hash),
+        (first.sequence, first.event_id, first.event_hash)
+    );
+    assert_eq!(
+        s.append(ev("f", 0x1001, b"")).unwrap().sequence,
+        first.sequence + 1,
+        "the retry wrote something"
+    );
+    // The window survives a restart.
+    s.shutdown().unwrap();
+    drop(s);
+    let s = Store::open(config(dir.path())).unwrap();
+    assert_eq!(s.append(req).unwrap().sequence, first.sequence);
+    // A batch mixing a known and an unknown key is a conflict, not a partial replay.
+    let mixed = vec![
+        with(ev("e", 0x1001, b""), |e| e.idempotency_key = Some(42)),
+        with(ev("e", 0x1001, b""), |e| e.idempotency_key = Some(43)),
+    ];
+    assert!(matches!(
+        s.append_batch(mixed).unwrap_err(),
+        AppendError::IdempotencyConflict { key: 42 }
+    ));
+}
+
+#[test]
+fn a_batch_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    s.append(ev("a", 0x1001, b"")).unwrap();
+    let batch = vec![
+        ev("b", 0x1001, b""),
+        with(ev("a", 0x1001, b""), |e| {
+            e.expected = ExpectedVersion::NoStream
+        }),
+    ];
+    assert!(matches!(
+        s.append_batch(batch).unwrap_err(),
+        AppendError::VersionConflict { .. }
+    ));
+    // Nothing of the batch was stored: `b` is still empty and the sequence did not move.
+    let r = s
+        .append(with(ev("b", 0x1001, b""), |e| {
+            e.expected = ExpectedVersion::NoStream
+        }))
+        .unwrap();
+    assert_eq!(r.sequence, 1);
+}
+
+#[test]
+fn invalid_requests_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let ok = s.append(ev("keep", 0x1001, b"kept")).unwrap();
+    let id = ok.event_id;
+    type Case = (Vec<AppendRequest>, fn(&AppendError) -> bool);
+    let cases: Vec<Case> = vec![
+        (vec![ev("a/b", 0x1001, b"")], |e| {
+            matches!(e, AppendError::InvalidCoordinate { index: 0, .. })
+        }),
+        (
+            vec![with(ev("a", 0x1001, b""), |e| e.scope = String::new())],
+            |e| matches!(e, AppendError::InvalidCoordinate { .. }),
+        ),
+        (vec![ev("a", 0x0001, b"")], |e| {
+            matches!(e, AppendError::InvalidKind { .. })
+        }),
+        (vec![ev("a", 0xD001, b"")], |e| {
+            matches!(e, AppendError::InvalidKind { .. })
+        }),
+        (vec![ev("a", 0x1001, &vec![0; (64 << 10) + 1])], |e| {
+            matches!(e, AppendError::PayloadTooLarge { .. })
+        }),
+        ((0..65).map(|_| ev("a", 0x1001, b"")).collect(), |e| {
+            matches!(e, AppendError::BatchTooLarge { events: 65, .. })
+        }),
+        (vec![], |e| matches!(e, AppendError::EmptyBatch)),
+        (
+            vec![with(ev("a", 0x1001, b""), |e| e.event_id = Some(0))],
+            |e| matches!(e, AppendError::InvalidEventId { .. }),
+        ),
+        (
+            vec![with(ev("a", 0x1001, b""), |e| e.event_id = Some(id))],
+            |e| matches!(e, AppendError::DuplicateEventId { .. }),
+        ),
+        (vec![ev("ok", 0x1001, b""), ev("bad\n", 0x1001, b"")], |e| {
+            matches!(e, AppendError::InvalidCoordinate { index: 1, .. })
+        }),
+    ];
+    for (i, (batch, is)) in cases.into_iter().enumerate() {
+        let err = s.append_batch(batch).unwrap_err();
+        assert!(is(&err), "case {i}: {err:?}");
+        assert!(!err.to_string().is_empty());
+        assert_eq!(err.to_wire().code, err.code());
+    }
+    // Nothing was lost or consumed: the next append follows the kept one.
+    assert_eq!(
+        s.append(ev("keep", 0x1001, b"")).unwrap().sequence,
+        ok.sequence + 1
+    );
+    let (stats_rejected, _) = (s.stats().rejected.values().sum::<u64>(), ());
+    assert!(stats_rejected >= 9);
+}
+
+#[test]
+fn a_second_writer_on_the_same_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(config(dir.path())).unwrap();
+    let err = Store::open(config(dir.path())).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Locked { holder: Some(pid), .. } if *pid == std::process::id()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("locked by another weir daemon"));
+}
+
+#[test]
+fn a_world_writable_data_dir_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(matches!(
+        Store::open(config(dir.path())).unwrap_err(),
+        OpenError::InsecureDataDir { mode: 0o777, .. }
+    ));
+}
+
+#[test]
+fn bad_config_values_are_refused_before_touching_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("never-created");
+    let err = Store::open(weir_daemon::Config {
+        chunk_rows_log2: 3,
+        ..config(&sub)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("chunk-rows-log2"), "{err}");
+    assert!(!sub.exists());
+}
