@@ -11,7 +11,10 @@ use weir_protocol::index::{CHUNK_SEALED_OFF, PAGE};
 use weir_protocol::segment::FrameError;
 
 fn flip(path: &Path, off: u64) -> Res {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
     let mut b = [0u8];
     f.read_exact_at(&mut b, off)?;
     f.write_all_at(&[b[0] ^ 0x20], off)?;
@@ -19,13 +22,19 @@ fn flip(path: &Path, off: u64) -> Res {
 }
 
 fn truncate(path: &Path, len: u64) -> Res {
-    std::fs::OpenOptions::new().write(true).open(path)?.set_len(len)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(len)?;
     Ok(())
 }
 
 fn store() -> Res<Fixture> {
     let mut f = Fixture::new()?;
-    f.append(&[Ev::new("user:1", "t", 0x1001, b"payload-0"), Ev::new("user:1", "t", 0x1001, b"payload-1")])?;
+    f.append(&[
+        Ev::new("user:1", "t", 0x1001, b"payload-0"),
+        Ev::new("user:1", "t", 0x1001, b"payload-1"),
+    ])?;
     f.publish();
     f.flush()?;
     Ok(f)
@@ -36,18 +45,33 @@ fn gate_damage_is_refused_on_open() -> Res {
     let f = store()?;
     let gate = f.path().join("gate");
     flip(&gate, 0)?;
-    assert!(matches!(Reader::open(f.path()), Err(AttachError::BadMagic { expected, .. }) if &expected == b"WEIRGATE"));
+    assert!(
+        matches!(Reader::open(f.path()), Err(AttachError::BadMagic { expected, .. }) if &expected == b"WEIRGATE")
+    );
     flip(&gate, 0)?;
     Reader::open(f.path())?;
     flip(&gate, 8)?;
-    assert!(matches!(Reader::open(f.path()), Err(AttachError::UnsupportedVersion { expected: 1, found: 33, .. })));
+    assert!(matches!(
+        Reader::open(f.path()),
+        Err(AttachError::UnsupportedVersion {
+            expected: 1,
+            found: 33,
+            ..
+        })
+    ));
     flip(&gate, 8)?;
     flip(&gate, 33)?; // generation
-    assert!(matches!(Reader::open(f.path()), Err(AttachError::Checksum { .. })));
+    assert!(matches!(
+        Reader::open(f.path()),
+        Err(AttachError::Checksum { .. })
+    ));
     flip(&gate, 33)?;
     truncate(&gate, 100)?;
     let err = Reader::open(f.path()).err().ok_or("short gate opened")?;
-    assert!(matches!(&err, AttachError::Length { expected: 4096, found: 100, path } if path.ends_with("gate")), "{err}");
+    assert!(
+        matches!(&err, AttachError::Length { expected: 4096, found: 100, path } if path.ends_with("gate")),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -56,12 +80,25 @@ fn meta_damage_is_refused_on_open() -> Res {
     let f = store()?;
     let meta = f.gen_file("meta");
     flip(&meta, 17)?;
-    assert!(matches!(Reader::open(f.path()), Err(AttachError::Checksum { .. })));
+    assert!(matches!(
+        Reader::open(f.path()),
+        Err(AttachError::Checksum { .. })
+    ));
     flip(&meta, 17)?;
     truncate(&meta, 64)?;
-    assert!(matches!(Reader::open(f.path()), Err(AttachError::Length { expected: 4096, found: 64, .. })));
+    assert!(matches!(
+        Reader::open(f.path()),
+        Err(AttachError::Length {
+            expected: 4096,
+            found: 64,
+            ..
+        })
+    ));
     std::fs::remove_file(&meta)?;
-    assert!(matches!(Reader::open(f.path()), Err(AttachError::Io { .. })));
+    assert!(matches!(
+        Reader::open(f.path()),
+        Err(AttachError::Io { .. })
+    ));
     Ok(())
 }
 
@@ -69,10 +106,22 @@ fn meta_damage_is_refused_on_open() -> Res {
 fn corrupt_row_is_a_typed_error() -> Res {
     let f = store()?;
     let r = Reader::open(f.path())?;
-    flip(&f.gen_file("chunk-000000"), (geo().row_offset(1) + 112) as u64)?; // clock of row 1
-    assert!(matches!(r.stream("user:1"), Err(ReadError::CorruptRow { sequence: 1, .. })));
-    assert!(matches!(r.query(&Region::all()), Err(ReadError::CorruptRow { sequence: 1, .. })));
-    assert!(matches!(r.get(EventId(id_of(1))), Err(ReadError::CorruptRow { sequence: 1, .. })));
+    flip(
+        &f.gen_file("chunk-000000"),
+        (geo().row_offset(1) + 112) as u64,
+    )?; // clock of row 1
+    assert!(matches!(
+        r.stream("user:1"),
+        Err(ReadError::CorruptRow { sequence: 1, .. })
+    ));
+    assert!(matches!(
+        r.query(&Region::all()),
+        Err(ReadError::CorruptRow { sequence: 1, .. })
+    ));
+    assert!(matches!(
+        r.get(EventId(id_of(1))),
+        Err(ReadError::CorruptRow { sequence: 1, .. })
+    ));
     // Row 0 is intact and still answers.
     assert_eq!(r.get(EventId(id_of(0)))?.map(|e| e.sequence()), Some(0));
     Ok(())
@@ -84,27 +133,47 @@ fn chunk_header_and_length_are_checked_when_first_mapped() -> Res {
     let chunk = f.gen_file("chunk-000000");
     flip(&chunk, 16)?; // chunk number
     let r = Reader::open(f.path())?;
-    assert!(matches!(r.stream("user:1"), Err(ReadError::Attach(AttachError::Checksum { .. }))));
+    assert!(matches!(
+        r.stream("user:1"),
+        Err(ReadError::Attach(AttachError::Checksum { .. }))
+    ));
     flip(&chunk, 16)?;
     truncate(&chunk, (PAGE + CHUNK_SEALED_OFF) as u64)?;
     let r = Reader::open(f.path())?;
-    let err = r.query(&Region::all()).err().ok_or("truncated chunk answered")?;
-    assert!(matches!(&err, ReadError::Attach(AttachError::Length { expected, .. }) if *expected == geo().file_len() as u64), "{err}");
+    let err = r
+        .query(&Region::all())
+        .err()
+        .ok_or("truncated chunk answered")?;
+    assert!(
+        matches!(&err, ReadError::Attach(AttachError::Length { expected, .. }) if *expected == geo().file_len() as u64),
+        "{err}"
+    );
     Ok(())
 }
 
 #[test]
 fn corrupt_or_truncated_strings_are_typed_errors() -> Res {
     let f = store()?;
-    let id = f.string_id(weir_protocol::index::NS_ENTITY, "user:1").ok_or("no id")?;
+    let id = f
+        .string_id(weir_protocol::index::NS_ENTITY, "user:1")
+        .ok_or("no id")?;
     let strings = f.gen_file("strings-0000");
     flip(&strings, u64::from(id) * 8 + 32)?; // first name byte
     let r = Reader::open(f.path())?;
-    assert!(matches!(r.query(&Region::all()), Err(ReadError::CorruptString { .. })));
-    assert!(matches!(r.stream("user:1"), Err(ReadError::CorruptString { .. })));
+    assert!(matches!(
+        r.query(&Region::all()),
+        Err(ReadError::CorruptString { .. })
+    ));
+    assert!(matches!(
+        r.stream("user:1"),
+        Err(ReadError::CorruptString { .. })
+    ));
     truncate(&strings, 8192)?;
     let r = Reader::open(f.path())?;
-    assert!(matches!(r.query(&Region::all()), Err(ReadError::Attach(AttachError::Length { .. }))));
+    assert!(matches!(
+        r.query(&Region::all()),
+        Err(ReadError::Attach(AttachError::Length { .. }))
+    ));
     Ok(())
 }
 
@@ -119,7 +188,14 @@ fn corrupt_frame_fails_the_payload_crc_check() -> Res {
     let frame0_len = weir_protocol::segment::frame_len(6, 1, 9) as u64;
     let _ = e0.payload()?;
     flip(&seg, 64 + frame0_len + 184 + 6 + 1 + 8)?;
-    assert!(matches!(e.payload(), Err(ReadError::Frame { sequence: 1, source: FrameError::Checksum { .. }, .. })));
+    assert!(matches!(
+        e.payload(),
+        Err(ReadError::Frame {
+            sequence: 1,
+            source: FrameError::Checksum { .. },
+            ..
+        })
+    ));
     let report = r.verify_chain("user:1")?;
     let bad = report.first_bad.ok_or("verify missed the bad frame")?;
     assert_eq!((report.verified, bad.sequence), (1, 1));
@@ -133,7 +209,16 @@ fn truncated_segment_copy_is_refused() -> Res {
     truncate(&f.segment_file(), 4096)?;
     let r = Reader::open(f.path())?;
     let e = r.get(EventId(id_of(0)))?.ok_or("missing")?;
-    let err = e.payload().err().ok_or("payload from a truncated segment")?;
-    assert!(matches!(&err, ReadError::Attach(AttachError::Length { found: 4096, .. })), "{err}");
+    let err = e
+        .payload()
+        .err()
+        .ok_or("payload from a truncated segment")?;
+    assert!(
+        matches!(
+            &err,
+            ReadError::Attach(AttachError::Length { found: 4096, .. })
+        ),
+        "{err}"
+    );
     Ok(())
 }

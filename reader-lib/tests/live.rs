@@ -25,7 +25,11 @@ fn wait_visible_wakes_on_publish_and_times_out_without() -> Res {
     let start = Instant::now();
     assert!(r.wait_visible(1, Duration::from_secs(30))?);
     // The futex wake, not the 1 s re-check slice, ended the sleep.
-    assert!(start.elapsed() < Duration::from_millis(900), "woke after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "woke after {:?}",
+        start.elapsed()
+    );
     let _f = writer.join().map_err(|_| "writer panicked")??;
     assert_eq!(r.stream("w")?.len(), 2);
     Ok(())
@@ -35,7 +39,12 @@ fn wait_visible_wakes_on_publish_and_times_out_without() -> Res {
 fn subscription_catches_up_then_follows() -> Res {
     let mut f = Fixture::new()?;
     for i in 0..5u8 {
-        f.append(&[Ev::new(if i % 2 == 0 { "sub:a" } else { "other" }, "s", 0x1001, &[i])])?;
+        f.append(&[Ev::new(
+            if i % 2 == 0 { "sub:a" } else { "other" },
+            "s",
+            0x1001,
+            &[i],
+        )])?;
     }
     f.publish();
     let r = Reader::open(f.path())?;
@@ -43,17 +52,27 @@ fn subscription_catches_up_then_follows() -> Res {
     let writer = std::thread::spawn(move || -> Res<Fixture> {
         for i in 5..9u8 {
             std::thread::sleep(Duration::from_millis(10));
-            f.append(&[Ev::new(if i % 2 == 0 { "sub:b" } else { "other" }, "s", 0x1001, &[i])])?;
+            f.append(&[Ev::new(
+                if i % 2 == 0 { "sub:b" } else { "other" },
+                "s",
+                0x1001,
+                &[i],
+            )])?;
             f.publish();
         }
         Ok(f)
     });
     let mut got = Vec::new();
     while got.len() < 4 {
-        let e = sub.next_timeout(Duration::from_secs(30))?.ok_or("subscription stalled")?;
+        let e = sub
+            .next_timeout(Duration::from_secs(30))?
+            .ok_or("subscription stalled")?;
         got.push((e.sequence(), e.payload()?.to_vec()));
     }
-    assert_eq!(got, vec![(2, vec![2]), (4, vec![4]), (6, vec![6]), (8, vec![8])]);
+    assert_eq!(
+        got,
+        vec![(2, vec![2]), (4, vec![4]), (6, vec![6]), (8, vec![8])]
+    );
     let _f = writer.join().map_err(|_| "writer panicked")??;
     assert!(sub.next_timeout(Duration::from_millis(20))?.is_none());
     Ok(())
@@ -78,7 +97,10 @@ fn superseded_gate_is_reattached_and_wakes_waiters() -> Res {
     assert!(r.wait_visible(1, Duration::from_secs(30))?);
     let _f = writer.join().map_err(|_| "writer panicked")??;
     let now = r.status();
-    assert_eq!((now.state, now.instance, now.visible), (DaemonState::Live, 0xABCD, 2));
+    assert_eq!(
+        (now.state, now.instance, now.visible),
+        (DaemonState::Live, 0xABCD, 2)
+    );
     assert_eq!(r.stream("r")?.len(), 2);
     // Entries borrowed from the old view stay valid.
     assert_eq!(before.payload()?, b"0");
