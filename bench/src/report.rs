@@ -41,7 +41,7 @@ fn ratio(row: &Row, p: Peer) -> String {
             .map(|s| s.median)
     };
     match (med(Peer::Weir), med(p)) {
-        (Some(w), Some(x)) if x != 0.0 => format!("{w:.2}", w = w / x),
+        (Some(w), Some(x)) if x > 0.0 && w > 0.0 => format!("{w:.2}", w = w / x),
         _ => "n/a".into(),
     }
 }

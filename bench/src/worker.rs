@@ -265,7 +265,14 @@ type AppenderDone = (Box<dyn peers::Writer>, Vec<u32>);
 
 fn append(ctx: &Ctx, threads: usize, per_thread: u64, base: u64) -> Result<()> {
     let mut writers: Vec<Box<dyn peers::Writer>> = Vec::new();
-    let verified = if ctx.peer == Peer::Batpak {
+    let verified = if ctx.peer == Peer::Weir {
+        let (w, v) = peers::weir_peer::open_weir(ctx)?;
+        for _ in 1..threads {
+            writers.push(Box::new(w.clone_handle()));
+        }
+        writers.insert(0, Box::new(w));
+        v
+    } else if ctx.peer == Peer::Batpak {
         let (w, v) = peers::batpak_peer::open_batpak(ctx, false)?;
         for _ in 1..threads {
             writers.push(Box::new(w.clone_handle()));

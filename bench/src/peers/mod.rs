@@ -102,7 +102,7 @@ impl Peer {
 
     pub fn writer_model(self) -> WriterModel {
         match self {
-            Peer::Batpak => WriterModel::SingleProcess,
+            Peer::Batpak | Peer::Weir => WriterModel::SingleProcess,
             _ => WriterModel::MultiProcess,
         }
     }

@@ -29,7 +29,22 @@ fn busy(n: i32) -> bool {
     n < 600_000
 }
 
+/// Open and set up a connection; SQLite may answer BUSY during WAL setup
+/// without calling the busy handler when many processes open at once: retry.
 fn connect(ctx: &Ctx) -> Result<Connection> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect_once(ctx) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("locked") => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn connect_once(ctx: &Ctx) -> Result<Connection> {
     std::fs::create_dir_all(&ctx.dir)?;
     let conn = Connection::open(ctx.dir.join("events.db"))?;
     conn.busy_handler(Some(busy))?;
