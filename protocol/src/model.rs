@@ -95,20 +95,18 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), CoordinateEr
             len: name.len(),
         });
     }
-    if let Some(at) = name.find("..") {
-        return Err(CoordinateError::Forbidden {
-            field,
-            what: "`..`".into(),
-            at,
-        });
-    }
-    for (at, c) in name.char_indices() {
-        if c.is_ascii_control() || matches!(c, '/' | '|' | '=') {
-            return Err(CoordinateError::Forbidden {
-                field,
-                what: format!("{c:?}"),
-                at,
-            });
+    let bytes = name.as_bytes();
+    for (at, &b) in bytes.iter().enumerate() {
+        let bad = b.is_ascii_control()
+            || matches!(b, b'/' | b'|' | b'=')
+            || (b == b'.' && bytes.get(at + 1) == Some(&b'.'));
+        if bad {
+            let what = if b == b'.' {
+                "`..`".to_owned()
+            } else {
+                format!("{:?}", char::from(b))
+            };
+            return Err(CoordinateError::Forbidden { field, what, at });
         }
     }
     Ok(())

@@ -213,12 +213,12 @@ impl Config {
             ));
         }
         if self.max_batch_bytes == 0
-            || self.max_batch_bytes + 4096 * u64::from(self.max_batch_events) > frame_room * 2
+            || self.max_batch_bytes + 256 * u64::from(self.max_batch_events) > frame_room * 2
         {
             return Err(bad(
                 "max-batch-bytes",
                 self.max_batch_bytes,
-                "a full batch (bytes plus 4 KiB per event of framing) must fit in one segment",
+                "a full batch (bytes plus 256 bytes of framing per event) must fit in half a segment",
             ));
         }
         if self.group_commit_max_events == 0 {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 mod futex;
+pub mod fxhash;
 pub mod gate;
 pub mod ids;
 pub mod index;
@@ -14,6 +15,7 @@ pub mod lock;
 mod mapped;
 pub mod restore;
 pub mod segments;
+pub mod server;
 pub mod state;
 pub mod stats;
 pub mod storage;

@@ -112,7 +112,7 @@ pub fn restore(
             log,
             next_seq: 0,
             cancelled: Vec::new(),
-            entities: HashMap::new(),
+            entities: Entities::default(),
             idem: IdemWindow::new(config.idempotency_window as usize),
             max_wall_ms: 0,
             report: RestoreReport {
@@ -292,7 +292,7 @@ fn chains_from_index(
         };
         Ok((h.event_hash, h.idempotency_key(), receipt))
     };
-    let mut entities = HashMap::new();
+    let mut entities = Entities::default();
     for (ns, name, id) in index.names().iter() {
         if ns != NS_ENTITY {
             continue;
@@ -475,7 +475,7 @@ fn rebuild(
     let gen_err = OpenError::io(generation_dir(data_dir, generation));
     let mut index =
         IndexWriter::create(data_dir, generation, config.chunk_rows_log2).map_err(gen_err)?;
-    let mut entities: Entities = HashMap::new();
+    let mut entities = Entities::default();
     let mut idem = IdemWindow::new(config.idempotency_window as usize);
     let mut cancelled: Vec<(u64, u64)> = Vec::new();
     let (mut next_seq, mut max_wall, mut from_footers, mut from_scan, mut tombstones) =

@@ -1,7 +1,8 @@
 //! The writer's in-memory state that restore rebuilds: per-entity chain
 //! heads and the idempotency window.
 
-use std::collections::{HashMap, VecDeque};
+use crate::fxhash::FxHashMap;
+use std::collections::VecDeque;
 use weir_protocol::wire::Receipt;
 
 /// The newest event of one entity.
@@ -17,7 +18,7 @@ pub struct EntityState {
 #[derive(Debug, Default)]
 pub struct IdemWindow {
     cap: usize,
-    map: HashMap<u128, Receipt>,
+    map: FxHashMap<u128, Receipt>,
     order: VecDeque<u128>,
 }
 
@@ -27,7 +28,7 @@ impl IdemWindow {
     pub fn new(cap: usize) -> Self {
         Self {
             cap,
-            map: HashMap::with_capacity(cap.min(1 << 16)),
+            map: FxHashMap::with_capacity_and_hasher(cap.min(1 << 16), Default::default()),
             order: VecDeque::new(),
         }
     }
@@ -74,7 +75,7 @@ impl IdemWindow {
 }
 
 /// Per-entity state, keyed by entity name.
-pub type Entities = HashMap<Box<[u8]>, EntityState>;
+pub type Entities = FxHashMap<Box<[u8]>, EntityState>;
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,15 @@
 //! Interned entity and scope names: append-only strings files plus the
 //! names table that maps (namespace, name) to a string id.
 
+use crate::fxhash::FxHashMap;
 use crate::mapped::MappedFile;
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use weir_protocol::index::{
-    FileHeader, NAMES_MAGIC, NAMES_MIN_LOG2, PAGE, STRING_COUNT_OFF, STRING_ENTRY_HEADER,
-    STRING_HEAD_OFF, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC, StringEntry, fingerprint,
-    name_hash, pack_slot, string_crc, unpack_slot,
+    FileHeader, NAMES_MAGIC, NAMES_MIN_LOG2, NS_ENTITY, NS_SCOPE, PAGE, STRING_COUNT_OFF,
+    STRING_ENTRY_HEADER, STRING_HEAD_OFF, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC,
+    StringEntry, fingerprint, name_hash, pack_slot, string_crc, unpack_slot,
 };
 use weir_protocol::{align8, index::META_NAMES_TABLE_OFF, index::META_STRINGS_END_OFF};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -25,7 +25,8 @@ pub struct Names {
     table_no: u64,
     table_log2: u32,
     used: usize,
-    ids: HashMap<(u8, Box<[u8]>), u32>,
+    /// Entity names (index 0) and scope names (index 1) to string ids.
+    ids: [FxHashMap<Box<[u8]>, u32>; 2],
 }
 
 fn strings_path(dir: &Path, n: usize) -> PathBuf {
@@ -63,7 +64,7 @@ impl Names {
             table_no: 0,
             table_log2: NAMES_MIN_LOG2,
             used: 0,
-            ids: HashMap::new(),
+            ids: Default::default(),
         };
         names.publish_meta(meta);
         Ok(names)
@@ -99,7 +100,7 @@ impl Names {
             table_no,
             table_log2: log2,
             used: 0,
-            ids: HashMap::new(),
+            ids: Default::default(),
         };
         // Walk the entries to rebuild the in-memory mirror, checking each.
         let mut global = PAGE as u64;
@@ -132,10 +133,10 @@ impl Names {
                     "string entry at {global} fails its checksum"
                 )));
             }
-            names.ids.insert((e.ns, name.into()), (global / 8) as u32);
+            names.ids[slot_of(e.ns)].insert(name.into(), (global / 8) as u32);
             global += align8(STRING_ENTRY_HEADER + len) as u64;
         }
-        names.used = names.ids.len();
+        names.used = names.ids.iter().map(FxHashMap::len).sum();
         names.end = global;
         Ok(names)
     }
@@ -143,12 +144,16 @@ impl Names {
     /// The id of a known name.
     #[must_use]
     pub fn get(&self, ns: u8, name: &[u8]) -> Option<u32> {
-        self.ids.get(&(ns, name.into())).copied()
+        self.ids[slot_of(ns)].get(name).copied()
     }
 
     /// Every interned (namespace, name, id).
     pub fn iter(&self) -> impl Iterator<Item = (u8, &[u8], u32)> {
-        self.ids.iter().map(|((ns, n), id)| (*ns, &n[..], *id))
+        let tag = |i: usize| if i == 0 { NS_ENTITY } else { NS_SCOPE };
+        self.ids
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, m)| m.iter().map(move |(n, id)| (tag(i), &n[..], *id)))
     }
 
     /// Interns a name, writing a new entry if needed. `meta` gets the new end.
@@ -185,7 +190,7 @@ impl Names {
         }
         insert_slot(&self.table, self.table_log2, name_hash(ns, name), id);
         self.used += 1;
-        self.ids.insert((ns, name.into()), id);
+        self.ids[slot_of(ns)].insert(name.into(), id);
         self.end = global + size as u64;
         self.publish_meta(meta);
         Ok(id)
@@ -195,8 +200,8 @@ impl Names {
         let log2 = self.table_log2 + 1;
         let t = self.table_no + 1;
         let table = new_table(&self.dir, t, log2)?;
-        for ((ns, name), id) in &self.ids {
-            insert_slot(&table, log2, name_hash(*ns, name), *id);
+        for (ns, name, id) in self.iter() {
+            insert_slot(&table, log2, name_hash(ns, name), id);
         }
         self.table = table;
         self.table_no = t;
@@ -267,6 +272,11 @@ impl Names {
     pub fn files(&self) -> impl Iterator<Item = &MappedFile> {
         self.files.iter().chain(std::iter::once(&self.table))
     }
+}
+
+/// Which of the two maps holds a namespace.
+fn slot_of(ns: u8) -> usize {
+    usize::from(ns != NS_ENTITY)
 }
 
 fn new_strings_file(dir: &Path, n: usize) -> io::Result<MappedFile> {

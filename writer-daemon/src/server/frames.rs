@@ -65,20 +65,6 @@ impl FrameReader {
         }
     }
 
-    /// Is a whole frame already buffered (so reading it will not block)?
-    pub(super) fn frame_buffered(&self) -> bool {
-        let avail = self.end - self.start;
-        if avail < 4 {
-            return false;
-        }
-        let len = u32::from_le_bytes(
-            self.buf[self.start..self.start + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        len <= self.max && avail - 4 >= len as usize
-    }
-
     /// The next frame body. `busy` says whether replies are still owed to
     /// the peer: a connection that waits for its replies is not idle.
     pub(super) fn next(&mut self, busy: &dyn Fn() -> bool) -> Result<&[u8], FrameError> {
@@ -168,11 +154,7 @@ impl FrameReader {
     fn set_timeout(&mut self, t: Duration) -> Result<(), FrameError> {
         // One setsockopt per change, not per read: whole-frame reads keep the
         // full timeout.
-        let coarse = if t >= self.timeout {
-            self.timeout
-        } else {
-            t
-        };
+        let coarse = if t >= self.timeout { self.timeout } else { t };
         if self.current_timeout != Some(coarse) {
             self.stream
                 .set_read_timeout(Some(coarse))
@@ -184,7 +166,9 @@ impl FrameReader {
 }
 
 /// Decodes a frame body with a nesting limit.
-pub(super) fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+pub(super) fn decode<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+) -> Result<T, rmp_serde::decode::Error> {
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_DEPTH);
     T::deserialize(&mut de)
@@ -198,15 +182,32 @@ mod tests {
 
     fn pair(max: u32, timeout_ms: u64) -> (UnixStream, FrameReader) {
         let (a, b) = UnixStream::pair().unwrap();
-        (a, FrameReader::new(b, max, Duration::from_millis(timeout_ms)))
+        (
+            a,
+            FrameReader::new(b, max, Duration::from_millis(timeout_ms)),
+        )
     }
 
     #[test]
     fn frames_split_across_writes_are_joined() {
         let (mut a, mut r) = pair(1 << 20, 2000);
         let mut buf = Vec::new();
-        encode(&mut buf, &Request { id: 9, op: Op::Ping }).unwrap();
-        encode(&mut buf, &Request { id: 10, op: Op::Stats }).unwrap();
+        encode(
+            &mut buf,
+            &Request {
+                id: 9,
+                op: Op::Ping,
+            },
+        )
+        .unwrap();
+        encode(
+            &mut buf,
+            &Request {
+                id: 10,
+                op: Op::Stats,
+            },
+        )
+        .unwrap();
         let (x, y) = buf.split_at(3);
         a.write_all(x).unwrap();
         let y = y.to_vec();
@@ -217,7 +218,6 @@ mod tests {
         });
         let first: Request = decode(r.next(&|| false).unwrap()).unwrap();
         assert_eq!(first.id, 9);
-        assert!(r.frame_buffered());
         let second: Request = decode(r.next(&|| false).unwrap()).unwrap();
         assert_eq!(second.op, Op::Stats);
         drop(t.join().unwrap());

@@ -141,6 +141,7 @@ pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
         queue.written(std::mem::take(pending));
         ok
     };
+    let mut failed = false;
     'outer: while let Some(batch) = queue.take() {
         for slot in batch {
             let resp = match slot {
@@ -152,6 +153,7 @@ pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
                         Err(TryRecvError::Empty) => {
                             // Send what is ready before waiting on the writer.
                             if !flush(&mut out, &mut pending) {
+                                failed = true;
                                 break 'outer;
                             }
                             rx.recv().unwrap_or_else(|_| Err(gone()))
@@ -162,15 +164,21 @@ pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
             };
             if encode(&mut out, &resp).is_err() {
                 tracing::error!(id = resp.id, "a reply could not be encoded");
+                failed = true;
                 break 'outer;
             }
             pending += 1;
         }
         if !flush(&mut out, &mut pending) {
+            failed = true;
             break;
         }
     }
-    if !flush(&mut out, &mut pending) || queue.lock().broken || !queue.lock().finished {
+    let clean = {
+        let s = queue.lock();
+        !s.broken && s.finished
+    };
+    if failed || !clean {
         queue.break_off();
         let _ = stream.shutdown(Shutdown::Both);
     }

@@ -2,23 +2,23 @@
 //! assigns sequences, clocks and hash chains, writes frames, syncs once,
 //! indexes, publishes, and replies.
 
+mod group;
+
 use crate::config::{Config, SyncPolicy};
 use crate::error::AppendError;
+use crate::fxhash::FxHashMap;
 use crate::gate::GateWriter;
 use crate::ids::{IdGen, WallClock, now_ms};
-use crate::index::{IndexWriter, IndexedEvent};
+use crate::index::IndexWriter;
 use crate::segments::SegmentLog;
-use crate::state::{Entities, EntityState, IdemWindow};
+use crate::state::{Entities, IdemWindow};
 use crate::stats::Shared;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-use weir_protocol::hash::{HashInput, event_hash};
+use weir_protocol::EventKind;
 use weir_protocol::model::validate_name;
-use weir_protocol::segment::{EventFrame, encode_cancel, encode_event, frame_len};
 use weir_protocol::wire::{AppendRequest, Receipt};
-use weir_protocol::{EventId, EventKind, ExpectedVersion};
 
 /// Called with the outcome of an append.
 pub type Done = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
@@ -54,28 +54,6 @@ impl std::fmt::Debug for Cmd {
     }
 }
 
-/// One event that got a sequence in this group.
-struct Pending {
-    cmd: usize,
-    event: usize,
-    receipt: Receipt,
-    correlation_id: u128,
-    wall_ms: u64,
-    /// Which flush of the group buffer carries the frame.
-    flush: usize,
-    /// Offset of the frame in that buffer.
-    offset: u64,
-    len: u32,
-    batch_end: bool,
-}
-
-struct Staged {
-    events: Vec<AppendRequest>,
-    done: Done,
-    /// Receipts to send: fresh ones are filled from `Pending` after publish.
-    replay: Option<Vec<Receipt>>,
-}
-
 /// The writer's state.
 pub struct Writer {
     pub(crate) config: Config,
@@ -100,12 +78,6 @@ impl std::fmt::Debug for Writer {
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
-}
-
-/// Where one flush of the group buffer landed.
-struct Flush {
-    seg: u64,
-    at: u64,
 }
 
 impl Writer {
@@ -273,7 +245,7 @@ impl Writer {
     fn replay(
         &self,
         events: &[AppendRequest],
-        group_keys: &HashMap<u128, Receipt>,
+        group_keys: &FxHashMap<u128, Receipt>,
     ) -> Result<Option<Vec<Receipt>>, AppendError> {
         let keys: Vec<Option<u128>> = events.iter().map(|e| e.idempotency_key).collect();
         let found: Vec<Option<Receipt>> = keys
@@ -310,389 +282,6 @@ impl Writer {
                 })
                 .collect(),
         ))
-    }
-
-    fn process(&mut self, cmds: Vec<(Vec<AppendRequest>, Done)>) {
-        if cmds.is_empty() {
-            return;
-        }
-        if let Some(cause) = &self.poisoned {
-            for (_, done) in cmds {
-                done(Err(AppendError::Poisoned {
-                    cause: cause.clone(),
-                }));
-            }
-            return;
-        }
-        let group_first = self.next_seq;
-        let mut overlay: HashMap<Box<[u8]>, EntityState> = HashMap::new();
-        let mut group_keys: HashMap<u128, Receipt> = HashMap::new();
-        let mut group_ids: HashSet<u128> = HashSet::new();
-        let mut staged: Vec<Staged> = Vec::with_capacity(cmds.len());
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-        let mut frames: Vec<(u32, u32)> = Vec::new();
-        let mut buf_first = group_first;
-        let mut flushes: Vec<Flush> = Vec::new();
-        let mut failure: Option<String> = None;
-
-        for (events, done) in cmds {
-            if let Err(e) = self.validate(&events) {
-                self.shared.rejected(&e);
-                done(Err(e));
-                continue;
-            }
-            match self.replay(&events, &group_keys) {
-                Err(e) => {
-                    self.shared.rejected(&e);
-                    done(Err(e));
-                    continue;
-                }
-                Ok(Some(receipts)) => {
-                    staged.push(Staged {
-                        events,
-                        done,
-                        replay: Some(receipts),
-                    });
-                    continue;
-                }
-                Ok(None) => {}
-            }
-            // Expected versions and duplicate ids, against the store plus this group.
-            let mut conflict = None;
-            let mut local: HashMap<&[u8], Option<EntityState>> = HashMap::new();
-            for (i, e) in events.iter().enumerate() {
-                let key = e.entity.as_bytes();
-                let state = *local.entry(key).or_insert_with(|| {
-                    overlay.get(key).or_else(|| self.entities.get(key)).copied()
-                });
-                let ok = match e.expected {
-                    ExpectedVersion::Any => true,
-                    ExpectedVersion::NoStream => state.is_none(),
-                    ExpectedVersion::Exact(n) => state.is_some_and(|s| s.clock == n),
-                };
-                if !ok {
-                    conflict = Some(AppendError::VersionConflict {
-                        entity: e.entity.clone(),
-                        expected: match e.expected {
-                            ExpectedVersion::NoStream => "none".into(),
-                            ExpectedVersion::Exact(n) => n.to_string(),
-                            ExpectedVersion::Any => "any".into(),
-                        },
-                        found: state.map_or("none".into(), |s| s.clock.to_string()),
-                    });
-                    break;
-                }
-                if let Some(id) = e.event_id {
-                    let dup = group_ids.contains(&id)
-                        || events[..i].iter().any(|o| o.event_id == Some(id))
-                        || self.index.find_id(id, self.next_seq).is_some();
-                    if dup {
-                        conflict = Some(AppendError::DuplicateEventId {
-                            id: EventId(id).to_string(),
-                        });
-                        break;
-                    }
-                }
-                local.insert(
-                    key,
-                    Some(EntityState {
-                        clock: state.map_or(0, |s| s.clock + 1),
-                        hash: [0; 32],
-                    }),
-                );
-            }
-            if let Some(e) = conflict {
-                self.shared.rejected(&e);
-                done(Err(e));
-                continue;
-            }
-            // Assign sequences, clocks, chains; encode frames.
-            let cmd = staged.len();
-            let first = self.next_seq;
-            let n = events.len();
-            let bytes: usize = events
-                .iter()
-                .map(|e| frame_len(e.entity.len(), e.scope.len(), e.payload.len()))
-                .sum();
-            if !self.log.fits(buf.len() + bytes, frames.len() + n) {
-                if let Err(e) = self.flush(&mut buf, &mut frames, buf_first, first, &mut flushes) {
-                    failure = Some(format!("write failed: {e}"));
-                    staged.push(Staged {
-                        events,
-                        done,
-                        replay: Some(Vec::new()),
-                    });
-                    break;
-                }
-                if let Err(e) = self.log.rotate(first, self.config.sync_mode) {
-                    failure = Some(format!("segment rotation failed: {e}"));
-                    staged.push(Staged {
-                        events,
-                        done,
-                        replay: Some(Vec::new()),
-                    });
-                    break;
-                }
-                self.shared.set_segments(self.log.segments);
-                buf_first = first;
-            }
-            for (i, e) in events.iter().enumerate() {
-                let seq = first + i as u64;
-                let key = e.entity.as_bytes();
-                let prev = overlay.get(key).or_else(|| self.entities.get(key)).copied();
-                let clock = prev.map_or(0, |s| s.clock + 1);
-                let prev_hash = prev.map_or([0; 32], |s| s.hash);
-                let wall_ms = self.clock.now();
-                let event_id = e.event_id.unwrap_or_else(|| self.ids.next(wall_ms));
-                let correlation_id = e.correlation_id.unwrap_or(event_id);
-                let hash = event_hash(&HashInput {
-                    event_id,
-                    correlation_id,
-                    causation_id: e.causation_id,
-                    kind: e.kind,
-                    clock,
-                    wall_ms,
-                    entity: key,
-                    scope: e.scope.as_bytes(),
-                    prev_hash,
-                    payload: &e.payload,
-                });
-                let offset = buf.len() as u64;
-                let len = encode_event(
-                    &mut buf,
-                    &EventFrame {
-                        sequence: seq,
-                        batch_first: first,
-                        batch_len: n as u32,
-                        batch_end: i + 1 == n,
-                        kind: e.kind,
-                        clock,
-                        event_id,
-                        correlation_id,
-                        causation_id: e.causation_id,
-                        idempotency_key: e.idempotency_key,
-                        wall_ms,
-                        entity: key,
-                        scope: e.scope.as_bytes(),
-                        payload: &e.payload,
-                        prev_hash,
-                        event_hash: hash,
-                    },
-                );
-                let crc = u32::from_le_bytes(
-                    buf[offset as usize + 4..offset as usize + 8]
-                        .try_into()
-                        .expect("4 bytes"),
-                );
-                frames.push((len as u32, crc));
-                overlay.insert(key.into(), EntityState { clock, hash });
-                if e.event_id.is_some() {
-                    group_ids.insert(event_id);
-                }
-                let receipt = Receipt {
-                    event_id,
-                    sequence: seq,
-                    clock,
-                    event_hash: hash,
-                    durable: false,
-                    replayed: false,
-                };
-                if let Some(k) = e.idempotency_key {
-                    group_keys.insert(k, receipt);
-                }
-                pending.push(Pending {
-                    cmd,
-                    event: i,
-                    receipt,
-                    correlation_id,
-                    wall_ms,
-                    flush: flushes.len(),
-                    offset,
-                    len: len as u32,
-                    batch_end: i + 1 == n,
-                });
-            }
-            self.next_seq += n as u64;
-            self.gate.set_allocated(self.next_seq);
-            staged.push(Staged {
-                events,
-                done,
-                replay: None,
-            });
-        }
-        if failure.is_none()
-            && let Err(e) = self.flush(
-                &mut buf,
-                &mut frames,
-                buf_first,
-                self.next_seq,
-                &mut flushes,
-            )
-        {
-            failure = Some(format!("write failed: {e}"));
-        }
-        if let Some(cause) = failure {
-            self.fail_group(group_first, cause, staged);
-            return;
-        }
-        // Durability per policy.
-        let fresh = pending.len() as u64;
-        self.unsynced_events += fresh;
-        let must_sync = match self.config.sync {
-            SyncPolicy::Always => true,
-            SyncPolicy::EveryNEvents => {
-                self.unsynced_events >= u64::from(self.config.sync_every_n_events)
-            }
-            SyncPolicy::IntervalMs => {
-                self.last_sync.elapsed()
-                    >= Duration::from_millis(self.config.sync_interval_ms.into())
-            }
-            SyncPolicy::Never => false,
-        };
-        let durable = if must_sync && fresh > 0 {
-            if let Err(e) = self.sync_now() {
-                for s in staged {
-                    (s.done)(Err(e.clone()));
-                }
-                return;
-            }
-            true
-        } else {
-            !self.log.has_unsynced()
-        };
-        // Index, then publish.
-        if let Err(e) = self.index_pending(&staged, &pending, &flushes) {
-            let err = self.poison(format!("index write failed: {e}"));
-            for s in staged {
-                (s.done)(Err(err.clone()));
-            }
-            return;
-        }
-        self.gate.publish_visible(self.next_seq);
-        self.index.seal_through(self.next_seq);
-        for (k, v) in overlay {
-            self.entities.insert(k, v);
-        }
-        let mut receipts: Vec<Vec<Receipt>> = staged
-            .iter()
-            .map(|s| Vec::with_capacity(s.events.len()))
-            .collect();
-        for p in &pending {
-            let r = Receipt {
-                durable,
-                ..p.receipt
-            };
-            if let Some(k) = staged[p.cmd].events[p.event].idempotency_key {
-                self.idem.insert(k, r);
-            }
-            receipts[p.cmd].push(r);
-        }
-        let bytes: u64 = staged
-            .iter()
-            .filter(|s| s.replay.is_none())
-            .flat_map(|s| s.events.iter())
-            .map(|e| (e.payload.len() + e.entity.len() + e.scope.len()) as u64)
-            .sum();
-        self.shared.committed(fresh, bytes, self.next_seq);
-        for (s, r) in staged.into_iter().zip(receipts) {
-            (s.done)(Ok(s.replay.unwrap_or(r)));
-        }
-    }
-
-    /// Writes the buffered frames (covering `first..end`) to the log.
-    fn flush(
-        &mut self,
-        buf: &mut Vec<u8>,
-        frames: &mut Vec<(u32, u32)>,
-        first: u64,
-        end: u64,
-        flushes: &mut Vec<Flush>,
-    ) -> std::io::Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let seg = self.log.position().segment_id;
-        let at = self.log.append(buf, frames, first, end)?;
-        flushes.push(Flush { seg, at });
-        buf.clear();
-        frames.clear();
-        Ok(())
-    }
-}
-
-impl Writer {
-    fn index_pending(
-        &mut self,
-        staged: &[Staged],
-        pending: &[Pending],
-        flushes: &[Flush],
-    ) -> std::io::Result<()> {
-        for p in pending {
-            let e = &staged[p.cmd].events[p.event];
-            let f = &flushes[p.flush];
-            self.index.put_event(&IndexedEvent {
-                seq: p.receipt.sequence,
-                event_id: p.receipt.event_id,
-                correlation_id: p.correlation_id,
-                causation_id: e.causation_id,
-                wall_ms: p.wall_ms,
-                entity: e.entity.as_bytes(),
-                scope: e.scope.as_bytes(),
-                kind: e.kind,
-                clock: p.receipt.clock,
-                segment_id: f.seg as u32,
-                frame_offset: f.at + p.offset,
-                frame_len: p.len,
-                batch_end: p.batch_end,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// A write failed midway: cancel every sequence this group reserved,
-    /// make the cancellation durable, publish past it, reply, and poison.
-    fn fail_group(&mut self, first: u64, cause: String, staged: Vec<Staged>) {
-        let end = self.next_seq;
-        tracing::error!(%cause, first, end, "append group failed; cancelling its sequences");
-        let mut durable_cancel = Ok(());
-        if end > first {
-            let mut buf = Vec::new();
-            encode_cancel(&mut buf, first, (end - first) as u32);
-            let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-            // The cancel frame goes where the failed write began, over bytes
-            // that were never published.
-            durable_cancel = self
-                .log
-                .append(&buf, &[(buf.len() as u32, crc)], first, end)
-                .and_then(|_| self.log.sync(self.config.sync_mode));
-            if durable_cancel.is_ok() {
-                for seq in first..end {
-                    if self.index.put_tombstone(seq).is_err() {
-                        break;
-                    }
-                }
-                self.gate.cancel(first, end);
-                self.gate.publish_visible(end);
-            }
-        }
-        let err = match durable_cancel {
-            Ok(()) => AppendError::Io {
-                cause: cause.clone(),
-                start: first,
-                end,
-            },
-            Err(e) => AppendError::Poisoned {
-                cause: format!("{cause}; the cancellation could not be made durable either: {e}"),
-            },
-        };
-        self.poison(cause);
-        for s in staged {
-            match s.replay {
-                Some(r) if !r.is_empty() => (s.done)(Ok(r)),
-                _ => (s.done)(Err(err.clone())),
-            }
-        }
     }
 }
 

@@ -1,0 +1,39 @@
+//! Socket activation: adopt the listening socket systemd passed as fd 3.
+//! The only `unsafe` of the server lives here.
+#![allow(unsafe_code)]
+
+use nix::sys::socket::{SockType, getsockopt, sockopt};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+/// The inherited listener, if `LISTEN_PID` names this process and
+/// `LISTEN_FDS` is at least 1. The variables are unset so that children do
+/// not inherit them.
+pub(super) fn inherited_listener() -> io::Result<Option<UnixListener>> {
+    let fds: Vec<_> = sd_notify::listen_fds()?.collect();
+    let Some(&fd) = fds.first() else {
+        return Ok(None);
+    };
+    if fds.len() > 1 {
+        tracing::warn!(
+            count = fds.len(),
+            "several sockets were passed; serving the first only"
+        );
+    }
+    // SAFETY: `listen_fds` returned fd 3 only because LISTEN_PID equals our
+    // pid, i.e. systemd passed fds 3.. to this very process; nothing else in
+    // the daemon opened, wraps or closes fd 3 (this runs once, before the
+    // listener or any connection exists), so the new `OwnedFd` is its sole
+    // owner.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ty = getsockopt(&owned, sockopt::SockType).map_err(io::Error::from)?;
+    let listening = getsockopt(&owned, sockopt::AcceptConn).map_err(io::Error::from)?;
+    if ty != SockType::Stream || !listening {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket passed by systemd (fd 3) is not a listening stream socket; use ListenStream= in weir.socket",
+        ));
+    }
+    Ok(Some(UnixListener::from(owned)))
+}

@@ -1,0 +1,180 @@
+//! One connection: credentials, the hello, then requests read as fast as
+//! they arrive while a second thread writes the replies in order.
+
+use super::Hub;
+use super::auth::{self, Peer};
+use super::frames::{self, FrameError, FrameReader};
+use super::replies::{ReplyQueue, Slot, write_loop};
+use super::session::Session;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use weir_protocol::wire::{
+    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Request, Response,
+    ServerHello, WireError, write_frame,
+};
+
+/// Replies a peer may leave unread beyond the in-flight limit before the
+/// connection stops reading from it.
+const SLACK: usize = 64;
+/// Stack of the reply-writer thread: it only encodes and writes.
+const WRITER_STACK: usize = 64 << 10;
+
+/// Serves one connection to the end.
+pub(super) fn run(hub: &Arc<Hub>, stream: UnixStream) {
+    let peer = match auth::peer(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "no peer credentials; closing");
+            return;
+        }
+    };
+    if let Err(e) = serve(hub, stream, peer) {
+        tracing::debug!(pid = peer.pid, uid = peer.uid, error = %e, "connection ended with an i/o error");
+    }
+}
+
+fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<()> {
+    stream.set_write_timeout(Some(hub.timeout))?;
+    let mut reader = FrameReader::new(stream.try_clone()?, hub.max_frame, hub.timeout);
+    match hello(hub, &mut reader) {
+        Ok(Some(h)) => write_frame(&mut stream, &HelloReply::Ok(h))?,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::debug!(pid = peer.pid, code = ?e.code, "hello refused");
+            hub.store.shared().reject_code(&format!("{:?}", e.code));
+            return write_frame(&mut stream, &HelloReply::Err(e));
+        }
+    }
+    tracing::debug!(pid = peer.pid, uid = peer.uid, gid = peer.gid, "connected");
+    let queue = Arc::new(ReplyQueue::new(hub.max_in_flight + SLACK));
+    let writer = {
+        let queue = Arc::clone(&queue);
+        let out = stream.try_clone()?;
+        std::thread::Builder::new()
+            .name("weir-reply".into())
+            .stack_size(WRITER_STACK)
+            .spawn(move || write_loop(&queue, out))?
+    };
+    let mut session = Session::new(hub, peer);
+    loop {
+        let fatal = match reader.next(&|| queue.outstanding() > 0) {
+            Ok(body) => match frames::decode::<Request>(body) {
+                Ok(req) => {
+                    if session.handle(req, &queue) {
+                        continue;
+                    }
+                    break;
+                }
+                Err(e) => WireError::new(
+                    ErrorCode::MalformedFrame,
+                    format!("the frame is not a msgpack Request: {e}; closing"),
+                )
+                .with("len", body.len()),
+            },
+            Err(FrameError::Eof) => break,
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(pid = peer.pid, error = %e, "read failed");
+                break;
+            }
+            Err(FrameError::Truncated { got }) => WireError::new(
+                ErrorCode::MalformedFrame,
+                "the connection closed in the middle of a frame",
+            )
+            .with("received", got),
+            Err(FrameError::TooLarge { len }) => WireError::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "a frame of {len} bytes exceeds max-frame-bytes = {}; closing",
+                    hub.max_frame
+                ),
+            )
+            .with("len", len)
+            .with("max", hub.max_frame),
+            Err(FrameError::Idle) => WireError::new(
+                ErrorCode::Timeout,
+                format!("no request for {} ms; closing", hub.timeout.as_millis()),
+            ),
+            Err(FrameError::Stuck { got }) => WireError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "a frame did not arrive within {} ms; closing",
+                    hub.timeout.as_millis()
+                ),
+            )
+            .with("received", got),
+        };
+        hub.store.shared().reject_code(&format!("{:?}", fatal.code));
+        queue.push(Slot::Ready(Response {
+            id: 0,
+            result: Err(fatal),
+        }));
+        break;
+    }
+    queue.finish();
+    let _ = writer.join();
+    Ok(())
+}
+
+/// Reads and checks the hello. `Ok(None)`: the peer left without one.
+fn hello(hub: &Hub, reader: &mut FrameReader) -> Result<Option<ServerHello>, WireError> {
+    let body = match reader.next(&|| false) {
+        Ok(b) => b,
+        Err(FrameError::Eof | FrameError::Io(_)) => return Ok(None),
+        Err(FrameError::TooLarge { len }) => {
+            return Err(WireError::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "a hello of {len} bytes exceeds max-frame-bytes = {}; is this a weir client?",
+                    hub.max_frame
+                ),
+            )
+            .with("len", len)
+            .with("max", hub.max_frame));
+        }
+        Err(FrameError::Truncated { got }) => {
+            return Err(
+                WireError::new(ErrorCode::MalformedFrame, "the hello was cut short")
+                    .with("received", got),
+            );
+        }
+        Err(FrameError::Idle | FrameError::Stuck { .. }) => {
+            return Err(WireError::new(
+                ErrorCode::Timeout,
+                "no hello within read-timeout-ms",
+            ));
+        }
+    };
+    let h: ClientHello = frames::decode(body).map_err(|e| {
+        WireError::new(
+            ErrorCode::BadHello,
+            format!("the first frame must be a ClientHello: {e}"),
+        )
+    })?;
+    if h.magic != HELLO_MAGIC {
+        return Err(WireError::new(
+            ErrorCode::BadHello,
+            "the hello's magic is not \"weir\"",
+        ));
+    }
+    if !h.versions.contains(&PROTOCOL_VERSION) {
+        let offered: Vec<String> = h.versions.iter().map(u16::to_string).collect();
+        return Err(WireError::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "this daemon speaks protocol version {PROTOCOL_VERSION}; the client offered [{}]",
+                offered.join(", ")
+            ),
+        )
+        .with("supported", PROTOCOL_VERSION)
+        .with("offered", offered.join(",")));
+    }
+    let c = hub.store.config();
+    Ok(Some(ServerHello {
+        version: PROTOCOL_VERSION,
+        instance: hub.store.instance(),
+        max_frame: hub.max_frame,
+        max_payload: c.max_payload_bytes,
+        max_batch_events: c.max_batch_events,
+        max_batch_bytes: c.max_batch_bytes,
+    }))
+}

@@ -1,0 +1,352 @@
+//! The append socket: a Unix socket server over [`Store`].
+//!
+//! One thread reads each connection (pipelined requests go to the writer as
+//! they arrive) and a second writes its replies in request order. Peer
+//! credentials decide who may append; transactions are staged per
+//! connection (see `session`). [`serve`] runs the whole daemon lifecycle:
+//! restore, listen, `READY=1`, serve until SIGTERM/SIGINT, drain, stop.
+
+mod activation;
+mod auth;
+mod conn;
+mod frames;
+mod listen;
+mod notify;
+mod replies;
+mod session;
+
+pub use listen::SOCKET_FILE;
+
+use crate::config::Config;
+use crate::error::OpenError;
+use crate::store::Store;
+use auth::Policy;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use sd_notify::NotifyState;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use weir_protocol::wire::{ErrorCode, HelloReply, WireError, write_frame};
+
+/// Stack of a connection's reading thread. Decoding is depth-limited, so
+/// this is ample; small stacks let thousands of connections fit.
+const CONN_STACK: usize = 256 << 10;
+/// How long a stop waits for connections to finish their requests.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not serve or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The store could not open (locked, insecure directory, damaged files…).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The socket passed by systemd is unusable.
+    #[error("socket activation: {source}")]
+    Activation {
+        /// Why.
+        source: io::Error,
+    },
+    /// The socket could not be bound.
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Another process listens on the socket path.
+    #[error("{path} is in use by a running process; stop it or choose another --socket")]
+    SocketInUse {
+        /// Socket path.
+        path: PathBuf,
+    },
+    /// The socket path names a file that is not a socket.
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file the server writes failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {source}")]
+    Signals {
+        /// The error.
+        source: io::Error,
+    },
+    /// The writer failed while stopping (its last sync or checkpoint).
+    #[error("the writer did not stop cleanly: {cause}")]
+    Shutdown {
+        /// What failed.
+        cause: String,
+    },
+}
+
+/// What every connection shares.
+pub(crate) struct Hub {
+    store: Store,
+    policy: Policy,
+    max_frame: u32,
+    max_in_flight: usize,
+    max_connections: usize,
+    timeout: Duration,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, UnixStream>>,
+    gone: Condvar,
+}
+
+impl Hub {
+    fn new(store: Store) -> Self {
+        let c = store.config().clone();
+        Self {
+            policy: Policy::new(&c.allow_uids, &c.allow_gids),
+            max_frame: c.max_frame_bytes,
+            max_in_flight: c.max_in_flight_per_connection as usize,
+            max_connections: c.max_connections as usize,
+            timeout: Duration::from_millis(c.read_timeout_ms.into()),
+            next_id: AtomicU64::new(1),
+            conns: Mutex::default(),
+            gone: Condvar::new(),
+            store,
+        }
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, UnixStream>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a thread for a new connection, or refuses it with a reason.
+    fn accept(self: &Arc<Self>, stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut conns = self.conns();
+            if conns.len() >= self.max_connections {
+                drop(conns);
+                refuse(
+                    stream,
+                    WireError::new(
+                        ErrorCode::Busy,
+                        format!(
+                            "the daemon serves max-connections = {} already",
+                            self.max_connections
+                        ),
+                    )
+                    .with("retry_after_ms", 100),
+                );
+                self.store.shared().reject_code("TooManyConnections");
+                return;
+            }
+            match stream.try_clone() {
+                Ok(c) => conns.insert(id, c),
+                Err(e) => {
+                    drop(conns);
+                    refuse(stream, busy(&e));
+                    return;
+                }
+            };
+        }
+        self.store.shared().connection(true);
+        let hub = Arc::clone(self);
+        let keep = stream.try_clone();
+        let spawned = std::thread::Builder::new()
+            .name("weir-conn".into())
+            .stack_size(CONN_STACK)
+            .spawn(move || {
+                conn::run(&hub, stream);
+                hub.closed(id);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a connection thread");
+            self.closed(id);
+            if let Ok(s) = keep {
+                refuse(s, busy(&e));
+            }
+        }
+    }
+
+    fn closed(&self, id: u64) {
+        if self.conns().remove(&id).is_some() {
+            self.store.shared().connection(false);
+        }
+        self.gone.notify_all();
+    }
+
+    /// Stops reading every connection (each finishes what it read, writes
+    /// its replies and closes), then waits for them up to `DRAIN`.
+    fn drain(&self) {
+        for s in self.conns().values() {
+            let _ = s.shutdown(Shutdown::Read);
+        }
+        let until = Instant::now() + DRAIN;
+        let mut conns = self.conns();
+        while !conns.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    open = conns.len(),
+                    "connections did not finish in time; closing them"
+                );
+                for s in conns.values() {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                break;
+            }
+            conns = self
+                .gone
+                .wait_timeout(conns, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+fn busy(e: &io::Error) -> WireError {
+    WireError::new(
+        ErrorCode::Busy,
+        format!("the daemon cannot take a connection now: {e}"),
+    )
+    .with("retry_after_ms", 100)
+}
+
+/// Tells a connection we will not serve why, without waiting on it.
+fn refuse(mut stream: UnixStream, e: WireError) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = write_frame(&mut stream, &HelloReply::Err(e));
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then stops it cleanly: no new
+/// connections, requests already read are answered, the writer drains,
+/// syncs and writes its clean-stop checkpoint, the socket file goes away.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    let nofile = listen::raise_nofile_limit();
+    if nofile > 0 && nofile < u64::from(config.max_connections) + 64 {
+        tracing::warn!(
+            nofile,
+            max_connections = config.max_connections,
+            "the open-file limit is below max-connections; raise LimitNOFILE"
+        );
+    }
+    let (mut signals, sig_tx) =
+        UnixStream::pair().map_err(|source| ServeError::Signals { source })?;
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let tx = sig_tx
+            .try_clone()
+            .map_err(|source| ServeError::Signals { source })?;
+        signal_hook::low_level::pipe::register(sig, tx)
+            .map_err(|source| ServeError::Signals { source })?;
+    }
+    notify::notify(&[NotifyState::Status("restoring the index")]);
+    let store = Store::open(config)?;
+    let result = run(&store, &mut signals);
+    let stopped = store
+        .shutdown()
+        .map_err(|cause| ServeError::Shutdown { cause });
+    if let Ok(listening) = &result {
+        cleanup(&store, listening);
+    }
+    tracing::info!("stopped");
+    result.and(stopped)
+}
+
+/// Listens and serves until a signal; returns what to clean up.
+fn run(store: &Store, signals: &mut UnixStream) -> Result<listen::Listening, ServeError> {
+    let listening = listen::open(store.config())?;
+    listen::record_path(&store.config().data_dir, &listening.path)?;
+    let hub = Arc::new(Hub::new(store.clone()));
+    let r = store.restore_report();
+    let status = format!(
+        "serving on {} ({} events restored via {})",
+        listening.path.display(),
+        r.entries + r.tail_entries,
+        r.path.name()
+    );
+    tracing::info!(socket = %listening.path.display(), "ready");
+    notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchdog = notify::start_watchdog(Arc::clone(store.shared()), Arc::clone(&stop));
+    let accepted = accept_loop(&hub, &listening.listener, signals);
+    notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    tracing::info!(
+        connections = hub.conns().len(),
+        "stopping: finishing requests in flight"
+    );
+    hub.drain();
+    stop.store(true, Ordering::Release);
+    if let Some(w) = watchdog {
+        w.thread().unpark();
+        let _ = w.join();
+    }
+    if let Err(e) = accepted {
+        cleanup(store, &listening);
+        return Err(e);
+    }
+    Ok(listening)
+}
+
+fn accept_loop(
+    hub: &Arc<Hub>,
+    listener: &UnixListener,
+    signals: &mut UnixStream,
+) -> Result<(), ServeError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Activation { source })?;
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "poll failed; stopping");
+                return Ok(());
+            }
+        }
+        let signalled = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if signalled {
+            let mut b = [0u8; 16];
+            let _ = signals.read(&mut b);
+            tracing::info!("signal received");
+            return Ok(());
+        }
+        loop {
+            match listener.accept() {
+                Ok((s, _)) => hub.accept(s),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    std::thread::sleep(Duration::from_millis(50));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the socket (when we bound it) and the discovery file.
+fn cleanup(store: &Store, l: &listen::Listening) {
+    if l.owned {
+        if let Err(e) = std::fs::remove_file(&l.path) {
+            tracing::warn!(socket = %l.path.display(), error = %e, "could not remove the socket file");
+        }
+    }
+    let _ = std::fs::remove_file(store.config().data_dir.join(SOCKET_FILE));
+}

@@ -1,0 +1,228 @@
+//! One connection's requests after the hello: permission checks, the
+//! transaction staged in the server, and hand-off to the writer.
+//!
+//! A transaction lives only in this connection's memory: `Begin` opens it,
+//! appends are validated and staged (answered `Staged`), `Commit` submits
+//! everything staged as one all-or-nothing batch, `Cancel` or a dropped
+//! connection discards it. Nothing staged reaches the writer before
+//! `Commit`, so nothing of an unfinished transaction can become visible.
+
+use super::Hub;
+use super::auth::Peer;
+use super::replies::{Outcome, ReplyQueue, Slot};
+use crate::error::AppendError;
+use std::sync::mpsc::sync_channel;
+use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, Response, WireError};
+use weir_protocol::{EventKind, model::validate_name};
+
+/// Events staged since `Begin`.
+#[derive(Debug, Default)]
+struct Staged {
+    events: Vec<AppendRequest>,
+    bytes: u64,
+}
+
+/// Per-connection request state.
+pub(super) struct Session<'h> {
+    hub: &'h Hub,
+    peer: Peer,
+    may_append: bool,
+    txn: Option<Staged>,
+}
+
+fn event_bytes(e: &AppendRequest) -> u64 {
+    (e.payload.len() + e.entity.len() + e.scope.len()) as u64
+}
+
+impl<'h> Session<'h> {
+    pub(super) fn new(hub: &'h Hub, peer: Peer) -> Self {
+        Self {
+            hub,
+            peer,
+            may_append: hub.policy.may_append(&peer),
+            txn: None,
+        }
+    }
+
+    fn reject(&self, e: WireError) -> Outcome {
+        self.hub
+            .store
+            .shared()
+            .reject_code(&format!("{:?}", e.code));
+        Err(e)
+    }
+
+    fn denied(&self) -> Outcome {
+        self.reject(
+            WireError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "uid {} / gid {} may not append; add it to allow-uids or allow-gids in the daemon's configuration",
+                    self.peer.uid, self.peer.gid
+                ),
+            )
+            .with("uid", self.peer.uid)
+            .with("gid", self.peer.gid),
+        )
+    }
+
+    fn txn_state(&self, msg: &str) -> Outcome {
+        self.reject(WireError::new(ErrorCode::TransactionState, msg))
+    }
+
+    /// Handles one request; false when the connection should close.
+    pub(super) fn handle(&mut self, req: Request, q: &ReplyQueue) -> bool {
+        let id = req.id;
+        let ready = |result: Outcome| q.push(Slot::Ready(Response { id, result }));
+        match req.op {
+            Op::Ping => ready(Ok(Reply::Pong)),
+            Op::Stats => ready(Ok(Reply::Stats(Box::new(self.hub.store.stats())))),
+            Op::Begin if self.txn.is_some() => {
+                ready(self.txn_state("a transaction is already open on this connection"))
+            }
+            Op::Begin => {
+                self.txn = Some(Staged::default());
+                ready(Ok(Reply::Begun))
+            }
+            Op::Cancel => match self.txn.take() {
+                Some(t) => ready(Ok(Reply::Cancelled {
+                    dropped: t.events.len() as u32,
+                })),
+                None => ready(self.txn_state("cancel without an open transaction")),
+            },
+            Op::Append(_) | Op::AppendBatch(_) | Op::Commit if !self.may_append => {
+                ready(self.denied())
+            }
+            Op::Append(e) if self.txn.is_some() => ready(self.stage(vec![e])),
+            Op::AppendBatch(v) if self.txn.is_some() => ready(self.stage(v)),
+            Op::Append(e) => self.submit(id, vec![e], true, q),
+            Op::AppendBatch(v) => self.submit(id, v, false, q),
+            Op::Commit => match self.txn.take() {
+                None => ready(self.txn_state("commit without an open transaction")),
+                Some(t) if t.events.is_empty() => ready(Ok(Reply::Batch(Vec::new()))),
+                Some(t) => self.submit(id, t.events, false, q),
+            },
+            Op::Sync => self.sync(id, q),
+        }
+    }
+
+    /// Validates and stages events inside the open transaction. A refused
+    /// event is not staged; the transaction stays open.
+    fn stage(&mut self, events: Vec<AppendRequest>) -> Outcome {
+        let c = self.hub.store.config();
+        let Some(t) = self.txn.as_ref() else {
+            return self.txn_state("no open transaction");
+        };
+        if events.is_empty() {
+            return self.reject(AppendError::EmptyBatch.to_wire());
+        }
+        let count = t.events.len() + events.len();
+        let bytes = t.bytes + events.iter().map(event_bytes).sum::<u64>();
+        if count > c.max_batch_events as usize || bytes > c.max_batch_bytes {
+            return self.reject(
+                AppendError::BatchTooLarge {
+                    events: count,
+                    bytes,
+                    max_events: c.max_batch_events,
+                    max_bytes: c.max_batch_bytes,
+                }
+                .to_wire(),
+            );
+        }
+        for (i, e) in events.iter().enumerate() {
+            if let Err(err) = check_event(t.events.len() + i, e, c.max_payload_bytes) {
+                return self.reject(err.to_wire());
+            }
+        }
+        let t = self.txn.as_mut().expect("checked above");
+        t.events.extend(events);
+        t.bytes = bytes;
+        Ok(Reply::Staged {
+            staged: t.events.len() as u32,
+        })
+    }
+
+    /// Hands events to the writer; the reply waits in order.
+    fn submit(&self, id: u64, events: Vec<AppendRequest>, single: bool, q: &ReplyQueue) -> bool {
+        if q.outstanding() >= self.hub.max_in_flight {
+            let e = WireError::new(
+                ErrorCode::TooManyInFlight,
+                format!(
+                    "more than {} requests in flight on this connection; wait for replies before sending more",
+                    self.hub.max_in_flight
+                ),
+            )
+            .with("max_in_flight", self.hub.max_in_flight)
+            .with("retry_after_ms", 1);
+            let result = self.reject(e);
+            return q.push(Slot::Ready(Response { id, result }));
+        }
+        let (tx, rx) = sync_channel::<Outcome>(1);
+        let done = Box::new(move |r: Result<Vec<_>, AppendError>| {
+            let out = match r {
+                Ok(v) if single => v.into_iter().next().map(Reply::Appended).ok_or_else(|| {
+                    WireError::new(ErrorCode::Internal, "the writer returned no receipt")
+                }),
+                Ok(v) => Ok(Reply::Batch(v)),
+                Err(e) => Err(e.to_wire()),
+            };
+            let _ = tx.send(out);
+        });
+        match self.hub.store.submit(events, done) {
+            Ok(()) => q.push(Slot::Waiting { id, rx }),
+            Err(e) => q.push(Slot::Ready(Response {
+                id,
+                result: Err(e.to_wire()),
+            })),
+        }
+    }
+
+    /// `Sync` blocks on the writer, so it waits on a helper thread.
+    fn sync(&self, id: u64, q: &ReplyQueue) -> bool {
+        let (tx, rx) = sync_channel::<Outcome>(1);
+        let store = self.hub.store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("weir-sync".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let r = store
+                    .sync()
+                    .map(|visible| Reply::Synced { visible })
+                    .map_err(|e| e.to_wire());
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => q.push(Slot::Waiting { id, rx }),
+            Err(e) => q.push(Slot::Ready(Response {
+                id,
+                result: Err(
+                    WireError::new(ErrorCode::Busy, format!("cannot start a sync: {e}"))
+                        .with("retry_after_ms", 10),
+                ),
+            })),
+        }
+    }
+}
+
+/// The writer's per-event checks, run at staging time so that a bad event
+/// is refused when it is appended, not at commit.
+fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<(), AppendError> {
+    validate_name("entity", &e.entity)
+        .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
+    validate_name("scope", &e.scope)
+        .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
+    EventKind(e.kind)
+        .check_client()
+        .map_err(|source| AppendError::InvalidKind { index, source })?;
+    if e.payload.len() > max_payload as usize {
+        return Err(AppendError::PayloadTooLarge {
+            index,
+            len: e.payload.len(),
+            max: max_payload,
+        });
+    }
+    if e.event_id == Some(0) {
+        return Err(AppendError::InvalidEventId { index });
+    }
+    Ok(())
+}

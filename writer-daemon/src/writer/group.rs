@@ -1,0 +1,439 @@
+//! One group commit: stage each command (validate, sequence, chain, encode),
+//! write the frames, sync once, index, publish, reply. Entity chain heads
+//! are updated in place as events are staged; an undo log takes them back
+//! when a command or the whole group fails.
+
+use super::{Done, Writer};
+use crate::config::SyncPolicy;
+use crate::error::AppendError;
+use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::index::IndexedEvent;
+use crate::state::EntityState;
+use std::time::Duration;
+use weir_protocol::hash::{HashInput, event_hash};
+use weir_protocol::segment::{EventFrame, encode_cancel, encode_event, frame_len};
+use weir_protocol::wire::{AppendRequest, Receipt};
+use weir_protocol::{EventId, ExpectedVersion};
+
+/// One event that got a sequence in this group.
+struct Pending {
+    cmd: usize,
+    event: usize,
+    receipt: Receipt,
+    correlation_id: u128,
+    wall_ms: u64,
+    /// Which flush of the group buffer carries the frame.
+    flush: usize,
+    /// Offset of the frame in that buffer.
+    offset: u64,
+    len: u32,
+    batch_end: bool,
+}
+
+struct Staged {
+    events: Vec<AppendRequest>,
+    done: Done,
+    /// `Some` for a replay of known idempotency keys: nothing is written.
+    replay: Option<Vec<Receipt>>,
+}
+
+/// Where one flush of the group buffer landed.
+struct Flush {
+    seg: u64,
+    at: u64,
+}
+
+/// The previous chain head of an entity an event touched: (command, event, head).
+type Undo = (usize, usize, Option<EntityState>);
+
+#[derive(Default)]
+struct Group {
+    staged: Vec<Staged>,
+    pending: Vec<Pending>,
+    undo: Vec<Undo>,
+    keys: FxHashMap<u128, Receipt>,
+    ids: FxHashSet<u128>,
+    buf: Vec<u8>,
+    frames: Vec<(u32, u32)>,
+    buf_first: u64,
+    flushes: Vec<Flush>,
+    failure: Option<String>,
+}
+
+fn conflict(e: &AppendRequest, state: Option<EntityState>) -> AppendError {
+    AppendError::VersionConflict {
+        entity: e.entity.clone(),
+        expected: match e.expected {
+            ExpectedVersion::NoStream => "none".into(),
+            ExpectedVersion::Exact(n) => n.to_string(),
+            ExpectedVersion::Any => "any".into(),
+        },
+        found: state.map_or("none".into(), |s| s.clock.to_string()),
+    }
+}
+
+impl Writer {
+    pub(super) fn process(&mut self, cmds: Vec<(Vec<AppendRequest>, Done)>) {
+        if cmds.is_empty() {
+            return;
+        }
+        if let Some(cause) = &self.poisoned {
+            for (_, done) in cmds {
+                done(Err(AppendError::Poisoned {
+                    cause: cause.clone(),
+                }));
+            }
+            return;
+        }
+        let group_first = self.next_seq;
+        let mut g = Group {
+            buf_first: group_first,
+            buf: Vec::with_capacity(64 << 10),
+            ..Group::default()
+        };
+        for (events, done) in cmds {
+            self.stage(&mut g, events, done);
+            if g.failure.is_some() {
+                break;
+            }
+        }
+        if g.failure.is_none()
+            && let Err(e) = self.flush(&mut g, self.next_seq)
+        {
+            g.failure = Some(format!("write failed: {e}"));
+        }
+        if let Some(cause) = g.failure.take() {
+            self.fail_group(group_first, cause, g);
+            return;
+        }
+        let fresh = g.pending.len() as u64;
+        self.unsynced_events += fresh;
+        let must_sync = match self.config.sync {
+            SyncPolicy::Always => true,
+            SyncPolicy::EveryNEvents => {
+                self.unsynced_events >= u64::from(self.config.sync_every_n_events)
+            }
+            SyncPolicy::IntervalMs => {
+                self.last_sync.elapsed()
+                    >= Duration::from_millis(self.config.sync_interval_ms.into())
+            }
+            SyncPolicy::Never => false,
+        };
+        if must_sync
+            && fresh > 0
+            && let Err(e) = self.sync_now()
+        {
+            // Not durable, not published; the writer is poisoned.
+            for s in g.staged {
+                (s.done)(Err(e.clone()));
+            }
+            return;
+        }
+        let durable = !self.log.has_unsynced();
+        if let Err(e) = self.index_pending(&g) {
+            let err = self.poison(format!("index write failed: {e}"));
+            for s in g.staged {
+                (s.done)(Err(err.clone()));
+            }
+            return;
+        }
+        self.gate.publish_visible(self.next_seq);
+        self.index.seal_through(self.next_seq);
+        let mut receipts: Vec<Vec<Receipt>> = g
+            .staged
+            .iter()
+            .map(|s| Vec::with_capacity(s.events.len()))
+            .collect();
+        let mut bytes = 0u64;
+        for p in &g.pending {
+            let r = Receipt {
+                durable,
+                ..p.receipt
+            };
+            let e = &g.staged[p.cmd].events[p.event];
+            if let Some(k) = e.idempotency_key {
+                self.idem.insert(k, r);
+            }
+            bytes += (e.payload.len() + e.entity.len() + e.scope.len()) as u64;
+            receipts[p.cmd].push(r);
+        }
+        self.shared.committed(fresh, bytes, self.next_seq);
+        for (s, r) in g.staged.into_iter().zip(receipts) {
+            (s.done)(Ok(s.replay.unwrap_or(r)));
+        }
+    }
+
+    fn reject(&self, done: Done, e: AppendError) {
+        self.shared.rejected(&e);
+        done(Err(e));
+    }
+
+    /// Stages one command: on success its frames are in `g.buf` and its
+    /// chain heads applied (with undo entries); on refusal it is answered.
+    fn stage(&mut self, g: &mut Group, events: Vec<AppendRequest>, done: Done) {
+        if let Err(e) = self.validate(&events) {
+            return self.reject(done, e);
+        }
+        match self.replay(&events, &g.keys) {
+            Err(e) => return self.reject(done, e),
+            Ok(Some(receipts)) => {
+                return g.staged.push(Staged {
+                    events,
+                    done,
+                    replay: Some(receipts),
+                });
+            }
+            Ok(None) => {}
+        }
+        let first = self.next_seq;
+        let n = events.len();
+        let bytes: usize = events
+            .iter()
+            .map(|e| frame_len(e.entity.len(), e.scope.len(), e.payload.len()))
+            .sum();
+        if !self.log.fits(g.buf.len() + bytes, g.frames.len() + n) {
+            let rotated = self
+                .flush(g, first)
+                .map_err(|e| format!("write failed: {e}"))
+                .and_then(|()| {
+                    self.log
+                        .rotate(first, self.config.sync_mode)
+                        .map_err(|e| format!("segment rotation failed: {e}"))
+                });
+            if let Err(cause) = rotated {
+                g.failure = Some(cause);
+                return g.staged.push(Staged {
+                    events,
+                    done,
+                    replay: None,
+                });
+            }
+            self.shared.set_segments(self.log.segments);
+            g.buf_first = first;
+        }
+        let cmd = g.staged.len();
+        g.staged.push(Staged {
+            events,
+            done,
+            replay: None,
+        });
+        let (buf_mark, frames_mark, pending_mark, undo_mark) =
+            (g.buf.len(), g.frames.len(), g.pending.len(), g.undo.len());
+        let events = &g.staged[cmd].events;
+        let mut refused = None;
+        for (i, e) in events.iter().enumerate() {
+            let key = e.entity.as_bytes();
+            let state = self.entities.get(key).copied();
+            let ok = match e.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => state.is_none(),
+                ExpectedVersion::Exact(n) => state.is_some_and(|s| s.clock == n),
+            };
+            if !ok {
+                refused = Some(conflict(e, state));
+                break;
+            }
+            if let Some(id) = e.event_id
+                && (g.ids.contains(&id)
+                    || events[..i].iter().any(|o| o.event_id == Some(id))
+                    || self.index.find_id(id, self.next_seq).is_some())
+            {
+                refused = Some(AppendError::DuplicateEventId {
+                    id: EventId(id).to_string(),
+                });
+                break;
+            }
+            let seq = first + i as u64;
+            let clock = state.map_or(0, |s| s.clock + 1);
+            let prev_hash = state.map_or([0; 32], |s| s.hash);
+            let wall_ms = self.clock.now();
+            let event_id = e.event_id.unwrap_or_else(|| self.ids.next(wall_ms));
+            let correlation_id = e.correlation_id.unwrap_or(event_id);
+            let hash = event_hash(&HashInput {
+                event_id,
+                correlation_id,
+                causation_id: e.causation_id,
+                kind: e.kind,
+                clock,
+                wall_ms,
+                entity: key,
+                scope: e.scope.as_bytes(),
+                prev_hash,
+                payload: &e.payload,
+            });
+            let offset = g.buf.len() as u64;
+            let len = encode_event(
+                &mut g.buf,
+                &EventFrame {
+                    sequence: seq,
+                    batch_first: first,
+                    batch_len: n as u32,
+                    batch_end: i + 1 == n,
+                    kind: e.kind,
+                    clock,
+                    event_id,
+                    correlation_id,
+                    causation_id: e.causation_id,
+                    idempotency_key: e.idempotency_key,
+                    wall_ms,
+                    entity: key,
+                    scope: e.scope.as_bytes(),
+                    payload: &e.payload,
+                    prev_hash,
+                    event_hash: hash,
+                },
+            );
+            let crc = u32::from_le_bytes(
+                g.buf[offset as usize + 4..offset as usize + 8]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            g.frames.push((len as u32, crc));
+            g.undo.push((cmd, i, state));
+            let head = EntityState { clock, hash };
+            match self.entities.get_mut(key) {
+                Some(s) => *s = head,
+                None => {
+                    self.entities.insert(key.into(), head);
+                }
+            }
+            let receipt = Receipt {
+                event_id,
+                sequence: seq,
+                clock,
+                event_hash: hash,
+                durable: false,
+                replayed: false,
+            };
+            g.pending.push(Pending {
+                cmd,
+                event: i,
+                receipt,
+                correlation_id,
+                wall_ms,
+                flush: g.flushes.len(),
+                offset,
+                len: len as u32,
+                batch_end: i + 1 == n,
+            });
+        }
+        if let Some(err) = refused {
+            g.buf.truncate(buf_mark);
+            g.frames.truncate(frames_mark);
+            g.pending.truncate(pending_mark);
+            self.undo_to(g, undo_mark);
+            let s = g.staged.pop().expect("just pushed");
+            return self.reject(s.done, err);
+        }
+        for p in &g.pending[pending_mark..] {
+            let e = &g.staged[cmd].events[p.event];
+            if let Some(k) = e.idempotency_key {
+                g.keys.insert(k, p.receipt);
+            }
+            if e.event_id.is_some() {
+                g.ids.insert(p.receipt.event_id);
+            }
+        }
+        self.next_seq += n as u64;
+        self.gate.set_allocated(self.next_seq);
+    }
+
+    /// Takes chain heads back to what they were before undo entry `mark`.
+    fn undo_to(&mut self, g: &mut Group, mark: usize) {
+        for (cmd, event, prev) in g.undo.drain(mark..).rev() {
+            let key = g.staged[cmd].events[event].entity.as_bytes();
+            match prev {
+                Some(p) => {
+                    if let Some(s) = self.entities.get_mut(key) {
+                        *s = p;
+                    }
+                }
+                None => {
+                    self.entities.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Writes the buffered frames (from `g.buf_first` up to `end`) to the log.
+    fn flush(&mut self, g: &mut Group, end: u64) -> std::io::Result<()> {
+        if g.buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.log.position().segment_id;
+        let at = self.log.append(&g.buf, &g.frames, g.buf_first, end)?;
+        g.flushes.push(Flush { seg, at });
+        g.buf.clear();
+        g.frames.clear();
+        Ok(())
+    }
+
+    fn index_pending(&mut self, g: &Group) -> std::io::Result<()> {
+        for p in &g.pending {
+            let e = &g.staged[p.cmd].events[p.event];
+            let f = &g.flushes[p.flush];
+            self.index.put_event(&IndexedEvent {
+                seq: p.receipt.sequence,
+                event_id: p.receipt.event_id,
+                correlation_id: p.correlation_id,
+                causation_id: e.causation_id,
+                wall_ms: p.wall_ms,
+                entity: e.entity.as_bytes(),
+                scope: e.scope.as_bytes(),
+                kind: e.kind,
+                clock: p.receipt.clock,
+                segment_id: f.seg as u32,
+                frame_offset: f.at + p.offset,
+                frame_len: p.len,
+                batch_end: p.batch_end,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A write failed midway: cancel every sequence this group reserved,
+    /// make the cancellation durable, publish past it, reply, and poison.
+    fn fail_group(&mut self, first: u64, cause: String, mut g: Group) {
+        let end = self.next_seq;
+        tracing::error!(%cause, first, end, "append group failed; cancelling its sequences");
+        self.undo_to(&mut g, 0);
+        let mut durable_cancel = Ok(());
+        if end > first {
+            let mut buf = Vec::new();
+            encode_cancel(&mut buf, first, (end - first) as u32);
+            let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+            // The cancel frame goes where the failed write began, over bytes
+            // that were never published.
+            durable_cancel = self
+                .log
+                .append(&buf, &[(buf.len() as u32, crc)], first, end)
+                .and_then(|_| self.log.sync(self.config.sync_mode));
+            if durable_cancel.is_ok() {
+                for seq in first..end {
+                    if self.index.put_tombstone(seq).is_err() {
+                        break;
+                    }
+                }
+                self.gate.cancel(first, end);
+                self.gate.publish_visible(end);
+            }
+        }
+        let err = match durable_cancel {
+            Ok(()) => AppendError::Io {
+                cause: cause.clone(),
+                start: first,
+                end,
+            },
+            Err(e) => AppendError::Poisoned {
+                cause: format!("{cause}; the cancellation could not be made durable either: {e}"),
+            },
+        };
+        self.poison(cause);
+        for s in g.staged {
+            match s.replay {
+                Some(r) => (s.done)(Ok(r)),
+                None => (s.done)(Err(err.clone())),
+            }
+        }
+    }
+}
