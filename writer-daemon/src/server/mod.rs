@@ -343,10 +343,10 @@ fn accept_loop(
 
 /// Removes the socket (when we bound it) and the discovery file.
 fn cleanup(store: &Store, l: &listen::Listening) {
-    if l.owned {
-        if let Err(e) = std::fs::remove_file(&l.path) {
-            tracing::warn!(socket = %l.path.display(), error = %e, "could not remove the socket file");
-        }
+    if l.owned
+        && let Err(e) = std::fs::remove_file(&l.path)
+    {
+        tracing::warn!(socket = %l.path.display(), error = %e, "could not remove the socket file");
     }
     let _ = std::fs::remove_file(store.config().data_dir.join(SOCKET_FILE));
 }

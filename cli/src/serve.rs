@@ -1,0 +1,175 @@
+//! `weir serve`: load the configuration, set up logging, run the daemon.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use weir_daemon::Config;
+
+/// Arguments of `weir serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Data directory. Default: `$WEIR_DATA_DIR`, else `$STATE_DIRECTORY`
+    /// under systemd, else `./weir-data`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Append socket path. Default: `weir.sock` in `$RUNTIME_DIRECTORY`
+    /// under systemd, else in the data directory.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// TOML configuration file (kebab-case keys). Default: `$WEIR_CONFIG`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// Keys whose environment values are always strings.
+const STRING_KEYS: [&str; 4] = ["data-dir", "socket", "log-level", "metrics-listen"];
+
+/// Runs `weir serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let config = load(&args, |k| std::env::var(k).ok())?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    init_logging(&config.log_level);
+    weir_daemon::server::serve(config)?;
+    Ok(())
+}
+
+/// The configuration: file < environment < flags; `env` reads a variable.
+fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+    let file = args
+        .config
+        .clone()
+        .or_else(|| env("WEIR_CONFIG").map(PathBuf::from));
+    let mut table = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            // Parse through Config first so that unknown keys name the file.
+            Config::from_toml(&text).with_context(|| format!("{}", path.display()))?;
+            text.parse::<toml::Table>()?
+        }
+        None => toml::Table::new(),
+    };
+    if !table.contains_key("data-dir")
+        && let Some(dir) = env("STATE_DIRECTORY").filter(|d| !d.is_empty())
+    {
+        let first = dir.split(':').next().unwrap_or_default().to_owned();
+        table.insert("data-dir".into(), toml::Value::String(first));
+    }
+    let mut keys: Vec<String> = toml::to_string(&Config::default())?
+        .parse::<toml::Table>()?
+        .keys()
+        .cloned()
+        .collect();
+    keys.extend(STRING_KEYS.iter().map(|k| (*k).to_owned()));
+    keys.sort();
+    keys.dedup();
+    for key in &keys {
+        let var = format!("WEIR_{}", key.to_uppercase().replace('-', "_"));
+        if let Some(v) = env(&var) {
+            table.insert(key.clone(), env_value(key, &v));
+        }
+    }
+    if let Some(d) = &args.data_dir {
+        table.insert("data-dir".into(), path_value(d));
+    }
+    if let Some(s) = &args.socket {
+        table.insert("socket".into(), path_value(s));
+    }
+    let config = Config::from_toml(&toml::to_string(&table)?)
+        .context("invalid configuration (after WEIR_* variables and flags)")?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn path_value(p: &std::path::Path) -> toml::Value {
+    toml::Value::String(p.to_string_lossy().into_owned())
+}
+
+/// A TOML value when the text is one (`8192`, `true`, `0o660`, `[1, 2]`),
+/// else the text as a string.
+fn env_value(key: &str, text: &str) -> toml::Value {
+    if STRING_KEYS.contains(&key) {
+        return toml::Value::String(text.to_owned());
+    }
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn init_logging(default_level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let registry = tracing_subscriber::registry().with(filter);
+    match journald {
+        Some(j) => registry.with(j).init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn args(data_dir: Option<&str>, config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            data_dir: data_dir.map(PathBuf::from),
+            socket: None,
+            config,
+            print_config: false,
+        }
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"/from/file\"\nmax-connections = 10\nread-timeout-ms = 500\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            ("WEIR_MAX_CONNECTIONS", "20"),
+            ("WEIR_SOCKET_MODE", "0o640"),
+            ("STATE_DIRECTORY", "/from/systemd"),
+        ]
+        .into();
+        let get = |k: &str| env.get(k).map(|v| (*v).to_owned());
+        let c = load(&args(None, Some(file.clone())), get).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.max_connections, 20);
+        assert_eq!(c.read_timeout_ms, 500);
+        assert_eq!(c.socket_mode, 0o640);
+        let c = load(&args(Some("/from/flag"), Some(file)), get).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        let c = load(&args(None, None), get).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/systemd"));
+        let c = load(&args(None, None), |_| None).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("weir-data"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = load(&args(None, None), |k| {
+            (k == "WEIR_MAX_CONNECTIONS").then(|| "0".to_owned())
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("max-connections"), "{e:#}");
+    }
+}
