@@ -49,6 +49,8 @@ pub struct SegmentLog {
     end_seq: u64,
     base_seq: u64,
     unsynced: bool,
+    /// Has the next segment been asked for?
+    prepared: bool,
     /// Segments created since start (for stats).
     pub segments: u64,
 }
@@ -78,6 +80,7 @@ impl SegmentLog {
             end_seq: base_seq,
             base_seq,
             unsynced: false,
+            prepared: false,
             segments,
         })
     }
@@ -108,6 +111,7 @@ impl SegmentLog {
             end_seq,
             base_seq,
             unsynced: false,
+            prepared: false,
             segments,
         })
     }
@@ -159,6 +163,12 @@ impl SegmentLog {
             off += u64::from(len);
         }
         self.offset = off;
+        if !self.prepared && self.offset > self.seg_len / 2 {
+            // Half full: have the next segment zero-filled in the background,
+            // late enough not to compete with a fresh start's first syncs.
+            self.prepared = true;
+            self.storage.prepare(self.current + 1, self.seg_len);
+        }
         self.first_seq.get_or_insert(first);
         self.end_seq = end;
         self.unsynced = true;
@@ -212,14 +222,9 @@ impl SegmentLog {
         self.base_seq = next_seq;
         self.end_seq = next_seq;
         self.unsynced = false;
+        self.prepared = false;
         self.segments += 1;
-        self.storage.prepare(next + 1, self.seg_len);
         Ok(())
-    }
-
-    /// Asks the storage to get the next segment ready in the background.
-    pub fn prepare_next(&mut self) {
-        self.storage.prepare(self.current + 1, self.seg_len);
     }
 
     /// The storage (for restore).

@@ -149,7 +149,6 @@ impl Store {
         gate.publish(dir, STATE_LIVE)
             .map_err(OpenError::io(dir.join("gate")))?;
         remove_old_generations(dir, generation);
-        restored.log.prepare_next();
         let mut report = restored.report;
         report.elapsed = started.elapsed();
         tracing::info!(
