@@ -19,6 +19,7 @@
 //! Only `map.rs` holds `unsafe`; every other module forbids it.
 #![deny(unsafe_code)]
 
+pub mod client;
 mod entry;
 mod error;
 mod gate;
@@ -32,10 +33,12 @@ mod verify;
 mod view;
 mod wait;
 
+pub use client::{Client, ClientError, ClientOptions, Transaction};
 pub use entry::Entry;
 pub use error::{AttachError, Chain, Error, ReadError};
 pub use reader::{DaemonState, Reader, Snapshot, Status};
 pub use verify::{BreakKind, ChainBreak, ChainReport};
 pub use wait::Subscription;
 pub use weir_protocol::segment::FrameRef;
-pub use weir_protocol::{EventId, EventKind, KindFilter, Region};
+pub use weir_protocol::wire::{AppendRequest, ErrorCode, Receipt, Stats, WireError};
+pub use weir_protocol::{Coordinate, EventId, EventKind, ExpectedVersion, KindFilter, Region};

@@ -1,2 +1,244 @@
 //! Helpers for weir's multi-process tests: start the real daemon binary on a
 //! temporary directory and socket, and always stop it.
+//!
+//! The daemon is `target/<profile>/weir`, which `cargo test --workspace`
+//! builds (the `weir-cli` package has integration tests). When running this
+//! crate alone, `cargo build -p weir-cli` first, or set `WEIR_BIN`.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The daemon binary.
+pub fn weir_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("WEIR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot locate the target directory")?;
+    let bin = profile_dir.join("weir");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo test --workspace` or `cargo build -p weir-cli` first (or set WEIR_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running daemon; killed and reaped on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+/// Where and how to run a daemon.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Extra TOML lines for the configuration file.
+    pub toml: String,
+}
+
+impl Setup {
+    /// Data dir `<root>/data`, socket `<root>/weir.sock`.
+    pub fn in_dir(root: &Path) -> Self {
+        Self {
+            data_dir: root.join("data"),
+            socket: root.join("weir.sock"),
+            toml: String::new(),
+        }
+    }
+
+    /// Adds configuration lines.
+    #[must_use]
+    pub fn with(mut self, toml: &str) -> Self {
+        self.toml.push_str(toml);
+        self.toml.push('\n');
+        self
+    }
+}
+
+impl Daemon {
+    /// Starts `weir serve` and waits until a client can ping it.
+    pub fn start(setup: &Setup) -> Result<Self> {
+        let root = setup.socket.parent().context("socket has no parent")?;
+        let conf = root.join("weir-test.toml");
+        std::fs::write(&conf, &setup.toml)?;
+        let log = root.join(format!("daemon-{}.log", unique()));
+        let err = std::fs::File::create(&log)?;
+        let child = Command::new(weir_bin()?)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&setup.data_dir)
+            .arg("--socket")
+            .arg(&setup.socket)
+            .arg("--config")
+            .arg(&conf)
+            .env("RUST_LOG", "weir_daemon=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .context("cannot start the weir binary")?;
+        let mut d = Self {
+            child: Some(child),
+            data_dir: setup.data_dir.clone(),
+            socket: setup.socket.clone(),
+            log,
+        };
+        d.wait_ready(Duration::from_secs(15))?;
+        Ok(d)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Ok(mut c) = weir::Client::connect(&self.socket)
+                && c.ping().is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("the daemon exited with {st}:\n{}", self.log_text());
+            }
+            if Instant::now() > until {
+                bail!("the daemon did not get ready:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// A client with a short retry budget.
+    pub fn client(&self) -> Result<weir::Client> {
+        Ok(weir::Client::connect_with(
+            &self.socket,
+            weir::ClientOptions::default().retry_for(Duration::from_secs(5)),
+        )?)
+    }
+
+    /// Sends `sig` and waits (up to `limit`) for the exit.
+    pub fn signal_and_wait(
+        &mut self,
+        sig: nix::sys::signal::Signal,
+        limit: Duration,
+    ) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)?;
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the daemon did not exit after {sig}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// kill -9, and reap.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))
+            .map(drop)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// A temporary root whose permissions let other users traverse it.
+pub fn temp_root() -> Result<tempfile::TempDir> {
+    let t = tempfile::Builder::new().prefix("weir-t").tempdir()?;
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    Ok(t)
+}
+
+/// The helper client binary's path (call from integration tests with
+/// `env!("CARGO_BIN_EXE_weir-test-client")`).
+pub fn spawn_client(bin: &str, args: &[&str]) -> Result<Child> {
+    Ok(Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?)
+}
+
+/// One line a helper client printed for an append.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Line {
+    /// The append's index within its client.
+    pub i: u64,
+    /// Sequence, when it succeeded.
+    pub seq: Option<u64>,
+    /// Event id, when it succeeded.
+    pub id: Option<String>,
+    /// Event hash (hex), when it succeeded.
+    pub hash: Option<String>,
+    /// Error code, when it failed.
+    pub err: Option<String>,
+}
+
+/// Waits for a child and parses its stdout lines.
+pub fn collect(child: Child) -> Result<(ExitStatus, Vec<Line>)> {
+    let out = child.wait_with_output()?;
+    let mut lines = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        if l.starts_with('{') {
+            lines.push(serde_json::from_str(l)?);
+        }
+    }
+    Ok((out.status, lines))
+}
+
+/// Hex of a hash.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

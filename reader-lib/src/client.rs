@@ -1,0 +1,590 @@
+//! [`Client`]: appends over the daemon's Unix socket.
+//!
+//! Every append carries an idempotency key (generated when the caller gives
+//! none). When the connection breaks or the daemon answers `ShuttingDown`,
+//! the client reconnects with backoff and resends with the same keys, so an
+//! append is applied exactly once even if the daemon dies mid-request
+//! (within the daemon's `idempotency-window`). By the time an append
+//! returns, the event is visible to every [`Reader`](crate::Reader).
+//!
+//! ```no_run
+//! use weir::{Client, Coordinate, EventKind};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut client = Client::connect_dir("/var/lib/weir")?;
+//! let at = Coordinate::new("user:42", "tenant:a")?;
+//! let receipt = client.append(&at, EventKind(0x1001), b"hello")?;
+//! println!("stored at {}", receipt.sequence);
+//! # Ok(())
+//! # }
+//! ```
+
+mod conn;
+mod keys;
+
+use conn::{Conn, Failure};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Receipt, Reply, Stats, WireError};
+use weir_protocol::{Coordinate, EventKind};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting or talking to the socket failed in a way retrying cannot fix.
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket (or discovery file).
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The daemon sent something this client does not understand.
+    #[error("protocol error: {what}")]
+    Protocol {
+        /// What was wrong.
+        what: String,
+    },
+    /// The daemon refused the request; [`ClientError::code`] gives the code.
+    #[error("the daemon refused the request: {0}")]
+    Server(WireError),
+    /// The daemon stayed busy past the retry budget.
+    #[error("no success within {waited:?}: {last}")]
+    Timeout {
+        /// Time spent retrying.
+        waited: Duration,
+        /// The last refusal.
+        last: String,
+    },
+    /// The connection broke and no reconnect succeeded within the budget.
+    #[error("disconnected from {path}; no reconnect within {waited:?}: {last}")]
+    Disconnected {
+        /// The socket.
+        path: PathBuf,
+        /// Time spent retrying.
+        waited: Duration,
+        /// The last failure.
+        last: String,
+    },
+}
+
+impl ClientError {
+    /// The daemon's error code, for [`ClientError::Server`].
+    #[must_use]
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server(e) => Some(e.code),
+            _ => None,
+        }
+    }
+    /// The daemon's typed error, for [`ClientError::Server`].
+    #[must_use]
+    pub fn wire(&self) -> Option<&WireError> {
+        match self {
+            Self::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Connection and retry settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    retry_for: Duration,
+    io_timeout: Duration,
+    window: usize,
+    name: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            retry_for: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(30),
+            window: 256,
+            name: format!("weir-client/{}", std::process::id()),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// How long a call keeps reconnecting and retrying before it gives up. Default: 30 s.
+    #[must_use]
+    pub fn retry_for(mut self, d: Duration) -> Self {
+        self.retry_for = d;
+        self
+    }
+    /// How long one read or write on the socket may take. Default: 30 s.
+    #[must_use]
+    pub fn io_timeout(mut self, d: Duration) -> Self {
+        self.io_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+    /// Requests the pipelined calls keep in flight. Default: 256.
+    #[must_use]
+    pub fn window(mut self, n: usize) -> Self {
+        self.window = n.max(1);
+        self
+    }
+    /// The name the daemon logs for this client. Default: `weir-client/<pid>`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+/// Codes after which a request is simply sent again.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ShuttingDown | ErrorCode::Busy | ErrorCode::TooManyInFlight
+    )
+}
+
+fn retry_after(e: &WireError) -> Duration {
+    let ms = e
+        .fields
+        .get("retry_after_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5u64);
+    Duration::from_millis(ms.clamp(1, 1000))
+}
+
+/// A connection to the daemon's append socket. Not `Sync`: one per thread.
+#[derive(Debug)]
+pub struct Client {
+    path: PathBuf,
+    opts: ClientOptions,
+    conn: Option<Conn>,
+    /// Bumped on every new connection (transactions notice a reconnect).
+    generation: u64,
+}
+
+impl Client {
+    /// Connects to the socket at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_with(path, ClientOptions::default())
+    }
+
+    /// Connects to the daemon serving `data_dir` (it records its socket in
+    /// `<data_dir>/socket`).
+    pub fn connect_dir(data_dir: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_dir_with(data_dir, ClientOptions::default())
+    }
+
+    /// [`Client::connect_dir`] with options.
+    pub fn connect_dir_with(
+        data_dir: impl AsRef<Path>,
+        opts: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let file = data_dir.as_ref().join("socket");
+        let text = std::fs::read_to_string(&file).map_err(|source| ClientError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        Self::connect_with(text.trim_end_matches('\n'), opts)
+    }
+
+    /// [`Client::connect`] with options.
+    pub fn connect_with(path: impl AsRef<Path>, opts: ClientOptions) -> Result<Self, ClientError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Conn::open(&path, &opts).map_err(|f| match f {
+            Failure::Fatal(e) => e,
+            Failure::Transient(last) => ClientError::Disconnected {
+                path: path.clone(),
+                waited: Duration::ZERO,
+                last,
+            },
+        })?;
+        Ok(Self {
+            path,
+            opts,
+            conn: Some(conn),
+            generation: 1,
+        })
+    }
+
+    /// The socket path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current daemon instance's id (changes when the daemon restarts).
+    #[must_use]
+    pub fn instance(&self) -> Option<u128> {
+        self.conn.as_ref().map(|c| c.hello.instance)
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, Failure> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(&self.path, &self.opts)?);
+            self.generation += 1;
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    /// Appends one event and returns once it is visible (and durable under
+    /// the daemon's sync policy).
+    pub fn append(
+        &mut self,
+        at: &Coordinate,
+        kind: EventKind,
+        payload: &[u8],
+    ) -> Result<Receipt, ClientError> {
+        self.append_with(request(at, kind, payload.to_vec()))
+    }
+
+    /// Appends a value serialized as msgpack (named fields), which
+    /// `Entry::payload_as` decodes.
+    pub fn append_msgpack<T: Serialize + ?Sized>(
+        &mut self,
+        at: &Coordinate,
+        kind: EventKind,
+        value: &T,
+    ) -> Result<Receipt, ClientError> {
+        let payload = rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
+            what: format!("cannot encode the payload: {e}"),
+        })?;
+        self.append_with(request(at, kind, payload))
+    }
+
+    /// Appends one fully specified event (idempotency key, expected
+    /// version, ids). A key is generated when `req` has none.
+    pub fn append_with(&mut self, mut req: AppendRequest) -> Result<Receipt, ClientError> {
+        keyed(&mut req);
+        match self.exchange(vec![Op::Append(req)])?.remove(0) {
+            Ok(Reply::Appended(r)) => Ok(r),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(ClientError::Server(e)),
+        }
+    }
+
+    /// Appends a batch, all or nothing: its events become visible together.
+    pub fn append_batch(
+        &mut self,
+        mut reqs: Vec<AppendRequest>,
+    ) -> Result<Vec<Receipt>, ClientError> {
+        reqs.iter_mut().for_each(keyed);
+        match self.exchange(vec![Op::AppendBatch(reqs)])?.remove(0) {
+            Ok(Reply::Batch(r)) => Ok(r),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(ClientError::Server(e)),
+        }
+    }
+
+    /// Appends many events as separate requests, pipelined: up to the
+    /// window's worth are written before replies are read. Each event
+    /// succeeds or fails on its own; the outer error means the connection
+    /// could not be kept.
+    pub fn append_pipelined(
+        &mut self,
+        mut reqs: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<Receipt, ClientError>>, ClientError> {
+        reqs.iter_mut().for_each(keyed);
+        let ops = reqs.into_iter().map(Op::Append).collect();
+        Ok(self
+            .exchange(ops)?
+            .into_iter()
+            .map(|r| match r {
+                Ok(Reply::Appended(r)) => Ok(r),
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(ClientError::Server(e)),
+            })
+            .collect())
+    }
+
+    /// Makes everything appended so far durable; returns the visible watermark.
+    pub fn sync(&mut self) -> Result<u64, ClientError> {
+        match self.exchange(vec![Op::Sync])?.remove(0) {
+            Ok(Reply::Synced { visible }) => Ok(visible),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(ClientError::Server(e)),
+        }
+    }
+
+    /// The daemon's statistics.
+    pub fn stats(&mut self) -> Result<Stats, ClientError> {
+        match self.exchange(vec![Op::Stats])?.remove(0) {
+            Ok(Reply::Stats(s)) => Ok(*s),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(ClientError::Server(e)),
+        }
+    }
+
+    /// A round trip; returns how long it took.
+    pub fn ping(&mut self) -> Result<Duration, ClientError> {
+        let t = Instant::now();
+        match self.exchange(vec![Op::Ping])?.remove(0) {
+            Ok(Reply::Pong) => Ok(t.elapsed()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(ClientError::Server(e)),
+        }
+    }
+
+    /// Starts a transaction: its events become visible together at
+    /// [`Transaction::commit`], or never.
+    pub fn transaction(&mut self) -> Transaction<'_> {
+        Transaction {
+            client: self,
+            staged: Vec::new(),
+            open_on: None,
+            done: false,
+        }
+    }
+
+    /// Sends independent, idempotent requests and collects one answer each,
+    /// reconnecting and resending what is unanswered (or answered
+    /// `Busy`/`ShuttingDown`/`TooManyInFlight`) until the retry budget ends.
+    fn exchange(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Reply, WireError>>, ClientError> {
+        let started = Instant::now();
+        let mut out: Vec<Option<Result<Reply, WireError>>> = vec![None; ops.len()];
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let todo: Vec<usize> = (0..ops.len()).filter(|&i| out[i].is_none()).collect();
+            if todo.is_empty() {
+                return Ok(out.into_iter().map(|r| r.expect("all answered")).collect());
+            }
+            let (wait, last) = match self.attempt(&ops, &todo, &mut out) {
+                Ok(None) => continue,
+                Ok(Some((wait, e))) => (wait, e.to_string()),
+                Err(Failure::Fatal(e)) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+                Err(Failure::Transient(last)) => {
+                    self.conn = None;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                    (backoff, last)
+                }
+            };
+            let waited = started.elapsed();
+            if waited + wait > self.opts.retry_for {
+                let busy_only = self.conn.is_some();
+                return Err(if busy_only {
+                    ClientError::Timeout { waited, last }
+                } else {
+                    ClientError::Disconnected {
+                        path: self.path.clone(),
+                        waited,
+                        last,
+                    }
+                });
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// One pass over `todo` on one connection, a window at a time. Returns
+    /// the wait the daemon asked for when some answers were retryable.
+    fn attempt(
+        &mut self,
+        ops: &[Op],
+        todo: &[usize],
+        out: &mut [Option<Result<Reply, WireError>>],
+    ) -> Result<Option<(Duration, WireError)>, Failure> {
+        let window = self.opts.window;
+        let conn = self.conn()?;
+        let mut again = None;
+        for chunk in todo.chunks(window) {
+            let first = conn.send(chunk.iter().map(|&i| &ops[i]))?;
+            for (k, &i) in chunk.iter().enumerate() {
+                match conn.recv(first + k as u64)? {
+                    Err(e) if retryable(e.code) => {
+                        let shutting = e.code == ErrorCode::ShuttingDown;
+                        again = Some((retry_after(&e), e));
+                        if shutting {
+                            // The daemon is stopping: the next try reconnects.
+                            self.conn = None;
+                            return Ok(again);
+                        }
+                    }
+                    r => out[i] = Some(r),
+                }
+            }
+        }
+        Ok(again)
+    }
+
+    /// Sends `ops` on one connection as a unit and returns every answer.
+    fn unit_once(&mut self, ops: &[Op]) -> Result<Vec<Result<Reply, WireError>>, Failure> {
+        let conn = self.conn()?;
+        let first = conn.send(ops.iter())?;
+        (0..ops.len())
+            .map(|k| conn.recv(first + k as u64))
+            .collect()
+    }
+}
+
+fn request(at: &Coordinate, kind: EventKind, payload: Vec<u8>) -> AppendRequest {
+    AppendRequest {
+        entity: at.entity().to_owned(),
+        scope: at.scope().to_owned(),
+        kind: kind.0,
+        payload,
+        ..AppendRequest::default()
+    }
+}
+
+fn keyed(req: &mut AppendRequest) {
+    if req.idempotency_key.is_none() {
+        req.idempotency_key = Some(keys::new_key());
+    }
+}
+
+fn unexpected(r: &Reply) -> ClientError {
+    ClientError::Protocol {
+        what: format!("unexpected reply {r:?}"),
+    }
+}
+
+/// Events staged on one connection that become visible together at
+/// [`commit`](Transaction::commit), or never. Dropping it cancels.
+///
+/// Each staged event is checked by the daemon when appended. The client
+/// keeps a copy (with its idempotency key), so if the connection breaks the
+/// whole transaction is replayed on a new one at commit: a commit is
+/// applied exactly once.
+#[derive(Debug)]
+pub struct Transaction<'c> {
+    client: &'c mut Client,
+    staged: Vec<AppendRequest>,
+    /// The connection generation where `Begin` and the staged events went.
+    open_on: Option<u64>,
+    done: bool,
+}
+
+impl Transaction<'_> {
+    /// Stages one event; returns how many are staged.
+    pub fn append(
+        &mut self,
+        at: &Coordinate,
+        kind: EventKind,
+        payload: &[u8],
+    ) -> Result<u32, ClientError> {
+        self.append_with(request(at, kind, payload.to_vec()))
+    }
+
+    /// Stages a msgpack-encoded value.
+    pub fn append_msgpack<T: Serialize + ?Sized>(
+        &mut self,
+        at: &Coordinate,
+        kind: EventKind,
+        value: &T,
+    ) -> Result<u32, ClientError> {
+        let payload = rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
+            what: format!("cannot encode the payload: {e}"),
+        })?;
+        self.append_with(request(at, kind, payload))
+    }
+
+    /// Stages one fully specified event.
+    pub fn append_with(&mut self, mut req: AppendRequest) -> Result<u32, ClientError> {
+        keyed(&mut req);
+        let live = self.open_on.is_some() && self.open_on == Some(self.client.generation);
+        let mut ops = Vec::with_capacity(2);
+        if !live {
+            // (Re)open on the current connection with what is staged so far.
+            ops.push(Op::Begin);
+            if !self.staged.is_empty() {
+                ops.push(Op::AppendBatch(self.staged.clone()));
+            }
+        }
+        ops.push(Op::Append(req.clone()));
+        match self.client.unit_once(&ops) {
+            Ok(mut replies) => {
+                let last = replies.pop().expect("one reply per op");
+                if let Some(Err(e)) = replies.into_iter().find(Result::is_err) {
+                    self.client.conn = None;
+                    self.open_on = None;
+                    return Err(ClientError::Server(e));
+                }
+                self.open_on = Some(self.client.generation);
+                match last {
+                    Ok(Reply::Staged { .. }) => {
+                        self.staged.push(req);
+                        Ok(self.staged.len() as u32)
+                    }
+                    Ok(other) => Err(unexpected(&other)),
+                    Err(e) => Err(ClientError::Server(e)),
+                }
+            }
+            Err(Failure::Fatal(e)) => Err(e),
+            Err(Failure::Transient(_)) => {
+                // Staged locally; commit replays everything on a new connection.
+                self.client.conn = None;
+                self.open_on = None;
+                self.staged.push(req);
+                Ok(self.staged.len() as u32)
+            }
+        }
+    }
+
+    /// Events staged.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Nothing staged?
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Appends everything staged as one all-or-nothing batch.
+    pub fn commit(mut self) -> Result<Vec<Receipt>, ClientError> {
+        self.done = true;
+        if self.open_on.is_some() && self.open_on == Some(self.client.generation) {
+            match self.client.unit_once(&[Op::Commit]) {
+                Ok(mut r) => match r.remove(0) {
+                    Ok(Reply::Batch(v)) => return Ok(v),
+                    Ok(other) => return Err(unexpected(&other)),
+                    Err(e) if !retryable(e.code) => return Err(ClientError::Server(e)),
+                    Err(_) => {}
+                },
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient(_)) => self.client.conn = None,
+            }
+        }
+        if self.staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The commit may or may not have happened: the same keys make the
+        // retry apply it once. A batch is all-or-nothing like a commit.
+        let staged = std::mem::take(&mut self.staged);
+        self.client.append_batch(staged)
+    }
+
+    /// Drops everything staged.
+    pub fn cancel(mut self) -> Result<(), ClientError> {
+        self.done = true;
+        self.abandon();
+        Ok(())
+    }
+
+    fn abandon(&mut self) {
+        if self.open_on.is_some() && self.open_on == Some(self.client.generation) {
+            let ok = matches!(
+                self.client.unit_once(&[Op::Cancel]).as_deref(),
+                Ok([Ok(Reply::Cancelled { .. })])
+            );
+            if !ok {
+                // Closing the connection discards the staged events too.
+                self.client.conn = None;
+            }
+        }
+        self.staged.clear();
+        self.open_on = None;
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.abandon();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! One connection to the daemon: the hello, pipelined requests written in
+//! one go, responses read in order.
+
+use super::{ClientError, ClientOptions};
+use serde::Serialize;
+use std::io::{self, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use weir_protocol::wire::{
+    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, Op, PROTOCOL_VERSION, Response, ServerHello,
+    WireError, decode, encode, read_frame_bytes, write_frame,
+};
+
+/// Largest response frame accepted (a batch of a million receipts fits).
+const MAX_REPLY: u32 = 256 << 20;
+
+/// How an exchange failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The connection is gone or the daemon is restarting: reconnect and
+    /// resend (idempotency keys make that safe).
+    Transient(String),
+    /// Retrying cannot help.
+    Fatal(ClientError),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Self::Transient(e.to_string())
+    }
+}
+
+/// A request borrowing its op: encodes exactly like `Request`.
+#[derive(Serialize)]
+struct RequestRef<'a> {
+    id: u64,
+    op: &'a Op,
+}
+
+pub(super) struct Conn {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    out: Vec<u8>,
+    body: Vec<u8>,
+    next_id: u64,
+    pub(super) hello: ServerHello,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("instance", &self.hello.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+fn transient_code(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ShuttingDown | ErrorCode::Busy | ErrorCode::Timeout
+    )
+}
+
+impl Conn {
+    /// Connects and says hello.
+    pub(super) fn open(path: &Path, opts: &ClientOptions) -> Result<Self, Failure> {
+        let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                Failure::Transient(format!("{}: {e} (is the daemon running?)", path.display()))
+            }
+            _ => Failure::Fatal(ClientError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        })?;
+        stream.set_read_timeout(Some(opts.io_timeout))?;
+        stream.set_write_timeout(Some(opts.io_timeout))?;
+        write_frame(
+            &mut stream,
+            &ClientHello {
+                magic: HELLO_MAGIC,
+                versions: vec![PROTOCOL_VERSION],
+                client: opts.name.clone(),
+            },
+        )?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut body = Vec::new();
+        read(&mut reader, &mut body)?;
+        let reply: HelloReply = decode(&body).map_err(|e| {
+            Failure::Fatal(ClientError::Protocol {
+                what: format!("the hello reply does not decode: {e}"),
+            })
+        })?;
+        let hello = match reply {
+            HelloReply::Ok(h) => h,
+            HelloReply::Err(e) if transient_code(e.code) => {
+                return Err(Failure::Transient(e.to_string()));
+            }
+            HelloReply::Err(e) => return Err(Failure::Fatal(ClientError::Server(e))),
+        };
+        Ok(Self {
+            stream,
+            reader,
+            out: Vec::with_capacity(4096),
+            body,
+            next_id: 1,
+            hello,
+        })
+    }
+
+    /// Writes `ops` in one go; returns the first id (ids are consecutive).
+    pub(super) fn send<'a>(&mut self, ops: impl Iterator<Item = &'a Op>) -> Result<u64, Failure> {
+        let first = self.next_id;
+        self.out.clear();
+        for op in ops {
+            let start = self.out.len();
+            encode(
+                &mut self.out,
+                &RequestRef {
+                    id: self.next_id,
+                    op,
+                },
+            )
+            .map_err(|e| {
+                Failure::Fatal(ClientError::Protocol {
+                    what: e.to_string(),
+                })
+            })?;
+            let len = self.out.len() - start - 4;
+            if len > self.hello.max_frame as usize {
+                return Err(Failure::Fatal(ClientError::Server(
+                    WireError::new(
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "a request of {len} bytes exceeds the daemon's max-frame-bytes = {}",
+                            self.hello.max_frame
+                        ),
+                    )
+                    .with("len", len)
+                    .with("max", self.hello.max_frame),
+                )));
+            }
+            self.next_id += 1;
+        }
+        self.stream.write_all(&self.out)?;
+        Ok(first)
+    }
+
+    /// Reads the response to request `id`.
+    pub(super) fn recv(
+        &mut self,
+        id: u64,
+    ) -> Result<Result<weir_protocol::wire::Reply, WireError>, Failure> {
+        read(&mut self.reader, &mut self.body)?;
+        let r: Response = decode(&self.body).map_err(|e| {
+            Failure::Fatal(ClientError::Protocol {
+                what: format!("a response does not decode: {e}"),
+            })
+        })?;
+        if r.id == id {
+            return Ok(r.result);
+        }
+        match r.result {
+            // A connection-level error: the daemon closes after it.
+            Err(e) if r.id == 0 && transient_code(e.code) => Err(Failure::Transient(e.to_string())),
+            Err(e) if r.id == 0 => Err(Failure::Fatal(ClientError::Server(e))),
+            _ => Err(Failure::Fatal(ClientError::Protocol {
+                what: format!("expected the response to request {id}, got {}", r.id),
+            })),
+        }
+    }
+}
+
+fn read(reader: &mut BufReader<UnixStream>, body: &mut Vec<u8>) -> Result<(), Failure> {
+    read_frame_bytes(reader, MAX_REPLY, body).map_err(|e| match e {
+        weir_protocol::wire::FrameReadError::Io(e) => Failure::Transient(e.to_string()),
+        other => Failure::Fatal(ClientError::Protocol {
+            what: other.to_string(),
+        }),
+    })
+}
