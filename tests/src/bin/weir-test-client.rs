@@ -1,7 +1,8 @@
 //! A client process for the multi-process tests. Modes:
 //!
 //! - `append SOCKET ENTITY COUNT RETRY_MS`: COUNT appends with automatic
-//!   idempotency keys, payload `ENTITY:i`; one JSON line per append.
+//!   idempotency keys, payload `ENTITY:i`; one JSON line per append;
+//!   stops after three failures.
 //! - `txn-hang SOCKET ENTITY N`: stage N events in a transaction, print
 //!   `staged`, then wait to be killed.
 //! - `try-append SOCKET`: ping, then one append; prints `ping ok` and
@@ -52,7 +53,11 @@ fn append(socket: &str, entity: &str, count: u64, retry_ms: u64) -> i32 {
     };
     let at = Coordinate::new(entity, "test").expect("valid coordinate");
     let out = std::io::stdout();
+    let mut failures = 0;
     for i in 0..count {
+        if failures >= 3 {
+            break;
+        }
         let payload = format!("{entity}:{i}");
         let line = match client.append(&at, kind(), payload.as_bytes()) {
             Ok(r) => Line {
@@ -63,7 +68,10 @@ fn append(socket: &str, entity: &str, count: u64, retry_ms: u64) -> i32 {
                 err: None,
             },
             Err(e) => Line {
-                i,
+                i: {
+                    failures += 1;
+                    i
+                },
                 seq: None,
                 id: None,
                 hash: None,

@@ -1,0 +1,76 @@
+//! Appends are allowed only to the daemon's uid/gid and the allow-lists;
+//! other peers may still ping. Needs root to run a client as another user
+//! (`setpriv`); without root the test says so and passes vacuously.
+
+use anyhow::{Context, Result, ensure};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use weir_tests::{Daemon, Setup, temp_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weir-test-client");
+const NOBODY: u32 = 65534;
+
+/// Runs the helper as uid/gid 65534 and returns what it printed.
+fn as_nobody(bin: &std::path::Path, socket: &std::path::Path) -> Result<String> {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg(bin)
+        .arg("try-append")
+        .arg(socket)
+        .output()
+        .context("setpriv")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn start(root: &std::path::Path, toml: &str) -> Result<Daemon> {
+    let d = Daemon::start(&Setup::in_dir(root).with(toml))?;
+    // Socket mode stays 0660 (o+w is refused by the daemon): hand the
+    // socket's group to nobody so that the file permissions let it connect,
+    // leaving the decision to SO_PEERCRED.
+    nix::unistd::chown(&d.socket, None, Some(nix::unistd::Gid::from_raw(NOBODY)))?;
+    Ok(d)
+}
+
+#[test]
+fn a_uid_that_is_not_allowed_is_refused() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client under another uid");
+        return Ok(());
+    }
+    let root = temp_root()?;
+    // The helper must be reachable by nobody: copy it into the 0755 root.
+    let bin = root.path().join("client");
+    std::fs::copy(BIN, &bin)?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+
+    let mut d = start(root.path(), "")?;
+    let said = as_nobody(&bin, &d.socket)?;
+    ensure!(said.contains("ping ok"), "nobody could not ping: {said}");
+    ensure!(
+        said.contains("append err PermissionDenied"),
+        "nobody was not refused: {said}"
+    );
+    // The daemon's own uid (root here) may append.
+    let mut own = d.client()?;
+    own.ping()?;
+    let at = weir::Coordinate::new("own", "s")?;
+    own.append(&at, weir::EventKind(0x1001), b"x")?;
+    let rejected = own.stats()?.rejected;
+    ensure!(rejected.get("PermissionDenied").copied().unwrap_or(0) >= 1);
+    drop(own);
+    d.signal_and_wait(
+        nix::sys::signal::Signal::SIGTERM,
+        std::time::Duration::from_secs(10),
+    )?;
+
+    // With nobody on the allow-list, the same client may append.
+    let d = start(root.path(), &format!("allow-uids = [{NOBODY}]"))?;
+    let said = as_nobody(&bin, &d.socket)?;
+    ensure!(
+        said.contains("append ok"),
+        "allowed uid was refused: {said}"
+    );
+    Ok(())
+}
