@@ -144,13 +144,13 @@ fn load_frame<'r>(view: &'r View, row: &Row) -> Result<FrameRef<'r>, ReadError> 
     let start = usize::try_from(offset).map_err(|_| mismatch("offset beyond the address space"))?;
     let end = start
         .checked_add(row.frame_len.get() as usize)
-        .ok_or(mismatch("frame end overflows"))?;
+        .ok_or_else(|| mismatch("frame end overflows"))?;
     // SYNC: the row is published (acquired through `visible`); the daemon
     // wrote this frame, and everything before it in the segment, before the
     // row, and never rewrites frame bytes.
     let bytes = seg
         .published(0, end)
-        .ok_or(mismatch("frame runs past the segment file"))?;
+        .ok_or_else(|| mismatch("frame runs past the segment file"))?;
     let (decoded, len) = decode_at(bytes, start, true).map_err(|source| ReadError::Frame {
         sequence,
         segment,

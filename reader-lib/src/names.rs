@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use crate::error::ReadError;
-use crate::view::{View, le32};
+use crate::view::{NAMES_OK_BLOCK_LOG2, View, le32};
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use weir_protocol::align8;
 use weir_protocol::index::{
@@ -44,6 +44,29 @@ fn corrupt(string_id: u64, what: &'static str) -> ReadError {
 }
 
 impl View {
+    fn names_ok_word(&self, pos: u64) -> Option<(&AtomicU64, u64)> {
+        let block = self
+            .names_ok
+            .get_or_try_init::<()>(pos >> NAMES_OK_BLOCK_LOG2, || {
+                Ok((0..512).map(|_| AtomicU64::new(0)).collect())
+            })?
+            .ok()?;
+        let bit = (pos >> 3) & ((1 << (NAMES_OK_BLOCK_LOG2 - 3)) - 1);
+        Some((block.get((bit / 64) as usize)?, 1 << (bit % 64)))
+    }
+
+    /// Has the entry at `pos` passed its checksum in this view before?
+    fn name_checked(&self, pos: u64) -> bool {
+        self.names_ok_word(pos)
+            .is_some_and(|(w, m)| w.load(Ordering::Relaxed) & m != 0)
+    }
+
+    fn mark_name_checked(&self, pos: u64) {
+        if let Some((w, m)) = self.names_ok_word(pos) {
+            w.fetch_or(m, Ordering::Relaxed);
+        }
+    }
+
     /// The entry at global offset `pos` (8-aligned), checked; `Ok(None)` for
     /// an all-zero header, which ends a file's entries.
     fn entry_at(&self, pos: u64) -> Result<Option<NameRef<'_>>, ReadError> {
@@ -58,23 +81,26 @@ impl View {
         let map = self.strings_file(file)?;
         let head = map
             .published(off, STRING_ENTRY_HEADER)
-            .ok_or(corrupt(id, "entry header past the file end"))?;
+            .ok_or_else(|| corrupt(id, "entry header past the file end"))?;
         let (len, ns, crc) = (le32(&head[..4]) as usize, head[4], le32(&head[24..28]));
         if len == 0 && ns == 0 {
             return Ok(None);
         }
         let name = map
             .published(off + STRING_ENTRY_HEADER, len)
-            .ok_or(corrupt(id, "name runs past the file end"))?;
-        if string_crc(ns, name) != crc {
-            return Err(corrupt(id, "checksum mismatch"));
+            .ok_or_else(|| corrupt(id, "name runs past the file end"))?;
+        if !self.name_checked(pos) {
+            if string_crc(ns, name) != crc {
+                return Err(corrupt(id, "checksum mismatch"));
+            }
+            self.mark_name_checked(pos);
         }
         let head = map
             .atomic_u64(off + STRING_HEAD_OFF)
-            .ok_or(corrupt(id, "head out of bounds"))?;
+            .ok_or_else(|| corrupt(id, "head out of bounds"))?;
         let count = map
             .atomic_u64(off + STRING_COUNT_OFF)
-            .ok_or(corrupt(id, "count out of bounds"))?;
+            .ok_or_else(|| corrupt(id, "count out of bounds"))?;
         let id = u32::try_from(id).map_err(|_| corrupt(id, "string id beyond 32 bits"))?;
         Ok(Some(NameRef {
             id,
@@ -90,7 +116,7 @@ impl View {
     pub(crate) fn string(&self, id: u32, ns: u8) -> Result<NameRef<'_>, ReadError> {
         let e = self
             .entry_at(u64::from(id) * 8)?
-            .ok_or(corrupt(id.into(), "empty entry"))?;
+            .ok_or_else(|| corrupt(id.into(), "empty entry"))?;
         if e.ns != ns {
             return Err(corrupt(
                 id.into(),

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use weir_protocol::index::{
     CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, ChunkGeometry, FileHeader,
     HeaderError, INDEX_VERSION, KINDS_FILE_LEN, KINDS_MAGIC, META_MAGIC, META_NAMES_TABLE_OFF,
-    META_STRINGS_END_OFF, NAMES_MAGIC, PAGE, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_MAGIC,
+    META_STRINGS_END_OFF, NAMES_MAGIC, PAGE, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_FILE_LOG2,
+    STRINGS_MAGIC,
 };
 use weir_protocol::segment::SegmentHeader;
 use zerocopy::FromBytes;
@@ -57,6 +58,9 @@ pub(crate) struct View {
     chunks: LazyTable<Mapped>,
     segments: LazyTable<Mapped>,
     strings: LazyTable<Mapped>,
+    /// One bit per 8 bytes of strings: set once the entry starting there
+    /// passed its checksum (entries never change, so once is enough).
+    pub(crate) names_ok: LazyTable<Box<[AtomicU64]>>,
     names: LazyTable<NamesTable>,
 }
 
@@ -81,6 +85,9 @@ impl View {
             chunks: LazyTable::new(MAX_CHUNKS),
             segments: LazyTable::new(MAX_SEGMENTS),
             strings: LazyTable::new(MAX_STRINGS_FILES),
+            names_ok: LazyTable::new(
+                MAX_STRINGS_FILES << (STRINGS_FILE_LOG2 - NAMES_OK_BLOCK_LOG2),
+            ),
             names: LazyTable::new(MAX_NAMES_TABLES),
         })
     }
@@ -104,8 +111,8 @@ impl View {
     /// The current names table.
     pub(crate) fn names_table(&self) -> Result<&NamesTable, ReadError> {
         let t = self.meta_word(META_NAMES_TABLE_OFF);
-        let path = self.gen_dir.join(format!("names-{t:04}"));
-        let init = || -> Result<NamesTable, AttachError> {
+        let path = || self.gen_dir.join(format!("names-{t:04}"));
+        let init = |path: &Path| -> Result<NamesTable, AttachError> {
             let map = Mapped::open(&path, None, PAGE as u64)?;
             let log2 = file_header(&map, NAMES_MAGIC, None, t)?.param.get();
             if log2 > NAMES_MAX_LOG2 {
@@ -119,25 +126,25 @@ impl View {
             let want = (PAGE as u64) + (8u64 << log2);
             if map.len() as u64 != want {
                 return Err(AttachError::Length {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     expected: want,
                     found: map.len() as u64,
                 });
             }
             Ok(NamesTable { map, log2 })
         };
-        lazy(&self.names, t, &path, init)
+        lazy(&self.names, t, path, init)
     }
 
     /// Strings file `n`.
     pub(crate) fn strings_file(&self, n: u64) -> Result<&Mapped, ReadError> {
-        let path = self.gen_dir.join(format!("strings-{n:04}"));
-        let init = || -> Result<Mapped, AttachError> {
-            let map = Mapped::open(&path, Some(STRINGS_FILE_LEN as u64), PAGE as u64)?;
+        let path = || self.gen_dir.join(format!("strings-{n:04}"));
+        let init = |path: &Path| -> Result<Mapped, AttachError> {
+            let map = Mapped::open(path, Some(STRINGS_FILE_LEN as u64), PAGE as u64)?;
             file_header(&map, STRINGS_MAGIC, Some(0), n)?;
             Ok(map)
         };
-        lazy(&self.strings, n, &path, init)
+        lazy(&self.strings, n, path, init)
     }
 
     /// The `kinds` file.
@@ -169,15 +176,15 @@ impl View {
 
     /// Chunk file `c`, mapped and validated on first use.
     pub(crate) fn chunk(&self, c: u64) -> Result<&Mapped, ReadError> {
-        let path = self.gen_dir.join(format!("chunk-{c:06}"));
+        let path = || self.gen_dir.join(format!("chunk-{c:06}"));
         let geo = self.geo;
-        let init = || -> Result<Mapped, AttachError> {
+        let init = |path: &Path| -> Result<Mapped, AttachError> {
             let len = geo.file_len() as u64;
-            let map = Mapped::open(&path, Some(len), len)?;
+            let map = Mapped::open(path, Some(len), len)?;
             file_header(&map, CHUNK_MAGIC, Some(geo.log2), c)?;
             Ok(map)
         };
-        lazy(&self.chunks, c, &path, init)
+        lazy(&self.chunks, c, path, init)
     }
 
     /// The row of `seq`, CRC- and self-checked. The caller has made the row
@@ -186,13 +193,12 @@ impl View {
     pub(crate) fn row(&self, seq: u64) -> Result<Row, ReadError> {
         let (c, i) = self.geo.locate(seq);
         let chunk = self.chunk(c)?;
-        let bytes =
-            chunk
-                .published(self.geo.row_offset(i), ROW_LEN)
-                .ok_or(ReadError::CorruptRow {
-                    sequence: seq,
-                    what: "row outside its chunk file",
-                })?;
+        let bytes = chunk
+            .published(self.geo.row_offset(i), ROW_LEN)
+            .ok_or_else(|| ReadError::CorruptRow {
+                sequence: seq,
+                what: "row outside its chunk file",
+            })?;
         let row = Row::read_from_bytes(bytes).map_err(|_| ReadError::CorruptRow {
             sequence: seq,
             what: "short row",
@@ -264,19 +270,19 @@ impl View {
 
     /// Segment `id`, mapped whole and validated on first use.
     pub(crate) fn segment(&self, id: u64) -> Result<&Mapped, ReadError> {
-        let path = self.dir.join("segments").join(format!("{id:010}.seg"));
-        let init = || -> Result<Mapped, AttachError> {
-            let map = Mapped::open(&path, None, 64)?;
-            let head = map.published(0, 64).ok_or_else(|| short(&path, &map, 64))?;
+        let path = || self.dir.join("segments").join(format!("{id:010}.seg"));
+        let init = |path: &Path| -> Result<Mapped, AttachError> {
+            let map = Mapped::open(path, None, 64)?;
+            let head = map.published(0, 64).ok_or_else(|| short(path, &map, 64))?;
             let h = SegmentHeader::parse(head).map_err(|e| match e {
                 weir_protocol::segment::FrameError::BadMagic => AttachError::BadMagic {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     expected: weir_protocol::segment::SEGMENT_MAGIC,
                     found: head[..8].try_into().unwrap_or_default(),
                 },
                 weir_protocol::segment::FrameError::UnsupportedVersion { found } => {
                     AttachError::UnsupportedVersion {
-                        path: path.clone(),
+                        path: path.to_owned(),
                         expected: weir_protocol::segment::SEGMENT_VERSION,
                         found,
                     }
@@ -284,38 +290,47 @@ impl View {
                 weir_protocol::segment::FrameError::Checksum {
                     stored, computed, ..
                 } => AttachError::Checksum {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     stored,
                     computed,
                 },
-                _ => short(&path, &map, 64),
+                _ => short(path, &map, 64),
             })?;
             if h.segment_id.get() != id {
-                return Err(mismatch(&path, "segment id", id, h.segment_id.get()));
+                return Err(mismatch(path, "segment id", id, h.segment_id.get()));
             }
             if h.file_len.get() != map.len() as u64 {
                 return Err(AttachError::Length {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     expected: h.file_len.get(),
                     found: map.len() as u64,
                 });
             }
             Ok(map)
         };
-        lazy(&self.segments, id, &path, init)
+        lazy(&self.segments, id, path, init)
     }
 }
+
+/// The mapping at `i` of `table`; on a miss, `path()` names the file and
+/// `init(path)` maps it. The hit path allocates nothing (it runs per query).
+/// log2 of the strings bytes one `names_ok` block covers (512 words × 64 bits × 8 bytes).
+pub(crate) const NAMES_OK_BLOCK_LOG2: u32 = 18;
 
 fn lazy<'a, T>(
     table: &'a LazyTable<T>,
     i: u64,
-    path: &Path,
-    init: impl FnOnce() -> Result<T, AttachError>,
+    path: impl FnOnce() -> PathBuf,
+    init: impl FnOnce(&Path) -> Result<T, AttachError>,
 ) -> Result<&'a T, ReadError> {
-    match table.get_or_try_init(i, init) {
+    if let Some(v) = table.get(i) {
+        return Ok(v);
+    }
+    let path = path();
+    match table.get_or_try_init(i, || init(&path)) {
         Some(r) => r.map_err(ReadError::from),
         None => Err(ReadError::CorruptTable {
-            path: path.to_owned(),
+            path,
             what: "file number beyond what a reader addresses",
         }),
     }
