@@ -113,11 +113,11 @@ impl View {
         let t = self.meta_word(META_NAMES_TABLE_OFF);
         let path = || self.gen_dir.join(format!("names-{t:04}"));
         let init = |path: &Path| -> Result<NamesTable, AttachError> {
-            let map = Mapped::open(&path, None, PAGE as u64)?;
+            let map = Mapped::open(path, None, PAGE as u64)?;
             let log2 = file_header(&map, NAMES_MAGIC, None, t)?.param.get();
             if log2 > NAMES_MAX_LOG2 {
                 return Err(mismatch(
-                    &path,
+                    path,
                     "log2 slots",
                     NAMES_MAX_LOG2.into(),
                     log2.into(),
