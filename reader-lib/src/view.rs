@@ -193,12 +193,13 @@ impl View {
     pub(crate) fn row(&self, seq: u64) -> Result<Row, ReadError> {
         let (c, i) = self.geo.locate(seq);
         let chunk = self.chunk(c)?;
-        let bytes = chunk
-            .published(self.geo.row_offset(i), ROW_LEN)
-            .ok_or_else(|| ReadError::CorruptRow {
-                sequence: seq,
-                what: "row outside its chunk file",
-            })?;
+        let bytes =
+            chunk
+                .published(self.geo.row_offset(i), ROW_LEN)
+                .ok_or(ReadError::CorruptRow {
+                    sequence: seq,
+                    what: "row outside its chunk file",
+                })?;
         let row = Row::read_from_bytes(bytes).map_err(|_| ReadError::CorruptRow {
             sequence: seq,
             what: "short row",
@@ -317,12 +318,12 @@ impl View {
 /// log2 of the strings bytes one `names_ok` block covers (512 words × 64 bits × 8 bytes).
 pub(crate) const NAMES_OK_BLOCK_LOG2: u32 = 18;
 
-fn lazy<'a, T>(
-    table: &'a LazyTable<T>,
+fn lazy<T>(
+    table: &LazyTable<T>,
     i: u64,
     path: impl FnOnce() -> PathBuf,
     init: impl FnOnce(&Path) -> Result<T, AttachError>,
-) -> Result<&'a T, ReadError> {
+) -> Result<&T, ReadError> {
     if let Some(v) = table.get(i) {
         return Ok(v);
     }
