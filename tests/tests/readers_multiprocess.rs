@@ -113,13 +113,15 @@ fn killing_readers_disturbs_neither_the_daemon_nor_other_readers() -> Result<()>
             x ^= x >> 7;
             x ^= x << 17;
             let mut v = victims.remove((x % victims.len() as u64) as usize);
-            v.kill()?; // SIGKILL at an arbitrary point of its query loop
+            let killed = v.kill(); // SIGKILL at an arbitrary point of its query loop
             v.wait()?;
+            killed?;
         }
     }
     for mut v in victims {
-        v.kill()?;
+        let killed = v.kill();
         v.wait()?;
+        killed?;
     }
     let out = survivor.wait_with_output()?;
     ensure!(
