@@ -16,19 +16,34 @@ struct Ev {
 }
 
 fn ev_strategy() -> impl Strategy<Value = Ev> {
-    let entities = prop::sample::select(vec!["user", "user:1", "user:2", "user:1:x", "users", "order:9", "o"]);
+    let entities = prop::sample::select(vec![
+        "user", "user:1", "user:2", "user:1:x", "users", "order:9", "o",
+    ]);
     let scopes = prop::sample::select(vec!["t:a", "t:b", "t:c"]);
     let kinds = prop::sample::select(vec![0x1001u16, 0x1002, 0x2001, 0x2fff, 0xe000]);
-    (entities, scopes, kinds, prop::collection::vec(any::<u8>(), 0..40))
-        .prop_map(|(e, s, k, p)| Ev { entity: e.into(), scope: s.into(), kind: k, payload: p })
+    (
+        entities,
+        scopes,
+        kinds,
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(e, s, k, p)| Ev {
+            entity: e.into(),
+            scope: s.into(),
+            kind: k,
+            payload: p,
+        })
 }
 
 fn region_strategy() -> impl Strategy<Value = Region> {
-    let prefix = prop::option::of(prop::sample::select(vec!["user", "user:", "user:1", "users", "order", "nobody"]));
+    let prefix = prop::option::of(prop::sample::select(vec![
+        "user", "user:", "user:1", "users", "order", "nobody",
+    ]));
     let scope = prop::option::of(prop::sample::select(vec!["t:a", "t:b", "t:z"]));
     let kind = prop_oneof![
         Just(KindFilter::Any),
-        prop::sample::select(vec![0x1001u16, 0x2001, 0x3001]).prop_map(|k| KindFilter::Exact(EventKind(k))),
+        prop::sample::select(vec![0x1001u16, 0x2001, 0x3001])
+            .prop_map(|k| KindFilter::Exact(EventKind(k))),
         prop::sample::select(vec![1u8, 2, 0xe]).prop_map(KindFilter::Category),
     ];
     let clock = prop::option::of((0u32..4, 0u32..6).prop_map(|(a, b)| (a, a + b)));
