@@ -34,6 +34,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         return Ok(());
     }
     init_logging(&config.log_level);
+    // Hook for the optional Prometheus listener (cli/src/metrics.rs): it
+    // asks this daemon for `Stats` over its own socket on every scrape.
+    if let Some(addr) = &config.metrics_listen {
+        crate::metrics::listen(addr, config.data_dir.clone())
+            .with_context(|| format!("metrics-listen = {addr}"))?;
+    }
     weir_daemon::server::serve(config)?;
     Ok(())
 }
@@ -103,7 +109,7 @@ fn env_value(key: &str, text: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(text.to_owned()))
 }
 
-fn init_logging(default_level: &str) {
+pub(crate) fn init_logging(default_level: &str) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

@@ -1,0 +1,323 @@
+//! `weir append`: one event from flags, or JSON lines from stdin in batches.
+//! JSON payloads are stored as msgpack (named fields).
+
+use super::common::{DataDir, Output, parse_kind};
+use super::render::{receipt_json, unbase64};
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use weir::{AppendRequest, Client, EventId, EventKind, ExpectedVersion, Receipt};
+
+/// How long an append keeps retrying while the daemon is busy or restarting.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Arguments of `weir append`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("payload").args(["payload_json", "payload_file"])))]
+pub struct AppendArgs {
+    /// Entity (default for stdin lines that have none).
+    #[arg(long, value_name = "E")]
+    entity: Option<String>,
+    /// Scope (default for stdin lines that have none).
+    #[arg(long, value_name = "S")]
+    scope: Option<String>,
+    /// Kind, decimal or 0x-hex (default for stdin lines that have none).
+    #[arg(long, value_name = "K", value_parser = parse_kind)]
+    kind: Option<EventKind>,
+    /// The payload as JSON text, stored as msgpack.
+    #[arg(long, value_name = "JSON", requires_all = ["entity", "scope", "kind"])]
+    payload_json: Option<String>,
+    /// A file holding the payload as JSON, stored as msgpack (`--raw`: the bytes as they are).
+    #[arg(long, value_name = "F", requires_all = ["entity", "scope", "kind"])]
+    payload_file: Option<PathBuf>,
+    /// Store `--payload-file` byte for byte.
+    #[arg(long, requires = "payload_file")]
+    raw: bool,
+    /// Idempotency key: 32 hex digits (UUID), or any text (hashed). A retry
+    /// with the same key returns the first receipt.
+    #[arg(long, value_name = "K", requires = "payload")]
+    idempotency_key: Option<String>,
+    /// Condition on the entity: `any`, `none` (no event yet) or N (its last clock).
+    #[arg(long, value_name = "V", value_parser = parse_expected, requires = "payload")]
+    expect_version: Option<ExpectedVersion>,
+    /// Events per request batch when reading stdin.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: u32,
+    #[command(flatten)]
+    dir: DataDir,
+    #[command(flatten)]
+    out: Output,
+}
+
+fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    match s {
+        "any" => Ok(ExpectedVersion::Any),
+        "none" => Ok(ExpectedVersion::NoStream),
+        n => n
+            .parse()
+            .map(ExpectedVersion::Exact)
+            .map_err(|_| format!("`{s}` is not `any`, `none` or a clock number")),
+    }
+}
+
+/// An idempotency key from text: a UUID as is, anything else hashed.
+fn idempotency_key(text: &str) -> u128 {
+    match text.parse::<EventId>() {
+        Ok(id) if id.0 != 0 => id.0,
+        _ => {
+            let h = blake3::hash(format!("weir.idempotency.v1\0{text}").as_bytes());
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&h.as_bytes()[..16]);
+            u128::from_le_bytes(b).max(1)
+        }
+    }
+}
+
+fn msgpack(v: &Value) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(v).context("cannot encode the payload as msgpack")
+}
+
+/// Runs `weir append`.
+pub fn run(args: AppendArgs) -> Result<()> {
+    let payload = match (&args.payload_json, &args.payload_file) {
+        (Some(text), _) => Some(msgpack(
+            &serde_json::from_str(text).context("--payload-json is not valid JSON")?,
+        )?),
+        (None, Some(path)) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(if args.raw {
+                bytes
+            } else {
+                msgpack(&serde_json::from_slice(&bytes).with_context(|| {
+                    format!(
+                        "{} is not JSON (pass --raw to store its bytes)",
+                        path.display()
+                    )
+                })?)?
+            })
+        }
+        (None, None) => None,
+    };
+    let mut client = args.dir.client(RETRY_FOR)?;
+    match payload {
+        Some(payload) => one(&args, &mut client, payload),
+        None => lines(&args, &mut client),
+    }
+}
+
+fn one(args: &AppendArgs, client: &mut Client, payload: Vec<u8>) -> Result<()> {
+    let req = AppendRequest {
+        entity: args.entity.clone().unwrap_or_default(),
+        scope: args.scope.clone().unwrap_or_default(),
+        kind: args.kind.map_or(0, |k| k.0),
+        payload,
+        idempotency_key: args.idempotency_key.as_deref().map(idempotency_key),
+        expected: args.expect_version.unwrap_or_default(),
+        ..AppendRequest::default()
+    };
+    let r = client.append_with(req)?;
+    let mut out = std::io::stdout().lock();
+    if args.out.json {
+        writeln!(out, "{}", receipt_json(&r))?;
+    } else {
+        writeln!(out, "{}", receipt_line(&r))?;
+    }
+    Ok(())
+}
+
+fn receipt_line(r: &Receipt) -> String {
+    format!(
+        "sequence {}  event {}  clock {}  {}{}",
+        r.sequence,
+        EventId(r.event_id),
+        r.clock,
+        if r.durable {
+            "durable"
+        } else {
+            "not yet synced"
+        },
+        if r.replayed {
+            "  (replayed: appended before with this key)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// One stdin line as a request; flags fill what the line leaves out.
+fn parse_line(args: &AppendArgs, text: &str) -> Result<AppendRequest> {
+    let v: Value = serde_json::from_str(text).context("not a JSON object")?;
+    let o = v.as_object().ok_or_else(|| anyhow!("not a JSON object"))?;
+    let name = |key: &str, flag: &Option<String>| -> Result<String> {
+        match o.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => bail!("`{key}` is not a string"),
+            None => flag
+                .clone()
+                .ok_or_else(|| anyhow!("no `{key}` (and no --{key} flag)")),
+        }
+    };
+    let kind = match o.get("kind") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or_else(|| anyhow!("kind {n} does not fit in 16 bits"))?,
+        Some(Value::String(s)) => parse_kind(s).map_err(|e| anyhow!(e))?.0,
+        Some(_) => bail!("`kind` is not a number or a string"),
+        None => {
+            args.kind
+                .ok_or_else(|| anyhow!("no `kind` (and no --kind flag)"))?
+                .0
+        }
+    };
+    let payload = match (o.get("payload"), o.get("payload_encoding")) {
+        (None, _) => Vec::new(),
+        (Some(Value::String(s)), Some(Value::String(enc))) if enc == "base64" => {
+            unbase64(s).ok_or_else(|| anyhow!("`payload` is not base64"))?
+        }
+        (Some(p), _) => msgpack(p)?,
+    };
+    let idempotency_key = match o.get("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(idempotency_key(s)),
+        Some(other) => Some(idempotency_key(&other.to_string())),
+    };
+    let expected = match o.get("expect_version") {
+        None | Some(Value::Null) => ExpectedVersion::Any,
+        Some(Value::String(s)) => parse_expected(s).map_err(|e| anyhow!(e))?,
+        Some(other) => parse_expected(&other.to_string()).map_err(|e| anyhow!(e))?,
+    };
+    Ok(AppendRequest {
+        entity: name("entity", &args.entity)?,
+        scope: name("scope", &args.scope)?,
+        kind,
+        payload,
+        idempotency_key,
+        expected,
+        ..AppendRequest::default()
+    })
+}
+
+/// What the stdin mode did.
+#[derive(Debug, Default)]
+struct Summary {
+    appended: u64,
+    replayed: u64,
+    failed: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+fn lines(args: &AppendArgs, client: &mut Client) -> Result<()> {
+    let started = Instant::now();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {human_pos} events appended ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let mut sum = Summary::default();
+    let mut batch = Vec::new();
+    let mut line_nos = Vec::new();
+    let stdin = std::io::stdin().lock();
+    for (i, line) in stdin.lines().enumerate() {
+        let line = line.context("cannot read stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req = parse_line(args, &line).map_err(|e| {
+            anyhow!(
+                "line {}: {e:#} (stopped; {} events appended before it)",
+                i + 1,
+                sum.appended
+            )
+        })?;
+        batch.push(req);
+        line_nos.push(i + 1);
+        if batch.len() >= args.batch as usize {
+            send(client, &mut batch, &mut line_nos, &mut sum, &bar)?;
+        }
+    }
+    send(client, &mut batch, &mut line_nos, &mut sum, &bar)?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    if args.out.json {
+        let v = json!({
+            "appended": sum.appended, "replayed": sum.replayed, "failed": sum.failed,
+            "first_sequence": sum.first, "last_sequence": sum.last, "seconds": secs,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        let range = match (sum.first, sum.last) {
+            (Some(a), Some(b)) => format!(", sequences {a}..={b}"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "appended {} events ({} replayed, {} failed) in {secs:.2} s{range}",
+            sum.appended, sum.replayed, sum.failed
+        )?;
+    }
+    if sum.failed > 0 {
+        bail!("{} of the events were refused (see above)", sum.failed);
+    }
+    Ok(())
+}
+
+/// Most refusals printed; the rest are only counted.
+const SHOW_FAILURES: u64 = 10;
+
+fn send(
+    client: &mut Client,
+    batch: &mut Vec<AppendRequest>,
+    line_nos: &mut Vec<usize>,
+    sum: &mut Summary,
+    bar: &ProgressBar,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let results = client.append_pipelined(std::mem::take(batch))?;
+    for (r, line) in results.into_iter().zip(line_nos.drain(..)) {
+        match r {
+            Ok(r) => {
+                sum.appended += 1;
+                sum.replayed += u64::from(r.replayed);
+                sum.first = Some(sum.first.map_or(r.sequence, |f| f.min(r.sequence)));
+                sum.last = Some(sum.last.map_or(r.sequence, |l| l.max(r.sequence)));
+            }
+            Err(e) => {
+                if sum.failed < SHOW_FAILURES {
+                    bar.suspend(|| eprintln!("weir: line {line}: {e}"));
+                }
+                sum.failed += 1;
+            }
+        }
+    }
+    bar.set_position(sum.appended);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_versions_and_keys_parse() {
+        assert_eq!(parse_expected("any"), Ok(ExpectedVersion::Any));
+        assert_eq!(parse_expected("none"), Ok(ExpectedVersion::NoStream));
+        assert_eq!(parse_expected("7"), Ok(ExpectedVersion::Exact(7)));
+        assert!(parse_expected("seven").is_err());
+        assert_eq!(idempotency_key("order-42"), idempotency_key("order-42"));
+        assert_ne!(idempotency_key("order-42"), idempotency_key("order-43"));
+        assert_eq!(idempotency_key("00000000000000000000000000000abc"), 0xabc);
+    }
+}

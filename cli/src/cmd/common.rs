@@ -1,0 +1,184 @@
+//! What every client command shares: finding the data directory and the
+//! daemon, parsing kinds and regions, and the output mode.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+use weir::{Client, ClientError, ClientOptions, EventKind, KindFilter, Reader, Region};
+
+/// `--data-dir`, shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDir {
+    /// Data directory. Default: `$WEIR_DATA_DIR`, else `$STATE_DIRECTORY`
+    /// (systemd), else `./weir-data`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The directory: the flag, then `$WEIR_DATA_DIR`, `$STATE_DIRECTORY`, `./weir-data`.
+    #[must_use]
+    pub fn path(&self) -> PathBuf {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        self.data_dir
+            .clone()
+            .or_else(|| env("WEIR_DATA_DIR").map(PathBuf::from))
+            .or_else(|| {
+                // systemd may pass several directories, colon-separated.
+                env("STATE_DIRECTORY").and_then(|v| {
+                    v.to_str()
+                        .and_then(|s| s.split(':').next())
+                        .map(PathBuf::from)
+                })
+            })
+            .unwrap_or_else(|| PathBuf::from("weir-data"))
+    }
+
+    /// The path, refusing one that is not a weir data directory.
+    pub fn existing(&self) -> Result<PathBuf> {
+        let dir = self.path();
+        if !dir.is_dir() {
+            bail!(
+                "no data directory at {} (pass --data-dir or set WEIR_DATA_DIR)",
+                dir.display()
+            );
+        }
+        if !dir.join("gate").exists() {
+            bail!(
+                "{} is not a weir data directory (no gate file); run `weir serve --data-dir {}` once to create it",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(dir)
+    }
+
+    /// Attaches a reader; works whether or not the daemon runs.
+    pub fn reader(&self) -> Result<Reader> {
+        let dir = self.existing()?;
+        Reader::open(&dir).with_context(|| format!("cannot open the store at {}", dir.display()))
+    }
+
+    /// Connects to the daemon serving this directory.
+    pub fn client(&self, retry_for: Duration) -> Result<Client> {
+        let dir = self.existing()?;
+        let opts = ClientOptions::default()
+            .retry_for(retry_for)
+            .name(format!("weir-cli/{}", std::process::id()));
+        Client::connect_dir_with(&dir, opts).map_err(|e| not_running(&dir, &e))
+    }
+}
+
+/// Says "not running" when that is what the error means.
+fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
+    let gone = match e {
+        ClientError::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ),
+        ClientError::Disconnected { .. } => true,
+        _ => false,
+    };
+    if gone {
+        anyhow!(
+            "the daemon is not running for {} ({e}); start it with `weir serve --data-dir {}`",
+            dir.display(),
+            dir.display()
+        )
+    } else {
+        anyhow!("cannot reach the daemon for {}: {e}", dir.display())
+    }
+}
+
+/// `--json`, shared by every read command.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Output {
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Output {
+    /// Is stdout a terminal (table with a header) rather than a pipe (tab-separated lines)?
+    #[must_use]
+    pub fn tty() -> bool {
+        std::io::stdout().is_terminal()
+    }
+}
+
+/// The region flags of `query`, `tail` and `export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegionArgs {
+    /// Entity, or ancestor of entities (`user` selects `user` and `user:…`).
+    #[arg(long, value_name = "P")]
+    pub entity_prefix: Option<String>,
+    /// Exact scope.
+    #[arg(long, value_name = "S")]
+    pub scope: Option<String>,
+    /// One kind, decimal or 0x-hex (`0x1001`).
+    #[arg(long, value_name = "K", value_parser = parse_kind, conflicts_with = "category")]
+    pub kind: Option<EventKind>,
+    /// Every kind of one 4-bit category, decimal or 0x-hex (`0x1`).
+    #[arg(long, value_name = "C", value_parser = parse_category)]
+    pub category: Option<u8>,
+}
+
+impl RegionArgs {
+    /// The region these flags select.
+    #[must_use]
+    pub fn region(&self) -> Region {
+        let kind = match (self.kind, self.category) {
+            (Some(k), _) => KindFilter::Exact(k),
+            (None, Some(c)) => KindFilter::Category(c),
+            (None, None) => KindFilter::Any,
+        };
+        Region {
+            entity_prefix: self.entity_prefix.clone(),
+            scope: self.scope.clone(),
+            kind,
+            clock_range: None,
+        }
+    }
+}
+
+/// An unsigned number, decimal or `0x`-hex.
+fn parse_number(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => t.replace('_', "").parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not a number (decimal or 0x-hex)"))
+}
+
+/// A kind, decimal or `0x`-hex, at most 0xFFFF.
+pub fn parse_kind(s: &str) -> Result<EventKind, String> {
+    let n = parse_number(s)?;
+    u16::try_from(n)
+        .map(EventKind)
+        .map_err(|_| format!("kind {s} does not fit in 16 bits (0x0000..=0xFFFF)"))
+}
+
+/// A 4-bit category, decimal or `0x`-hex.
+pub fn parse_category(s: &str) -> Result<u8, String> {
+    match parse_number(s)? {
+        n @ 0..=15 => Ok(n as u8),
+        _ => Err(format!("category {s} is out of range (0..=15, 0x0..=0xF)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_as_decimal_or_hex() {
+        assert_eq!(parse_kind("4097"), Ok(EventKind(0x1001)));
+        assert_eq!(parse_kind("0x1001"), Ok(EventKind(0x1001)));
+        assert!(parse_kind("0x10000").is_err());
+        assert!(parse_kind("one").is_err());
+        assert_eq!(parse_category("0xF"), Ok(15));
+        assert!(parse_category("16").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! `weir get`, `stream`, `query` and `tail`: answers from the mapped store.
+
+use super::common::{DataDir, Output, RegionArgs};
+use super::render::Printer;
+use anyhow::{Result, bail};
+use std::time::Duration;
+use weir::{EventId, Reader, Region};
+
+/// Events fetched per page.
+const PAGE: usize = 1000;
+
+/// Arguments of `weir get`.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// Event id (UUID text, hyphens optional).
+    #[arg(value_name = "ID")]
+    id: String,
+    #[command(flatten)]
+    dir: DataDir,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// Arguments of `weir stream`.
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// Entity name.
+    #[arg(value_name = "ENTITY")]
+    entity: String,
+    /// Only events with a sequence above SEQ.
+    #[arg(long, value_name = "SEQ")]
+    since: Option<u64>,
+    #[command(flatten)]
+    dir: DataDir,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// Arguments of `weir query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    region: RegionArgs,
+    /// Only events with a sequence above SEQ.
+    #[arg(long, value_name = "SEQ")]
+    after: Option<u64>,
+    /// At most N events. Default: all.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    #[command(flatten)]
+    dir: DataDir,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// Arguments of `weir tail`.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Keep printing new events as they become visible.
+    #[arg(short, long)]
+    follow: bool,
+    /// Print the last N events first.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
+    lines: u64,
+    #[command(flatten)]
+    region: RegionArgs,
+    #[command(flatten)]
+    dir: DataDir,
+    #[command(flatten)]
+    out: Output,
+}
+
+fn printer(out: Output) -> Printer<std::io::StdoutLock<'static>> {
+    Printer::new(std::io::stdout().lock(), out.json, Output::tty())
+}
+
+/// Runs `weir get`.
+pub fn get(args: GetArgs) -> Result<()> {
+    let id: EventId = args.id.parse()?;
+    let reader = args.dir.reader()?;
+    let Some(e) = reader.get(id)? else {
+        bail!("no visible event with id {id}");
+    };
+    let mut p = printer(args.out);
+    p.page(&[e])?;
+    p.flush()
+}
+
+/// Runs `weir stream`.
+pub fn stream(args: StreamArgs) -> Result<()> {
+    let reader = args.dir.reader()?;
+    let events = match args.since {
+        Some(s) => reader.stream_since(&args.entity, s)?,
+        None => reader.stream(&args.entity)?,
+    };
+    let mut p = printer(args.out);
+    for page in events.chunks(PAGE) {
+        p.page(page)?;
+    }
+    p.flush()
+}
+
+/// Runs `weir query`, page by page on one snapshot.
+pub fn query(args: QueryArgs) -> Result<()> {
+    let reader = args.dir.reader()?;
+    let snap = reader.snapshot();
+    let region = args.region.region();
+    let mut left = args.limit.unwrap_or(usize::MAX);
+    let mut after = args.after;
+    let mut p = printer(args.out);
+    while left > 0 {
+        let page = snap.query_after(&region, after, left.min(PAGE))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.sequence());
+        left -= page.len();
+        p.page(&page)?;
+    }
+    p.flush()
+}
+
+/// Runs `weir tail`: the last `-n` events of the region, then (with
+/// `--follow`) every new one as it is published, sleeping on the gate's
+/// futex in between.
+pub fn tail(args: TailArgs) -> Result<()> {
+    let reader = args.dir.reader()?;
+    let region = args.region.region();
+    let start = last_n_start(&reader, &region, args.lines)?;
+    let mut p = printer(args.out);
+    let mut sub = reader.subscribe(region, start);
+    // History first, without waiting.
+    let visible = reader.visible();
+    let mut batch = Vec::new();
+    while sub.position() < visible {
+        match sub.next_timeout(Duration::ZERO)? {
+            Some(e) => batch.push(e),
+            None => break,
+        }
+    }
+    p.page(&batch)?;
+    p.flush()?;
+    drop(batch);
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        // Blocks on the futex until the daemon publishes; a closed pipe
+        // shows at the next write, as with `tail -f`.
+        if let Some(e) = sub.next_timeout(Duration::from_secs(3600))? {
+            p.page(std::slice::from_ref(&e))?;
+            p.flush()?;
+        }
+    }
+}
+
+/// The first sequence of the last `n` events of `region`: looks back over
+/// windows that double in size, so it reads about `n` events, not the log.
+fn last_n_start(reader: &Reader, region: &Region, n: u64) -> Result<u64> {
+    let snap = reader.snapshot();
+    let visible = snap.visible();
+    if n == 0 {
+        return Ok(visible);
+    }
+    let mut window = n.max(64);
+    loop {
+        let from = visible.saturating_sub(window);
+        let seqs: Vec<u64> = snap
+            .query_after(region, from.checked_sub(1), usize::MAX)?
+            .iter()
+            .map(weir::Entry::sequence)
+            .collect();
+        if seqs.len() as u64 >= n || from == 0 {
+            let skip = seqs.len().saturating_sub(n as usize);
+            return Ok(seqs.get(skip).copied().unwrap_or(visible));
+        }
+        window = window.saturating_mul(4);
+    }
+}

@@ -1,0 +1,294 @@
+//! How events look: JSON objects (`--json`, `export`) and table rows.
+//! Payloads are shown as JSON when they are exactly one msgpack value,
+//! else as base64; the `payload_encoding` field says which.
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use weir::{Entry, Receipt};
+
+/// The payload as JSON and the name of its encoding (`msgpack` or `base64`).
+#[must_use]
+pub fn payload(bytes: &[u8]) -> (Value, &'static str) {
+    match msgpack_to_json(bytes) {
+        Some(v) => (v, "msgpack"),
+        None => (Value::String(base64(bytes)), "base64"),
+    }
+}
+
+/// Decodes exactly one msgpack value; trailing bytes mean it is not msgpack.
+fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut cursor = std::io::Cursor::new(bytes);
+    let mut de = rmp_serde::Deserializer::new(&mut cursor);
+    let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
+    (cursor.position() == bytes.len() as u64).then_some(v)
+}
+
+/// One event as a JSON object; `hashes` adds `prev_hash` and `event_hash`.
+pub fn entry_json(e: &Entry<'_>, hashes: bool) -> Result<Value> {
+    let seq = e.sequence();
+    let bytes = e
+        .payload()
+        .with_context(|| format!("event at sequence {seq}"))?;
+    let (payload, encoding) = payload(bytes);
+    let mut m = Map::new();
+    m.insert("sequence".into(), json!(seq));
+    m.insert("event_id".into(), json!(e.event_id().to_string()));
+    m.insert("entity".into(), json!(e.entity()));
+    m.insert("scope".into(), json!(e.scope()));
+    m.insert("kind".into(), json!(format!("{:#06x}", e.kind().0)));
+    m.insert("clock".into(), json!(e.clock()));
+    m.insert("wall_ms".into(), json!(e.wall_ms()));
+    m.insert("time".into(), json!(rfc3339(e.wall_ms())));
+    m.insert(
+        "correlation_id".into(),
+        json!(e.correlation_id().to_string()),
+    );
+    if let Some(c) = e.causation_id() {
+        m.insert("causation_id".into(), json!(c.to_string()));
+    }
+    m.insert("payload_encoding".into(), json!(encoding));
+    m.insert("payload".into(), payload);
+    if hashes {
+        m.insert("prev_hash".into(), json!(hex(&e.prev_hash()?)));
+        m.insert("event_hash".into(), json!(hex(&e.event_hash()?)));
+    }
+    Ok(Value::Object(m))
+}
+
+/// A receipt as JSON.
+#[must_use]
+pub fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "sequence": r.sequence,
+        "event_id": weir::EventId(r.event_id).to_string(),
+        "clock": r.clock,
+        "event_hash": hex(&r.event_hash),
+        "durable": r.durable,
+        "replayed": r.replayed,
+    })
+}
+
+/// Table columns, in order.
+const HEADER: [&str; 8] = [
+    "SEQ", "TIME", "ENTITY", "SCOPE", "KIND", "CLOCK", "EVENT-ID", "PAYLOAD",
+];
+/// Longest payload text in a terminal table.
+const TTY_PAYLOAD: usize = 60;
+
+/// Prints events: JSON lines, an aligned table with a header on a
+/// terminal, or tab-separated lines in a pipe.
+#[derive(Debug)]
+pub struct Printer<W: Write> {
+    out: W,
+    json: bool,
+    tty: bool,
+    header_done: bool,
+}
+
+impl<W: Write> Printer<W> {
+    /// A printer writing to `out`.
+    pub fn new(out: W, json: bool, tty: bool) -> Self {
+        Self {
+            out,
+            json,
+            tty,
+            header_done: false,
+        }
+    }
+
+    /// Prints a page of events (one table: columns sized to this page).
+    pub fn page(&mut self, entries: &[Entry<'_>]) -> Result<()> {
+        if self.json {
+            for e in entries {
+                serde_json::to_writer(&mut self.out, &entry_json(e, false)?)?;
+                self.out.write_all(b"\n")?;
+            }
+            return Ok(());
+        }
+        let rows = entries.iter().map(cells).collect::<Result<Vec<_>>>()?;
+        if !self.tty {
+            for r in &rows {
+                writeln!(self.out, "{}", r.join("\t"))?;
+            }
+            return Ok(());
+        }
+        let mut widths = HEADER.map(str::len);
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        if !self.header_done {
+            self.line(&HEADER.map(String::from), &widths)?;
+            self.header_done = true;
+        }
+        for r in &rows {
+            self.line(r, &widths)?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, cells: &[String], widths: &[usize]) -> Result<()> {
+        let last = cells.len() - 1;
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i == last {
+                writeln!(self.out, "{c}")?;
+            } else if i == 0 || i == 5 {
+                write!(self.out, "{c:>w$}  ")?;
+            } else {
+                write!(self.out, "{c:<w$}  ")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the output.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+fn cells(e: &Entry<'_>) -> Result<[String; 8]> {
+    let bytes = e
+        .payload()
+        .with_context(|| format!("event at sequence {}", e.sequence()))?;
+    let text = match payload(bytes) {
+        (v, "msgpack") => v.to_string(),
+        (v, enc) => format!("{enc}:{}", v.as_str().unwrap_or_default()),
+    };
+    Ok([
+        e.sequence().to_string(),
+        rfc3339(e.wall_ms()),
+        e.entity().to_owned(),
+        e.scope().to_owned(),
+        format!("{:#06x}", e.kind().0),
+        e.clock().to_string(),
+        e.event_id().to_string(),
+        truncate(text, TTY_PAYLOAD),
+    ])
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+        s.push('…');
+    }
+    s
+}
+
+/// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+#[must_use]
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days to civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Lowercase hex.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+#[must_use]
+pub fn base64(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Decodes standard base64 (padding optional); `None` on a bad character.
+#[must_use]
+pub fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for ch in text
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+    {
+        let v = B64.iter().position(|&c| c == ch)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_matches_rfc4648() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+            assert_eq!(unbase64(coded).unwrap(), plain.as_bytes());
+        }
+        assert!(unbase64("a*b").is_none());
+    }
+
+    #[test]
+    fn payloads_decode_as_msgpack_only_when_whole() {
+        let mp = rmp_serde::to_vec_named(&json!({"a": 1})).unwrap();
+        assert_eq!(payload(&mp), (json!({"a": 1}), "msgpack"));
+        // "hello" starts with a positive fixint but has trailing bytes.
+        assert_eq!(payload(b"hello"), (json!("aGVsbG8="), "base64"));
+        assert_eq!(payload(b""), (json!(""), "base64"));
+    }
+
+    #[test]
+    fn times_are_utc_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_767_225_599_999), "2025-12-31T23:59:59.999Z");
+    }
+}
