@@ -2,6 +2,12 @@
 //! write the frames, sync once, index, publish, reply. Entity chain heads
 //! are updated in place as events are staged; an undo log takes them back
 //! when a command or the whole group fails.
+//!
+//! A group never spans segments: a command that does not fit in the current
+//! segment ends the group, and the next group starts with the rotation. So
+//! a CANCEL frame always lands in the segment of the frames it cancels, and
+//! recovery, which reads segments in order, sees it before it could index
+//! them.
 
 use super::{Done, Writer};
 use crate::config::SyncPolicy;
@@ -73,17 +79,24 @@ fn conflict(e: &AppendRequest, state: Option<EntityState>) -> AppendError {
 }
 
 impl Writer {
-    pub(super) fn process(&mut self, cmds: Vec<(Vec<AppendRequest>, Done)>) {
-        if cmds.is_empty() {
-            return;
+    pub(super) fn process(&mut self, mut cmds: Vec<(Vec<AppendRequest>, Done)>) {
+        while !cmds.is_empty() {
+            cmds = self.process_group(cmds);
         }
+    }
+
+    /// Commits one group; returns the commands that belong to the next one.
+    fn process_group(
+        &mut self,
+        cmds: Vec<(Vec<AppendRequest>, Done)>,
+    ) -> Vec<(Vec<AppendRequest>, Done)> {
         if let Some(cause) = &self.poisoned {
             for (_, done) in cmds {
                 done(Err(AppendError::Poisoned {
                     cause: cause.clone(),
                 }));
             }
-            return;
+            return Vec::new();
         }
         let group_first = self.next_seq;
         let mut g = Group {
@@ -91,10 +104,26 @@ impl Writer {
             buf: Vec::with_capacity(64 << 10),
             ..Group::default()
         };
-        for (events, done) in cmds {
-            self.stage(&mut g, events, done);
+        let mut rest = Vec::new();
+        let mut cmds = cmds.into_iter();
+        for (events, done) in cmds.by_ref() {
+            if let Some(deferred) = self.stage(&mut g, events, done) {
+                rest.push(deferred);
+                break;
+            }
             if g.failure.is_some() {
                 break;
+            }
+        }
+        rest.extend(cmds);
+        if g.failure.is_some() {
+            // Whatever was not staged is refused with the group's error.
+            for (events, done) in rest.drain(..) {
+                g.staged.push(Staged {
+                    events,
+                    done,
+                    replay: None,
+                });
             }
         }
         if g.failure.is_none()
@@ -104,7 +133,7 @@ impl Writer {
         }
         if let Some(cause) = g.failure.take() {
             self.fail_group(group_first, cause, g);
-            return;
+            return rest;
         }
         let fresh = g.pending.len() as u64;
         self.unsynced_events += fresh;
@@ -127,7 +156,7 @@ impl Writer {
             for s in g.staged {
                 (s.done)(Err(e.clone()));
             }
-            return;
+            return rest;
         }
         let durable = !self.log.has_unsynced();
         if let Err(e) = self.index_pending(&g) {
@@ -135,7 +164,7 @@ impl Writer {
             for s in g.staged {
                 (s.done)(Err(err.clone()));
             }
-            return;
+            return rest;
         }
         self.gate.publish_visible(self.next_seq);
         self.index.seal_through(self.next_seq);
@@ -161,6 +190,7 @@ impl Writer {
         for (s, r) in g.staged.into_iter().zip(receipts) {
             (s.done)(Ok(s.replay.unwrap_or(r)));
         }
+        rest
     }
 
     fn reject(&self, done: Done, e: AppendError) {
@@ -170,18 +200,30 @@ impl Writer {
 
     /// Stages one command: on success its frames are in `g.buf` and its
     /// chain heads applied (with undo entries); on refusal it is answered.
-    fn stage(&mut self, g: &mut Group, events: Vec<AppendRequest>, done: Done) {
+    /// A command that needs a new segment while this group already holds
+    /// frames is handed back, to start the next group.
+    fn stage(
+        &mut self,
+        g: &mut Group,
+        events: Vec<AppendRequest>,
+        done: Done,
+    ) -> Option<(Vec<AppendRequest>, Done)> {
         if let Err(e) = self.validate(&events) {
-            return self.reject(done, e);
+            self.reject(done, e);
+            return None;
         }
         match self.replay(&events, &g.keys) {
-            Err(e) => return self.reject(done, e),
+            Err(e) => {
+                self.reject(done, e);
+                return None;
+            }
             Ok(Some(receipts)) => {
-                return g.staged.push(Staged {
+                g.staged.push(Staged {
                     events,
                     done,
                     replay: Some(receipts),
                 });
+                return None;
             }
             Ok(None) => {}
         }
@@ -192,24 +234,19 @@ impl Writer {
             .map(|e| frame_len(e.entity.len(), e.scope.len(), e.payload.len()))
             .sum();
         if !self.log.fits(g.buf.len() + bytes, g.frames.len() + n) {
-            let rotated = self
-                .flush(g, first)
-                .map_err(|e| format!("write failed: {e}"))
-                .and_then(|()| {
-                    self.log
-                        .rotate(first, self.config.sync_mode)
-                        .map_err(|e| format!("segment rotation failed: {e}"))
-                });
-            if let Err(cause) = rotated {
-                g.failure = Some(cause);
-                return g.staged.push(Staged {
+            if !g.pending.is_empty() {
+                return Some((events, done));
+            }
+            if let Err(e) = self.log.rotate(first, self.config.sync_mode) {
+                g.failure = Some(format!("segment rotation failed: {e}"));
+                g.staged.push(Staged {
                     events,
                     done,
                     replay: None,
                 });
+                return None;
             }
             self.shared.set_segments(self.log.segments);
-            g.buf_first = first;
         }
         let cmd = g.staged.len();
         g.staged.push(Staged {
@@ -323,7 +360,8 @@ impl Writer {
             g.pending.truncate(pending_mark);
             self.undo_to(g, undo_mark);
             let s = g.staged.pop().expect("just pushed");
-            return self.reject(s.done, err);
+            self.reject(s.done, err);
+            return None;
         }
         for p in &g.pending[pending_mark..] {
             let e = &g.staged[cmd].events[p.event];
@@ -336,6 +374,7 @@ impl Writer {
         }
         self.next_seq += n as u64;
         self.gate.set_allocated(self.next_seq);
+        None
     }
 
     /// Takes chain heads back to what they were before undo entry `mark`.
