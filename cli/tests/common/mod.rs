@@ -1,0 +1,48 @@
+//! Shared by the CLI tests: a real daemon (weir-tests' `Daemon`, killed and
+//! reaped on drop) on a small configuration, and `weir` commands pointed at
+//! its data directory.
+#![allow(dead_code)]
+
+use anyhow::Result;
+use std::path::Path;
+use weir_tests::{Daemon, Setup};
+
+/// The `weir` binary cargo built for these tests.
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// Small files, so that a daemon starts fast on a shared 2-core machine.
+const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
+
+/// Starts a daemon in `root` (data in `root/data`), with extra TOML lines.
+pub fn daemon(root: &Path, extra: &str) -> Result<Daemon> {
+    Daemon::start(&Setup::in_dir(root).with(SMALL).with(extra))
+}
+
+/// `weir ARGS…` with `--data-dir` taken from `$WEIR_DATA_DIR = dir`, and
+/// no systemd variables leaking in from the test's environment.
+pub fn weir(dir: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(WEIR);
+    c.env("WEIR_DATA_DIR", dir)
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .timeout(std::time::Duration::from_secs(30));
+    c
+}
+
+/// Parses every stdout line as JSON.
+pub fn json_lines(out: &[u8]) -> Result<Vec<serde_json::Value>> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// stderr as text, asserting it is one line starting `weir: `.
+pub fn one_line_error(err: &[u8]) -> String {
+    let text = String::from_utf8_lossy(err).into_owned();
+    assert!(text.starts_with("weir: "), "{text}");
+    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+    text
+}

@@ -1,0 +1,81 @@
+//! `weir tail -f` prints an event that another process appends after it
+//! started following (woken by the gate's futex, not by polling).
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::{WEIR, daemon, weir};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Kills and reaps the follower however the test ends.
+struct Follower(Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn append(dir: &std::path::Path, entity: &str) {
+    weir(dir)
+        .args([
+            "append", "--entity", entity, "--scope", "tenant:a", "--kind", "0x1001",
+        ])
+        .args(["--payload-json", r#"{"hello":"tail"}"#])
+        .assert()
+        .success();
+}
+
+#[test]
+fn tail_follow_prints_an_event_appended_by_another_process() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let d = daemon(root.path(), "")?;
+    append(&d.data_dir, "before:1");
+
+    let child = Command::new(WEIR)
+        .args([
+            "tail",
+            "-f",
+            "-n",
+            "1",
+            "--json",
+            "--entity-prefix",
+            "before",
+        ])
+        .arg("--data-dir")
+        .arg(&d.data_dir)
+        .env_remove("WEIR_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut f = Follower(child);
+    let stdout = f.0.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Result<serde_json::Value> {
+        let line = rx
+            .recv_timeout(Duration::from_secs(15))
+            .context("no line from tail -f")??;
+        Ok(serde_json::from_str(&line)?)
+    };
+    // History first: once this line is out, tail is following.
+    assert_eq!(next()?["entity"], "before:1");
+    // Not in the region: must not be printed.
+    append(&d.data_dir, "other:1");
+    append(&d.data_dir, "before:2");
+    let e = next()?;
+    assert_eq!(e["entity"], "before:2");
+    assert_eq!(e["sequence"], 2);
+    assert_eq!(e["payload"]["hello"], "tail");
+    Ok(())
+}
