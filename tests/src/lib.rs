@@ -242,3 +242,8 @@ pub fn collect(child: Child) -> Result<(ExitStatus, Vec<Line>)> {
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// The README's Rust examples, compiled (not run) as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
