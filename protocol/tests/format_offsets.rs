@@ -1,0 +1,149 @@
+//! The offsets and widths the code uses are the ones `docs/FORMAT.md` states:
+//! every byte table of the spec is parsed and compared with the structs'
+//! field offsets and the named constants.
+use std::collections::HashMap;
+use weir_protocol::gate::{self, GateHeader};
+use weir_protocol::index::{self, Checkpoint, ChunkGeometry, FileHeader, Row, StringEntry};
+use weir_protocol::segment::{FrameHeader, SegmentHeader, Trailer};
+use zerocopy::FromZeros;
+
+type Table = Vec<(usize, usize)>;
+
+/// Each table of the spec, by the heading (or bold title) above it: the
+/// (offset, width) of every row whose offset is a plain number.
+fn tables() -> HashMap<String, Table> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+    let text = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    let mut out: HashMap<String, Table> = HashMap::new();
+    let mut title = String::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.starts_with("**") {
+            title = line.trim_start_matches(['#', '*', ' ']).to_owned();
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        let Ok(offset) = cells[1].parse::<usize>() else {
+            continue;
+        };
+        // Widths are a number or "A × B".
+        let width = cells[2]
+            .split('×')
+            .map(|p| p.trim().parse::<usize>().ok())
+            .try_fold(1usize, |acc, p| p.map(|p| acc * p));
+        if let Some(width) = width {
+            out.entry(title.clone()).or_default().push((offset, width));
+        }
+    }
+    out
+}
+
+fn table(all: &HashMap<String, Table>, prefix: &str) -> Table {
+    let hits: Vec<_> = all.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "exactly one table under a heading starting {prefix:?}: {:?}",
+        all.keys().collect::<Vec<_>>()
+    );
+    hits[0].1.clone()
+}
+
+macro_rules! layout {
+    ($t:ty; $($f:ident),* $(,)?) => {{
+        let zero = <$t>::new_zeroed();
+        vec![$((std::mem::offset_of!($t, $f), std::mem::size_of_val(&zero.$f))),*]
+    }};
+}
+
+#[test]
+fn struct_layouts_match_the_spec() {
+    let all = tables();
+    let seg = layout!(SegmentHeader; magic, version, header_len, segment_id, base_seq, file_len, instance, reserved, crc);
+    assert_eq!(table(&all, "Segment file"), seg);
+    let frame = layout!(FrameHeader; len, crc, frame_type, flags, kind, clock, sequence, event_id, correlation_id,
+        causation_id, idempotency_key, wall_ms, batch_first, batch_len, payload_len, entity_len, scope_len, reserved,
+        prev_hash, event_hash);
+    assert_eq!(table(&all, "Frame ("), frame);
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md"))
+        .expect("spec");
+    let body = format!("| {} | … | body", size_of::<FrameHeader>());
+    assert!(
+        spec.contains(&body),
+        "the spec puts the body right after the {}-byte header",
+        size_of::<FrameHeader>()
+    );
+    let trailer = layout!(Trailer; magic, footer_offset, data_end, first_seq, end_seq, entries, reserved, crc);
+    assert_eq!(table(&all, "Trailer"), trailer);
+    let row = layout!(Row; event_id, correlation_id, causation_id, wall_ms, sequence, prev_entity, prev_kind,
+        prev_scope, frame_offset, segment_id, frame_len, entity_id, scope_id, clock, kind, flags, reserved, crc);
+    assert_eq!(table(&all, "Row"), row);
+    let file = layout!(FileHeader; magic, version, param, number, crc, reserved);
+    assert_eq!(table(&all, "Index generation"), file);
+    let cp = layout!(Checkpoint; counter, watermark, segment_id, segment_offset, strings_end, names_table,
+        max_wall_ms, clean, crc);
+    assert_eq!(table(&all, "Checkpoint"), cp);
+    let entry = layout!(StringEntry; len, ns, pad, head, count, crc, reserved);
+    assert_eq!(table(&all, "`strings-"), entry);
+    assert_eq!(
+        (index::STRING_HEAD_OFF, index::STRING_COUNT_OFF),
+        (entry[3].0, entry[4].0)
+    );
+}
+
+#[test]
+fn gate_meta_and_chunk_offsets_match_the_spec() {
+    let all = tables();
+    let mut want = layout!(GateHeader; magic, version, len, instance, generation, chunk_log2, pid, started_ms, crc);
+    want.extend([
+        (gate::STATE_OFF, 8),
+        (gate::ALLOCATED_OFF, 8),
+        (gate::VISIBLE_OFF, 8),
+        (gate::FUTEX_OFF, 4),
+        (gate::HEARTBEAT_OFF, 8),
+        (gate::CANCEL_SEQ_OFF, 8),
+        (gate::CANCEL_COUNT_OFF, 8),
+        (gate::CANCEL_OVERFLOW_OFF, 8),
+        (gate::CANCEL_RANGES_OFF, 16 * gate::CANCEL_CAPACITY),
+    ]);
+    assert_eq!(table(&all, "Gate"), want);
+
+    let meta = vec![
+        (0, size_of::<FileHeader>()),
+        (index::META_NAMES_TABLE_OFF, 8),
+        (index::META_STRINGS_END_OFF, 8),
+        (index::META_CHECKPOINT_OFFS[0], size_of::<Checkpoint>()),
+        (index::META_CHECKPOINT_OFFS[1], size_of::<Checkpoint>()),
+    ];
+    assert_eq!(table(&all, "`meta`"), meta);
+
+    // The chunk table's fixed rows; the rows that depend on N by formula.
+    let fixed = vec![
+        (0, size_of::<FileHeader>()),
+        (index::CHUNK_SEALED_OFF, 8),
+        (index::CHUNK_MIN_ID_OFF, 16),
+        (index::CHUNK_MAX_ID_OFF, 16),
+    ];
+    assert_eq!(table(&all, "`chunk-"), fixed);
+    let g = ChunkGeometry { log2: 10 };
+    let n = g.rows();
+    assert_eq!(
+        (
+            g.row_offset(0),
+            g.kinds_offset(),
+            g.scopes_offset(),
+            g.entities_offset(),
+            g.ids_offset()
+        ),
+        (
+            4096,
+            4096 + 128 * n,
+            4096 + 130 * n,
+            4096 + 134 * n,
+            4096 + 138 * n
+        )
+    );
+    assert_eq!(g.file_len(), 4096 + 138 * n + 8 * 2 * n);
+}
