@@ -124,3 +124,46 @@ pub fn percentile(xs: &mut [f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * xs.len() as f64).ceil() as usize;
     xs[rank.clamp(1, xs.len()) - 1]
 }
+
+/// Events for timed write loops: 40 × 256 prebuilt events (every entity,
+/// scope and kind of the workload) whose ids are rewritten before each use,
+/// so that the timed loop spends nothing on building events and every id is
+/// fresh. Event `i` has the id `event_id(i)` and the shape of event `i % 10240`.
+#[derive(Debug)]
+pub struct Pool {
+    evs: Vec<Event>,
+}
+
+impl Pool {
+    const SLOTS: u64 = 40;
+
+    pub fn new() -> Self {
+        Self {
+            evs: (0..Self::SLOTS * BATCH as u64).map(make_event).collect(),
+        }
+    }
+
+    /// Event `i` (its id rewritten).
+    pub fn one(&mut self, i: u64) -> &Event {
+        let ev = &mut self.evs[(i % (Self::SLOTS * BATCH as u64)) as usize];
+        ev.i = i;
+        ev.id = event_id(i);
+        ev
+    }
+
+    /// Events `i .. i + 256` as one batch (`i` a multiple of 256).
+    pub fn batch(&mut self, i: u64) -> &[Event] {
+        let slot = ((i / BATCH as u64) % Self::SLOTS) as usize * BATCH;
+        let evs = &mut self.evs[slot..slot + BATCH];
+        for (k, ev) in evs.iter_mut().enumerate() {
+            ev.i = i + k as u64;
+            ev.id = event_id(ev.i);
+        }
+        evs
+    }
+}
+
+/// Id space of one appender: client process `c`, thread `t`.
+pub fn id_base(c: u64, t: u64) -> u64 {
+    (c * 64 + t) << 32
+}

@@ -31,6 +31,21 @@ impl Opts {
             .is_none_or(|o| o.iter().any(|x| x.eq_ignore_ascii_case(w)))
     }
 
+    /// Write cells: (untimed warm-up, timed window).
+    pub fn write_window(&self) -> (std::time::Duration, std::time::Duration) {
+        use std::time::Duration;
+        if self.quick {
+            (Duration::from_millis(500), Duration::from_millis(1000))
+        } else {
+            (Duration::from_secs(1), Duration::from_secs(2))
+        }
+    }
+
+    /// Longest a read store may take to build before its cells say n/a.
+    pub fn build_cap(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(if self.quick { 120 } else { 300 })
+    }
+
     pub fn ctx(&self, peer: Peer, dir: PathBuf, durable: bool, redis_db: u32) -> Ctx {
         Ctx {
             peer,
@@ -38,6 +53,7 @@ impl Opts {
             redis_socket: self.redis_socket.clone(),
             redis_db,
             durable,
+            socket: None,
         }
     }
 }

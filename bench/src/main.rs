@@ -19,8 +19,9 @@ use anyhow::{Context, Result, bail};
 use harness::{Opts, Row};
 use peers::Peer;
 
-const USAGE: &str = "usage: weir-bench [--quick] [--events N] [--only W1,W2,W2b,W3,W4,W5,W6,W7,W8] \
-[--json FILE] [--runs R (>=3)] [--peers weir,batpak,sqlite,lmdb,redis] [--big|--no-big] [--dir D]";
+const USAGE: &str = "usage: weir-bench [--quick] [--events N] \
+[--only W1,W2,W2b,W3,W4,W5,W6,W7,W8,W9,W10] [--json FILE] [--runs R (>=3)] \
+[--peers weir,weir-inproc,batpak,sqlite,lmdb,redis] [--big|--no-big] [--dir D]";
 
 fn parse_args(args: &[String]) -> Result<(Opts, Option<PathBuf>)> {
     let mut quick = false;
@@ -133,6 +134,12 @@ fn main() -> Result<()> {
     };
     opts.root = tmp.path().to_path_buf();
     let _redis_guard = RedisGuard;
+    if opts.peers.contains(&Peer::Weir) {
+        match peers::weir_peer::weir_bin() {
+            Ok(b) => eprintln!("weir daemon binary: {}", b.display()),
+            Err(e) => eprintln!("weir daemon unavailable, its write cells will say so: {e:#}"),
+        }
+    }
     if opts.peers.contains(&Peer::Redis) {
         match peers::redis::start_server(&opts.root.join("redis-server")) {
             Ok(sock) => opts.redis_socket = Some(sock),
@@ -170,9 +177,18 @@ fn main() -> Result<()> {
         step("W3-W6");
         workloads::w3_to_w6(&opts, &mut built, &mut rows);
     }
+    if opts.wants("W10") {
+        step("W10");
+        workloads::w10(&opts, &mut built, &mut rows);
+    }
     if opts.wants("W8") {
         step("W8");
         workloads::w8(&opts, &mut built, &mut rows);
+    }
+    // Last: it deletes and rebuilds weir's index (other rows read it).
+    if opts.wants("W9") {
+        step("W9");
+        workloads::w9(&opts, &mut built, &mut rows);
     }
     step("done");
     let m = machine();

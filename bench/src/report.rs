@@ -33,14 +33,14 @@ fn cell_text(row: &Row, p: Peer) -> String {
     }
 }
 
-fn ratio(row: &Row, p: Peer) -> String {
+fn ratio(row: &Row, of: Peer, p: Peer) -> String {
     let med = |q: Peer| {
         row.cells
             .get(q.name())
             .and_then(|c| c.summary.as_ref())
             .map(|s| s.median)
     };
-    match (med(Peer::Weir), med(p)) {
+    match (med(of), med(p)) {
         (Some(w), Some(x)) if x > 0.0 && w > 0.0 => format!("{w:.2}", w = w / x),
         _ => "n/a".into(),
     }
@@ -48,19 +48,28 @@ fn ratio(row: &Row, p: Peer) -> String {
 
 pub fn markdown(opts: &Opts, rows: &[Row], machine: &str) -> String {
     let peers: Vec<Peer> = ALL.into_iter().filter(|p| opts.peers.contains(p)).collect();
-    let others: Vec<Peer> = peers.iter().copied().filter(|p| *p != Peer::Weir).collect();
+    let others: Vec<Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| !matches!(p, Peer::Weir | Peer::WeirInProc))
+        .collect();
+    // Issue 2 compares the in-process writer with batpak.
+    let inproc = peers.contains(&Peer::WeirInProc) && peers.contains(&Peer::Batpak);
     let mut s = String::new();
     let _ = writeln!(s, "{machine}\n");
     let _ = write!(s, "| workload | unit |");
     for p in &peers {
-        let _ = write!(s, " {} |", p.name());
+        let _ = write!(s, " {} |", p.label());
     }
     for p in &others {
         let _ = write!(s, " weir/{} |", p.name());
     }
+    if inproc {
+        let _ = write!(s, " in-process/batpak |");
+    }
     let _ = writeln!(s);
     let _ = write!(s, "|---|---|");
-    for _ in 0..peers.len() + others.len() {
+    for _ in 0..peers.len() + others.len() + usize::from(inproc) {
         let _ = write!(s, "---|");
     }
     let _ = writeln!(s);
@@ -71,14 +80,18 @@ pub fn markdown(opts: &Opts, rows: &[Row], machine: &str) -> String {
             let _ = write!(s, " {} |", cell_text(r, *p));
         }
         for p in &others {
-            let _ = write!(s, " {} |", ratio(r, *p));
+            let _ = write!(s, " {} |", ratio(r, Peer::Weir, *p));
+        }
+        if inproc {
+            let _ = write!(s, " {} |", ratio(r, Peer::WeirInProc, Peer::Batpak));
         }
         let _ = writeln!(s);
     }
     let _ = writeln!(
         s,
         "\nCells: median (min–max) of {} runs, peers interleaved A B A B; ↑ higher is better, \
-         ↓ lower is better; ratio = weir median / peer median.",
+         ↓ lower is better; ratio = weir median / peer median (for ↓ rows below 1 is better); \
+         in-process/batpak = weir (in-process) median / batpak median.",
         opts.runs
     );
     let mut notes: Vec<String> = Vec::new();
@@ -104,7 +117,7 @@ pub fn markdown(opts: &Opts, rows: &[Row], machine: &str) -> String {
         let _ = writeln!(
             s,
             "- **{}**: {}. Durable rows: `{}`; W2b: `{}`.",
-            p.name(),
+            p.label(),
             p.describe(),
             p.claim(true),
             p.claim(false)

@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::common::{BATCH, Event, KINDS, PAYLOAD_LEN, Rng, kind_of, make_event, mono_ns};
+use crate::common::{
+    BATCH, Event, KINDS, PAYLOAD_LEN, Pool, Rng, id_base, kind_of, make_event, mono_ns,
+};
 use crate::peers::{self, Ctx, Peer};
 
 /// The hidden subcommand.
@@ -19,26 +21,33 @@ pub const SUBCOMMAND: &str = "__worker";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Role {
-    /// W1: `threads` appenders in this process, `per_thread` single appends each.
-    Append {
-        threads: usize,
-        per_thread: u64,
-        base: u64,
-    },
-    /// W2 / W2b: batches of 256.
-    Batches { events: u64, base: u64 },
-    /// W3-W6 on an `n`-event store: open + first answer, then timed phases.
+    /// W1: `threads` appenders in this process (client `client`), single
+    /// appends; warm-up until the window GO names, then counted within it.
+    Append { threads: usize, client: u64 },
+    /// W2 / W2b: batches of 256, timed like `Append`.
+    Batches { client: u64 },
+    /// W3-W6 on an `n`-event store: open + first answer, then warm-up and
+    /// timed phases of `phase_secs` each.
     Query {
         n: u64,
         phase_secs: f64,
         phases: bool,
     },
     /// W8: attach, touch the store, then stay resident until stdin closes.
-    Resident { n: u64 },
+    Resident { n: u64, kinds: u16 },
     /// W7 reader: wait for events 0..k as they become visible.
     Waiter { k: u64 },
     /// W7 writer: append events 0..k one at a time, `gap_us` apart.
     Pacer { k: u64, gap_us: u64 },
+    /// W10: warm up, then `lookups` random gets between two marker syscalls
+    /// (the parent traces this process with strace).
+    Syscalls {
+        n: u64,
+        lookups: u64,
+        warm_secs: f64,
+    },
+    /// W9: time opening the store (restore), report what restore did.
+    Restore,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,8 +98,17 @@ impl Proc {
     }
 
     pub fn go(&mut self) -> Result<()> {
+        self.send(b"go\n")
+    }
+
+    /// GO for a timed window: warm up until `t0`, count until `t1` (CLOCK_MONOTONIC ns).
+    pub fn go_window(&mut self, t0: u64, t1: u64) -> Result<()> {
+        self.send(format!("go {t0} {t1}\n").as_bytes())
+    }
+
+    fn send(&mut self, b: &[u8]) -> Result<()> {
         let i = self.inp.as_mut().context("stdin closed")?;
-        i.write_all(b"go\n")?;
+        i.write_all(b)?;
         i.flush()?;
         Ok(())
     }
@@ -116,6 +134,45 @@ pub struct GroupRun {
     pub verified: Vec<String>,
     pub wall: Duration,
     pub outputs: Vec<Value>,
+}
+
+/// Start all jobs, wait until every one is READY (worker startup and store
+/// opening are excluded), then release them at once into a window: each
+/// worker works untimed for `warm` (warm-up: preallocation, page faults,
+/// caches), then counts what completes within the next `secs`. `wall` is
+/// `secs`; the workers report what they did inside the window.
+pub fn run_window(jobs: &[Job], warm: Duration, secs: Duration) -> Result<GroupRun> {
+    let mut procs = Vec::with_capacity(jobs.len());
+    let res = (|| {
+        for j in jobs {
+            procs.push(Proc::spawn(j)?);
+        }
+        let mut verified = Vec::new();
+        for p in &mut procs {
+            verified.push(p.ready()?);
+        }
+        let t0 = mono_ns() + warm.as_nanos() as u64;
+        let t1 = t0 + secs.as_nanos() as u64;
+        for p in &mut procs {
+            p.go_window(t0, t1)?;
+        }
+        let mut outputs = Vec::new();
+        for p in &mut procs {
+            outputs.push(p.done()?);
+        }
+        Ok(GroupRun {
+            verified,
+            wall: secs,
+            outputs,
+        })
+    })();
+    for mut p in procs {
+        if res.is_err() {
+            let _ = p.child.kill();
+        }
+        let _ = p.finish();
+    }
+    res
 }
 
 /// Start all jobs, wait until every one is READY, release them at once and
@@ -181,6 +238,17 @@ fn wait_go() -> Result<()> {
     Ok(())
 }
 
+/// Wait for a windowed GO; returns (t0, t1).
+fn wait_window() -> Result<(u64, u64)> {
+    let mut l = String::new();
+    std::io::stdin().read_line(&mut l)?;
+    let mut w = l.split_whitespace().skip(1).map(str::parse::<u64>);
+    match (w.next(), w.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        _ => bail!("expected `go t0 t1`, got {l:?}"),
+    }
+}
+
 fn events(base: u64, n: u64) -> Vec<Event> {
     (base..base + n).map(make_event).collect()
 }
@@ -188,20 +256,32 @@ fn events(base: u64, n: u64) -> Vec<Event> {
 fn run(job: &Job) -> Result<()> {
     let ctx = &job.ctx;
     match job.role {
-        Role::Append {
-            threads,
-            per_thread,
-            base,
-        } => append(ctx, threads, per_thread, base),
-        Role::Batches { events: n, base } => {
+        Role::Append { threads, client } => append(ctx, threads, client),
+        Role::Batches { client } => {
             let (mut w, verified) = peers::open_writer(ctx)?;
-            let evs = events(base, n);
+            let mut pool = Pool::new();
             say("READY", &verified)?;
-            wait_go()?;
-            for chunk in evs.chunks(BATCH) {
-                w.append_batch(chunk)?;
+            let (t0, t1) = wait_window()?;
+            let mut i = id_base(client, 0);
+            let mut count = 0u64;
+            let mut lat = Vec::new();
+            loop {
+                let s = mono_ns();
+                w.append_batch(pool.batch(i))?;
+                let e = mono_ns();
+                i += BATCH as u64;
+                if e >= t0 {
+                    if e > t1 {
+                        break;
+                    }
+                    count += BATCH as u64;
+                    lat.push((e - s) / 1000);
+                }
             }
-            say("DONE", &json!({}).to_string())?;
+            say(
+                "DONE",
+                &json!({ "count": count, "lat_us": lat }).to_string(),
+            )?;
             w.finish()
         }
         Role::Query {
@@ -209,7 +289,7 @@ fn run(job: &Job) -> Result<()> {
             phase_secs,
             phases,
         } => query(ctx, n, phase_secs, phases),
-        Role::Resident { n } => {
+        Role::Resident { n, kinds } => {
             let mut r = peers::open_reader(ctx, n)?;
             let mut rng = Rng::new(7);
             for _ in 0..10_000 {
@@ -218,7 +298,7 @@ fn run(job: &Job) -> Result<()> {
             for _ in 0..100 {
                 r.stream(&crate::common::entity_of(rng.below(n)))?;
             }
-            for k in 1..=KINDS {
+            for k in 1..=kinds.min(KINDS) {
                 r.count_kind(k)?;
             }
             say("READY", "")?;
@@ -257,15 +337,104 @@ fn run(job: &Job) -> Result<()> {
             say("DONE", &json!({ "acks": acks }).to_string())?;
             w.finish()
         }
+        Role::Syscalls {
+            n,
+            lookups,
+            warm_secs,
+        } => syscalls(ctx, n, lookups, warm_secs),
+        Role::Restore => restore(ctx),
     }
 }
 
-/// An appender thread's handle back, with its per-append latencies (µs).
-type AppenderDone = (Box<dyn peers::Writer>, Vec<u32>);
+/// A syscall that does nothing and is easy to find in an strace log.
+fn marker(name: &std::ffi::CStr) {
+    // SAFETY: access(2) with a valid NUL-terminated path; the result is ignored.
+    unsafe { libc::access(name.as_ptr(), libc::F_OK) };
+}
 
-fn append(ctx: &Ctx, threads: usize, per_thread: u64, base: u64) -> Result<()> {
+pub const MARK_START: &str = "/weir-bench-loop-start";
+pub const MARK_END: &str = "/weir-bench-loop-end";
+
+fn syscalls(ctx: &Ctx, n: u64, lookups: u64, warm_secs: f64) -> Result<()> {
+    let mut r = peers::open_reader(ctx, n)?;
+    let mut rng = Rng::new(0x5EED ^ mono_ns());
+    // Warm-up: the first touches of the mapped files fault pages in (those
+    // faults are not syscalls, but lazily opened files would be).
+    let warm = Duration::from_secs_f64(warm_secs);
+    let t = Instant::now();
+    while t.elapsed() < warm {
+        for _ in 0..256 {
+            r.get(rng.below(n))?;
+        }
+    }
+    let picks: Vec<u64> = (0..lookups).map(|_| rng.below(n)).collect();
+    say("READY", "")?;
+    wait_go()?;
+    let mut bytes = 0usize;
+    marker(c"/weir-bench-loop-start");
+    let t = Instant::now();
+    for &i in &picks {
+        bytes += r.get(i)?;
+    }
+    let el = t.elapsed();
+    marker(c"/weir-bench-loop-end");
+    if bytes < PAYLOAD_LEN * picks.len() {
+        bail!("short payloads in the syscall loop");
+    }
+    say(
+        "DONE",
+        &json!({ "lookups": lookups, "loop_ms": el.as_secs_f64() * 1e3 }).to_string(),
+    )
+}
+
+fn restore(ctx: &Ctx) -> Result<()> {
+    say("READY", "")?;
+    wait_go()?;
+    match ctx.peer {
+        Peer::Weir | Peer::WeirInProc => {
+            let cfg = weir_daemon::config::Config::new(&ctx.dir);
+            let t = Instant::now();
+            let store = weir_daemon::store::Store::open(cfg)
+                .map_err(|e| anyhow::anyhow!("weir open: {e:?}"))?;
+            let el = t.elapsed();
+            let rep = store.restore_report().clone();
+            say(
+                "DONE",
+                &json!({
+                    "open_ms": el.as_secs_f64() * 1e3,
+                    "path": rep.path.name(),
+                    "entries": rep.entries,
+                    "tail_entries": rep.tail_entries,
+                    "report_ms": rep.elapsed.as_secs_f64() * 1e3,
+                    "fallback": rep.fallback_reason,
+                })
+                .to_string(),
+            )?;
+            store
+                .shutdown()
+                .map_err(|e| anyhow::anyhow!("weir shutdown: {e}"))
+        }
+        Peer::Batpak => {
+            let t = Instant::now();
+            let (w, _) = peers::batpak_peer::open_batpak(ctx, false)?;
+            let el = t.elapsed();
+            say(
+                "DONE",
+                &json!({ "open_ms": el.as_secs_f64() * 1e3, "path": "open" }).to_string(),
+            )?;
+            peers::Writer::finish(Box::new(w))
+        }
+        p => bail!("n/a: no restore step for {}", p.name()),
+    }
+}
+
+/// An appender thread's handle back, with its count and per-append
+/// latencies (µs) inside the window.
+type AppenderDone = (Box<dyn peers::Writer>, u64, Vec<u32>);
+
+fn append(ctx: &Ctx, threads: usize, client: u64) -> Result<()> {
     let mut writers: Vec<Box<dyn peers::Writer>> = Vec::new();
-    let verified = if ctx.peer == Peer::Weir {
+    let verified = if ctx.peer == Peer::WeirInProc {
         let (w, v) = peers::weir_peer::open_weir(ctx)?;
         for _ in 1..threads {
             writers.push(Box::new(w.clone_handle()));
@@ -287,24 +456,32 @@ fn append(ctx: &Ctx, threads: usize, per_thread: u64, base: u64) -> Result<()> {
         writers.push(w);
         v
     };
-    let batches: Vec<Vec<Event>> = (0..threads as u64)
-        .map(|t| events(base + t * per_thread, per_thread))
-        .collect();
     say("READY", &verified)?;
-    wait_go()?;
+    let (t0, t1) = wait_window()?;
     let results: Vec<Result<AppenderDone>> = std::thread::scope(|s| {
         let hs: Vec<_> = writers
             .into_iter()
-            .zip(&batches)
-            .map(|(mut w, evs)| {
+            .enumerate()
+            .map(|(t, mut w)| {
                 s.spawn(move || -> Result<_> {
-                    let mut lat = Vec::with_capacity(evs.len());
-                    for ev in evs {
-                        let t = Instant::now();
-                        w.append(ev)?;
-                        lat.push(t.elapsed().as_micros() as u32);
+                    let mut pool = Pool::new();
+                    let mut i = id_base(client, t as u64);
+                    let mut lat = Vec::new();
+                    let mut count = 0;
+                    loop {
+                        let st = mono_ns();
+                        w.append(pool.one(i))?;
+                        let e = mono_ns();
+                        i += 1;
+                        if e >= t0 {
+                            if e > t1 {
+                                break;
+                            }
+                            count += 1;
+                            lat.push(((e - st) / 1000) as u32);
+                        }
                     }
-                    Ok((w, lat))
+                    Ok((w, count, lat))
                 })
             })
             .collect();
@@ -314,12 +491,17 @@ fn append(ctx: &Ctx, threads: usize, per_thread: u64, base: u64) -> Result<()> {
     });
     let mut lat = Vec::new();
     let mut ws = Vec::new();
+    let mut count = 0;
     for r in results {
-        let (w, l) = r?;
+        let (w, c, l) = r?;
+        count += c;
         lat.extend(l);
         ws.push(w);
     }
-    say("DONE", &json!({ "lat_us": lat }).to_string())?;
+    say(
+        "DONE",
+        &json!({ "count": count, "lat_us": lat }).to_string(),
+    )?;
     // Close the last handle last (batpak closes when the final clone goes).
     while let Some(w) = ws.pop() {
         if ws.is_empty() {
@@ -345,24 +527,26 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
     let mut out = json!({ "open_first_ms": open_first.as_secs_f64() * 1e3 });
     if phases {
         let phase = Duration::from_secs_f64(phase_secs);
-        for _ in 0..2000 {
-            r.get(rng.below(n))?;
-        }
+        // Each phase starts with an untimed warm-up of a fifth of a phase.
+        let warm = phase / 5;
         // W3: random point lookups.
+        timed(warm, 256, || r.get(rng.below(n)).map(|_| ()))?;
         let (ops, el) = timed(phase, 256, || r.get(rng.below(n)).map(|_| ()))?;
         out["lookups_per_s"] = json!(ops as f64 / el);
         // W4: one entity's stream; checked against the expected length.
         let mut read = 0u64;
-        let (ops, el) = timed(phase, 1, || {
+        let mut stream = |read: &mut u64| -> Result<()> {
             let e = rng.below(10_000.min(n));
             let want = n / 10_000 + u64::from(e < n % 10_000);
             let got = r.stream(&format!("user:{e}"))? as u64;
             if got != want {
                 bail!("stream user:{e}: {got} events, expected {want}");
             }
-            read += got;
+            *read += got;
             Ok(())
-        })?;
+        };
+        timed(warm, 1, || stream(&mut 0))?;
+        let (ops, el) = timed(phase, 1, || stream(&mut read))?;
         out["stream_events_per_s"] = json!(read as f64 / el);
         out["streams_per_s"] = json!(ops as f64 / el);
         // W5: count of one kind over the whole store; checked.
@@ -370,14 +554,16 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
         for i in 0..n {
             want[usize::from(kind_of(i))] += 1;
         }
-        let (ops, el) = timed(phase, 1, || {
+        let mut count = || -> Result<()> {
             let k = rng.below(u64::from(KINDS)) as u16 + 1;
             let got = r.count_kind(k)?;
             if got != want[usize::from(k)] {
                 bail!("count kind {k}: {got}, expected {}", want[usize::from(k)]);
             }
             Ok(())
-        })?;
+        };
+        timed(warm, 1, &mut count)?;
+        let (ops, el) = timed(phase, 1, &mut count)?;
         out["counts_per_s"] = json!(ops as f64 / el);
     }
     say("DONE", &out.to_string())

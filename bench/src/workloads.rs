@@ -1,28 +1,37 @@
 //! The workloads W1-W8, each written once against `peers::{Writer, Reader}`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::common::{BATCH, make_event, percentile};
 use crate::harness::{Measured, Opts, Row, check_claim, run_group};
+use crate::peers::weir_peer::Daemon;
 use crate::peers::{self, Ctx, Peer, WriterModel};
-use crate::worker::{Job, Proc, Role, run_group as run_workers};
+use crate::worker::{Job, MARK_END, MARK_START, Proc, Role, run_group as run_workers, run_window};
+
+/// The read workloads use one store and one reader for both weir columns.
+const SAME_READER: &str =
+    "n/a: reads do not go through the writer: same store and reader as `weir`";
 
 /// Redis logical databases: 0 holds read stores, 1 scratch for write runs.
 const REDIS_READ_DB: u32 = 0;
 const REDIS_SCRATCH_DB: u32 = 1;
 
-fn scratch(opts: &Opts, peer: Peer, name: &str, durable: bool) -> Result<Ctx> {
+/// A fresh store for one write cell. For `weir` this starts `weir serve` on it
+/// (returned so that the caller verifies and stops it after the cell).
+fn scratch(opts: &Opts, peer: Peer, name: &str, durable: bool) -> Result<(Ctx, Option<Daemon>)> {
     let dir = opts.root.join(peer.name()).join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let ctx = opts.ctx(peer, dir, durable, REDIS_SCRATCH_DB);
+    let mut ctx = opts.ctx(peer, dir, durable, REDIS_SCRATCH_DB);
     if peer == Peer::Redis {
         peers::redis::reset(&ctx)?;
         peers::redis::prepare(&ctx)?;
@@ -31,14 +40,40 @@ fn scratch(opts: &Opts, peer: Peer, name: &str, durable: bool) -> Result<Ctx> {
         // Create the schema and switch to WAL before many processes open it.
         peers::open_writer(&ctx)?.0.finish()?;
     }
-    Ok(ctx)
+    let daemon = if peer == Peer::Weir {
+        let d = Daemon::start(&ctx.dir, durable)?;
+        ctx.socket = Some(d.socket.clone());
+        Some(d)
+    } else {
+        None
+    };
+    Ok((ctx, daemon))
 }
 
-fn cleanup(ctx: &Ctx) {
+/// After a cell: read the daemon's configuration back (print-config + live
+/// Stats), stop it with SIGTERM (a non-zero exit is an error), remove the store.
+/// Returns the verified configuration for `weir`, None for the others.
+fn end_cell(ctx: &Ctx, daemon: Option<Daemon>) -> Result<Option<String>> {
+    let res = match daemon {
+        None => Ok(None),
+        Some(d) => {
+            let v = d.verify();
+            let stopped = d.stop();
+            match (v, stopped) {
+                (Ok((v, detail)), Ok(())) => {
+                    eprintln!("    weir serve ({}): {detail}", ctx.dir.display());
+                    Ok(Some(v))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+    };
     let _ = std::fs::remove_dir_all(&ctx.dir);
+    let _ = std::fs::remove_file(ctx.dir.with_extension("toml"));
     if ctx.peer == Peer::Redis {
         let _ = peers::redis::reset(ctx);
     }
+    res
 }
 
 fn lat_of(outputs: &[Value]) -> Vec<f64> {
@@ -50,11 +85,18 @@ fn lat_of(outputs: &[Value]) -> Vec<f64> {
         .collect()
 }
 
-/// W1: durable single appends from `clients` client processes.
+fn counted(outputs: &[Value]) -> Result<u64> {
+    outputs
+        .iter()
+        .map(|o| o["count"].as_u64().context("worker output lacks count"))
+        .sum()
+}
+
+/// W1: durable single appends from `clients` client processes, in a timed
+/// window after a warm-up.
 pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
+    let (warm, secs) = opts.write_window();
     for clients in [1usize, 8, 64] {
-        let total: u64 = if opts.quick { 400 } else { 2_000 };
-        let per = (total / clients as u64).max(if opts.quick { 8 } else { 40 });
         let mut rows = [
             Row::new(
                 "W1",
@@ -70,14 +112,13 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
             ),
         ];
         run_group(opts, &mut rows, |peer, run| {
-            let ctx = scratch(opts, peer, &format!("w1-{clients}-{run}"), true)?;
+            let (ctx, daemon) = scratch(opts, peer, &format!("w1-{clients}-{run}"), true)?;
             let jobs: Vec<Job> = match peer.writer_model() {
                 WriterModel::SingleProcess => vec![Job {
                     ctx: ctx.clone(),
                     role: Role::Append {
                         threads: clients,
-                        per_thread: per,
-                        base: 0,
+                        client: 0,
                     },
                 }],
                 WriterModel::MultiProcess => (0..clients as u64)
@@ -85,28 +126,31 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
                         ctx: ctx.clone(),
                         role: Role::Append {
                             threads: 1,
-                            per_thread: per,
-                            base: c * per,
+                            client: c,
                         },
                     })
                     .collect(),
             };
-            let g = run_workers(&jobs);
-            cleanup(&ctx);
+            let g = run_window(&jobs, warm, secs);
+            let d = end_cell(&ctx, daemon);
             let g = g?;
-            let claim = check_claim(peer, true, &g.verified)?;
+            let verified = d?.map_or_else(|| g.verified.clone(), |v| vec![v]);
+            let claim = check_claim(peer, true, &verified)?;
             let mut lat = lat_of(&g.outputs);
-            let rate = (per * clients as u64) as f64 / g.wall.as_secs_f64();
+            let rate = counted(&g.outputs)? as f64 / g.wall.as_secs_f64();
             Ok(Measured {
                 values: vec![rate, percentile(&mut lat, 99.0)],
                 verified: Some(claim),
             })
         });
         for r in &mut rows {
-            if clients > 1 {
-                r.notes
-                    .push("batpak: threads in one process (it admits one process per dir); weir: threads over the in-process Store (socket Client not wired yet)".into());
-            }
+            r.notes.push(format!(
+                "each cell: {:.1} s warm-up (not timed), then events acknowledged within {:.1} s; \
+                 weir: one `weir::Client` per client process against `weir serve`; \
+                 weir (in-process), batpak: threads in one process (batpak admits one process per dir)",
+                warm.as_secs_f64(),
+                secs.as_secs_f64()
+            ));
         }
         out.extend(rows);
     }
@@ -114,12 +158,7 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
 
 /// W2 (durable) and W2b (durability off): batches of 256 from one client.
 pub fn w2(opts: &Opts, out: &mut Vec<Row>, durable: bool) {
-    let batches: u64 = match (opts.quick, durable) {
-        (true, true) => 100,
-        (true, false) => 400,
-        (false, true) => 200,
-        (false, false) => 2_000,
-    };
+    let (warm, secs) = opts.write_window();
     let (id, label) = if durable {
         ("W2", "durable batches of 256, 1 client")
     } else {
@@ -127,20 +166,29 @@ pub fn w2(opts: &Opts, out: &mut Vec<Row>, durable: bool) {
     };
     let mut rows = [Row::new(id, label, "events/s", true)];
     run_group(opts, &mut rows, |peer, run| {
-        let ctx = scratch(opts, peer, &format!("{id}-{run}"), durable)?;
-        let n = batches * BATCH as u64;
-        let g = run_workers(&[Job {
-            ctx: ctx.clone(),
-            role: Role::Batches { events: n, base: 0 },
-        }]);
-        cleanup(&ctx);
+        let (ctx, daemon) = scratch(opts, peer, &format!("{id}-{run}"), durable)?;
+        let g = run_window(
+            &[Job {
+                ctx: ctx.clone(),
+                role: Role::Batches { client: 0 },
+            }],
+            warm,
+            secs,
+        );
+        let d = end_cell(&ctx, daemon);
         let g = g?;
-        let claim = check_claim(peer, durable, &g.verified)?;
+        let verified = d?.map_or_else(|| g.verified.clone(), |v| vec![v]);
+        let claim = check_claim(peer, durable, &verified)?;
         Ok(Measured {
-            values: vec![n as f64 / g.wall.as_secs_f64()],
+            values: vec![counted(&g.outputs)? as f64 / g.wall.as_secs_f64()],
             verified: Some(claim),
         })
     });
+    rows[0].notes.push(format!(
+        "{:.1} s warm-up, then {:.1} s timed; weir: `weir::Client::append_batch` over the socket",
+        warm.as_secs_f64(),
+        secs.as_secs_f64()
+    ));
     out.extend(rows);
 }
 
@@ -160,6 +208,15 @@ pub fn read_store(
 }
 
 fn build(opts: &Opts, peer: Peer, n: u64) -> Result<Ctx> {
+    if peer == Peer::WeirInProc {
+        bail!("{SAME_READER}");
+    }
+    if peer == Peer::Batpak && n > opts.events {
+        bail!(
+            "n/a: batpak is not built at {n} events: it rebuilds its whole index on every open \
+             (~7.7 s per 1M events here, see W6/W9), i.e. minutes per run at 10M, over the 30-min budget"
+        );
+    }
     let dir: PathBuf = opts.root.join(peer.name()).join(format!("read-{n}"));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("bench-build"), b"")?;
@@ -171,14 +228,28 @@ fn build(opts: &Opts, peer: Peer, n: u64) -> Result<Ctx> {
         peers::redis::prepare(&ctx)?;
     }
     let t = Instant::now();
+    let cap = opts.build_cap();
     eprintln!("  building {} store of {n} events ...", peer.name());
-    let (mut w, _) = peers::open_writer(&ctx)?;
+    // weir's read stores are written by the daemon's writer in-process
+    // (sync = never batches): the same files `weir serve` would write.
+    let (mut w, _) = if peer == Peer::Weir {
+        peers::weir_peer::open_writer(&ctx)?
+    } else {
+        peers::open_writer(&ctx)?
+    };
     let mut i = 0;
     while i < n {
         let m = (n - i).min(BATCH as u64);
         let evs: Vec<_> = (i..i + m).map(make_event).collect();
         w.append_batch(&evs)?;
         i += m;
+        if i % (1 << 16) == 0 && t.elapsed() > cap {
+            drop(w);
+            bail!(
+                "n/a: building the {n}-event store passed the {} s cap at {i} events",
+                cap.as_secs()
+            );
+        }
     }
     w.finish()?;
     eprintln!(
@@ -225,7 +296,7 @@ pub fn w3_to_w6(
             false,
         ),
     ];
-    let phase = if opts.quick { 0.5 } else { 2.0 };
+    let phase = if opts.quick { 1.0 } else { 2.0 };
     run_group(opts, &mut rows, |peer, _run| {
         let ctx = read_store(opts, built, peer, n)?;
         let g = run_workers(&[Job {
@@ -249,8 +320,11 @@ pub fn w3_to_w6(
         })
     });
     for r in &mut rows {
-        r.notes
-            .push("reader in its own process; page cache warm (built just before)".into());
+        r.notes.push(format!(
+            "reader in its own process; page cache warm (built just before); W3-W5: each \
+             phase {phase} s timed after a {} s untimed warm-up; W6 is the first answer (no warm-up)",
+            phase / 5.0
+        ));
     }
     out.extend(rows);
     if opts.big {
@@ -286,7 +360,9 @@ pub fn w3_to_w6(
 
 /// W7: visibility latency, writer ack -> woken reader in another process.
 pub fn w7(opts: &Opts, out: &mut Vec<Row>) {
-    let k: u64 = if opts.quick { 200 } else { 1_000 };
+    let k: u64 = if opts.quick { 400 } else { 1_500 };
+    // The first fifth is warm-up, left out of the percentiles.
+    let skip = k / 5;
     let mut rows = [
         Row::new(
             "W7",
@@ -305,8 +381,8 @@ pub fn w7(opts: &Opts, out: &mut Vec<Row>) {
         if peer == Peer::Batpak {
             bail!("n/a: batpak is single-process; no reader in another process");
         }
-        let ctx = scratch(opts, peer, &format!("w7-{run}"), true)?;
-        let res = (|| {
+        let (ctx, daemon) = scratch(opts, peer, &format!("w7-{run}"), true)?;
+        let res = (|| -> Result<(String, Vec<f64>)> {
             // Writer first (it creates the store), then the reader.
             let mut pacer = Proc::spawn(&Job {
                 ctx: ctx.clone(),
@@ -324,7 +400,6 @@ pub fn w7(opts: &Opts, out: &mut Vec<Row>) {
             let seen = waiter.done()?;
             pacer.finish()?;
             waiter.finish()?;
-            let claim = check_claim(peer, true, &[verified])?;
             let acks: Vec<f64> = acks["acks"]
                 .as_array()
                 .context("acks")?
@@ -333,25 +408,33 @@ pub fn w7(opts: &Opts, out: &mut Vec<Row>) {
                 .collect();
             let mut lat = Vec::new();
             for s in seen["seen"].as_array().context("seen")? {
-                let i = s[0].as_u64().context("i")? as usize;
+                let i = s[0].as_u64().context("i")?;
                 let t = s[1].as_f64().context("t")?;
+                if i < skip {
+                    continue;
+                }
                 // Signed: negative when the reader woke before the writer had its ack.
-                lat.push((t - acks[i]) / 1e3);
+                lat.push((t - acks[i as usize]) / 1e3);
             }
-            Ok(Measured {
-                values: vec![percentile(&mut lat, 50.0), percentile(&mut lat, 99.0)],
-                verified: Some(claim),
-            })
+            Ok((verified, lat))
         })();
-        cleanup(&ctx);
-        res
+        let d = end_cell(&ctx, daemon);
+        let (verified, mut lat) = res?;
+        let verified = d?.unwrap_or(verified);
+        let claim = check_claim(peer, true, &[verified])?;
+        Ok(Measured {
+            values: vec![percentile(&mut lat, 50.0), percentile(&mut lat, 99.0)],
+            verified: Some(claim),
+        })
     });
     for r in &mut rows {
-        r.notes.push(
-            "sqlite, lmdb: the reader polls every 100 µs (no cross-process wakeup); \
-             redis: XREAD BLOCK; negative = the reader woke before the writer had its ack"
-                .into(),
-        );
+        r.notes.push(format!(
+            "{k} events 2 ms apart, the first {skip} (warm-up) left out; weir: a `weir::Client` \
+                 process appends through `weir serve`, the reader waits in wait_visible (futex); \
+                 weir (in-process): the writer Store in the appending process; \
+                 sqlite, lmdb: the reader polls every 100 µs (no cross-process wakeup); \
+                 redis: XREAD BLOCK; negative = the reader woke before the writer had its ack"
+        ));
     }
     out.extend(rows);
 }
@@ -367,59 +450,470 @@ fn pss_kib(pid: u32) -> Result<f64> {
     bail!("no Pss line for {pid}")
 }
 
-/// W8: PSS per reader process with 16 readers attached to the read store.
+/// Allocated bytes (st_blocks) of the files under `p`.
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(md) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if md.is_dir() {
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| allocated(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        md.blocks() * 512
+    }
+}
+
+/// The index (weir) or database files (peers) a reader maps, in bytes.
+fn index_bytes(ctx: &Ctx) -> Option<u64> {
+    match ctx.peer {
+        Peer::Weir | Peer::WeirInProc => Some(allocated(&ctx.dir.join("index"))),
+        Peer::Sqlite | Peer::Lmdb => {
+            Some(allocated(&ctx.dir) - allocated(&ctx.dir.join("bench-build")))
+        }
+        Peer::Batpak | Peer::Redis => None,
+    }
+}
+
+/// W8: PSS per reader process with 16 readers attached to the read store
+/// (at `events`, and at 10× in full runs).
 pub fn w8(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, out: &mut Vec<Row>) {
+    let mut sizes = vec![opts.events];
+    if opts.big {
+        sizes.push(opts.events * 10);
+    }
+    for n in sizes {
+        // At 10× each reader counts one kind instead of all eight (a SQLite
+        // count of 10M rows × 8 × 16 processes alone would take minutes).
+        let kinds = if n > opts.events { 1 } else { 8 };
+        let mut rows = [
+            Row::new(
+                "W8",
+                &format!("PSS per reader, 16 reader processes, {n} events"),
+                "MiB",
+                false,
+            ),
+            Row::new(
+                "W8",
+                &format!("PSS per reader / index (or DB) size, {n} events"),
+                "%",
+                false,
+            ),
+        ];
+        let mut server_notes = Vec::new();
+        let mut size_notes = Vec::new();
+        run_group(opts, &mut rows, |peer, _run| {
+            if peer == Peer::Batpak {
+                bail!("n/a: batpak admits one process per dir (open_read_only takes its lock)");
+            }
+            let ctx = read_store(opts, built, peer, n)?;
+            let mut procs = Vec::new();
+            let res = (|| {
+                for _ in 0..16 {
+                    procs.push(Proc::spawn(&Job {
+                        ctx: ctx.clone(),
+                        role: Role::Resident { n, kinds },
+                    })?);
+                }
+                for p in &mut procs {
+                    p.ready()?;
+                }
+                let mut total = 0.0;
+                for p in &procs {
+                    total += pss_kib(p.child.id())?;
+                }
+                if let Some(pid) = peers::server_pid(&ctx) {
+                    server_notes.push(format!(
+                        "{}: the server process holds the data, PSS {:.0} MiB (not counted per reader)",
+                        peer.name(),
+                        pss_kib(pid)? / 1024.0
+                    ));
+                }
+                let per = total / 16.0 / 1024.0;
+                let pct = match index_bytes(&ctx) {
+                    Some(b) if b > 0 => {
+                        size_notes.push(format!(
+                            "{}: index/DB files {:.0} MiB allocated",
+                            peer.name(),
+                            b as f64 / (1 << 20) as f64
+                        ));
+                        per * (1 << 20) as f64 / b as f64 * 100.0
+                    }
+                    _ => f64::NAN,
+                };
+                Ok(Measured {
+                    values: vec![per, pct],
+                    verified: None,
+                })
+            })();
+            for mut p in procs {
+                let _ = p.go();
+                let _ = p.done();
+                let _ = p.finish();
+            }
+            res
+        });
+        // A peer without a file size (Redis keeps the data in its server).
+        if let Some(c) = rows[1].cells.get_mut(Peer::Redis.name())
+            && c.status.is_none()
+        {
+            c.status =
+                Some("n/a: the data lives in the server process, not in files readers map".into());
+            c.summary = None;
+        }
+        server_notes.sort();
+        server_notes.dedup_by(|a, b| a.split(',').next() == b.split(',').next());
+        size_notes.sort();
+        size_notes.dedup();
+        rows[0].notes.extend(server_notes);
+        rows[1].notes.extend(size_notes);
+        rows[0].notes.push(format!(
+            "each reader ran 10k lookups, 100 streams and {kinds} kind count(s) before measuring"
+        ));
+        rows[1].notes.push(
+            "the issue-3 goal is ≤ 1 % of the index size (weir: allocated bytes of index/; \
+             sqlite, lmdb: their database files)"
+                .into(),
+        );
+        out.extend(rows);
+    }
+}
+
+/// W10: syscalls made by a reader during a loop of 100k point lookups,
+/// counted with strace between two marker syscalls (see README).
+pub fn w10(
+    opts: &Opts,
+    built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>,
+    out: &mut Vec<Row>,
+) {
     let n = opts.events;
+    const WEIR_LOOKUPS: u64 = 100_000;
+    const PEER_LOOKUPS: u64 = 10_000;
     let mut rows = [Row::new(
-        "W8",
-        &format!("PSS per reader, 16 reader processes, {n} events"),
-        "MiB",
+        "W10",
+        &format!("syscalls in a loop of 100k point lookups (strace), {n} events"),
+        "syscalls",
         false,
     )];
-    let mut server_notes = Vec::new();
-    run_group(opts, &mut rows, |peer, _run| {
-        if peer == Peer::Batpak {
-            bail!("n/a: batpak admits one process per dir (open_read_only takes its lock)");
-        }
+    if let Err(e) = ensure_strace() {
+        eprintln!("  strace unavailable: {e:#}");
+    }
+    let warm = if opts.quick { 0.3 } else { 1.0 };
+    let mut names: BTreeMap<Peer, String> = BTreeMap::new();
+    let mut loop_ms: BTreeMap<Peer, f64> = BTreeMap::new();
+    run_group(opts, &mut rows, |peer, run| {
         let ctx = read_store(opts, built, peer, n)?;
-        let mut procs = Vec::new();
-        let res = (|| {
-            for _ in 0..16 {
-                procs.push(Proc::spawn(&Job {
-                    ctx: ctx.clone(),
-                    role: Role::Resident { n },
-                })?);
-            }
-            for p in &mut procs {
-                p.ready()?;
-            }
-            let mut total = 0.0;
-            for p in &procs {
-                total += pss_kib(p.child.id())?;
-            }
-            if let Some(pid) = peers::server_pid(&ctx) {
-                server_notes.push(format!(
-                    "{}: the server process holds the data, PSS {:.0} MiB (not counted per reader)",
-                    peer.name(),
-                    pss_kib(pid)? / 1024.0
-                ));
-            }
-            Ok(Measured {
-                values: vec![total / 16.0 / 1024.0],
-                verified: None,
-            })
-        })();
-        for mut p in procs {
-            let _ = p.go();
-            let _ = p.done();
-            let _ = p.finish();
-        }
-        res
+        let lookups = if peer == Peer::Weir {
+            WEIR_LOOKUPS
+        } else {
+            PEER_LOOKUPS
+        };
+        let log = opts.root.join(format!("strace-{}-{run}.log", peer.name()));
+        let (count, by_name, ms) = strace_loop(&ctx, n, lookups, warm, &log)?;
+        let _ = std::fs::remove_file(&log);
+        names.insert(peer, by_name);
+        loop_ms.insert(peer, ms);
+        Ok(Measured {
+            values: vec![count as f64 * (WEIR_LOOKUPS / lookups) as f64],
+            verified: None,
+        })
     });
-    server_notes.dedup_by(|a, b| a.split(',').next() == b.split(',').next());
-    rows[0].notes.extend(server_notes);
-    rows[0]
-        .notes
-        .push("each reader ran 10k lookups, 100 streams and 8 counts before measuring".into());
+    rows[0].notes.push(format!(
+        "the reader process warms up ({warm} s of lookups), says READY; the suite attaches \
+         `strace -f -p PID` (all threads) and waits for strace's `attached` line, then releases \
+         the loop; the worker brackets the loop with two marker syscalls (access(\"{MARK_START}\"), \
+         access(\"{MARK_END}\")) and the suite counts the syscall lines between them in the log \
+         (resumed halves and signal lines not counted). weir: 100k lookups; peers: {PEER_LOOKUPS} \
+         lookups (tracing their syscalls slows them ~100×), count × 10"
+    ));
+    for (p, s) in names {
+        rows[0].notes.push(format!(
+            "{}: {s} (loop under strace: {:.0} ms)",
+            p.name(),
+            loop_ms.get(&p).copied().unwrap_or(f64::NAN)
+        ));
+    }
     out.extend(rows);
+}
+
+fn ensure_strace() -> Result<()> {
+    let found = Command::new("sh")
+        .args(["-c", "command -v strace"])
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    if found {
+        return Ok(());
+    }
+    eprintln!("strace missing: apt-get install -y strace");
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            "(apt-get install -y -q strace || (apt-get update -q && apt-get install -y -q strace)) >/dev/null",
+        ])
+        .status()?
+        .success();
+    if !ok {
+        bail!("could not install strace with apt-get");
+    }
+    Ok(())
+}
+
+/// Run a Syscalls worker under strace; returns (syscalls in the loop, a
+/// summary by name, loop ms).
+fn strace_loop(
+    ctx: &Ctx,
+    n: u64,
+    lookups: u64,
+    warm: f64,
+    log: &Path,
+) -> Result<(u64, String, f64)> {
+    let mut w = Proc::spawn(&Job {
+        ctx: ctx.clone(),
+        role: Role::Syscalls {
+            n,
+            lookups,
+            warm_secs: warm,
+        },
+    })?;
+    let res = (|| {
+        w.ready()?;
+        let mut st = Command::new("strace")
+            .args(["-f", "-o"])
+            .arg(log)
+            .args(["-p", &w.child.id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("n/a: strace not available")?;
+        let mut err = BufReader::new(st.stderr.take().context("strace stderr")?);
+        let mut line = String::new();
+        err.read_line(&mut line)?;
+        if !line.contains("attached") {
+            let _ = st.kill();
+            let _ = st.wait();
+            bail!("n/a: strace could not attach: {}", line.trim());
+        }
+        // Drain strace's stderr in the background (it may report more threads).
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        w.go()?;
+        let out = w.done()?;
+        Ok((st, out))
+    })();
+    let (mut st, out) = match res {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = w.child.kill();
+            let _ = w.finish();
+            return Err(e);
+        }
+    };
+    w.finish()?;
+    st.wait()?;
+    let text = std::fs::read_to_string(log)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(MARK_START))
+        .context("no start marker in the strace log")?;
+    let end = lines
+        .iter()
+        .position(|l| l.contains(MARK_END))
+        .context("no end marker in the strace log")?;
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    let mut count = 0;
+    for l in &lines[start + 1..end] {
+        // "PID  name(args) = ret"; skip "<... name resumed>" halves and signals.
+        let body = l
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        if body.starts_with("<...") || body.starts_with("---") || body.starts_with("+++") {
+            continue;
+        }
+        let name = body.split('(').next().unwrap_or("?").to_string();
+        count += 1;
+        *by.entry(name).or_default() += 1;
+    }
+    let summary = if by.is_empty() {
+        "no syscalls".to_string()
+    } else {
+        let mut v: Vec<_> = by.into_iter().collect();
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
+        v.iter()
+            .take(5)
+            .map(|(k, c)| format!("{k}×{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ms = out["loop_ms"].as_f64().unwrap_or(f64::NAN);
+    Ok((count, summary, ms))
+}
+
+/// Zero (or put back) the 64-byte trailer at the end of every segment file.
+fn trailers(dir: &Path, saved: &mut Vec<(PathBuf, Vec<u8>)>, zero: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    if !zero {
+        for (p, b) in saved.drain(..) {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&p)?;
+            f.seek(SeekFrom::End(-64))?;
+            f.write_all(&b)?;
+            f.sync_data()?;
+        }
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir.join("segments"))? {
+        let p = e?.path();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)?;
+        if f.metadata()?.len() < 64 {
+            continue;
+        }
+        let mut b = vec![0u8; 64];
+        f.seek(SeekFrom::End(-64))?;
+        f.read_exact(&mut b)?;
+        f.seek(SeekFrom::End(-64))?;
+        f.write_all(&[0u8; 64])?;
+        f.sync_data()?;
+        saved.push((p, b));
+    }
+    Ok(())
+}
+
+/// W9: cold start by restore path. The weir read store is opened with
+/// `Store::open` (what `weir serve` runs before READY) in a fresh process,
+/// after: a clean stop (index files); deleting `index/` (sealed segments
+/// rebuilt from their footers, the tail scanned); deleting `index/` and
+/// zeroing every segment's trailer (frame scan). batpak: `Store::open` on its
+/// store of the same events. Runs last: it rewrites weir's index.
+pub fn w9(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, out: &mut Vec<Row>) {
+    let mut sizes = vec![opts.events];
+    if opts.big {
+        sizes.push(opts.events * 10);
+    }
+    for n in sizes {
+        let mut batpak_vals: Vec<f64> = Vec::new();
+        let mut batpak_err: Option<String> = None;
+        for path in ["index-files", "footers", "frame-scan"] {
+            let mut rows = [Row::new(
+                "W9",
+                &format!("cold start (Store::open), restore path {path}, {n} events"),
+                "ms",
+                false,
+            )];
+            let mut reports = Vec::new();
+            let mut saved = Vec::new();
+            run_group(opts, &mut rows, |peer, run| match peer {
+                Peer::Weir => {
+                    let ctx = read_store(opts, built, peer, n)?;
+                    let segments = std::fs::read_dir(ctx.dir.join("segments"))?.count();
+                    if path == "footers" && segments < 2 {
+                        bail!(
+                            "n/a: no sealed segment: {n} events fit in one 256 MiB segment \
+                             (the footers path needs a rotated segment; see the 1M/10M rows)"
+                        );
+                    }
+                    if path != "index-files" {
+                        let idx = ctx.dir.join("index");
+                        if idx.exists() {
+                            std::fs::remove_dir_all(&idx)?;
+                        }
+                    }
+                    if path == "frame-scan" {
+                        trailers(&ctx.dir, &mut saved, true)?;
+                    }
+                    let g = run_workers(&[Job {
+                        ctx: ctx.clone(),
+                        role: Role::Restore,
+                    }]);
+                    if path == "frame-scan" {
+                        trailers(&ctx.dir, &mut saved, false)?;
+                    }
+                    let o = g?.outputs.remove(0);
+                    let got = o["path"].as_str().unwrap_or("?");
+                    if got != path {
+                        bail!(
+                            "REFUSED: row claims restore path {path} but the store reports {got} ({})",
+                            o["fallback"]
+                        );
+                    }
+                    reports.push(format!(
+                        "weir {path} at {n}: {} entries by that path + {} tail entries scanned, \
+                         restore report {:.0} ms",
+                        o["entries"],
+                        o["tail_entries"],
+                        o["report_ms"].as_f64().unwrap_or(f64::NAN)
+                    ));
+                    Ok(Measured {
+                        values: vec![o["open_ms"].as_f64().context("open_ms")?],
+                        verified: Some(path.into()),
+                    })
+                }
+                Peer::Batpak => {
+                    if path != "index-files" {
+                        // One restore path: measured once (in the index-files row).
+                        if let Some(e) = &batpak_err {
+                            bail!("{e}");
+                        }
+                        return batpak_vals
+                            .get(run)
+                            .map(|v| Measured {
+                                values: vec![*v],
+                                verified: None,
+                            })
+                            .context("n/a: batpak not measured");
+                    }
+                    let r = (|| {
+                        let ctx = read_store(opts, built, peer, n)?;
+                        let g = run_workers(&[Job {
+                            ctx,
+                            role: Role::Restore,
+                        }])?;
+                        g.outputs[0]["open_ms"].as_f64().context("open_ms")
+                    })();
+                    match r {
+                        Ok(v) => {
+                            batpak_vals.push(v);
+                            Ok(Measured {
+                                values: vec![v],
+                                verified: None,
+                            })
+                        }
+                        Err(e) => {
+                            batpak_err = Some(format!("{e:#}"));
+                            Err(e)
+                        }
+                    }
+                }
+                Peer::WeirInProc => bail!("n/a: the same Store::open as `weir`"),
+                Peer::Sqlite | Peer::Lmdb => bail!(
+                    "n/a: no restore step (opening maps the B-tree; see W6 for open + first lookup)"
+                ),
+                Peer::Redis => bail!(
+                    "n/a: a restart replays the AOF into memory; not measured (server kept running)"
+                ),
+            });
+            reports.sort();
+            reports.dedup_by(|a, b| a.split(':').next() == b.split(':').next());
+            rows[0].notes.extend(reports);
+            rows[0].notes.push(
+                "weir: Store::open in a fresh process (what `weir serve` does before READY), page \
+                 cache warm; footers = index/ deleted; frame-scan = index/ deleted and every \
+                 segment's last 64 bytes (trailer) zeroed, put back afterwards; the row is refused \
+                 unless restore_report() names the path; batpak: Store::open of its store of the \
+                 same events, one path, so the same figures in all three rows"
+                    .into(),
+            );
+            out.extend(rows);
+        }
+    }
 }

@@ -17,8 +17,9 @@ pub mod sqlite;
 pub mod weir_peer;
 
 /// Every store the suite knows, in table order (weir first).
-pub const ALL: [Peer; 5] = [
+pub const ALL: [Peer; 6] = [
     Peer::Weir,
+    Peer::WeirInProc,
     Peer::Batpak,
     Peer::Sqlite,
     Peer::Lmdb,
@@ -27,7 +28,12 @@ pub const ALL: [Peer; 5] = [
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Peer {
+    /// The real daemon (`weir serve`), appends through `weir::Client` over its
+    /// socket; reads through `weir::Reader`.
     Weir,
+    /// The daemon's writer (`weir_daemon::Store`) linked into the benchmark
+    /// process: writer throughput without the socket (issue 2's comparison).
+    WeirInProc,
     Batpak,
     Sqlite,
     Lmdb,
@@ -46,6 +52,9 @@ pub struct Ctx {
     pub redis_db: u32,
     /// Durable rows: the ack means the event survives power loss.
     pub durable: bool,
+    /// weir: the daemon's append socket (set while the suite runs `weir serve`).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
 }
 
 /// Whether a peer can host writers in several OS processes at once.
@@ -84,10 +93,19 @@ impl Peer {
     pub fn name(self) -> &'static str {
         match self {
             Peer::Weir => "weir",
+            Peer::WeirInProc => "weir-inproc",
             Peer::Batpak => "batpak",
             Peer::Sqlite => "sqlite",
             Peer::Lmdb => "lmdb",
             Peer::Redis => "redis",
+        }
+    }
+
+    /// The column heading in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Peer::WeirInProc => "weir (in-process)",
+            p => p.name(),
         }
     }
 
@@ -102,7 +120,7 @@ impl Peer {
 
     pub fn writer_model(self) -> WriterModel {
         match self {
-            Peer::Batpak | Peer::Weir => WriterModel::SingleProcess,
+            Peer::Batpak | Peer::WeirInProc => WriterModel::SingleProcess,
             _ => WriterModel::MultiProcess,
         }
     }
@@ -110,7 +128,8 @@ impl Peer {
     /// The configuration a row claims, in the exact form `verify` reads back.
     pub fn claim(self, durable: bool) -> String {
         match self {
-            Peer::Weir => weir_peer::claim(durable),
+            Peer::Weir => weir_peer::claim_daemon(durable),
+            Peer::WeirInProc => weir_peer::claim(durable),
             Peer::Batpak => batpak_peer::claim(durable),
             Peer::Sqlite => sqlite::claim(durable),
             Peer::Lmdb => lmdb::claim(durable),
@@ -121,7 +140,8 @@ impl Peer {
     /// A human description of the setup, printed with the table.
     pub fn describe(self) -> &'static str {
         match self {
-            Peer::Weir => weir_peer::DESCRIBE,
+            Peer::Weir => weir_peer::DESCRIBE_DAEMON,
+            Peer::WeirInProc => weir_peer::DESCRIBE,
             Peer::Batpak => batpak_peer::DESCRIBE,
             Peer::Sqlite => sqlite::DESCRIBE,
             Peer::Lmdb => lmdb::DESCRIBE,
@@ -133,7 +153,8 @@ impl Peer {
 /// Open a writer; also returns the configuration read back from the live store.
 pub fn open_writer(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
     match ctx.peer {
-        Peer::Weir => weir_peer::open_writer(ctx),
+        Peer::Weir => weir_peer::open_client(ctx),
+        Peer::WeirInProc => weir_peer::open_writer(ctx),
         Peer::Batpak => batpak_peer::open_writer(ctx),
         Peer::Sqlite => sqlite::open_writer(ctx),
         Peer::Lmdb => lmdb::open_writer(ctx),
@@ -144,7 +165,7 @@ pub fn open_writer(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
 /// Open a reader over an existing store (`n` = events it holds).
 pub fn open_reader(ctx: &Ctx, n: u64) -> Result<Box<dyn Reader>> {
     match ctx.peer {
-        Peer::Weir => weir_peer::open_reader(ctx, n),
+        Peer::Weir | Peer::WeirInProc => weir_peer::open_reader(ctx, n),
         Peer::Batpak => batpak_peer::open_reader(ctx, n),
         Peer::Sqlite => sqlite::open_reader(ctx),
         Peer::Lmdb => lmdb::open_reader(ctx),

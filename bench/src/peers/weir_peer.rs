@@ -1,16 +1,26 @@
-//! weir itself.
+//! weir itself, two ways:
 //!
-//! Wired now: the in-process writer (`weir_daemon::store::Store`, the same
-//! writer thread the daemon runs) and `weir::Reader` in its own process.
-//! TODO(weir socket client): W1 should run one `weir::Client` per client
-//! process against `weir serve --data-dir D --socket D/weir.sock` once the
-//! Client lands; until then W1 uses threads over the in-process Store (noted in
-//! the table), like batpak.
+//! - `weir` ([`Peer::Weir`](super::Peer::Weir)): the real daemon. The suite
+//!   runs `target/release/weir serve --data-dir D --socket D/weir.sock --config
+//!   F` for each write cell ([`Daemon`]), every client process talks to it
+//!   through `weir::Client::connect(socket)`, and the daemon is stopped with
+//!   SIGTERM (and reaped) after the cell. Its configuration is read back twice:
+//!   `weir serve --print-config` with the same flags, and the live daemon's
+//!   `Stats` (durable rows: fsyncs > 0, and every receipt a client gets must
+//!   say `durable`; `sync = never` rows: fewer fsyncs than groups).
+//! - `weir-inproc` ([`Peer::WeirInProc`](super::Peer::WeirInProc)): the same
+//!   writer (`weir_daemon::store::Store`) linked into the benchmark process, no
+//!   socket: issue 2's in-process writer throughput against batpak.
+//!
+//! Readers are `weir::Reader` (mmap) in their own processes either way.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use weir::{EventId, EventKind, KindFilter, Region};
+use weir::{Client, ClientOptions, EventId, EventKind, KindFilter, Region};
 use weir_daemon::config::{Config, SyncPolicy};
 use weir_daemon::store::Store;
 use weir_protocol::wire::AppendRequest;
@@ -18,13 +28,292 @@ use weir_protocol::wire::AppendRequest;
 use super::{Ctx, Reader, Writer};
 use crate::common::{Event, event_id};
 
-pub const DESCRIBE: &str = "weir in-process writer (weir_daemon Store: writer thread, group \
-commit, fdatasync), sync=always for durable rows, sync=never for W2b; client-supplied event ids; \
-multi-client W1 rows run threads over one Store (the socket Client is not wired yet); readers: \
-weir::Reader (mmap) in their own processes, W7 via wait_visible (futex)";
+pub const DESCRIBE_DAEMON: &str = "the real daemon, `target/release/weir serve --data-dir D \
+--socket D/weir.sock --config F` started by the suite for every write cell and stopped (SIGTERM, \
+reaped) after it; F sets sync = \"always\" (the default: fdatasync before the ack, group commit) \
+for durable rows and sync = \"never\" for W2b, everything else default (256 MiB preallocated \
+segments); every client is its own OS process with one `weir::Client::connect(socket)` \
+(append / append_batch, automatic idempotency keys, client-supplied event ids); configuration \
+read back with `weir serve --print-config` and from the live daemon's Stats (durable rows: \
+fsyncs > 0, and every receipt must carry durable = true; sync = never: fsyncs < groups); \
+read workloads: weir::Reader (mmap) in their own processes on a store the in-process writer \
+built, W7 via wait_visible (futex) while a Client appends through the daemon";
+
+pub const DESCRIBE: &str = "weir_daemon::Store (the daemon's writer thread, group commit, \
+fdatasync) linked into the benchmark process, no socket; sync=always for durable rows, \
+sync=never for W2b; client-supplied event ids; multi-client W1 rows run threads over one Store; \
+read rows are the same reader on the same store as `weir` (not repeated)";
 
 pub fn claim(durable: bool) -> String {
     format!("sync={}", if durable { "Always" } else { "Never" })
+}
+
+/// What the daemon rows claim, as [`Daemon::verify`] reads it back.
+pub fn claim_daemon(durable: bool) -> String {
+    if durable {
+        "sync=always fsyncs>0".into()
+    } else {
+        "sync=never fsyncs<groups".into()
+    }
+}
+
+/// Path of the `weir` binary: next to this benchmark binary (the same
+/// `target/release`), built with `cargo build --release -p weir-cli` first so
+/// that it is current.
+pub fn weir_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| locate_bin().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn locate_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("exe dir")?;
+    let bin = dir.join("weir");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace")?;
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("release");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace)
+        .args(["build", "-q", "-p", "weir-cli"])
+        .stdin(Stdio::null());
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    match cmd.status() {
+        Ok(st) if st.success() => {}
+        Ok(st) => eprintln!("cargo build -p weir-cli: {st}; using {}", bin.display()),
+        Err(e) => eprintln!("cargo unavailable ({e}); using {}", bin.display()),
+    }
+    if !bin.exists() {
+        bail!(
+            "n/a: {} not found (cargo build --release -p weir-cli)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A `weir serve` process the suite started for one cell.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    /// `sync` as `weir serve --print-config` reports it.
+    sync: String,
+}
+
+impl Daemon {
+    /// Start `weir serve` on `dir` (created empty by the caller) with
+    /// `sync = always` (durable) or `never`, and wait until it answers a ping.
+    pub fn start(dir: &Path, durable: bool) -> Result<Daemon> {
+        let bin = weir_bin()?;
+        let socket = dir.join("weir.sock");
+        let config = dir.with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "sync = \"{}\"\nlog-level = \"warn\"\n",
+                if durable { "always" } else { "never" }
+            ),
+        )?;
+        let args = |c: &mut Command| {
+            c.arg("serve")
+                .arg("--data-dir")
+                .arg(dir)
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--config")
+                .arg(&config)
+                .env_remove("WEIR_CONFIG")
+                .env_remove("WEIR_SYNC")
+                .env_remove("RUST_LOG");
+        };
+        let mut pc = Command::new(&bin);
+        args(&mut pc);
+        let out = pc.arg("--print-config").output()?;
+        if !out.status.success() {
+            bail!(
+                "weir serve --print-config: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let sync = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sync = "))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .context("print-config has no sync line")?;
+        let mut c = Command::new(&bin);
+        args(&mut c);
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start weir serve")?;
+        let mut d = Daemon {
+            child: Some(child),
+            socket,
+            sync,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                d.child = None;
+                bail!("weir serve exited at start with {st}");
+            }
+            if d.socket.exists()
+                && let Ok(mut cl) = Client::connect_with(&d.socket, quick_opts())
+                && cl.ping().is_ok()
+            {
+                return Ok(d);
+            }
+            if Instant::now() > deadline {
+                bail!("weir serve did not answer within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The configuration read back: `sync` from `--print-config`, and from the
+    /// live daemon's Stats that durable rows were fsynced (`fsyncs > 0`; every
+    /// receipt is also checked for `durable` by the clients) and that
+    /// `sync = never` rows were not fsynced per group (`fsyncs < groups`).
+    /// Also returns a one-line summary of the daemon's counters.
+    pub fn verify(&self) -> Result<(String, String)> {
+        let mut c = Client::connect_with(&self.socket, quick_opts())?;
+        let s = c.stats()?;
+        if s.groups == 0 {
+            bail!("the daemon committed no group");
+        }
+        let check = if self.sync == "always" {
+            if s.fsyncs > 0 { "fsyncs>0" } else { "fsyncs=0" }
+        } else if s.fsyncs < s.groups {
+            "fsyncs<groups"
+        } else {
+            "fsyncs>=groups"
+        };
+        let rejected: u64 = s.rejected.values().sum();
+        let detail = format!(
+            "{} events in {} groups ({:.1} events/group), {} fsyncs, {} rejected",
+            s.appends,
+            s.groups,
+            s.appends as f64 / s.groups as f64,
+            s.fsyncs,
+            rejected
+        );
+        Ok((format!("sync={} {check}", self.sync), detail))
+    }
+
+    /// SIGTERM, then wait for a clean exit (status 0).
+    pub fn stop(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                if !st.success() {
+                    bail!("weir serve exited with {st} after SIGTERM");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("weir serve did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn quick_opts() -> ClientOptions {
+    ClientOptions::default()
+        .retry_for(Duration::from_secs(2))
+        .io_timeout(Duration::from_secs(10))
+}
+
+/// One `weir::Client` connection (one per client process).
+pub struct ClientWriter {
+    c: Client,
+    durable: bool,
+}
+
+impl ClientWriter {
+    /// Durable rows: every receipt must say `durable`.
+    fn check(&self, r: &weir::Receipt) -> Result<()> {
+        if self.durable && !r.durable {
+            bail!(
+                "REFUSED: durable row, but the daemon acknowledged seq {} as not durable",
+                r.sequence
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Writer for ClientWriter {
+    fn append(&mut self, ev: &Event) -> Result<()> {
+        let r = self
+            .c
+            .append_with(request(ev))
+            .map_err(|e| anyhow!("weir Client append: {e}"))?;
+        self.check(&r)
+    }
+
+    fn append_batch(&mut self, evs: &[Event]) -> Result<()> {
+        let rs = self
+            .c
+            .append_batch(evs.iter().map(request).collect())
+            .map_err(|e| anyhow!("weir Client append_batch: {e}"))?;
+        if rs.len() != evs.len() {
+            bail!(
+                "weir Client append_batch: {} receipts for {}",
+                rs.len(),
+                evs.len()
+            );
+        }
+        rs.iter().try_for_each(|r| self.check(r))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Worker side: connect to the daemon the suite started. The configuration
+/// is verified by the parent (it owns the daemon), so this returns a marker.
+pub fn open_client(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
+    let sock = ctx
+        .socket
+        .as_ref()
+        .context("no weir socket (daemon not started)")?;
+    let c = Client::connect(sock).map_err(|e| anyhow!("weir Client::connect: {e}"))?;
+    Ok((
+        Box::new(ClientWriter {
+            c,
+            durable: ctx.durable,
+        }),
+        "client".into(),
+    ))
 }
 
 /// weir kinds: category 0x1, type 1..=8 (0x0 and 0xD are reserved).
