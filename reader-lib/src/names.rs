@@ -177,6 +177,11 @@ impl View {
         let mut pos = PAGE as u64;
         while pos < end {
             let next_file = ((pos >> STRINGS_FILE_LOG2) + 1) << STRINGS_FILE_LOG2;
+            if (pos & (file_len - 1)) < PAGE as u64 {
+                // Exactly at a file boundary: entries start after the header page.
+                pos = (pos & !(file_len - 1)) + PAGE as u64;
+                continue;
+            }
             if (pos & (file_len - 1)) as usize + STRING_ENTRY_HEADER > STRINGS_FILE_LEN {
                 pos = next_file + PAGE as u64;
                 continue;

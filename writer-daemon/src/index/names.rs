@@ -110,6 +110,11 @@ impl Names {
                 (global as usize) & (STRINGS_FILE_LEN - 1),
             );
             let f = &names.files[file];
+            if local < PAGE {
+                // Exactly at a file boundary: entries start after the header page.
+                global = ((file as u64) << STRINGS_FILE_LOG2) | PAGE as u64;
+                continue;
+            }
             if local + STRING_ENTRY_HEADER > STRINGS_FILE_LEN {
                 global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
                 continue;
@@ -162,14 +167,7 @@ impl Names {
             return Ok(id);
         }
         let size = align8(STRING_ENTRY_HEADER + name.len());
-        let (mut file, mut local) = (
-            (self.end >> STRINGS_FILE_LOG2) as usize,
-            (self.end as usize) & (STRINGS_FILE_LEN - 1),
-        );
-        if local + size > STRINGS_FILE_LEN {
-            file += 1;
-            local = PAGE;
-        }
+        let (file, local) = place(self.end, size);
         if file == self.files.len() {
             self.files.push(new_strings_file(&self.dir, file)?);
         }
@@ -274,6 +272,24 @@ impl Names {
     }
 }
 
+/// Where an entry of `size` bytes goes when the strings end at global
+/// offset `end`: (file, offset in file). Entries never straddle files and
+/// never overlap a file's header page, also when `end` falls exactly on a
+/// file boundary.
+fn place(end: u64, size: usize) -> (usize, usize) {
+    let (file, local) = (
+        (end >> STRINGS_FILE_LOG2) as usize,
+        (end as usize) & (STRINGS_FILE_LEN - 1),
+    );
+    if local < PAGE {
+        (file, PAGE)
+    } else if local + size > STRINGS_FILE_LEN {
+        (file + 1, PAGE)
+    } else {
+        (file, local)
+    }
+}
+
 /// Which of the two maps holds a namespace.
 fn slot_of(ns: u8) -> usize {
     usize::from(ns != NS_ENTITY)
@@ -309,5 +325,28 @@ fn insert_slot(table: &MappedFile, log2: u32, hash: u64, id: u32) {
             (id as usize, fingerprint(hash))
         );
         i = (i + 1) & mask;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_never_overlap_a_header_page_or_straddle_files() {
+        let len = STRINGS_FILE_LEN as u64;
+        assert_eq!(place(PAGE as u64, 48), (0, PAGE));
+        // Exactly full: the next entry starts after file 1's header page.
+        assert_eq!(place(len, 48), (1, PAGE));
+        assert_eq!(place(len - 48, 48), (0, STRINGS_FILE_LEN - 48));
+        assert_eq!(place(len - 40, 48), (1, PAGE));
+        assert_eq!(place(3 * len, 1064), (3, PAGE));
+        for end in [len - 8, len, len + 8, 2 * len - 32] {
+            let (file, local) = place(end, 48);
+            assert!(
+                local >= PAGE && local + 48 <= STRINGS_FILE_LEN,
+                "end {end}: {file}/{local}"
+            );
+        }
     }
 }
