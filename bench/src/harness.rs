@@ -35,7 +35,7 @@ impl Opts {
     pub fn write_window(&self) -> (std::time::Duration, std::time::Duration) {
         use std::time::Duration;
         if self.quick {
-            (Duration::from_millis(500), Duration::from_millis(1000))
+            (Duration::from_millis(400), Duration::from_millis(1000))
         } else {
             (Duration::from_secs(1), Duration::from_secs(2))
         }
