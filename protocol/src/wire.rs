@@ -233,6 +233,9 @@ pub enum ErrorCode {
     Timeout,
     /// Anything else.
     Internal,
+    /// The writer stopped mid-request: the events may or may not be stored;
+    /// retry with the same idempotency keys after a restart.
+    OutcomeUnknown,
 }
 
 /// A typed error: a stable code, a sentence, structured fields.

@@ -147,6 +147,16 @@ pub enum AppendError {
         /// The original failure.
         cause: String,
     },
+    /// The writer stopped while this request was in flight and could not
+    /// settle it: its events may or may not be stored. A restart publishes
+    /// whatever reached the disk; retry with the same idempotency keys then.
+    #[error(
+        "the outcome is unknown: {cause}; after a restart, retry with the same idempotency key"
+    )]
+    OutcomeUnknown {
+        /// What failed.
+        cause: String,
+    },
     /// This request's write failed; its sequences were cancelled.
     #[error("i/o error while appending ({cause}); sequences {start}..{end} were cancelled")]
     Io {
@@ -177,6 +187,7 @@ impl AppendError {
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Poisoned { .. } => ErrorCode::WriterPoisoned,
             Self::Io { .. } => ErrorCode::Io,
+            Self::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
         }
     }
 
@@ -220,7 +231,10 @@ impl AppendError {
             Self::Io { start, end, .. } => {
                 e.with("cancelled_start", start).with("cancelled_end", end)
             }
-            Self::EmptyBatch | Self::ShuttingDown | Self::Poisoned { .. } => e,
+            Self::EmptyBatch
+            | Self::ShuttingDown
+            | Self::Poisoned { .. }
+            | Self::OutcomeUnknown { .. } => e,
         }
     }
 }

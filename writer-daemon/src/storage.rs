@@ -213,13 +213,19 @@ pub struct SimState {
     pub fail_at: Option<u64>,
     /// Fail every op from this number on: the process is "dead".
     pub dead_from: Option<u64>,
+    /// Stop inside the op with this number until [`SimStorage::release`].
+    pub pause_at: Option<u64>,
 }
+
+/// A pause point: (reached, released).
+type Pause = (Mutex<(bool, bool)>, std::sync::Condvar);
 
 /// In-memory storage with separate live and durable images.
 #[derive(Debug, Clone, Default)]
 pub struct SimStorage {
     /// Shared with the test.
     pub state: Arc<Mutex<SimState>>,
+    pause: Arc<Pause>,
 }
 
 impl SimStorage {
@@ -244,6 +250,7 @@ impl SimStorage {
                 files,
                 ..SimState::default()
             })),
+            pause: Arc::default(),
         }
     }
 
@@ -271,9 +278,37 @@ impl SimStorage {
             .collect()
     }
 
+    /// Blocks until the storage has paused at `pause_at`.
+    pub fn wait_paused(&self) {
+        let (m, cv) = &*self.pause;
+        let mut g = m.lock().expect("pause lock");
+        while !g.0 {
+            g = cv.wait(g).expect("pause lock");
+        }
+    }
+
+    /// Lets the paused op continue.
+    pub fn release(&self) {
+        let (m, cv) = &*self.pause;
+        m.lock().expect("pause lock").1 = true;
+        cv.notify_all();
+    }
+
     fn op(&self) -> io::Result<std::sync::MutexGuard<'_, SimState>> {
         let mut st = self.state.lock().expect("sim lock");
         st.ops += 1;
+        if st.pause_at == Some(st.ops) {
+            drop(st);
+            let (m, cv) = &*self.pause;
+            let mut g = m.lock().expect("pause lock");
+            g.0 = true;
+            cv.notify_all();
+            while !g.1 {
+                g = cv.wait(g).expect("pause lock");
+            }
+            drop(g);
+            st = self.state.lock().expect("sim lock");
+        }
         if st.fail_at == Some(st.ops) || st.dead_from.is_some_and(|d| st.ops >= d) {
             return Err(io::Error::from_raw_os_error(nix::libc::EIO));
         }

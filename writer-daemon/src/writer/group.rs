@@ -41,6 +41,9 @@ struct Staged {
     done: Done,
     /// `Some` for a replay of known idempotency keys: nothing is written.
     replay: Option<Vec<Receipt>>,
+    /// The replay answers from keys staged earlier in this same group, so
+    /// it succeeds or fails with the group.
+    replay_in_group: bool,
 }
 
 /// Where one flush of the group buffer landed.
@@ -123,6 +126,7 @@ impl Writer {
                     events,
                     done,
                     replay: None,
+                    replay_in_group: false,
                 });
             }
         }
@@ -152,17 +156,21 @@ impl Writer {
             && fresh > 0
             && let Err(e) = self.sync_now()
         {
-            // Not durable, not published; the writer is poisoned.
-            for s in g.staged {
-                (s.done)(Err(e.clone()));
-            }
+            // Not durable, not published: cancel the group's sequences
+            // durably if the disk still lets us, and tell every client.
+            self.fail_group(group_first, e.to_string(), g);
             return rest;
         }
         let durable = !self.log.has_unsynced();
         if let Err(e) = self.index_pending(&g) {
-            let err = self.poison(format!("index write failed: {e}"));
+            // The frames are durable but cannot be published: a restart
+            // rebuilds the index and publishes them.
+            let cause = format!("index write failed: {e}");
+            self.poison(cause.clone());
             for s in g.staged {
-                (s.done)(Err(err.clone()));
+                (s.done)(Err(AppendError::OutcomeUnknown {
+                    cause: cause.clone(),
+                }));
             }
             return rest;
         }
@@ -188,7 +196,15 @@ impl Writer {
         }
         self.shared.committed(fresh, bytes, self.next_seq);
         for (s, r) in g.staged.into_iter().zip(receipts) {
-            (s.done)(Ok(s.replay.unwrap_or(r)));
+            let answer = match s.replay {
+                // A replay of this group's own events is as durable as they are.
+                Some(r) if s.replay_in_group => {
+                    r.into_iter().map(|r| Receipt { durable, ..r }).collect()
+                }
+                Some(r) => r,
+                None => r,
+            };
+            (s.done)(Ok(answer));
         }
         rest
     }
@@ -217,11 +233,12 @@ impl Writer {
                 self.reject(done, e);
                 return None;
             }
-            Ok(Some(receipts)) => {
+            Ok(Some((receipts, in_group))) => {
                 g.staged.push(Staged {
                     events,
                     done,
                     replay: Some(receipts),
+                    replay_in_group: in_group,
                 });
                 return None;
             }
@@ -243,6 +260,7 @@ impl Writer {
                     events,
                     done,
                     replay: None,
+                    replay_in_group: false,
                 });
                 return None;
             }
@@ -253,6 +271,7 @@ impl Writer {
             events,
             done,
             replay: None,
+            replay_in_group: false,
         });
         let (buf_mark, frames_mark, pending_mark, undo_mark) =
             (g.buf.len(), g.frames.len(), g.pending.len(), g.undo.len());
@@ -463,15 +482,16 @@ impl Writer {
                 start: first,
                 end,
             },
-            Err(e) => AppendError::Poisoned {
+            Err(e) => AppendError::OutcomeUnknown {
                 cause: format!("{cause}; the cancellation could not be made durable either: {e}"),
             },
         };
         self.poison(cause);
         for s in g.staged {
             match s.replay {
-                Some(r) => (s.done)(Ok(r)),
-                None => (s.done)(Err(err.clone())),
+                // Only receipts of earlier, published groups still hold.
+                Some(r) if !s.replay_in_group => (s.done)(Ok(r)),
+                _ => (s.done)(Err(err.clone())),
             }
         }
     }

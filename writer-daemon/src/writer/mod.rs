@@ -242,46 +242,41 @@ impl Writer {
     }
 
     /// Checks idempotency keys: all known → replay; some known → conflict.
-    fn replay(
+    /// Checks idempotency keys: all known → replay; some known → conflict.
+    /// The flag says whether any receipt came from this very group (then it
+    /// shares the group's fate: it is not durable, or even stored, yet).
+    pub(super) fn replay(
         &self,
         events: &[AppendRequest],
         group_keys: &FxHashMap<u128, Receipt>,
-    ) -> Result<Option<Vec<Receipt>>, AppendError> {
-        let keys: Vec<Option<u128>> = events.iter().map(|e| e.idempotency_key).collect();
-        let found: Vec<Option<Receipt>> = keys
-            .iter()
-            .map(|k| {
-                k.and_then(|k| {
-                    self.idem
-                        .get(k)
-                        .copied()
-                        .or_else(|| group_keys.get(&k).copied())
-                })
-            })
-            .collect();
-        let known = found.iter().filter(|f| f.is_some()).count();
-        if known == 0 {
-            return Ok(None);
-        }
-        if known < events.len() {
-            let key = keys
-                .iter()
-                .zip(&found)
-                .find(|(_, f)| f.is_some())
-                .and_then(|(k, _)| *k)
-                .unwrap_or(0);
-            return Err(AppendError::IdempotencyConflict { key });
-        }
-        Ok(Some(
-            found
-                .into_iter()
-                .flatten()
-                .map(|r| Receipt {
+    ) -> Result<Option<(Vec<Receipt>, bool)>, AppendError> {
+        let mut receipts = Vec::new();
+        let mut from_group = false;
+        let mut first_known = None;
+        for e in events {
+            let found = e.idempotency_key.and_then(|k| match self.idem.get(k) {
+                Some(r) => Some(*r),
+                None => {
+                    let r = group_keys.get(&k).copied();
+                    from_group |= r.is_some();
+                    r
+                }
+            });
+            if let Some(r) = found {
+                first_known.get_or_insert(e.idempotency_key.unwrap_or(0));
+                receipts.push(Receipt {
                     replayed: true,
                     ..r
-                })
-                .collect(),
-        ))
+                });
+            }
+        }
+        match first_known {
+            None => Ok(None),
+            Some(key) if receipts.len() < events.len() => {
+                Err(AppendError::IdempotencyConflict { key })
+            }
+            Some(_) => Ok(Some((receipts, from_group))),
+        }
     }
 }
 
