@@ -326,10 +326,15 @@ pub const fn pack_slot(row: usize, hash: u64) -> u64 {
     ((hash >> 32) << 32) | (row as u64 + 1)
 }
 
-/// Unpacks a non-empty slot into (row index, fingerprint).
+/// Unpacks a non-empty slot into (row index, fingerprint); `None` for a
+/// slot no writer produces (its low 32 bits are zero), which a reader
+/// treats as corruption.
 #[must_use]
-pub const fn unpack_slot(slot: u64) -> (usize, u32) {
-    (((slot & 0xffff_ffff) - 1) as usize, (slot >> 32) as u32)
+pub const fn unpack_slot(slot: u64) -> Option<(usize, u32)> {
+    match (slot & 0xffff_ffff).checked_sub(1) {
+        Some(i) => Some((i as usize, (slot >> 32) as u32)),
+        None => None,
+    }
 }
 
 /// Fingerprint stored for a hash.
@@ -520,7 +525,8 @@ mod tests {
         let h = id_hash(0x1234_5678_9abc_def0_0fed_cba9_8765_4321);
         let s = pack_slot(77, h);
         assert_ne!(s, 0);
-        assert_eq!(unpack_slot(s), (77, fingerprint(h)));
+        assert_eq!(unpack_slot(s), Some((77, fingerprint(h))));
+        assert_eq!(unpack_slot(0xdead_beef_0000_0000), None);
         assert_ne!(pack_slot(0, 0), 0);
     }
 

@@ -148,7 +148,9 @@ impl View {
             if slot == 0 {
                 return Ok(None);
             }
-            let (sid, sfp) = unpack_slot(slot);
+            let Some((sid, sfp)) = unpack_slot(slot) else {
+                return Err(corrupt(0, "names slot with an empty id field"));
+            };
             if sfp == fp {
                 // SYNC: pairs with the daemon's Release store of this slot,
                 // made after it wrote the string entry.

@@ -396,7 +396,12 @@ pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, 
             if slot == 0 {
                 break;
             }
-            let (r, sfp) = unpack_slot(slot);
+            let Some((r, sfp)) = unpack_slot(slot) else {
+                return Err(ReadError::CorruptTable {
+                    path: chunk.path().to_owned(),
+                    what: "id slot with an empty row field",
+                });
+            };
             if sfp == fp {
                 // SYNC: pairs with the daemon's Release store of the slot,
                 // made after it wrote the row.

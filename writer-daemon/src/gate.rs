@@ -52,18 +52,21 @@ impl GateWriter {
         self.word(STATE_OFF).store(state, Ordering::Release);
         self.file.flush()?;
         let gate = data_dir.join("gate");
-        let old = MappedFile::open(&gate, GATE_LEN).ok();
-        std::fs::rename(self.file.path(), &gate)?;
-        sync_dir(data_dir)?;
-        if let Some(old) = old {
-            // SYNC: Release; readers that load SUPERSEDED re-open `gate`,
-            // which the rename above already replaced.
+        // The previous instance is dead (we hold LOCK): mark its gate first,
+        // so that no crash or error between here and the rename can leave
+        // its readers attached to a gate nobody will ever mark. A reader
+        // that re-opens `gate` before the rename finds the same instance
+        // and retries until the new gate is in place.
+        if let Ok(old) = MappedFile::open(&gate, GATE_LEN) {
+            // SYNC: Release; pairs with the readers' acquire of `state`.
             old.region()
                 .atomic_u64(STATE_OFF)
                 .expect("gate layout")
                 .store(STATE_SUPERSEDED, Ordering::Release);
             wake_all(&old);
         }
+        std::fs::rename(self.file.path(), &gate)?;
+        sync_dir(data_dir)?;
         Ok(())
     }
 

@@ -366,8 +366,10 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Removes index generations other than `keep`. Readers that still map
-/// their files keep them alive; unlinking never invalidates a mapping.
+/// Removes index generations older than `keep - 1`. The previous one stays
+/// until the next start: readers of the last instance map its files lazily
+/// (a pinned snapshot may still need a file it has not opened yet).
+/// Unlinking never invalidates a mapping that exists.
 fn remove_old_generations(data_dir: &Path, keep: u64) {
     let Ok(rd) = std::fs::read_dir(data_dir.join("index")) else {
         return;
@@ -381,7 +383,7 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
         else {
             continue;
         };
-        if g != keep
+        if g + 1 < keep
             && let Err(err) = std::fs::remove_dir_all(e.path())
         {
             tracing::warn!(generation = g, error = %err, "could not remove an old index generation");

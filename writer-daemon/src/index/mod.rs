@@ -317,7 +317,7 @@ impl IndexWriter {
                 if v == 0 {
                     break;
                 }
-                let (i, fp) = unpack_slot(v);
+                let Some((i, fp)) = unpack_slot(v) else { break };
                 if fp == fingerprint(hash) {
                     let seq = ((c as u64) << geo.log2) + i as u64;
                     if seq < end && self.row(seq).is_some_and(|r| r.id() == id) {

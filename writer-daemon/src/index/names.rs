@@ -322,7 +322,7 @@ fn insert_slot(table: &MappedFile, log2: u32, hash: u64, id: u32) {
         }
         debug_assert_ne!(
             unpack_slot(slot.load(Ordering::Relaxed)),
-            (id as usize, fingerprint(hash))
+            Some((id as usize, fingerprint(hash)))
         );
         i = (i + 1) & mask;
     }
