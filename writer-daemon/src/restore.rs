@@ -130,22 +130,18 @@ pub fn restore(
     if let Some(g) = previous {
         match try_reuse(config, &*storage, &ids, g, old_ranges) {
             Ok(r) => {
-                let (index, pos, footer, seg_base, first_seq, cp, ranges) = r;
+                let Reuse {
+                    index,
+                    open,
+                    cp,
+                    ranges,
+                    entities,
+                    idem,
+                } = r;
                 let next_seq = cp.watermark.get();
-                let open = OpenSegment {
-                    pos,
-                    footer,
-                    base_seq: seg_base,
-                    end_seq: next_seq,
-                    first_seq,
-                };
+                let seg = open.pos.segment_id;
                 let log = SegmentLog::resume(storage, config.segment_max_bytes, instance, open)
-                    .map_err(seg_err(pos.segment_id))?;
-                let (entities, idem) = chains_from_index(config, &index, log.storage(), next_seq)
-                    .map_err(|what| OpenError::Corrupt {
-                    path: generation_dir(data_dir, g),
-                    what,
-                })?;
+                    .map_err(seg_err(seg))?;
                 return Ok(Restored {
                     index,
                     log,
@@ -171,15 +167,15 @@ pub fn restore(
     rebuild(config, storage, instance, &ids, next_gen, started, fallback)
 }
 
-type Reuse = (
-    IndexWriter,
-    LogPosition,
-    Vec<FooterEntry>,
-    u64,
-    Option<u64>,
-    Checkpoint,
-    Vec<(u64, u64)>,
-);
+/// What the index-files path recovered.
+struct Reuse {
+    index: IndexWriter,
+    open: OpenSegment,
+    cp: Checkpoint,
+    ranges: Vec<(u64, u64)>,
+    entities: Entities,
+    idem: IdemWindow,
+}
 
 fn try_reuse(
     config: &Config,
@@ -248,26 +244,34 @@ fn try_reuse(
         segment_id: seg,
         offset: off as u64,
     };
-    Ok((
-        index,
+    let entities = chains_from_index(&index, storage, cp.watermark.get())?;
+    let idem_path = generation_dir(data_dir, g).join("idem");
+    let idem = crate::state::load_window(&idem_path, config.idempotency_window as usize)?;
+    let open = OpenSegment {
         pos,
         footer,
-        header.base_seq.get(),
+        base_seq: header.base_seq.get(),
+        end_seq: cp.watermark.get(),
         first_seq,
+    };
+    Ok(Reuse {
+        index,
+        open,
         cp,
         ranges,
-    ))
+        entities,
+        idem,
+    })
 }
 
-/// Rebuilds entity chain heads and the idempotency window from a reused index.
+/// Rebuilds the entity chain heads from a reused index: O(entities).
 fn chains_from_index(
-    config: &Config,
     index: &IndexWriter,
     storage: &dyn Storage,
     end: u64,
-) -> Result<(Entities, IdemWindow), String> {
+) -> Result<Entities, String> {
     let mut segs: HashMap<u32, SegmentBytes> = HashMap::new();
-    let mut frame_of = |seq: u64| -> Result<([u8; 32], Option<u128>, Receipt), String> {
+    let mut frame_of = |seq: u64| -> Result<[u8; 32], String> {
         let row = index
             .row(seq)
             .filter(|r| r.crc_ok() && r.sequence.get() == seq)
@@ -281,16 +285,7 @@ fn chains_from_index(
         let Decoded::Event(f) = d else {
             return Err(format!("row {seq} points at a non-event frame"));
         };
-        let h = f.header;
-        let receipt = Receipt {
-            event_id: h.event_id(),
-            sequence: seq,
-            clock: h.clock.get(),
-            event_hash: h.event_hash,
-            durable: true,
-            replayed: true,
-        };
-        Ok((h.event_hash, h.idempotency_key(), receipt))
+        Ok(f.header.event_hash)
     };
     let mut entities = Entities::default();
     for (ns, name, id) in index.names().iter() {
@@ -302,7 +297,7 @@ fn chains_from_index(
             return Err(format!("entity head {head} out of range"));
         }
         let row = index.row(head - 1).ok_or("missing row")?;
-        let (hash, _, _) = frame_of(head - 1)?;
+        let hash = frame_of(head - 1)?;
         entities.insert(
             name.into(),
             EntityState {
@@ -311,24 +306,7 @@ fn chains_from_index(
             },
         );
     }
-    let mut idem = IdemWindow::new(config.idempotency_window as usize);
-    let mut keyed = Vec::new();
-    let mut seq = end;
-    let scan_limit = u64::from(config.idempotency_window).saturating_mul(2);
-    while seq > 0 && end - seq < scan_limit && keyed.len() < config.idempotency_window as usize {
-        seq -= 1;
-        if index.row(seq).is_some_and(|r| r.is_cancelled()) {
-            continue;
-        }
-        let (_, key, receipt) = frame_of(seq)?;
-        if let Some(k) = key {
-            keyed.push((k, receipt));
-        }
-    }
-    for (k, r) in keyed.into_iter().rev() {
-        idem.insert(k, r);
-    }
-    Ok((entities, idem))
+    Ok(entities)
 }
 
 /// One segment's usable content.

@@ -61,6 +61,13 @@ impl IdemWindow {
         }
     }
 
+    /// Every (key, receipt), oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, &Receipt)> {
+        self.order
+            .iter()
+            .filter_map(|k| self.map.get(k).map(|r| (*k, r)))
+    }
+
     /// Keys remembered.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -72,6 +79,78 @@ impl IdemWindow {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// Magic of the idempotency-window file (`index/gen-{g}/idem`).
+pub const IDEM_MAGIC: [u8; 8] = *b"WEIRIDEM";
+/// Its layout version.
+pub const IDEM_VERSION: u32 = 1;
+/// Bytes per entry: key (16), event id (16), sequence (8), clock (4),
+/// reserved (4), event hash (32).
+pub const IDEM_ENTRY_LEN: usize = 80;
+
+/// Writes the window, oldest first, to `path` (via a temporary file, synced
+/// and renamed): the next clean start reads it back instead of scanning.
+pub fn save_window(path: &std::path::Path, w: &IdemWindow) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(24 + w.len() * IDEM_ENTRY_LEN + 4);
+    buf.extend_from_slice(&IDEM_MAGIC);
+    buf.extend_from_slice(&IDEM_VERSION.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&(w.len() as u64).to_le_bytes());
+    for (k, r) in w.iter() {
+        buf.extend_from_slice(&k.to_le_bytes());
+        buf.extend_from_slice(&r.event_id.to_le_bytes());
+        buf.extend_from_slice(&r.sequence.to_le_bytes());
+        buf.extend_from_slice(&r.clock.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&r.event_hash);
+    }
+    let crc = weir_protocol::crc32(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &buf)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a window written by [`save_window`]; `Err` names what is wrong.
+pub fn load_window(path: &std::path::Path, cap: usize) -> Result<IdemWindow, String> {
+    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |what: &str| format!("{}: {what}", path.display());
+    if b.len() < 28 || b[..8] != IDEM_MAGIC {
+        return Err(bad("not an idempotency-window file"));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    if u32_at(8) != IDEM_VERSION {
+        return Err(bad("unsupported version"));
+    }
+    let n = usize::try_from(u64_at(16)).map_err(|_| bad("count"))?;
+    let body = n
+        .checked_mul(IDEM_ENTRY_LEN)
+        .and_then(|x| x.checked_add(24))
+        .ok_or_else(|| bad("count"))?;
+    if b.len() != body + 4 || weir_protocol::crc32(&b[..body]) != u32_at(body) {
+        return Err(bad("length or checksum mismatch"));
+    }
+    let mut w = IdemWindow::new(cap);
+    for i in 0..n {
+        let e = &b[24 + i * IDEM_ENTRY_LEN..24 + (i + 1) * IDEM_ENTRY_LEN];
+        let key = u128::from_le_bytes(e[..16].try_into().expect("16 bytes"));
+        let receipt = Receipt {
+            event_id: u128::from_le_bytes(e[16..32].try_into().expect("16 bytes")),
+            sequence: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
+            clock: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
+            event_hash: e[48..80].try_into().expect("32 bytes"),
+            durable: true,
+            replayed: true,
+        };
+        w.insert(key, receipt);
+    }
+    Ok(w)
 }
 
 /// Per-entity state, keyed by entity name.
@@ -90,6 +169,37 @@ mod tests {
             durable: true,
             replayed: false,
         }
+    }
+
+    #[test]
+    fn window_files_round_trip_and_refuse_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("idem");
+        let mut w = IdemWindow::new(3);
+        for k in 1..=5u128 {
+            w.insert(
+                k,
+                Receipt {
+                    event_hash: [k as u8; 32],
+                    ..r(k as u64)
+                },
+            );
+        }
+        save_window(&p, &w).unwrap();
+        let back = load_window(&p, 3).unwrap();
+        assert_eq!(
+            back.iter()
+                .map(|(k, r)| (k, r.sequence))
+                .collect::<Vec<_>>(),
+            vec![(3, 3), (4, 4), (5, 5)]
+        );
+        assert_eq!(back.get(4).unwrap().event_hash, [4; 32]);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(load_window(&p, 3).unwrap_err().contains("checksum"));
+        std::fs::write(&p, b"junk").unwrap();
+        assert!(load_window(&p, 3).is_err());
     }
 
     #[test]

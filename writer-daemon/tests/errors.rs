@@ -197,3 +197,36 @@ fn bad_config_values_are_refused_before_touching_the_disk() {
     assert!(err.to_string().contains("chunk-rows-log2"), "{err}");
     assert!(!sub.exists());
 }
+
+#[test]
+fn the_idempotency_window_is_the_same_after_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = weir_daemon::Config {
+        idempotency_window: 10,
+        ..config(dir.path())
+    };
+    let s = Store::open(cfg.clone()).unwrap();
+    let keyed = |k: u128| with(ev("k", 0x1001, b""), |e| e.idempotency_key = Some(k));
+    let first = s.append(keyed(1)).unwrap();
+    for k in 2..=10 {
+        s.append(keyed(k)).unwrap();
+    }
+    // Many unkeyed events after them: the window is counted in keys, not events.
+    for _ in 0..30 {
+        s.append(ev("u", 0x1001, b"")).unwrap();
+    }
+    assert!(s.append(keyed(1)).unwrap().replayed);
+    s.shutdown().unwrap();
+    drop(s);
+    let s = Store::open(cfg).unwrap();
+    assert_eq!(
+        s.restore_report().path,
+        weir_daemon::RestorePath::IndexFiles
+    );
+    let again = s.append(keyed(1)).unwrap();
+    assert!(again.replayed, "key 1 was forgotten by the restart");
+    assert_eq!(again.sequence, first.sequence);
+    // Key 11 pushes key 1 out, exactly as it would have without the restart.
+    s.append(keyed(11)).unwrap();
+    assert!(!s.append(keyed(1)).unwrap().replayed);
+}

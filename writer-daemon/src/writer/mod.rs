@@ -186,7 +186,14 @@ impl Writer {
 
     fn stop(&mut self) -> Result<(), String> {
         let synced = self.sync_now();
-        if synced.is_ok() && self.poisoned.is_none() {
+        let idem_path =
+            crate::index::generation_dir(&self.config.data_dir, self.index.generation())
+                .join("idem");
+        let saved = crate::state::save_window(&idem_path, &self.idem);
+        if let Err(e) = &saved {
+            tracing::warn!(error = %e, "could not save the idempotency window; the next start rebuilds the index");
+        }
+        if synced.is_ok() && saved.is_ok() && self.poisoned.is_none() {
             let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();
             cp.watermark = self.next_seq.into();
             cp.segment_id = self.log.position().segment_id.into();
