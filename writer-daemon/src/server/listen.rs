@@ -23,11 +23,13 @@ pub(super) struct Listening {
     pub(super) owned: bool,
 }
 
-/// Adopts systemd's socket or binds `config.socket_path()`.
-pub(super) fn open(config: &Config) -> Result<Listening, ServeError> {
-    if let Some(listener) = super::activation::inherited_listener()
-        .map_err(|source| ServeError::Activation { source })?
-    {
+/// Adopts systemd's socket (taken by [`super::activation::inherited_listener`]
+/// before anything else ran) or binds `config.socket_path()`.
+pub(super) fn open(
+    config: &Config,
+    inherited: Option<UnixListener>,
+) -> Result<Listening, ServeError> {
+    if let Some(listener) = inherited {
         let path = listener
             .local_addr()
             .ok()

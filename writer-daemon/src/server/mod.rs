@@ -232,6 +232,10 @@ fn refuse(mut stream: UnixStream, e: WireError) {
 /// connections, requests already read are answered, the writer drains,
 /// syncs and writes its clean-stop checkpoint, the socket file goes away.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    // First of all, while fd 3 can only be what systemd passed and no other
+    // thread exists (the environment is changed here).
+    let inherited =
+        activation::inherited_listener().map_err(|source| ServeError::Activation { source })?;
     let nofile = listen::raise_nofile_limit();
     if nofile > 0 && nofile < u64::from(config.max_connections) + 64 {
         tracing::warn!(
@@ -251,7 +255,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     notify::notify(&[NotifyState::Status("restoring the index")]);
     let store = Store::open(config)?;
-    let result = run(&store, &mut signals);
+    let result = run(&store, &mut signals, inherited);
     let stopped = store
         .shutdown()
         .map_err(|cause| ServeError::Shutdown { cause });
@@ -263,8 +267,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 }
 
 /// Listens and serves until a signal; returns what to clean up.
-fn run(store: &Store, signals: &mut UnixStream) -> Result<listen::Listening, ServeError> {
-    let listening = listen::open(store.config())?;
+fn run(
+    store: &Store,
+    signals: &mut UnixStream,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> Result<listen::Listening, ServeError> {
+    let listening = listen::open(store.config(), inherited)?;
     listen::record_path(&store.config().data_dir, &listening.path)?;
     let hub = Arc::new(Hub::new(store.clone()));
     let r = store.restore_report();

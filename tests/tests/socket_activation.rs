@@ -1,0 +1,69 @@
+//! The daemon serves on a socket that systemd passes it (`LISTEN_FDS`),
+//! here via `systemd-socket-activate`: a client appends through it and a
+//! reader sees the event.
+use anyhow::{Result, ensure};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weir::{Client, Coordinate, EventKind, Reader};
+use weir_tests::{temp_root, weir_bin};
+
+struct Reap(Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serves_the_socket_systemd_passes() -> Result<()> {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        eprintln!("systemd-socket-activate is not installed; nothing to test");
+        return Ok(());
+    };
+    let root = temp_root()?;
+    let sock = root.path().join("activated.sock");
+    let data = root.path().join("data");
+    let child = Command::new(activate)
+        .arg("-l")
+        .arg(&sock)
+        .arg(weir_bin()?)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut child = Reap(child);
+    // systemd-socket-activate listens at once and starts the daemon on the
+    // first connection; the client retries until the daemon answers.
+    let until = Instant::now() + Duration::from_secs(15);
+    while !sock.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = Client::connect(&sock)?;
+    let at = Coordinate::new("activated", "t")?;
+    let r = client.append(&at, EventKind(0x1001), b"via fd 3")?;
+    let reader = Reader::open(&data)?;
+    let e = reader.get(weir::EventId(r.event_id))?;
+    ensure!(
+        e.is_some_and(|e| e.sequence() == r.sequence),
+        "the appended event is not visible"
+    );
+    drop(client);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let status = child.0.wait()?;
+    ensure!(status.success(), "the daemon exited with {status}");
+    Ok(())
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("{name} not found"))
+}
