@@ -226,6 +226,15 @@ impl Writer {
                 max_bytes: c.max_batch_bytes,
             });
         }
+        if events.len() > 1 {
+            let mut keys = crate::fxhash::FxHashSet::default();
+            for k in events.iter().filter_map(|e| e.idempotency_key) {
+                if !keys.insert(k) {
+                    // One request, two events, one key: no receipt could answer both.
+                    return Err(AppendError::IdempotencyConflict { key: k });
+                }
+            }
+        }
         for (index, e) in events.iter().enumerate() {
             validate_name("entity", &e.entity)
                 .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
