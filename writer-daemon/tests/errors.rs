@@ -81,6 +81,15 @@ fn idempotent_retry_returns_the_first_receipt_and_writes_nothing() {
         s.append_batch(mixed).unwrap_err(),
         AppendError::IdempotencyConflict { key: 42 }
     ));
+    // One request cannot use a key twice: no single receipt answers both.
+    let twice = vec![
+        with(ev("e", 0x1001, b""), |e| e.idempotency_key = Some(44)),
+        with(ev("e", 0x1001, b""), |e| e.idempotency_key = Some(44)),
+    ];
+    assert!(matches!(
+        s.append_batch(twice).unwrap_err(),
+        AppendError::IdempotencyConflict { key: 44 }
+    ));
 }
 
 #[test]
