@@ -35,23 +35,9 @@ impl Local {
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
                     .count() as u64
             }),
-            index_bytes: dir_bytes(&dir.join("index")),
+            index_bytes: weir_daemon::store::dir_bytes(&dir.join("index")),
         })
     }
-}
-
-/// Apparent size of the files under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.filter_map(Result::ok)
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {

@@ -353,7 +353,8 @@ impl Drop for Inner {
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+/// Apparent size of the files under `dir` (recursively); 0 if unreadable.
+pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };

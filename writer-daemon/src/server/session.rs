@@ -13,7 +13,6 @@ use super::replies::{Outcome, ReplyQueue, Slot};
 use crate::error::AppendError;
 use std::sync::mpsc::sync_channel;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, Response, WireError};
-use weir_protocol::{EventKind, model::validate_name};
 
 /// Events staged since `Begin`.
 #[derive(Debug, Default)]
@@ -130,7 +129,8 @@ impl<'h> Session<'h> {
             );
         }
         for (i, e) in events.iter().enumerate() {
-            if let Err(err) = check_event(t.events.len() + i, e, c.max_payload_bytes) {
+            if let Err(err) = crate::writer::check_event(t.events.len() + i, e, c.max_payload_bytes)
+            {
                 return self.reject(err.to_wire());
             }
         }
@@ -202,27 +202,4 @@ impl<'h> Session<'h> {
             })),
         }
     }
-}
-
-/// The writer's per-event checks, run at staging time so that a bad event
-/// is refused when it is appended, not at commit.
-fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<(), AppendError> {
-    validate_name("entity", &e.entity)
-        .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
-    validate_name("scope", &e.scope)
-        .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
-    EventKind(e.kind)
-        .check_client()
-        .map_err(|source| AppendError::InvalidKind { index, source })?;
-    if e.payload.len() > max_payload as usize {
-        return Err(AppendError::PayloadTooLarge {
-            index,
-            len: e.payload.len(),
-            max: max_payload,
-        });
-    }
-    if e.event_id == Some(0) {
-        return Err(AppendError::InvalidEventId { index });
-    }
-    Ok(())
 }

@@ -236,28 +236,11 @@ impl Writer {
             }
         }
         for (index, e) in events.iter().enumerate() {
-            validate_name("entity", &e.entity)
-                .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
-            validate_name("scope", &e.scope)
-                .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
-            EventKind(e.kind)
-                .check_client()
-                .map_err(|source| AppendError::InvalidKind { index, source })?;
-            if e.payload.len() > c.max_payload_bytes as usize {
-                return Err(AppendError::PayloadTooLarge {
-                    index,
-                    len: e.payload.len(),
-                    max: c.max_payload_bytes,
-                });
-            }
-            if e.event_id == Some(0) {
-                return Err(AppendError::InvalidEventId { index });
-            }
+            check_event(index, e, c.max_payload_bytes)?;
         }
         Ok(())
     }
 
-    /// Checks idempotency keys: all known → replay; some known → conflict.
     /// Checks idempotency keys: all known → replay; some known → conflict.
     /// The flag says whether any receipt came from this very group (then it
     /// shares the group's fate: it is not durable, or even stored, yet).
@@ -294,6 +277,30 @@ impl Writer {
             Some(_) => Ok(Some((receipts, from_group))),
         }
     }
+}
+
+/// The checks every event passes before it is staged: coordinate, kind,
+/// payload size, event id. The server runs them too, when a transaction
+/// stages an event, so a bad event is refused when appended, not at commit.
+pub fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<(), AppendError> {
+    validate_name("entity", &e.entity)
+        .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
+    validate_name("scope", &e.scope)
+        .map_err(|source| AppendError::InvalidCoordinate { index, source })?;
+    EventKind(e.kind)
+        .check_client()
+        .map_err(|source| AppendError::InvalidKind { index, source })?;
+    if e.payload.len() > max_payload as usize {
+        return Err(AppendError::PayloadTooLarge {
+            index,
+            len: e.payload.len(),
+            max: max_payload,
+        });
+    }
+    if e.event_id == Some(0) {
+        return Err(AppendError::InvalidEventId { index });
+    }
+    Ok(())
 }
 
 fn group_events(c: &Cmd) -> usize {
