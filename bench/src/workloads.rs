@@ -620,9 +620,10 @@ pub fn w8(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, o
         rows[1].notes.push(
             "the issue-3 goal is ≤ 1 % of the index size (weir: allocated bytes of index/; \
              sqlite, lmdb: their database files). PSS splits each shared page among the \
-             processes mapping it; every reader runs the same picks (same seed), and the kernel \
-             maps up to 64 KiB around each faulting page of a cached file (fault-around), so \
-             PSS here is (pages any reader touched)/16 + private pages"
+             processes mapping it; every reader runs the same picks (same seed), and a fault on a \
+             cached file maps more than one page (fault-around; on this 6.18 kernel whole large \
+             folios: touching one byte per 2 MiB of a cached 256 MiB file mapped all of it), so \
+             PSS here is (pages mapped by any reader)/16 + private pages"
                 .into(),
         );
         rows[2].notes.push(
