@@ -90,6 +90,10 @@ impl Shared {
             .unwrap_or(GROUP_BUCKETS.len() - 1);
         self.group_hist[b].fetch_add(1, Relaxed);
     }
+    /// Sets the visible watermark (at start, before any group).
+    pub fn set_visible(&self, visible: u64) {
+        self.visible.store(visible, Relaxed);
+    }
     /// A request was refused.
     pub fn rejected(&self, e: &AppendError) {
         self.reject_code(&format!("{:?}", e.code()));

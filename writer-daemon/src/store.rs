@@ -163,7 +163,7 @@ impl Store {
         );
         let shared = Arc::new(Shared::default());
         shared.set_segments(restored.log.segments);
-        shared.committed(0, 0, restored.next_seq);
+        shared.set_visible(restored.next_seq);
         shared.tick(now_ms());
         let writer = Writer {
             index: restored.index,
