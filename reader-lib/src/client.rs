@@ -245,10 +245,7 @@ impl Client {
         kind: EventKind,
         value: &T,
     ) -> Result<Receipt, ClientError> {
-        let payload = rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
-            what: format!("cannot encode the payload: {e}"),
-        })?;
-        self.append_with(request(at, kind, payload))
+        self.append_with(request(at, kind, msgpack(value)?))
     }
 
     /// Appends one fully specified event (idempotency key, expected
@@ -474,10 +471,7 @@ impl Transaction<'_> {
         kind: EventKind,
         value: &T,
     ) -> Result<u32, ClientError> {
-        let payload = rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
-            what: format!("cannot encode the payload: {e}"),
-        })?;
-        self.append_with(request(at, kind, payload))
+        self.append_with(request(at, kind, msgpack(value)?))
     }
 
     /// Stages one fully specified event.
@@ -587,4 +581,11 @@ impl Drop for Transaction<'_> {
             self.abandon();
         }
     }
+}
+
+/// A value as a msgpack payload (named fields, as `Entry::payload_as` reads).
+fn msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ClientError> {
+    rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
+        what: format!("cannot encode the payload: {e}"),
+    })
 }

@@ -12,7 +12,7 @@
 use crate::error::{Chain, ReadError};
 use crate::gate::Watermark;
 use crate::scan::{CellFilter, EntitySel};
-use crate::view::View;
+use crate::view::{Columns, View};
 use std::sync::atomic::{Ordering, fence};
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row, fingerprint, id_hash, unpack_slot};
 use weir_protocol::{KindFilter, Region};
@@ -120,35 +120,51 @@ pub(crate) fn scan(
     from: u64,
     mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
+    chunk_windows(view, wm, from, |base, start, cols| {
+        for i in start..cols.kinds.len() {
+            if !filter.cell(
+                cols.kinds[i].get(),
+                cols.scopes[i].get(),
+                cols.entities[i].get(),
+            ) {
+                continue;
+            }
+            let seq = base + i as u64;
+            let row = view.row(seq)?;
+            if row.is_cancelled()
+                || !filter.cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
+            {
+                return Err(ReadError::CorruptRow {
+                    sequence: seq,
+                    what: "columns disagree with the row",
+                });
+            }
+            if clock_ok(filter, &row) && !visit(row)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Walks `[from, visible)` minus the cancelled ranges one chunk at a time:
+/// `f(base, start, cols)` gets the chunk's first sequence, the first cell to
+/// look at, and the columns up to the window's end; it returns `false` to stop.
+fn chunk_windows(
+    view: &View,
+    wm: &Watermark,
+    from: u64,
+    mut f: impl FnMut(u64, usize, &Columns<'_>) -> Result<bool, ReadError>,
+) -> Result<(), ReadError> {
     let log2 = view.geo.log2;
     for (lo, hi) in wm.open_runs(from, wm.visible) {
         let mut s = lo;
         while s < hi {
-            let c = s >> log2;
-            let base = c << log2;
+            let base = (s >> log2) << log2;
             let end = hi.min(base + (1 << log2));
-            let cols = view.columns(c, (end - base) as usize)?;
-            for i in (s - base) as usize..(end - base) as usize {
-                if !filter.cell(
-                    cols.kinds[i].get(),
-                    cols.scopes[i].get(),
-                    cols.entities[i].get(),
-                ) {
-                    continue;
-                }
-                let seq = base + i as u64;
-                let row = view.row(seq)?;
-                if row.is_cancelled()
-                    || !filter.cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
-                {
-                    return Err(ReadError::CorruptRow {
-                        sequence: seq,
-                        what: "columns disagree with the row",
-                    });
-                }
-                if clock_ok(filter, &row) && !visit(row)? {
-                    return Ok(());
-                }
+            let cols = view.columns(s >> log2, (end - base) as usize)?;
+            if !f(base, (s - base) as usize, &cols)? {
+                return Ok(());
             }
             s = end;
         }
@@ -178,20 +194,11 @@ pub(crate) fn scan_count(
         })?;
         return Ok(n);
     }
-    let log2 = view.geo.log2;
     let mut total = 0;
-    for (lo, hi) in wm.open_runs(from, wm.visible) {
-        let mut s = lo;
-        while s < hi {
-            let c = s >> log2;
-            let base = c << log2;
-            let end = hi.min(base + (1 << log2));
-            let cols = view.columns(c, (end - base) as usize)?;
-            let i = (s - base) as usize;
-            total += filter.count(&cols.kinds[i..], &cols.scopes[i..], &cols.entities[i..]);
-            s = end;
-        }
-    }
+    chunk_windows(view, wm, from, |_, i, cols| {
+        total += filter.count(&cols.kinds[i..], &cols.scopes[i..], &cols.entities[i..]);
+        Ok(true)
+    })?;
     Ok(total)
 }
 
