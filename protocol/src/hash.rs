@@ -37,27 +37,49 @@ pub struct HashInput<'a> {
 /// payload_len(8) ‖ payload.
 #[must_use]
 pub fn event_hash(input: &HashInput<'_>) -> [u8; 32] {
-    // One contiguous message for everything but the payload: blake3's
-    // per-`update` overhead dominates for small events.
-    let mut head = Vec::with_capacity(160 + input.entity.len() + input.scope.len());
-    head.extend_from_slice(EVENT_HASH_DOMAIN);
-    head.extend_from_slice(&input.event_id.to_le_bytes());
-    head.extend_from_slice(&input.correlation_id.to_le_bytes());
-    head.push(u8::from(input.causation_id.is_some()));
-    head.extend_from_slice(&input.causation_id.unwrap_or(0).to_le_bytes());
-    head.extend_from_slice(&input.kind.to_le_bytes());
-    head.extend_from_slice(&input.clock.to_le_bytes());
-    head.extend_from_slice(&input.wall_ms.to_le_bytes());
-    head.extend_from_slice(&(input.entity.len() as u32).to_le_bytes());
-    head.extend_from_slice(input.entity);
-    head.extend_from_slice(&(input.scope.len() as u32).to_le_bytes());
-    head.extend_from_slice(input.scope);
-    head.extend_from_slice(&input.prev_hash);
-    head.extend_from_slice(&(input.payload.len() as u64).to_le_bytes());
+    // One contiguous message and one `update`: blake3's per-call overhead
+    // and an allocation per event dominate for small events. Typical events
+    // fit the stack buffer; larger ones hash the head, then the payload.
+    const INLINE: usize = 512;
+    let head_len = HEAD_FIXED + input.entity.len() + input.scope.len();
+    if head_len + input.payload.len() <= INLINE {
+        let mut msg = [0u8; INLINE];
+        let mut at = 0;
+        put_head(input, |b| {
+            msg[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        });
+        msg[at..at + input.payload.len()].copy_from_slice(input.payload);
+        at += input.payload.len();
+        return *blake3::hash(&msg[..at]).as_bytes();
+    }
+    let mut head = Vec::with_capacity(head_len);
+    put_head(input, |b| head.extend_from_slice(b));
     let mut h = blake3::Hasher::new();
     h.update(&head);
     h.update(input.payload);
     *h.finalize().as_bytes()
+}
+
+/// Bytes of the message before the payload that do not depend on the names.
+const HEAD_FIXED: usize = 16 + 16 + 16 + 1 + 16 + 2 + 4 + 8 + 4 + 4 + 32 + 8;
+
+/// Hands `put` the message up to the payload, in order.
+fn put_head(input: &HashInput<'_>, mut put: impl FnMut(&[u8])) {
+    put(EVENT_HASH_DOMAIN);
+    put(&input.event_id.to_le_bytes());
+    put(&input.correlation_id.to_le_bytes());
+    put(&[u8::from(input.causation_id.is_some())]);
+    put(&input.causation_id.unwrap_or(0).to_le_bytes());
+    put(&input.kind.to_le_bytes());
+    put(&input.clock.to_le_bytes());
+    put(&input.wall_ms.to_le_bytes());
+    put(&(input.entity.len() as u32).to_le_bytes());
+    put(input.entity);
+    put(&(input.scope.len() as u32).to_le_bytes());
+    put(input.scope);
+    put(&input.prev_hash);
+    put(&(input.payload.len() as u64).to_le_bytes());
 }
 
 #[cfg(test)]
@@ -99,6 +121,27 @@ mod tests {
         m.extend_from_slice(&1u64.to_le_bytes());
         m.push(b'p');
         assert_eq!(event_hash(&i), *blake3::hash(&m).as_bytes());
+    }
+
+    #[test]
+    fn small_and_large_events_hash_the_same_message() {
+        // Around the stack buffer's size the message is hashed in one call
+        // or in two; both must be the documented bytes.
+        for len in [0, 300, 350, 351, 352, 400, 600, 5000] {
+            let payload = vec![7u8; len];
+            let entity = vec![b'x'; 30];
+            let i = HashInput {
+                payload: &payload,
+                entity: &entity,
+                causation_id: Some(9),
+                ..base()
+            };
+            let mut m = Vec::new();
+            put_head(&i, |b| m.extend_from_slice(b));
+            assert_eq!(m.len(), HEAD_FIXED + 30 + 1, "len {len}");
+            m.extend_from_slice(&payload);
+            assert_eq!(event_hash(&i), *blake3::hash(&m).as_bytes(), "len {len}");
+        }
     }
 
     #[test]

@@ -118,6 +118,7 @@ fn a_batch_is_all_or_nothing() {
 
 #[test]
 fn invalid_requests_are_typed() {
+    const FRESH: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0001;
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(config(dir.path())).unwrap();
     let ok = s.append(ev("keep", 0x1001, b"kept")).unwrap();
@@ -152,6 +153,12 @@ fn invalid_requests_are_typed() {
             vec![with(ev("a", 0x1001, b""), |e| e.event_id = Some(id))],
             |e| matches!(e, AppendError::DuplicateEventId { .. }),
         ),
+        (
+            (0..2)
+                .map(|_| with(ev("a", 0x1001, b""), |e| e.event_id = Some(FRESH)))
+                .collect(),
+            |e| matches!(e, AppendError::DuplicateEventId { .. }),
+        ),
         (vec![ev("ok", 0x1001, b""), ev("bad\n", 0x1001, b"")], |e| {
             matches!(e, AppendError::InvalidCoordinate { index: 1, .. })
         }),
@@ -168,7 +175,12 @@ fn invalid_requests_are_typed() {
         ok.sequence + 1
     );
     let (stats_rejected, _) = (s.stats().rejected.values().sum::<u64>(), ());
-    assert!(stats_rejected >= 9);
+    assert!(stats_rejected >= 10);
+    // The refused batch with a repeated id consumed nothing: the id is free.
+    let fresh = s
+        .append(with(ev("a", 0x1001, b""), |e| e.event_id = Some(FRESH)))
+        .unwrap();
+    assert_eq!(fresh.event_id, FRESH);
 }
 
 #[test]

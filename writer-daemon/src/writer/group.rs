@@ -289,10 +289,11 @@ impl Writer {
                 refused = Some(conflict(e, state));
                 break;
             }
+            // `g.ids` holds the client-chosen ids staged in this group,
+            // this command's earlier events included (taken back below if
+            // the command is refused).
             if let Some(id) = e.event_id
-                && (g.ids.contains(&id)
-                    || events[..i].iter().any(|o| o.event_id == Some(id))
-                    || self.index.find_id(id, self.next_seq).is_some())
+                && (g.ids.contains(&id) || self.index.find_id(id, self.next_seq).is_some())
             {
                 refused = Some(AppendError::DuplicateEventId {
                     id: EventId(id).to_string(),
@@ -372,8 +373,17 @@ impl Writer {
                 len: len as u32,
                 batch_end: i + 1 == n,
             });
+            if let Some(id) = e.event_id {
+                g.ids.insert(id);
+            }
         }
         if let Some(err) = refused {
+            // Take back the ids this command's staged events put in `g.ids`.
+            for p in &g.pending[pending_mark..] {
+                if events[p.event].event_id.is_some() {
+                    g.ids.remove(&p.receipt.event_id);
+                }
+            }
             g.buf.truncate(buf_mark);
             g.frames.truncate(frames_mark);
             g.pending.truncate(pending_mark);
@@ -386,9 +396,6 @@ impl Writer {
             let e = &g.staged[cmd].events[p.event];
             if let Some(k) = e.idempotency_key {
                 g.keys.insert(k, p.receipt);
-            }
-            if e.event_id.is_some() {
-                g.ids.insert(p.receipt.event_id);
             }
         }
         self.next_seq += n as u64;
