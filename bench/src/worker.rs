@@ -34,7 +34,7 @@ pub enum Role {
         phases: bool,
     },
     /// W8: attach, touch the store, then stay resident until stdin closes.
-    Resident { n: u64, kinds: u16 },
+    Resident { n: u64, kinds: u16, seed: u64 },
     /// W7 reader: wait for events 0..k as they become visible.
     Waiter { k: u64 },
     /// W7 writer: append events 0..k one at a time, `gap_us` apart.
@@ -289,9 +289,9 @@ fn run(job: &Job) -> Result<()> {
             phase_secs,
             phases,
         } => query(ctx, n, phase_secs, phases),
-        Role::Resident { n, kinds } => {
+        Role::Resident { n, kinds, seed } => {
             let mut r = peers::open_reader(ctx, n)?;
-            let mut rng = Rng::new(7);
+            let mut rng = Rng::new(seed);
             for _ in 0..10_000 {
                 r.get(rng.below(n))?;
             }
