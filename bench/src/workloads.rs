@@ -546,7 +546,9 @@ pub fn w8(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, o
             ),
             Row::new(
                 "W8",
-                &format!("extra PSS per added reader, (ΣPSS of 16 readers − PSS of 1 alone) / 15, {n} events"),
+                &format!(
+                    "extra PSS per added reader, (ΣPSS of 16 readers − PSS of 1 alone) / 15, {n} events"
+                ),
                 "MiB",
                 false,
             ),

@@ -78,7 +78,8 @@ pub struct Receipt {
     pub sequence: u64,
     /// Per-entity clock.
     pub clock: u32,
-    /// The event's hash.
+    /// The event's hash (msgpack bin 32 on the wire).
+    #[serde(with = "serde_bytes")]
     pub event_hash: [u8; 32],
     /// Was it fsynced before this receipt was sent?
     pub durable: bool,

@@ -8,6 +8,7 @@ use super::replies::{ReplyQueue, Slot, write_loop};
 use super::session::Session;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use weir_protocol::fastwire::decode_append_request;
 use weir_protocol::wire::{
     ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Request, Response,
     ServerHello, WireError, write_frame,
@@ -58,7 +59,11 @@ fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<
     let mut session = Session::new(hub, peer);
     loop {
         let fatal = match reader.next(&|| queue.outstanding() > 0) {
-            Ok(body) => match frames::decode::<Request>(body) {
+            // Appends take the direct decoder; everything else (and
+            // anything it declines) goes through serde.
+            Ok(body) => match decode_append_request(body)
+                .map_or_else(|| frames::decode::<Request>(body), Ok)
+            {
                 Ok(req) => {
                     if session.handle(req, &queue) {
                         continue;

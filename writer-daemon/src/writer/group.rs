@@ -102,9 +102,33 @@ impl Writer {
             return Vec::new();
         }
         let group_first = self.next_seq;
+        // Sized once for the whole group: growing these maps event by event
+        // rehashed them several times per group.
+        let events: usize = cmds.iter().map(|(evs, _)| evs.len()).sum();
+        let keyed = cmds
+            .iter()
+            .flat_map(|(evs, _)| evs)
+            .filter(|e| e.idempotency_key.is_some())
+            .count();
+        let named = cmds
+            .iter()
+            .flat_map(|(evs, _)| evs)
+            .filter(|e| e.event_id.is_some())
+            .count();
+        let frame_bytes: usize = cmds
+            .iter()
+            .flat_map(|(evs, _)| evs)
+            .map(|e| frame_len(e.entity.len(), e.scope.len(), e.payload.len()))
+            .sum();
         let mut g = Group {
             buf_first: group_first,
-            buf: Vec::with_capacity(64 << 10),
+            // The whole group is encoded before it is written; past the cap
+            // the buffer grows as needed.
+            buf: Vec::with_capacity(frame_bytes.min(16 << 20)),
+            pending: Vec::with_capacity(events),
+            undo: Vec::with_capacity(events),
+            keys: FxHashMap::with_capacity_and_hasher(keyed, Default::default()),
+            ids: FxHashSet::with_capacity_and_hasher(named, Default::default()),
             ..Group::default()
         };
         let mut rest = Vec::new();
