@@ -1,5 +1,6 @@
-//! A direct decoder for the requests that carry events (`Append`,
-//! `AppendBatch`), the daemon's hot path.
+//! Direct msgpack codecs for the hot path: the requests that carry events
+//! (`Append`, `AppendBatch`; decoded by the daemon, encoded by the client)
+//! and the receipts that answer them (decoded by the client).
 //!
 //! Generic serde decoding of an `AppendRequest` costs a few thousand
 //! instructions per event; this reads the msgpack bytes the serde encoding
@@ -11,7 +12,7 @@
 //! bytes (tested on random and mutated frames).
 
 use crate::ExpectedVersion;
-use crate::wire::{AppendRequest, Op, Request};
+use crate::wire::{AppendRequest, Op, Receipt, Reply, Request, Response};
 
 /// Decodes a `Request` whose op is `Append` or `AppendBatch`, written the
 /// way rmp-serde writes it; `None` for anything else.
@@ -44,6 +45,136 @@ pub fn decode_append_request(body: &[u8]) -> Option<Request> {
     };
     // Serde stops after the value; a fast decode must see all of it.
     (c.at == c.b.len()).then_some(Request { id, op })
+}
+
+/// Decodes a `Response` that carries receipts (`Ok(Appended)` or
+/// `Ok(Batch)`), written the way rmp-serde writes it; `None` for anything
+/// else (errors, other replies), which the caller decodes with serde.
+#[must_use]
+pub fn decode_receipts_response(body: &[u8]) -> Option<Response> {
+    let mut c = Cursor { b: body, at: 0 };
+    if c.array_len()? != 2 {
+        return None;
+    }
+    let id = c.uint()?;
+    if c.map_len()? != 1 || c.str()? != "Ok" || c.map_len()? != 1 {
+        return None;
+    }
+    let reply = match c.str()? {
+        "Appended" => Reply::Appended(c.receipt()?),
+        "Batch" => {
+            let n = c.array_len()?;
+            // A receipt takes at least 54 bytes.
+            if n > c.b.len() / 54 {
+                return None;
+            }
+            let mut rs = Vec::with_capacity(n);
+            for _ in 0..n {
+                rs.push(c.receipt()?);
+            }
+            Reply::Batch(rs)
+        }
+        _ => return None,
+    };
+    (c.at == c.b.len()).then_some(Response {
+        id,
+        result: Ok(reply),
+    })
+}
+
+/// Appends the msgpack of `Request { id, op }` to `out`, byte for byte what
+/// rmp-serde writes, when `op` is `Append` or `AppendBatch`; returns `false`
+/// (and writes nothing) for any other op.
+pub fn encode_append_request(out: &mut Vec<u8>, id: u64, op: &Op) -> bool {
+    let (name, events): (&str, &[AppendRequest]) = match op {
+        Op::Append(e) => ("Append", std::slice::from_ref(e)),
+        Op::AppendBatch(evs) => ("AppendBatch", evs),
+        _ => return false,
+    };
+    out.push(0x92);
+    put_uint(out, id);
+    out.push(0x81);
+    put_str(out, name);
+    if let Op::AppendBatch(_) = op {
+        put_array_len(out, events.len());
+    }
+    for e in events {
+        out.push(0x99);
+        put_str(out, &e.entity);
+        put_str(out, &e.scope);
+        put_uint(out, e.kind.into());
+        put_bin(out, &e.payload);
+        for v in [
+            e.event_id,
+            e.correlation_id,
+            e.causation_id,
+            e.idempotency_key,
+        ] {
+            match v {
+                None => out.push(0xc0),
+                Some(v) => put_bin(out, &v.to_be_bytes()),
+            }
+        }
+        match e.expected {
+            ExpectedVersion::Any => put_str(out, "Any"),
+            ExpectedVersion::NoStream => put_str(out, "NoStream"),
+            ExpectedVersion::Exact(n) => {
+                out.push(0x81);
+                put_str(out, "Exact");
+                put_uint(out, n.into());
+            }
+        }
+    }
+    true
+}
+
+/// msgpack's shortest unsigned encoding, as rmp writes it.
+fn put_uint(out: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=0x7f => out.push(v as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(v as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend_from_slice(&(v as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize, fix: Option<(u8, usize)>, markers: [u8; 3]) {
+    match (fix, n) {
+        (Some((base, max)), n) if n <= max => out.push(base | n as u8),
+        (_, 0..=0xff) if markers[0] != 0 => out.extend_from_slice(&[markers[0], n as u8]),
+        (_, 0..=0xffff) => {
+            out.push(markers[1]);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(markers[2]);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_len(out, s.len(), Some((0xa0, 31)), [0xd9, 0xda, 0xdb]);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_bin(out: &mut Vec<u8>, b: &[u8]) {
+    put_len(out, b.len(), None, [0xc4, 0xc5, 0xc6]);
+    out.extend_from_slice(b);
+}
+
+fn put_array_len(out: &mut Vec<u8>, n: usize) {
+    put_len(out, n, Some((0x90, 15)), [0, 0xdc, 0xdd]);
 }
 
 struct Cursor<'a> {
@@ -146,6 +277,28 @@ impl<'a> Cursor<'a> {
             "NoStream" => Some(ExpectedVersion::NoStream),
             _ => None,
         }
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0xc2 => Some(false),
+            0xc3 => Some(true),
+            _ => None,
+        }
+    }
+
+    fn receipt(&mut self) -> Option<Receipt> {
+        if self.array_len()? != 6 {
+            return None;
+        }
+        Some(Receipt {
+            event_id: self.opt_u128()??,
+            sequence: self.uint()?,
+            clock: u32::try_from(self.uint()?).ok()?,
+            event_hash: self.bin()?.try_into().ok()?,
+            durable: self.bool()?,
+            replayed: self.bool()?,
+        })
     }
 
     fn append(&mut self) -> Option<AppendRequest> {
@@ -262,6 +415,93 @@ mod tests {
         }
         // Some flips land in payload bytes or ids and still decode.
         assert!(fast > 100, "{fast}");
+    }
+
+    #[test]
+    fn encodes_what_serde_encodes() {
+        let mut r = Rng(0xe9c0);
+        for i in 0..300 {
+            let op = if i % 3 == 0 {
+                Op::Append(event(&mut r))
+            } else {
+                // Batch lengths across fixarray and array16.
+                let n = [0, 1, 15, 16, 300][r.below(5) as usize];
+                Op::AppendBatch((0..n).map(|_| event(&mut r)).collect())
+            };
+            let req = Request {
+                id: r.next() >> r.below(64),
+                op,
+            };
+            let mut fast = Vec::new();
+            assert!(encode_append_request(&mut fast, req.id, &req.op));
+            assert_eq!(fast, frame(&req), "case {i}");
+        }
+        let mut out = Vec::new();
+        assert!(!encode_append_request(&mut out, 1, &Op::Commit));
+        assert!(out.is_empty());
+    }
+
+    fn receipt(r: &mut Rng) -> Receipt {
+        Receipt {
+            event_id: u128::from(r.next()) << 64 | u128::from(r.next()),
+            sequence: r.next() >> r.below(64),
+            clock: (r.next() >> r.below(64)) as u32,
+            event_hash: [r.next() as u8; 32],
+            durable: r.below(2) == 0,
+            replayed: r.below(2) == 0,
+        }
+    }
+
+    fn response_frame(resp: &Response) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, resp).unwrap();
+        out.split_off(4)
+    }
+
+    #[test]
+    fn receipts_decode_as_serde_decodes_them() {
+        let mut r = Rng(0x4ec);
+        for i in 0..2000 {
+            let result = if i % 2 == 0 {
+                Ok(Reply::Appended(receipt(&mut r)))
+            } else {
+                Ok(Reply::Batch(
+                    (0..r.below(40)).map(|_| receipt(&mut r)).collect(),
+                ))
+            };
+            let resp = Response {
+                id: r.next(),
+                result,
+            };
+            let mut body = response_frame(&resp);
+            if i < 300 {
+                assert_eq!(decode_receipts_response(&body), Some(resp), "case {i}");
+                continue;
+            }
+            match r.below(3) {
+                0 => {
+                    let at = r.below(body.len() as u64) as usize;
+                    body[at] ^= 1 << r.below(8);
+                }
+                1 => body.truncate(r.below(body.len() as u64) as usize),
+                _ => body.push(r.next() as u8),
+            }
+            if let Some(got) = decode_receipts_response(&body) {
+                let want: Response = decode(&body).unwrap_or_else(|e| panic!("case {i}: {e}"));
+                assert_eq!(got, want, "case {i}");
+            }
+        }
+        for result in [
+            Ok(Reply::Pong),
+            Ok(Reply::Synced { visible: 3 }),
+            Err(crate::wire::WireError::new(
+                crate::wire::ErrorCode::Busy,
+                "busy",
+            )),
+        ] {
+            let body = response_frame(&Response { id: 1, result });
+            assert_eq!(decode_receipts_response(&body), None);
+        }
     }
 
     #[test]

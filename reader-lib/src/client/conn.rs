@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::io::{self, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use weir_protocol::fastwire::{decode_receipts_response, encode_append_request};
 use weir_protocol::wire::{
     ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, Op, PROTOCOL_VERSION, Response, ServerHello,
     WireError, decode, encode, read_frame_bytes, write_frame,
@@ -114,18 +115,26 @@ impl Conn {
         self.out.clear();
         for op in ops {
             let start = self.out.len();
-            encode(
-                &mut self.out,
-                &RequestRef {
-                    id: self.next_id,
-                    op,
-                },
-            )
-            .map_err(|e| {
-                Failure::Fatal(ClientError::Protocol {
-                    what: e.to_string(),
-                })
-            })?;
+            // Appends take the direct encoder (the same bytes serde writes).
+            self.out.extend_from_slice(&[0; 4]);
+            if encode_append_request(&mut self.out, self.next_id, op) {
+                let len = (self.out.len() - start - 4) as u32;
+                self.out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            } else {
+                self.out.truncate(start);
+                encode(
+                    &mut self.out,
+                    &RequestRef {
+                        id: self.next_id,
+                        op,
+                    },
+                )
+                .map_err(|e| {
+                    Failure::Fatal(ClientError::Protocol {
+                        what: e.to_string(),
+                    })
+                })?;
+            }
             let len = self.out.len() - start - 4;
             if len > self.hello.max_frame as usize {
                 return Err(Failure::Fatal(ClientError::Server(
@@ -152,11 +161,14 @@ impl Conn {
         id: u64,
     ) -> Result<Result<weir_protocol::wire::Reply, WireError>, Failure> {
         read(&mut self.reader, &mut self.body)?;
-        let r: Response = decode(&self.body).map_err(|e| {
-            Failure::Fatal(ClientError::Protocol {
-                what: format!("a response does not decode: {e}"),
-            })
-        })?;
+        // Receipts take the direct decoder; anything else goes through serde.
+        let r: Response = decode_receipts_response(&self.body)
+            .map_or_else(|| decode(&self.body), Ok)
+            .map_err(|e| {
+                Failure::Fatal(ClientError::Protocol {
+                    what: format!("a response does not decode: {e}"),
+                })
+            })?;
         if r.id == id {
             return Ok(r.result);
         }
