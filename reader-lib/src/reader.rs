@@ -10,7 +10,7 @@ use crate::query;
 use crate::view::View;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, TryLockError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{STATE_LIVE, STATE_STARTING, STATE_STOPPED, STATE_SUPERSEDED};
 use weir_protocol::index::Row;
@@ -18,7 +18,9 @@ use weir_protocol::{EventId, Region};
 
 /// Views a reader can attach over its lifetime (daemon restarts).
 const MAX_VIEWS: usize = 1 << 16;
-/// Pause between failed attempts to open a replacement gate.
+/// Pause between attempts to open a replacement gate that failed to open
+/// (a damaged file); a gate that is simply not in place yet is retried at
+/// the next query.
 const RETRY: Duration = Duration::from_millis(10);
 
 /// Lock-free, read-only access to a weir data directory, from any process.
@@ -114,15 +116,12 @@ impl Reader {
     }
 
     /// Slow path after a supersede: open the new gate and switch once it is
-    /// past STARTING. Never blocks: a caller that finds another thread
-    /// re-attaching answers from the old view.
+    /// past STARTING. A caller that finds another thread re-attaching waits
+    /// for it (well under a millisecond) rather than answer from the old
+    /// view, which could miss an event the new daemon has acknowledged.
     #[cold]
     fn reattach<'a>(&'a self, i: u64, old: &'a View) -> &'a View {
-        let mut next_try = match self.attach.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return old,
-        };
+        let mut next_try = self.attach.lock().unwrap_or_else(PoisonError::into_inner);
         let cur = self.current.load(Ordering::Acquire);
         if cur != i {
             return self.views.get(cur).unwrap_or(old);
@@ -140,7 +139,13 @@ impl Reader {
                             _ => return old,
                         }
                     }
-                    _ => {
+                    // The daemon marks the old gate before it renames its
+                    // own into place: the new one is moments away, so the
+                    // next query tries again, with no back-off (a back-off
+                    // would answer from the old view after the new daemon
+                    // went live).
+                    Ok(_) => return old,
+                    Err(_) => {
                         *next_try = Instant::now() + RETRY;
                         return old;
                     }

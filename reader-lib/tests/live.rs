@@ -108,6 +108,29 @@ fn superseded_gate_is_reattached_and_wakes_waiters() -> Res {
 }
 
 #[test]
+fn a_new_gate_is_used_from_the_first_query_after_its_rename() -> Res {
+    // The daemon marks the old gate SUPERSEDED before it renames its own
+    // into place. A query in between finds the old instance at the path
+    // and answers from the old view; the first query after the rename must
+    // use the new gate (no back-off), or a reader could miss an event the
+    // new daemon has acknowledged.
+    let mut f = Fixture::new()?;
+    f.append(&[Ev::new("r", "s", 0x1001, b"0")])?;
+    f.publish();
+    let r = Reader::open(f.path())?;
+    let mut between = None;
+    f.supersede_mark_first(0xABCD, || {
+        between = Some((r.status().instance, r.stream("r").map(|v| v.len())));
+    })?;
+    assert_eq!(between.ok_or("not run")?.0, 0x1234_5678);
+    f.append(&[Ev::new("r", "s", 0x1001, b"1")])?;
+    f.publish();
+    assert_eq!(r.stream("r")?.len(), 2, "the first query after the rename");
+    assert_eq!(r.status().instance, 0xABCD);
+    Ok(())
+}
+
+#[test]
 fn stopped_or_killed_daemon_leaves_a_readable_store() -> Res {
     let mut f = Fixture::new()?;
     f.append(&[Ev::new("k", "s", 0x1001, b"0")])?;
