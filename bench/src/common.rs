@@ -39,6 +39,10 @@ pub fn entity_of(i: u64) -> String {
     format!("user:{}", i % 10_000)
 }
 
+pub fn scope_of(i: u64) -> String {
+    format!("tenant:{}", i % 16)
+}
+
 pub fn kind_of(i: u64) -> u16 {
     (mix64(i ^ 0x5555) % u64::from(KINDS)) as u16 + 1
 }
@@ -55,7 +59,7 @@ pub fn make_event(i: u64) -> Event {
         i,
         id: event_id(i),
         entity: entity_of(i),
-        scope: format!("tenant:{}", i % 16),
+        scope: scope_of(i),
         kind: kind_of(i),
         payload,
     }

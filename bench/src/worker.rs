@@ -3,6 +3,7 @@
 //! worker prints `READY <verified config>`, waits for a line on stdin (GO),
 //! runs, prints `DONE <json>`, then closes its store and exits.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::common::{
-    BATCH, Event, KINDS, PAYLOAD_LEN, Pool, Rng, id_base, kind_of, make_event, mono_ns,
+    BATCH, Event, KINDS, PAYLOAD_LEN, Pool, Rng, id_base, kind_of, make_event, mono_ns, scope_of,
 };
 use crate::peers::{self, Ctx, Peer};
 
@@ -565,6 +566,28 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
         timed(warm, 1, &mut count)?;
         let (ops, el) = timed(phase, 1, &mut count)?;
         out["counts_per_s"] = json!(ops as f64 / el);
+        // W5b: count of one kind in one scope: a scan; checked.
+        let mut want = BTreeMap::new();
+        for i in 0..n {
+            *want.entry((kind_of(i), scope_of(i))).or_insert(0u64) += 1;
+        }
+        let mut scoped = || -> Result<()> {
+            let i = rng.below(n);
+            let (k, sc) = (kind_of(i), scope_of(i));
+            let got = r.count_kind_in_scope(k, &sc)?;
+            let expected = want[&(k, sc.clone())];
+            if got != expected {
+                bail!("count kind {k} in {sc}: {got}, expected {expected}");
+            }
+            Ok(())
+        };
+        match timed(warm, 1, &mut scoped) {
+            Ok(_) => {
+                let (ops, el) = timed(phase, 1, &mut scoped)?;
+                out["scoped_counts_per_s"] = json!(ops as f64 / el);
+            }
+            Err(e) => out["scoped_counts_error"] = json!(format!("{e:#}")),
+        }
     }
     say("DONE", &out.to_string())
 }

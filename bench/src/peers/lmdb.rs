@@ -187,6 +187,19 @@ impl Reader for LmdbReader {
         Ok(n)
     }
 
+    fn count_kind_in_scope(&mut self, kind: u16, scope: &str) -> Result<u64> {
+        // The kind index, then each record's scope.
+        let r = self.env.read_txn()?;
+        let mut n = 0;
+        for item in self.dbs.by_kind.prefix_iter(&r, &kind.to_be_bytes())? {
+            let (_, id) = item?;
+            let rec = self.dbs.events.get(&r, id)?.context("dangling index")?;
+            let at = 12 + usize::from(rec[10]);
+            n += u64::from(rec.get(at..at + usize::from(rec[11])) == Some(scope.as_bytes()));
+        }
+        Ok(n)
+    }
+
     fn wait_next(&mut self, after: Option<u64>, timeout: Duration) -> Result<Option<u64>> {
         let deadline = Instant::now() + timeout;
         loop {

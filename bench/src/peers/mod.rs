@@ -84,6 +84,11 @@ pub trait Reader {
     fn stream(&mut self, entity: &str) -> Result<usize>;
     /// Count the events of one kind over the whole store.
     fn count_kind(&mut self, kind: u16) -> Result<u64>;
+    /// Count the events of one kind in one scope (a query no index answers
+    /// alone: it scans).
+    fn count_kind_in_scope(&mut self, _kind: u16, _scope: &str) -> Result<u64> {
+        anyhow::bail!("n/a: not implemented for this peer")
+    }
     /// Block (or poll) until an event newer than `after` is visible; returns the
     /// index `i` of the newest visible event, or None on timeout.
     fn wait_next(&mut self, after: Option<u64>, timeout: Duration) -> Result<Option<u64>>;

@@ -174,6 +174,14 @@ impl Reader for SqliteReader {
         Ok(n as u64)
     }
 
+    fn count_kind_in_scope(&mut self, kind: u16, scope: &str) -> Result<u64> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM events WHERE kind = ?1 AND scope = ?2")?;
+        let n: i64 = st.query_row(rusqlite::params![kind, scope], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     fn wait_next(&mut self, after: Option<u64>, timeout: Duration) -> Result<Option<u64>> {
         let deadline = Instant::now() + timeout;
         let mut st = self.conn.prepare_cached("SELECT max(seq) FROM events")?;

@@ -415,6 +415,13 @@ impl Reader for WeirReader {
         self.r.count(&region).map_err(|e| anyhow!("{e:?}"))
     }
 
+    fn count_kind_in_scope(&mut self, k: u16, scope: &str) -> Result<u64> {
+        let region = Region::all()
+            .with_scope(scope)
+            .with_kind(KindFilter::Exact(EventKind(kind(k))));
+        self.r.count(&region).map_err(|e| anyhow!("{e:?}"))
+    }
+
     fn wait_next(&mut self, after: Option<u64>, timeout: Duration) -> Result<Option<u64>> {
         // Sequences start at 0 in a fresh store with one writer, so seq == i.
         let want = after.map_or(0, |a| a + 1);
