@@ -9,7 +9,7 @@ use crate::lock::DirLock;
 use crate::restore::{RestorePath, RestoreReport, restore};
 use crate::stats::Shared;
 use crate::storage::{FileStorage, Storage};
-use crate::writer::{Cmd, Done, Writer};
+use crate::writer::{Cmd, Done, Writer, validate};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,6 +214,7 @@ impl Store {
     /// Queues an append without waiting; `done` gets the outcome. A full
     /// queue is refused at once with [`AppendError::Busy`].
     pub fn submit(&self, events: Vec<AppendRequest>, done: Done) -> Result<(), AppendError> {
+        self.check(&events)?;
         let tx = self.sender()?;
         self.inner.shared.enqueued();
         match tx.try_send(Cmd::Append { events, done }) {
@@ -234,7 +235,13 @@ impl Store {
         }
     }
 
+    /// Validates a command on the caller's thread (the writer trusts it).
+    fn check(&self, events: &[AppendRequest]) -> Result<(), AppendError> {
+        validate(&self.inner.config, events).inspect_err(|e| self.inner.shared.rejected(e))
+    }
+
     fn call(&self, events: Vec<AppendRequest>) -> Result<Vec<Receipt>, AppendError> {
+        self.check(&events)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let done: Done = Box::new(move |r| {
             let _ = tx.send(r);

@@ -207,40 +207,43 @@ impl Writer {
         self.gate.set_state(weir_protocol::gate::STATE_STOPPED);
         synced.map_err(|e| e.to_string())
     }
+}
 
-    /// Validates one request's events against the limits.
-    fn validate(&self, events: &[AppendRequest]) -> Result<(), AppendError> {
-        let c = &self.config;
-        if events.is_empty() {
-            return Err(AppendError::EmptyBatch);
-        }
-        let bytes: u64 = events
-            .iter()
-            .map(|e| (e.payload.len() + e.entity.len() + e.scope.len()) as u64)
-            .sum();
-        if events.len() > c.max_batch_events as usize || bytes > c.max_batch_bytes {
-            return Err(AppendError::BatchTooLarge {
-                events: events.len(),
-                bytes,
-                max_events: c.max_batch_events,
-                max_bytes: c.max_batch_bytes,
-            });
-        }
-        if events.len() > 1 {
-            let mut keys = crate::fxhash::FxHashSet::default();
-            for k in events.iter().filter_map(|e| e.idempotency_key) {
-                if !keys.insert(k) {
-                    // One request, two events, one key: no receipt could answer both.
-                    return Err(AppendError::IdempotencyConflict { key: k });
-                }
+/// Checks one command against the limits and rules that need no writer
+/// state. [`crate::Store`] runs it on the submitting thread, before the
+/// command is queued, so the writer thread never spends time on it.
+pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), AppendError> {
+    if events.is_empty() {
+        return Err(AppendError::EmptyBatch);
+    }
+    let bytes: u64 = events
+        .iter()
+        .map(|e| (e.payload.len() + e.entity.len() + e.scope.len()) as u64)
+        .sum();
+    if events.len() > c.max_batch_events as usize || bytes > c.max_batch_bytes {
+        return Err(AppendError::BatchTooLarge {
+            events: events.len(),
+            bytes,
+            max_events: c.max_batch_events,
+            max_bytes: c.max_batch_bytes,
+        });
+    }
+    if events.len() > 1 {
+        let mut keys = crate::fxhash::FxHashSet::default();
+        for k in events.iter().filter_map(|e| e.idempotency_key) {
+            if !keys.insert(k) {
+                // One request, two events, one key: no receipt could answer both.
+                return Err(AppendError::IdempotencyConflict { key: k });
             }
         }
-        for (index, e) in events.iter().enumerate() {
-            check_event(index, e, c.max_payload_bytes)?;
-        }
-        Ok(())
     }
+    for (index, e) in events.iter().enumerate() {
+        check_event(index, e, c.max_payload_bytes)?;
+    }
+    Ok(())
+}
 
+impl Writer {
     /// Checks idempotency keys: all known → replay; some known → conflict.
     /// The flag says whether any receipt came from this very group (then it
     /// shares the group's fate: it is not durable, or even stored, yet).
