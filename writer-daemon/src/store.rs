@@ -214,23 +214,38 @@ impl Store {
     /// Queues an append without waiting; `done` gets the outcome. A full
     /// queue is refused at once with [`AppendError::Busy`].
     pub fn submit(&self, events: Vec<AppendRequest>, done: Done) -> Result<(), AppendError> {
-        self.check(&events)?;
-        let tx = self.sender()?;
+        self.submit_or_return(events, done).map_err(|(e, _)| e)
+    }
+
+    /// [`submit`](Self::submit), but a refused command's `done` comes back
+    /// with the error, so that the caller can answer through it.
+    pub fn submit_or_return(
+        &self,
+        events: Vec<AppendRequest>,
+        done: Done,
+    ) -> Result<(), (AppendError, Done)> {
+        if let Err(e) = self.check(&events) {
+            return Err((e, done));
+        }
+        let tx = match self.sender() {
+            Ok(tx) => tx,
+            Err(e) => return Err((e, done)),
+        };
         self.inner.shared.enqueued();
         match tx.try_send(Cmd::Append { events, done }) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(cmd)) => {
                 self.inner.shared.dequeued(1);
                 let e = AppendError::Busy {
                     depth: self.inner.shared.queue_depth(),
                     retry_after_ms: 5,
                 };
                 self.inner.shared.rejected(&e);
-                Err(e)
+                Err((e, done_of(cmd)))
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Disconnected(cmd)) => {
                 self.inner.shared.dequeued(1);
-                Err(AppendError::ShuttingDown)
+                Err((AppendError::ShuttingDown, done_of(cmd)))
             }
         }
     }
@@ -395,6 +410,16 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
             && let Err(err) = std::fs::remove_dir_all(e.path())
         {
             tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
+        }
+    }
+}
+
+/// The reply callback of an append command handed back unsent.
+fn done_of(cmd: Cmd) -> Done {
+    match cmd {
+        Cmd::Append { done, .. } => done,
+        Cmd::Sync { .. } | Cmd::Stop { .. } => {
+            unreachable!("submit_or_return sends only appends")
         }
     }
 }

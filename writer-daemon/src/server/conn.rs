@@ -4,14 +4,14 @@
 use super::Hub;
 use super::auth::{self, Peer};
 use super::frames::{self, FrameError, FrameReader};
-use super::replies::{ReplyQueue, Slot, write_loop};
+use super::replies::{ReplyQueue, write_loop};
 use super::session::Session;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use weir_protocol::fastwire::decode_append_request;
 use weir_protocol::wire::{
-    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Request, Response,
-    ServerHello, WireError, write_frame,
+    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Request, ServerHello,
+    WireError, write_frame,
 };
 
 /// Replies a peer may leave unread beyond the in-flight limit before the
@@ -109,10 +109,7 @@ fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<
             .with("received", got),
         };
         hub.store.shared().reject_code(&format!("{:?}", fatal.code));
-        queue.push(Slot::Ready(Response {
-            id: 0,
-            result: Err(fatal),
-        }));
+        queue.push_ready(0, Err(fatal));
         break;
     }
     queue.finish();

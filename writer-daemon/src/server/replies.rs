@@ -1,40 +1,45 @@
-//! Replies in request order. The connection's reader pushes one slot per
-//! request, either ready or waiting for the writer; a second thread writes
-//! them out in push order, coalescing ready replies into one `write`.
+//! Replies in request order. The connection's reader reserves one slot
+//! per request; the slot is completed by whoever answers it (the reader
+//! itself for immediate answers, the writer thread for appends, a helper
+//! for `Sync`), and a second thread writes completed slots out in
+//! reservation order, coalescing them into one `write`.
+//!
+//! The reply thread sleeps until the oldest slot is complete, and only a
+//! completion of that slot wakes it: it is not woken for requests still
+//! with the writer, and no notify is issued when nobody waits (each one
+//! costs a futex call).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use weir_protocol::wire::{ErrorCode, Reply, Response, WireError, encode};
 
-/// The outcome of one request, when the writer has answered.
+/// The outcome of one request, when it has been answered.
 pub(super) type Outcome = Result<Reply, WireError>;
 
 /// One reply owed to the peer.
-pub(super) enum Slot {
-    /// Known already.
-    Ready(Response),
-    /// Comes from the writer.
-    Waiting {
-        /// Request id.
-        id: u64,
-        /// Where the outcome arrives.
-        rx: Receiver<Outcome>,
-    },
+struct Entry {
+    id: u64,
+    outcome: Option<Outcome>,
 }
 
 #[derive(Default)]
 struct State {
-    slots: VecDeque<Slot>,
-    /// Pushed and not yet written.
+    slots: VecDeque<Entry>,
+    /// Reservation number of `slots[0]`.
+    base: u64,
+    /// Reserved and not yet written.
     outstanding: usize,
-    /// The reader will push nothing more.
+    /// The reader will reserve nothing more.
     finished: bool,
     /// Writing failed: the peer is gone or stopped reading.
     broken: bool,
+    /// The reply thread waits for the oldest slot.
+    writer_waits: bool,
+    /// The reader waits for room.
+    reader_waits: bool,
 }
 
 /// The queue between a connection's reader and its reply writer.
@@ -44,6 +49,50 @@ pub(super) struct ReplyQueue {
     room: Condvar,
     /// Outstanding replies past which the reader stops reading.
     cap: usize,
+}
+
+/// The right (and duty) to complete one reserved slot. Dropping it
+/// unanswered (the writer stopped, a helper died) answers the request with
+/// a retryable error, so the connection never waits forever.
+pub(super) struct Completer {
+    queue: Arc<ReplyQueue>,
+    seq: u64,
+    done: bool,
+}
+
+impl Completer {
+    /// Answers the request.
+    pub(super) fn complete(mut self, outcome: Outcome) {
+        self.fill(outcome);
+    }
+
+    fn fill(&mut self, outcome: Outcome) {
+        self.done = true;
+        let q = &self.queue;
+        let mut s = q.lock();
+        if s.broken {
+            return;
+        }
+        let Some(at) = self.seq.checked_sub(s.base) else {
+            return;
+        };
+        if let Some(e) = s.slots.get_mut(at as usize) {
+            e.outcome = Some(outcome);
+        }
+        if at == 0 && s.writer_waits {
+            s.writer_waits = false;
+            drop(s);
+            q.items.notify_one();
+        }
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.fill(Err(gone()));
+        }
+    }
 }
 
 impl ReplyQueue {
@@ -65,21 +114,37 @@ impl ReplyQueue {
         self.lock().outstanding
     }
 
-    /// Queues a reply, waiting while `cap` replies are owed (a peer that
-    /// does not read its replies stops being read). False once broken.
-    pub(super) fn push(&self, slot: Slot) -> bool {
+    /// Reserves the next reply (for request `id`), waiting while `cap`
+    /// replies are owed (a peer that does not read its replies stops being
+    /// read). `None` once broken.
+    pub(super) fn reserve(self: &Arc<Self>, id: u64) -> Option<Completer> {
         let mut s = self.lock();
         while s.outstanding >= self.cap && !s.broken {
+            s.reader_waits = true;
             s = self.room.wait(s).unwrap_or_else(|p| p.into_inner());
         }
         if s.broken {
-            return false;
+            return None;
         }
-        s.slots.push_back(slot);
+        s.slots.push_back(Entry { id, outcome: None });
         s.outstanding += 1;
-        drop(s);
-        self.items.notify_one();
-        true
+        let seq = s.base + s.slots.len() as u64 - 1;
+        Some(Completer {
+            queue: Arc::clone(self),
+            seq,
+            done: false,
+        })
+    }
+
+    /// Queues an answer known now. False once broken.
+    pub(super) fn push_ready(self: &Arc<Self>, id: u64, outcome: Outcome) -> bool {
+        match self.reserve(id) {
+            Some(c) => {
+                c.complete(outcome);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The reader is done; the writer drains and exits.
@@ -88,19 +153,28 @@ impl ReplyQueue {
         self.items.notify_one();
     }
 
-    /// Everything queued, waiting for at least one; `None` at the end.
-    fn take(&self) -> Option<VecDeque<Slot>> {
+    /// The completed replies at the front, waiting for at least one; `None`
+    /// at the end.
+    fn take(&self) -> Option<Vec<Response>> {
         let mut s = self.lock();
         loop {
             if s.broken {
                 return None;
             }
-            if !s.slots.is_empty() {
-                return Some(std::mem::take(&mut s.slots));
+            let ready = s.slots.iter().take_while(|e| e.outcome.is_some()).count();
+            if ready > 0 {
+                s.base += ready as u64;
+                let out = s
+                    .slots
+                    .drain(..ready)
+                    .filter_map(|e| e.outcome.map(|result| Response { id: e.id, result }))
+                    .collect();
+                return Some(out);
             }
-            if s.finished {
+            if s.finished && s.slots.is_empty() {
                 return None;
             }
+            s.writer_waits = true;
             s = self.items.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -108,8 +182,11 @@ impl ReplyQueue {
     fn written(&self, n: usize) {
         let mut s = self.lock();
         s.outstanding -= n.min(s.outstanding);
-        drop(s);
-        self.room.notify_one();
+        if s.reader_waits {
+            s.reader_waits = false;
+            drop(s);
+            self.room.notify_one();
+        }
     }
 
     fn break_off(&self) {
@@ -131,45 +208,20 @@ fn gone() -> WireError {
 /// reader wakes up too.
 pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
     let mut out = Vec::with_capacity(8 << 10);
-    let mut pending = 0usize;
-    let mut flush = |out: &mut Vec<u8>, pending: &mut usize| -> bool {
-        if out.is_empty() {
-            return true;
-        }
-        let ok = stream.write_all(out).is_ok();
-        out.clear();
-        queue.written(std::mem::take(pending));
-        ok
-    };
     let mut failed = false;
     'outer: while let Some(batch) = queue.take() {
-        for slot in batch {
-            let resp = match slot {
-                Slot::Ready(r) => r,
-                Slot::Waiting { id, rx } => {
-                    let result = match rx.try_recv() {
-                        Ok(r) => r,
-                        Err(TryRecvError::Disconnected) => Err(gone()),
-                        Err(TryRecvError::Empty) => {
-                            // Send what is ready before waiting on the writer.
-                            if !flush(&mut out, &mut pending) {
-                                failed = true;
-                                break 'outer;
-                            }
-                            rx.recv().unwrap_or_else(|_| Err(gone()))
-                        }
-                    };
-                    Response { id, result }
-                }
-            };
+        let n = batch.len();
+        for resp in batch {
             if encode(&mut out, &resp).is_err() {
                 tracing::error!(id = resp.id, "a reply could not be encoded");
                 failed = true;
                 break 'outer;
             }
-            pending += 1;
         }
-        if !flush(&mut out, &mut pending) {
+        let ok = stream.write_all(&out).is_ok();
+        out.clear();
+        queue.written(n);
+        if !ok {
             failed = true;
             break;
         }
@@ -187,33 +239,74 @@ pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::mpsc::sync_channel;
+    use std::time::Duration;
     use weir_protocol::wire::read_frame_bytes;
 
+    fn read_ids(b: &mut UnixStream, n: usize) -> Vec<u64> {
+        let mut body = Vec::new();
+        (0..n)
+            .map(|_| {
+                read_frame_bytes(b, 1 << 20, &mut body).unwrap();
+                weir_protocol::wire::decode::<Response>(&body).unwrap().id
+            })
+            .collect()
+    }
+
     #[test]
-    fn replies_come_out_in_push_order() {
+    fn replies_come_out_in_reservation_order() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let q = Arc::new(ReplyQueue::new(16));
         let q2 = Arc::clone(&q);
         let t = std::thread::spawn(move || write_loop(&q2, a));
-        let (tx1, rx1) = sync_channel(1);
-        assert!(q.push(Slot::Waiting { id: 1, rx: rx1 }));
-        assert!(q.push(Slot::Ready(Response {
-            id: 2,
-            result: Ok(Reply::Pong)
-        })));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        tx1.send(Ok(Reply::Begun)).unwrap();
+        let first = q.reserve(1).unwrap();
+        assert!(q.push_ready(2, Ok(Reply::Pong)));
+        let third = q.reserve(3).unwrap();
+        // The later answers wait for the first.
+        third.complete(Ok(Reply::Begun));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(q.outstanding(), 3);
+        first.complete(Ok(Reply::Begun));
+        q.finish();
+        t.join().unwrap();
+        assert_eq!(read_ids(&mut b, 3), [1, 2, 3]);
+        assert_eq!(q.outstanding(), 0);
+    }
+
+    #[test]
+    fn an_unanswered_slot_is_answered_when_its_completer_is_dropped() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let q = Arc::new(ReplyQueue::new(16));
+        let q2 = Arc::clone(&q);
+        let t = std::thread::spawn(move || write_loop(&q2, a));
+        let c = q.reserve(7).unwrap();
+        // The writer thread goes away with the request.
+        std::thread::spawn(move || drop(c)).join().unwrap();
         q.finish();
         t.join().unwrap();
         let mut body = Vec::new();
-        let mut ids = Vec::new();
-        for _ in 0..2 {
-            read_frame_bytes(&mut b, 1 << 20, &mut body).unwrap();
-            ids.push(weir_protocol::wire::decode::<Response>(&body).unwrap().id);
+        read_frame_bytes(&mut b, 1 << 20, &mut body).unwrap();
+        let r: Response = weir_protocol::wire::decode(&body).unwrap();
+        assert_eq!(r.id, 7);
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::ShuttingDown);
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_reader_until_replies_are_written() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let q = Arc::new(ReplyQueue::new(2));
+        let held: Vec<_> = (0..2).map(|i| q.reserve(i).unwrap()).collect();
+        let q3 = Arc::clone(&q);
+        let blocked = std::thread::spawn(move || q3.push_ready(9, Ok(Reply::Pong)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!blocked.is_finished(), "the reader should wait for room");
+        let q2 = Arc::clone(&q);
+        let t = std::thread::spawn(move || write_loop(&q2, a));
+        for c in held {
+            c.complete(Ok(Reply::Pong));
         }
-        assert_eq!(ids, [1, 2]);
-        assert_eq!(q.outstanding(), 0);
+        assert!(blocked.join().unwrap());
+        q.finish();
+        t.join().unwrap();
+        assert_eq!(read_ids(&mut b, 3), [0, 1, 9]);
     }
 }

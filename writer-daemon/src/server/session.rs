@@ -9,10 +9,10 @@
 
 use super::Hub;
 use super::auth::Peer;
-use super::replies::{Outcome, ReplyQueue, Slot};
+use super::replies::{Outcome, ReplyQueue};
 use crate::error::AppendError;
-use std::sync::mpsc::sync_channel;
-use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, Response, WireError};
+use std::sync::{Arc, Mutex};
+use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, WireError};
 
 /// Events staged since `Begin`.
 #[derive(Debug, Default)]
@@ -70,9 +70,9 @@ impl<'h> Session<'h> {
     }
 
     /// Handles one request; false when the connection should close.
-    pub(super) fn handle(&mut self, req: Request, q: &ReplyQueue) -> bool {
+    pub(super) fn handle(&mut self, req: Request, q: &Arc<ReplyQueue>) -> bool {
         let id = req.id;
-        let ready = |result: Outcome| q.push(Slot::Ready(Response { id, result }));
+        let ready = |result: Outcome| q.push_ready(id, result);
         match req.op {
             Op::Ping => ready(Ok(Reply::Pong)),
             Op::Stats => ready(Ok(Reply::Stats(Box::new(self.hub.store.stats())))),
@@ -143,7 +143,13 @@ impl<'h> Session<'h> {
     }
 
     /// Hands events to the writer; the reply waits in order.
-    fn submit(&self, id: u64, events: Vec<AppendRequest>, single: bool, q: &ReplyQueue) -> bool {
+    fn submit(
+        &self,
+        id: u64,
+        events: Vec<AppendRequest>,
+        single: bool,
+        q: &Arc<ReplyQueue>,
+    ) -> bool {
         if q.outstanding() >= self.hub.max_in_flight {
             let e = WireError::new(
                 ErrorCode::TooManyInFlight,
@@ -155,10 +161,14 @@ impl<'h> Session<'h> {
             .with("max_in_flight", self.hub.max_in_flight)
             .with("retry_after_ms", 1);
             let result = self.reject(e);
-            return q.push(Slot::Ready(Response { id, result }));
+            return q.push_ready(id, result);
         }
-        let (tx, rx) = sync_channel::<Outcome>(1);
-        let done = Box::new(move |r: Result<Vec<_>, AppendError>| {
+        // The slot is reserved first, so that the writer can complete it
+        // as soon as it has the answer.
+        let Some(slot) = q.reserve(id) else {
+            return false;
+        };
+        let done: crate::writer::Done = Box::new(move |r: Result<Vec<_>, AppendError>| {
             let out = match r {
                 Ok(v) if single => v.into_iter().next().map(Reply::Appended).ok_or_else(|| {
                     WireError::new(ErrorCode::Internal, "the writer returned no receipt")
@@ -166,20 +176,23 @@ impl<'h> Session<'h> {
                 Ok(v) => Ok(Reply::Batch(v)),
                 Err(e) => Err(e.to_wire()),
             };
-            let _ = tx.send(out);
+            slot.complete(out);
         });
-        match self.hub.store.submit(events, done) {
-            Ok(()) => q.push(Slot::Waiting { id, rx }),
-            Err(e) => q.push(Slot::Ready(Response {
-                id,
-                result: Err(e.to_wire()),
-            })),
+        if let Err((e, done)) = self.hub.store.submit_or_return(events, done) {
+            done(Err(e));
         }
+        true
     }
 
     /// `Sync` blocks on the writer, so it waits on a helper thread.
-    fn sync(&self, id: u64, q: &ReplyQueue) -> bool {
-        let (tx, rx) = sync_channel::<Outcome>(1);
+    fn sync(&self, id: u64, q: &Arc<ReplyQueue>) -> bool {
+        let Some(slot) = q.reserve(id) else {
+            return false;
+        };
+        // Shared with the helper, so that a helper that cannot start
+        // leaves the slot here to be answered with `Busy`.
+        let slot = Arc::new(Mutex::new(Some(slot)));
+        let theirs = Arc::clone(&slot);
         let store = self.hub.store.clone();
         let spawned = std::thread::Builder::new()
             .name("weir-sync".into())
@@ -189,17 +202,19 @@ impl<'h> Session<'h> {
                     .sync()
                     .map(|visible| Reply::Synced { visible })
                     .map_err(|e| e.to_wire());
-                let _ = tx.send(r);
+                if let Some(s) = theirs.lock().ok().and_then(|mut s| s.take()) {
+                    s.complete(r);
+                }
             });
-        match spawned {
-            Ok(_) => q.push(Slot::Waiting { id, rx }),
-            Err(e) => q.push(Slot::Ready(Response {
-                id,
-                result: Err(
-                    WireError::new(ErrorCode::Busy, format!("cannot start a sync: {e}"))
-                        .with("retry_after_ms", 10),
-                ),
-            })),
+        if let Err(e) = spawned
+            && let Some(s) = slot.lock().ok().and_then(|mut s| s.take())
+        {
+            s.complete(Err(WireError::new(
+                ErrorCode::Busy,
+                format!("cannot start a sync: {e}"),
+            )
+            .with("retry_after_ms", 10)));
         }
+        true
     }
 }
