@@ -19,32 +19,14 @@ use crate::wire::{AppendRequest, Op, Receipt, Reply, Request, Response};
 #[must_use]
 pub fn decode_append_request(body: &[u8]) -> Option<Request> {
     let mut c = Cursor { b: body, at: 0 };
-    if c.array_len()? != 2 {
-        return None;
-    }
-    let id = c.uint()?;
-    if c.map_len()? != 1 {
-        return None;
-    }
+    let id = c.envelope()?;
     let op = match c.str()? {
         "Append" => Op::Append(c.append()?),
-        "AppendBatch" => {
-            let n = c.array_len()?;
-            // Each event takes at least 9 bytes: a hostile length cannot
-            // make this allocate more than the frame could hold.
-            if n > c.b.len() / 9 {
-                return None;
-            }
-            let mut evs = Vec::with_capacity(n);
-            for _ in 0..n {
-                evs.push(c.append()?);
-            }
-            Op::AppendBatch(evs)
-        }
+        // An event takes at least 9 bytes.
+        "AppendBatch" => Op::AppendBatch(c.list(9, Cursor::append)?),
         _ => return None,
     };
-    // Serde stops after the value; a fast decode must see all of it.
-    (c.at == c.b.len()).then_some(Request { id, op })
+    c.end(Request { id, op })
 }
 
 /// Decodes a `Response` that carries receipts (`Ok(Appended)` or
@@ -53,30 +35,17 @@ pub fn decode_append_request(body: &[u8]) -> Option<Request> {
 #[must_use]
 pub fn decode_receipts_response(body: &[u8]) -> Option<Response> {
     let mut c = Cursor { b: body, at: 0 };
-    if c.array_len()? != 2 {
-        return None;
-    }
-    let id = c.uint()?;
-    if c.map_len()? != 1 || c.str()? != "Ok" || c.map_len()? != 1 {
+    let id = c.envelope()?;
+    if c.str()? != "Ok" || c.map_len()? != 1 {
         return None;
     }
     let reply = match c.str()? {
         "Appended" => Reply::Appended(c.receipt()?),
-        "Batch" => {
-            let n = c.array_len()?;
-            // A receipt takes at least 54 bytes.
-            if n > c.b.len() / 54 {
-                return None;
-            }
-            let mut rs = Vec::with_capacity(n);
-            for _ in 0..n {
-                rs.push(c.receipt()?);
-            }
-            Reply::Batch(rs)
-        }
+        // A receipt takes at least 54 bytes.
+        "Batch" => Reply::Batch(c.list(54, Cursor::receipt)?),
         _ => return None,
     };
-    (c.at == c.b.len()).then_some(Response {
+    c.end(Response {
         id,
         result: Ok(reply),
     })
@@ -183,6 +152,40 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// `[id, {…}]` with a one-entry map: the shape of a `Request` and a
+    /// `Response`. Returns the id; the map's key is next.
+    fn envelope(&mut self) -> Option<u64> {
+        if self.array_len()? != 2 {
+            return None;
+        }
+        let id = self.uint()?;
+        (self.map_len()? == 1).then_some(id)
+    }
+
+    /// An array of items of at least `min` bytes each: a hostile length
+    /// cannot make it allocate more than the frame could hold.
+    fn list<T>(
+        &mut self,
+        min: usize,
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let n = self.array_len()?;
+        if n > self.b.len() / min {
+            return None;
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(item(self)?);
+        }
+        Some(v)
+    }
+
+    /// `v`, if the whole frame was read (serde stops after the value; a
+    /// fast decode must see all of it).
+    fn end<T>(&self, v: T) -> Option<T> {
+        (self.at == self.b.len()).then_some(v)
+    }
+
     fn byte(&mut self) -> Option<u8> {
         let v = *self.b.get(self.at)?;
         self.at += 1;

@@ -242,22 +242,31 @@ mod tests {
     use std::time::Duration;
     use weir_protocol::wire::read_frame_bytes;
 
-    fn read_ids(b: &mut UnixStream, n: usize) -> Vec<u64> {
+    fn read_replies(b: &mut UnixStream, n: usize) -> Vec<Response> {
         let mut body = Vec::new();
         (0..n)
             .map(|_| {
                 read_frame_bytes(b, 1 << 20, &mut body).unwrap();
-                weir_protocol::wire::decode::<Response>(&body).unwrap().id
+                weir_protocol::wire::decode::<Response>(&body).unwrap()
             })
             .collect()
     }
 
+    fn read_ids(b: &mut UnixStream, n: usize) -> Vec<u64> {
+        read_replies(b, n).into_iter().map(|r| r.id).collect()
+    }
+
+    /// A queue of `cap` with its reply thread writing to the returned socket.
+    fn started(cap: usize) -> (Arc<ReplyQueue>, UnixStream, std::thread::JoinHandle<()>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let q = Arc::new(ReplyQueue::new(cap));
+        let q2 = Arc::clone(&q);
+        (q, b, std::thread::spawn(move || write_loop(&q2, a)))
+    }
+
     #[test]
     fn replies_come_out_in_reservation_order() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let q = Arc::new(ReplyQueue::new(16));
-        let q2 = Arc::clone(&q);
-        let t = std::thread::spawn(move || write_loop(&q2, a));
+        let (q, mut b, t) = started(16);
         let first = q.reserve(1).unwrap();
         assert!(q.push_ready(2, Ok(Reply::Pong)));
         let third = q.reserve(3).unwrap();
@@ -274,33 +283,25 @@ mod tests {
 
     #[test]
     fn an_unanswered_slot_is_answered_when_its_completer_is_dropped() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let q = Arc::new(ReplyQueue::new(16));
-        let q2 = Arc::clone(&q);
-        let t = std::thread::spawn(move || write_loop(&q2, a));
+        let (q, mut b, t) = started(16);
         let c = q.reserve(7).unwrap();
         // The writer thread goes away with the request.
         std::thread::spawn(move || drop(c)).join().unwrap();
         q.finish();
         t.join().unwrap();
-        let mut body = Vec::new();
-        read_frame_bytes(&mut b, 1 << 20, &mut body).unwrap();
-        let r: Response = weir_protocol::wire::decode(&body).unwrap();
+        let r = read_replies(&mut b, 1).remove(0);
         assert_eq!(r.id, 7);
         assert_eq!(r.result.unwrap_err().code, ErrorCode::ShuttingDown);
     }
 
     #[test]
     fn a_full_queue_holds_the_reader_until_replies_are_written() {
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let q = Arc::new(ReplyQueue::new(2));
+        let (q, mut b, t) = started(2);
         let held: Vec<_> = (0..2).map(|i| q.reserve(i).unwrap()).collect();
         let q3 = Arc::clone(&q);
         let blocked = std::thread::spawn(move || q3.push_ready(9, Ok(Reply::Pong)));
         std::thread::sleep(Duration::from_millis(30));
         assert!(!blocked.is_finished(), "the reader should wait for room");
-        let q2 = Arc::clone(&q);
-        let t = std::thread::spawn(move || write_loop(&q2, a));
         for c in held {
             c.complete(Ok(Reply::Pong));
         }
