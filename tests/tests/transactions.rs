@@ -92,3 +92,33 @@ fn commit_is_all_together_and_cancel_is_nothing() -> Result<()> {
     ensure!(tx.commit()?.len() == 1);
     Ok(())
 }
+
+#[test]
+fn sync_makes_earlier_appends_durable_and_answers_in_order() -> Result<()> {
+    // With `sync = "never"` receipts say not durable; `Sync` waits for the
+    // appends queued before it, fsyncs, and answers with the watermark.
+    let root = temp_root()?;
+    let d = Daemon::start(&Setup::in_dir(root.path()).with("sync = \"never\""))?;
+    let mut c = d.client()?;
+    let at = Coordinate::new("s", "s")?;
+    let mut last = None;
+    for i in 0..20u8 {
+        let r = c.append(&at, EventKind(0x1001), &[i])?;
+        ensure!(!r.durable, "sync = never acknowledged a durable append");
+        last = Some(r.sequence);
+    }
+    let before = c.stats()?.fsyncs;
+    let visible = c.sync()?;
+    ensure!(
+        Some(visible) == last.map(|s| s + 1),
+        "sync answered {visible}, expected {last:?} + 1"
+    );
+    ensure!(c.stats()?.fsyncs > before, "sync did not fsync");
+    // A sync with nothing new to write answers the same watermark.
+    let again = c.sync()?;
+    ensure!(
+        again == visible,
+        "a sync with nothing new moved the watermark"
+    );
+    Ok(())
+}

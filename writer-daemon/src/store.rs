@@ -9,7 +9,7 @@ use crate::lock::DirLock;
 use crate::restore::{RestorePath, RestoreReport, restore};
 use crate::stats::Shared;
 use crate::storage::{FileStorage, Storage};
-use crate::writer::{Cmd, Done, Writer, validate};
+use crate::writer::{Cmd, Done, SyncDone, Writer, validate};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,6 +282,31 @@ impl Store {
     }
 
     /// Makes everything appended so far durable; returns the visible watermark.
+    /// Queues a sync without waiting: `done` gets the visible watermark
+    /// once everything queued before it is durable. A refused sync (queue
+    /// full: `Busy`; stopping) hands `done` back with the error.
+    pub fn submit_sync(&self, done: SyncDone) -> Result<(), (AppendError, SyncDone)> {
+        let tx = match self.sender() {
+            Ok(tx) => tx,
+            Err(e) => return Err((e, done)),
+        };
+        match tx.try_send(Cmd::Sync { done }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Cmd::Sync { done })) => {
+                let e = AppendError::Busy {
+                    depth: self.inner.shared.queue_depth(),
+                    retry_after_ms: 5,
+                };
+                self.inner.shared.rejected(&e);
+                Err((e, done))
+            }
+            Err(TrySendError::Disconnected(Cmd::Sync { done })) => {
+                Err((AppendError::ShuttingDown, done))
+            }
+            Err(_) => unreachable!("submit_sync sends only syncs"),
+        }
+    }
+
     pub fn sync(&self) -> Result<u64, AppendError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.sender()?

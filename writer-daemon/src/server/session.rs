@@ -11,7 +11,7 @@ use super::Hub;
 use super::auth::Peer;
 use super::replies::{Outcome, ReplyQueue};
 use crate::error::AppendError;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, WireError};
 
 /// Events staged since `Begin`.
@@ -184,36 +184,20 @@ impl<'h> Session<'h> {
         true
     }
 
-    /// `Sync` blocks on the writer, so it waits on a helper thread.
+    /// `Sync` is queued behind the appends before it; the writer answers
+    /// the reserved slot once they are durable.
     fn sync(&self, id: u64, q: &Arc<ReplyQueue>) -> bool {
         let Some(slot) = q.reserve(id) else {
             return false;
         };
-        // Shared with the helper, so that a helper that cannot start
-        // leaves the slot here to be answered with `Busy`.
-        let slot = Arc::new(Mutex::new(Some(slot)));
-        let theirs = Arc::clone(&slot);
-        let store = self.hub.store.clone();
-        let spawned = std::thread::Builder::new()
-            .name("weir-sync".into())
-            .stack_size(64 << 10)
-            .spawn(move || {
-                let r = store
-                    .sync()
-                    .map(|visible| Reply::Synced { visible })
-                    .map_err(|e| e.to_wire());
-                if let Some(s) = theirs.lock().ok().and_then(|mut s| s.take()) {
-                    s.complete(r);
-                }
-            });
-        if let Err(e) = spawned
-            && let Some(s) = slot.lock().ok().and_then(|mut s| s.take())
-        {
-            s.complete(Err(WireError::new(
-                ErrorCode::Busy,
-                format!("cannot start a sync: {e}"),
-            )
-            .with("retry_after_ms", 10)));
+        let done: crate::writer::SyncDone = Box::new(move |r: Result<u64, AppendError>| {
+            slot.complete(
+                r.map(|visible| Reply::Synced { visible })
+                    .map_err(|e| e.to_wire()),
+            );
+        });
+        if let Err((e, done)) = self.hub.store.submit_sync(done) {
+            done(Err(e));
         }
         true
     }

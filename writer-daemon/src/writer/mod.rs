@@ -22,6 +22,8 @@ use weir_protocol::wire::{AppendRequest, Receipt};
 
 /// Called with the outcome of an append.
 pub type Done = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
+/// Reply callback of a sync: the visible watermark once durable.
+pub type SyncDone = Box<dyn FnOnce(Result<u64, AppendError>) + Send>;
 
 /// A command for the writer.
 pub enum Cmd {
@@ -35,7 +37,7 @@ pub enum Cmd {
     /// Make everything durable.
     Sync {
         /// Reply with the visible watermark.
-        done: Box<dyn FnOnce(Result<u64, AppendError>) + Send>,
+        done: SyncDone,
     },
     /// Finish the queue, sync, checkpoint, stop.
     Stop {
