@@ -450,7 +450,13 @@ fn rebuild(
 ) -> Result<Restored, OpenError> {
     let data_dir = &config.data_dir;
     let seg_path = |id: u64| data_dir.join("segments").join(segment_file_name(id));
-    let gen_err = OpenError::io(generation_dir(data_dir, generation));
+    let gen_dir = generation_dir(data_dir, generation);
+    // Built only on an error: the path used to be formatted for every
+    // event (an eager `map_err` argument), more than half of a rebuild.
+    let gen_err = |source: std::io::Error| OpenError::Io {
+        path: gen_dir.clone(),
+        source,
+    };
     let mut index =
         IndexWriter::create(data_dir, generation, config.chunk_rows_log2).map_err(gen_err)?;
     let mut entities = Entities::default();
@@ -486,9 +492,7 @@ fn rebuild(
                     continue;
                 }
                 while next_seq < seq {
-                    index
-                        .put_tombstone(next_seq)
-                        .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+                    index.put_tombstone(next_seq).map_err(gen_err)?;
                     weir_protocol::gate::merge_range(&mut cancelled, next_seq, next_seq + 1);
                     tombstones += 1;
                     next_seq += 1;
@@ -509,14 +513,18 @@ fn rebuild(
                         frame_len: len,
                         batch_end: h.flags & frame_flags::BATCH_END != 0,
                     })
-                    .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
-                entities.insert(
-                    f.entity.into(),
-                    EntityState {
-                        clock: h.clock.get(),
-                        hash: h.event_hash,
-                    },
-                );
+                    .map_err(gen_err)?;
+                let head = EntityState {
+                    clock: h.clock.get(),
+                    hash: h.event_hash,
+                };
+                // Only a new entity allocates its key.
+                match entities.get_mut(f.entity) {
+                    Some(s) => *s = head,
+                    None => {
+                        entities.insert(f.entity.into(), head);
+                    }
+                }
                 if let Some(k) = h.idempotency_key() {
                     idem.insert(
                         k,
@@ -540,9 +548,7 @@ fn rebuild(
             }
             let cancel_end = cancelled.last().map_or(0, |r| r.1);
             while next_seq < cancel_end.max(last_base) {
-                index
-                    .put_tombstone(next_seq)
-                    .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+                index.put_tombstone(next_seq).map_err(gen_err)?;
                 weir_protocol::gate::merge_range(&mut cancelled, next_seq, next_seq + 1);
                 tombstones += 1;
                 next_seq += 1;
@@ -579,9 +585,7 @@ fn rebuild(
     cp.segment_id = log.position().segment_id.into();
     cp.segment_offset = log.position().offset.into();
     cp.max_wall_ms = max_wall.into();
-    index
-        .checkpoint(cp)
-        .map_err(OpenError::io(generation_dir(data_dir, generation)))?;
+    index.checkpoint(cp).map_err(gen_err)?;
     let path = if from_footers > 0 {
         RestorePath::Footers
     } else {
