@@ -275,7 +275,7 @@ fn chains_from_index(
         let row = index
             .row(seq)
             .filter(|r| r.crc_ok() && r.sequence.get() == seq)
-            .ok_or(format!("row {seq} is damaged"))?;
+            .ok_or_else(|| format!("row {seq} is damaged"))?;
         let sid = row.segment_id.get();
         if let std::collections::hash_map::Entry::Vacant(v) = segs.entry(sid) {
             v.insert(storage.read(u64::from(sid)).map_err(|e| e.to_string())?);
