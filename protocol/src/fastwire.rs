@@ -65,7 +65,7 @@ pub fn encode_append_request(out: &mut Vec<u8>, id: u64, op: &Op) -> bool {
     out.push(0x81);
     put_str(out, name);
     if let Op::AppendBatch(_) = op {
-        put_array_len(out, events.len());
+        put_len(out, events.len(), ARRAY);
     }
     for e in events {
         out.push(0x99);
@@ -117,33 +117,56 @@ fn put_uint(out: &mut Vec<u8>, v: u64) {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize, fix: Option<(u8, usize)>, markers: [u8; 3]) {
-    match (fix, n) {
-        (Some((base, max)), n) if n <= max => out.push(base | n as u8),
-        (_, 0..=0xff) if markers[0] != 0 => out.extend_from_slice(&[markers[0], n as u8]),
+/// How msgpack writes the length of one kind of value: a fix form (first
+/// marker, largest length it holds) and the 8-, 16- and 32-bit markers (0:
+/// the kind has no 8-bit form). The encoder and the decoder share these.
+#[derive(Clone, Copy)]
+struct LenForm {
+    fix: Option<(u8, u8)>,
+    wide: [u8; 3],
+}
+
+const STR: LenForm = LenForm {
+    fix: Some((0xa0, 31)),
+    wide: [0xd9, 0xda, 0xdb],
+};
+const BIN: LenForm = LenForm {
+    fix: None,
+    wide: [0xc4, 0xc5, 0xc6],
+};
+const ARRAY: LenForm = LenForm {
+    fix: Some((0x90, 15)),
+    wide: [0, 0xdc, 0xdd],
+};
+const MAP: LenForm = LenForm {
+    fix: Some((0x80, 15)),
+    wide: [0, 0xde, 0xdf],
+};
+
+/// The shortest form of length `n`, as rmp writes it.
+fn put_len(out: &mut Vec<u8>, n: usize, f: LenForm) {
+    match (f.fix, n) {
+        (Some((base, max)), n) if n <= usize::from(max) => out.push(base | n as u8),
+        (_, 0..=0xff) if f.wide[0] != 0 => out.extend_from_slice(&[f.wide[0], n as u8]),
         (_, 0..=0xffff) => {
-            out.push(markers[1]);
+            out.push(f.wide[1]);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         _ => {
-            out.push(markers[2]);
+            out.push(f.wide[2]);
             out.extend_from_slice(&(n as u32).to_be_bytes());
         }
     }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len(), Some((0xa0, 31)), [0xd9, 0xda, 0xdb]);
+    put_len(out, s.len(), STR);
     out.extend_from_slice(s.as_bytes());
 }
 
 fn put_bin(out: &mut Vec<u8>, b: &[u8]) {
-    put_len(out, b.len(), None, [0xc4, 0xc5, 0xc6]);
+    put_len(out, b.len(), BIN);
     out.extend_from_slice(b);
-}
-
-fn put_array_len(out: &mut Vec<u8>, n: usize) {
-    put_len(out, n, Some((0x90, 15)), [0, 0xdc, 0xdd]);
 }
 
 struct Cursor<'a> {
@@ -207,22 +230,24 @@ impl<'a> Cursor<'a> {
         )
     }
 
-    fn array_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            m @ 0x90..=0x9f => Some(usize::from(m & 0x0f)),
-            0xdc => Some(self.be(2)? as usize),
-            0xdd => Some(self.be(4)? as usize),
+    /// A length in any of the forms `f` allows.
+    fn len(&mut self, f: LenForm) -> Option<usize> {
+        let m = self.byte()?;
+        match f.fix {
+            Some((base, max)) if (base..=base + max).contains(&m) => Some(usize::from(m - base)),
+            _ if f.wide[0] != 0 && m == f.wide[0] => Some(self.be(1)? as usize),
+            _ if m == f.wide[1] => Some(self.be(2)? as usize),
+            _ if m == f.wide[2] => Some(self.be(4)? as usize),
             _ => None,
         }
     }
 
+    fn array_len(&mut self) -> Option<usize> {
+        self.len(ARRAY)
+    }
+
     fn map_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
-            0xde => Some(self.be(2)? as usize),
-            0xdf => Some(self.be(4)? as usize),
-            _ => None,
-        }
+        self.len(MAP)
     }
 
     /// A non-negative integer in any of msgpack's unsigned encodings.
@@ -238,23 +263,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn str(&mut self) -> Option<&'a str> {
-        let n = match self.byte()? {
-            m @ 0xa0..=0xbf => usize::from(m & 0x1f),
-            0xd9 => self.be(1)? as usize,
-            0xda => self.be(2)? as usize,
-            0xdb => self.be(4)? as usize,
-            _ => return None,
-        };
+        let n = self.len(STR)?;
         std::str::from_utf8(self.take(n)?).ok()
     }
 
     fn bin(&mut self) -> Option<&'a [u8]> {
-        let n = match self.byte()? {
-            0xc4 => self.be(1)? as usize,
-            0xc5 => self.be(2)? as usize,
-            0xc6 => self.be(4)? as usize,
-            _ => return None,
-        };
+        let n = self.len(BIN)?;
         self.take(n)
     }
 
