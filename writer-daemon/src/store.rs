@@ -227,27 +227,46 @@ impl Store {
         if let Err(e) = self.check(&events) {
             return Err((e, done));
         }
+        self.enqueue(Cmd::Append { events, done }, false)
+            .map_err(|(e, cmd)| match cmd {
+                Cmd::Append { done, .. } => (e, done),
+                Cmd::Sync { .. } | Cmd::Stop { .. } => unreachable!("an append came back"),
+            })
+    }
+
+    /// Sends `cmd` to the writer, counted in the queue depth (the writer
+    /// discounts every command it takes). With `wait` the caller waits for
+    /// room (in-process callers); without, a full queue is `Busy`. A
+    /// refused command comes back with the error.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the command itself comes back; refusals are rare and not boxed for it"
+    )]
+    fn enqueue(&self, cmd: Cmd, wait: bool) -> Result<(), (AppendError, Cmd)> {
         let tx = match self.sender() {
             Ok(tx) => tx,
-            Err(e) => return Err((e, done)),
+            Err(e) => return Err((e, cmd)),
         };
         self.inner.shared.enqueued();
-        match tx.try_send(Cmd::Append { events, done }) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(cmd)) => {
-                self.inner.shared.dequeued(1);
-                let e = AppendError::Busy {
-                    depth: self.inner.shared.queue_depth(),
-                    retry_after_ms: 5,
-                };
-                self.inner.shared.rejected(&e);
-                Err((e, done_of(cmd)))
+        let sent = if wait {
+            tx.send(cmd).map_err(|e| TrySendError::Disconnected(e.0))
+        } else {
+            tx.try_send(cmd)
+        };
+        sent.map_err(|refused| {
+            self.inner.shared.dequeued(1);
+            match refused {
+                TrySendError::Full(cmd) => {
+                    let e = AppendError::Busy {
+                        depth: self.inner.shared.queue_depth(),
+                        retry_after_ms: 5,
+                    };
+                    self.inner.shared.rejected(&e);
+                    (e, cmd)
+                }
+                TrySendError::Disconnected(cmd) => (AppendError::ShuttingDown, cmd),
             }
-            Err(TrySendError::Disconnected(cmd)) => {
-                self.inner.shared.dequeued(1);
-                Err((AppendError::ShuttingDown, done_of(cmd)))
-            }
-        }
+        })
     }
 
     /// Validates a command on the caller's thread (the writer trusts it).
@@ -262,12 +281,8 @@ impl Store {
             let _ = tx.send(r);
         });
         // In-process callers wait for room instead of getting Busy.
-        let sender = self.sender()?;
-        self.inner.shared.enqueued();
-        if sender.send(Cmd::Append { events, done }).is_err() {
-            self.inner.shared.dequeued(1);
-            return Err(AppendError::ShuttingDown);
-        }
+        self.enqueue(Cmd::Append { events, done }, true)
+            .map_err(|(e, _)| e)?;
         rx.recv().map_err(|_| AppendError::ShuttingDown)?
     }
 
@@ -281,39 +296,22 @@ impl Store {
         self.call(reqs)
     }
 
-    /// Makes everything appended so far durable; returns the visible watermark.
     /// Queues a sync without waiting: `done` gets the visible watermark
     /// once everything queued before it is durable. A refused sync (queue
     /// full: `Busy`; stopping) hands `done` back with the error.
     pub fn submit_sync(&self, done: SyncDone) -> Result<(), (AppendError, SyncDone)> {
-        let tx = match self.sender() {
-            Ok(tx) => tx,
-            Err(e) => return Err((e, done)),
-        };
-        match tx.try_send(Cmd::Sync { done }) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(Cmd::Sync { done })) => {
-                let e = AppendError::Busy {
-                    depth: self.inner.shared.queue_depth(),
-                    retry_after_ms: 5,
-                };
-                self.inner.shared.rejected(&e);
-                Err((e, done))
-            }
-            Err(TrySendError::Disconnected(Cmd::Sync { done })) => {
-                Err((AppendError::ShuttingDown, done))
-            }
-            Err(_) => unreachable!("submit_sync sends only syncs"),
-        }
+        self.enqueue(Cmd::Sync { done }, false)
+            .map_err(|(e, cmd)| match cmd {
+                Cmd::Sync { done } => (e, done),
+                Cmd::Append { .. } | Cmd::Stop { .. } => unreachable!("a sync came back"),
+            })
     }
 
+    /// Makes everything appended so far durable; returns the visible watermark.
     pub fn sync(&self) -> Result<u64, AppendError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.sender()?
-            .send(Cmd::Sync {
-                done: Box::new(move |r| drop(tx.send(r))),
-            })
-            .map_err(|_| AppendError::ShuttingDown)?;
+        let done: SyncDone = Box::new(move |r| drop(tx.send(r)));
+        self.enqueue(Cmd::Sync { done }, true).map_err(|(e, _)| e)?;
         rx.recv().map_err(|_| AppendError::ShuttingDown)?
     }
 
@@ -360,42 +358,17 @@ impl Store {
             return Ok(());
         }
         let tx = self.inner.tx.lock().ok().and_then(|mut g| g.take());
-        let mut result = Ok(());
-        if let Some(tx) = tx {
-            let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
-            if tx
-                .send(Cmd::Stop {
-                    done: Box::new(move |r| drop(rtx.send(r))),
-                })
-                .is_ok()
-            {
-                result = rrx.recv().unwrap_or(Ok(()));
-            }
-        }
-        if let Some(h) = self.inner.writer.lock().ok().and_then(|mut g| g.take()) {
-            let _ = h.join();
-        }
-        result
+        let writer = self.inner.writer.lock().ok().and_then(|mut g| g.take());
+        stop_writer(tx, writer)
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
-            if let Some(tx) = self.tx.get_mut().ok().and_then(Option::take) {
-                let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
-                if tx
-                    .send(Cmd::Stop {
-                        done: Box::new(move |r| drop(rtx.send(r))),
-                    })
-                    .is_ok()
-                {
-                    let _ = rrx.recv();
-                }
-            }
-            if let Some(h) = self.writer.get_mut().ok().and_then(Option::take) {
-                let _ = h.join();
-            }
+            let tx = self.tx.get_mut().ok().and_then(Option::take);
+            let writer = self.writer.get_mut().ok().and_then(Option::take);
+            let _ = stop_writer(tx, writer);
         }
     }
 }
@@ -439,12 +412,19 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
     }
 }
 
-/// The reply callback of an append command handed back unsent.
-fn done_of(cmd: Cmd) -> Done {
-    match cmd {
-        Cmd::Append { done, .. } => done,
-        Cmd::Sync { .. } | Cmd::Stop { .. } => {
-            unreachable!("submit_or_return sends only appends")
+/// Sends `Stop` (the writer finishes its queue, syncs and checkpoints),
+/// waits for its answer and joins the writer thread.
+fn stop_writer(tx: Option<SyncSender<Cmd>>, writer: Option<JoinHandle<()>>) -> Result<(), String> {
+    let mut result = Ok(());
+    if let Some(tx) = tx {
+        let (rtx, rrx) = std::sync::mpsc::sync_channel(1);
+        let done = Box::new(move |r| drop(rtx.send(r)));
+        if tx.send(Cmd::Stop { done }).is_ok() {
+            result = rrx.recv().unwrap_or(Ok(()));
         }
     }
+    if let Some(h) = writer {
+        let _ = h.join();
+    }
+    result
 }
