@@ -103,23 +103,19 @@ impl Writer {
         }
         let group_first = self.next_seq;
         // Sized once for the whole group: growing these maps event by event
-        // rehashed them several times per group.
-        let events: usize = cmds.iter().map(|(evs, _)| evs.len()).sum();
-        let keyed = cmds
-            .iter()
-            .flat_map(|(evs, _)| evs)
-            .filter(|e| e.idempotency_key.is_some())
-            .count();
-        let named = cmds
-            .iter()
-            .flat_map(|(evs, _)| evs)
-            .filter(|e| e.event_id.is_some())
-            .count();
-        let frame_bytes: usize = cmds
-            .iter()
-            .flat_map(|(evs, _)| evs)
-            .map(|e| frame_len(e.entity.len(), e.scope.len(), e.payload.len()))
-            .sum();
+        // rehashed them several times per group. One pass over the events:
+        // (events, with keys, with ids, frame bytes).
+        let (events, keyed, named, frame_bytes) =
+            cmds.iter()
+                .flat_map(|(evs, _)| evs)
+                .fold((0, 0, 0, 0), |(n, k, i, b), e| {
+                    (
+                        n + 1,
+                        k + usize::from(e.idempotency_key.is_some()),
+                        i + usize::from(e.event_id.is_some()),
+                        b + frame_len(e.entity.len(), e.scope.len(), e.payload.len()),
+                    )
+                });
         let mut g = Group {
             buf_first: group_first,
             // The whole group is encoded before it is written; past the cap
