@@ -143,6 +143,19 @@ pub struct GroupRun {
 /// caches), then counts what completes within the next `secs`. `wall` is
 /// `secs`; the workers report what they did inside the window.
 pub fn run_window(jobs: &[Job], warm: Duration, secs: Duration) -> Result<GroupRun> {
+    run_released(jobs, Some((warm, secs)))
+}
+
+/// Start all jobs, wait until every one is READY, release them at once and
+/// time until the last DONE. Worker startup and store opening are excluded.
+pub fn run_group(jobs: &[Job]) -> Result<GroupRun> {
+    run_released(jobs, None)
+}
+
+/// Spawns `jobs`, waits for every READY, releases them (into a window, or
+/// with a plain GO), collects every DONE and reaps the workers (killed if
+/// anything failed).
+fn run_released(jobs: &[Job], window: Option<(Duration, Duration)>) -> Result<GroupRun> {
     let mut procs = Vec::with_capacity(jobs.len());
     let res = (|| {
         for j in jobs {
@@ -152,10 +165,20 @@ pub fn run_window(jobs: &[Job], warm: Duration, secs: Duration) -> Result<GroupR
         for p in &mut procs {
             verified.push(p.ready()?);
         }
-        let t0 = mono_ns() + warm.as_nanos() as u64;
-        let t1 = t0 + secs.as_nanos() as u64;
-        for p in &mut procs {
-            p.go_window(t0, t1)?;
+        let started = Instant::now();
+        match window {
+            Some((warm, secs)) => {
+                let t0 = mono_ns() + warm.as_nanos() as u64;
+                let t1 = t0 + secs.as_nanos() as u64;
+                for p in &mut procs {
+                    p.go_window(t0, t1)?;
+                }
+            }
+            None => {
+                for p in &mut procs {
+                    p.go()?;
+                }
+            }
         }
         let mut outputs = Vec::new();
         for p in &mut procs {
@@ -163,42 +186,7 @@ pub fn run_window(jobs: &[Job], warm: Duration, secs: Duration) -> Result<GroupR
         }
         Ok(GroupRun {
             verified,
-            wall: secs,
-            outputs,
-        })
-    })();
-    for mut p in procs {
-        if res.is_err() {
-            let _ = p.child.kill();
-        }
-        let _ = p.finish();
-    }
-    res
-}
-
-/// Start all jobs, wait until every one is READY, release them at once and
-/// time until the last DONE. Worker startup and store opening are excluded.
-pub fn run_group(jobs: &[Job]) -> Result<GroupRun> {
-    let mut procs = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        procs.push(Proc::spawn(j)?);
-    }
-    let res = (|| {
-        let mut verified = Vec::new();
-        for p in &mut procs {
-            verified.push(p.ready()?);
-        }
-        let t0 = Instant::now();
-        for p in &mut procs {
-            p.go()?;
-        }
-        let mut outputs = Vec::new();
-        for p in &mut procs {
-            outputs.push(p.done()?);
-        }
-        Ok(GroupRun {
-            verified,
-            wall: t0.elapsed(),
+            wall: window.map_or_else(|| started.elapsed(), |(_, secs)| secs),
             outputs,
         })
     })();

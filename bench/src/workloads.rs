@@ -702,11 +702,11 @@ pub fn w8(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, o
                 }
                 let per = total / 16.0 / 1024.0;
                 let extra = (total - alone) / 15.0 / 1024.0;
-                let of_index = |mib: f64| match index_bytes(&ctx) {
-                    Some(b) if b > 0 => mib * (1 << 20) as f64 / b as f64 * 100.0,
-                    _ => f64::NAN,
+                let index = index_bytes(&ctx).filter(|&b| b > 0);
+                let of_index = |mib: f64| {
+                    index.map_or(f64::NAN, |b| mib * (1 << 20) as f64 / b as f64 * 100.0)
                 };
-                if let Some(b) = index_bytes(&ctx).filter(|&b| b > 0) {
+                if let Some(b) = index {
                     size_notes.push(format!(
                         "{}: index/DB files {:.0} MiB allocated",
                         peer.name(),
