@@ -10,6 +10,19 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// One valid append (it needs a running daemon).
+const APPEND_ONE: [&str; 9] = [
+    "append",
+    "--entity",
+    "a",
+    "--scope",
+    "b",
+    "--kind",
+    "0x1001",
+    "--payload-json",
+    "1",
+];
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -238,20 +251,7 @@ fn subcommands_against_a_running_then_stopped_daemon() -> Result<()> {
         json_lines(&out.get_output().stdout)?[0]["daemon_running"],
         false
     );
-    let out = weir(&dir)
-        .args([
-            "append",
-            "--entity",
-            "a",
-            "--scope",
-            "b",
-            "--kind",
-            "0x1001",
-            "--payload-json",
-            "1",
-        ])
-        .assert()
-        .code(1);
+    let out = weir(&dir).args(APPEND_ONE).assert().code(1);
     assert!(one_line_error(&out.get_output().stderr).contains("daemon is not running"));
     Ok(())
 }
@@ -282,17 +282,7 @@ fn missing_data_dir_exits_1_with_one_line() -> Result<()> {
         &["stat"],
         &["verify"],
         &["tail"],
-        &[
-            "append",
-            "--entity",
-            "a",
-            "--scope",
-            "b",
-            "--kind",
-            "0x1001",
-            "--payload-json",
-            "1",
-        ],
+        &APPEND_ONE,
     ] {
         let out = weir(&gone).args(args).assert().code(1);
         let err = one_line_error(&out.get_output().stderr);

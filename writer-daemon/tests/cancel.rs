@@ -3,9 +3,26 @@
 //! cancellation.
 mod common;
 use common::{config, ev};
+use std::collections::BTreeMap;
 use weir_daemon::storage::SimStorage;
 use weir_daemon::{AppendError, Store};
 use weir_protocol::wire::AppendRequest;
+
+/// Restarts from a crash image and checks that restore kept the two
+/// cancelled sequences; the directory lives as long as the store needs it.
+fn restart_with_two_cancelled(image: BTreeMap<u64, Vec<u8>>) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Store::open_with_storage(config(dir.path()), Box::new(SimStorage::from_files(image)))
+            .unwrap();
+    assert_eq!(
+        store.restore_report().cancelled,
+        2,
+        "{:?}",
+        store.restore_report()
+    );
+    (dir, store)
+}
 
 #[test]
 fn failed_write_cancels_the_batch_durably_and_poisons_the_writer() {
@@ -36,16 +53,7 @@ fn failed_write_cancels_the_batch_durably_and_poisons_the_writer() {
     // Power loss right now: the cancellation must already be durable.
     let image = sim.crash_image(0, None);
     drop(store);
-    let dir2 = tempfile::tempdir().unwrap();
-    let store =
-        Store::open_with_storage(config(dir2.path()), Box::new(SimStorage::from_files(image)))
-            .unwrap();
-    assert_eq!(
-        store.restore_report().cancelled,
-        2,
-        "{:?}",
-        store.restore_report()
-    );
+    let (_dir2, store) = restart_with_two_cancelled(image);
     let next = store.append(ev("a", 0x1001, b"after")).unwrap();
     assert_eq!(next.sequence, 3, "cancelled sequences are never reused");
     assert_eq!(
@@ -138,16 +146,7 @@ fn a_failed_fsync_cancels_the_group_durably() {
     // Even if the page cache reached the disk, restart must not resurrect them.
     let image = sim.crash_image(usize::MAX, None);
     drop(store);
-    let dir2 = tempfile::tempdir().unwrap();
-    let store =
-        Store::open_with_storage(config(dir2.path()), Box::new(SimStorage::from_files(image)))
-            .unwrap();
-    assert_eq!(
-        store.restore_report().cancelled,
-        2,
-        "{:?}",
-        store.restore_report()
-    );
+    let (_dir2, store) = restart_with_two_cancelled(image);
     let r = store
         .append(AppendRequest {
             expected: weir_protocol::ExpectedVersion::NoStream,
