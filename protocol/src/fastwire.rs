@@ -353,6 +353,17 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+        /// Flips one bit, truncates, or appends a byte.
+        fn damage(&mut self, body: &mut Vec<u8>) {
+            match self.below(3) {
+                0 => {
+                    let at = self.below(body.len() as u64) as usize;
+                    body[at] ^= 1 << self.below(8);
+                }
+                1 => body.truncate(self.below(body.len() as u64) as usize),
+                _ => body.push(self.next() as u8),
+            }
+        }
         fn opt(&mut self) -> Option<u128> {
             (self.below(2) == 0).then(|| u128::from(self.next()) << 64 | u128::from(self.next()))
         }
@@ -380,9 +391,10 @@ mod tests {
         }
     }
 
-    fn frame(req: &Request) -> Vec<u8> {
+    /// The msgpack body serde writes for `msg` (its frame without the length).
+    fn frame<T: serde::Serialize>(msg: &T) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, req).unwrap();
+        encode(&mut out, msg).unwrap();
         out.split_off(4)
     }
 
@@ -416,14 +428,7 @@ mod tests {
                 op: Op::AppendBatch((0..1 + r.below(3)).map(|_| event(&mut r)).collect()),
             };
             let mut body = frame(&req);
-            match r.below(3) {
-                0 => {
-                    let at = r.below(body.len() as u64) as usize;
-                    body[at] ^= 1 << r.below(8);
-                }
-                1 => body.truncate(r.below(body.len() as u64) as usize),
-                _ => body.push(r.next() as u8),
-            }
+            r.damage(&mut body);
             if let Some(got) = decode_append_request(&body) {
                 fast += 1;
                 let want: Request = decode(&body).unwrap_or_else(|e| panic!("case {i}: {e}"));
@@ -469,12 +474,6 @@ mod tests {
         }
     }
 
-    fn response_frame(resp: &Response) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode(&mut out, resp).unwrap();
-        out.split_off(4)
-    }
-
     #[test]
     fn receipts_decode_as_serde_decodes_them() {
         let mut r = Rng(0x4ec);
@@ -490,19 +489,12 @@ mod tests {
                 id: r.next(),
                 result,
             };
-            let mut body = response_frame(&resp);
+            let mut body = frame(&resp);
             if i < 300 {
                 assert_eq!(decode_receipts_response(&body), Some(resp), "case {i}");
                 continue;
             }
-            match r.below(3) {
-                0 => {
-                    let at = r.below(body.len() as u64) as usize;
-                    body[at] ^= 1 << r.below(8);
-                }
-                1 => body.truncate(r.below(body.len() as u64) as usize),
-                _ => body.push(r.next() as u8),
-            }
+            r.damage(&mut body);
             if let Some(got) = decode_receipts_response(&body) {
                 let want: Response = decode(&body).unwrap_or_else(|e| panic!("case {i}: {e}"));
                 assert_eq!(got, want, "case {i}");
@@ -516,7 +508,7 @@ mod tests {
                 "busy",
             )),
         ] {
-            let body = response_frame(&Response { id: 1, result });
+            let body = frame(&Response { id: 1, result });
             assert_eq!(decode_receipts_response(&body), None);
         }
     }
