@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::harness::{Opts, Row};
 use crate::peers::{ALL, Peer};
 
-fn human(x: f64) -> String {
+pub(crate) fn human(x: f64) -> String {
     let a = x.abs();
     if a >= 1e6 {
         format!("{:.2}M", x / 1e6)

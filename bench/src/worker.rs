@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ pub enum Role {
     },
     /// W9: time opening the store (restore), report what restore did.
     Restore,
+    /// W1's socket floor: round trips of 128 bytes to the suite's echo
+    /// server at `socket`, timed like `Append` (no store at all).
+    Echo { socket: PathBuf },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +250,7 @@ fn run(job: &Job) -> Result<()> {
     let ctx = &job.ctx;
     match job.role {
         Role::Append { threads, client } => append(ctx, threads, client),
+        Role::Echo { ref socket } => echo(socket),
         Role::Batches { client } => {
             let (mut w, verified) = peers::open_writer(ctx)?;
             let mut pool = Pool::new();
@@ -420,6 +425,37 @@ fn restore(ctx: &Ctx) -> Result<()> {
 /// An appender thread's handle back, with its count and per-append
 /// latencies (µs) inside the window.
 type AppenderDone = (Box<dyn peers::Writer>, u64, Vec<u32>);
+
+/// One echo client: a 128-byte request, a 128-byte answer, one at a time.
+fn echo(socket: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect {}", socket.display()))?;
+    let (req, mut ans) = ([7u8; ECHO_BYTES], [0u8; ECHO_BYTES]);
+    say("READY", "")?;
+    let (t0, t1) = wait_window()?;
+    let (mut count, mut lat) = (0u64, Vec::new());
+    loop {
+        let st = mono_ns();
+        s.write_all(&req)?;
+        s.read_exact(&mut ans)?;
+        let e = mono_ns();
+        if e >= t0 {
+            if e > t1 {
+                break;
+            }
+            count += 1;
+            lat.push(((e - st) / 1000) as u32);
+        }
+    }
+    say(
+        "DONE",
+        &json!({ "count": count, "lat_us": lat }).to_string(),
+    )
+}
+
+/// Size of one echo request and answer (about one `Append` frame).
+pub const ECHO_BYTES: usize = 128;
 
 fn append(ctx: &Ctx, threads: usize, client: u64) -> Result<()> {
     let mut writers: Vec<Box<dyn peers::Writer>> = Vec::new();

@@ -13,6 +13,7 @@ use crate::common::{BATCH, make_event, percentile};
 use crate::harness::{Measured, Opts, Row, check_claim, run_group};
 use crate::peers::weir_peer::Daemon;
 use crate::peers::{self, Ctx, Peer, WriterModel};
+use crate::report::human;
 use crate::worker::{Job, MARK_END, MARK_START, Proc, Role, run_group as run_workers, run_window};
 
 /// The read workloads use one store and one reader for both weir columns.
@@ -164,6 +165,27 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
                  this row's cells. Issue 4's goal: p99 at 64 clients ≤ 3 fdatasync times"
             ));
         }
+        match echo_floor(opts, clients, warm, secs) {
+            Ok(floor) => {
+                let fsync = fsyncs.get(fsyncs.len() / 2).copied().unwrap_or(f64::NAN);
+                rows[2].notes.push(format!(
+                    "socket floor, {clients} client(s): a do-nothing echo server (one thread per \
+                     connection, no store, no fsync) over a unix socket, 128-byte request and \
+                     answer, the same client processes and window: {} ({}-{}) round trips/s, \
+                     p50 {:.0} µs, p99 {:.0} µs = {:.2} × this row's median fdatasync ({fsync:.0} µs); \
+                     no server can answer faster than this here",
+                    human(floor.rate.0),
+                    human(floor.rate.1),
+                    human(floor.rate.2),
+                    floor.p50,
+                    floor.p99,
+                    floor.p99 / fsync
+                ));
+            }
+            Err(e) => rows[2]
+                .notes
+                .push(format!("socket floor, {clients} client(s): error: {e:#}")),
+        }
         for r in &mut rows {
             r.notes.push(format!(
                 "each cell: {:.1} s warm-up (not timed), then events acknowledged within {:.1} s; \
@@ -175,6 +197,81 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
         }
         out.extend(rows);
     }
+}
+
+/// What a server that does nothing answers over a unix socket on this
+/// machine: `clients` processes in the W1 window against an echo server.
+struct Floor {
+    /// Round trips per second: median, min, max over the runs.
+    rate: (f64, f64, f64),
+    /// Median over the runs of the p50 and p99 latency, µs.
+    p50: f64,
+    p99: f64,
+}
+
+fn echo_floor(opts: &Opts, clients: usize, warm: Duration, secs: Duration) -> Result<Floor> {
+    use crate::worker::ECHO_BYTES;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    let socket = opts.root.join("echo.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)?;
+    listener.set_nonblocking(true)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        std::thread::spawn(move || {
+                            let mut b = [0u8; ECHO_BYTES];
+                            while s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {}
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let ctx = opts.ctx(Peer::Weir, opts.root.clone(), false, REDIS_SCRATCH_DB);
+    let jobs: Vec<Job> = (0..clients)
+        .map(|_| Job {
+            ctx: ctx.clone(),
+            role: Role::Echo {
+                socket: socket.clone(),
+            },
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for _ in 0..opts.runs {
+        let g = run_window(&jobs, warm, secs);
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = server.join();
+                return Err(e);
+            }
+        };
+        let mut lat = lat_of(&g.outputs);
+        let rate = counted(&g.outputs)? as f64 / g.wall.as_secs_f64();
+        runs.push((rate, percentile(&mut lat, 50.0), percentile(&mut lat, 99.0)));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = server.join();
+    let _ = std::fs::remove_file(&socket);
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (rate, lo, hi) = mid(runs.iter().map(|r| r.0).collect());
+    Ok(Floor {
+        rate: (rate, lo, hi),
+        p50: mid(runs.iter().map(|r| r.1).collect()).0,
+        p99: mid(runs.iter().map(|r| r.2).collect()).0,
+    })
 }
 
 /// Median time of one `fdatasync` after a 4 KiB sequential write into a
