@@ -211,6 +211,27 @@ pub struct FrameRef<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> FrameRef<'a> {
+    /// What `event_hash` covers, as this frame records it (its own
+    /// `prev_hash` included).
+    #[must_use]
+    pub fn hash_input(&self) -> crate::hash::HashInput<'a> {
+        let h = self.header;
+        crate::hash::HashInput {
+            event_id: h.event_id(),
+            correlation_id: h.correlation_id(),
+            causation_id: h.causation_id(),
+            kind: h.kind.get(),
+            clock: h.clock.get(),
+            wall_ms: h.wall_ms.get(),
+            entity: self.entity,
+            scope: self.scope,
+            prev_hash: h.prev_hash,
+            payload: self.payload,
+        }
+    }
+}
+
 impl FrameHeader {
     /// Event id.
     #[must_use]

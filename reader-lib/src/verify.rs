@@ -3,7 +3,7 @@
 
 use crate::error::ReadError;
 use crate::reader::Reader;
-use weir_protocol::hash::{HashInput, event_hash};
+use weir_protocol::hash::event_hash;
 
 /// What `verify_chain` found.
 #[derive(Debug)]
@@ -62,18 +62,7 @@ impl Reader {
                 return bad(BreakKind::Entity);
             }
             let h = &f.header;
-            let computed = event_hash(&HashInput {
-                event_id: h.event_id(),
-                correlation_id: h.correlation_id(),
-                causation_id: h.causation_id(),
-                kind: h.kind.get(),
-                clock: h.clock.get(),
-                wall_ms: h.wall_ms.get(),
-                entity: f.entity,
-                scope: f.scope,
-                prev_hash: h.prev_hash,
-                payload: f.payload,
-            });
+            let computed = event_hash(&f.hash_input());
             if computed != h.event_hash {
                 return bad(BreakKind::Hash);
             }

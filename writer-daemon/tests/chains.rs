@@ -46,16 +46,8 @@ fn walk_and_check_chains(dir: &std::path::Path) -> HashMap<u64, [u8; 32]> {
                 h.sequence.get()
             );
             let want = event_hash(&HashInput {
-                event_id: h.event_id(),
-                correlation_id: h.correlation_id(),
-                causation_id: h.causation_id(),
-                kind: h.kind.get(),
-                clock: h.clock.get(),
-                wall_ms: h.wall_ms.get(),
-                entity: f.entity,
-                scope: f.scope,
                 prev_hash: prev,
-                payload: f.payload,
+                ..f.hash_input()
             });
             assert_eq!(
                 h.event_hash,
