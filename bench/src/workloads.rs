@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::common::{BATCH, make_event, percentile};
+use crate::common::{BATCH, Summary, make_event, percentile, summarize};
 use crate::harness::{Measured, Opts, Row, check_claim, run_group};
 use crate::peers::weir_peer::Daemon;
 use crate::peers::{self, Ctx, Peer, WriterModel};
@@ -156,27 +156,28 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
                 verified: Some(claim),
             })
         });
-        fsyncs.sort_by(f64::total_cmp);
-        if let (Some(lo), Some(hi)) = (fsyncs.first(), fsyncs.last()) {
+        let fsync = summarize(&fsyncs);
+        if let Some(f) = &fsync {
             rows[2].notes.push(format!(
                 "one fdatasync: 4 KiB written in sequence into a preallocated 64 MiB file on the \
                  stores' filesystem, then fdatasync, 2000 times just before each cell (the daemon's \
-                 pattern: it appends into preallocated segments); medians {lo:.0}-{hi:.0} µs over \
-                 this row's cells. Issue 4's goal: p99 at 64 clients ≤ 3 fdatasync times"
+                 pattern: it appends into preallocated segments); medians {:.0}-{:.0} µs over \
+                 this row's cells. Issue 4's goal: p99 at 64 clients ≤ 3 fdatasync times",
+                f.min, f.max
             ));
         }
         match echo_floor(opts, clients, warm, secs) {
             Ok(floor) => {
-                let fsync = fsyncs.get(fsyncs.len() / 2).copied().unwrap_or(f64::NAN);
+                let fsync = fsync.map_or(f64::NAN, |f| f.median);
                 rows[2].notes.push(format!(
                     "socket floor, {clients} client(s): a do-nothing echo server (one thread per \
                      connection, no store, no fsync) over a unix socket, 128-byte request and \
                      answer, the same client processes and window: {} ({}-{}) round trips/s, \
                      p50 {:.0} µs, p99 {:.0} µs = {:.2} × this row's median fdatasync ({fsync:.0} µs); \
                      no server can answer faster than this here",
-                    human(floor.rate.0),
-                    human(floor.rate.1),
-                    human(floor.rate.2),
+                    human(floor.rate.median),
+                    human(floor.rate.min),
+                    human(floor.rate.max),
                     floor.p50,
                     floor.p99,
                     floor.p99 / fsync
@@ -202,8 +203,8 @@ pub fn w1(opts: &Opts, out: &mut Vec<Row>) {
 /// What a server that does nothing answers over a unix socket on this
 /// machine: `clients` processes in the W1 window against an echo server.
 struct Floor {
-    /// Round trips per second: median, min, max over the runs.
-    rate: (f64, f64, f64),
+    /// Round trips per second over the runs.
+    rate: Summary,
     /// Median over the runs of the p50 and p99 latency, µs.
     p50: f64,
     p99: f64,
@@ -213,15 +214,16 @@ fn echo_floor(opts: &Opts, clients: usize, warm: Duration, secs: Duration) -> Re
     use crate::worker::ECHO_BYTES;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let socket = opts.root.join("echo.sock");
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
     listener.set_nonblocking(true)?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
     let server = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
                         let _ = s.set_nonblocking(false);
@@ -244,33 +246,26 @@ fn echo_floor(opts: &Opts, clients: usize, warm: Duration, secs: Duration) -> Re
             },
         })
         .collect();
-    let mut runs = Vec::new();
-    for _ in 0..opts.runs {
-        let g = run_window(&jobs, warm, secs);
-        let g = match g {
-            Ok(g) => g,
-            Err(e) => {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                let _ = server.join();
-                return Err(e);
-            }
-        };
-        let mut lat = lat_of(&g.outputs);
-        let rate = counted(&g.outputs)? as f64 / g.wall.as_secs_f64();
-        runs.push((rate, percentile(&mut lat, 50.0), percentile(&mut lat, 99.0)));
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // (round trips/s, p50, p99) per run.
+    let runs: Result<Vec<(f64, f64, f64)>> = (0..opts.runs)
+        .map(|_| {
+            let g = run_window(&jobs, warm, secs)?;
+            let mut lat = lat_of(&g.outputs);
+            let rate = counted(&g.outputs)? as f64 / g.wall.as_secs_f64();
+            Ok((rate, percentile(&mut lat, 50.0), percentile(&mut lat, 99.0)))
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
     let _ = server.join();
     let _ = std::fs::remove_file(&socket);
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
+    let runs = runs?;
+    let of = |f: fn(&(f64, f64, f64)) -> f64| {
+        summarize(&runs.iter().map(f).collect::<Vec<_>>()).context("no runs")
     };
-    let (rate, lo, hi) = mid(runs.iter().map(|r| r.0).collect());
     Ok(Floor {
-        rate: (rate, lo, hi),
-        p50: mid(runs.iter().map(|r| r.1).collect()).0,
-        p99: mid(runs.iter().map(|r| r.2).collect()).0,
+        rate: of(|r| r.0)?,
+        p50: of(|r| r.1)?.median,
+        p99: of(|r| r.2)?.median,
     })
 }
 
