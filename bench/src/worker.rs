@@ -257,21 +257,11 @@ fn run(job: &Job) -> Result<()> {
             say("READY", &verified)?;
             let (t0, t1) = wait_window()?;
             let mut i = id_base(client, 0);
-            let mut count = 0u64;
-            let mut lat = Vec::new();
-            loop {
-                let s = mono_ns();
+            let (count, lat) = in_window(t0, t1, BATCH as u64, || {
                 w.append_batch(pool.batch(i))?;
-                let e = mono_ns();
                 i += BATCH as u64;
-                if e >= t0 {
-                    if e > t1 {
-                        break;
-                    }
-                    count += BATCH as u64;
-                    lat.push((e - s) / 1000);
-                }
-            }
+                Ok(())
+            })?;
             say(
                 "DONE",
                 &json!({ "count": count, "lat_us": lat }).to_string(),
@@ -426,6 +416,30 @@ fn restore(ctx: &Ctx) -> Result<()> {
 /// latencies (µs) inside the window.
 type AppenderDone = (Box<dyn peers::Writer>, u64, Vec<u32>);
 
+/// Runs `op` back to back until one ends after `t1` (CLOCK_MONOTONIC ns);
+/// returns what ended inside [`t0`, `t1`]: `per_op` counted per `op`, and
+/// each one's latency in µs. What ends before `t0` is warm-up.
+fn in_window(
+    t0: u64,
+    t1: u64,
+    per_op: u64,
+    mut op: impl FnMut() -> Result<()>,
+) -> Result<(u64, Vec<u32>)> {
+    let (mut count, mut lat) = (0u64, Vec::new());
+    loop {
+        let st = mono_ns();
+        op()?;
+        let e = mono_ns();
+        if e >= t0 {
+            if e > t1 {
+                return Ok((count, lat));
+            }
+            count += per_op;
+            lat.push(((e - st) / 1000) as u32);
+        }
+    }
+}
+
 /// One echo client: a 128-byte request, a 128-byte answer, one at a time.
 fn echo(socket: &Path) -> Result<()> {
     use std::io::Read;
@@ -434,20 +448,11 @@ fn echo(socket: &Path) -> Result<()> {
     let (req, mut ans) = ([7u8; ECHO_BYTES], [0u8; ECHO_BYTES]);
     say("READY", "")?;
     let (t0, t1) = wait_window()?;
-    let (mut count, mut lat) = (0u64, Vec::new());
-    loop {
-        let st = mono_ns();
+    let (count, lat) = in_window(t0, t1, 1, || {
         s.write_all(&req)?;
         s.read_exact(&mut ans)?;
-        let e = mono_ns();
-        if e >= t0 {
-            if e > t1 {
-                break;
-            }
-            count += 1;
-            lat.push(((e - st) / 1000) as u32);
-        }
-    }
+        Ok(())
+    })?;
     say(
         "DONE",
         &json!({ "count": count, "lat_us": lat }).to_string(),
@@ -491,21 +496,11 @@ fn append(ctx: &Ctx, threads: usize, client: u64) -> Result<()> {
                 s.spawn(move || -> Result<_> {
                     let mut pool = Pool::new();
                     let mut i = id_base(client, t as u64);
-                    let mut lat = Vec::new();
-                    let mut count = 0;
-                    loop {
-                        let st = mono_ns();
+                    let (count, lat) = in_window(t0, t1, 1, || {
                         w.append(pool.one(i))?;
-                        let e = mono_ns();
                         i += 1;
-                        if e >= t0 {
-                            if e > t1 {
-                                break;
-                            }
-                            count += 1;
-                            lat.push(((e - st) / 1000) as u32);
-                        }
-                    }
+                        Ok(())
+                    })?;
                     Ok((w, count, lat))
                 })
             })
