@@ -453,10 +453,7 @@ fn rebuild(
     let gen_dir = generation_dir(data_dir, generation);
     // Built only on an error: the path used to be formatted for every
     // event (an eager `map_err` argument), more than half of a rebuild.
-    let gen_err = |source: std::io::Error| OpenError::Io {
-        path: gen_dir.clone(),
-        source,
-    };
+    let gen_err = |source: std::io::Error| OpenError::io(&gen_dir)(source);
     let mut index =
         IndexWriter::create(data_dir, generation, config.chunk_rows_log2).map_err(gen_err)?;
     let mut entities = Entities::default();
