@@ -1,7 +1,7 @@
 //! Replies in request order. The connection's reader reserves one slot
 //! per request; the slot is completed by whoever answers it (the reader
-//! itself for immediate answers, the writer thread for appends, a helper
-//! for `Sync`), and a second thread writes completed slots out in
+//! itself for immediate answers, the writer thread for appends and
+//! syncs), and a second thread writes completed slots out in
 //! reservation order, coalescing them into one `write`.
 //!
 //! The reply thread sleeps until the oldest slot is complete, and only a
@@ -52,7 +52,7 @@ pub(super) struct ReplyQueue {
 }
 
 /// The right (and duty) to complete one reserved slot. Dropping it
-/// unanswered (the writer stopped, a helper died) answers the request with
+/// unanswered (the writer stopped before answering) answers the request with
 /// a retryable error, so the connection never waits forever.
 pub(super) struct Completer {
     queue: Arc<ReplyQueue>,
