@@ -553,6 +553,15 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
         timed(warm, 256, || r.get(rng.below(n)).map(|_| ()))?;
         let (ops, el) = timed(phase, 256, || r.get(rng.below(n)).map(|_| ()))?;
         out["lookups_per_s"] = json!(ops as f64 / el);
+        // W3's floor: what no index can beat (weir only; see the row's note).
+        let floor = r.payload_floor(&mut |step| {
+            timed(warm, 256, &mut *step)?;
+            let (ops, el) = timed(phase, 256, step)?;
+            Ok(ops as f64 / el)
+        })?;
+        if let Some(rate) = floor {
+            out["floor_lookups_per_s"] = json!(rate);
+        }
         // W4: one entity's stream; checked against the expected length.
         let mut read = 0u64;
         let mut stream = |read: &mut u64| -> Result<()> {

@@ -454,6 +454,7 @@ pub fn w3_to_w6(
     ];
     let phase = if opts.quick { 1.0 } else { 2.0 };
     let mut scoped_na = BTreeMap::new();
+    let mut floors = Vec::new();
     run_group(opts, &mut rows, |peer, _run| {
         let ctx = read_store(opts, built, peer, n)?;
         warm_cache(&ctx.dir);
@@ -472,6 +473,7 @@ pub fn w3_to_w6(
         if let Some(e) = o["scoped_counts_error"].as_str() {
             scoped_na.insert(peer, e.to_owned());
         }
+        floors.extend(o["floor_lookups_per_s"].as_f64());
         Ok(Measured {
             values: vec![
                 f("lookups_per_s")?,
@@ -497,6 +499,29 @@ pub fn w3_to_w6(
                 c.summary = None;
             }
         }
+    }
+    match summarize(&floors) {
+        Some(floor) => {
+            let lmdb = rows[0]
+                .cells
+                .get(Peer::Lmdb.name())
+                .and_then(|c| c.summary.as_ref())
+                .map_or(f64::NAN, |s| s.median);
+            rows[0].notes.push(format!(
+                "payload floor (in weir's reader process, right after its lookups): an oracle that \
+                 already holds a pointer to every payload in the mapped segments, in a random \
+                 order laid out in sequence, and per lookup only reads the payload and CRC-checks \
+                 it: {} ({}-{}) lookups/s = {:.2} × LMDB's median; no index that reads payloads \
+                 from files larger than the CPU cache can look up faster than this here",
+                human(floor.median),
+                human(floor.min),
+                human(floor.max),
+                floor.median / lmdb
+            ));
+        }
+        None => rows[0]
+            .notes
+            .push("payload floor: not measured (weir's cell failed or was not run)".into()),
     }
     rows[4].notes.push(
         "checked against the expected count; weir plans it as a column scan over every entry \

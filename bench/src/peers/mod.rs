@@ -92,7 +92,17 @@ pub trait Reader {
     /// Block (or poll) until an event newer than `after` is visible; returns the
     /// index `i` of the newest visible event, or None on timeout.
     fn wait_next(&mut self, after: Option<u64>, timeout: Duration) -> Result<Option<u64>>;
+    /// The payload floor (weir only): an oracle "lookup" that already knows
+    /// where every payload lies, so it only reads and CRC-checks it. `time`
+    /// runs one such lookup repeatedly and returns lookups/s. `None` for
+    /// peers that have none.
+    fn payload_floor(&mut self, _time: &mut Timer<'_>) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
+
+/// Times a closure that does one operation per call; returns operations/s.
+pub type Timer<'a> = dyn FnMut(&mut dyn FnMut() -> Result<()>) -> Result<f64> + 'a;
 
 impl Peer {
     pub fn name(self) -> &'static str {

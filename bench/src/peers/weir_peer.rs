@@ -25,8 +25,8 @@ use weir_daemon::config::{Config, SyncPolicy};
 use weir_daemon::store::Store;
 use weir_protocol::wire::AppendRequest;
 
-use super::{Ctx, Reader, Writer};
-use crate::common::{Event, event_id};
+use super::{Ctx, Reader, Timer, Writer};
+use crate::common::{Event, Rng, event_id};
 
 pub const DESCRIBE_DAEMON: &str = "the real daemon, `target/release/weir serve --data-dir D \
 --socket D/weir.sock --config F` started by the suite for every write cell and stopped (SIGTERM, \
@@ -437,5 +437,40 @@ impl Reader for WeirReader {
             bail!("weir: visible is 0 after wait");
         }
         Ok(Some(v - 1))
+    }
+
+    fn payload_floor(&mut self, time: &mut Timer<'_>) -> Result<Option<f64>> {
+        // Every visible payload, as slices of the mapped segments, in a
+        // random order laid out in sequence: the oracle's "index" costs one
+        // sequential read per lookup, which the CPU prefetches.
+        let mut payloads: Vec<&[u8]> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .r
+                .query_after(&Region::all(), after, 1 << 16)
+                .map_err(|e| anyhow!("weir query_after: {e:?}"))?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.sequence());
+            for e in &page {
+                payloads.push(e.payload().map_err(|e| anyhow!("{e:?}"))?);
+            }
+        }
+        if payloads.is_empty() {
+            bail!("weir: no events for the payload floor");
+        }
+        let mut rng = Rng::new(0x5EED ^ payloads.len() as u64);
+        for i in (1..payloads.len()).rev() {
+            payloads.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let mut i = 0;
+        let mut sink = 0u32;
+        let rate = time(&mut || {
+            sink ^= weir_protocol::crc32(std::hint::black_box(payloads[i]));
+            i = (i + 1) % payloads.len();
+            Ok(())
+        })?;
+        std::hint::black_box(sink);
+        Ok(Some(rate))
     }
 }
