@@ -67,6 +67,10 @@ impl SegmentLog {
         base_seq: u64,
     ) -> io::Result<Self> {
         let header = SegmentHeader::new(segment_id, base_seq, seg_len, instance);
+        // The daemon is starting: zero-fill now, so that the first syncs into
+        // this segment commit no extent conversions (as in later segments,
+        // which are zero-filled in the background).
+        storage.prepare_now(segment_id, seg_len);
         storage.create(segment_id, seg_len, header.as_bytes())?;
         let segments = storage.list()?.len() as u64;
         Ok(Self {
@@ -231,5 +235,29 @@ impl SegmentLog {
     #[must_use]
     pub fn storage(&self) -> &dyn Storage {
         &*self.storage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SimStorage;
+
+    #[test]
+    fn a_starting_daemon_zero_fills_its_first_segment_before_writing() {
+        let sim = SimStorage::default();
+        let log = SegmentLog::start_new(Box::new(sim.clone()), 1 << 16, 1, 3, 40).expect("start");
+        assert_eq!(sim.state.lock().expect("sim").prepared_now, [3]);
+        assert_eq!(
+            sim.state
+                .lock()
+                .expect("sim")
+                .files
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        drop(log);
     }
 }

@@ -45,6 +45,9 @@ pub trait Storage: Send + std::fmt::Debug {
     fn read(&self, id: u64) -> io::Result<SegmentBytes>;
     /// Hint: segment `id` of `len` bytes will be created next.
     fn prepare(&mut self, _id: u64, _len: u64) {}
+    /// Like [`prepare`](Self::prepare), but done before returning: for a
+    /// segment created when no append waits (the daemon is starting).
+    fn prepare_now(&mut self, _id: u64, _len: u64) {}
 }
 
 /// Segment file name.
@@ -58,7 +61,14 @@ pub fn segment_file_name(id: u64) -> String {
 pub struct FileStorage {
     dir: PathBuf,
     open: BTreeMap<u64, File>,
-    preparing: Option<(u64, std::thread::JoinHandle<io::Result<PathBuf>>)>,
+    preparing: Option<(u64, Prep)>,
+}
+
+/// A zero-filled file being made (or made) for the next segment.
+#[derive(Debug)]
+enum Prep {
+    Running(std::thread::JoinHandle<io::Result<PathBuf>>),
+    Ready(PathBuf),
 }
 
 impl FileStorage {
@@ -131,12 +141,21 @@ impl Storage for FileStorage {
 
     fn create(&mut self, id: u64, len: u64, header: &[u8]) -> io::Result<()> {
         let prepared = match self.preparing.take() {
-            Some((pid, h)) if pid == id && h.is_finished() => h.join().ok().and_then(Result::ok),
-            Some((_, h)) => {
-                // Not ready (or for another id): let it finish in the background and discard it.
+            Some((pid, Prep::Ready(p))) if pid == id => Some(p),
+            Some((pid, Prep::Running(h))) if pid == id && h.is_finished() => {
+                h.join().ok().and_then(Result::ok)
+            }
+            Some((_, Prep::Running(h))) => {
+                // Not ready (or for another id): appends wait on this
+                // rotation, so let it finish in the background and discard
+                // it; this segment is only fallocated (below).
                 std::thread::spawn(move || {
                     h.join().ok().and_then(Result::ok).map(std::fs::remove_file)
                 });
+                None
+            }
+            Some((_, Prep::Ready(p))) => {
+                let _ = std::fs::remove_file(p);
                 None
             }
             None => None,
@@ -186,7 +205,24 @@ impl Storage for FileStorage {
             .name("weir-prep".into())
             .spawn(move || zero_fill(&path, len).map(|()| path));
         if let Ok(h) = handle {
-            self.preparing = Some((id, h));
+            self.preparing = Some((id, Prep::Running(h)));
+        }
+    }
+
+    fn prepare_now(&mut self, id: u64, len: u64) {
+        if let Some((_, Prep::Running(h))) = self.preparing.take() {
+            let _ = h.join().ok().and_then(Result::ok).map(std::fs::remove_file);
+        }
+        let path = self.dir.join(format!("{id:010}.prep"));
+        let _ = std::fs::remove_file(&path);
+        match zero_fill(&path, len) {
+            Ok(()) => self.preparing = Some((id, Prep::Ready(path))),
+            Err(e) => {
+                // `create` falls back to `posix_fallocate`, which reports a
+                // full disk itself.
+                tracing::warn!(error = %e, segment = id, "could not zero-fill a new segment");
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 }
@@ -215,6 +251,8 @@ pub struct SimState {
     pub dead_from: Option<u64>,
     /// Stop inside the op with this number until [`SimStorage::release`].
     pub pause_at: Option<u64>,
+    /// Segment ids passed to `prepare_now`, in order.
+    pub prepared_now: Vec<u64>,
 }
 
 /// A pause point: (reached, released).
@@ -376,5 +414,64 @@ impl Storage for SimStorage {
             .get(&id)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         Ok(SegmentBytes::Owned(f.live.clone()))
+    }
+
+    fn prepare_now(&mut self, id: u64, _len: u64) {
+        self.state.lock().expect("sim lock").prepared_now.push(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn create_takes_the_segment_prepared_now() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut st = FileStorage::new(tmp.path()).expect("storage");
+        let dir = tmp.path().join("segments");
+        st.prepare_now(0, 1 << 20);
+        assert_eq!(names(&dir), ["0000000000.prep"]);
+        let prep = std::fs::read(dir.join("0000000000.prep")).expect("read prep");
+        assert_eq!(prep.len(), 1 << 20);
+        assert!(prep.iter().all(|&b| b == 0));
+        // Mark the prepared file, to tell it from a fresh one below.
+        OpenOptions::new()
+            .write(true)
+            .open(dir.join("0000000000.prep"))
+            .and_then(|f| f.write_all_at(&[0xAB], (1 << 20) - 1))
+            .expect("mark");
+        st.create(0, 1 << 20, b"HEADER").expect("create");
+        // The prepared file became the segment: nothing is left over.
+        assert_eq!(names(&dir), ["0000000000.seg"]);
+        let bytes = std::fs::read(dir.join("0000000000.seg")).expect("read");
+        assert_eq!(bytes.len(), 1 << 20);
+        assert_eq!(&bytes[..6], b"HEADER");
+        assert_eq!(bytes[(1 << 20) - 1], 0xAB);
+    }
+
+    #[test]
+    fn a_segment_prepared_for_another_id_is_discarded() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut st = FileStorage::new(tmp.path()).expect("storage");
+        let dir = tmp.path().join("segments");
+        st.prepare_now(7, 1 << 16);
+        st.create(0, 1 << 16, b"H").expect("create");
+        assert_eq!(names(&dir), ["0000000000.seg"]);
+        assert_eq!(
+            std::fs::metadata(dir.join("0000000000.seg"))
+                .expect("stat")
+                .len(),
+            1 << 16
+        );
     }
 }
