@@ -554,13 +554,14 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
         let (ops, el) = timed(phase, 256, || r.get(rng.below(n)).map(|_| ()))?;
         out["lookups_per_s"] = json!(ops as f64 / el);
         // W3's floor: what no index can beat (weir only; see the row's note).
-        let floor = r.payload_floor(&mut |step| {
-            timed(warm, 256, &mut *step)?;
-            let (ops, el) = timed(phase, 256, step)?;
-            Ok(ops as f64 / el)
-        })?;
+        let floor = r.payload_floor(&mut |step| rate(warm, phase, 256, step))?;
         if let Some(rate) = floor {
             out["floor_lookups_per_s"] = json!(rate);
+        }
+        // W3 through a batch API (weir's `get_many`), where a peer has one.
+        let many = r.batched_lookups(n, MANY_PER_CALL, &mut |step| rate(warm, phase, 4, step))?;
+        if let Some(rate) = many {
+            out["many_lookups_per_s"] = json!(rate);
         }
         // W4: one entity's stream; checked against the expected length.
         let mut read = 0u64;
@@ -622,6 +623,21 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
 
 /// Run `f` in rounds of `round` calls until `phase` has passed (at least one
 /// round); returns (calls, seconds).
+/// Runs `step` untimed for `warm`, then for `phase`; returns steps/s.
+fn rate(
+    warm: Duration,
+    phase: Duration,
+    round: u64,
+    step: &mut dyn FnMut() -> Result<()>,
+) -> Result<f64> {
+    timed(warm, round, &mut *step)?;
+    let (ops, el) = timed(phase, round, step)?;
+    Ok(ops as f64 / el)
+}
+
+/// Ids per call of W3's batched lookups.
+pub const MANY_PER_CALL: usize = 64;
+
 fn timed(phase: Duration, round: u64, mut f: impl FnMut() -> Result<()>) -> Result<(u64, f64)> {
     let t = Instant::now();
     let mut ops = 0;

@@ -14,7 +14,9 @@ use crate::harness::{Measured, Opts, Row, check_claim, run_group};
 use crate::peers::weir_peer::Daemon;
 use crate::peers::{self, Ctx, Peer, WriterModel};
 use crate::report::human;
-use crate::worker::{Job, MARK_END, MARK_START, Proc, Role, run_group as run_workers, run_window};
+use crate::worker::{
+    Job, MANY_PER_CALL, MARK_END, MARK_START, Proc, Role, run_group as run_workers, run_window,
+};
 
 /// The read workloads use one store and one reader for both weir columns.
 const SAME_READER: &str =
@@ -455,6 +457,7 @@ pub fn w3_to_w6(
     let phase = if opts.quick { 1.0 } else { 2.0 };
     let mut scoped_na = BTreeMap::new();
     let mut floors = Vec::new();
+    let mut many = Vec::new();
     run_group(opts, &mut rows, |peer, _run| {
         let ctx = read_store(opts, built, peer, n)?;
         warm_cache(&ctx.dir);
@@ -474,6 +477,7 @@ pub fn w3_to_w6(
             scoped_na.insert(peer, e.to_owned());
         }
         floors.extend(o["floor_lookups_per_s"].as_f64());
+        many.extend(o["many_lookups_per_s"].as_f64());
         Ok(Measured {
             values: vec![
                 f("lookups_per_s")?,
@@ -500,13 +504,28 @@ pub fn w3_to_w6(
             }
         }
     }
+    let median_of = |row: &Row, peer: Peer| {
+        row.cells
+            .get(peer.name())
+            .and_then(|c| c.summary.as_ref())
+            .map_or(f64::NAN, |s| s.median)
+    };
+    let lmdb = median_of(&rows[0], Peer::Lmdb);
+    if let Some(m) = summarize(&many) {
+        rows[0].notes.push(format!(
+            "weir's batch lookup, `Reader::get_many` with {MANY_PER_CALL} random ids per call \
+             (payloads read and CRC-checked; in weir's reader process, after its single \
+             lookups): {} ({}-{}) lookups/s = {:.2} × weir's single `get`, {:.2} × LMDB's \
+             median (LMDB has no batch lookup; its cell is one `get` per id)",
+            human(m.median),
+            human(m.min),
+            human(m.max),
+            m.median / median_of(&rows[0], Peer::Weir),
+            m.median / lmdb
+        ));
+    }
     match summarize(&floors) {
         Some(floor) => {
-            let lmdb = rows[0]
-                .cells
-                .get(Peer::Lmdb.name())
-                .and_then(|c| c.summary.as_ref())
-                .map_or(f64::NAN, |s| s.median);
             rows[0].notes.push(format!(
                 "payload floor (in weir's reader process, right after its lookups): an oracle that \
                  already holds a pointer to every payload in the mapped segments, in a random \

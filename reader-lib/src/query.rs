@@ -14,8 +14,9 @@ use crate::gate::Watermark;
 use crate::scan::{CellFilter, EntitySel};
 use crate::view::{Columns, View};
 use std::sync::atomic::{Ordering, fence};
-use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row, fingerprint, id_hash, unpack_slot};
+use weir_protocol::index::{NS_ENTITY, NS_SCOPE, ROW_LEN, Row, fingerprint, id_hash, unpack_slot};
 use weir_protocol::{KindFilter, Region};
+use zerocopy::FromBytes;
 
 /// A chain step costs a random row read; a scan step one column cell.
 const CHAIN_COST: u64 = 32;
@@ -377,6 +378,78 @@ pub(crate) fn latest(view: &View, wm: &Watermark, entity: &str) -> Result<Option
         return Ok(stream(view, wm, entity, 0)?.pop());
     }
     Ok(found)
+}
+
+/// How many lookups [`warm`] prepares at a time: enough to keep the memory
+/// system busy, few enough that what it loads is still cached when `get` runs.
+pub(crate) const WARM_GROUP: usize = 32;
+
+/// Loads what `get` will read for each of `ids` (at most [`WARM_GROUP`]), one
+/// step for the whole group before the next: id slots, then rows, then frames.
+/// The loads of one step do not depend on each other, so their cache misses
+/// overlap instead of following one another, and `get` then finds them
+/// cached. Reads only: whatever looks odd here is skipped and left to `get`.
+pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[u128]) {
+    let geo = view.geo;
+    if wm.visible == 0 {
+        return;
+    }
+    let last = geo.locate(wm.visible - 1).0;
+    let slots = geo.id_slots() as u64;
+    // Step 1: the first id slot each lookup probes, in the newest chunk
+    // whose id range may hold it (as `get` probes).
+    let mut found = [(0u64, 0u64); WARM_GROUP];
+    for (f, &id) in found.iter_mut().zip(ids) {
+        let hash = id_hash(id);
+        let chunk = (0..=last).rev().find_map(|c| {
+            let chunk = view.chunk(c).ok()?;
+            match view.sealed_range(chunk) {
+                Some((lo, hi)) if id < lo || id > hi => None,
+                _ => Some((c, chunk)),
+            }
+        });
+        if let Some((c, chunk)) = chunk {
+            let slot = view.id_slot(chunk, (hash % slots) as usize);
+            if unpack_slot(slot).is_some_and(|(_, fp)| fp == fingerprint(hash)) {
+                *f = (c, slot);
+            }
+        }
+    }
+    // Step 2: the rows those slots name (their frame's place only).
+    let mut frames = [None; WARM_GROUP];
+    for (fr, &(c, slot)) in frames.iter_mut().zip(&found) {
+        let Some((r, _)) = unpack_slot(slot) else {
+            continue;
+        };
+        let row = view
+            .chunk(c)
+            .ok()
+            .filter(|_| r < geo.rows())
+            .and_then(|chunk| chunk.published(geo.row_offset(r), ROW_LEN))
+            .and_then(|b| Row::ref_from_bytes(b).ok());
+        if let Some(row) = row {
+            // Both cache lines of the row: `get` checks all of it.
+            std::hint::black_box(row.sequence.get());
+            *fr = Some((
+                row.segment_id.get(),
+                row.frame_offset.get(),
+                row.frame_len.get(),
+            ));
+            view.touch_string(row.entity_id.get());
+            view.touch_string(row.scope_id.get());
+        }
+    }
+    // Step 3: the frames, every cache line of each.
+    for &(seg, off, len) in frames.iter().flatten() {
+        let bytes = usize::try_from(off).ok().and_then(|off| {
+            view.segment(u64::from(seg))
+                .ok()?
+                .published(off, len as usize)
+        });
+        for line in bytes.unwrap_or_default().iter().step_by(64) {
+            std::hint::black_box(*line);
+        }
+    }
 }
 
 /// The admitted row of event `id`, probing each chunk's id table newest first.

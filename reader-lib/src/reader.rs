@@ -202,6 +202,14 @@ impl Reader {
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
         self.snapshot().get(id)
     }
+    /// [`get`](Self::get) for each of `ids`, answers in the same order, all
+    /// from one snapshot. Faster than `get` in a loop when the ids are spread
+    /// over a store larger than the CPU cache: it loads the id slots, rows
+    /// and frames of a few dozen lookups step by step, so that their cache
+    /// misses overlap.
+    pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'_>>>, ReadError> {
+        self.snapshot().get_many(ids)
+    }
     /// The entity's newest visible event.
     pub fn latest(&self, entity: &str) -> Result<Option<Entry<'_>>, ReadError> {
         self.snapshot().latest(entity)
@@ -264,6 +272,21 @@ impl<'r> Snapshot<'r> {
         query::get(self.view, &self.wm, id.0)?
             .map(|r| Entry::new(self.view, r))
             .transpose()
+    }
+    /// See [`Reader::get_many`].
+    pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'r>>>, ReadError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut group = [0u128; query::WARM_GROUP];
+        for ids in ids.chunks(query::WARM_GROUP) {
+            for (g, id) in group.iter_mut().zip(ids) {
+                *g = id.0;
+            }
+            query::warm(self.view, &self.wm, &group[..ids.len()]);
+            for &id in ids {
+                out.push(self.get(id)?);
+            }
+        }
+        Ok(out)
     }
     /// See [`Reader::latest`].
     pub fn latest(&self, entity: &str) -> Result<Option<Entry<'r>>, ReadError> {

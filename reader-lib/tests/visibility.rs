@@ -12,6 +12,17 @@ fn seqs(v: &[weir::Entry<'_>]) -> Vec<u64> {
     v.iter().map(weir::Entry::sequence).collect()
 }
 
+/// `get_many` of the ids of sequences `0..n` (plus an id never used), as
+/// the sequence each answer names.
+fn many(r: &Reader, n: u64) -> Result<Vec<Option<u64>>, weir::ReadError> {
+    let mut ids: Vec<EventId> = (0..n).map(|i| EventId(id_of(i))).collect();
+    ids.push(EventId(id_of(999)));
+    Ok(r.get_many(&ids)?
+        .iter()
+        .map(|e| e.as_ref().map(weir::Entry::sequence))
+        .collect())
+}
+
 #[test]
 fn rows_at_or_past_visible_are_invisible_everywhere() -> Res {
     let mut f = Fixture::new()?;
@@ -29,6 +40,7 @@ fn rows_at_or_past_visible_are_invisible_everywhere() -> Res {
         "unpublished id must not be found"
     );
     assert_eq!(r.get(EventId(id_of(1)))?.map(|e| e.sequence()), Some(1));
+    assert_eq!(many(&r, 3)?, [Some(0), Some(1), None, None]);
     assert_eq!(seqs(&r.stream("user:1")?), vec![0]);
     assert_eq!(r.latest("user:1")?.map(|e| e.sequence()), Some(0));
     assert_eq!(seqs(&r.query(&Region::all())?), vec![0, 1]);
@@ -71,6 +83,10 @@ fn cancelled_ranges_and_tombstones_are_excluded() -> Res {
     );
     assert_eq!(seqs(&r.stream("a")?), vec![0, 4]);
     assert!(r.get(EventId(id_of(2)))?.is_none());
+    assert_eq!(
+        many(&r, 6)?,
+        [Some(0), None, None, None, Some(4), Some(5), None]
+    );
     Ok(())
 }
 
@@ -92,6 +108,10 @@ fn gate_ranges_hide_rows_even_without_tombstones() -> Res {
         4
     );
     assert!(r.get(EventId(id_of(3)))?.is_none());
+    assert_eq!(
+        many(&r, 6)?,
+        [Some(0), Some(1), None, None, Some(4), Some(5), None]
+    );
     Ok(())
 }
 

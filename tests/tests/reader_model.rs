@@ -110,6 +110,22 @@ proptest! {
             prop_assert_eq!((got.sequence(), got.clock(), got.entity(), got.scope()), (*seq, *clock, e.entity.as_str(), e.scope.as_str()));
             prop_assert_eq!(got.payload().unwrap(), &e.payload[..]);
         }
+        // Many at once: every id newest first, an unknown id after every
+        // third, across several of get_many's groups; answers in order.
+        let mut ids = Vec::new();
+        let mut want = Vec::new();
+        for (k, (seq, e, _, id)) in model.iter().rev().enumerate() {
+            ids.push(EventId(*id));
+            want.push(Some((*seq, e.payload.clone())));
+            if k % 3 == 0 {
+                ids.push(EventId(id ^ (1 << 100)));
+                want.push(None);
+            }
+        }
+        let got: Vec<Option<(u64, Vec<u8>)>> = reader.get_many(&ids).unwrap().iter()
+            .map(|e| e.as_ref().map(|e| (e.sequence(), e.payload().unwrap().to_vec())))
+            .collect();
+        prop_assert_eq!(got, want);
         for entity in ["user", "user:1", "users", "order:9", "o", "none"] {
             let want: Vec<u64> = model.iter().filter(|(_, e, ..)| e.entity == entity).map(|(s, ..)| *s).collect();
             let got: Vec<u64> = reader.stream(entity).unwrap().iter().map(|e| e.sequence()).collect();

@@ -99,6 +99,17 @@ pub trait Reader {
     fn payload_floor(&mut self, _time: &mut Timer<'_>) -> Result<Option<f64>> {
         Ok(None)
     }
+    /// Random point lookups (payloads read) `per_call` at a time through a
+    /// batch API, for peers that have one: `time` runs one call repeatedly
+    /// and returns calls/s; the answer is lookups/s.
+    fn batched_lookups(
+        &mut self,
+        _n: u64,
+        _per_call: usize,
+        _time: &mut Timer<'_>,
+    ) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// Times a closure that does one operation per call; returns operations/s.

@@ -439,6 +439,31 @@ impl Reader for WeirReader {
         Ok(Some(v - 1))
     }
 
+    fn batched_lookups(
+        &mut self,
+        n: u64,
+        per_call: usize,
+        time: &mut Timer<'_>,
+    ) -> Result<Option<f64>> {
+        let mut rng = Rng::new(0xBA7C4 ^ crate::common::mono_ns());
+        let mut ids = vec![EventId(0); per_call];
+        let calls = time(&mut || {
+            for id in &mut ids {
+                *id = EventId(event_id(rng.below(n)));
+            }
+            for e in self
+                .r
+                .get_many(&ids)
+                .map_err(|e| anyhow!("weir get_many: {e:?}"))?
+            {
+                let e = e.context("weir: id not found")?;
+                e.payload().map_err(|e| anyhow!("{e:?}"))?;
+            }
+            Ok(())
+        })?;
+        Ok(Some(calls * per_call as f64))
+    }
+
     fn payload_floor(&mut self, time: &mut Timer<'_>) -> Result<Option<f64>> {
         // Every visible payload, as slices of the mapped segments, in a
         // random order laid out in sequence: the oracle's "index" costs one
