@@ -108,16 +108,26 @@ impl FileStorage {
     }
 }
 
-/// Writes `len` zero bytes into `path` and syncs it: the blocks are allocated
-/// and written, so later overwrites sync without metadata changes.
-fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
+/// How much of a new segment is zero-filled; the rest is only
+/// `posix_fallocate`d. Bounds the writes (and a start's delay) for large
+/// `segment-max-bytes`.
+pub const ZERO_FILL_MAX: u64 = 1 << 30;
+
+/// Creates `path` of `len` bytes whose first `min(len, zero_up_to)` bytes are
+/// written zeros (blocks allocated and written, so later overwrites sync
+/// without metadata changes) and the rest reserved with `posix_fallocate`,
+/// then syncs it.
+fn zero_fill(path: &Path, len: u64, zero_up_to: u64) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
     let zeros = vec![0u8; 1 << 20];
-    let mut left = len;
+    let mut left = len.min(zero_up_to);
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
         f.write_all(&zeros[..n])?;
         left -= n as u64;
+    }
+    if len > zero_up_to {
+        nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
     }
     f.sync_all()
 }
@@ -203,7 +213,7 @@ impl Storage for FileStorage {
         let path = self.dir.join(format!("{id:010}.prep"));
         let handle = std::thread::Builder::new()
             .name("weir-prep".into())
-            .spawn(move || zero_fill(&path, len).map(|()| path));
+            .spawn(move || zero_fill(&path, len, ZERO_FILL_MAX).map(|()| path));
         if let Ok(h) = handle {
             self.preparing = Some((id, Prep::Running(h)));
         }
@@ -215,7 +225,7 @@ impl Storage for FileStorage {
         }
         let path = self.dir.join(format!("{id:010}.prep"));
         let _ = std::fs::remove_file(&path);
-        match zero_fill(&path, len) {
+        match zero_fill(&path, len, ZERO_FILL_MAX) {
             Ok(()) => self.preparing = Some((id, Prep::Ready(path))),
             Err(e) => {
                 // `create` falls back to `posix_fallocate`, which reports a
@@ -457,6 +467,19 @@ mod tests {
         assert_eq!(bytes.len(), 1 << 20);
         assert_eq!(&bytes[..6], b"HEADER");
         assert_eq!(bytes[(1 << 20) - 1], 0xAB);
+    }
+
+    #[test]
+    fn zero_fill_writes_up_to_its_bound_and_reserves_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("f");
+        zero_fill(&path, 4 << 20, 1 << 20).expect("fill");
+        let m = std::fs::metadata(&path).expect("stat");
+        assert_eq!(m.len(), 4 << 20);
+        // Reserved in full, not sparse past the written part.
+        assert!(m.blocks() * 512 >= 4 << 20, "{} blocks", m.blocks());
+        assert!(std::fs::read(&path).expect("read").iter().all(|&b| b == 0));
     }
 
     #[test]
