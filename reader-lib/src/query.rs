@@ -421,15 +421,22 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[u128]) {
         let Some((r, _)) = unpack_slot(slot) else {
             continue;
         };
+        let seq = (c << geo.log2) + r as u64;
+        if r >= geo.rows() || seq >= wm.visible {
+            continue;
+        }
+        // SYNC: a row below `wm.visible`, and the frame and names it points
+        // at, were published before the snapshot's acquire load of `visible`
+        // (as in `get`); the daemon never rewrites them.
         let row = view
             .chunk(c)
             .ok()
-            .filter(|_| r < geo.rows())
             .and_then(|chunk| chunk.published(geo.row_offset(r), ROW_LEN))
-            .and_then(|b| Row::ref_from_bytes(b).ok());
+            .and_then(|b| Row::ref_from_bytes(b).ok())
+            // Reading the sequence also loads the row's first cache line;
+            // a row that names another sequence is left to `get` to report.
+            .filter(|row| row.sequence.get() == seq);
         if let Some(row) = row {
-            // Both cache lines of the row: `get` checks all of it.
-            std::hint::black_box(row.sequence.get());
             *fr = Some((
                 row.segment_id.get(),
                 row.frame_offset.get(),
