@@ -94,15 +94,23 @@ impl Store {
     /// Opens (creating if needed) the data directory, restores, publishes
     /// the gate and starts the writer.
     pub fn open(config: Config) -> Result<Self, OpenError> {
-        config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(OpenError::io(&config.data_dir))?;
-        let storage = FileStorage::new(&config.data_dir)
-            .map_err(OpenError::io(config.data_dir.join("segments")))?;
-        Self::open_with_storage(config, Box::new(storage))
+        // The segment files are touched (leftovers removed) only once the
+        // directory lock is held: a second daemon must not disturb the first.
+        Self::open_inner(config, |dir| {
+            let storage = FileStorage::new(dir).map_err(OpenError::io(dir.join("segments")))?;
+            Ok(Box::new(storage))
+        })
     }
 
     /// As [`Store::open`], with a storage seam (tests simulate crashes with it).
     pub fn open_with_storage(config: Config, storage: Box<dyn Storage>) -> Result<Self, OpenError> {
+        Self::open_inner(config, |_| Ok(storage))
+    }
+
+    fn open_inner(
+        config: Config,
+        storage: impl FnOnce(&Path) -> Result<Box<dyn Storage>, OpenError>,
+    ) -> Result<Self, OpenError> {
         config.validate()?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(OpenError::io(dir))?;
@@ -117,6 +125,7 @@ impl Store {
             });
         }
         let lock = DirLock::acquire(dir)?;
+        let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();
         let (previous, old_ranges) = previous_gate(dir);

@@ -196,6 +196,24 @@ fn a_second_writer_on_the_same_directory_refuses_to_start() {
 }
 
 #[test]
+fn a_refused_second_writer_leaves_the_first_ones_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(config(dir.path())).unwrap();
+    // What the first writer's background preparation of its next segment
+    // looks like on disk; a starting writer deletes such leftovers.
+    let prep = dir.path().join("segments").join("0000000009.prep");
+    std::fs::write(&prep, b"zeros").unwrap();
+    assert!(matches!(
+        Store::open(config(dir.path())).unwrap_err(),
+        OpenError::Locked { .. }
+    ));
+    assert!(
+        prep.exists(),
+        "the refused writer removed the first one's file"
+    );
+}
+
+#[test]
 fn a_world_writable_data_dir_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
