@@ -247,7 +247,8 @@ mod tests {
     fn a_starting_daemon_zero_fills_its_first_segment_before_writing() {
         let sim = SimStorage::default();
         let log = SegmentLog::start_new(Box::new(sim.clone()), 1 << 16, 1, 3, 40).expect("start");
-        assert_eq!(sim.state.lock().expect("sim").prepared_now, [3]);
+        // Before the segment exists: `create` then takes the zero-filled file.
+        assert_eq!(sim.state.lock().expect("sim").prepared_now, [(3, false)]);
         assert_eq!(
             sim.state
                 .lock()

@@ -176,7 +176,10 @@ impl Storage for FileStorage {
             Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.len() == len) => {
                 std::fs::rename(p, &tmp)?
             }
-            _ => {
+            other => {
+                if let Some(p) = other {
+                    let _ = std::fs::remove_file(p);
+                }
                 let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
                 nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
             }
@@ -220,8 +223,14 @@ impl Storage for FileStorage {
     }
 
     fn prepare_now(&mut self, id: u64, len: u64) {
-        if let Some((_, Prep::Running(h))) = self.preparing.take() {
-            let _ = h.join().ok().and_then(Result::ok).map(std::fs::remove_file);
+        match self.preparing.take() {
+            Some((_, Prep::Running(h))) => {
+                let _ = h.join().ok().and_then(Result::ok).map(std::fs::remove_file);
+            }
+            Some((_, Prep::Ready(p))) => {
+                let _ = std::fs::remove_file(p);
+            }
+            None => {}
         }
         let path = self.dir.join(format!("{id:010}.prep"));
         let _ = std::fs::remove_file(&path);
@@ -261,8 +270,9 @@ pub struct SimState {
     pub dead_from: Option<u64>,
     /// Stop inside the op with this number until [`SimStorage::release`].
     pub pause_at: Option<u64>,
-    /// Segment ids passed to `prepare_now`, in order.
-    pub prepared_now: Vec<u64>,
+    /// Segment ids passed to `prepare_now`, in order, each with whether
+    /// that segment existed already.
+    pub prepared_now: Vec<(u64, bool)>,
 }
 
 /// A pause point: (reached, released).
@@ -427,7 +437,9 @@ impl Storage for SimStorage {
     }
 
     fn prepare_now(&mut self, id: u64, _len: u64) {
-        self.state.lock().expect("sim lock").prepared_now.push(id);
+        let mut st = self.state.lock().expect("sim lock");
+        let exists = st.files.contains_key(&id);
+        st.prepared_now.push((id, exists));
     }
 }
 
@@ -483,13 +495,19 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_prepared_for_another_id_is_discarded() {
+    fn a_segment_prepared_for_another_id_or_size_is_discarded() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut st = FileStorage::new(tmp.path()).expect("storage");
         let dir = tmp.path().join("segments");
         st.prepare_now(7, 1 << 16);
+        st.prepare_now(8, 1 << 16);
+        assert_eq!(names(&dir), ["0000000008.prep"]);
+        st.prepare_now(1, 1 << 12);
+        st.create(1, 1 << 16, b"H").expect("create");
+        assert_eq!(names(&dir), ["0000000001.seg"]);
+        st.prepare_now(9, 1 << 16);
         st.create(0, 1 << 16, b"H").expect("create");
-        assert_eq!(names(&dir), ["0000000000.seg"]);
+        assert_eq!(names(&dir), ["0000000000.seg", "0000000001.seg"]);
         assert_eq!(
             std::fs::metadata(dir.join("0000000000.seg"))
                 .expect("stat")
