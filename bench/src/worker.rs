@@ -621,8 +621,6 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
     say("DONE", &out.to_string())
 }
 
-/// Run `f` in rounds of `round` calls until `phase` has passed (at least one
-/// round); returns (calls, seconds).
 /// Runs `step` untimed for `warm`, then for `phase`; returns steps/s.
 fn rate(
     warm: Duration,
@@ -638,6 +636,8 @@ fn rate(
 /// Ids per call of W3's batched lookups.
 pub const MANY_PER_CALL: usize = 64;
 
+/// Run `f` in rounds of `round` calls until `phase` has passed (at least one
+/// round); returns (calls, seconds).
 fn timed(phase: Duration, round: u64, mut f: impl FnMut() -> Result<()>) -> Result<(u64, f64)> {
     let t = Instant::now();
     let mut ops = 0;

@@ -396,23 +396,32 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[u128]) {
     }
     let last = geo.locate(wm.visible - 1).0;
     let slots = geo.id_slots() as u64;
-    // Step 1: the first id slot each lookup probes, in the newest chunk
-    // whose id range may hold it (as `get` probes).
+    // Step 1: the id slot each lookup will match, probed as `get` probes:
+    // chunks newest first, skipping sealed ones whose id range excludes the
+    // id, the next chunk at an empty slot, a few slots at most per chunk.
     let mut found = [(0u64, 0u64); WARM_GROUP];
     for (f, &id) in found.iter_mut().zip(ids) {
         let hash = id_hash(id);
-        let chunk = (0..=last).rev().find_map(|c| {
-            let chunk = view.chunk(c).ok()?;
-            match view.sealed_range(chunk) {
-                Some((lo, hi)) if id < lo || id > hi => None,
-                _ => Some((c, chunk)),
+        'chunks: for c in (0..=last).rev() {
+            let Ok(chunk) = view.chunk(c) else { continue };
+            if view
+                .sealed_range(chunk)
+                .is_some_and(|(lo, hi)| id < lo || id > hi)
+            {
+                continue;
             }
-        });
-        if let Some((c, chunk)) = chunk {
-            let slot = view.id_slot(chunk, (hash % slots) as usize);
-            if unpack_slot(slot).is_some_and(|(_, fp)| fp == fingerprint(hash)) {
-                *f = (c, slot);
+            for k in 0..WARM_PROBES {
+                let slot = view.id_slot(chunk, ((hash % slots + k) % slots) as usize);
+                match unpack_slot(slot) {
+                    None => continue 'chunks,
+                    Some((_, fp)) if fp == fingerprint(hash) => {
+                        *f = (c, slot);
+                        break 'chunks;
+                    }
+                    Some(_) => {}
+                }
             }
+            break;
         }
     }
     // Step 2: the rows those slots name (their frame's place only).
@@ -446,18 +455,25 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[u128]) {
             view.touch_string(row.scope_id.get());
         }
     }
-    // Step 3: the frames, every cache line of each.
+    // Step 3: the start of each frame (header, names, the payload's first
+    // bytes); a longer payload is read in sequence, which the CPU prefetches.
     for &(seg, off, len) in frames.iter().flatten() {
-        let bytes = usize::try_from(off).ok().and_then(|off| {
+        let head = usize::try_from(off).ok().and_then(|off| {
             view.segment(u64::from(seg))
                 .ok()?
-                .published(off, len as usize)
+                .published(off, (len as usize).min(WARM_FRAME_BYTES))
         });
-        for line in bytes.unwrap_or_default().iter().step_by(64) {
+        let head = head.unwrap_or_default();
+        for line in head.iter().step_by(64).chain(head.last()) {
             std::hint::black_box(*line);
         }
     }
 }
+
+/// Slots [`warm`] probes per chunk before leaving a lookup to `get`.
+const WARM_PROBES: u64 = 4;
+/// Bytes of a frame [`warm`] loads at most (five cache lines).
+const WARM_FRAME_BYTES: usize = 320;
 
 /// The admitted row of event `id`, probing each chunk's id table newest first.
 pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, ReadError> {

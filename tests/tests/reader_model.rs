@@ -141,3 +141,67 @@ proptest! {
         store.shutdown().unwrap();
     }
 }
+
+/// `get_many` over a store of several chunks (two sealed, one filling, 1024
+/// rows each): every id, in a scrambled order with unknown ids among them,
+/// answers as `get` does, and names its own event.
+#[test]
+fn get_many_answers_across_chunks_as_get_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        sync: SyncPolicy::Never,
+        segment_max_bytes: 1 << 20,
+        chunk_rows_log2: 10,
+        max_payload_bytes: 4096,
+        max_batch_bytes: 64 << 10,
+        max_batch_events: 100,
+        max_frame_bytes: 1 << 20,
+        ..Config::new(dir.path())
+    };
+    let store = Store::open(config).unwrap();
+    let mut ids = Vec::new();
+    for b in 0..25u32 {
+        let reqs = (0..100u32)
+            .map(|i| AppendRequest {
+                entity: format!("user:{}", (b * 100 + i) % 37),
+                scope: "s".into(),
+                kind: 0x1001,
+                payload: (b * 100 + i).to_le_bytes().to_vec(),
+                ..AppendRequest::default()
+            })
+            .collect();
+        ids.extend(
+            store
+                .append_batch(reqs)
+                .unwrap()
+                .iter()
+                .map(|r| EventId(r.event_id)),
+        );
+    }
+    let reader = Reader::open(dir.path()).unwrap();
+    assert_eq!(reader.visible(), 2500);
+    let mut asked: Vec<EventId> = (0..ids.len()).map(|i| ids[(i * 977) % ids.len()]).collect();
+    for k in (0..asked.len()).step_by(7) {
+        asked.insert(k, EventId(ids[k].0 ^ (1 << 90)));
+    }
+    let many = reader.get_many(&asked).unwrap();
+    assert_eq!(many.len(), asked.len());
+    let mut found = 0;
+    for (id, got) in asked.iter().zip(&many) {
+        let one = reader.get(*id).unwrap();
+        assert_eq!(
+            got.as_ref().map(|e| e.sequence()),
+            one.as_ref().map(|e| e.sequence())
+        );
+        if let Some(e) = got {
+            assert_eq!(e.event_id(), *id);
+            assert_eq!(
+                e.payload().unwrap(),
+                &(e.sequence() as u32).to_le_bytes()[..]
+            );
+            found += 1;
+        }
+    }
+    assert_eq!(found, 2500);
+    store.shutdown().unwrap();
+}
