@@ -71,6 +71,28 @@ enum Prep {
     Ready(PathBuf),
 }
 
+impl Prep {
+    /// Deletes the prepared file. A fill still running is left to finish on
+    /// a thread of its own first, unless `wait`: then this waits for it.
+    fn discard(self, wait: bool) {
+        match self {
+            Self::Ready(p) => {
+                let _ = std::fs::remove_file(p);
+            }
+            Self::Running(h) => {
+                let remove = move || {
+                    let _ = h.join().ok().and_then(Result::ok).map(std::fs::remove_file);
+                };
+                if wait {
+                    remove();
+                } else {
+                    std::thread::spawn(remove);
+                }
+            }
+        }
+    }
+}
+
 impl FileStorage {
     /// Uses (and creates) `segments/` under `data_dir`.
     pub fn new(data_dir: &Path) -> io::Result<Self> {
@@ -92,6 +114,11 @@ impl FileStorage {
 
     fn path(&self, id: u64) -> PathBuf {
         self.dir.join(segment_file_name(id))
+    }
+
+    /// Where segment `id` is zero-filled before it is created.
+    fn prep_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:010}.prep"))
     }
 
     fn file(&mut self, id: u64) -> io::Result<&File> {
@@ -155,17 +182,11 @@ impl Storage for FileStorage {
             Some((pid, Prep::Running(h))) if pid == id && h.is_finished() => {
                 h.join().ok().and_then(Result::ok)
             }
-            Some((_, Prep::Running(h))) => {
-                // Not ready (or for another id): appends wait on this
-                // rotation, so let it finish in the background and discard
-                // it; this segment is only fallocated (below).
-                std::thread::spawn(move || {
-                    h.join().ok().and_then(Result::ok).map(std::fs::remove_file)
-                });
-                None
-            }
-            Some((_, Prep::Ready(p))) => {
-                let _ = std::fs::remove_file(p);
+            Some((_, prep)) => {
+                // Not ready, or for another id: appends wait on this
+                // rotation, so a running fill is not waited for; this
+                // segment is only fallocated (below).
+                prep.discard(false);
                 None
             }
             None => None,
@@ -213,7 +234,7 @@ impl Storage for FileStorage {
         if self.preparing.as_ref().is_some_and(|(p, _)| *p == id) {
             return;
         }
-        let path = self.dir.join(format!("{id:010}.prep"));
+        let path = self.prep_path(id);
         let handle = std::thread::Builder::new()
             .name("weir-prep".into())
             .spawn(move || zero_fill(&path, len, ZERO_FILL_MAX).map(|()| path));
@@ -223,16 +244,11 @@ impl Storage for FileStorage {
     }
 
     fn prepare_now(&mut self, id: u64, len: u64) {
-        match self.preparing.take() {
-            Some((_, Prep::Running(h))) => {
-                let _ = h.join().ok().and_then(Result::ok).map(std::fs::remove_file);
-            }
-            Some((_, Prep::Ready(p))) => {
-                let _ = std::fs::remove_file(p);
-            }
-            None => {}
+        if let Some((_, prep)) = self.preparing.take() {
+            // Waited for: a fill for this id must not delete the new file.
+            prep.discard(true);
         }
-        let path = self.dir.join(format!("{id:010}.prep"));
+        let path = self.prep_path(id);
         let _ = std::fs::remove_file(&path);
         match zero_fill(&path, len, ZERO_FILL_MAX) {
             Ok(()) => self.preparing = Some((id, Prep::Ready(path))),
@@ -456,11 +472,17 @@ mod tests {
         v
     }
 
+    /// A `FileStorage` in a new temporary directory, and its `segments/`.
+    fn storage() -> (tempfile::TempDir, FileStorage, PathBuf) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let st = FileStorage::new(tmp.path()).expect("storage");
+        let dir = tmp.path().join("segments");
+        (tmp, st, dir)
+    }
+
     #[test]
     fn create_takes_the_segment_prepared_now() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut st = FileStorage::new(tmp.path()).expect("storage");
-        let dir = tmp.path().join("segments");
+        let (_tmp, mut st, dir) = storage();
         st.prepare_now(0, 1 << 20);
         assert_eq!(names(&dir), ["0000000000.prep"]);
         let prep = std::fs::read(dir.join("0000000000.prep")).expect("read prep");
@@ -496,9 +518,7 @@ mod tests {
 
     #[test]
     fn a_segment_prepared_for_another_id_or_size_is_discarded() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut st = FileStorage::new(tmp.path()).expect("storage");
-        let dir = tmp.path().join("segments");
+        let (_tmp, mut st, dir) = storage();
         st.prepare_now(7, 1 << 16);
         st.prepare_now(8, 1 << 16);
         assert_eq!(names(&dir), ["0000000008.prep"]);
