@@ -39,6 +39,14 @@ impl NameRef<'_> {
     }
 }
 
+/// (strings file, offset in it) of the entry at global offset `pos`.
+fn string_place(pos: u64) -> (u64, usize) {
+    (
+        pos >> STRINGS_FILE_LOG2,
+        (pos & (STRINGS_FILE_LEN as u64 - 1)) as usize,
+    )
+}
+
 fn corrupt(string_id: u64, what: &'static str) -> ReadError {
     ReadError::CorruptString { string_id, what }
 }
@@ -71,10 +79,7 @@ impl View {
     /// an all-zero header, which ends a file's entries.
     fn entry_at(&self, pos: u64) -> Result<Option<NameRef<'_>>, ReadError> {
         let id = pos / 8;
-        let (file, off) = (
-            pos >> STRINGS_FILE_LOG2,
-            (pos & (STRINGS_FILE_LEN as u64 - 1)) as usize,
-        );
+        let (file, off) = string_place(pos);
         if off < PAGE || !pos.is_multiple_of(8) {
             return Err(corrupt(id, "offset inside a header page or misaligned"));
         }
@@ -115,10 +120,7 @@ impl View {
     /// [`crate::query::warm`]; nothing is checked).
     pub(crate) fn touch_string(&self, id: u32) {
         let pos = u64::from(id) * 8;
-        let (file, off) = (
-            pos >> STRINGS_FILE_LOG2,
-            (pos & (STRINGS_FILE_LEN as u64 - 1)) as usize,
-        );
+        let (file, off) = string_place(pos);
         if let Some(b) = self
             .strings_file(file)
             .ok()

@@ -15,7 +15,7 @@ use crate::scan::{CellFilter, EntitySel};
 use crate::view::{Columns, View};
 use std::sync::atomic::{Ordering, fence};
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, ROW_LEN, Row, fingerprint, id_hash, unpack_slot};
-use weir_protocol::{KindFilter, Region};
+use weir_protocol::{EventId, KindFilter, Region};
 use zerocopy::FromBytes;
 
 /// A chain step costs a random row read; a scan step one column cell.
@@ -389,7 +389,7 @@ pub(crate) const WARM_GROUP: usize = 32;
 /// The loads of one step do not depend on each other, so their cache misses
 /// overlap instead of following one another, and `get` then finds them
 /// cached. Reads only: whatever looks odd here is skipped and left to `get`.
-pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[u128]) {
+pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     let geo = view.geo;
     if wm.visible == 0 {
         return;
@@ -400,7 +400,7 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[u128]) {
     // chunks newest first, skipping sealed ones whose id range excludes the
     // id, the next chunk at an empty slot, a few slots at most per chunk.
     let mut found = [(0u64, 0u64); WARM_GROUP];
-    for (f, &id) in found.iter_mut().zip(ids) {
+    for (f, &EventId(id)) in found.iter_mut().zip(ids) {
         let hash = id_hash(id);
         'chunks: for c in (0..=last).rev() {
             let Ok(chunk) = view.chunk(c) else { continue };

@@ -277,12 +277,8 @@ impl<'r> Snapshot<'r> {
     /// See [`Reader::get_many`].
     pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'r>>>, ReadError> {
         let mut out = Vec::with_capacity(ids.len());
-        let mut group = [0u128; query::WARM_GROUP];
         for ids in ids.chunks(query::WARM_GROUP) {
-            for (g, id) in group.iter_mut().zip(ids) {
-                *g = id.0;
-            }
-            query::warm(self.view, &self.wm, &group[..ids.len()]);
+            query::warm(self.view, &self.wm, ids);
             for &id in ids {
                 out.push(self.get(id)?);
             }

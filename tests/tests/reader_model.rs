@@ -55,6 +55,21 @@ fn region_strategy() -> impl Strategy<Value = Region> {
     })
 }
 
+/// A store of small files: 1 MiB segments, 1024-row chunks, batches of at
+/// most `batch_events` events, no fsync.
+fn small(dir: &std::path::Path, batch_events: u32) -> Config {
+    Config {
+        sync: SyncPolicy::Never,
+        segment_max_bytes: 1 << 20,
+        chunk_rows_log2: 10,
+        max_payload_bytes: 4096,
+        max_batch_bytes: 64 << 10,
+        max_batch_events: batch_events,
+        max_frame_bytes: 1 << 20,
+        ..Config::new(dir)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     #[test]
@@ -64,17 +79,7 @@ proptest! {
         page in 1usize..7,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            sync: SyncPolicy::Never,
-            segment_max_bytes: 1 << 20,
-            chunk_rows_log2: 10,
-            max_payload_bytes: 4096,
-            max_batch_bytes: 64 << 10,
-            max_batch_events: 64,
-            max_frame_bytes: 1 << 20,
-            ..Config::new(dir.path())
-        };
-        let store = Store::open(config).unwrap();
+        let store = Store::open(small(dir.path(), 64)).unwrap();
         // (sequence, event, clock, id)
         let mut model: Vec<(u64, Ev, u32, u128)> = Vec::new();
         for b in &batches {
@@ -148,17 +153,7 @@ proptest! {
 #[test]
 fn get_many_answers_across_chunks_as_get_does() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        sync: SyncPolicy::Never,
-        segment_max_bytes: 1 << 20,
-        chunk_rows_log2: 10,
-        max_payload_bytes: 4096,
-        max_batch_bytes: 64 << 10,
-        max_batch_events: 100,
-        max_frame_bytes: 1 << 20,
-        ..Config::new(dir.path())
-    };
-    let store = Store::open(config).unwrap();
+    let store = Store::open(small(dir.path(), 100)).unwrap();
     let mut ids = Vec::new();
     for b in 0..25u32 {
         let reqs = (0..100u32)
