@@ -93,6 +93,14 @@ impl Row {
         }
     }
 
+    /// The median of `peer`'s cell, if it has one.
+    pub fn median(&self, peer: Peer) -> Option<f64> {
+        self.cells
+            .get(peer.name())
+            .and_then(|c| c.summary.as_ref())
+            .map(|s| s.median)
+    }
+
     pub fn finalize(&mut self) {
         for c in self.cells.values_mut() {
             c.summary = if c.status.is_none() {

@@ -34,13 +34,7 @@ fn cell_text(row: &Row, p: Peer) -> String {
 }
 
 fn ratio(row: &Row, of: Peer, p: Peer) -> String {
-    let med = |q: Peer| {
-        row.cells
-            .get(q.name())
-            .and_then(|c| c.summary.as_ref())
-            .map(|s| s.median)
-    };
-    match (med(of), med(p)) {
+    match (row.median(of), row.median(p)) {
         (Some(w), Some(x)) if x > 0.0 && w > 0.0 => format!("{w:.2}", w = w / x),
         _ => "n/a".into(),
     }

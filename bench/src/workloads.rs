@@ -504,13 +504,7 @@ pub fn w3_to_w6(
             }
         }
     }
-    let median_of = |row: &Row, peer: Peer| {
-        row.cells
-            .get(peer.name())
-            .and_then(|c| c.summary.as_ref())
-            .map_or(f64::NAN, |s| s.median)
-    };
-    let lmdb = median_of(&rows[0], Peer::Lmdb);
+    let lmdb = rows[0].median(Peer::Lmdb).unwrap_or(f64::NAN);
     if let Some(m) = summarize(&many) {
         rows[0].notes.push(format!(
             "weir's batch lookup, `Reader::get_many` with {MANY_PER_CALL} random ids per call \
@@ -520,7 +514,7 @@ pub fn w3_to_w6(
             human(m.median),
             human(m.min),
             human(m.max),
-            m.median / median_of(&rows[0], Peer::Weir),
+            m.median / rows[0].median(Peer::Weir).unwrap_or(f64::NAN),
             m.median / lmdb
         ));
     }
