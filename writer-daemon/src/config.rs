@@ -77,7 +77,11 @@ pub struct Config {
     pub allow_gids: Vec<u32>,
     /// Socket file mode. Default: 0o660.
     pub socket_mode: u32,
-    /// Write an index checkpoint this often. Default: 30,000 ms.
+    /// Least time between two crash checkpoints. A crash checkpoint is
+    /// taken in the background when an index chunk of `2^chunk-rows-log2`
+    /// rows has filled and its events are durable; a start after a crash
+    /// keeps the chunks it covers instead of rebuilding them. Minimum 100.
+    /// Default: 30,000 ms.
     pub checkpoint_interval_ms: u32,
     /// Log level filter when `RUST_LOG` is unset. Default: `info`.
     pub log_level: String,

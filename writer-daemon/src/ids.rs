@@ -39,6 +39,12 @@ impl WallClock {
     pub fn new(floor: u64) -> Self {
         Self { last: floor }
     }
+    /// The largest time handed out so far (or the floor it started from).
+    #[must_use]
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
     /// The next wall time.
     pub fn now(&mut self) -> u64 {
         self.last = self.last.max(now_ms());

@@ -4,6 +4,7 @@
 //! `unsafe` lives only in `mapped` (read-write mappings) and `futex`.
 #![deny(unsafe_code)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 mod futex;

@@ -2,6 +2,7 @@
 //! clean stop; otherwise rebuild a new generation from the sealed segments'
 //! footers (in parallel) and a frame scan of the unsealed ones.
 
+use crate::checkpoint::CrashCheckpoint;
 use crate::config::Config;
 use crate::error::OpenError;
 use crate::index::{IndexWriter, IndexedEvent, generation_dir};
@@ -27,6 +28,9 @@ pub enum RestorePath {
     Empty,
     /// The index files of a clean stop were reused in place.
     IndexFiles,
+    /// After a crash: the sealed chunks of the previous generation's crash
+    /// checkpoint were kept, the rest replayed from the log.
+    Checkpoint,
     /// Rebuilt from sealed-segment footers, plus a frame scan of the tail.
     Footers,
     /// Rebuilt by scanning every frame.
@@ -40,6 +44,7 @@ impl RestorePath {
         match self {
             Self::Empty => "empty",
             Self::IndexFiles => "index-files",
+            Self::Checkpoint => "checkpoint",
             Self::Footers => "footers",
             Self::FrameScan => "frame-scan",
         }
@@ -51,7 +56,7 @@ impl RestorePath {
 pub struct RestoreReport {
     /// The path.
     pub path: RestorePath,
-    /// Events restored by that path (index files or footers).
+    /// Events restored by that path (index files, checkpoint or footers).
     pub entries: u64,
     /// Events restored by scanning frames.
     pub tail_entries: u64,
@@ -161,10 +166,108 @@ pub fn restore(
                     },
                 });
             }
-            Err(why) => fallback = Some(why),
+            Err(why) => fallback = Some(format!("index files: {why}")),
+        }
+        match from_checkpoint(config, &*storage, &ids, g, next_gen) {
+            Ok(base) => {
+                return rebuild(
+                    config,
+                    storage,
+                    instance,
+                    &ids,
+                    next_gen,
+                    started,
+                    Some(base),
+                )
+                .map(|r| r.with_fallback(fallback));
+            }
+            Err(why) => {
+                let why = format!("checkpoint: {why}");
+                fallback = Some(fallback.map_or(why.clone(), |f| format!("{f}; {why}")));
+            }
         }
     }
-    rebuild(config, storage, instance, &ids, next_gen, started, fallback)
+    rebuild(config, storage, instance, &ids, next_gen, started, None)
+        .map(|r| r.with_fallback(fallback))
+}
+
+impl Restored {
+    fn with_fallback(mut self, why: Option<String>) -> Self {
+        self.report.fallback_reason = why;
+        self
+    }
+}
+
+/// What the checkpoint path kept, for the replay of the rest.
+struct Base {
+    index: IndexWriter,
+    entities: Entities,
+    idem: IdemWindow,
+    cancelled: Vec<(u64, u64)>,
+    tombstones: u64,
+    watermark: u64,
+    max_wall_ms: u64,
+    /// Where in the segment list the replay starts.
+    first_segment: usize,
+}
+
+/// The checkpoint path: generation `next` keeps the sealed chunks that
+/// generation `g`'s crash checkpoint covers (FORMAT.md, "Restore order").
+fn from_checkpoint(
+    config: &Config,
+    storage: &dyn Storage,
+    ids: &[u64],
+    g: u64,
+    next: u64,
+) -> Result<Base, String> {
+    let data_dir = &config.data_dir;
+    let cp = CrashCheckpoint::read(&generation_dir(data_dir, g))?;
+    if cp.generation != g {
+        return Err(format!("it names generation {}", cp.generation));
+    }
+    if cp.log2 != config.chunk_rows_log2 {
+        return Err(format!(
+            "chunk-rows-log2 changed from {} to {}",
+            cp.log2, config.chunk_rows_log2
+        ));
+    }
+    let rows = 1u64 << cp.log2;
+    if cp.watermark == 0 || cp.watermark % rows != 0 {
+        return Err(format!(
+            "watermark {} is not a chunk boundary",
+            cp.watermark
+        ));
+    }
+    let (index, adopted) = IndexWriter::adopt(
+        data_dir,
+        g,
+        next,
+        cp.log2,
+        (cp.watermark / rows) as usize,
+        cp.strings_end,
+    )
+    .map_err(|e| e.to_string())?;
+    let seg = adopted
+        .last_segment
+        .ok_or("no event below the checkpoint's watermark")?;
+    let first_segment = ids
+        .binary_search(&u64::from(seg))
+        .map_err(|_| format!("segment {seg}, which holds the last kept event, is missing"))?;
+    let entities = chains_from_index(&index, storage, cp.watermark, true)?;
+    let mut idem = IdemWindow::new(config.idempotency_window as usize);
+    for (k, r) in cp.idem {
+        idem.insert(k, r);
+    }
+    Ok(Base {
+        index,
+        entities,
+        idem,
+        cancelled: adopted.cancelled,
+        tombstones: adopted.tombstones,
+        watermark: cp.watermark,
+        max_wall_ms: cp.max_wall_ms,
+        first_segment,
+    })
 }
 
 /// What the index-files path recovered.
@@ -244,7 +347,7 @@ fn try_reuse(
         segment_id: seg,
         offset: off as u64,
     };
-    let entities = chains_from_index(&index, storage, cp.watermark.get())?;
+    let entities = chains_from_index(&index, storage, cp.watermark.get(), false)?;
     let idem_path = generation_dir(data_dir, g).join("idem");
     let idem = crate::state::load_window(&idem_path, config.idempotency_window as usize)?;
     let open = OpenSegment {
@@ -265,10 +368,13 @@ fn try_reuse(
 }
 
 /// Rebuilds the entity chain heads from a reused index: O(entities).
+/// `unused_ok`: a name with no event yet is skipped (the checkpoint path
+/// keeps names whose events are still to be replayed) instead of refused.
 fn chains_from_index(
     index: &IndexWriter,
     storage: &dyn Storage,
     end: u64,
+    unused_ok: bool,
 ) -> Result<Entities, String> {
     let mut segs: HashMap<u32, SegmentBytes> = HashMap::new();
     let mut frame_of = |seq: u64| -> Result<[u8; 32], String> {
@@ -293,6 +399,9 @@ fn chains_from_index(
             continue;
         }
         let head = index.names().head(id);
+        if head == 0 && unused_ok {
+            continue;
+        }
         if head == 0 || head > end {
             return Err(format!("entity head {head} out of range"));
         }
@@ -446,7 +555,7 @@ fn rebuild(
     ids: &[u64],
     generation: u64,
     started: Instant,
-    fallback_reason: Option<String>,
+    base: Option<Base>,
 ) -> Result<Restored, OpenError> {
     let data_dir = &config.data_dir;
     let seg_path = |id: u64| data_dir.join("segments").join(segment_file_name(id));
@@ -454,16 +563,34 @@ fn rebuild(
     // Built only on an error: the path used to be formatted for every
     // event (an eager `map_err` argument), more than half of a rebuild.
     let gen_err = |source: std::io::Error| OpenError::io(&gen_dir)(source);
-    let mut index =
-        IndexWriter::create(data_dir, generation, config.chunk_rows_log2).map_err(gen_err)?;
-    let mut entities = Entities::default();
-    let mut idem = IdemWindow::new(config.idempotency_window as usize);
-    let mut cancelled: Vec<(u64, u64)> = Vec::new();
-    let (mut next_seq, mut max_wall, mut from_footers, mut from_scan, mut tombstones) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let kept = base.as_ref().map(|b| b.watermark - b.tombstones);
+    let Base {
+        mut index,
+        mut entities,
+        mut idem,
+        mut cancelled,
+        mut tombstones,
+        watermark: mut next_seq,
+        max_wall_ms: mut max_wall,
+        first_segment,
+    } = match base {
+        Some(b) => b,
+        None => Base {
+            index: IndexWriter::create(data_dir, generation, config.chunk_rows_log2)
+                .map_err(gen_err)?,
+            entities: Entities::default(),
+            idem: IdemWindow::new(config.idempotency_window as usize),
+            cancelled: Vec::new(),
+            tombstones: 0,
+            watermark: 0,
+            max_wall_ms: 0,
+            first_segment: 0,
+        },
+    };
+    let (mut from_footers, mut from_scan) = (0u64, 0u64);
     let mut resume = None;
     // Segments are scanned in parallel a window at a time, then applied in order.
-    for window in ids.chunks(rayon::current_num_threads().max(2) * 2) {
+    for window in ids[first_segment..].chunks(rayon::current_num_threads().max(2) * 2) {
         let bytes: Vec<SegmentBytes> = window
             .iter()
             .map(|&id| storage.read(id).map_err(OpenError::io(seg_path(id))))
@@ -583,7 +710,9 @@ fn rebuild(
     cp.segment_offset = log.position().offset.into();
     cp.max_wall_ms = max_wall.into();
     index.checkpoint(cp).map_err(gen_err)?;
-    let path = if from_footers > 0 {
+    let path = if kept.is_some() {
+        RestorePath::Checkpoint
+    } else if from_footers > 0 {
         RestorePath::Footers
     } else {
         RestorePath::FrameScan
@@ -598,20 +727,20 @@ fn rebuild(
         max_wall_ms: max_wall,
         report: RestoreReport {
             path,
-            entries: if path == RestorePath::Footers {
-                from_footers
-            } else {
-                from_scan
+            entries: match path {
+                RestorePath::Checkpoint => kept.unwrap_or(0),
+                RestorePath::Footers => from_footers,
+                _ => from_scan,
             },
-            tail_entries: if path == RestorePath::Footers {
-                from_scan
-            } else {
-                0
+            tail_entries: match path {
+                RestorePath::Checkpoint => from_footers + from_scan,
+                RestorePath::Footers => from_scan,
+                _ => 0,
             },
             cancelled: tombstones,
             elapsed: started.elapsed(),
             generation,
-            fallback_reason,
+            fallback_reason: None,
         },
     })
 }

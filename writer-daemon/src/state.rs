@@ -89,6 +89,46 @@ pub const IDEM_VERSION: u32 = 1;
 /// reserved (4), event hash (32).
 pub const IDEM_ENTRY_LEN: usize = 80;
 
+/// Appends one window entry ([`IDEM_ENTRY_LEN`] bytes) to `buf`.
+pub(crate) fn put_entry(buf: &mut Vec<u8>, key: u128, r: &Receipt) {
+    buf.extend_from_slice(&key.to_le_bytes());
+    buf.extend_from_slice(&r.event_id.to_le_bytes());
+    buf.extend_from_slice(&r.sequence.to_le_bytes());
+    buf.extend_from_slice(&r.clock.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&r.event_hash);
+}
+
+/// Reads one window entry written by [`put_entry`].
+pub(crate) fn entry_at(e: &[u8]) -> (u128, Receipt) {
+    let key = u128::from_le_bytes(e[..16].try_into().expect("16 bytes"));
+    let receipt = Receipt {
+        event_id: u128::from_le_bytes(e[16..32].try_into().expect("16 bytes")),
+        sequence: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
+        clock: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
+        event_hash: e[48..80].try_into().expect("32 bytes"),
+        durable: true,
+        replayed: true,
+    };
+    (key, receipt)
+}
+
+/// Writes `buf` to `path` through a temporary file that is synced and
+/// renamed over it; the directory is synced too, so the new name is durable.
+pub(crate) fn write_synced(path: &std::path::Path, buf: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, buf)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Writes the window, oldest first, to `path` (via a temporary file, synced
 /// and renamed): the next clean start reads it back instead of scanning.
 pub fn save_window(path: &std::path::Path, w: &IdemWindow) -> std::io::Result<()> {
@@ -98,22 +138,11 @@ pub fn save_window(path: &std::path::Path, w: &IdemWindow) -> std::io::Result<()
     buf.extend_from_slice(&0u32.to_le_bytes());
     buf.extend_from_slice(&(w.len() as u64).to_le_bytes());
     for (k, r) in w.iter() {
-        buf.extend_from_slice(&k.to_le_bytes());
-        buf.extend_from_slice(&r.event_id.to_le_bytes());
-        buf.extend_from_slice(&r.sequence.to_le_bytes());
-        buf.extend_from_slice(&r.clock.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
-        buf.extend_from_slice(&r.event_hash);
+        put_entry(&mut buf, k, r);
     }
     let crc = weir_protocol::crc32(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &buf)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    write_synced(path, &buf)
 }
 
 /// Reads a window written by [`save_window`]; `Err` names what is wrong.
@@ -137,17 +166,8 @@ pub fn load_window(path: &std::path::Path, cap: usize) -> Result<IdemWindow, Str
         return Err(bad("length or checksum mismatch"));
     }
     let mut w = IdemWindow::new(cap);
-    for i in 0..n {
-        let e = &b[24 + i * IDEM_ENTRY_LEN..24 + (i + 1) * IDEM_ENTRY_LEN];
-        let key = u128::from_le_bytes(e[..16].try_into().expect("16 bytes"));
-        let receipt = Receipt {
-            event_id: u128::from_le_bytes(e[16..32].try_into().expect("16 bytes")),
-            sequence: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
-            clock: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
-            event_hash: e[48..80].try_into().expect("32 bytes"),
-            durable: true,
-            replayed: true,
-        };
+    for e in b[24..body].chunks_exact(IDEM_ENTRY_LEN) {
+        let (key, receipt) = entry_at(e);
         w.insert(key, receipt);
     }
     Ok(w)

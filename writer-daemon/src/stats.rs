@@ -37,6 +37,7 @@ pub struct Shared {
     connections: AtomicU64,
     segments: AtomicU64,
     last_tick_ms: AtomicU64,
+    checkpoint: AtomicU64,
     fsync_hist: [AtomicU64; 12],
     group_hist: [AtomicU64; 10],
     rejected: Mutex<BTreeMap<String, u64>>,
@@ -67,6 +68,14 @@ impl Shared {
     /// Open connections.
     pub fn connections(&self) -> u64 {
         self.connections.load(Relaxed)
+    }
+    /// A crash checkpoint now covers every sequence below `watermark`.
+    pub fn checkpointed(&self, watermark: u64) {
+        self.checkpoint.store(watermark, Relaxed);
+    }
+    /// The watermark of the newest crash checkpoint (0: none yet).
+    pub fn checkpoint_watermark(&self) -> u64 {
+        self.checkpoint.load(Relaxed)
     }
     /// One fsync took `d`.
     pub fn fsynced(&self, d: Duration) {

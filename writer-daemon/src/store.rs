@@ -1,6 +1,7 @@
 //! `Store`: the in-process handle on a running writer. The socket server and
 //! in-process users (benchmarks, tests) append through it.
 
+use crate::checkpoint::Checkpointer;
 use crate::config::Config;
 use crate::error::{AppendError, OpenError};
 use crate::gate::GateWriter;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use weir_protocol::gate::{
     CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, GATE_LEN,
     GateHeader, STATE_LIVE,
@@ -187,6 +188,11 @@ impl Store {
             poisoned: None,
             unsynced_events: 0,
             last_sync: Instant::now(),
+            durable_seq: restored.next_seq,
+            checkpoints: Checkpointer::new(
+                Duration::from_millis(config.checkpoint_interval_ms.into()),
+                Arc::clone(&shared),
+            ),
             config: config.clone(),
         };
         let (tx, rx) = sync_channel(config.writer_queue_capacity as usize);

@@ -1,5 +1,5 @@
-//! Every restore path (index files, sealed-segment footers, frame scan)
-//! yields the same index as the one the live writer built.
+//! Every restore path (index files, checkpoint, sealed-segment footers,
+//! frame scan) yields the same index as the one the live writer built.
 mod common;
 use common::{config, ev};
 use std::path::Path;
@@ -23,6 +23,18 @@ fn chunks(dir: &Path, generation: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 fn reopen(dir: &Path) -> (Store, RestorePath, u64) {
     let store = Store::open(config(dir)).unwrap();
     let r = store.restore_report().clone();
@@ -39,8 +51,14 @@ fn all_restore_paths_build_the_same_index() {
     for b in 0..60u32 {
         let batch = (0..50u32)
             .map(|i| {
+                // Names first seen past the last sealed chunk, too.
+                let entity = if b >= 50 && i == 0 {
+                    format!("late:{b}")
+                } else {
+                    format!("user:{}", (b * 50 + i) % 97)
+                };
                 ev(
-                    &format!("user:{}", (b * 50 + i) % 97),
+                    &entity,
                     0x1001 + (i % 8) as u16,
                     &payload[..(i as usize * 31) % 1500],
                 )
@@ -62,6 +80,32 @@ fn all_restore_paths_build_the_same_index() {
     assert_eq!(path, RestorePath::IndexFiles);
     assert_eq!(chunks(dir, g), live, "index-files path");
     assert_eq!(s.restore_report().entries, n);
+    s.shutdown().unwrap();
+    drop(s);
+
+    // Without the clean stop's idempotency window the index files cannot be
+    // reused as they are (a crash leaves the same): the crash checkpoint's
+    // sealed chunks are kept, hard-linked, and the rest replayed.
+    let old = dir.join("index").join(format!("gen-{g:08}"));
+    std::fs::remove_file(old.join("idem")).unwrap();
+    let (s, path, g) = reopen(dir);
+    let r = s.restore_report().clone();
+    assert_eq!(path, RestorePath::Checkpoint, "{r:?}");
+    assert!(
+        r.fallback_reason.as_deref().unwrap().contains("idem"),
+        "{r:?}"
+    );
+    assert!(r.entries >= 2 << 10 && r.tail_entries > 0, "{r:?}");
+    assert_eq!(r.entries + r.tail_entries, n);
+    assert_eq!(chunks(dir, g), live, "checkpoint path");
+    let kept = dir
+        .join("index")
+        .join(format!("gen-{g:08}"))
+        .join("chunk-000000");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(kept).unwrap()),
+        2
+    );
     s.shutdown().unwrap();
     drop(s);
 
@@ -93,4 +137,107 @@ fn all_restore_paths_build_the_same_index() {
     // The writer continues the chains where the log ends.
     let r = s.append(ev("user:0", 0x1001, b"x")).unwrap();
     assert_eq!(r.sequence, n);
+}
+
+/// A crash after the writer's background checkpoint: the next start keeps
+/// the checkpoint's sealed chunks and replays the rest of the durable log;
+/// the index is the one a full rebuild of that log makes, every
+/// acknowledged event is found by its idempotency key, and chains go on.
+#[test]
+fn a_crash_restarts_from_the_background_checkpoint() {
+    use std::time::{Duration, Instant};
+    use weir_daemon::storage::SimStorage;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = weir_daemon::Config {
+        checkpoint_interval_ms: 100,
+        ..config(dir)
+    };
+    let sim = SimStorage::default();
+    let store = Store::open_with_storage(cfg.clone(), Box::new(sim.clone())).unwrap();
+    let mut key = 0u128;
+    let mut acked = Vec::new();
+    let mut batch = |store: &Store, b: u32, entity: &dyn Fn(u32) -> String| {
+        let reqs: Vec<_> = (0..40u32)
+            .map(|i| {
+                key += 1;
+                weir_protocol::wire::AppendRequest {
+                    idempotency_key: Some(key),
+                    ..ev(&entity(i), 0x1001 + (i % 5) as u16, &[b as u8; 700])
+                }
+            })
+            .collect();
+        let receipts = store.append_batch(reqs.clone()).unwrap();
+        acked.extend(reqs.into_iter().zip(receipts));
+    };
+    for b in 0..60 {
+        batch(&store, b, &|i| format!("user:{}", (b * 40 + i) % 61));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.shared().checkpoint_watermark() < 2 << 10 {
+        assert!(Instant::now() < deadline, "no checkpoint of two chunks");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // After the checkpoint: more events, new names among them.
+    for b in 60..70 {
+        batch(&store, b, &|i| format!("late:{}", (b * 40 + i) % 7));
+    }
+    let n = acked.len() as u64;
+    assert!(n < 3 << 10, "the third chunk must stay unsealed");
+    // The process dies: its index files stay as they are now (the page
+    // cache keeps them), the log keeps what was synced.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(&dir.join("index"), &crashed.path().join("index"));
+    std::fs::copy(dir.join("gate"), crashed.path().join("gate")).unwrap();
+    sim.state.lock().unwrap().dead_from = Some(0);
+    drop(store);
+    let image = sim.crash_image(0, None);
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    copy_tree(&crashed.path().join("index"), &dir.join("index"));
+    std::fs::copy(crashed.path().join("gate"), dir.join("gate")).unwrap();
+
+    let store =
+        Store::open_with_storage(cfg.clone(), Box::new(SimStorage::from_files(image.clone())))
+            .unwrap();
+    let r = store.restore_report().clone();
+    assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
+    assert_eq!(
+        (r.entries, r.entries + r.tail_entries),
+        (2 << 10, n),
+        "{r:?}"
+    );
+    for (req, receipt) in &acked {
+        let again = store.append(req.clone()).unwrap();
+        assert!(again.replayed, "event {} was lost", receipt.sequence);
+        assert_eq!(
+            (
+                again.sequence,
+                again.event_id,
+                again.event_hash,
+                again.clock
+            ),
+            (
+                receipt.sequence,
+                receipt.event_id,
+                receipt.event_hash,
+                receipt.clock
+            )
+        );
+    }
+    let via_checkpoint = chunks(dir, r.generation);
+    store.shutdown().unwrap();
+    drop(store);
+
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
+    let r = store.restore_report().clone();
+    assert_ne!(r.path, RestorePath::Checkpoint, "{r:?}");
+    assert_eq!(
+        chunks(dir, r.generation),
+        via_checkpoint,
+        "checkpoint vs rebuild"
+    );
+    let next = store.append(ev("late:3", 0x1001, b"after")).unwrap();
+    assert_eq!((next.sequence, next.replayed), (n, false));
+    store.shutdown().unwrap();
 }

@@ -3,6 +3,7 @@
 
 mod names;
 
+use crate::fxhash::FxHashMap;
 use crate::mapped::MappedFile;
 pub use names::Names;
 use std::io;
@@ -50,6 +51,17 @@ pub struct IndexedEvent<'a> {
     pub frame_len: u32,
     /// Last of its batch?
     pub batch_end: bool,
+}
+
+/// What [`IndexWriter::adopt`] found in the chunks it kept.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Cancelled ranges (tombstone rows) below the kept rows' end.
+    pub cancelled: Vec<(u64, u64)>,
+    /// Tombstone rows kept.
+    pub tombstones: u64,
+    /// The segment holding the newest kept event's frame.
+    pub last_segment: Option<u32>,
 }
 
 /// The daemon's writable view of one index generation.
@@ -157,6 +169,116 @@ impl IndexWriter {
             names,
             checkpoint_counter: cp.counter.get(),
         })
+    }
+
+    /// Creates generation `generation` from the first `chunks` chunks of
+    /// generation `old`, which must be sealed (they are immutable, so they
+    /// are hard-linked, not copied), and from `old`'s strings below
+    /// `strings_end` (interned again in order, so every string id stays);
+    /// then sets each name's and kind's head and count from the kept
+    /// chunks' columns. Restore replays the rest of the log on top.
+    pub fn adopt(
+        data_dir: &Path,
+        old: u64,
+        generation: u64,
+        log2: u32,
+        chunks: usize,
+        strings_end: u64,
+    ) -> io::Result<(Self, Adopted)> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let mut w = Self::create(data_dir, generation, log2)?;
+        let old_dir = generation_dir(data_dir, old);
+        let known = w.names.copy_from(&old_dir, strings_end, &w.meta)?;
+        let geo = w.geo;
+        for c in 0..chunks {
+            let name = format!("chunk-{c:06}");
+            let path = w.dir.join(&name);
+            std::fs::hard_link(old_dir.join(&name), &path)?;
+            let f = MappedFile::open(&path, geo.file_len())?;
+            FileHeader::parse(f.read(0, 32), CHUNK_MAGIC, Some(log2), c as u64)
+                .map_err(|e| invalid(format!("{name}: {e}")))?;
+            let sealed = f.region().atomic_u64(CHUNK_SEALED_OFF).expect("layout");
+            if sealed.load(Ordering::Acquire) != 1 {
+                return Err(invalid(format!("{name} is not sealed")));
+            }
+            w.id_ranges.push((
+                read_u128(&f, CHUNK_MIN_ID_OFF),
+                read_u128(&f, CHUNK_MAX_ID_OFF),
+            ));
+            w.chunks.push(f);
+        }
+        w.sealed = chunks;
+        let mut names: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
+        let mut kinds = vec![(0u64, 0u64); 1 << 16];
+        let mut adopted = Adopted::default();
+        let n = geo.rows();
+        let u32s =
+            |b: &[u8], i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4"));
+        for (c, f) in w.chunks.iter().enumerate() {
+            let base = (c as u64) << log2;
+            let kind_col = f.read(geo.kinds_offset(), 2 * n);
+            let scope_col = f.read(geo.scopes_offset(), 4 * n);
+            let entity_col = f.read(geo.entities_offset(), 4 * n);
+            for i in 0..n {
+                let seq = base + i as u64;
+                let entity = u32s(entity_col, i);
+                if entity == NO_NAME {
+                    weir_protocol::gate::merge_range(&mut adopted.cancelled, seq, seq + 1);
+                    adopted.tombstones += 1;
+                    continue;
+                }
+                for id in [entity, u32s(scope_col, i)] {
+                    let e = names.entry(id).or_default();
+                    *e = (seq + 1, e.1 + 1);
+                }
+                let kind = u16::from_le_bytes([kind_col[2 * i], kind_col[2 * i + 1]]);
+                let k = &mut kinds[usize::from(kind)];
+                *k = (seq + 1, k.1 + 1);
+            }
+        }
+        for (&id, &(head, count)) in &names {
+            if !known.contains(&id) {
+                return Err(invalid(format!(
+                    "a kept row names string id {id}, not an entry below strings end {strings_end}"
+                )));
+            }
+            w.names.set(id, head, count);
+        }
+        for (kind, &(head, count)) in kinds.iter().enumerate().filter(|k| k.1.1 > 0) {
+            let kind = kind as u16;
+            // SYNC: Release, like put_event (nothing is published yet).
+            w.kind_counter(kind, 0).store(head, Ordering::Release);
+            w.kind_counter(kind, 8).store(count, Ordering::Release);
+        }
+        adopted.last_segment = (0..w.sealed_rows())
+            .rev()
+            .find_map(|seq| w.row(seq).filter(|r| !r.is_cancelled()))
+            .map(|r| r.segment_id.get());
+        Ok((w, adopted))
+    }
+
+    /// Rows below this are in sealed chunks.
+    #[must_use]
+    pub fn sealed_rows(&self) -> u64 {
+        (self.sealed as u64) << self.geo.log2
+    }
+
+    /// This generation's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What a crash checkpoint at `to` must sync when the last one was at
+    /// `from`: the chunks sealed in between and the strings files.
+    #[must_use]
+    pub fn checkpoint_files(&self, from: u64, to: u64) -> Vec<PathBuf> {
+        let chunk = |seq: u64| (seq >> self.geo.log2) as usize;
+        self.chunks[chunk(from)..chunk(to).min(self.sealed)]
+            .iter()
+            .map(|f| f.path().to_owned())
+            .chain(self.names.strings_paths())
+            .collect()
     }
 
     /// This generation's number.

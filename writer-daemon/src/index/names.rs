@@ -73,14 +73,7 @@ impl Names {
     /// Re-opens the names of an existing generation, up to `strings_end`.
     pub fn open(dir: &Path, strings_end: u64, table_no: u64) -> io::Result<Self> {
         let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-        let nfiles = ((strings_end.max(1) - 1) >> STRINGS_FILE_LOG2) as usize + 1;
-        let mut files = Vec::with_capacity(nfiles);
-        for n in 0..nfiles {
-            let f = MappedFile::open(&strings_path(dir, n), STRINGS_FILE_LEN)?;
-            FileHeader::parse(f.read(0, 32), STRINGS_MAGIC, Some(0), n as u64)
-                .map_err(|e| invalid(format!("{}: {e}", f.path().display())))?;
-            files.push(f);
-        }
+        let files = open_strings(dir, strings_end)?;
         let head =
             std::fs::read(names_path(dir, table_no)).map(|b| b[..32.min(b.len())].to_vec())?;
         let h = FileHeader::parse(&head, NAMES_MAGIC, None, table_no)
@@ -103,47 +96,43 @@ impl Names {
             ids: Default::default(),
         };
         // Walk the entries to rebuild the in-memory mirror, checking each.
-        let mut global = PAGE as u64;
-        while global < strings_end {
-            let (file, local) = (
-                (global >> STRINGS_FILE_LOG2) as usize,
-                (global as usize) & (STRINGS_FILE_LEN - 1),
-            );
-            let f = &names.files[file];
-            if local < PAGE {
-                // Exactly at a file boundary: entries start after the header page.
-                global = ((file as u64) << STRINGS_FILE_LOG2) | PAGE as u64;
-                continue;
-            }
-            if local + STRING_ENTRY_HEADER > STRINGS_FILE_LEN {
-                global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
-                continue;
-            }
-            let e = StringEntry::read_from_bytes(f.read(local, STRING_ENTRY_HEADER))
-                .map_err(|_| invalid("entry".into()))?;
-            let len = e.len.get() as usize;
-            if len == 0 {
-                // An entry never starts here: the rest of the file was skipped.
-                global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
-                continue;
-            }
-            if local + STRING_ENTRY_HEADER + len > STRINGS_FILE_LEN {
-                return Err(invalid(format!(
-                    "string entry at {global} overruns its file"
-                )));
-            }
-            let name = f.read(local + STRING_ENTRY_HEADER, len);
-            if string_crc(e.ns, name) != e.crc.get() {
-                return Err(invalid(format!(
-                    "string entry at {global} fails its checksum"
-                )));
-            }
-            names.ids[slot_of(e.ns)].insert(name.into(), (global / 8) as u32);
-            global += align8(STRING_ENTRY_HEADER + len) as u64;
-        }
+        let mut ids: [FxHashMap<Box<[u8]>, u32>; 2] = Default::default();
+        names.end = walk(&names.files, strings_end, |global, ns, name| {
+            ids[slot_of(ns)].insert(name.into(), (global / 8) as u32);
+            Ok(())
+        })?;
+        names.ids = ids;
         names.used = names.ids.iter().map(FxHashMap::len).sum();
-        names.end = global;
         Ok(names)
+    }
+
+    /// Interns, in order, every name of another generation's strings in
+    /// `old_dir` below `strings_end`. Interning is deterministic, so each
+    /// name gets the id it had there; returns those ids (an id that comes
+    /// out differently is an error).
+    pub fn copy_from(
+        &mut self,
+        old_dir: &Path,
+        strings_end: u64,
+        meta: &MappedFile,
+    ) -> io::Result<crate::fxhash::FxHashSet<u32>> {
+        let old = open_strings(old_dir, strings_end)?;
+        let mut ids = crate::fxhash::FxHashSet::default();
+        walk(&old, strings_end, |global, ns, name| {
+            let id = self.intern(ns, name, meta)?;
+            if u64::from(id) * 8 != global {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "string entry at {global} was interned again at {}",
+                        u64::from(id) * 8
+                    ),
+                ));
+            }
+            ids.insert(id);
+            Ok(())
+        })?;
+        Ok(ids)
     }
 
     /// The id of a known name.
@@ -266,10 +255,85 @@ impl Names {
         Some(f.read(local + STRING_ENTRY_HEADER, e.len.get() as usize))
     }
 
+    /// The strings files' paths (up to the current end).
+    pub fn strings_paths(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        (0..self.files.len()).map(|n| strings_path(&self.dir, n))
+    }
+
     /// Every file, for flushing.
     pub fn files(&self) -> impl Iterator<Item = &MappedFile> {
         self.files.iter().chain(std::iter::once(&self.table))
     }
+}
+
+/// Maps the strings files of `dir` that hold entries below `strings_end`,
+/// checking their headers.
+fn open_strings(dir: &Path, strings_end: u64) -> io::Result<Vec<MappedFile>> {
+    let nfiles = ((strings_end.max(1) - 1) >> STRINGS_FILE_LOG2) as usize + 1;
+    (0..nfiles)
+        .map(|n| {
+            let f = MappedFile::open(&strings_path(dir, n), STRINGS_FILE_LEN)?;
+            FileHeader::parse(f.read(0, 32), STRINGS_MAGIC, Some(0), n as u64).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", f.path().display()),
+                )
+            })?;
+            Ok(f)
+        })
+        .collect()
+}
+
+/// Calls `f(global offset, namespace, name)` for every entry of `files`
+/// below `strings_end`, in order, checking each; returns where the walk
+/// ended.
+fn walk(
+    files: &[MappedFile],
+    strings_end: u64,
+    mut f: impl FnMut(u64, u8, &[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut global = PAGE as u64;
+    while global < strings_end {
+        let (file, local) = (
+            (global >> STRINGS_FILE_LOG2) as usize,
+            (global as usize) & (STRINGS_FILE_LEN - 1),
+        );
+        let m = files
+            .get(file)
+            .ok_or_else(|| invalid(format!("strings end {strings_end} is past the files")))?;
+        if local < PAGE {
+            // Exactly at a file boundary: entries start after the header page.
+            global = ((file as u64) << STRINGS_FILE_LOG2) | PAGE as u64;
+            continue;
+        }
+        if local + STRING_ENTRY_HEADER > STRINGS_FILE_LEN {
+            global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
+            continue;
+        }
+        let e = StringEntry::read_from_bytes(m.read(local, STRING_ENTRY_HEADER))
+            .map_err(|_| invalid("entry".into()))?;
+        let len = e.len.get() as usize;
+        if len == 0 {
+            // An entry never starts here: the rest of the file was skipped.
+            global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
+            continue;
+        }
+        if local + STRING_ENTRY_HEADER + len > STRINGS_FILE_LEN {
+            return Err(invalid(format!(
+                "string entry at {global} overruns its file"
+            )));
+        }
+        let name = m.read(local + STRING_ENTRY_HEADER, len);
+        if string_crc(e.ns, name) != e.crc.get() {
+            return Err(invalid(format!(
+                "string entry at {global} fails its checksum"
+            )));
+        }
+        f(global, e.ns, name)?;
+        global += align8(STRING_ENTRY_HEADER + len) as u64;
+    }
+    Ok(global)
 }
 
 /// Where an entry of `size` bytes goes when the strings end at global

@@ -182,6 +182,9 @@ impl Writer {
             return rest;
         }
         let durable = !self.log.has_unsynced();
+        if durable {
+            self.durable_seq = self.next_seq;
+        }
         if let Err(e) = self.index_pending(&g) {
             // The frames are durable but cannot be published: a restart
             // rebuilds the index and publishes them.
@@ -226,6 +229,7 @@ impl Writer {
             };
             (s.done)(Ok(answer));
         }
+        self.maybe_checkpoint();
         rest
     }
 

@@ -4,6 +4,7 @@
 
 mod group;
 
+use crate::checkpoint::CrashCheckpoint;
 use crate::config::{Config, SyncPolicy};
 use crate::error::AppendError;
 use crate::fxhash::FxHashMap;
@@ -71,6 +72,9 @@ pub struct Writer {
     pub(crate) poisoned: Option<String>,
     pub(crate) unsynced_events: u64,
     pub(crate) last_sync: Instant,
+    /// Every frame of a sequence below this is durable.
+    pub(crate) durable_seq: u64,
+    pub(crate) checkpoints: crate::checkpoint::Checkpointer,
 }
 
 impl std::fmt::Debug for Writer {
@@ -160,6 +164,51 @@ impl Writer {
         {
             let _ = self.sync_now();
         }
+        self.maybe_checkpoint();
+    }
+
+    /// The crash checkpoint this instance could write now: the sealed
+    /// chunks whose frames are all durable, with the idempotency window's
+    /// entries below them.
+    fn checkpoint_at(&self) -> Option<(CrashCheckpoint, Vec<std::path::PathBuf>)> {
+        let watermark = self.checkpoint_watermark();
+        if watermark <= self.checkpoints.covered() || self.poisoned.is_some() {
+            return None;
+        }
+        let cp = CrashCheckpoint {
+            generation: self.index.generation(),
+            log2: self.index.geometry().log2,
+            watermark,
+            strings_end: self.index.names().position().0,
+            max_wall_ms: self.clock.last(),
+            idem: self
+                .idem
+                .iter()
+                .filter(|(_, r)| r.sequence < watermark)
+                .map(|(k, r)| (k, *r))
+                .collect(),
+        };
+        let files = self
+            .index
+            .checkpoint_files(self.checkpoints.covered(), watermark);
+        Some((cp, files))
+    }
+
+    /// The end of the sealed chunks whose frames are all durable.
+    fn checkpoint_watermark(&self) -> u64 {
+        let rows = self.index.geometry().rows() as u64;
+        self.index.sealed_rows().min(self.durable_seq / rows * rows)
+    }
+
+    /// Starts a crash checkpoint in the background when one is due.
+    pub(crate) fn maybe_checkpoint(&mut self) {
+        if !self.checkpoints.due(self.checkpoint_watermark()) {
+            return;
+        }
+        if let Some((cp, files)) = self.checkpoint_at() {
+            let dir = self.index.dir().to_owned();
+            self.checkpoints.start(cp, files, dir);
+        }
     }
 
     fn sync_now(&mut self) -> Result<(), AppendError> {
@@ -177,6 +226,7 @@ impl Writer {
         }
         self.unsynced_events = 0;
         self.last_sync = Instant::now();
+        self.durable_seq = self.next_seq;
         Ok(())
     }
 
@@ -194,6 +244,13 @@ impl Writer {
         let saved = crate::state::save_window(&idem_path, &self.idem);
         if let Err(e) = &saved {
             tracing::warn!(error = %e, "could not save the idempotency window; the next start rebuilds the index");
+        }
+        self.checkpoints.finish();
+        if synced.is_ok()
+            && let Some((cp, files)) = self.checkpoint_at()
+        {
+            let dir = self.index.dir().to_owned();
+            self.checkpoints.write_now(&cp, &files, &dir);
         }
         if synced.is_ok() && saved.is_ok() && self.poisoned.is_none() {
             let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();

@@ -1,0 +1,316 @@
+//! Crash checkpoints (FORMAT.md, "`checkpoint`"): what a start after a crash
+//! needs to keep an index generation's sealed chunks instead of rebuilding
+//! them from the log.
+//!
+//! A sealed chunk is immutable, so a checkpoint only has to make it durable
+//! once and say so: the writer hands a background thread the files to sync
+//! and the state at the checkpoint's watermark (a chunk boundary), and the
+//! thread syncs them and then writes the `checkpoint` file. The writer never
+//! waits for it.
+
+use crate::state::{IDEM_ENTRY_LEN, entry_at, put_entry, write_synced};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use weir_protocol::wire::Receipt;
+
+/// Magic of a generation's `checkpoint` file.
+pub const CKPT_MAGIC: [u8; 8] = *b"WEIRCKPT";
+/// Its layout version.
+pub const CKPT_VERSION: u32 = 1;
+/// Its name in the generation directory.
+pub const CKPT_FILE: &str = "checkpoint";
+/// Offset of the layout version (u32).
+const OFF_VERSION: usize = 8;
+/// Offset of log2 rows per chunk (u32).
+const OFF_LOG2: usize = 12;
+/// Offset of the generation (u64).
+const OFF_GENERATION: usize = 16;
+/// Offset of the watermark (u64).
+const OFF_WATERMARK: usize = 24;
+/// Offset of the strings end (u64).
+const OFF_STRINGS_END: usize = 32;
+/// Offset of the HLC floor (u64).
+const OFF_MAX_WALL: usize = 40;
+/// Offset of the idempotency entry count (u64).
+const OFF_COUNT: usize = 48;
+/// Bytes before the idempotency entries.
+pub const CKPT_HEADER_LEN: usize = 56;
+
+/// What a `checkpoint` file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashCheckpoint {
+    /// The generation whose files it describes.
+    pub generation: u64,
+    /// log2 rows per chunk of that generation.
+    pub log2: u32,
+    /// Every sequence below is in a sealed chunk that was synced, and its
+    /// frame was durable in the log; a multiple of the chunk size.
+    pub watermark: u64,
+    /// Global end of the strings that were synced (names interned later
+    /// are not covered).
+    pub strings_end: u64,
+    /// An upper bound of the wall_ms of every event below the watermark.
+    pub max_wall_ms: u64,
+    /// The idempotency window's entries below the watermark, oldest first.
+    pub idem: Vec<(u128, Receipt)>,
+}
+
+impl CrashCheckpoint {
+    /// The file's bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; CKPT_HEADER_LEN];
+        b[..8].copy_from_slice(&CKPT_MAGIC);
+        b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&CKPT_VERSION.to_le_bytes());
+        b[OFF_LOG2..OFF_LOG2 + 4].copy_from_slice(&self.log2.to_le_bytes());
+        for (off, v) in [
+            (OFF_GENERATION, self.generation),
+            (OFF_WATERMARK, self.watermark),
+            (OFF_STRINGS_END, self.strings_end),
+            (OFF_MAX_WALL, self.max_wall_ms),
+            (OFF_COUNT, self.idem.len() as u64),
+        ] {
+            b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b.reserve(self.idem.len() * IDEM_ENTRY_LEN + 4);
+        for (k, r) in &self.idem {
+            put_entry(&mut b, *k, r);
+        }
+        let crc = weir_protocol::crc32(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses a file's bytes; `Err` names what is wrong.
+    pub fn decode(b: &[u8]) -> Result<Self, String> {
+        if b.len() < CKPT_HEADER_LEN + 4 || b[..8] != CKPT_MAGIC {
+            return Err("not a checkpoint file".into());
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        if u32_at(OFF_VERSION) != CKPT_VERSION {
+            return Err(format!(
+                "unsupported checkpoint version {}",
+                u32_at(OFF_VERSION)
+            ));
+        }
+        let n = usize::try_from(u64_at(OFF_COUNT)).map_err(|_| "entry count out of range")?;
+        let body = n
+            .checked_mul(IDEM_ENTRY_LEN)
+            .and_then(|x| x.checked_add(CKPT_HEADER_LEN))
+            .ok_or("entry count out of range")?;
+        if b.len() != body + 4 || weir_protocol::crc32(&b[..body]) != u32_at(body) {
+            return Err("checkpoint length or checksum mismatch".into());
+        }
+        Ok(Self {
+            log2: u32_at(OFF_LOG2),
+            generation: u64_at(OFF_GENERATION),
+            watermark: u64_at(OFF_WATERMARK),
+            strings_end: u64_at(OFF_STRINGS_END),
+            max_wall_ms: u64_at(OFF_MAX_WALL),
+            idem: b[CKPT_HEADER_LEN..body]
+                .chunks_exact(IDEM_ENTRY_LEN)
+                .map(entry_at)
+                .collect(),
+        })
+    }
+
+    /// Reads generation directory `dir`'s checkpoint.
+    pub fn read(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(CKPT_FILE);
+        let b = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::decode(&b).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Syncs `files` (data only: they are preallocated), then writes the
+    /// checkpoint into `dir` (temporary file, sync, rename, directory sync).
+    pub fn write_after(&self, files: &[PathBuf], dir: &Path) -> io::Result<()> {
+        for p in files {
+            std::fs::File::open(p)?.sync_data()?;
+        }
+        write_synced(&dir.join(CKPT_FILE), &self.encode())
+    }
+}
+
+/// One checkpoint being written.
+#[derive(Debug)]
+struct Running {
+    watermark: u64,
+    handle: JoinHandle<io::Result<()>>,
+}
+
+/// The writer's side: when a checkpoint is due, and the one in flight.
+#[derive(Debug)]
+pub struct Checkpointer {
+    interval: Duration,
+    last: Option<Instant>,
+    covered: u64,
+    running: Option<Running>,
+    published: Arc<crate::stats::Shared>,
+}
+
+impl Checkpointer {
+    /// Checkpoints at most once per `interval`; `shared` hears of each.
+    #[must_use]
+    pub fn new(interval: Duration, shared: Arc<crate::stats::Shared>) -> Self {
+        Self {
+            interval,
+            last: None,
+            covered: 0,
+            running: None,
+            published: shared,
+        }
+    }
+
+    /// The watermark of the newest checkpoint this instance wrote.
+    #[must_use]
+    pub fn covered(&self) -> u64 {
+        self.covered
+    }
+
+    /// Collects a finished checkpoint (all of them if `wait`).
+    fn reap(&mut self, wait: bool) {
+        let Some(r) = self.running.take_if(|r| wait || r.handle.is_finished()) else {
+            return;
+        };
+        match r.handle.join() {
+            Ok(Ok(())) => {
+                self.covered = r.watermark;
+                self.published.checkpointed(r.watermark);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, watermark = r.watermark, "could not write a checkpoint; a start after a crash would rebuild more of the index");
+            }
+            Err(_) => tracing::warn!("the checkpoint thread panicked"),
+        }
+    }
+
+    /// Is a checkpoint at `watermark` due now (none in flight, newer than
+    /// the last, the interval passed)?
+    pub fn due(&mut self, watermark: u64) -> bool {
+        self.reap(false);
+        self.running.is_none()
+            && watermark > self.covered
+            && self.last.is_none_or(|t| t.elapsed() >= self.interval)
+    }
+
+    /// Starts writing `cp` into `dir` once `files` are synced.
+    pub fn start(&mut self, cp: CrashCheckpoint, files: Vec<PathBuf>, dir: PathBuf) {
+        self.last = Some(Instant::now());
+        let watermark = cp.watermark;
+        let spawned = std::thread::Builder::new()
+            .name("weir-checkpoint".into())
+            .spawn(move || cp.write_after(&files, &dir));
+        match spawned {
+            Ok(handle) => self.running = Some(Running { watermark, handle }),
+            Err(e) => tracing::warn!(error = %e, "could not start the checkpoint thread"),
+        }
+    }
+
+    /// Waits for the checkpoint in flight, if any.
+    pub fn finish(&mut self) {
+        self.reap(true);
+    }
+
+    /// Writes `cp` now, on the calling thread (a clean stop).
+    pub fn write_now(&mut self, cp: &CrashCheckpoint, files: &[PathBuf], dir: &Path) {
+        self.finish();
+        match cp.write_after(files, dir) {
+            Ok(()) => {
+                self.covered = cp.watermark;
+                self.published.checkpointed(cp.watermark);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not write the stop checkpoint"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CrashCheckpoint {
+        CrashCheckpoint {
+            generation: 7,
+            log2: 10,
+            watermark: 3 << 10,
+            strings_end: 4096 + 96,
+            max_wall_ms: 1_700_000_000_000,
+            idem: (1..=3u128)
+                .map(|k| {
+                    (
+                        k << 64 | 5,
+                        Receipt {
+                            event_id: k * 11,
+                            sequence: k as u64 * 100,
+                            clock: k as u32,
+                            event_hash: [k as u8; 32],
+                            durable: true,
+                            replayed: true,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn offsets_match_the_spec() {
+        let spec = include_str!("../../docs/FORMAT.md");
+        let section = spec
+            .split("### `checkpoint`")
+            .nth(1)
+            .and_then(|s| s.split("\n#").next())
+            .expect("FORMAT.md has a `checkpoint` section");
+        // (offset, width) of each table row whose cells are plain numbers.
+        let rows: Vec<(usize, usize)> = section
+            .lines()
+            .filter_map(|l| {
+                let c: Vec<&str> = l.split('|').map(str::trim).collect();
+                Some((c.get(1)?.parse().ok()?, c.get(2)?.parse().ok()?))
+            })
+            .collect();
+        let want = vec![
+            (0, 8),
+            (OFF_VERSION, 4),
+            (OFF_LOG2, 4),
+            (OFF_GENERATION, 8),
+            (OFF_WATERMARK, 8),
+            (OFF_STRINGS_END, 8),
+            (OFF_MAX_WALL, 8),
+            (OFF_COUNT, 8),
+        ];
+        assert_eq!(rows, want);
+        assert_eq!(OFF_COUNT + 8, CKPT_HEADER_LEN);
+        assert!(section.contains("| 56 | 80 × n | entries"));
+        assert_eq!(IDEM_ENTRY_LEN, 80);
+    }
+
+    #[test]
+    fn checkpoint_files_round_trip_and_refuse_damage() {
+        let cp = sample();
+        let b = cp.encode();
+        assert_eq!(b.len(), CKPT_HEADER_LEN + 3 * IDEM_ENTRY_LEN + 4);
+        assert_eq!(CrashCheckpoint::decode(&b).unwrap(), cp);
+        assert_eq!(
+            &b[OFF_WATERMARK..OFF_WATERMARK + 8],
+            &(3u64 << 10).to_le_bytes()
+        );
+        for i in [0, 9, 30, 60, b.len() - 1] {
+            let mut bad = b.clone();
+            bad[i] ^= 0x40;
+            assert!(CrashCheckpoint::decode(&bad).is_err(), "byte {i} flipped");
+        }
+        assert!(CrashCheckpoint::decode(&b[..b.len() - 1]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let synced = dir.path().join("data");
+        std::fs::write(&synced, b"x").unwrap();
+        cp.write_after(&[synced], dir.path()).unwrap();
+        assert_eq!(CrashCheckpoint::read(dir.path()).unwrap(), cp);
+        let missing = cp.write_after(&[dir.path().join("nope")], &dir.path().join("sub"));
+        assert!(missing.is_err());
+    }
+}
