@@ -65,3 +65,92 @@ fn appends_survive_a_daemon_kill_exactly_once() -> Result<()> {
     }
     Ok(())
 }
+
+/// kill -9 once the daemon has written a crash checkpoint: the restarted
+/// daemon keeps the checkpoint's index chunks (restore path `checkpoint`),
+/// replays the rest of the log, and answers every earlier append's retry
+/// with its original receipt.
+#[test]
+fn a_killed_daemon_restarts_from_its_crash_checkpoint() -> Result<()> {
+    use weir_protocol::wire::AppendRequest;
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path())
+        .with("chunk-rows-log2 = 10")
+        .with("checkpoint-interval-ms = 100");
+    let mut d = Daemon::start(&setup)?;
+    let mut client = d.client()?;
+    // 2600 events: two index chunks of 1024 rows fill, a third does not.
+    let batches: Vec<Vec<AppendRequest>> = (0..26u32)
+        .map(|b| {
+            (0..100u32)
+                .map(|i| AppendRequest {
+                    entity: format!("user:{}", (b * 100 + i) % 37),
+                    scope: "t".into(),
+                    kind: 0x1001,
+                    payload: vec![b as u8; 200],
+                    idempotency_key: Some(u128::from(b * 100 + i) + 1),
+                    ..AppendRequest::default()
+                })
+                .collect()
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for b in &batches {
+        receipts.extend(client.append_batch(b.clone())?);
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    // The checkpoint's watermark (FORMAT.md: u64 at offset 24).
+    let watermark = || -> Result<u64> {
+        let mut w = 0;
+        for e in std::fs::read_dir(d.data_dir.join("index"))? {
+            if let Ok(b) = std::fs::read(e?.path().join("checkpoint")) {
+                w = w.max(u64::from_le_bytes(b[24..32].try_into()?));
+            }
+        }
+        Ok(w)
+    };
+    while watermark()? < 2048 {
+        ensure!(std::time::Instant::now() < until, "no crash checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(client);
+    d.kill9()?;
+    let d = Daemon::start(&setup)?;
+    let mut client = d.client()?;
+    let stats = client.stats()?;
+    ensure!(
+        (stats.restore_path.as_str(), stats.restore_entries) == ("checkpoint", 2600),
+        "restored by {} ({} entries)",
+        stats.restore_path,
+        stats.restore_entries
+    );
+    ensure!(
+        d.log_text().contains("tail_entries=552"),
+        "two chunks kept, the rest replayed: {}",
+        d.log_text()
+    );
+    let reader = Reader::open(&d.data_dir)?;
+    ensure!(reader.visible() == 2600, "visible {}", reader.visible());
+    let mut again = Vec::new();
+    for b in &batches {
+        again.extend(client.append_batch(b.clone())?);
+    }
+    for (a, r) in again.iter().zip(&receipts) {
+        ensure!(a.replayed, "event {} was stored again", r.sequence);
+        ensure!((a.sequence, a.event_id, a.event_hash) == (r.sequence, r.event_id, r.event_hash));
+        let e = reader.get(weir::EventId(r.event_id))?;
+        ensure!(
+            e.is_some_and(|e| e.sequence() == r.sequence),
+            "get {}",
+            r.sequence
+        );
+    }
+    let next = client.append(
+        &weir::Coordinate::new("user:1", "t")?,
+        weir::EventKind(0x1001),
+        b"after",
+    )?;
+    let user1 = (0..2600).filter(|x| x % 37 == 1).count() as u32;
+    ensure!(next.sequence == 2600 && next.clock == user1, "{next:?}");
+    Ok(())
+}

@@ -149,6 +149,7 @@ pub struct Checkpointer {
     last: Option<Instant>,
     covered: u64,
     running: Option<Running>,
+    failed: bool,
     published: Arc<crate::stats::Shared>,
 }
 
@@ -161,6 +162,7 @@ impl Checkpointer {
             last: None,
             covered: 0,
             running: None,
+            failed: false,
             published: shared,
         }
     }
@@ -182,17 +184,21 @@ impl Checkpointer {
                 self.published.checkpointed(r.watermark);
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, watermark = r.watermark, "could not write a checkpoint; a start after a crash would rebuild more of the index");
+                // A failed fsync may have dropped dirty pages that a later
+                // fsync would not report again: take no more checkpoints.
+                self.failed = true;
+                tracing::warn!(error = %e, watermark = r.watermark, "could not write a crash checkpoint; no more are taken until restart (the last one written stays valid)");
             }
             Err(_) => tracing::warn!("the checkpoint thread panicked"),
         }
     }
 
-    /// Is a checkpoint at `watermark` due now (none in flight, newer than
-    /// the last, the interval passed)?
+    /// Is a checkpoint at `watermark` due now (none in flight, none failed,
+    /// newer than the last, the interval passed)?
     pub fn due(&mut self, watermark: u64) -> bool {
         self.reap(false);
         self.running.is_none()
+            && !self.failed
             && watermark > self.covered
             && self.last.is_none_or(|t| t.elapsed() >= self.interval)
     }
@@ -218,6 +224,9 @@ impl Checkpointer {
     /// Writes `cp` now, on the calling thread (a clean stop).
     pub fn write_now(&mut self, cp: &CrashCheckpoint, files: &[PathBuf], dir: &Path) {
         self.finish();
+        if self.failed {
+            return;
+        }
         match cp.write_after(files, dir) {
             Ok(()) => {
                 self.covered = cp.watermark;

@@ -680,6 +680,15 @@ fn rebuild(
             resume = scan.resumable;
         }
     }
+    // Frames a crashed instance wrote may be in the page cache only: make
+    // the replayed segments durable before anything is published, or
+    // checkpointed, on top of them.
+    let mut storage = storage;
+    for &id in &ids[first_segment..] {
+        storage
+            .sync(id, config.sync_mode)
+            .map_err(OpenError::io(seg_path(id)))?;
+    }
     index.seal_through(next_seq);
     let last_id = *ids.last().expect("ids not empty");
     let log = match resume {

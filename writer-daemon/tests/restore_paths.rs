@@ -5,8 +5,12 @@ use common::{config, ev};
 use std::path::Path;
 use weir_daemon::{RestorePath, Store};
 
+fn gen_dir(dir: &Path, generation: u64) -> std::path::PathBuf {
+    dir.join("index").join(format!("gen-{generation:08}"))
+}
+
 fn chunks(dir: &Path, generation: u64) -> Vec<Vec<u8>> {
-    let gen_dir = dir.join("index").join(format!("gen-{generation:08}"));
+    let gen_dir = gen_dir(dir, generation);
     let mut names: Vec<_> = std::fs::read_dir(&gen_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -86,8 +90,7 @@ fn all_restore_paths_build_the_same_index() {
     // Without the clean stop's idempotency window the index files cannot be
     // reused as they are (a crash leaves the same): the crash checkpoint's
     // sealed chunks are kept, hard-linked, and the rest replayed.
-    let old = dir.join("index").join(format!("gen-{g:08}"));
-    std::fs::remove_file(old.join("idem")).unwrap();
+    std::fs::remove_file(gen_dir(dir, g).join("idem")).unwrap();
     let (s, path, g) = reopen(dir);
     let r = s.restore_report().clone();
     assert_eq!(path, RestorePath::Checkpoint, "{r:?}");
@@ -98,14 +101,37 @@ fn all_restore_paths_build_the_same_index() {
     assert!(r.entries >= 2 << 10 && r.tail_entries > 0, "{r:?}");
     assert_eq!(r.entries + r.tail_entries, n);
     assert_eq!(chunks(dir, g), live, "checkpoint path");
-    let kept = dir
-        .join("index")
-        .join(format!("gen-{g:08}"))
-        .join("chunk-000000");
+    let kept = gen_dir(dir, g).join("chunk-000000");
     assert_eq!(
         std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(kept).unwrap()),
         2
     );
+    s.shutdown().unwrap();
+    drop(s);
+
+    // Again, from a generation the checkpoint path made (links of links).
+    std::fs::remove_file(gen_dir(dir, g).join("idem")).unwrap();
+    let (s, path, g) = reopen(dir);
+    assert_eq!(path, RestorePath::Checkpoint, "{:?}", s.restore_report());
+    assert_eq!(chunks(dir, g), live, "checkpoint path, twice");
+    s.shutdown().unwrap();
+    drop(s);
+
+    // A damaged checkpoint is refused, by name; the next path runs.
+    let prev = gen_dir(dir, g);
+    std::fs::remove_file(prev.join("idem")).unwrap();
+    let mut bytes = std::fs::read(prev.join("checkpoint")).unwrap();
+    bytes[30] ^= 1;
+    std::fs::write(prev.join("checkpoint"), bytes).unwrap();
+    let (s, path, g) = reopen(dir);
+    let r = s.restore_report().clone();
+    assert_eq!(path, RestorePath::Footers, "{r:?}");
+    let why = r.fallback_reason.unwrap_or_default();
+    assert!(
+        why.contains("checkpoint: ") && why.contains("checksum"),
+        "{why}"
+    );
+    assert_eq!(chunks(dir, g), live, "after a damaged checkpoint");
     s.shutdown().unwrap();
     drop(s);
 
@@ -239,5 +265,68 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     );
     let next = store.append(ev("late:3", 0x1001, b"after")).unwrap();
     assert_eq!((next.sequence, next.replayed), (n, false));
+    store.shutdown().unwrap();
+}
+
+/// Under `sync = never` a crash checkpoint is taken only while every written
+/// frame is durable: keys appended (and not synced) after a sync evict older
+/// keys from the idempotency window, and a checkpoint taken then would
+/// record a window missing durable keys that the crash does not bring back.
+#[test]
+fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
+    use weir_daemon::storage::SimStorage;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = weir_daemon::Config {
+        sync: weir_daemon::SyncPolicy::Never,
+        idempotency_window: 100,
+        checkpoint_interval_ms: 100,
+        ..config(dir)
+    };
+    let sim = SimStorage::default();
+    let store = Store::open_with_storage(cfg.clone(), Box::new(sim.clone())).unwrap();
+    let mut acked = Vec::new();
+    let mut key = 0u128;
+    let mut append = |store: &Store, batches: u32| {
+        for _ in 0..batches {
+            let reqs: Vec<_> = (0..50u32)
+                .map(|i| {
+                    key += 1;
+                    weir_protocol::wire::AppendRequest {
+                        idempotency_key: Some(key),
+                        ..ev(&format!("user:{}", i % 13), 0x1001, &[7; 300])
+                    }
+                })
+                .collect();
+            let receipts = store.append_batch(reqs.clone()).unwrap();
+            acked.extend(reqs.into_iter().zip(receipts));
+        }
+    };
+    append(&store, 42); // 2100 events: two chunks of 1024 seal
+    store.sync().unwrap();
+    append(&store, 4); // 200 more, never synced
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(&dir.join("index"), &crashed.path().join("index"));
+    std::fs::copy(dir.join("gate"), crashed.path().join("gate")).unwrap();
+    sim.state.lock().unwrap().dead_from = Some(0);
+    drop(store);
+    let image = sim.crash_image(0, None);
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    copy_tree(&crashed.path().join("index"), &dir.join("index"));
+    std::fs::copy(crashed.path().join("gate"), dir.join("gate")).unwrap();
+
+    let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
+    assert_eq!(store.stats().visible, 2100, "{:?}", store.restore_report());
+    // The newest 100 durable keys are remembered, whatever the path.
+    for (req, r) in &acked[2000..2100] {
+        let again = store.append(req.clone()).unwrap();
+        assert!(
+            again.replayed && again.sequence == r.sequence,
+            "key of sequence {} forgotten ({:?})",
+            r.sequence,
+            store.restore_report()
+        );
+    }
     store.shutdown().unwrap();
 }

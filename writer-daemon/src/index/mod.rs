@@ -173,8 +173,9 @@ impl IndexWriter {
 
     /// Creates generation `generation` from the first `chunks` chunks of
     /// generation `old`, which must be sealed (they are immutable, so they
-    /// are hard-linked, not copied), and from `old`'s strings below
-    /// `strings_end` (interned again in order, so every string id stays);
+    /// are hard-linked, not copied), and from the strings of `old` that
+    /// those chunks use, all below `strings_end` (interned again in order,
+    /// so every string id stays);
     /// then sets each name's and kind's head and count from the kept
     /// chunks' columns. Restore replays the rest of the log on top.
     pub fn adopt(
@@ -186,15 +187,18 @@ impl IndexWriter {
         strings_end: u64,
     ) -> io::Result<(Self, Adopted)> {
         let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let at = |p: &Path| {
+            let p = p.to_owned();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+        };
         let mut w = Self::create(data_dir, generation, log2)?;
         let old_dir = generation_dir(data_dir, old);
-        let known = w.names.copy_from(&old_dir, strings_end, &w.meta)?;
         let geo = w.geo;
         for c in 0..chunks {
             let name = format!("chunk-{c:06}");
             let path = w.dir.join(&name);
-            std::fs::hard_link(old_dir.join(&name), &path)?;
-            let f = MappedFile::open(&path, geo.file_len())?;
+            std::fs::hard_link(old_dir.join(&name), &path).map_err(at(&old_dir.join(&name)))?;
+            let f = MappedFile::open(&path, geo.file_len()).map_err(at(&path))?;
             FileHeader::parse(f.read(0, 32), CHUNK_MAGIC, Some(log2), c as u64)
                 .map_err(|e| invalid(format!("{name}: {e}")))?;
             let sealed = f.region().atomic_u64(CHUNK_SEALED_OFF).expect("layout");
@@ -236,10 +240,20 @@ impl IndexWriter {
                 *k = (seq + 1, k.1 + 1);
             }
         }
+        // Names are interned in sequence order, so the names the kept rows
+        // use are exactly the strings up to the newest of them: interning
+        // just those gives every later name the id a full rebuild gives it.
+        let last = names.keys().max().map_or(0, |&id| u64::from(id) * 8);
+        if last >= strings_end {
+            return Err(invalid(format!(
+                "a kept row names the string at {last}, past the checkpoint's strings end {strings_end}"
+            )));
+        }
+        let known = w.names.copy_from(&old_dir, last + 1, &w.meta)?;
         for (&id, &(head, count)) in &names {
             if !known.contains(&id) {
                 return Err(invalid(format!(
-                    "a kept row names string id {id}, not an entry below strings end {strings_end}"
+                    "a kept row names string id {id}, which starts no string entry"
                 )));
             }
             w.names.set(id, head, count);

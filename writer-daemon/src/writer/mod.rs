@@ -172,7 +172,14 @@ impl Writer {
     /// entries below them.
     fn checkpoint_at(&self) -> Option<(CrashCheckpoint, Vec<std::path::PathBuf>)> {
         let watermark = self.checkpoint_watermark();
-        if watermark <= self.checkpoints.covered() || self.poisoned.is_some() {
+        // Only while every written frame is durable: the idempotency window
+        // then holds no key that a crash could take back, so its entries
+        // below the watermark plus the log's keys above are the window a
+        // full rebuild makes.
+        if watermark <= self.checkpoints.covered()
+            || self.durable_seq != self.next_seq
+            || self.poisoned.is_some()
+        {
             return None;
         }
         let cp = CrashCheckpoint {
