@@ -4,6 +4,7 @@
 mod names;
 
 use crate::fxhash::FxHashMap;
+use rayon::prelude::*;
 use crate::mapped::MappedFile;
 pub use names::Names;
 use std::io;
@@ -51,6 +52,42 @@ pub struct IndexedEvent<'a> {
     pub frame_len: u32,
     /// Last of its batch?
     pub batch_end: bool,
+}
+
+/// Heads and counts of one kept chunk's columns.
+#[derive(Default)]
+struct ChunkCounts {
+    names: FxHashMap<u32, (u64, u64)>,
+    kinds: FxHashMap<u16, (u64, u64)>,
+    cancelled: Vec<(u64, u64)>,
+    tombstones: u64,
+}
+
+impl ChunkCounts {
+    /// Counts the rows of a chunk from `base`: `[kinds, scopes, entities]`.
+    fn of(base: u64, [kind_col, scope_col, entity_col]: &[&[u8]; 3]) -> Self {
+        let u32s = |b: &[u8], i: usize| {
+            u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+        };
+        let mut out = Self::default();
+        for i in 0..kind_col.len() / 2 {
+            let seq = base + i as u64;
+            let entity = u32s(entity_col, i);
+            if entity == NO_NAME {
+                weir_protocol::gate::merge_range(&mut out.cancelled, seq, seq + 1);
+                out.tombstones += 1;
+                continue;
+            }
+            for id in [entity, u32s(scope_col, i)] {
+                let e = out.names.entry(id).or_default();
+                *e = (seq + 1, e.1 + 1);
+            }
+            let kind = u16::from_le_bytes([kind_col[2 * i], kind_col[2 * i + 1]]);
+            let e = out.kinds.entry(kind).or_default();
+            *e = (seq + 1, e.1 + 1);
+        }
+        out
+    }
 }
 
 /// What [`IndexWriter::adopt`] found in the chunks it kept.
@@ -212,33 +249,41 @@ impl IndexWriter {
             w.chunks.push(f);
         }
         w.sealed = chunks;
-        let mut names: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
-        let mut kinds = vec![(0u64, 0u64); 1 << 16];
-        let mut adopted = Adopted::default();
+        // Each chunk's columns are counted on its own (in parallel), then
+        // merged in order: later heads win, counts add up.
         let n = geo.rows();
-        let u32s =
-            |b: &[u8], i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().expect("4"));
-        for (c, f) in w.chunks.iter().enumerate() {
-            let base = (c as u64) << log2;
-            let kind_col = f.read(geo.kinds_offset(), 2 * n);
-            let scope_col = f.read(geo.scopes_offset(), 4 * n);
-            let entity_col = f.read(geo.entities_offset(), 4 * n);
-            for i in 0..n {
-                let seq = base + i as u64;
-                let entity = u32s(entity_col, i);
-                if entity == NO_NAME {
-                    weir_protocol::gate::merge_range(&mut adopted.cancelled, seq, seq + 1);
-                    adopted.tombstones += 1;
-                    continue;
-                }
-                for id in [entity, u32s(scope_col, i)] {
-                    let e = names.entry(id).or_default();
-                    *e = (seq + 1, e.1 + 1);
-                }
-                let kind = u16::from_le_bytes([kind_col[2 * i], kind_col[2 * i + 1]]);
-                let k = &mut kinds[usize::from(kind)];
-                *k = (seq + 1, k.1 + 1);
+        let columns: Vec<[&[u8]; 3]> = w
+            .chunks
+            .iter()
+            .map(|f| {
+                [
+                    f.read(geo.kinds_offset(), 2 * n),
+                    f.read(geo.scopes_offset(), 4 * n),
+                    f.read(geo.entities_offset(), 4 * n),
+                ]
+            })
+            .collect();
+        let parts: Vec<ChunkCounts> = columns
+            .par_iter()
+            .enumerate()
+            .map(|(c, cols)| ChunkCounts::of((c as u64) << log2, cols))
+            .collect();
+        let mut names: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
+        let mut kinds: FxHashMap<u16, (u64, u64)> = FxHashMap::default();
+        let mut adopted = Adopted::default();
+        for part in parts {
+            for (id, (head, count)) in part.names {
+                let e = names.entry(id).or_default();
+                *e = (head, e.1 + count);
             }
+            for (kind, (head, count)) in part.kinds {
+                let e = kinds.entry(kind).or_default();
+                *e = (head, e.1 + count);
+            }
+            for (a, b) in part.cancelled {
+                weir_protocol::gate::merge_range(&mut adopted.cancelled, a, b);
+            }
+            adopted.tombstones += part.tombstones;
         }
         // Names are interned in sequence order, so the names the kept rows
         // use are exactly the strings up to the newest of them: interning
@@ -258,8 +303,7 @@ impl IndexWriter {
             }
             w.names.set(id, head, count);
         }
-        for (kind, &(head, count)) in kinds.iter().enumerate().filter(|k| k.1.1 > 0) {
-            let kind = kind as u16;
+        for (&kind, &(head, count)) in &kinds {
             // SYNC: Release, like put_event (nothing is published yet).
             w.kind_counter(kind, 0).store(head, Ordering::Release);
             w.kind_counter(kind, 8).store(count, Ordering::Release);
