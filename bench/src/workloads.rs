@@ -1122,9 +1122,34 @@ fn trailers(dir: &Path, saved: &mut Vec<(PathBuf, Vec<u8>)>, zero: bool) -> Resu
     Ok(())
 }
 
+/// Leaves the newest index generation as a crash would for the restore:
+/// without the clean stop's idempotency window the index files are not
+/// reused, so the start takes the crash checkpoint (which the clean stop
+/// left) and replays the log past it.
+fn crash_after_checkpoint(dir: &std::path::Path, n: u64) -> Result<()> {
+    let newest = std::fs::read_dir(dir.join("index"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("gen-"))
+        })
+        .max()
+        .context("no index generation")?;
+    if !newest.join("checkpoint").exists() {
+        bail!(
+            "n/a: no crash checkpoint: {n} events fill no index chunk of 2^20 rows \
+             (the checkpoint path keeps sealed chunks; see the 10M row)"
+        );
+    }
+    std::fs::remove_file(newest.join("idem"))?;
+    Ok(())
+}
+
 /// W9: cold start by restore path. The weir read store is opened with
 /// `Store::open` (what `weir serve` runs before READY) in a fresh process,
-/// after: a clean stop (index files); deleting `index/` (sealed segments
+/// after: a clean stop (index files); a simulated crash (the clean stop's
+/// `idem` deleted: the crash checkpoint's chunks kept, the rest replayed);
+/// deleting `index/` (sealed segments
 /// rebuilt from their footers, the tail scanned); deleting `index/` and
 /// zeroing every segment's trailer (frame scan). batpak: `Store::open` on its
 /// store of the same events. Runs last: it rewrites weir's index.
@@ -1136,7 +1161,7 @@ pub fn w9(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, o
     for n in sizes {
         let mut batpak_vals: Vec<f64> = Vec::new();
         let mut batpak_err: Option<String> = None;
-        for path in ["index-files", "footers", "frame-scan"] {
+        for path in ["index-files", "checkpoint", "footers", "frame-scan"] {
             let mut rows = [Row::new(
                 "W9",
                 &format!("cold start (Store::open), restore path {path}, {n} events"),
@@ -1155,7 +1180,10 @@ pub fn w9(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, o
                              (the footers path needs a rotated segment; see the 1M/10M rows)"
                         );
                     }
-                    if path != "index-files" {
+                    if path == "checkpoint" {
+                        crash_after_checkpoint(&ctx.dir, n)?;
+                    }
+                    if path == "footers" || path == "frame-scan" {
                         let idx = ctx.dir.join("index");
                         if idx.exists() {
                             std::fs::remove_dir_all(&idx)?;
@@ -1240,10 +1268,12 @@ pub fn w9(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, o
             rows[0].notes.extend(reports);
             rows[0].notes.push(
                 "weir: Store::open in a fresh process (what `weir serve` does before READY), page \
-                 cache warm; footers = index/ deleted; frame-scan = index/ deleted and every \
-                 segment's last 64 bytes (trailer) zeroed, put back afterwards; the row is refused \
-                 unless restore_report() names the path; batpak: Store::open of its store of the \
-                 same events, one path, so the same figures in all three rows"
+                 cache warm; checkpoint = the clean stop's idem file deleted (the index files are \
+                 not reused, the crash checkpoint's sealed chunks are kept, the rest replayed), \
+                 n/a without a sealed chunk; footers = index/ deleted; frame-scan = index/ \
+                 deleted and every segment's last 64 bytes (trailer) zeroed, put back afterwards; \
+                 the row is refused unless restore_report() names the path; batpak: Store::open \
+                 of its store of the same events, one path, so the same figures in every row"
                     .into(),
             );
             out.extend(rows);
