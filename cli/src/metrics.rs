@@ -161,6 +161,13 @@ pub fn render(stats: Option<&Stats>, local: &Local) -> String {
     );
     metric(
         &mut o,
+        "weir_checkpoint_watermark",
+        "gauge",
+        "The newest crash checkpoint covers every sequence below this (0: none yet).",
+        s.checkpoint_watermark,
+    );
+    metric(
+        &mut o,
         "weir_restore_seconds",
         "gauge",
         "How long the restore at start took.",
@@ -296,9 +303,11 @@ mod tests {
             appends: 5,
             rejected: [("Conflict".to_owned(), 2)].into(),
             fsync_hist_us: vec![(50, 1), (100, 2), (u64::MAX, 1)],
+            checkpoint_watermark: 2048,
             ..Stats::default()
         };
         let text = render(Some(&s), &Local::default());
+        assert!(text.contains("weir_checkpoint_watermark 2048\n"), "{text}");
         assert!(text.contains("weir_up 1\n"), "{text}");
         assert!(text.contains("weir_appends_total 5\n"), "{text}");
         assert!(

@@ -154,6 +154,10 @@ pub struct Stats {
     pub fsync_hist_us: Vec<(u64, u64)>,
     /// Group size histogram: (upper bound events, count).
     pub group_hist: Vec<(u64, u64)>,
+    /// The newest crash checkpoint covers every sequence below this (0:
+    /// none yet); a crash now would replay the log from about here.
+    #[serde(default)]
+    pub checkpoint_watermark: u64,
 }
 
 /// A successful reply.

@@ -113,6 +113,8 @@ fn a_killed_daemon_restarts_from_its_crash_checkpoint() -> Result<()> {
         ensure!(std::time::Instant::now() < until, "no crash checkpoint");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let live = client.stats()?.checkpoint_watermark;
+    ensure!(live >= 2048, "Stats.checkpoint_watermark {live}");
     drop(client);
     d.kill9()?;
     let d = Daemon::start(&setup)?;

@@ -179,10 +179,7 @@ impl Checkpointer {
             return;
         };
         match r.handle.join() {
-            Ok(Ok(())) => {
-                self.covered = r.watermark;
-                self.published.checkpointed(r.watermark);
-            }
+            Ok(Ok(())) => self.covered = r.watermark,
             Ok(Err(e)) => {
                 // A failed fsync may have dropped dirty pages that a later
                 // fsync would not report again: take no more checkpoints.
@@ -207,9 +204,14 @@ impl Checkpointer {
     pub fn start(&mut self, cp: CrashCheckpoint, files: Vec<PathBuf>, dir: PathBuf) {
         self.last = Some(Instant::now());
         let watermark = cp.watermark;
+        let shared = Arc::clone(&self.published);
         let spawned = std::thread::Builder::new()
             .name("weir-checkpoint".into())
-            .spawn(move || cp.write_after(&files, &dir));
+            .spawn(move || {
+                cp.write_after(&files, &dir)?;
+                shared.checkpointed(watermark);
+                Ok(())
+            });
         match spawned {
             Ok(handle) => self.running = Some(Running { watermark, handle }),
             Err(e) => tracing::warn!(error = %e, "could not start the checkpoint thread"),

@@ -102,6 +102,18 @@ pub fn run(args: StatArgs) -> Result<()> {
                 ),
             ),
             (
+                "crash checkpoint",
+                if s.checkpoint_watermark == 0 {
+                    "none yet (a crash would rebuild the index)".to_owned()
+                } else {
+                    format!(
+                        "through sequence {} (a crash would replay {} events)",
+                        s.checkpoint_watermark,
+                        local.visible.saturating_sub(s.checkpoint_watermark)
+                    )
+                },
+            ),
+            (
                 "since start",
                 format!(
                     "{} appends, {}, {} groups, {} fsyncs",
@@ -139,6 +151,7 @@ fn daemon_json(s: &Stats) -> serde_json::Value {
         "restore_path": s.restore_path,
         "restore_entries": s.restore_entries,
         "restore_ms": s.restore_ms,
+        "checkpoint_watermark": s.checkpoint_watermark,
         "appends": s.appends,
         "bytes": s.bytes,
         "groups": s.groups,

@@ -4,9 +4,9 @@
 mod names;
 
 use crate::fxhash::FxHashMap;
-use rayon::prelude::*;
 use crate::mapped::MappedFile;
 pub use names::Names;
+use rayon::prelude::*;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
