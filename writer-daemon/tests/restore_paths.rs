@@ -39,6 +39,26 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The process dies: its index files and gate stay as they are now (the
+/// page cache keeps them; the store's stop must not touch them), and the
+/// log keeps what was synced. Returns the log's durable image.
+fn crash(
+    dir: &Path,
+    store: Store,
+    sim: &weir_daemon::storage::SimStorage,
+) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(&dir.join("index"), &crashed.path().join("index"));
+    std::fs::copy(dir.join("gate"), crashed.path().join("gate")).unwrap();
+    sim.state.lock().unwrap().dead_from = Some(0);
+    drop(store);
+    let image = sim.crash_image(0, None);
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    copy_tree(&crashed.path().join("index"), &dir.join("index"));
+    std::fs::copy(crashed.path().join("gate"), dir.join("gate")).unwrap();
+    image
+}
+
 fn reopen(dir: &Path) -> (Store, RestorePath, u64) {
     let store = Store::open(config(dir)).unwrap();
     let r = store.restore_report().clone();
@@ -210,17 +230,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     }
     let n = acked.len() as u64;
     assert!(n < 3 << 10, "the third chunk must stay unsealed");
-    // The process dies: its index files stay as they are now (the page
-    // cache keeps them), the log keeps what was synced.
-    let crashed = tempfile::tempdir().unwrap();
-    copy_tree(&dir.join("index"), &crashed.path().join("index"));
-    std::fs::copy(dir.join("gate"), crashed.path().join("gate")).unwrap();
-    sim.state.lock().unwrap().dead_from = Some(0);
-    drop(store);
-    let image = sim.crash_image(0, None);
-    std::fs::remove_dir_all(dir.join("index")).unwrap();
-    copy_tree(&crashed.path().join("index"), &dir.join("index"));
-    std::fs::copy(crashed.path().join("gate"), dir.join("gate")).unwrap();
+    let image = crash(dir, store, &sim);
 
     let store =
         Store::open_with_storage(cfg.clone(), Box::new(SimStorage::from_files(image.clone())))
@@ -306,15 +316,7 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
     store.sync().unwrap();
     append(&store, 4); // 200 more, never synced
     std::thread::sleep(std::time::Duration::from_millis(600));
-    let crashed = tempfile::tempdir().unwrap();
-    copy_tree(&dir.join("index"), &crashed.path().join("index"));
-    std::fs::copy(dir.join("gate"), crashed.path().join("gate")).unwrap();
-    sim.state.lock().unwrap().dead_from = Some(0);
-    drop(store);
-    let image = sim.crash_image(0, None);
-    std::fs::remove_dir_all(dir.join("index")).unwrap();
-    copy_tree(&crashed.path().join("index"), &dir.join("index"));
-    std::fs::copy(crashed.path().join("gate"), dir.join("gate")).unwrap();
+    let image = crash(dir, store, &sim);
 
     let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
     assert_eq!(store.stats().visible, 2100, "{:?}", store.restore_report());
