@@ -21,6 +21,9 @@ pub struct Local {
     pub segments: u64,
     /// Bytes of index files.
     pub index_bytes: u64,
+    /// The current generation's crash checkpoint covers every sequence
+    /// below this (0: none); a crash would replay the log from about here.
+    pub checkpoint_watermark: u64,
 }
 
 impl Local {
@@ -36,6 +39,7 @@ impl Local {
                     .count() as u64
             }),
             index_bytes: weir_daemon::store::dir_bytes(&dir.join("index")),
+            checkpoint_watermark: weir_daemon::checkpoint::watermark_in(dir).unwrap_or(0),
         })
     }
 }
@@ -163,8 +167,8 @@ pub fn render(stats: Option<&Stats>, local: &Local) -> String {
         &mut o,
         "weir_checkpoint_watermark",
         "gauge",
-        "The newest crash checkpoint covers every sequence below this (0: none yet).",
-        s.checkpoint_watermark,
+        "The current index generation's crash checkpoint covers every sequence below this (0: none).",
+        local.checkpoint_watermark,
     );
     metric(
         &mut o,
@@ -303,10 +307,13 @@ mod tests {
             appends: 5,
             rejected: [("Conflict".to_owned(), 2)].into(),
             fsync_hist_us: vec![(50, 1), (100, 2), (u64::MAX, 1)],
-            checkpoint_watermark: 2048,
             ..Stats::default()
         };
-        let text = render(Some(&s), &Local::default());
+        let local = Local {
+            checkpoint_watermark: 2048,
+            ..Local::default()
+        };
+        let text = render(Some(&s), &local);
         assert!(text.contains("weir_checkpoint_watermark 2048\n"), "{text}");
         assert!(text.contains("weir_up 1\n"), "{text}");
         assert!(text.contains("weir_appends_total 5\n"), "{text}");

@@ -154,10 +154,6 @@ pub struct Stats {
     pub fsync_hist_us: Vec<(u64, u64)>,
     /// Group size histogram: (upper bound events, count).
     pub group_hist: Vec<(u64, u64)>,
-    /// The newest crash checkpoint covers every sequence below this (0:
-    /// none yet); a crash now would replay the log from about here.
-    #[serde(default)]
-    pub checkpoint_watermark: u64,
 }
 
 /// A successful reply.
@@ -354,27 +350,6 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, rmp_serde::de
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stats_from_a_daemon_without_the_checkpoint_field_still_decode() {
-        let now = Stats {
-            checkpoint_watermark: 0,
-            visible: 9,
-            ..Stats::default()
-        };
-        let mut body = Vec::new();
-        rmp_serde::encode::write(&mut body, &now).unwrap();
-        // An array of 18 fields whose last one, 0, is one byte; before the
-        // field existed the array held 17.
-        assert_eq!(
-            (body[..3].to_vec(), body.last()),
-            (vec![0xdc, 0, 18], Some(&0))
-        );
-        body[2] = 17;
-        body.pop();
-        let old: Stats = decode(&body).unwrap();
-        assert_eq!(old, now);
-    }
 
     #[test]
     fn messages_round_trip() {

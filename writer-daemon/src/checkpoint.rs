@@ -128,11 +128,37 @@ impl CrashCheckpoint {
     /// Syncs `files` (data only: they are preallocated), then writes the
     /// checkpoint into `dir` (temporary file, sync, rename, directory sync).
     pub fn write_after(&self, files: &[PathBuf], dir: &Path) -> io::Result<()> {
+        // Data only, whatever `sync-mode` says: every such file is
+        // preallocated, so no size or extent change needs the metadata.
         for p in files {
             std::fs::File::open(p)?.sync_data()?;
         }
         write_synced(&dir.join(CKPT_FILE), &self.encode())
     }
+}
+
+/// The watermark of the crash checkpoint of the newest index generation
+/// under `data_dir`, read from its header only (no checksum: for display).
+#[must_use]
+pub fn watermark_in(data_dir: &Path) -> Option<u64> {
+    let newest = std::fs::read_dir(data_dir.join("index"))
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            name.to_str()?.strip_prefix("gen-")?.parse::<u64>().ok()
+        })
+        .max()?;
+    let mut head = [0u8; CKPT_HEADER_LEN];
+    let path = crate::index::generation_dir(data_dir, newest).join(CKPT_FILE);
+    std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
+    let version = u32::from_le_bytes(head[OFF_VERSION..OFF_VERSION + 4].try_into().ok()?);
+    (head[..8] == CKPT_MAGIC && version == CKPT_VERSION).then(|| {
+        u64::from_le_bytes(
+            head[OFF_WATERMARK..OFF_WATERMARK + 8]
+                .try_into()
+                .expect("8"),
+        )
+    })
 }
 
 /// One checkpoint being written.
@@ -154,13 +180,16 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Checkpoints at most once per `interval`; `shared` hears of each.
+    /// Checkpoints at most once per `interval`, the next one past
+    /// `covered` (a valid checkpoint's watermark, or 0); `shared` hears of
+    /// each.
     #[must_use]
-    pub fn new(interval: Duration, shared: Arc<crate::stats::Shared>) -> Self {
+    pub fn new(interval: Duration, covered: u64, shared: Arc<crate::stats::Shared>) -> Self {
+        shared.checkpointed(covered);
         Self {
             interval,
             last: None,
-            covered: 0,
+            covered,
             running: None,
             failed: false,
             published: shared,
@@ -266,6 +295,30 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn watermark_in_reads_the_newest_generation() {
+        let data = tempfile::tempdir().unwrap();
+        assert_eq!(watermark_in(data.path()), None);
+        for (g, w) in [(2u64, 5 << 10), (3, 7 << 10)] {
+            let dir = crate::index::generation_dir(data.path(), g);
+            std::fs::create_dir_all(&dir).unwrap();
+            let cp = CrashCheckpoint {
+                generation: g,
+                watermark: w,
+                ..sample()
+            };
+            cp.write_after(&[], &dir).unwrap();
+        }
+        assert_eq!(watermark_in(data.path()), Some(7 << 10));
+        // A newer generation without a checkpoint: none (restore would not
+        // look at older generations).
+        std::fs::create_dir_all(crate::index::generation_dir(data.path(), 4)).unwrap();
+        assert_eq!(watermark_in(data.path()), None);
+        let dir = crate::index::generation_dir(data.path(), 4);
+        std::fs::write(dir.join(CKPT_FILE), [0u8; 80]).unwrap();
+        assert_eq!(watermark_in(data.path()), None, "no magic");
     }
 
     #[test]

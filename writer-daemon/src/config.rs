@@ -79,8 +79,9 @@ pub struct Config {
     pub socket_mode: u32,
     /// Least time between two crash checkpoints. A crash checkpoint is
     /// taken in the background when an index chunk of `2^chunk-rows-log2`
-    /// rows has filled and its events are durable; a start after a crash
-    /// keeps the chunks it covers instead of rebuilding them. Minimum 100.
+    /// rows has filled and every frame written so far is durable (under
+    /// `sync = never`: after an explicit sync); a start after a crash keeps
+    /// the chunks it covers instead of rebuilding them. Minimum 100.
     /// Default: 30,000 ms.
     pub checkpoint_interval_ms: u32,
     /// Log level filter when `RUST_LOG` is unset. Default: `info`.

@@ -89,6 +89,8 @@ pub struct Restored {
     pub max_wall_ms: u64,
     /// The report.
     pub report: RestoreReport,
+    /// The watermark of the generation's valid crash checkpoint (0: none).
+    pub checkpoint: u64,
 }
 
 /// Restores from `storage`; `previous` is the index generation the last
@@ -120,6 +122,7 @@ pub fn restore(
             entities: Entities::default(),
             idem: IdemWindow::new(config.idempotency_window as usize),
             max_wall_ms: 0,
+            checkpoint: 0,
             report: RestoreReport {
                 path: RestorePath::Empty,
                 entries: 0,
@@ -155,6 +158,12 @@ pub fn restore(
                     entities,
                     idem,
                     max_wall_ms: cp.max_wall_ms.get(),
+                    // The reused generation's crash checkpoint stays valid:
+                    // its chunks, strings and window entries do not change.
+                    checkpoint: CrashCheckpoint::read(&generation_dir(data_dir, g))
+                        .ok()
+                        .filter(|c| c.generation == g && c.log2 == config.chunk_rows_log2)
+                        .map_or(0, |c| c.watermark),
                     report: RestoreReport {
                         path: RestorePath::IndexFiles,
                         entries: next_seq,
@@ -589,6 +598,7 @@ fn rebuild(
     };
     let (mut from_footers, mut from_scan) = (0u64, 0u64);
     let mut resume = None;
+    let mut unverified = Vec::new();
     // Segments are scanned in parallel a window at a time, then applied in order.
     for window in ids[first_segment..].chunks(rayon::current_num_threads().max(2) * 2) {
         let bytes: Vec<SegmentBytes> = window
@@ -677,14 +687,19 @@ fn rebuild(
                 tombstones += 1;
                 next_seq += 1;
             }
+            if !scan.via_footer || id == *ids.last().expect("ids not empty") {
+                unverified.push(id);
+            }
             resume = scan.resumable;
         }
     }
     // Frames a crashed instance wrote may be in the page cache only: make
-    // the replayed segments durable before anything is published, or
-    // checkpointed, on top of them.
+    // them durable before anything is published, or checkpointed, on top of
+    // them. A sealed segment followed by another was synced before the next
+    // was created; the newest segment and any scanned frame by frame may
+    // not have been.
     let mut storage = storage;
-    for &id in &ids[first_segment..] {
+    for &id in &unverified {
         storage
             .sync(id, config.sync_mode)
             .map_err(OpenError::io(seg_path(id)))?;
@@ -719,6 +734,31 @@ fn rebuild(
     cp.segment_offset = log.position().offset.into();
     cp.max_wall_ms = max_wall.into();
     index.checkpoint(cp).map_err(gen_err)?;
+    // Every file is flushed and every frame durable: the new generation's
+    // crash checkpoint can be written now rather than by the writer later,
+    // so a crash right after this start does not rebuild everything again.
+    let sealed = index.sealed_rows();
+    let mut crash_checkpoint = 0;
+    if sealed > 0 {
+        let ck = CrashCheckpoint {
+            generation,
+            log2: config.chunk_rows_log2,
+            watermark: sealed,
+            strings_end: index.names().position().0,
+            max_wall_ms: max_wall,
+            idem: idem
+                .iter()
+                .filter(|(_, r)| r.sequence < sealed)
+                .map(|(k, r)| (k, *r))
+                .collect(),
+        };
+        match ck.write_after(&[], &gen_dir) {
+            Ok(()) => crash_checkpoint = sealed,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the new generation's crash checkpoint")
+            }
+        }
+    }
     let path = if kept.is_some() {
         RestorePath::Checkpoint
     } else if from_footers > 0 {
@@ -734,6 +774,7 @@ fn rebuild(
         entities,
         idem,
         max_wall_ms: max_wall,
+        checkpoint: crash_checkpoint,
         report: RestoreReport {
             path,
             entries: match path {

@@ -146,7 +146,6 @@ impl Shared {
             rejected: self.rejected.lock().map(|m| m.clone()).unwrap_or_default(),
             fsync_hist_us: hist(&self.fsync_hist, &FSYNC_BUCKETS_US),
             group_hist: hist(&self.group_hist, &GROUP_BUCKETS),
-            checkpoint_watermark: self.checkpoint_watermark(),
             ..Stats::default()
         }
     }

@@ -191,6 +191,7 @@ impl Store {
             durable_seq: restored.next_seq,
             checkpoints: Checkpointer::new(
                 Duration::from_millis(config.checkpoint_interval_ms.into()),
+                restored.checkpoint,
                 Arc::clone(&shared),
             ),
             config: config.clone(),

@@ -34,7 +34,11 @@ fn copy_tree(from: &Path, to: &Path) {
         if e.file_type().unwrap().is_dir() {
             copy_tree(&e.path(), &to.join(e.file_name()));
         } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            // A checkpoint being written renames its temporary file away.
+            match std::fs::copy(e.path(), to.join(e.file_name())) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                r => drop(r.unwrap()),
+            }
         }
     }
 }
@@ -164,6 +168,9 @@ fn all_restore_paths_build_the_same_index() {
             && s.restore_report().entries + s.restore_report().tail_entries == n
     );
     assert_eq!(chunks(dir, g), live, "footers path");
+    // The rebuilt generation has its crash checkpoint before the first append.
+    assert_eq!(s.shared().checkpoint_watermark(), 2 << 10);
+    assert!(gen_dir(dir, g).join("checkpoint").exists());
     s.shutdown().unwrap();
     drop(s);
 
@@ -186,9 +193,10 @@ fn all_restore_paths_build_the_same_index() {
 }
 
 /// A crash after the writer's background checkpoint: the next start keeps
-/// the checkpoint's sealed chunks and replays the rest of the durable log;
-/// the index is the one a full rebuild of that log makes, every
-/// acknowledged event is found by its idempotency key, and chains go on.
+/// the checkpoint's sealed chunks (a cancelled batch's tombstones among
+/// them) and replays the rest of the durable log; the index is the one a
+/// full rebuild of that log makes, every acknowledged event is found by its
+/// idempotency key, and chains go on.
 #[test]
 fn a_crash_restarts_from_the_background_checkpoint() {
     use std::time::{Duration, Instant};
@@ -199,8 +207,8 @@ fn a_crash_restarts_from_the_background_checkpoint() {
         checkpoint_interval_ms: 100,
         ..config(dir)
     };
-    let sim = SimStorage::default();
-    let store = Store::open_with_storage(cfg.clone(), Box::new(sim.clone())).unwrap();
+    let first = SimStorage::default();
+    let store = Store::open_with_storage(cfg.clone(), Box::new(first.clone())).unwrap();
     let mut key = 0u128;
     let mut acked = Vec::new();
     let mut batch = |store: &Store, b: u32, entity: &dyn Fn(u32) -> String| {
@@ -216,8 +224,26 @@ fn a_crash_restarts_from_the_background_checkpoint() {
         let receipts = store.append_batch(reqs.clone()).unwrap();
         acked.extend(reqs.into_iter().zip(receipts));
     };
-    for b in 0..60 {
-        batch(&store, b, &|i| format!("user:{}", (b * 40 + i) % 61));
+    let users = |b: u32| move |i: u32| format!("user:{}", (b * 40 + i) % 61);
+    for b in 0..10 {
+        batch(&store, b, &users(b));
+    }
+    // A batch whose write fails is cancelled (40 tombstones in the first
+    // chunk); the writer refuses writes until a restart.
+    {
+        let mut st = first.state.lock().unwrap();
+        st.fail_at = Some(st.ops + 1); // the next write fails
+    }
+    let failed = (0..40)
+        .map(|i| ev(&users(99)(i), 0x1001, b"lost"))
+        .collect();
+    assert!(store.append_batch(failed).is_err());
+    drop(store);
+    let sim = SimStorage::from_files(first.crash_image(0, None));
+    let store = Store::open_with_storage(cfg.clone(), Box::new(sim.clone())).unwrap();
+    assert_eq!(store.restore_report().cancelled, 40);
+    for b in 10..60 {
+        batch(&store, b, &users(b));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.shared().checkpoint_watermark() < 2 << 10 {
@@ -228,7 +254,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     for b in 60..70 {
         batch(&store, b, &|i| format!("late:{}", (b * 40 + i) % 7));
     }
-    let n = acked.len() as u64;
+    let n = acked.len() as u64 + 40;
     assert!(n < 3 << 10, "the third chunk must stay unsealed");
     let image = crash(dir, store, &sim);
 
@@ -238,8 +264,8 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     let r = store.restore_report().clone();
     assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert_eq!(
-        (r.entries, r.entries + r.tail_entries),
-        (2 << 10, n),
+        (r.entries, r.entries + r.tail_entries, r.cancelled),
+        ((2 << 10) - 40, n - 40, 40),
         "{r:?}"
     );
     for (req, receipt) in &acked {
@@ -268,6 +294,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
     let r = store.restore_report().clone();
     assert_ne!(r.path, RestorePath::Checkpoint, "{r:?}");
+    assert_eq!(r.cancelled, 40, "{r:?}");
     assert_eq!(
         chunks(dir, r.generation),
         via_checkpoint,
@@ -278,10 +305,11 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     store.shutdown().unwrap();
 }
 
-/// Under `sync = never` a crash checkpoint is taken only while every written
-/// frame is durable: keys appended (and not synced) after a sync evict older
-/// keys from the idempotency window, and a checkpoint taken then would
-/// record a window missing durable keys that the crash does not bring back.
+/// Under `sync = never` a crash checkpoint is taken after an explicit sync,
+/// and only while every written frame is durable: keys appended (and not
+/// synced) after a sync evict older keys from the idempotency window, and a
+/// checkpoint taken then would record a window missing durable keys that
+/// the crash does not bring back.
 #[test]
 fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
     use weir_daemon::storage::SimStorage;
@@ -312,14 +340,29 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
             acked.extend(reqs.into_iter().zip(receipts));
         }
     };
-    append(&store, 42); // 2100 events: two chunks of 1024 seal
+    append(&store, 22); // 1100 events: one chunk of 1024 seals
+    store.sync().unwrap(); // the first checkpoint, at 1024
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.shared().checkpoint_watermark() < 1 << 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after the sync"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    append(&store, 20); // 2100: the second chunk seals
+    // Synced within the 100 ms interval of the first checkpoint, so no
+    // checkpoint now (unless this machine took longer than that).
     store.sync().unwrap();
-    append(&store, 4); // 200 more, never synced
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    append(&store, 4); // 200 more, never synced, past the interval
     let image = crash(dir, store, &sim);
 
     let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
-    assert_eq!(store.stats().visible, 2100, "{:?}", store.restore_report());
+    let r = store.restore_report().clone();
+    assert_eq!(store.stats().visible, 2100, "{r:?}");
+    assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
+    assert!(r.entries == 1 << 10 || r.entries == 2 << 10, "{r:?}");
     // The newest 100 durable keys are remembered, whatever the path.
     for (req, r) in &acked[2000..2100] {
         let again = store.append(req.clone()).unwrap();

@@ -63,6 +63,7 @@ pub fn run(args: StatArgs) -> Result<()> {
             "visible": local.visible,
             "events": local.events,
             "segments": local.segments,
+            "checkpoint_watermark": local.checkpoint_watermark,
             "index_bytes": local.index_bytes,
         });
         if let Some(s) = &stats {
@@ -89,6 +90,17 @@ pub fn run(args: StatArgs) -> Result<()> {
         ("segments", local.segments.to_string()),
         ("index size", bytes(local.index_bytes)),
         ("index generation", status.generation.to_string()),
+        (
+            "crash checkpoint",
+            if local.checkpoint_watermark == 0 {
+                "none (a crash would rebuild the index)".to_owned()
+            } else {
+                format!(
+                    "through sequence {} (a crash would replay from there)",
+                    local.checkpoint_watermark
+                )
+            },
+        ),
     ];
     if let Some(s) = &stats {
         rows.extend([
@@ -100,18 +112,6 @@ pub fn run(args: StatArgs) -> Result<()> {
                     "{} ({} events in {} ms)",
                     s.restore_path, s.restore_entries, s.restore_ms
                 ),
-            ),
-            (
-                "crash checkpoint",
-                if s.checkpoint_watermark == 0 {
-                    "none yet (a crash would rebuild the index)".to_owned()
-                } else {
-                    format!(
-                        "through sequence {} (a crash would replay {} events)",
-                        s.checkpoint_watermark,
-                        local.visible.saturating_sub(s.checkpoint_watermark)
-                    )
-                },
             ),
             (
                 "since start",
@@ -151,7 +151,6 @@ fn daemon_json(s: &Stats) -> serde_json::Value {
         "restore_path": s.restore_path,
         "restore_entries": s.restore_entries,
         "restore_ms": s.restore_ms,
-        "checkpoint_watermark": s.checkpoint_watermark,
         "appends": s.appends,
         "bytes": s.bytes,
         "groups": s.groups,

@@ -121,7 +121,12 @@ impl Writer {
                     Cmd::Append { events, done } => appends.push((events, done)),
                     Cmd::Sync { done } => {
                         self.process(std::mem::take(&mut appends));
-                        done(self.sync_now().map(|()| self.next_seq));
+                        let synced = self.sync_now().map(|()| self.next_seq);
+                        if synced.is_ok() {
+                            // Every frame is durable now: a checkpoint may be due.
+                            self.maybe_checkpoint();
+                        }
+                        done(synced);
                     }
                     Cmd::Stop { done } => stop = Some(done),
                 }
