@@ -43,6 +43,20 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The cancelled ranges the live gate publishes to readers.
+fn gate_ranges(dir: &Path) -> Vec<(u64, u64)> {
+    use weir_protocol::gate::{CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF};
+    let b = std::fs::read(dir.join("gate")).unwrap();
+    let word = |off: usize| u64::from_le_bytes(b[off..off + 8].try_into().unwrap());
+    assert_eq!(word(CANCEL_OVERFLOW_OFF), 0);
+    (0..word(CANCEL_COUNT_OFF) as usize)
+        .map(|i| {
+            let at = CANCEL_RANGES_OFF + 16 * i;
+            (word(at), word(at + 8))
+        })
+        .collect()
+}
+
 /// The process dies: its index files and gate stay as they are now (the
 /// page cache keeps them; the store's stop must not touch them), and the
 /// log keeps what was synced. Returns the log's durable image.
@@ -287,6 +301,9 @@ fn a_crash_restarts_from_the_background_checkpoint() {
         );
     }
     let via_checkpoint = chunks(dir, r.generation);
+    // Readers see the cancelled batch as cancelled (the range came from the
+    // kept chunk's tombstones, not from the log).
+    assert_eq!(gate_ranges(dir), vec![(400, 440)]);
     store.shutdown().unwrap();
     drop(store);
 
@@ -295,6 +312,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     let r = store.restore_report().clone();
     assert_ne!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert_eq!(r.cancelled, 40, "{r:?}");
+    assert_eq!(gate_ranges(dir), vec![(400, 440)]);
     assert_eq!(
         chunks(dir, r.generation),
         via_checkpoint,
