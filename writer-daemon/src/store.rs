@@ -11,7 +11,7 @@ use crate::restore::{RestorePath, RestoreReport, restore};
 use crate::stats::Shared;
 use crate::storage::{FileStorage, Storage};
 use crate::writer::{Cmd, Done, SyncDone, Writer, validate};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -390,17 +390,22 @@ impl Drop for Inner {
 }
 
 /// Apparent size of the files under `dir` (recursively); 0 if unreadable.
+/// A file with several names (index chunks a checkpoint restart hard-linked
+/// into the next generation) counts once.
 pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.filter_map(Result::ok)
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
+    fn walk(dir: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        rd.filter_map(Result::ok)
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path(), seen),
+                Ok(m) if seen.insert((m.dev(), m.ino())) => m.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+    walk(dir, &mut std::collections::HashSet::new())
 }
 
 /// Removes index generations older than `keep - 1`. The previous one stays
@@ -443,4 +448,21 @@ fn stop_writer(tx: Option<SyncSender<Cmd>>, writer: Option<JoinHandle<()>>) -> R
         let _ = h.join();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dir_bytes;
+
+    #[test]
+    fn dir_bytes_counts_a_hard_linked_file_once() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), [1u8; 100]).unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/c"), [2u8; 50]).unwrap();
+        assert_eq!(dir_bytes(d.path()), 150);
+        std::fs::hard_link(d.path().join("a"), d.path().join("sub/b")).unwrap();
+        assert_eq!(dir_bytes(d.path()), 150);
+        assert_eq!(dir_bytes(&d.path().join("missing")), 0);
+    }
 }
