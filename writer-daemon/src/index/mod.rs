@@ -395,8 +395,9 @@ impl IndexWriter {
         Ok((geo.locate(seq).0 as usize, i))
     }
 
-    /// Writes the row, columns, id slot and heads of one event (unpublished).
-    pub fn put_event(&mut self, ev: &IndexedEvent<'_>) -> io::Result<()> {
+    /// Writes the row, columns, id slot and heads of one event (unpublished);
+    /// returns the entity's string id.
+    pub fn put_event(&mut self, ev: &IndexedEvent<'_>) -> io::Result<u32> {
         let entity_id = self.intern(NS_ENTITY, ev.entity)?;
         let scope_id = self.intern(NS_SCOPE, ev.scope)?;
         let prev_kind = self.kind_counter(ev.kind, 0).load(Ordering::Relaxed);
@@ -453,7 +454,7 @@ impl IndexWriter {
         self.kind_counter(ev.kind, 0)
             .store(ev.seq + 1, Ordering::Release);
         kind_count.store(kind_count.load(Ordering::Relaxed) + 1, Ordering::Release);
-        Ok(())
+        Ok(entity_id)
     }
 
     /// Writes a tombstone row for a cancelled sequence.
