@@ -255,7 +255,7 @@ impl Writer {
                 .join("idem");
         let saved = crate::state::save_window(&idem_path, &self.idem);
         if let Err(e) = &saved {
-            tracing::warn!(error = %e, "could not save the idempotency window; the next start rebuilds the index");
+            tracing::warn!(error = %e, "could not save the idempotency window; the next start cannot reuse the index files (it takes the crash checkpoint or rebuilds)");
         }
         self.checkpoints.finish();
         if synced.is_ok()
@@ -272,7 +272,7 @@ impl Writer {
             cp.max_wall_ms = self.clock.now().into();
             cp.clean = 1.into();
             if let Err(e) = self.index.checkpoint(cp) {
-                tracing::warn!(error = %e, "could not write the clean-stop checkpoint; the next start rebuilds the index");
+                tracing::warn!(error = %e, "could not write the clean-stop checkpoint; the next start cannot reuse the index files (it takes the crash checkpoint or rebuilds)");
             }
         }
         self.gate.set_state(weir_protocol::gate::STATE_STOPPED);
