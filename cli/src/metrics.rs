@@ -39,7 +39,11 @@ impl Local {
                     .count() as u64
             }),
             index_bytes: weir_daemon::store::dir_bytes(&dir.join("index")),
-            checkpoint_watermark: weir_daemon::checkpoint::watermark_in(dir).unwrap_or(0),
+            checkpoint_watermark: weir_daemon::checkpoint::watermark_in(
+                dir,
+                reader.status().generation,
+            )
+            .unwrap_or(0),
         })
     }
 }
@@ -111,6 +115,13 @@ pub fn render(stats: Option<&Stats>, local: &Local) -> String {
         "Bytes of index files.",
         local.index_bytes,
     );
+    metric(
+        &mut o,
+        "weir_checkpoint_watermark",
+        "gauge",
+        "The current index generation's crash checkpoint covers every sequence below this (0: none).",
+        local.checkpoint_watermark,
+    );
     let Some(s) = stats else {
         return o;
     };
@@ -162,13 +173,6 @@ pub fn render(stats: Option<&Stats>, local: &Local) -> String {
         "gauge",
         "Events restored at start.",
         s.restore_entries,
-    );
-    metric(
-        &mut o,
-        "weir_checkpoint_watermark",
-        "gauge",
-        "The current index generation's crash checkpoint covers every sequence below this (0: none).",
-        local.checkpoint_watermark,
     );
     metric(
         &mut o,
@@ -329,6 +333,8 @@ mod tests {
             text.contains("weir_fsync_duration_seconds_bucket{le=\"+Inf\"} 4\n"),
             "{text}"
         );
-        assert!(render(None, &Local::default()).contains("weir_up 0\n"));
+        let down = render(None, &local);
+        assert!(down.contains("weir_up 0\n"), "{down}");
+        assert!(down.contains("weir_checkpoint_watermark 2048\n"), "{down}");
     }
 }

@@ -137,28 +137,20 @@ impl CrashCheckpoint {
     }
 }
 
-/// The watermark of the crash checkpoint of the newest index generation
-/// under `data_dir`, read from its header only (no checksum: for display).
+/// The watermark of index generation `generation`'s crash checkpoint (the
+/// one the gate names is the one a restart would use), read from its header
+/// only (no checksum: for display).
 #[must_use]
-pub fn watermark_in(data_dir: &Path) -> Option<u64> {
-    let newest = std::fs::read_dir(data_dir.join("index"))
-        .ok()?
-        .filter_map(|e| {
-            let name = e.ok()?.file_name();
-            name.to_str()?.strip_prefix("gen-")?.parse::<u64>().ok()
-        })
-        .max()?;
+pub fn watermark_in(data_dir: &Path, generation: u64) -> Option<u64> {
     let mut head = [0u8; CKPT_HEADER_LEN];
-    let path = crate::index::generation_dir(data_dir, newest).join(CKPT_FILE);
+    let path = crate::index::generation_dir(data_dir, generation).join(CKPT_FILE);
     std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
-    let version = u32::from_le_bytes(head[OFF_VERSION..OFF_VERSION + 4].try_into().ok()?);
-    (head[..8] == CKPT_MAGIC && version == CKPT_VERSION).then(|| {
-        u64::from_le_bytes(
-            head[OFF_WATERMARK..OFF_WATERMARK + 8]
-                .try_into()
-                .expect("8"),
-        )
-    })
+    let u32_at = |o: usize| u32::from_le_bytes(head[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(head[o..o + 8].try_into().expect("8 bytes"));
+    (head[..8] == CKPT_MAGIC
+        && u32_at(OFF_VERSION) == CKPT_VERSION
+        && u64_at(OFF_GENERATION) == generation)
+        .then(|| u64_at(OFF_WATERMARK))
 }
 
 /// One checkpoint being written.
@@ -298,9 +290,9 @@ mod tests {
     }
 
     #[test]
-    fn watermark_in_reads_the_newest_generation() {
+    fn watermark_in_reads_the_named_generation() {
         let data = tempfile::tempdir().unwrap();
-        assert_eq!(watermark_in(data.path()), None);
+        assert_eq!(watermark_in(data.path(), 2), None);
         for (g, w) in [(2u64, 5 << 10), (3, 7 << 10)] {
             let dir = crate::index::generation_dir(data.path(), g);
             std::fs::create_dir_all(&dir).unwrap();
@@ -311,14 +303,18 @@ mod tests {
             };
             cp.write_after(&[], &dir).unwrap();
         }
-        assert_eq!(watermark_in(data.path()), Some(7 << 10));
-        // A newer generation without a checkpoint: none (restore would not
-        // look at older generations).
-        std::fs::create_dir_all(crate::index::generation_dir(data.path(), 4)).unwrap();
-        assert_eq!(watermark_in(data.path()), None);
+        assert_eq!(watermark_in(data.path(), 2), Some(5 << 10));
+        assert_eq!(watermark_in(data.path(), 3), Some(7 << 10));
+        // No checkpoint in generation 4 (restore would not look at older
+        // generations); one copied from another generation does not count.
         let dir = crate::index::generation_dir(data.path(), 4);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(watermark_in(data.path(), 4), None);
+        let other = crate::index::generation_dir(data.path(), 3).join(CKPT_FILE);
+        std::fs::copy(other, dir.join(CKPT_FILE)).unwrap();
+        assert_eq!(watermark_in(data.path(), 4), None, "names generation 3");
         std::fs::write(dir.join(CKPT_FILE), [0u8; 80]).unwrap();
-        assert_eq!(watermark_in(data.path()), None, "no magic");
+        assert_eq!(watermark_in(data.path(), 4), None, "no magic");
     }
 
     #[test]

@@ -308,7 +308,8 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     drop(store);
 
     std::fs::remove_dir_all(dir.join("index")).unwrap();
-    let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
+    let sim = SimStorage::from_files(image);
+    let store = Store::open_with_storage(cfg.clone(), Box::new(sim.clone())).unwrap();
     let r = store.restore_report().clone();
     assert_ne!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert_eq!(r.cancelled, 40, "{r:?}");
@@ -320,6 +321,18 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     );
     let next = store.append(ev("late:3", 0x1001, b"after")).unwrap();
     assert_eq!((next.sequence, next.replayed), (n, false));
+
+    // A crash right after that rebuild: the checkpoint the rebuild wrote
+    // for its generation is used, with its idempotency window.
+    let image = crash(dir, store, &sim);
+    let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
+    let r = store.restore_report().clone();
+    assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
+    assert_eq!(r.entries + r.tail_entries, n - 40 + 1, "{r:?}");
+    for (req, receipt) in &acked {
+        let again = store.append(req.clone()).unwrap();
+        assert!(again.replayed && again.sequence == receipt.sequence);
+    }
     store.shutdown().unwrap();
 }
 
@@ -358,8 +371,11 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
             acked.extend(reqs.into_iter().zip(receipts));
         }
     };
-    append(&store, 22); // 1100 events: one chunk of 1024 seals
+    append(&store, 22); // 1100 keyed events: one chunk of 1024 seals
     store.sync().unwrap(); // the first checkpoint, at 1024
+    // An unsynced event at once: only the check right after the sync can
+    // have taken the checkpoint (the idle tick would find a frame not durable).
+    store.append(ev("user:x", 0x1001, b"unsynced")).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while store.shared().checkpoint_watermark() < 1 << 10 {
         assert!(
@@ -368,7 +384,7 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    append(&store, 20); // 2100: the second chunk seals
+    append(&store, 20); // 2101: the second chunk seals
     // Synced within the 100 ms interval of the first checkpoint, so no
     // checkpoint now (unless this machine took longer than that).
     store.sync().unwrap();
@@ -378,7 +394,7 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
 
     let store = Store::open_with_storage(cfg, Box::new(SimStorage::from_files(image))).unwrap();
     let r = store.restore_report().clone();
-    assert_eq!(store.stats().visible, 2100, "{r:?}");
+    assert_eq!(store.stats().visible, 2101, "{r:?}");
     assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert!(r.entries == 1 << 10 || r.entries == 2 << 10, "{r:?}");
     // The newest 100 durable keys are remembered, whatever the path.

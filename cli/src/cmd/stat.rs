@@ -96,7 +96,7 @@ pub fn run(args: StatArgs) -> Result<()> {
                 "none (a crash would rebuild the index)".to_owned()
             } else {
                 format!(
-                    "through sequence {} (a crash would replay from there)",
+                    "covers sequences below {} (a crash would replay the rest)",
                     local.checkpoint_watermark
                 )
             },

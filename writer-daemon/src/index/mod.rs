@@ -126,6 +126,11 @@ impl IndexWriter {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
+        // The new directory's name must outlive a power loss once the gate
+        // names this generation (its crash checkpoint lives in it).
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
         let meta = MappedFile::create(&dir.join("meta"), PAGE)?;
         meta.write(0, FileHeader::new(META_MAGIC, log2, generation).as_bytes());
         let kinds = MappedFile::create(&dir.join("kinds"), KINDS_FILE_LEN)?;
