@@ -1127,21 +1127,14 @@ fn trailers(dir: &Path, saved: &mut Vec<(PathBuf, Vec<u8>)>, zero: bool) -> Resu
 /// reused, so the start takes the crash checkpoint (which the clean stop
 /// left) and replays the log past it.
 fn crash_after_checkpoint(dir: &std::path::Path, n: u64) -> Result<()> {
-    let newest = std::fs::read_dir(dir.join("index"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with("gen-"))
-        })
-        .max()
-        .context("no index generation")?;
-    if !newest.join("checkpoint").exists() {
+    let g = weir_daemon::store::latest_generation(dir).context("no index generation")?;
+    if weir_daemon::checkpoint::watermark_in(dir, g).is_none() {
         bail!(
             "n/a: no crash checkpoint: {n} events fill no index chunk of 2^20 rows \
              (the checkpoint path keeps sealed chunks; see the 10M row)"
         );
     }
-    std::fs::remove_file(newest.join("idem"))?;
+    std::fs::remove_file(weir_daemon::index::generation_dir(dir, g).join("idem"))?;
     Ok(())
 }
 
@@ -1149,10 +1142,10 @@ fn crash_after_checkpoint(dir: &std::path::Path, n: u64) -> Result<()> {
 /// `Store::open` (what `weir serve` runs before READY) in a fresh process,
 /// after: a clean stop (index files); a simulated crash (the clean stop's
 /// `idem` deleted: the crash checkpoint's chunks kept, the rest replayed);
-/// deleting `index/` (sealed segments
-/// rebuilt from their footers, the tail scanned); deleting `index/` and
-/// zeroing every segment's trailer (frame scan). batpak: `Store::open` on its
-/// store of the same events. Runs last: it rewrites weir's index.
+/// deleting `index/` (sealed segments rebuilt from their footers, the tail
+/// scanned); deleting `index/` and zeroing every segment's trailer (frame
+/// scan). batpak: `Store::open` on its store of the same events. Runs last:
+/// it rewrites weir's index.
 pub fn w9(opts: &Opts, built: &mut BTreeMap<(Peer, u64), Result<Ctx, String>>, out: &mut Vec<Row>) {
     let mut sizes = vec![opts.events];
     if opts.big {

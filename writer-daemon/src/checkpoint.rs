@@ -84,9 +84,54 @@ impl CrashCheckpoint {
         b
     }
 
+    /// What an index generation would record at `watermark` (its end of
+    /// sealed chunks, or less): the strings so far, the HLC floor
+    /// `max_wall_ms` and `idem`'s entries below the watermark.
+    #[must_use]
+    pub fn at(
+        index: &crate::index::IndexWriter,
+        watermark: u64,
+        max_wall_ms: u64,
+        idem: &crate::state::IdemWindow,
+    ) -> Self {
+        Self {
+            generation: index.generation(),
+            log2: index.geometry().log2,
+            watermark,
+            strings_end: index.names().position().0,
+            max_wall_ms,
+            idem: idem
+                .iter()
+                .filter(|(_, r)| r.sequence < watermark)
+                .map(|(k, r)| (k, *r))
+                .collect(),
+        }
+    }
+
     /// Parses a file's bytes; `Err` names what is wrong.
     pub fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() < CKPT_HEADER_LEN + 4 || b[..8] != CKPT_MAGIC {
+        let (mut cp, n) = Self::header(b)?;
+        let body = n
+            .checked_mul(IDEM_ENTRY_LEN)
+            .and_then(|x| x.checked_add(CKPT_HEADER_LEN))
+            .ok_or("entry count out of range")?;
+        let crc = b
+            .get(body..body + 4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4")));
+        if b.len() != body + 4 || crc != Some(weir_protocol::crc32(&b[..body])) {
+            return Err("checkpoint length or checksum mismatch".into());
+        }
+        cp.idem = b[CKPT_HEADER_LEN..body]
+            .chunks_exact(IDEM_ENTRY_LEN)
+            .map(entry_at)
+            .collect();
+        Ok(cp)
+    }
+
+    /// The header's fields (no entries yet) and the entry count, after the
+    /// magic and version checks.
+    fn header(b: &[u8]) -> Result<(Self, usize), String> {
+        if b.len() < CKPT_HEADER_LEN || b[..8] != CKPT_MAGIC {
             return Err("not a checkpoint file".into());
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
@@ -98,24 +143,15 @@ impl CrashCheckpoint {
             ));
         }
         let n = usize::try_from(u64_at(OFF_COUNT)).map_err(|_| "entry count out of range")?;
-        let body = n
-            .checked_mul(IDEM_ENTRY_LEN)
-            .and_then(|x| x.checked_add(CKPT_HEADER_LEN))
-            .ok_or("entry count out of range")?;
-        if b.len() != body + 4 || weir_protocol::crc32(&b[..body]) != u32_at(body) {
-            return Err("checkpoint length or checksum mismatch".into());
-        }
-        Ok(Self {
+        let cp = Self {
             log2: u32_at(OFF_LOG2),
             generation: u64_at(OFF_GENERATION),
             watermark: u64_at(OFF_WATERMARK),
             strings_end: u64_at(OFF_STRINGS_END),
             max_wall_ms: u64_at(OFF_MAX_WALL),
-            idem: b[CKPT_HEADER_LEN..body]
-                .chunks_exact(IDEM_ENTRY_LEN)
-                .map(entry_at)
-                .collect(),
-        })
+            idem: Vec::new(),
+        };
+        Ok((cp, n))
     }
 
     /// Reads generation directory `dir`'s checkpoint.
@@ -123,6 +159,28 @@ impl CrashCheckpoint {
         let path = dir.join(CKPT_FILE);
         let b = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::decode(&b).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Reads generation `g`'s checkpoint under `data_dir` and checks that a
+    /// restart configured with `log2` rows per chunk may use it.
+    pub fn load(data_dir: &Path, g: u64, log2: u32) -> Result<Self, String> {
+        let cp = Self::read(&crate::index::generation_dir(data_dir, g))?;
+        if cp.generation != g {
+            return Err(format!("it names generation {}", cp.generation));
+        }
+        if cp.log2 != log2 {
+            return Err(format!(
+                "chunk-rows-log2 changed from {} to {log2}",
+                cp.log2
+            ));
+        }
+        if cp.watermark == 0 || cp.watermark % (1u64 << log2) != 0 {
+            return Err(format!(
+                "watermark {} is not a chunk boundary",
+                cp.watermark
+            ));
+        }
+        Ok(cp)
     }
 
     /// Syncs `files` (data only: they are preallocated), then writes the
@@ -145,12 +203,8 @@ pub fn watermark_in(data_dir: &Path, generation: u64) -> Option<u64> {
     let mut head = [0u8; CKPT_HEADER_LEN];
     let path = crate::index::generation_dir(data_dir, generation).join(CKPT_FILE);
     std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
-    let u32_at = |o: usize| u32::from_le_bytes(head[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at = |o: usize| u64::from_le_bytes(head[o..o + 8].try_into().expect("8 bytes"));
-    (head[..8] == CKPT_MAGIC
-        && u32_at(OFF_VERSION) == CKPT_VERSION
-        && u64_at(OFF_GENERATION) == generation)
-        .then(|| u64_at(OFF_WATERMARK))
+    let (cp, _) = CrashCheckpoint::header(&head).ok()?;
+    (cp.generation == generation).then_some(cp.watermark)
 }
 
 /// One checkpoint being written.

@@ -160,9 +160,7 @@ pub fn restore(
                     max_wall_ms: cp.max_wall_ms.get(),
                     // The reused generation's crash checkpoint stays valid:
                     // its chunks, strings and window entries do not change.
-                    checkpoint: CrashCheckpoint::read(&generation_dir(data_dir, g))
-                        .ok()
-                        .filter(|c| c.generation == g && c.log2 == config.chunk_rows_log2)
+                    checkpoint: CrashCheckpoint::load(data_dir, g, config.chunk_rows_log2)
                         .map_or(0, |c| c.watermark),
                     report: RestoreReport {
                         path: RestorePath::IndexFiles,
@@ -230,23 +228,8 @@ fn from_checkpoint(
     next: u64,
 ) -> Result<Base, String> {
     let data_dir = &config.data_dir;
-    let cp = CrashCheckpoint::read(&generation_dir(data_dir, g))?;
-    if cp.generation != g {
-        return Err(format!("it names generation {}", cp.generation));
-    }
-    if cp.log2 != config.chunk_rows_log2 {
-        return Err(format!(
-            "chunk-rows-log2 changed from {} to {}",
-            cp.log2, config.chunk_rows_log2
-        ));
-    }
+    let cp = CrashCheckpoint::load(data_dir, g, config.chunk_rows_log2)?;
     let rows = 1u64 << cp.log2;
-    if cp.watermark == 0 || cp.watermark % rows != 0 {
-        return Err(format!(
-            "watermark {} is not a chunk boundary",
-            cp.watermark
-        ));
-    }
     let (index, adopted) = IndexWriter::adopt(
         data_dir,
         g,
@@ -743,18 +726,7 @@ fn rebuild(
     let sealed = index.sealed_rows();
     let mut crash_checkpoint = 0;
     if sealed > 0 {
-        let ck = CrashCheckpoint {
-            generation,
-            log2: config.chunk_rows_log2,
-            watermark: sealed,
-            strings_end: index.names().position().0,
-            max_wall_ms: max_wall,
-            idem: idem
-                .iter()
-                .filter(|(_, r)| r.sequence < sealed)
-                .map(|(k, r)| (k, *r))
-                .collect(),
-        };
+        let ck = CrashCheckpoint::at(&index, sealed, max_wall, &idem);
         match ck.write_after(&[], &gen_dir) {
             Ok(()) => crash_checkpoint = sealed,
             Err(e) => {

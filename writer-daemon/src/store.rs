@@ -77,7 +77,8 @@ fn previous_gate(data_dir: &Path) -> (Option<u64>, Option<Vec<(u64, u64)>>) {
     (Some(h.generation.get()), ranges)
 }
 
-fn latest_generation(data_dir: &Path) -> Option<u64> {
+/// The highest-numbered index generation under `data_dir`.
+pub fn latest_generation(data_dir: &Path) -> Option<u64> {
     std::fs::read_dir(data_dir.join("index"))
         .ok()?
         .filter_map(|e| {

@@ -4,6 +4,7 @@ mod common;
 use common::{config, ev};
 use std::path::Path;
 use weir_daemon::{RestorePath, Store};
+use weir_protocol::wire::{AppendRequest, Receipt};
 
 fn gen_dir(dir: &Path, generation: u64) -> std::path::PathBuf {
     dir.join("index").join(format!("gen-{generation:08}"))
@@ -55,6 +56,42 @@ fn gate_ranges(dir: &Path) -> Vec<(u64, u64)> {
             (word(at), word(at + 8))
         })
         .collect()
+}
+
+/// Waits (at most 30 s) until the store's crash checkpoint covers
+/// `watermark`.
+fn wait_for_checkpoint(store: &Store, watermark: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.shared().checkpoint_watermark() < watermark {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint through {watermark}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Appends every acknowledged request again: each must be answered as a
+/// replay of its original receipt (its key was remembered).
+fn assert_replays(store: &Store, acked: &[(AppendRequest, Receipt)]) {
+    for (req, r) in acked {
+        let again = store.append(req.clone()).unwrap();
+        assert!(
+            again.replayed,
+            "key of sequence {} forgotten ({:?})",
+            r.sequence,
+            store.restore_report()
+        );
+        assert_eq!(
+            (
+                again.sequence,
+                again.event_id,
+                again.event_hash,
+                again.clock
+            ),
+            (r.sequence, r.event_id, r.event_hash, r.clock)
+        );
+    }
 }
 
 /// The process dies: its index files and gate stay as they are now (the
@@ -213,7 +250,6 @@ fn all_restore_paths_build_the_same_index() {
 /// idempotency key, and chains go on.
 #[test]
 fn a_crash_restarts_from_the_background_checkpoint() {
-    use std::time::{Duration, Instant};
     use weir_daemon::storage::SimStorage;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -229,7 +265,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
         let reqs: Vec<_> = (0..40u32)
             .map(|i| {
                 key += 1;
-                weir_protocol::wire::AppendRequest {
+                AppendRequest {
                     idempotency_key: Some(key),
                     ..ev(&entity(i), 0x1001 + (i % 5) as u16, &[b as u8; 700])
                 }
@@ -259,11 +295,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     for b in 10..60 {
         batch(&store, b, &users(b));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.shared().checkpoint_watermark() < 2 << 10 {
-        assert!(Instant::now() < deadline, "no checkpoint of two chunks");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_checkpoint(&store, 2 << 10);
     // After the checkpoint: more events, new names among them.
     for b in 60..70 {
         batch(&store, b, &|i| format!("late:{}", (b * 40 + i) % 7));
@@ -282,24 +314,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
         ((2 << 10) - 40, n - 40, 40),
         "{r:?}"
     );
-    for (req, receipt) in &acked {
-        let again = store.append(req.clone()).unwrap();
-        assert!(again.replayed, "event {} was lost", receipt.sequence);
-        assert_eq!(
-            (
-                again.sequence,
-                again.event_id,
-                again.event_hash,
-                again.clock
-            ),
-            (
-                receipt.sequence,
-                receipt.event_id,
-                receipt.event_hash,
-                receipt.clock
-            )
-        );
-    }
+    assert_replays(&store, &acked);
     let via_checkpoint = chunks(dir, r.generation);
     // Readers see the cancelled batch as cancelled (the range came from the
     // kept chunk's tombstones, not from the log).
@@ -329,10 +344,7 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     let r = store.restore_report().clone();
     assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert_eq!(r.entries + r.tail_entries, n - 40 + 1, "{r:?}");
-    for (req, receipt) in &acked {
-        let again = store.append(req.clone()).unwrap();
-        assert!(again.replayed && again.sequence == receipt.sequence);
-    }
+    assert_replays(&store, &acked);
     store.shutdown().unwrap();
 }
 
@@ -361,7 +373,7 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
             let reqs: Vec<_> = (0..50u32)
                 .map(|i| {
                     key += 1;
-                    weir_protocol::wire::AppendRequest {
+                    AppendRequest {
                         idempotency_key: Some(key),
                         ..ev(&format!("user:{}", i % 13), 0x1001, &[7; 300])
                     }
@@ -376,14 +388,7 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
     // An unsynced event at once: only the check right after the sync can
     // have taken the checkpoint (the idle tick would find a frame not durable).
     store.append(ev("user:x", 0x1001, b"unsynced")).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.shared().checkpoint_watermark() < 1 << 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint after the sync"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_checkpoint(&store, 1 << 10);
     append(&store, 20); // 2101: the second chunk seals
     // Synced within the 100 ms interval of the first checkpoint, so no
     // checkpoint now (unless this machine took longer than that).
@@ -398,14 +403,6 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
     assert_eq!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert!(r.entries == 1 << 10 || r.entries == 2 << 10, "{r:?}");
     // The newest 100 durable keys are remembered, whatever the path.
-    for (req, r) in &acked[2000..2100] {
-        let again = store.append(req.clone()).unwrap();
-        assert!(
-            again.replayed && again.sequence == r.sequence,
-            "key of sequence {} forgotten ({:?})",
-            r.sequence,
-            store.restore_report()
-        );
-    }
+    assert_replays(&store, &acked[2000..2100]);
     store.shutdown().unwrap();
 }

@@ -187,19 +187,7 @@ impl Writer {
         {
             return None;
         }
-        let cp = CrashCheckpoint {
-            generation: self.index.generation(),
-            log2: self.index.geometry().log2,
-            watermark,
-            strings_end: self.index.names().position().0,
-            max_wall_ms: self.clock.last(),
-            idem: self
-                .idem
-                .iter()
-                .filter(|(_, r)| r.sequence < watermark)
-                .map(|(k, r)| (k, *r))
-                .collect(),
-        };
+        let cp = CrashCheckpoint::at(&self.index, watermark, self.clock.last(), &self.idem);
         let files = self
             .index
             .checkpoint_files(self.checkpoints.covered(), watermark);
