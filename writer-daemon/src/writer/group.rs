@@ -455,7 +455,18 @@ impl Writer {
     }
 
     fn index_pending(&mut self, g: &Group) -> std::io::Result<()> {
-        for p in &g.pending {
+        // How many events ahead the id slots are fetched: enough to overlap
+        // the misses, few enough that the lines are still cached when used.
+        const AHEAD: usize = 8;
+        for p in g.pending.iter().take(AHEAD) {
+            self.index
+                .prefetch_id_slot(p.receipt.sequence, p.receipt.event_id);
+        }
+        for (k, p) in g.pending.iter().enumerate() {
+            if let Some(q) = g.pending.get(k + AHEAD) {
+                self.index
+                    .prefetch_id_slot(q.receipt.sequence, q.receipt.event_id);
+            }
             let e = &g.staged[p.cmd].events[p.event];
             let f = &g.flushes[p.flush];
             self.index.put_event(&IndexedEvent {
