@@ -16,6 +16,8 @@ pub enum SyncPolicy {
     /// fsync when the last sync is older than `sync-interval-ms`.
     IntervalMs,
     /// Never fsync on the append path (only at rotation, `Sync` and shutdown).
+    /// New segments are then only reserved (`posix_fallocate`), not
+    /// zero-filled first: the fill only makes frequent syncs cheaper.
     Never,
 }
 

@@ -2,7 +2,7 @@
 //! in-process users (benchmarks, tests) append through it.
 
 use crate::checkpoint::Checkpointer;
-use crate::config::Config;
+use crate::config::{Config, SyncPolicy};
 use crate::error::{AppendError, OpenError};
 use crate::gate::GateWriter;
 use crate::ids::{IdGen, WallClock, now_ms, random_u128};
@@ -98,9 +98,10 @@ impl Store {
     pub fn open(config: Config) -> Result<Self, OpenError> {
         // The segment files are touched (leftovers removed) only once the
         // directory lock is held: a second daemon must not disturb the first.
+        let zero_fill = config.sync != SyncPolicy::Never;
         Self::open_inner(config, |dir| {
             let storage = FileStorage::new(dir).map_err(OpenError::io(dir.join("segments")))?;
-            Ok(Box::new(storage))
+            Ok(Box::new(storage.zero_fill(zero_fill)))
         })
     }
 
