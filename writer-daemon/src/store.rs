@@ -197,6 +197,7 @@ impl Store {
                 Arc::clone(&shared),
             ),
             config: config.clone(),
+            spare: Default::default(),
         };
         let (tx, rx) = sync_channel(config.writer_queue_capacity as usize);
         let handle = std::thread::Builder::new()

@@ -55,8 +55,10 @@ struct Flush {
 /// The previous chain head of an entity an event touched: (command, event, head).
 type Undo = (usize, usize, Option<EntityState>);
 
+/// One group's working state. The writer keeps the last group's
+/// allocations for the next one ([`Writer::recycle`]).
 #[derive(Default)]
-struct Group {
+pub(crate) struct Group {
     staged: Vec<Staged>,
     pending: Vec<Pending>,
     undo: Vec<Undo>,
@@ -116,17 +118,15 @@ impl Writer {
                         b + frame_len(e.entity.len(), e.scope.len(), e.payload.len()),
                     )
                 });
-        let mut g = Group {
-            buf_first: group_first,
-            // The whole group is encoded before it is written; past the cap
-            // the buffer grows as needed.
-            buf: Vec::with_capacity(frame_bytes.min(16 << 20)),
-            pending: Vec::with_capacity(events),
-            undo: Vec::with_capacity(events),
-            keys: FxHashMap::with_capacity_and_hasher(keyed, Default::default()),
-            ids: FxHashSet::with_capacity_and_hasher(named, Default::default()),
-            ..Group::default()
-        };
+        let mut g = std::mem::take(&mut self.spare);
+        g.buf_first = group_first;
+        // The whole group is encoded before it is written; past the cap the
+        // buffer grows as needed.
+        g.buf.reserve(frame_bytes.min(16 << 20));
+        g.pending.reserve(events);
+        g.undo.reserve(events);
+        g.keys.reserve(keyed);
+        g.ids.reserve(named);
         let mut rest = Vec::new();
         let mut cmds = cmds.into_iter();
         for (events, done) in cmds.by_ref() {
@@ -218,7 +218,7 @@ impl Writer {
             receipts[p.cmd].push(r);
         }
         self.shared.committed(fresh, bytes, self.next_seq);
-        for (s, r) in g.staged.into_iter().zip(receipts) {
+        for (s, r) in g.staged.drain(..).zip(receipts) {
             let answer = match s.replay {
                 // A replay of this group's own events is as durable as they are.
                 Some(r) if s.replay_in_group => {
@@ -229,8 +229,30 @@ impl Writer {
             };
             (s.done)(Ok(answer));
         }
+        self.recycle(g);
         self.maybe_checkpoint();
         rest
+    }
+
+    /// Keeps a committed group's allocations for the next group, so that a
+    /// steady stream of groups allocates nothing here; an unusually large
+    /// group's are let go instead of being held for ever.
+    fn recycle(&mut self, mut g: Group) {
+        const KEEP_BYTES: usize = 4 << 20;
+        const KEEP_EVENTS: usize = 1 << 14;
+        if g.buf.capacity() > KEEP_BYTES || g.pending.capacity() > KEEP_EVENTS {
+            return;
+        }
+        g.staged.clear();
+        g.pending.clear();
+        g.undo.clear();
+        g.keys.clear();
+        g.ids.clear();
+        g.buf.clear();
+        g.frames.clear();
+        g.flushes.clear();
+        g.failure = None;
+        self.spare = g;
     }
 
     fn reject(&self, done: Done, e: AppendError) {

@@ -75,6 +75,8 @@ pub struct Writer {
     /// Every frame of a sequence below this is durable.
     pub(crate) durable_seq: u64,
     pub(crate) checkpoints: crate::checkpoint::Checkpointer,
+    /// The last committed group's buffers, cleared, for the next one.
+    pub(crate) spare: group::Group,
 }
 
 impl std::fmt::Debug for Writer {
