@@ -116,17 +116,12 @@ impl View {
         }))
     }
 
-    /// Loads the header of string id `id`'s entry into the cache (for
-    /// [`crate::query::warm`]; nothing is checked).
-    pub(crate) fn touch_string(&self, id: u32) {
-        let pos = u64::from(id) * 8;
-        let (file, off) = string_place(pos);
-        if let Some(b) = self
-            .strings_file(file)
-            .ok()
-            .and_then(|m| m.published(off, STRING_ENTRY_HEADER))
-        {
-            std::hint::black_box(b[0]);
+    /// Asks the CPU to fetch the header of string id `id`'s entry (for
+    /// [`crate::query::warm`]; nothing is read or checked).
+    pub(crate) fn prefetch_string(&self, id: u32) {
+        let (file, off) = string_place(u64::from(id) * 8);
+        if let Ok(m) = self.strings_file(file) {
+            m.prefetch(off);
         }
     }
 

@@ -386,9 +386,11 @@ pub(crate) const WARM_GROUP: usize = 32;
 
 /// Loads what `get` will read for each of `ids` (at most [`WARM_GROUP`]), one
 /// step for the whole group before the next: id slots, then rows, then frames.
-/// The loads of one step do not depend on each other, so their cache misses
-/// overlap instead of following one another, and `get` then finds them
-/// cached. Reads only: whatever looks odd here is skipped and left to `get`.
+/// Each step first asks the CPU to fetch the whole group's lines (a prefetch
+/// retires at once, so all of them are in flight together), then reads what
+/// the next step needs from them. So the group's cache misses overlap instead
+/// of following one another, and `get` then finds them cached. Reads only:
+/// whatever looks odd here is skipped and left to `get`.
 pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     let geo = view.geo;
     if wm.visible == 0 {
@@ -396,20 +398,30 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     }
     let last = geo.locate(wm.visible - 1).0;
     let slots = geo.id_slots() as u64;
-    // Step 1: the id slot each lookup will match, probed as `get` probes:
-    // chunks newest first, skipping sealed ones whose id range excludes the
-    // id, the next chunk at an empty slot, a few slots at most per chunk.
+    // The chunks an id may be in: newest first, without the sealed ones
+    // whose id range excludes it (as `get` probes them).
+    let candidates = |id: u128| {
+        (0..=last).rev().filter_map(move |c| {
+            let chunk = view.chunk(c).ok()?;
+            let out = view
+                .sealed_range(chunk)
+                .is_some_and(|(lo, hi)| id < lo || id > hi);
+            (!out).then_some((c, chunk))
+        })
+    };
+    // Step 1: the home slot of each id, in every chunk it may be in; then
+    // the slot each lookup will match, probed as `get` probes: the next
+    // chunk at an empty slot, a few slots at most per chunk.
+    for &EventId(id) in ids {
+        let home = (id_hash(id) % slots) as usize;
+        for (_, chunk) in candidates(id) {
+            chunk.prefetch(view.id_slot_offset(home));
+        }
+    }
     let mut found = [(0u64, 0u64); WARM_GROUP];
     for (f, &EventId(id)) in found.iter_mut().zip(ids) {
         let hash = id_hash(id);
-        'chunks: for c in (0..=last).rev() {
-            let Ok(chunk) = view.chunk(c) else { continue };
-            if view
-                .sealed_range(chunk)
-                .is_some_and(|(lo, hi)| id < lo || id > hi)
-            {
-                continue;
-            }
+        'chunks: for (c, chunk) in candidates(id) {
             for k in 0..WARM_PROBES {
                 let slot = view.id_slot(chunk, ((hash % slots + k) % slots) as usize);
                 match unpack_slot(slot) {
@@ -424,16 +436,25 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
             break;
         }
     }
-    // Step 2: the rows those slots name (their frame's place only).
-    let mut frames = [None; WARM_GROUP];
-    for (fr, &(c, slot)) in frames.iter_mut().zip(&found) {
-        let Some((r, _)) = unpack_slot(slot) else {
-            continue;
-        };
+    // Step 2: the rows those slots name; then their frame's place and names.
+    let rows = found.map(|(c, slot)| {
+        let (r, _) = unpack_slot(slot)?;
         let seq = (c << geo.log2) + r as u64;
-        if r >= geo.rows() || seq >= wm.visible {
-            continue;
+        (r < geo.rows() && seq < wm.visible).then_some((c, r, seq))
+    });
+    for &(c, r, _) in rows.iter().flatten() {
+        if let Ok(chunk) = view.chunk(c) {
+            let off = geo.row_offset(r);
+            chunk.prefetch(off);
+            chunk.prefetch(off + ROW_LEN - 1);
         }
+    }
+    let mut frames = [None; WARM_GROUP];
+    for (fr, &(c, r, seq)) in frames
+        .iter_mut()
+        .zip(rows.iter())
+        .filter_map(|(f, r)| Some((f, r.as_ref()?)))
+    {
         // SYNC: a row below `wm.visible`, and the frame and names it points
         // at, were published before the snapshot's acquire load of `visible`
         // (as in `get`); the daemon never rewrites them.
@@ -442,8 +463,7 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
             .ok()
             .and_then(|chunk| chunk.published(geo.row_offset(r), ROW_LEN))
             .and_then(|b| Row::ref_from_bytes(b).ok())
-            // Reading the sequence also loads the row's first cache line;
-            // a row that names another sequence is left to `get` to report.
+            // A row that names another sequence is left to `get` to report.
             .filter(|row| row.sequence.get() == seq);
         if let Some(row) = row {
             *fr = Some((
@@ -451,29 +471,19 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
                 row.frame_offset.get(),
                 row.frame_len.get(),
             ));
-            view.touch_string(row.entity_id.get());
-            view.touch_string(row.scope_id.get());
+            view.prefetch_string(row.entity_id.get());
+            view.prefetch_string(row.scope_id.get());
         }
     }
     // Step 3: the start of each frame (header, names, the payload's first
     // bytes); a longer payload is read in sequence, which the CPU prefetches.
     for &(seg, off, len) in frames.iter().flatten() {
-        let head = usize::try_from(off).ok().and_then(|off| {
-            view.segment(u64::from(seg))
-                .ok()?
-                .published(off, (len as usize).min(WARM_FRAME_BYTES))
-        });
-        let head = head.unwrap_or_default();
-        for line in head.iter().step_by(64).chain(head.last()) {
-            std::hint::black_box(*line);
-        }
+        view.prefetch_frame(seg, off, len);
     }
 }
 
 /// Slots [`warm`] probes per chunk before leaving a lookup to `get`.
 const WARM_PROBES: u64 = 4;
-/// Bytes of a frame [`warm`] loads at most (five cache lines).
-const WARM_FRAME_BYTES: usize = 320;
 
 /// The admitted row of event `id`, probing each chunk's id table newest first.
 pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, ReadError> {

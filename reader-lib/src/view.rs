@@ -245,10 +245,29 @@ impl View {
         })
     }
 
+    /// Asks the CPU to fetch the start of a frame (header, names and the
+    /// payload's first bytes, five cache lines at most; a longer payload is
+    /// read in sequence, which the CPU prefetches itself). A hint only.
+    pub(crate) fn prefetch_frame(&self, segment: u32, offset: u64, len: u32) {
+        const MAX_BYTES: usize = 320;
+        let (Ok(map), Ok(off)) = (self.segment(u64::from(segment)), usize::try_from(offset)) else {
+            return;
+        };
+        let end = off.saturating_add((len as usize).clamp(1, MAX_BYTES));
+        for line in (off..end).step_by(64).chain([end - 1]) {
+            map.prefetch(line);
+        }
+    }
+
+    /// Where id-table slot `i` lies in a chunk file.
+    pub(crate) fn id_slot_offset(&self, i: usize) -> usize {
+        self.geo.ids_offset() + 8 * i
+    }
+
     /// Id-table slot `i` of chunk `c` (Relaxed load; the caller fences).
     pub(crate) fn id_slot(&self, chunk: &Mapped, i: usize) -> u64 {
         chunk
-            .atomic_u64(self.geo.ids_offset() + 8 * i)
+            .atomic_u64(self.id_slot_offset(i))
             .map_or(0, |a| a.load(Ordering::Relaxed))
     }
 
