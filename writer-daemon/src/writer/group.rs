@@ -320,6 +320,9 @@ impl Writer {
             (g.buf.len(), g.frames.len(), g.pending.len(), g.undo.len());
         let events = &g.staged[cmd].events;
         let mut refused = None;
+        // One wall time for the whole command: the clock is read once per
+        // command, not once per event (it only has millisecond resolution).
+        let wall_ms = self.clock.now();
         for (i, e) in events.iter().enumerate() {
             let key = e.entity.as_bytes();
             let state = self.entities.get(key).copied();
@@ -346,7 +349,6 @@ impl Writer {
             let seq = first + i as u64;
             let clock = state.map_or(0, |s| s.clock + 1);
             let prev_hash = state.map_or([0; 32], |s| s.hash);
-            let wall_ms = self.clock.now();
             let event_id = e.event_id.unwrap_or_else(|| self.ids.next(wall_ms));
             let correlation_id = e.correlation_id.unwrap_or(event_id);
             let hash = event_hash(&HashInput {
