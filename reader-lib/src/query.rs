@@ -342,6 +342,14 @@ pub(crate) fn stream(
     let (head, _) = name.head();
     let mut out = Vec::new();
     if walk(view, wm, Key::Entity(name.id), head, from, |row| {
+        // Start fetching the frame (payloads are usually read next): the
+        // walk's next row is a dependent miss anyway, so the frames' misses
+        // overlap it instead of following it.
+        view.prefetch_frame(
+            row.segment_id.get(),
+            row.frame_offset.get(),
+            row.frame_len.get(),
+        );
         out.push(row);
         Ok(true)
     })? == Walk::Stale
