@@ -304,6 +304,54 @@ pub const CHUNK_MIN_ID_OFF: usize = 80;
 /// Offset of the sealed chunk's largest event id (16 bytes, LE).
 pub const CHUNK_MAX_ID_OFF: usize = 96;
 
+/// Magic of a generation's `ranges` file: the id range of every sealed chunk
+/// in one place, so that a lookup rules chunks out without mapping them.
+pub const RANGES_MAGIC: [u8; 8] = *b"WEIRRNGS";
+/// Offset of the atomic count of final records in `ranges` (chunks `0..count`).
+pub const RANGES_COUNT_OFF: usize = 64;
+/// Chunks whose range `ranges` holds; a later chunk's is only in its header.
+pub const RANGES_CAP: usize = 1 << 15;
+/// Bytes per `ranges` record.
+pub const RANGE_RECORD_LEN: usize = 64;
+/// Length of the `ranges` file: a header page, then one record per chunk.
+pub const RANGES_FILE_LEN: usize = PAGE + RANGE_RECORD_LEN * RANGES_CAP;
+
+/// Offset in `ranges` of chunk `c`'s record.
+#[must_use]
+pub const fn ranges_record(c: usize) -> usize {
+    PAGE + RANGE_RECORD_LEN * c
+}
+
+/// Chunk `c`'s `ranges` record: min id (16, LE), max id (16, LE), chunk
+/// number (8, LE), 20 zero bytes, CRC-32 of bytes 0..60 (4, LE).
+#[must_use]
+pub fn range_record(c: u64, min: u128, max: u128) -> [u8; RANGE_RECORD_LEN] {
+    let mut r = [0u8; RANGE_RECORD_LEN];
+    r[..16].copy_from_slice(&min.to_le_bytes());
+    r[16..32].copy_from_slice(&max.to_le_bytes());
+    r[32..40].copy_from_slice(&c.to_le_bytes());
+    let crc = crate::crc32(&r[..60]);
+    r[60..].copy_from_slice(&crc.to_le_bytes());
+    r
+}
+
+/// The (min, max) ids of a `ranges` record, if it is chunk `c`'s and its
+/// CRC holds.
+#[must_use]
+pub fn parse_range_record(c: u64, r: &[u8]) -> Option<(u128, u128)> {
+    let r: &[u8; RANGE_RECORD_LEN] = r.try_into().ok()?;
+    let (ids, rest) = r.split_at(32);
+    let (min, max) = ids.split_at(16);
+    let crc = u32::from_le_bytes(rest[28..].try_into().ok()?);
+    let chunk = u64::from_le_bytes(rest[..8].try_into().ok()?);
+    (crc == crate::crc32(&r[..60]) && chunk == c).then(|| {
+        (
+            u128::from_le_bytes(min.try_into().unwrap_or_default()),
+            u128::from_le_bytes(max.try_into().unwrap_or_default()),
+        )
+    })
+}
+
 /// Mixes an event id into a 64-bit hash (id-table home slot and fingerprint).
 #[must_use]
 pub const fn id_hash(id: u128) -> u64 {
@@ -466,6 +514,21 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn range_records_round_trip_and_refuse_damage() {
+        let r = range_record(7, 11, 99);
+        assert_eq!(parse_range_record(7, &r), Some((11, 99)));
+        assert_eq!(parse_range_record(8, &r), None, "another chunk's record");
+        for i in 0..RANGE_RECORD_LEN {
+            let mut bad = r;
+            bad[i] ^= 1;
+            assert_eq!(parse_range_record(7, &bad), None, "byte {i} flipped");
+        }
+        assert_eq!(parse_range_record(7, &r[..63]), None);
+        assert_eq!(ranges_record(0), PAGE);
+        assert_eq!(ranges_record(3) - ranges_record(2), 64);
+    }
+
     use super::*;
 
     #[test]

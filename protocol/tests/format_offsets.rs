@@ -127,6 +127,29 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
         (index::CHUNK_MAX_ID_OFF, 16),
     ];
     assert_eq!(table(&all, "`chunk-"), fixed);
+    assert_eq!(
+        table(&all, "`ranges`"),
+        vec![
+            (0, size_of::<FileHeader>()),
+            (index::RANGES_COUNT_OFF, 8),
+            (index::ranges_record(0), index::RANGES_FILE_LEN - index::PAGE),
+        ]
+    );
+    assert_eq!(
+        index::RANGES_FILE_LEN - index::PAGE,
+        index::RANGE_RECORD_LEN * index::RANGES_CAP
+    );
+    let rec = index::range_record(3, 1, 2);
+    let field = |a: usize, b: usize| rec[a..b].to_vec();
+    assert_eq!(
+        table(&all, "Range record"),
+        vec![(0, 16), (16, 16), (32, 8), (40, 20), (60, 4)]
+    );
+    assert_eq!(field(0, 16), 1u128.to_le_bytes());
+    assert_eq!(field(16, 32), 2u128.to_le_bytes());
+    assert_eq!(field(32, 40), 3u64.to_le_bytes());
+    assert_eq!(field(40, 60), [0u8; 20]);
+    assert_eq!(field(60, 64), weir_protocol::crc32(&rec[..60]).to_le_bytes());
     let g = ChunkGeometry { log2: 10 };
     let n = g.rows();
     assert_eq!(

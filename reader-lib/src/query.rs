@@ -410,11 +410,11 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     // whose id range excludes it (as `get` probes them).
     let candidates = |id: u128| {
         (0..=last).rev().filter_map(move |c| {
-            let chunk = view.chunk(c).ok()?;
             let out = view
-                .sealed_range(chunk)
+                .chunk_range(c, last)
+                .ok()?
                 .is_some_and(|(lo, hi)| id < lo || id > hi);
-            (!out).then_some((c, chunk))
+            (!out).then_some((c, view.chunk(c).ok()?))
         })
     };
     // Step 1: the home slot of each id, in every chunk it may be in; then
@@ -504,13 +504,13 @@ pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, 
     let slots = geo.id_slots() as u64;
     let last = geo.locate(wm.visible - 1).0;
     for c in (0..=last).rev() {
-        let chunk = view.chunk(c)?;
         if view
-            .sealed_range(chunk)
+            .chunk_range(c, last)?
             .is_some_and(|(lo, hi)| id < lo || id > hi)
         {
             continue;
         }
+        let chunk = view.chunk(c)?;
         let mut i = hash % slots;
         for _ in 0..slots {
             let slot = view.id_slot(chunk, i as usize);

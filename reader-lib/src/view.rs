@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use weir_protocol::index::{
     CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, ChunkGeometry, FileHeader,
     HeaderError, INDEX_VERSION, KINDS_FILE_LEN, KINDS_MAGIC, META_MAGIC, META_NAMES_TABLE_OFF,
-    META_STRINGS_END_OFF, NAMES_MAGIC, PAGE, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_FILE_LOG2,
-    STRINGS_MAGIC,
+    META_STRINGS_END_OFF, NAMES_MAGIC, PAGE, RANGE_RECORD_LEN, RANGES_COUNT_OFF, RANGES_FILE_LEN,
+    RANGES_MAGIC, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC,
+    parse_range_record, ranges_record,
 };
 use weir_protocol::segment::SegmentHeader;
 use zerocopy::FromBytes;
@@ -55,6 +56,8 @@ pub(crate) struct View {
     gen_dir: PathBuf,
     meta: Mapped,
     kinds: OnceLock<Mapped>,
+    /// The generation's `ranges` file, if it has a valid one.
+    ranges: OnceLock<Option<Mapped>>,
     chunks: LazyTable<Mapped>,
     segments: LazyTable<Mapped>,
     strings: LazyTable<Mapped>,
@@ -82,6 +85,7 @@ impl View {
             gen_dir,
             meta,
             kinds: OnceLock::new(),
+            ranges: OnceLock::new(),
             chunks: LazyTable::new(MAX_CHUNKS),
             segments: LazyTable::new(MAX_SEGMENTS),
             strings: LazyTable::new(MAX_STRINGS_FILES),
@@ -269,6 +273,50 @@ impl View {
         chunk
             .atomic_u64(self.id_slot_offset(i))
             .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// `Some((min, max))` event ids of chunk `c` if it is sealed, `None`
+    /// while it fills: from the generation's `ranges` file when that holds
+    /// the chunk (no need to map the chunk, so a first lookup costs the same
+    /// whatever the number of chunks), else from the chunk's header. The
+    /// newest chunk (`c == last`) is read from its header: it is usually
+    /// the one filling, which `ranges` cannot hold, and a store of one chunk
+    /// then never maps `ranges` at all.
+    pub(crate) fn chunk_range(&self, c: u64, last: u64) -> Result<Option<(u128, u128)>, ReadError> {
+        if let Some(r) = (c < last).then(|| self.ranges()).flatten() {
+            let count = r
+                .atomic_u64(RANGES_COUNT_OFF)
+                .map_or(0, |a| a.load(Ordering::Relaxed));
+            // SYNC: pairs with the daemon's Release store of the count after
+            // it wrote the records below it (never written again).
+            fence(Ordering::Acquire);
+            // A record that fails its check is ignored: the chunk's header
+            // below is the authority.
+            let range = usize::try_from(c)
+                .ok()
+                .filter(|&c| (c as u64) < count)
+                .and_then(|i| r.published(ranges_record(i), RANGE_RECORD_LEN))
+                .and_then(|rec| parse_range_record(c, rec));
+            if range.is_some() {
+                return Ok(range);
+            }
+        }
+        Ok(self.sealed_range(self.chunk(c)?))
+    }
+
+    /// The `ranges` file, mapped on first use; `None` if the generation has
+    /// none (written by an older daemon) or it does not validate: lookups
+    /// then read each chunk's header instead.
+    fn ranges(&self) -> Option<&Mapped> {
+        self.ranges
+            .get_or_init(|| {
+                let len = RANGES_FILE_LEN as u64;
+                let map = Mapped::open(&self.gen_dir.join("ranges"), Some(len), len).ok()?;
+                let generation = self.gate.header.generation.get();
+                file_header(&map, RANGES_MAGIC, Some(self.geo.log2), generation).ok()?;
+                Some(map)
+            })
+            .as_ref()
     }
 
     /// `Some((min, max))` event ids of a sealed chunk, `None` while it fills.

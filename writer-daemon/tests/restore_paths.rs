@@ -10,12 +10,48 @@ fn gen_dir(dir: &Path, generation: u64) -> std::path::PathBuf {
     dir.join("index").join(format!("gen-{generation:08}"))
 }
 
-fn chunks(dir: &Path, generation: u64) -> Vec<Vec<u8>> {
+/// The `ranges` file holds one record per sealed chunk, equal to the id
+/// range in that chunk's header (FORMAT.md, `ranges`).
+fn assert_ranges_match_chunk_headers(gen_dir: &Path) {
+    let ranges = std::fs::read(gen_dir.join("ranges")).unwrap();
+    let word = |b: &[u8], off: usize| u64::from_le_bytes(b[off..off + 8].try_into().unwrap());
+    let count = word(&ranges, 64) as usize;
+    let mut sealed = 0;
+    for c in 0.. {
+        let Ok(chunk) = std::fs::read(gen_dir.join(format!("chunk-{c:06}"))) else {
+            break;
+        };
+        if word(&chunk, 64) != 1 {
+            break;
+        }
+        sealed += 1;
+        let rec = &ranges[4096 + 64 * c..4096 + 64 * (c + 1)];
+        assert_eq!(&rec[..32], &chunk[80..112], "chunk {c}'s ids");
+        assert_eq!(
+            &rec[32..40],
+            &(c as u64).to_le_bytes(),
+            "chunk {c}'s number"
+        );
+        assert_eq!(
+            &rec[60..],
+            &weir_protocol::crc32(&rec[..60]).to_le_bytes(),
+            "chunk {c}'s CRC"
+        );
+    }
+    assert!(sealed >= 2, "{sealed} sealed chunks");
+    assert_eq!(count, sealed, "records published");
+}
+
+/// The generation's chunk, strings, kinds and ranges files, by name (the
+/// ranges file without its header, which names the generation).
+fn chunks(dir: &Path, generation: u64) -> Vec<(String, Vec<u8>)> {
     let gen_dir = gen_dir(dir, generation);
     let mut names: Vec<_> = std::fs::read_dir(&gen_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("chunk-") || n.starts_with("strings-") || n == "kinds")
+        .filter(|n| {
+            n.starts_with("chunk-") || n.starts_with("strings-") || n == "kinds" || n == "ranges"
+        })
         .collect();
     names.sort();
     assert!(
@@ -23,9 +59,31 @@ fn chunks(dir: &Path, generation: u64) -> Vec<Vec<u8>> {
         "{names:?}"
     );
     names
-        .iter()
-        .map(|n| std::fs::read(gen_dir.join(n)).unwrap())
+        .into_iter()
+        .map(|n| {
+            let mut bytes = std::fs::read(gen_dir.join(&n)).unwrap();
+            if n == "ranges" {
+                bytes.drain(..32);
+            }
+            (n, bytes)
+        })
         .collect()
+}
+
+/// Asserts that two generations' files are byte-identical, naming the first
+/// file and offset that differ.
+fn same(got: &[(String, Vec<u8>)], want: &[(String, Vec<u8>)], what: &str) {
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(got), names(want), "{what}: files");
+    for ((name, a), (_, b)) in got.iter().zip(want) {
+        assert_eq!(a.len(), b.len(), "{what}: length of {name}");
+        if let Some(off) = a.iter().zip(b).position(|(x, y)| x != y) {
+            panic!(
+                "{what}: {name} differs at byte {off}: {} vs {}",
+                a[off], b[off]
+            );
+        }
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -149,6 +207,7 @@ fn all_restore_paths_build_the_same_index() {
     store.shutdown().unwrap();
     drop(store);
     let live = chunks(dir, live_gen);
+    assert_ranges_match_chunk_headers(&gen_dir(dir, live_gen));
     let segments = std::fs::read_dir(dir.join("segments")).unwrap().count();
     assert!(
         segments >= 4,
@@ -157,7 +216,7 @@ fn all_restore_paths_build_the_same_index() {
 
     let (s, path, g) = reopen(dir);
     assert_eq!(path, RestorePath::IndexFiles);
-    assert_eq!(chunks(dir, g), live, "index-files path");
+    same(&chunks(dir, g), &live, "index-files path");
     assert_eq!(s.restore_report().entries, n);
     s.shutdown().unwrap();
     drop(s);
@@ -175,7 +234,7 @@ fn all_restore_paths_build_the_same_index() {
     );
     assert!(r.entries >= 2 << 10 && r.tail_entries > 0, "{r:?}");
     assert_eq!(r.entries + r.tail_entries, n);
-    assert_eq!(chunks(dir, g), live, "checkpoint path");
+    same(&chunks(dir, g), &live, "checkpoint path");
     let kept = gen_dir(dir, g).join("chunk-000000");
     assert_eq!(
         std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(kept).unwrap()),
@@ -188,7 +247,7 @@ fn all_restore_paths_build_the_same_index() {
     std::fs::remove_file(gen_dir(dir, g).join("idem")).unwrap();
     let (s, path, g) = reopen(dir);
     assert_eq!(path, RestorePath::Checkpoint, "{:?}", s.restore_report());
-    assert_eq!(chunks(dir, g), live, "checkpoint path, twice");
+    same(&chunks(dir, g), &live, "checkpoint path, twice");
     s.shutdown().unwrap();
     drop(s);
 
@@ -206,7 +265,7 @@ fn all_restore_paths_build_the_same_index() {
         why.contains("checkpoint: ") && why.contains("checksum"),
         "{why}"
     );
-    assert_eq!(chunks(dir, g), live, "after a damaged checkpoint");
+    same(&chunks(dir, g), &live, "after a damaged checkpoint");
     s.shutdown().unwrap();
     drop(s);
 
@@ -218,7 +277,7 @@ fn all_restore_paths_build_the_same_index() {
         s.restore_report().entries > 0
             && s.restore_report().entries + s.restore_report().tail_entries == n
     );
-    assert_eq!(chunks(dir, g), live, "footers path");
+    same(&chunks(dir, g), &live, "footers path");
     // The rebuilt generation has its crash checkpoint before the first append.
     assert_eq!(s.shared().checkpoint_watermark(), 2 << 10);
     assert!(gen_dir(dir, g).join("checkpoint").exists());
@@ -237,7 +296,7 @@ fn all_restore_paths_build_the_same_index() {
     let (s, path, g) = reopen(dir);
     assert_eq!(path, RestorePath::FrameScan, "{:?}", s.restore_report());
     assert_eq!(s.restore_report().entries, n);
-    assert_eq!(chunks(dir, g), live, "frame-scan path");
+    same(&chunks(dir, g), &live, "frame-scan path");
     // The writer continues the chains where the log ends.
     let r = s.append(ev("user:0", 0x1001, b"x")).unwrap();
     assert_eq!(r.sequence, n);
@@ -329,10 +388,10 @@ fn a_crash_restarts_from_the_background_checkpoint() {
     assert_ne!(r.path, RestorePath::Checkpoint, "{r:?}");
     assert_eq!(r.cancelled, 40, "{r:?}");
     assert_eq!(gate_ranges(dir), vec![(400, 440)]);
-    assert_eq!(
-        chunks(dir, r.generation),
-        via_checkpoint,
-        "checkpoint vs rebuild"
+    same(
+        &chunks(dir, r.generation),
+        &via_checkpoint,
+        "checkpoint vs rebuild",
     );
     let next = store.append(ev("late:3", 0x1001, b"after")).unwrap();
     assert_eq!((next.sequence, next.replayed), (n, false));

@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use weir_protocol::index::{
     CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, Checkpoint, ChunkGeometry,
     FileHeader, KINDS_FILE_LEN, KINDS_MAGIC, META_CHECKPOINT_OFFS, META_MAGIC, NO_NAME, NS_ENTITY,
-    NS_SCOPE, PAGE, ROW_LEN, Row, fingerprint, id_hash, pack_slot, unpack_slot,
+    NS_SCOPE, PAGE, RANGE_RECORD_LEN, RANGES_CAP, RANGES_COUNT_OFF, RANGES_FILE_LEN, RANGES_MAGIC,
+    ROW_LEN, Row, fingerprint, id_hash, pack_slot, parse_range_record, range_record, ranges_record,
+    unpack_slot,
 };
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -109,6 +111,8 @@ pub struct IndexWriter {
     geo: ChunkGeometry,
     meta: MappedFile,
     kinds: MappedFile,
+    /// The sealed chunks' id ranges, for readers (see [`Self::publish_ranges`]).
+    ranges: MappedFile,
     chunks: Vec<MappedFile>,
     /// Running (min, max) event id per chunk, for sealing.
     id_ranges: Vec<(u128, u128)>,
@@ -135,6 +139,7 @@ impl IndexWriter {
         meta.write(0, FileHeader::new(META_MAGIC, log2, generation).as_bytes());
         let kinds = MappedFile::create(&dir.join("kinds"), KINDS_FILE_LEN)?;
         kinds.write(0, FileHeader::new(KINDS_MAGIC, 0, 0).as_bytes());
+        let ranges = new_ranges(&dir, log2, generation)?;
         let names = Names::create(&dir, &meta)?;
         Ok(Self {
             dir,
@@ -142,6 +147,7 @@ impl IndexWriter {
             geo: ChunkGeometry { log2 },
             meta,
             kinds,
+            ranges,
             chunks: Vec::new(),
             id_ranges: Vec::new(),
             sealed: 0,
@@ -199,18 +205,52 @@ impl IndexWriter {
             id_ranges.push(range);
         }
         let names = Names::open(&dir, cp.strings_end.get(), cp.names_table.get())?;
-        Ok(Self {
+        // A generation written before `ranges` existed gets one now.
+        let path = dir.join("ranges");
+        let ranges = match MappedFile::open(&path, RANGES_FILE_LEN) {
+            Ok(f) => {
+                FileHeader::parse(f.read(0, 32), RANGES_MAGIC, Some(log2), generation)
+                    .map_err(|e| invalid(format!("ranges: {e}")))?;
+                // Flushed with the chunks before the checkpoint trusted here,
+                // so every published record must match its chunk's header.
+                let count = f
+                    .region()
+                    .atomic_u64(RANGES_COUNT_OFF)
+                    .expect("ranges layout")
+                    .load(Ordering::Acquire) as usize;
+                if count > sealed.min(RANGES_CAP) {
+                    return Err(invalid(format!(
+                        "ranges: {count} records, but {sealed} sealed chunks"
+                    )));
+                }
+                for (c, &range) in id_ranges.iter().enumerate().take(count) {
+                    let rec = f.read(ranges_record(c), RANGE_RECORD_LEN);
+                    if parse_range_record(c as u64, rec) != Some(range) {
+                        return Err(invalid(format!(
+                            "ranges: chunk {c}'s record differs from the chunk's header"
+                        )));
+                    }
+                }
+                f
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => new_ranges(&dir, log2, generation)?,
+            Err(e) => return Err(e),
+        };
+        let w = Self {
             dir,
             generation,
             geo,
             meta,
             kinds,
+            ranges,
             chunks,
             id_ranges,
             sealed,
             names,
             checkpoint_counter: cp.counter.get(),
-        })
+        };
+        w.publish_ranges();
+        Ok(w)
     }
 
     /// Creates generation `generation` from the first `chunks` chunks of
@@ -254,6 +294,7 @@ impl IndexWriter {
             w.chunks.push(f);
         }
         w.sealed = chunks;
+        w.publish_ranges();
         // Each chunk's columns are counted on its own (in parallel), then
         // merged in order: later heads win, counts add up.
         let n = geo.rows();
@@ -544,6 +585,29 @@ impl IndexWriter {
                 .store(1, Ordering::Release);
             self.sealed += 1;
         }
+        self.publish_ranges();
+    }
+
+    /// Writes the id range of every sealed chunk `ranges` does not hold yet
+    /// (up to its capacity), then publishes their count. Records below the
+    /// count are never written again.
+    fn publish_ranges(&self) {
+        let count = self
+            .ranges
+            .region()
+            .atomic_u64(RANGES_COUNT_OFF)
+            .expect("ranges layout");
+        let end = self.sealed.min(RANGES_CAP);
+        let from = count.load(Ordering::Relaxed) as usize;
+        if from >= end {
+            return;
+        }
+        for (c, &(lo, hi)) in self.id_ranges.iter().enumerate().take(end).skip(from) {
+            self.ranges
+                .write(ranges_record(c), &range_record(c as u64, lo, hi));
+        }
+        // SYNC: Release; readers trust records below the count they load.
+        count.store(end as u64, Ordering::Release);
     }
 
     /// Restores a name's head and count (after a rebuild from the log they
@@ -558,7 +622,7 @@ impl IndexWriter {
             .chunks
             .iter()
             .chain(self.names.files())
-            .chain([&self.kinds])
+            .chain([&self.kinds, &self.ranges])
         {
             f.flush()?;
         }
@@ -609,6 +673,16 @@ impl IndexWriter {
     pub fn has_name(&self, id: u32) -> bool {
         id != NO_NAME && self.names.name(id).is_some()
     }
+}
+
+/// Creates a generation's empty `ranges` file.
+fn new_ranges(dir: &Path, log2: u32, generation: u64) -> io::Result<MappedFile> {
+    let f = MappedFile::create(&dir.join("ranges"), RANGES_FILE_LEN)?;
+    f.write(
+        0,
+        FileHeader::new(RANGES_MAGIC, log2, generation).as_bytes(),
+    );
+    Ok(f)
 }
 
 fn read_u128(f: &MappedFile, off: usize) -> u128 {
