@@ -132,7 +132,10 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
         vec![
             (0, size_of::<FileHeader>()),
             (index::RANGES_COUNT_OFF, 8),
-            (index::ranges_record(0), index::RANGES_FILE_LEN - index::PAGE),
+            (
+                index::ranges_record(0),
+                index::RANGES_FILE_LEN - index::PAGE
+            ),
         ]
     );
     assert_eq!(
@@ -149,7 +152,10 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
     assert_eq!(field(16, 32), 2u128.to_le_bytes());
     assert_eq!(field(32, 40), 3u64.to_le_bytes());
     assert_eq!(field(40, 60), [0u8; 20]);
-    assert_eq!(field(60, 64), weir_protocol::crc32(&rec[..60]).to_le_bytes());
+    assert_eq!(
+        field(60, 64),
+        weir_protocol::crc32(&rec[..60]).to_le_bytes()
+    );
     let g = ChunkGeometry { log2: 10 };
     let n = g.rows();
     assert_eq!(
