@@ -86,13 +86,13 @@ impl Mapped {
         self.region.len()
     }
 
-    /// The atomic u64 at `off`, or `None` when out of bounds or misaligned.
     /// Asks the CPU to fetch the cache line holding byte `off` (a hint:
     /// nothing is read, and an offset out of bounds is ignored).
     pub(crate) fn prefetch(&self, off: usize) {
         self.region.prefetch(off);
     }
 
+    /// The atomic u64 at `off`, or `None` when out of bounds or misaligned.
     pub(crate) fn atomic_u64(&self, off: usize) -> Option<&AtomicU64> {
         self.region.atomic_u64(off)
     }

@@ -251,10 +251,15 @@ impl View {
 
     /// Asks the CPU to fetch the start of a frame (header, names and the
     /// payload's first bytes, five cache lines at most; a longer payload is
-    /// read in sequence, which the CPU prefetches itself). A hint only.
+    /// read in sequence, which the CPU prefetches itself). A hint only: a
+    /// segment this view has not mapped yet is left alone (mapping it is a
+    /// syscall the caller may never need).
     pub(crate) fn prefetch_frame(&self, segment: u32, offset: u64, len: u32) {
         const MAX_BYTES: usize = 320;
-        let (Ok(map), Ok(off)) = (self.segment(u64::from(segment)), usize::try_from(offset)) else {
+        let (Some(map), Ok(off)) = (
+            self.segments.get(u64::from(segment)),
+            usize::try_from(offset),
+        ) else {
             return;
         };
         let end = off.saturating_add((len as usize).clamp(1, MAX_BYTES));

@@ -205,36 +205,15 @@ impl IndexWriter {
             id_ranges.push(range);
         }
         let names = Names::open(&dir, cp.strings_end.get(), cp.names_table.get())?;
-        // A generation written before `ranges` existed gets one now.
+        // A generation written before `ranges` existed gets one now, and a
+        // damaged one is written again: the chunk headers are the authority.
         let path = dir.join("ranges");
-        let ranges = match MappedFile::open(&path, RANGES_FILE_LEN) {
-            Ok(f) => {
-                FileHeader::parse(f.read(0, 32), RANGES_MAGIC, Some(log2), generation)
-                    .map_err(|e| invalid(format!("ranges: {e}")))?;
-                // Flushed with the chunks before the checkpoint trusted here,
-                // so every published record must match its chunk's header.
-                let count = f
-                    .region()
-                    .atomic_u64(RANGES_COUNT_OFF)
-                    .expect("ranges layout")
-                    .load(Ordering::Acquire) as usize;
-                if count > sealed.min(RANGES_CAP) {
-                    return Err(invalid(format!(
-                        "ranges: {count} records, but {sealed} sealed chunks"
-                    )));
-                }
-                for (c, &range) in id_ranges.iter().enumerate().take(count) {
-                    let rec = f.read(ranges_record(c), RANGE_RECORD_LEN);
-                    if parse_range_record(c as u64, rec) != Some(range) {
-                        return Err(invalid(format!(
-                            "ranges: chunk {c}'s record differs from the chunk's header"
-                        )));
-                    }
-                }
-                f
+        let ranges = match check_ranges(&path, log2, generation, &id_ranges[..sealed]) {
+            Ok(f) => f,
+            Err(why) => {
+                tracing::warn!(%why, path = %path.display(), "writing the index ranges file again from the chunk headers");
+                replace_ranges(&dir, log2, generation, &id_ranges[..sealed])?
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => new_ranges(&dir, log2, generation)?,
-            Err(e) => return Err(e),
         };
         let w = Self {
             dir,
@@ -675,9 +654,79 @@ impl IndexWriter {
     }
 }
 
+/// Maps an existing `ranges` file, if its header names this generation and
+/// every published record matches `sealed` (the sealed chunks' id ranges,
+/// from their headers); else says what is wrong.
+fn check_ranges(
+    path: &Path,
+    log2: u32,
+    generation: u64,
+    sealed: &[(u128, u128)],
+) -> Result<MappedFile, String> {
+    let f = MappedFile::open(path, RANGES_FILE_LEN).map_err(|e| e.to_string())?;
+    FileHeader::parse(f.read(0, 32), RANGES_MAGIC, Some(log2), generation)
+        .map_err(|e| e.to_string())?;
+    let count = f
+        .region()
+        .atomic_u64(RANGES_COUNT_OFF)
+        .expect("ranges layout")
+        .load(Ordering::Acquire) as usize;
+    if count > sealed.len().min(RANGES_CAP) {
+        return Err(format!(
+            "{count} records, but {} sealed chunks",
+            sealed.len()
+        ));
+    }
+    for (c, &range) in sealed.iter().enumerate().take(count) {
+        let rec = f.read(ranges_record(c), RANGE_RECORD_LEN);
+        if parse_range_record(c as u64, rec) != Some(range) {
+            return Err(format!(
+                "chunk {c}'s record differs from the chunk's header"
+            ));
+        }
+    }
+    Ok(f)
+}
+
+/// Writes a complete `ranges` file for `sealed` beside the old one, makes
+/// it durable and renames it into place (a reader of the previous instance
+/// keeps the file it mapped; nobody sees a half-written one).
+fn replace_ranges(
+    dir: &Path,
+    log2: u32,
+    generation: u64,
+    sealed: &[(u128, u128)],
+) -> io::Result<MappedFile> {
+    let tmp = dir.join("ranges.tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let end = sealed.len().min(RANGES_CAP);
+    {
+        let f = new_ranges_at(&tmp, log2, generation)?;
+        for (c, &(lo, hi)) in sealed.iter().enumerate().take(end) {
+            f.write(ranges_record(c), &range_record(c as u64, lo, hi));
+        }
+        f.region()
+            .atomic_u64(RANGES_COUNT_OFF)
+            .expect("ranges layout")
+            .store(end as u64, Ordering::Release);
+        f.flush()?;
+    }
+    let path = dir.join("ranges");
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    MappedFile::open(&path, RANGES_FILE_LEN)
+}
+
 /// Creates a generation's empty `ranges` file.
 fn new_ranges(dir: &Path, log2: u32, generation: u64) -> io::Result<MappedFile> {
-    let f = MappedFile::create(&dir.join("ranges"), RANGES_FILE_LEN)?;
+    new_ranges_at(&dir.join("ranges"), log2, generation)
+}
+
+fn new_ranges_at(path: &Path, log2: u32, generation: u64) -> io::Result<MappedFile> {
+    let f = MappedFile::create(path, RANGES_FILE_LEN)?;
     f.write(
         0,
         FileHeader::new(RANGES_MAGIC, log2, generation).as_bytes(),
