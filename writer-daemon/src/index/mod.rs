@@ -139,7 +139,7 @@ impl IndexWriter {
         meta.write(0, FileHeader::new(META_MAGIC, log2, generation).as_bytes());
         let kinds = MappedFile::create(&dir.join("kinds"), KINDS_FILE_LEN)?;
         kinds.write(0, FileHeader::new(KINDS_MAGIC, 0, 0).as_bytes());
-        let ranges = new_ranges(&dir, log2, generation)?;
+        let ranges = new_ranges(&dir.join("ranges"), log2, generation)?;
         let names = Names::create(&dir, &meta)?;
         Ok(Self {
             dir,
@@ -176,18 +176,9 @@ impl IndexWriter {
             let f = MappedFile::open(&dir.join(format!("chunk-{c:06}")), geo.file_len())?;
             FileHeader::parse(f.read(0, 32), CHUNK_MAGIC, Some(log2), c as u64)
                 .map_err(|e| invalid(format!("chunk-{c:06}: {e}")))?;
-            let is_sealed = f
-                .region()
-                .atomic_u64(CHUNK_SEALED_OFF)
-                .expect("layout")
-                .load(Ordering::Acquire)
-                == 1;
-            let range = if is_sealed {
+            let range = if let Some(range) = sealed_range(&f) {
                 sealed = c + 1;
-                (
-                    read_u128(&f, CHUNK_MIN_ID_OFF),
-                    read_u128(&f, CHUNK_MAX_ID_OFF),
-                )
+                range
             } else {
                 let rows =
                     (watermark - (c as u64) * geo.rows() as u64).min(geo.rows() as u64) as usize;
@@ -262,14 +253,8 @@ impl IndexWriter {
             let f = MappedFile::open(&path, geo.file_len()).map_err(at(&path))?;
             FileHeader::parse(f.read(0, 32), CHUNK_MAGIC, Some(log2), c as u64)
                 .map_err(|e| invalid(format!("{name}: {e}")))?;
-            let sealed = f.region().atomic_u64(CHUNK_SEALED_OFF).expect("layout");
-            if sealed.load(Ordering::Acquire) != 1 {
-                return Err(invalid(format!("{name} is not sealed")));
-            }
-            w.id_ranges.push((
-                read_u128(&f, CHUNK_MIN_ID_OFF),
-                read_u128(&f, CHUNK_MAX_ID_OFF),
-            ));
+            let range = sealed_range(&f).ok_or_else(|| invalid(format!("{name} is not sealed")))?;
+            w.id_ranges.push(range);
             w.chunks.push(f);
         }
         w.sealed = chunks;
@@ -571,22 +556,7 @@ impl IndexWriter {
     /// (up to its capacity), then publishes their count. Records below the
     /// count are never written again.
     fn publish_ranges(&self) {
-        let count = self
-            .ranges
-            .region()
-            .atomic_u64(RANGES_COUNT_OFF)
-            .expect("ranges layout");
-        let end = self.sealed.min(RANGES_CAP);
-        let from = count.load(Ordering::Relaxed) as usize;
-        if from >= end {
-            return;
-        }
-        for (c, &(lo, hi)) in self.id_ranges.iter().enumerate().take(end).skip(from) {
-            self.ranges
-                .write(ranges_record(c), &range_record(c as u64, lo, hi));
-        }
-        // SYNC: Release; readers trust records below the count they load.
-        count.store(end as u64, Ordering::Release);
+        write_ranges(&self.ranges, &self.id_ranges[..self.sealed]);
     }
 
     /// Restores a name's head and count (after a rebuild from the log they
@@ -702,16 +672,9 @@ fn replace_ranges(
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let end = sealed.len().min(RANGES_CAP);
     {
-        let f = new_ranges_at(&tmp, log2, generation)?;
-        for (c, &(lo, hi)) in sealed.iter().enumerate().take(end) {
-            f.write(ranges_record(c), &range_record(c as u64, lo, hi));
-        }
-        f.region()
-            .atomic_u64(RANGES_COUNT_OFF)
-            .expect("ranges layout")
-            .store(end as u64, Ordering::Release);
+        let f = new_ranges(&tmp, log2, generation)?;
+        write_ranges(&f, sealed);
         f.flush()?;
     }
     let path = dir.join("ranges");
@@ -720,12 +683,39 @@ fn replace_ranges(
     MappedFile::open(&path, RANGES_FILE_LEN)
 }
 
-/// Creates a generation's empty `ranges` file.
-fn new_ranges(dir: &Path, log2: u32, generation: u64) -> io::Result<MappedFile> {
-    new_ranges_at(&dir.join("ranges"), log2, generation)
+/// Writes the record of every sealed chunk (`sealed`: their id ranges, in
+/// order) that `ranges` does not hold yet, up to its capacity, then
+/// publishes their count. Records below the count are never written again.
+fn write_ranges(ranges: &MappedFile, sealed: &[(u128, u128)]) {
+    let count = ranges
+        .region()
+        .atomic_u64(RANGES_COUNT_OFF)
+        .expect("ranges layout");
+    let end = sealed.len().min(RANGES_CAP);
+    let from = count.load(Ordering::Relaxed) as usize;
+    if from >= end {
+        return;
+    }
+    for (c, &(lo, hi)) in sealed.iter().enumerate().take(end).skip(from) {
+        ranges.write(ranges_record(c), &range_record(c as u64, lo, hi));
+    }
+    // SYNC: Release; readers trust records below the count they load.
+    count.store(end as u64, Ordering::Release);
 }
 
-fn new_ranges_at(path: &Path, log2: u32, generation: u64) -> io::Result<MappedFile> {
+/// The id range in a chunk's header, if the chunk is sealed.
+fn sealed_range(f: &MappedFile) -> Option<(u128, u128)> {
+    let sealed = f.region().atomic_u64(CHUNK_SEALED_OFF).expect("layout");
+    (sealed.load(Ordering::Acquire) == 1).then(|| {
+        (
+            read_u128(f, CHUNK_MIN_ID_OFF),
+            read_u128(f, CHUNK_MAX_ID_OFF),
+        )
+    })
+}
+
+/// Creates an empty `ranges` file at `path`.
+fn new_ranges(path: &Path, log2: u32, generation: u64) -> io::Result<MappedFile> {
     let f = MappedFile::create(path, RANGES_FILE_LEN)?;
     f.write(
         0,
