@@ -11,6 +11,7 @@
 
 use crate::error::{Chain, ReadError};
 use crate::gate::Watermark;
+use crate::map::Mapped;
 use crate::scan::{CellFilter, EntitySel};
 use crate::view::{Columns, View};
 use std::sync::atomic::{Ordering, fence};
@@ -345,11 +346,7 @@ pub(crate) fn stream(
         // Start fetching the frame (payloads are usually read next): the
         // walk's next row is a dependent miss anyway, so the frames' misses
         // overlap it instead of following it.
-        view.prefetch_frame(
-            row.segment_id.get(),
-            row.frame_offset.get(),
-            row.frame_len.get(),
-        );
+        view.prefetch_frame(&row);
         out.push(row);
         Ok(true)
     })? == Walk::Stale
@@ -406,36 +403,39 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     }
     let last = geo.locate(wm.visible - 1).0;
     let slots = geo.id_slots() as u64;
-    // The chunks an id may be in: newest first, without the sealed ones
-    // whose id range excludes it (as `get` probes them).
-    let candidates = |id: u128| {
-        (0..=last).rev().filter_map(move |c| {
-            let out = view
-                .chunk_range(c, last)
-                .ok()?
-                .is_some_and(|(lo, hi)| id < lo || id > hi);
-            (!out).then_some((c, view.chunk(c).ok()?))
+    // The chunks each id may be in, as (id's index, chunk number, chunk):
+    // newest first, without the sealed ones whose id range excludes it (as
+    // `get` probes them).
+    let candidates: Vec<(usize, u64, &Mapped)> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &EventId(id))| {
+            (0..=last).rev().filter_map(move |c| {
+                let out = view
+                    .chunk_range(c, last)
+                    .ok()?
+                    .is_some_and(|(lo, hi)| id < lo || id > hi);
+                (!out).then_some((i, c, view.chunk(c).ok()?))
+            })
         })
-    };
+        .collect();
     // Step 1: the home slot of each id, in every chunk it may be in; then
     // the slot each lookup will match, probed as `get` probes: the next
     // chunk at an empty slot, a few slots at most per chunk.
-    for &EventId(id) in ids {
-        let home = (id_hash(id) % slots) as usize;
-        for (_, chunk) in candidates(id) {
-            chunk.prefetch(view.id_slot_offset(home));
-        }
+    for &(i, _, chunk) in &candidates {
+        chunk.prefetch(view.id_slot_offset((id_hash(ids[i].0) % slots) as usize));
     }
     let mut found = [(0u64, 0u64); WARM_GROUP];
-    for (f, &EventId(id)) in found.iter_mut().zip(ids) {
-        let hash = id_hash(id);
-        'chunks: for (c, chunk) in candidates(id) {
+    for chunks in candidates.chunk_by(|a, b| a.0 == b.0) {
+        let i = chunks[0].0;
+        let hash = id_hash(ids[i].0);
+        'chunks: for &(_, c, chunk) in chunks {
             for k in 0..WARM_PROBES {
                 let slot = view.id_slot(chunk, ((hash % slots + k) % slots) as usize);
                 match unpack_slot(slot) {
                     None => continue 'chunks,
                     Some((_, fp)) if fp == fingerprint(hash) => {
-                        *f = (c, slot);
+                        found[i] = (c, slot);
                         break 'chunks;
                     }
                     Some(_) => {}
@@ -474,19 +474,15 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
             // A row that names another sequence is left to `get` to report.
             .filter(|row| row.sequence.get() == seq);
         if let Some(row) = row {
-            *fr = Some((
-                row.segment_id.get(),
-                row.frame_offset.get(),
-                row.frame_len.get(),
-            ));
+            *fr = Some(row);
             view.prefetch_string(row.entity_id.get());
             view.prefetch_string(row.scope_id.get());
         }
     }
     // Step 3: the start of each frame (header, names, the payload's first
     // bytes); a longer payload is read in sequence, which the CPU prefetches.
-    for &(seg, off, len) in frames.iter().flatten() {
-        view.prefetch_frame(seg, off, len);
+    for row in frames.into_iter().flatten() {
+        view.prefetch_frame(row);
     }
 }
 

@@ -275,8 +275,7 @@ impl<'r> Snapshot<'r> {
                 // The frame is usually read next (payload, hashes): start
                 // fetching it now, so that its cache misses overlap the name
                 // lookups of `Entry::new`. (`get_many` has fetched it already.)
-                let (seg, off, len) = (r.segment_id.get(), r.frame_offset.get(), r.frame_len.get());
-                self.view.prefetch_frame(seg, off, len);
+                self.view.prefetch_frame(&r);
                 Entry::new(self.view, r)
             })
             .transpose()

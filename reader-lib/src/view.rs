@@ -254,15 +254,15 @@ impl View {
     /// read in sequence, which the CPU prefetches itself). A hint only: a
     /// segment this view has not mapped yet is left alone (mapping it is a
     /// syscall the caller may never need).
-    pub(crate) fn prefetch_frame(&self, segment: u32, offset: u64, len: u32) {
+    pub(crate) fn prefetch_frame(&self, row: &Row) {
         const MAX_BYTES: usize = 320;
         let (Some(map), Ok(off)) = (
-            self.segments.get(u64::from(segment)),
-            usize::try_from(offset),
+            self.segments.get(u64::from(row.segment_id.get())),
+            usize::try_from(row.frame_offset.get()),
         ) else {
             return;
         };
-        let end = off.saturating_add((len as usize).clamp(1, MAX_BYTES));
+        let end = off.saturating_add((row.frame_len.get() as usize).clamp(1, MAX_BYTES));
         for line in (off..end).step_by(64).chain([end - 1]) {
             map.prefetch(line);
         }
