@@ -53,12 +53,14 @@ fn corrupt(string_id: u64, what: &'static str) -> ReadError {
 
 impl View {
     fn names_ok_word(&self, pos: u64) -> Option<(&AtomicU64, u64)> {
-        let block = self
-            .names_ok
-            .get_or_try_init::<()>(pos >> NAMES_OK_BLOCK_LOG2, || {
-                Ok((0..512).map(|_| AtomicU64::new(0)).collect())
-            })?
-            .ok()?;
+        let i = pos >> NAMES_OK_BLOCK_LOG2;
+        let block = match self.names_ok.get(i) {
+            Some(b) => b,
+            None => self
+                .names_ok
+                .get_or_try_init::<()>(i, || Ok((0..512).map(|_| AtomicU64::new(0)).collect()))?
+                .ok()?,
+        };
         let bit = (pos >> 3) & ((1 << (NAMES_OK_BLOCK_LOG2 - 3)) - 1);
         Some((block.get((bit / 64) as usize)?, 1 << (bit % 64)))
     }

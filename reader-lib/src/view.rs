@@ -385,11 +385,11 @@ impl View {
     }
 }
 
-/// The mapping at `i` of `table`; on a miss, `path()` names the file and
-/// `init(path)` maps it. The hit path allocates nothing (it runs per query).
 /// log2 of the strings bytes one `names_ok` block covers (512 words × 64 bits × 8 bytes).
 pub(crate) const NAMES_OK_BLOCK_LOG2: u32 = 18;
 
+/// The mapping at `i` of `table`; on a miss, `path()` names the file and
+/// `init(path)` maps it. The hit path allocates nothing (it runs per query).
 fn lazy<T>(
     table: &LazyTable<T>,
     i: u64,
