@@ -90,6 +90,24 @@ pub fn mono_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// (minor, major) page faults of this process so far (`/proc/self/stat`
+/// fields 10 and 12); (0, 0) where that file cannot be read.
+pub fn page_faults() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0, 0);
+    };
+    // Fields after the parenthesised command name, which may hold spaces.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (
+        f.get(7).copied().unwrap_or(0),
+        f.get(9).copied().unwrap_or(0),
+    )
+}
+
 /// Median, min and max of a set of runs.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Summary {

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::common::{
-    BATCH, Event, KINDS, PAYLOAD_LEN, Pool, Rng, id_base, kind_of, make_event, mono_ns, scope_of,
+    BATCH, Event, KINDS, PAYLOAD_LEN, Pool, Rng, id_base, kind_of, make_event, mono_ns,
+    page_faults, scope_of,
 };
 use crate::peers::{self, Ctx, Peer};
 
@@ -537,14 +538,20 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
     let mut rng = Rng::new(0xC0FFEE ^ mono_ns());
     say("READY", "")?;
     wait_go()?;
+    let faults = page_faults();
     let t0 = Instant::now();
     let mut r = peers::open_reader(ctx, n)?;
     let len = r.get(rng.below(n))?;
     let open_first = t0.elapsed();
+    let faults_after = page_faults();
     if len < PAYLOAD_LEN {
         bail!("payload of {len} bytes, expected {PAYLOAD_LEN}");
     }
-    let mut out = json!({ "open_first_ms": open_first.as_secs_f64() * 1e3 });
+    let mut out = json!({
+        "open_first_ms": open_first.as_secs_f64() * 1e3,
+        "open_first_minflt": faults_after.0 - faults.0,
+        "open_first_majflt": faults_after.1 - faults.1,
+    });
     if phases {
         let phase = Duration::from_secs_f64(phase_secs);
         // Each phase starts with an untimed warm-up of a fifth of a phase.

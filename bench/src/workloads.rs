@@ -458,6 +458,7 @@ pub fn w3_to_w6(
     let mut scoped_na = BTreeMap::new();
     let mut floors = Vec::new();
     let mut many = Vec::new();
+    let mut faults = BTreeMap::new();
     run_group(opts, &mut rows, |peer, _run| {
         let ctx = read_store(opts, built, peer, n)?;
         warm_cache(&ctx.dir);
@@ -478,6 +479,7 @@ pub fn w3_to_w6(
         }
         floors.extend(o["floor_lookups_per_s"].as_f64());
         many.extend(o["many_lookups_per_s"].as_f64());
+        note_faults(&mut faults, peer, o);
         Ok(Measured {
             values: vec![
                 f("lookups_per_s")?,
@@ -548,6 +550,7 @@ pub fn w3_to_w6(
          thread, so this is per core"
             .into(),
     );
+    rows[3].notes.push(faults_note(&faults));
     for r in &mut rows {
         r.notes.push(format!(
             "reader in its own process; page cache warm (built just before); W3-W5: each \
@@ -564,6 +567,7 @@ pub fn w3_to_w6(
             "ms",
             false,
         )];
+        let mut faults = BTreeMap::new();
         run_group(opts, &mut rows, |peer, _run| {
             let ctx = read_store(opts, built, peer, big)?;
             warm_cache(&ctx.dir);
@@ -575,6 +579,7 @@ pub fn w3_to_w6(
                     phases: false,
                 },
             }])?;
+            note_faults(&mut faults, peer, &g.outputs[0]);
             Ok(Measured {
                 values: vec![
                     g.outputs[0]["open_first_ms"]
@@ -584,8 +589,45 @@ pub fn w3_to_w6(
                 verified: None,
             })
         });
+        rows[0].notes.push(faults_note(&faults));
         out.extend(rows);
     }
+}
+
+/// Keeps the page faults a W6 worker counted in its open + first lookup.
+fn note_faults(faults: &mut BTreeMap<Peer, Vec<(u64, u64)>>, peer: Peer, o: &serde_json::Value) {
+    if let (Some(minor), Some(major)) = (
+        o["open_first_minflt"].as_u64(),
+        o["open_first_majflt"].as_u64(),
+    ) {
+        faults.entry(peer).or_default().push((minor, major));
+    }
+}
+
+/// W6's page faults per peer: the median of the minor ones (a page already in
+/// the page cache, mapped on first touch) and the sum of the major ones (read
+/// from disk) over the runs.
+fn faults_note(faults: &BTreeMap<Peer, Vec<(u64, u64)>>) -> String {
+    let per_peer: Vec<String> = faults
+        .iter()
+        .map(|(peer, runs)| {
+            let mut minor: Vec<u64> = runs.iter().map(|r| r.0).collect();
+            minor.sort_unstable();
+            let major: u64 = runs.iter().map(|r| r.1).sum();
+            format!(
+                "{} {} minor, {major} major",
+                peer.name(),
+                minor[minor.len() / 2]
+            )
+        })
+        .collect();
+    format!(
+        "page faults in the open + first lookup (median minor, total major over the runs): {}. \
+         A major fault is a disk read: this VM runs DAMON, which pages out file pages that no \
+         process maps after about a minute without access (a running `weir serve` maps its \
+         index); the untimed read of all the store's files before each run is there to undo that",
+        per_peer.join("; ")
+    )
 }
 
 /// W7: visibility latency, writer ack -> woken reader in another process.
