@@ -71,12 +71,19 @@ pub struct Row {
     pub kind: U16,
     /// `ROW_*` flags.
     pub flags: U16,
-    /// Reserved, zero.
-    pub reserved: U32,
+    /// A prefetch hint for walks down the entity's chain: this sequence
+    /// minus the sequence of the row [`ENTITY_JUMP`] links down the chain
+    /// (`prev_entity` followed that many times); 0 when the chain is shorter
+    /// or the distance does not fit. Readers may fetch that row early and
+    /// must never rely on it (rows written before this field existed hold 0).
+    pub entity_jump: U32,
     /// CRC-32 of bytes 0..124.
     pub crc: U32,
 }
 const _: () = assert!(size_of::<Row>() == ROW_LEN);
+
+/// How many links down the entity's chain [`Row::entity_jump`] points.
+pub const ENTITY_JUMP: usize = 8;
 
 impl Row {
     /// Seals the row: computes its CRC.

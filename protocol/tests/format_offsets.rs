@@ -78,7 +78,7 @@ fn struct_layouts_match_the_spec() {
     let trailer = layout!(Trailer; magic, footer_offset, data_end, first_seq, end_seq, entries, reserved, crc);
     assert_eq!(table(&all, "Trailer"), trailer);
     let row = layout!(Row; event_id, correlation_id, causation_id, wall_ms, sequence, prev_entity, prev_kind,
-        prev_scope, frame_offset, segment_id, frame_len, entity_id, scope_id, clock, kind, flags, reserved, crc);
+        prev_scope, frame_offset, segment_id, frame_len, entity_id, scope_id, clock, kind, flags, entity_jump, crc);
     assert_eq!(table(&all, "Row"), row);
     let file = layout!(FileHeader; magic, version, param, number, crc, reserved);
     assert_eq!(table(&all, "Index generation"), file);

@@ -104,6 +104,15 @@ pub(crate) fn walk(
                 what,
             });
         }
+        if let Key::Entity(_) = key {
+            // Start fetching the row eight links down (a hint the daemon
+            // wrote; the walk below still checks every row it reaches), so
+            // that the walk's dependent misses overlap.
+            let jump = u64::from(row.entity_jump.get());
+            if jump != 0 && seq.checked_sub(jump).is_some_and(|s| s >= from) {
+                view.prefetch_row(seq - jump);
+            }
+        }
         if wm.admits(seq) && !visit(row)? {
             break;
         }

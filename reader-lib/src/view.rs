@@ -268,6 +268,17 @@ impl View {
         }
     }
 
+    /// Starts fetching the row of `seq` (both of its cache lines) if its
+    /// chunk is mapped already: a hint, nothing is read.
+    pub(crate) fn prefetch_row(&self, seq: u64) {
+        let (c, i) = self.geo.locate(seq);
+        if let Some(chunk) = self.chunks.get(c) {
+            let off = self.geo.row_offset(i);
+            chunk.prefetch(off);
+            chunk.prefetch(off + ROW_LEN - 1);
+        }
+    }
+
     /// Where id-table slot `i` lies in a chunk file.
     pub(crate) fn id_slot_offset(&self, i: usize) -> usize {
         self.geo.ids_offset() + 8 * i

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use weir_protocol::index::{
     CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, Checkpoint, ChunkGeometry,
-    FileHeader, KINDS_FILE_LEN, KINDS_MAGIC, META_CHECKPOINT_OFFS, META_MAGIC, NO_NAME, NS_ENTITY,
-    NS_SCOPE, PAGE, RANGE_RECORD_LEN, RANGES_CAP, RANGES_COUNT_OFF, RANGES_FILE_LEN, RANGES_MAGIC,
-    ROW_LEN, Row, fingerprint, id_hash, pack_slot, parse_range_record, range_record, ranges_record,
-    unpack_slot,
+    ENTITY_JUMP, FileHeader, KINDS_FILE_LEN, KINDS_MAGIC, META_CHECKPOINT_OFFS, META_MAGIC,
+    NO_NAME, NS_ENTITY, NS_SCOPE, PAGE, RANGE_RECORD_LEN, RANGES_CAP, RANGES_COUNT_OFF,
+    RANGES_FILE_LEN, RANGES_MAGIC, ROW_LEN, Row, fingerprint, id_hash, pack_slot,
+    parse_range_record, range_record, ranges_record, unpack_slot,
 };
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -119,6 +119,44 @@ pub struct IndexWriter {
     sealed: usize,
     names: Names,
     checkpoint_counter: u64,
+    /// The newest sequences of recently written entities' chains, for the
+    /// rows' `entity_jump` hints (see [`Recent`]).
+    recent: FxHashMap<u32, Recent>,
+}
+
+/// Entities whose newest sequences [`IndexWriter`] keeps (≈ 80 bytes each,
+/// so at most ≈ 20-40 MiB); past that it forgets them all and reads them down
+/// the chains again as they come back (eight row reads per entity). A store
+/// whose writes cycle through more entities than this pays those reads on
+/// most events.
+const RECENT_ENTITIES: usize = 1 << 18;
+
+/// The newest [`ENTITY_JUMP`] sequences of one entity's chain, oldest at
+/// `next` once full: a function of the chain alone, so every restore path
+/// writes the same `entity_jump` values.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    seqs: [u64; ENTITY_JUMP],
+    len: u8,
+    next: u8,
+}
+
+impl Recent {
+    /// The hint for a new row at `seq`: the distance to the row
+    /// `ENTITY_JUMP` links down the chain, 0 when there is none or it does
+    /// not fit in 32 bits.
+    fn jump(&self, seq: u64) -> u32 {
+        if usize::from(self.len) < ENTITY_JUMP {
+            return 0;
+        }
+        u32::try_from(seq - self.seqs[usize::from(self.next)]).unwrap_or(0)
+    }
+
+    fn push(&mut self, seq: u64) {
+        self.seqs[usize::from(self.next)] = seq;
+        self.next = ((usize::from(self.next) + 1) % ENTITY_JUMP) as u8;
+        self.len = (self.len + 1).min(ENTITY_JUMP as u8);
+    }
 }
 
 impl IndexWriter {
@@ -153,6 +191,7 @@ impl IndexWriter {
             sealed: 0,
             names,
             checkpoint_counter: 0,
+            recent: FxHashMap::default(),
         })
     }
 
@@ -218,6 +257,7 @@ impl IndexWriter {
             sealed,
             names,
             checkpoint_counter: cp.counter.get(),
+            recent: FxHashMap::default(),
         };
         w.publish_ranges();
         Ok(w)
@@ -417,7 +457,9 @@ impl IndexWriter {
         row.causation_id = ev.causation_id.unwrap_or(0).to_le_bytes();
         row.wall_ms = ev.wall_ms.into();
         row.sequence = ev.seq.into();
-        row.prev_entity = self.names.head(entity_id).into();
+        let head = self.names.head(entity_id);
+        row.prev_entity = head.into();
+        row.entity_jump = self.entity_jump(entity_id, head, ev.seq).into();
         row.prev_kind = prev_kind.into();
         row.prev_scope = self.names.head(scope_id).into();
         row.frame_offset = ev.frame_offset.into();
@@ -465,6 +507,40 @@ impl IndexWriter {
             .store(ev.seq + 1, Ordering::Release);
         kind_count.store(kind_count.load(Ordering::Relaxed) + 1, Ordering::Release);
         Ok(entity_id)
+    }
+
+    /// The `entity_jump` hint of a new row at `seq` whose entity's chain
+    /// head is `head` (newest sequence + 1, 0 for none); records `seq` as
+    /// the entity's newest.
+    fn entity_jump(&mut self, entity_id: u32, head: u64, seq: u64) -> u32 {
+        if let Some(r) = self.recent.get_mut(&entity_id) {
+            let jump = r.jump(seq);
+            r.push(seq);
+            return jump;
+        }
+        // Not in memory (new, forgotten, or written before this start):
+        // read the newest sequences down the chain.
+        let mut down = Vec::with_capacity(ENTITY_JUMP);
+        let mut link = head;
+        while link != 0 && down.len() < ENTITY_JUMP {
+            let Some(row) = self.row(link - 1) else { break };
+            if row.entity_id.get() != entity_id || row.prev_entity.get() >= link {
+                break;
+            }
+            down.push(link - 1);
+            link = row.prev_entity.get();
+        }
+        let mut r = Recent::default();
+        for &s in down.iter().rev() {
+            r.push(s);
+        }
+        let jump = r.jump(seq);
+        r.push(seq);
+        if self.recent.len() >= RECENT_ENTITIES {
+            self.recent.clear();
+        }
+        self.recent.insert(entity_id, r);
+        jump
     }
 
     /// Starts loading the id-table slot where `put_event` will first look
