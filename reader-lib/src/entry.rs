@@ -38,13 +38,19 @@ impl<'r> Entry<'r> {
     pub(crate) fn new(view: &'r View, row: Row) -> Result<Self, ReadError> {
         let entity = view.name(row.entity_id.get(), NS_ENTITY)?;
         let scope = view.name(row.scope_id.get(), NS_SCOPE)?;
-        Ok(Self {
+        Ok(Self::with_names(view, row, entity, scope))
+    }
+
+    /// [`new`](Self::new) with the row's entity and scope names already
+    /// looked up (by the caller, for these very ids).
+    pub(crate) fn with_names(view: &'r View, row: Row, entity: &'r str, scope: &'r str) -> Self {
+        Self {
             view,
             row,
             entity,
             scope,
             frame: OnceCell::new(),
-        })
+        }
     }
 
     /// Global sequence.

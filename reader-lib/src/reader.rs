@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{STATE_LIVE, STATE_STARTING, STATE_STOPPED, STATE_SUPERSEDED};
-use weir_protocol::index::Row;
+use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row};
 use weir_protocol::{EventId, Region};
 
 /// Views a reader can attach over its lifetime (daemon restarts).
@@ -265,7 +265,24 @@ impl<'r> Snapshot<'r> {
     }
 
     fn entries(&self, rows: Vec<Row>) -> Result<Vec<Entry<'r>>, ReadError> {
-        rows.into_iter().map(|r| Entry::new(self.view, r)).collect()
+        // Neighbouring rows mostly share their coordinate (a stream always
+        // shares the entity): names never change once written, so the last
+        // pair looked up is reused while the ids match.
+        let mut last_ids = None;
+        let mut names = ("", "");
+        rows.into_iter()
+            .map(|r| {
+                let ids = (r.entity_id.get(), r.scope_id.get());
+                if last_ids != Some(ids) {
+                    names = (
+                        self.view.name(ids.0, NS_ENTITY)?,
+                        self.view.name(ids.1, NS_SCOPE)?,
+                    );
+                    last_ids = Some(ids);
+                }
+                Ok(Entry::with_names(self.view, r, names.0, names.1))
+            })
+            .collect()
     }
 
     /// See [`Reader::get`].
