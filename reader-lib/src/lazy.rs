@@ -13,7 +13,8 @@ const FIRST: usize = 1 << FIRST_LOG2;
 /// indexes `FIRST·(2^k − 1) ..< FIRST·(2^(k+1) − 1)`. So a table costs what
 /// its largest index used needs (at most twice that), and nothing for the
 /// index space it could address. A lost race maps a file twice and drops one
-/// copy; nobody waits.
+/// copy; nobody waits for a file to be mapped (only, briefly, for a level to
+/// be allocated).
 ///
 /// This matters for the first lookup of a new process: every page that a
 /// `Reader::open` and its first lookup write for the first time is a page

@@ -149,7 +149,9 @@ impl Recent {
         if usize::from(self.len) < ENTITY_JUMP {
             return 0;
         }
-        u32::try_from(seq - self.seqs[usize::from(self.next)]).unwrap_or(0)
+        seq.checked_sub(self.seqs[usize::from(self.next)])
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(0)
     }
 
     fn push(&mut self, seq: u64) {
