@@ -3,7 +3,8 @@
 //! file (FORMAT.md), not from mapping every chunk newest first.
 
 use weir::{EventId, Reader};
-use weir_daemon::{Config, Store, SyncPolicy};
+mod common;
+use common::small_chunk_store;
 use weir_protocol::wire::AppendRequest;
 
 /// The chunk files of `dir` this process maps read-only (a reader's
@@ -27,12 +28,7 @@ fn chunks_mapped_read_only(dir: &std::path::Path) -> Vec<String> {
 fn a_first_lookup_maps_only_the_chunks_it_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let store = Store::open(Config {
-        sync: SyncPolicy::Never,
-        chunk_rows_log2: 10,
-        ..Config::new(dir)
-    })
-    .unwrap();
+    let store = small_chunk_store(dir);
     // Five chunks of 1024 rows: four sealed, the fifth filling.
     let mut receipts = Vec::new();
     for b in 0..18 {

@@ -7,7 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use weir::{EventId, Reader};
-use weir_daemon::{Config, Store, SyncPolicy};
+mod common;
+use common::small_chunk_store;
 use weir_protocol::wire::AppendRequest;
 
 /// Counts the bytes allocated through it.
@@ -36,12 +37,7 @@ static GLOBAL: Counting = Counting;
 fn open_and_a_first_lookup_allocate_a_few_kilobytes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let store = Store::open(Config {
-        sync: SyncPolicy::Never,
-        chunk_rows_log2: 10,
-        ..Config::new(dir)
-    })
-    .unwrap();
+    let store = small_chunk_store(dir);
     let batch = (0..3000)
         .map(|i| AppendRequest {
             entity: format!("user:{}", i % 97),
