@@ -549,8 +549,8 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
     }
     let mut out = json!({
         "open_first_ms": open_first.as_secs_f64() * 1e3,
-        "open_first_minflt": faults_after.0 - faults.0,
-        "open_first_majflt": faults_after.1 - faults.1,
+        "open_first_minflt": faults_after.0.saturating_sub(faults.0),
+        "open_first_majflt": faults_after.1.saturating_sub(faults.1),
     });
     if phases {
         let phase = Duration::from_secs_f64(phase_secs);

@@ -124,8 +124,8 @@ pub struct IndexWriter {
     recent: FxHashMap<u32, Recent>,
 }
 
-/// Entities whose newest sequences [`IndexWriter`] keeps (≈ 80 bytes each,
-/// so at most ≈ 20-40 MiB); past that it forgets them all and reads them down
+/// Entities whose newest sequences [`IndexWriter`] keeps (≈ 80 bytes each
+/// in a hash map, so at most ≈ 42 MiB); past that it forgets them all and reads them down
 /// the chains again as they come back (eight row reads per entity). A store
 /// whose writes cycle through more entities than this pays those reads on
 /// most events.
@@ -522,18 +522,20 @@ impl IndexWriter {
         }
         // Not in memory (new, forgotten, or written before this start):
         // read the newest sequences down the chain.
-        let mut down = Vec::with_capacity(ENTITY_JUMP);
+        let mut down = [0u64; ENTITY_JUMP];
+        let mut n = 0;
         let mut link = head;
-        while link != 0 && down.len() < ENTITY_JUMP {
+        while link != 0 && n < ENTITY_JUMP {
             let Some(row) = self.row(link - 1) else { break };
             if row.entity_id.get() != entity_id || row.prev_entity.get() >= link {
                 break;
             }
-            down.push(link - 1);
+            down[n] = link - 1;
+            n += 1;
             link = row.prev_entity.get();
         }
         let mut r = Recent::default();
-        for &s in down.iter().rev() {
+        for &s in down[..n].iter().rev() {
             r.push(s);
         }
         let jump = r.jump(seq);
