@@ -171,6 +171,16 @@ impl ChunkGeometry {
     pub const fn id_slots(self) -> usize {
         self.rows() * 2
     }
+    /// Offset of id-table slot `i`.
+    #[must_use]
+    pub const fn id_slot_offset(self, i: usize) -> usize {
+        self.ids_offset() + i * 8
+    }
+    /// The id-table slot where probing for an id of hash `hash` starts.
+    #[must_use]
+    pub const fn home_slot(self, hash: u64) -> usize {
+        (hash as usize) & (self.id_slots() - 1)
+    }
     /// Whole file length.
     #[must_use]
     pub const fn file_len(self) -> usize {
@@ -521,6 +531,8 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn range_records_round_trip_and_refuse_damage() {
         let r = range_record(7, 11, 99);
@@ -535,8 +547,6 @@ mod tests {
         assert_eq!(ranges_record(0), PAGE);
         assert_eq!(ranges_record(3) - ranges_record(2), 64);
     }
-
-    use super::*;
 
     #[test]
     fn geometry_is_contiguous_and_aligned() {

@@ -109,8 +109,8 @@ pub(crate) fn walk(
             // wrote; the walk below still checks every row it reaches), so
             // that the walk's dependent misses overlap.
             let jump = u64::from(row.entity_jump.get());
-            if jump != 0 && seq.checked_sub(jump).is_some_and(|s| s >= from) {
-                view.prefetch_row(seq - jump);
+            if let Some(down) = seq.checked_sub(jump).filter(|&s| jump != 0 && s >= from) {
+                view.prefetch_row(down);
             }
         }
         if wm.admits(seq) && !visit(row)? {
@@ -437,7 +437,7 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     // the slot each lookup will match, probed as `get` probes: the next
     // chunk at an empty slot, a few slots at most per chunk.
     for &(i, _, chunk) in &candidates {
-        chunk.prefetch(view.id_slot_offset((id_hash(ids[i].0) % slots) as usize));
+        chunk.prefetch(geo.id_slot_offset(geo.home_slot(id_hash(ids[i].0))));
     }
     let mut found = [(0u64, 0u64); WARM_GROUP];
     for chunks in candidates.chunk_by(|a, b| a.0 == b.0) {
@@ -464,12 +464,8 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
         let seq = (c << geo.log2) + r as u64;
         (r < geo.rows() && seq < wm.visible).then_some((c, r, seq))
     });
-    for &(c, r, _) in rows.iter().flatten() {
-        if let Ok(chunk) = view.chunk(c) {
-            let off = geo.row_offset(r);
-            chunk.prefetch(off);
-            chunk.prefetch(off + ROW_LEN - 1);
-        }
+    for &(_, _, seq) in rows.iter().flatten() {
+        view.prefetch_row(seq);
     }
     let mut frames = [None; WARM_GROUP];
     for (fr, &(c, r, seq)) in frames

@@ -279,15 +279,10 @@ impl View {
         }
     }
 
-    /// Where id-table slot `i` lies in a chunk file.
-    pub(crate) fn id_slot_offset(&self, i: usize) -> usize {
-        self.geo.ids_offset() + 8 * i
-    }
-
     /// Id-table slot `i` of chunk `c` (Relaxed load; the caller fences).
     pub(crate) fn id_slot(&self, chunk: &Mapped, i: usize) -> u64 {
         chunk
-            .atomic_u64(self.id_slot_offset(i))
+            .atomic_u64(self.geo.id_slot_offset(i))
             .map_or(0, |a| a.load(Ordering::Relaxed))
     }
 

@@ -485,11 +485,11 @@ impl IndexWriter {
         let table = &self.chunks[c];
         let hash = id_hash(ev.event_id);
         let mask = geo.id_slots() - 1;
-        let mut s = (hash as usize) & mask;
+        let mut s = geo.home_slot(hash);
         loop {
             let slot = table
                 .region()
-                .atomic_u64(geo.ids_offset() + s * 8)
+                .atomic_u64(geo.id_slot_offset(s))
                 .expect("id slot in bounds");
             if slot.load(Ordering::Relaxed) == 0 {
                 // SYNC: Release; the row was written above. Readers confirm
@@ -554,8 +554,8 @@ impl IndexWriter {
     pub fn prefetch_id_slot(&self, seq: u64, id: u128) {
         let (c, _) = self.geo.locate(seq);
         if let Some(f) = self.chunks.get(c as usize) {
-            let s = (id_hash(id) as usize) & (self.geo.id_slots() - 1);
-            f.region().prefetch(self.geo.ids_offset() + s * 8);
+            let s = self.geo.home_slot(id_hash(id));
+            f.region().prefetch(self.geo.id_slot_offset(s));
         }
     }
 
@@ -590,11 +590,11 @@ impl IndexWriter {
             if id < lo || id > hi {
                 continue;
             }
-            let mut s = (hash as usize) & mask;
+            let mut s = geo.home_slot(hash);
             loop {
                 let v = f
                     .region()
-                    .atomic_u64(geo.ids_offset() + s * 8)
+                    .atomic_u64(geo.id_slot_offset(s))
                     .expect("slot")
                     .load(Ordering::Relaxed);
                 if v == 0 {
