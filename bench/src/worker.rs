@@ -27,8 +27,9 @@ pub enum Role {
     /// W1: `threads` appenders in this process (client `client`), single
     /// appends; warm-up until the window GO names, then counted within it.
     Append { threads: usize, client: u64 },
-    /// W2 / W2b: batches of 256, timed like `Append`.
-    Batches { client: u64 },
+    /// W2 / W2b: batches of 256, timed like `Append`. `depth` > 1 keeps
+    /// that many batches in flight (`Writer::submit_batch`).
+    Batches { client: u64, depth: usize },
     /// W3-W6 on an `n`-event store: open + first answer, then warm-up and
     /// timed phases of `phase_secs` each.
     Query {
@@ -252,17 +253,23 @@ fn run(job: &Job) -> Result<()> {
     match job.role {
         Role::Append { threads, client } => append(ctx, threads, client),
         Role::Echo { ref socket } => echo(socket),
-        Role::Batches { client } => {
+        Role::Batches { client, depth } => {
             let (mut w, verified) = peers::open_writer(ctx)?;
             let mut pool = Pool::new();
             say("READY", &verified)?;
             let (t0, t1) = wait_window()?;
             let mut i = id_base(client, 0);
-            let (count, lat) = in_window(t0, t1, BATCH as u64, || {
-                w.append_batch(pool.batch(i))?;
+            let (count, lat) = in_window(t0, t1, || {
+                let acked = if depth > 1 {
+                    w.submit_batch(pool.batch(i), depth)?
+                } else {
+                    w.append_batch(pool.batch(i))?;
+                    BATCH as u64
+                };
                 i += BATCH as u64;
-                Ok(())
+                Ok(acked)
             })?;
+            w.drain()?;
             say(
                 "DONE",
                 &json!({ "count": count, "lat_us": lat }).to_string(),
@@ -418,24 +425,20 @@ fn restore(ctx: &Ctx) -> Result<()> {
 type AppenderDone = (Box<dyn peers::Writer>, u64, Vec<u32>);
 
 /// Runs `op` back to back until one ends after `t1` (CLOCK_MONOTONIC ns);
-/// returns what ended inside [`t0`, `t1`]: `per_op` counted per `op`, and
-/// each one's latency in µs. What ends before `t0` is warm-up.
-fn in_window(
-    t0: u64,
-    t1: u64,
-    per_op: u64,
-    mut op: impl FnMut() -> Result<()>,
-) -> Result<(u64, Vec<u32>)> {
+/// returns what ended inside [`t0`, `t1`]: the events each `op` reports
+/// acknowledged, and each one's latency in µs. What ends before `t0` is
+/// warm-up.
+fn in_window(t0: u64, t1: u64, mut op: impl FnMut() -> Result<u64>) -> Result<(u64, Vec<u32>)> {
     let (mut count, mut lat) = (0u64, Vec::new());
     loop {
         let st = mono_ns();
-        op()?;
+        let acked = op()?;
         let e = mono_ns();
         if e >= t0 {
             if e > t1 {
                 return Ok((count, lat));
             }
-            count += per_op;
+            count += acked;
             lat.push(((e - st) / 1000) as u32);
         }
     }
@@ -449,10 +452,10 @@ fn echo(socket: &Path) -> Result<()> {
     let (req, mut ans) = ([7u8; ECHO_BYTES], [0u8; ECHO_BYTES]);
     say("READY", "")?;
     let (t0, t1) = wait_window()?;
-    let (count, lat) = in_window(t0, t1, 1, || {
+    let (count, lat) = in_window(t0, t1, || {
         s.write_all(&req)?;
         s.read_exact(&mut ans)?;
-        Ok(())
+        Ok(1)
     })?;
     say(
         "DONE",
@@ -497,10 +500,10 @@ fn append(ctx: &Ctx, threads: usize, client: u64) -> Result<()> {
                 s.spawn(move || -> Result<_> {
                     let mut pool = Pool::new();
                     let mut i = id_base(client, t as u64);
-                    let (count, lat) = in_window(t0, t1, 1, || {
+                    let (count, lat) = in_window(t0, t1, || {
                         w.append(pool.one(i))?;
                         i += 1;
-                        Ok(())
+                        Ok(1)
                     })?;
                     Ok((w, count, lat))
                 })

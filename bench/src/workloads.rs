@@ -315,7 +315,13 @@ pub fn w2(opts: &Opts, out: &mut Vec<Row>, durable: bool) {
         let g = run_window(
             &[Job {
                 ctx: ctx.clone(),
-                role: Role::Batches { client: 0 },
+                role: Role::Batches {
+                    client: 0,
+                    // The CPU ceiling keeps two batches in flight where the
+                    // peer can queue one (weir in-process, batpak): the
+                    // producer builds the next batch while the store writes.
+                    depth: if durable { 1 } else { 2 },
+                },
             }],
             warm,
             secs,
@@ -334,6 +340,15 @@ pub fn w2(opts: &Opts, out: &mut Vec<Row>, durable: bool) {
         warm.as_secs_f64(),
         secs.as_secs_f64()
     ));
+    if !durable {
+        rows[0].notes.push(
+            "two batches in flight where the peer can queue one (weir in-process \
+             `Store::submit`, batpak `submit_batch`): the producer builds the next batch \
+             while the store writes this one; the socket client and the other peers \
+             append one batch at a time"
+                .into(),
+        );
+    }
     out.extend(rows);
 }
 

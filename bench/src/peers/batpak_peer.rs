@@ -3,6 +3,7 @@
 //! = 1` and group commit on (so concurrent appenders share one fsync).
 //! batpak admits one process per data dir: multi-client rows use threads.
 
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub struct BatpakWriter {
     durable: bool,
     /// Event ids as assigned by batpak, recorded when building read stores.
     ids: Option<std::fs::File>,
+    /// Batches submitted and not yet waited for.
+    pending: VecDeque<batpak::store::BatchAppendTicket>,
 }
 
 impl BatpakWriter {
@@ -92,7 +95,45 @@ impl BatpakWriter {
             store: self.store.clone(),
             durable: self.durable,
             ids: None,
+            pending: VecDeque::new(),
         }
+    }
+}
+
+/// One batch's items.
+fn items(evs: &[Event]) -> Result<Vec<BatchAppendItem>> {
+    evs.iter()
+        .map(|ev| {
+            let coord = Coordinate::new(&ev.entity, &ev.scope)?;
+            let payload = serde_bytes::Bytes::new(&ev.payload);
+            Ok(BatchAppendItem::new(
+                coord,
+                kind(ev.kind),
+                &payload,
+                AppendOptions::new(),
+                CausationRef::None,
+            )?)
+        })
+        .collect()
+}
+
+impl BatpakWriter {
+    /// Records the assigned ids (when building a read store).
+    fn record(&mut self, rs: &[batpak::store::AppendReceipt]) -> Result<()> {
+        if let Some(f) = &mut self.ids {
+            for r in rs {
+                f.write_all(&r.event_id.as_u128().to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest submitted batch; returns its events.
+    fn wait_one(&mut self) -> Result<u64> {
+        let ticket = self.pending.pop_front().context("no batch in flight")?;
+        let rs = ticket.wait()?;
+        self.record(&rs)?;
+        Ok(rs.len() as u64)
     }
 }
 
@@ -111,26 +152,30 @@ impl Writer for BatpakWriter {
     }
 
     fn append_batch(&mut self, evs: &[Event]) -> Result<()> {
-        let mut items = Vec::with_capacity(evs.len());
-        for ev in evs {
-            let coord = Coordinate::new(&ev.entity, &ev.scope)?;
-            let payload = serde_bytes::Bytes::new(&ev.payload);
-            items.push(BatchAppendItem::new(
-                coord,
-                kind(ev.kind),
-                &payload,
-                AppendOptions::new(),
-                CausationRef::None,
-            )?);
-        }
         let opts = self.opts(None);
-        let rs = self.store.append_batch_with_options(items, opts)?;
-        if let Some(f) = &mut self.ids {
-            for r in rs {
-                f.write_all(&r.event_id.as_u128().to_le_bytes())?;
-            }
+        let rs = self.store.append_batch_with_options(items(evs)?, opts)?;
+        self.record(&rs)
+    }
+
+    fn submit_batch(&mut self, evs: &[Event], depth: usize) -> Result<u64> {
+        if self.durable {
+            bail!("batpak: pipelined batches are measured without durability only");
         }
-        Ok(())
+        let ticket = self.store.submit_batch(items(evs)?)?;
+        self.pending.push_back(ticket);
+        let mut acked = 0;
+        while self.pending.len() >= depth.max(1) {
+            acked += self.wait_one()?;
+        }
+        Ok(acked)
+    }
+
+    fn drain(&mut self) -> Result<u64> {
+        let mut acked = 0;
+        while !self.pending.is_empty() {
+            acked += self.wait_one()?;
+        }
+        Ok(acked)
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
@@ -162,6 +207,7 @@ pub fn open_batpak(ctx: &Ctx, record_ids: bool) -> Result<(BatpakWriter, String)
             store: Arc::new(store),
             durable: ctx.durable,
             ids,
+            pending: VecDeque::new(),
         },
         verified,
     ))

@@ -72,6 +72,19 @@ pub trait Writer: Send {
     fn append(&mut self, ev: &Event) -> Result<()>;
     /// Append all of `evs` atomically at the durability of `Ctx::durable`.
     fn append_batch(&mut self, evs: &[Event]) -> Result<()>;
+    /// Queue all of `evs` as one atomic batch, keeping at most `depth`
+    /// batches in flight, so that the producer builds the next batch while
+    /// the store writes this one; returns the events acknowledged while it
+    /// ran. Only without durability (the CPU ceiling). The default, for a
+    /// peer without a queueing API, appends synchronously.
+    fn submit_batch(&mut self, evs: &[Event], _depth: usize) -> Result<u64> {
+        self.append_batch(evs)?;
+        Ok(evs.len() as u64)
+    }
+    /// Wait for every batch `submit_batch` queued; returns their events.
+    fn drain(&mut self) -> Result<u64> {
+        Ok(0)
+    }
     /// Close cleanly (flush whatever a clean close writes).
     fn finish(self: Box<Self>) -> Result<()>;
 }

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -334,13 +334,37 @@ fn request(ev: &Event) -> AppendRequest {
 
 pub struct WeirWriter {
     store: Store,
+    /// Outcomes of submitted batches (events acknowledged, or the error).
+    acks: Acks,
+    in_flight: usize,
 }
 
+type Ack = Result<usize, String>;
+type Acks = (mpsc::Sender<Ack>, mpsc::Receiver<Ack>);
+
 impl WeirWriter {
-    pub fn clone_handle(&self) -> WeirWriter {
+    fn new(store: Store) -> Self {
         WeirWriter {
-            store: self.store.clone(),
+            store,
+            acks: mpsc::channel(),
+            in_flight: 0,
         }
+    }
+
+    pub fn clone_handle(&self) -> WeirWriter {
+        WeirWriter::new(self.store.clone())
+    }
+
+    /// Waits for the oldest submitted batch; returns its events.
+    fn wait_one(&mut self) -> Result<u64> {
+        let n = self
+            .acks
+            .1
+            .recv()
+            .map_err(|_| anyhow!("weir submit: the writer dropped a reply"))?
+            .map_err(|e| anyhow!("weir submit: {e}"))?;
+        self.in_flight -= 1;
+        Ok(n as u64)
     }
 }
 
@@ -359,6 +383,32 @@ impl Writer for WeirWriter {
         Ok(())
     }
 
+    fn submit_batch(&mut self, evs: &[Event], depth: usize) -> Result<u64> {
+        let tx = self.acks.0.clone();
+        self.store
+            .submit(
+                evs.iter().map(request).collect(),
+                Box::new(move |r| {
+                    let _ = tx.send(r.map(|v| v.len()).map_err(|e| format!("{e:?}")));
+                }),
+            )
+            .map_err(|e| anyhow!("weir submit: {e:?}"))?;
+        self.in_flight += 1;
+        let mut acked = 0;
+        while self.in_flight >= depth.max(1) {
+            acked += self.wait_one()?;
+        }
+        Ok(acked)
+    }
+
+    fn drain(&mut self) -> Result<u64> {
+        let mut acked = 0;
+        while self.in_flight > 0 {
+            acked += self.wait_one()?;
+        }
+        Ok(acked)
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         self.store
             .shutdown()
@@ -375,7 +425,7 @@ pub fn open_weir(ctx: &Ctx) -> Result<(WeirWriter, String)> {
     };
     let store = Store::open(cfg).map_err(|e| anyhow!("weir open: {e:?}"))?;
     let verified = format!("sync={:?}", store.config().sync);
-    Ok((WeirWriter { store }, verified))
+    Ok((WeirWriter::new(store), verified))
 }
 
 pub fn open_writer(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
