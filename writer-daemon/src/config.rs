@@ -15,7 +15,8 @@ pub enum SyncPolicy {
     EveryNEvents,
     /// fsync when the last sync is older than `sync-interval-ms`.
     IntervalMs,
-    /// Never fsync on the append path (only at rotation, `Sync` and shutdown).
+    /// Never fsync on the append path (only at rotation, `Sync` and shutdown);
+    /// writeback of every 8 MiB of a segment is started, not waited for.
     /// New segments are then only reserved (`posix_fallocate`), not
     /// zero-filled first: the fill only makes frequent syncs cheaper.
     Never,

@@ -21,6 +21,7 @@ pub mod state;
 pub mod stats;
 pub mod storage;
 pub mod store;
+mod writeback;
 pub mod writer;
 
 pub use config::{Config, SyncMode, SyncPolicy};

@@ -92,16 +92,24 @@ pub fn latest_generation(data_dir: &Path) -> Option<u64> {
         .max()
 }
 
+/// Under `sync = never`, segment bytes written between two starts of their
+/// writeback (see [`FileStorage::write_behind`]).
+const WRITE_BEHIND: u64 = 8 << 20;
+
 impl Store {
     /// Opens (creating if needed) the data directory, restores, publishes
     /// the gate and starts the writer.
     pub fn open(config: Config) -> Result<Self, OpenError> {
         // The segment files are touched (leftovers removed) only once the
         // directory lock is held: a second daemon must not disturb the first.
-        let zero_fill = config.sync != SyncPolicy::Never;
+        let never = config.sync == SyncPolicy::Never;
         Self::open_inner(config, |dir| {
             let storage = FileStorage::new(dir).map_err(OpenError::io(dir.join("segments")))?;
-            Ok(Box::new(storage.zero_fill(zero_fill)))
+            Ok(Box::new(
+                storage
+                    .zero_fill(!never)
+                    .write_behind(never.then_some(WRITE_BEHIND)),
+            ))
         })
     }
 
