@@ -98,6 +98,20 @@ impl MappedFile {
         })
     }
 
+    /// Faults `off..off + len` in, writable, without changing a byte
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14+; `EINVAL` before). The range is
+    /// widened to whole pages.
+    pub fn prefault(&self, off: usize, len: usize) -> io::Result<()> {
+        let page = weir_protocol::index::PAGE;
+        let start = off - off % page;
+        let end = (off + len).next_multiple_of(page).min(self.map.len());
+        if start >= end {
+            return Ok(());
+        }
+        self.map
+            .advise_range(memmap2::Advice::PopulateWrite, start, end - start)
+    }
+
     /// `msync`s the whole mapping.
     pub fn flush(&self) -> io::Result<()> {
         self.map.flush()

@@ -2,13 +2,16 @@
 //! each sequence before the gate publishes it (FORMAT.md, "Write order").
 
 mod names;
+mod prefault;
 
 use crate::fxhash::FxHashMap;
 use crate::mapped::MappedFile;
 pub use names::Names;
+use prefault::Prefaulter;
 use rayon::prelude::*;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use weir_protocol::index::{
     CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, Checkpoint, ChunkGeometry,
@@ -113,7 +116,11 @@ pub struct IndexWriter {
     kinds: MappedFile,
     /// The sealed chunks' id ranges, for readers (see [`Self::publish_ranges`]).
     ranges: MappedFile,
-    chunks: Vec<MappedFile>,
+    chunks: Vec<Arc<MappedFile>>,
+    /// Faults the rows and columns just ahead of the writer in.
+    prefault: Prefaulter,
+    /// (chunk, row) up to which the prefault thread was asked.
+    prefault_at: (usize, usize),
     /// Running (min, max) event id per chunk, for sealing.
     id_ranges: Vec<(u128, u128)>,
     sealed: usize,
@@ -189,6 +196,8 @@ impl IndexWriter {
             kinds,
             ranges,
             chunks: Vec::new(),
+            prefault: Prefaulter::default(),
+            prefault_at: (usize::MAX, 0),
             id_ranges: Vec::new(),
             sealed: 0,
             names,
@@ -233,7 +242,7 @@ impl IndexWriter {
                 }
                 r
             };
-            chunks.push(f);
+            chunks.push(Arc::new(f));
             id_ranges.push(range);
         }
         let names = Names::open(&dir, cp.strings_end.get(), cp.names_table.get())?;
@@ -255,6 +264,8 @@ impl IndexWriter {
             kinds,
             ranges,
             chunks,
+            prefault: Prefaulter::default(),
+            prefault_at: (usize::MAX, 0),
             id_ranges,
             sealed,
             names,
@@ -297,7 +308,7 @@ impl IndexWriter {
                 .map_err(|e| invalid(format!("{name}: {e}")))?;
             let range = sealed_range(&f).ok_or_else(|| invalid(format!("{name} is not sealed")))?;
             w.id_ranges.push(range);
-            w.chunks.push(f);
+            w.chunks.push(Arc::new(f));
         }
         w.sealed = chunks;
         w.publish_ranges();
@@ -425,15 +436,44 @@ impl IndexWriter {
                 0,
                 FileHeader::new(CHUNK_MAGIC, self.geo.log2, n as u64).as_bytes(),
             );
-            self.chunks.push(f);
+            self.chunks.push(Arc::new(f));
             self.id_ranges.push((u128::MAX, 0));
         }
         Ok((&self.chunks[c], i))
     }
 
+    /// Asks the prefault thread for the rows and columns up to two windows
+    /// past row `i` of chunk `c` (see `prefault.rs`).
+    fn prefault_ahead(&mut self, c: usize, i: usize) {
+        /// Rows per request: 512 KiB of rows and 40 KiB of columns.
+        const WINDOW: usize = 4096;
+        let geo = self.geo;
+        if self.prefault_at.0 != c || i > self.prefault_at.1 {
+            self.prefault_at = (c, i - i % WINDOW);
+        }
+        let until = (i + 2 * WINDOW).min(geo.rows());
+        while self.prefault_at.1 < until {
+            let from = self.prefault_at.1;
+            let n = WINDOW.min(geo.rows() - from);
+            self.prefault.ask(
+                &self.chunks[c],
+                [
+                    (geo.row_offset(from), n * ROW_LEN),
+                    (geo.kinds_offset() + from * 2, n * 2),
+                    (geo.scopes_offset() + from * 4, n * 4),
+                    (geo.entities_offset() + from * 4, n * 4),
+                ],
+            );
+            self.prefault_at.1 += n;
+        }
+    }
+
     fn write_cells(&mut self, seq: u64, row: &Row) -> io::Result<(usize, usize)> {
         let geo = self.geo;
-        let (f, i) = self.chunk_for(seq)?;
+        let (c, i) = geo.locate(seq);
+        self.chunk_for(seq)?;
+        self.prefault_ahead(c as usize, i);
+        let f = &self.chunks[c as usize];
         f.write(geo.row_offset(i), row.as_bytes());
         f.write(geo.kinds_offset() + i * 2, &row.kind.get().to_le_bytes());
         f.write(
@@ -444,7 +484,7 @@ impl IndexWriter {
             geo.entities_offset() + i * 4,
             &row.entity_id.get().to_le_bytes(),
         );
-        Ok((geo.locate(seq).0 as usize, i))
+        Ok((c as usize, i))
     }
 
     /// Writes the row, columns, id slot and heads of one event (unpublished);
@@ -650,6 +690,7 @@ impl IndexWriter {
         for f in self
             .chunks
             .iter()
+            .map(|f| &**f)
             .chain(self.names.files())
             .chain([&self.kinds, &self.ranges])
         {
@@ -692,6 +733,7 @@ impl IndexWriter {
         let files = self
             .chunks
             .iter()
+            .map(|f| &**f)
             .chain(self.names.files())
             .chain([&self.kinds, &self.meta]);
         files.map(|f| f.region().len() as u64).sum()
