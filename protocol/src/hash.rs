@@ -2,6 +2,8 @@
 //! predecessor in the same entity, and its payload; see `docs/FORMAT.md`
 //! ("Event hash") for the exact byte sequence.
 
+mod lanes;
+
 /// Domain separator that opens every hashed message.
 pub const EVENT_HASH_DOMAIN: &[u8; 16] = b"weir.event.v1\0\0\0";
 
@@ -59,6 +61,54 @@ pub fn event_hash(input: &HashInput<'_>) -> [u8; 32] {
     h.update(&head);
     h.update(input.payload);
     *h.finalize().as_bytes()
+}
+
+/// Hashes many events at once: [`event_hash`] of each, computed
+/// [`LANES`](lanes::LANES) messages per pass of the vector unit (see
+/// `lanes.rs`). Keeps its message buffer from call to call.
+#[derive(Debug, Default)]
+pub struct EventHasher {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EventHasher {
+    /// Most events one [`hash_all`](Self::hash_all) call hashes in one pass.
+    pub const LANES: usize = lanes::LANES;
+
+    /// Writes `event_hash(&inputs[i])` to `out[i]` for every `i`.
+    ///
+    /// # Panics
+    /// If `out` is shorter than `inputs`.
+    pub fn hash_all(&mut self, inputs: &[HashInput<'_>], out: &mut [[u8; 32]]) {
+        assert!(out.len() >= inputs.len(), "one output per input");
+        for (ins, outs) in inputs
+            .chunks(lanes::LANES)
+            .zip(out.chunks_mut(lanes::LANES))
+        {
+            self.buf.clear();
+            self.ends.clear();
+            for i in ins {
+                put_head(i, |b| self.buf.extend_from_slice(b));
+                self.buf.extend_from_slice(i.payload);
+                self.ends.push(self.buf.len());
+            }
+            let mut msgs: [&[u8]; lanes::LANES] = [&[]; lanes::LANES];
+            let mut start = 0;
+            for (m, &end) in msgs.iter_mut().zip(&self.ends) {
+                *m = &self.buf[start..end];
+                start = end;
+            }
+            let msgs = &msgs[..ins.len()];
+            if msgs.iter().all(|m| m.len() <= lanes::MAX_LEN) {
+                lanes::hash_many(msgs, outs);
+            } else {
+                for (m, o) in msgs.iter().zip(outs.iter_mut()) {
+                    *o = *blake3::hash(m).as_bytes();
+                }
+            }
+        }
+    }
 }
 
 /// Bytes of the message before the payload that do not depend on the names.
@@ -141,6 +191,33 @@ mod tests {
             assert_eq!(m.len(), HEAD_FIXED + 30 + 1, "len {len}");
             m.extend_from_slice(&payload);
             assert_eq!(event_hash(&i), *blake3::hash(&m).as_bytes(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn many_at_once_equals_one_by_one() {
+        // Counts around the lane width, message lengths around one chunk
+        // (1024 bytes = 129 of head here + 895 of payload; longer ones take
+        // the one-by-one path).
+        let payloads: Vec<Vec<u8>> = (0..40)
+            .map(|k| vec![k as u8; [0, 1, 100, 800, 894, 895, 896, 900, 5000][k % 9]])
+            .collect();
+        let inputs: Vec<HashInput<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(k, p)| HashInput {
+                payload: p,
+                clock: k as u32,
+                ..base()
+            })
+            .collect();
+        let mut h = EventHasher::default();
+        for n in [0, 1, 7, 8, 9, 16, 17, 40] {
+            let mut out = vec![[0u8; 32]; n];
+            h.hash_all(&inputs[..n], &mut out);
+            for (i, o) in inputs[..n].iter().zip(&out) {
+                assert_eq!(*o, event_hash(i), "{n} inputs, payload {}", i.payload.len());
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Bad requests get typed errors naming the problem, and lose nothing stored.
 mod common;
 use common::{config, ev};
+use weir_daemon::storage::SimStorage;
 use weir_daemon::{AppendError, OpenError, Store};
 use weir_protocol::ExpectedVersion;
 use weir_protocol::wire::AppendRequest;
@@ -114,6 +115,67 @@ fn a_batch_is_all_or_nothing() {
         }))
         .unwrap();
     assert_eq!(r.sequence, 1);
+}
+
+#[test]
+fn a_refused_batch_gives_back_every_event_id_it_staged() {
+    // The writer checks, links and hashes a batch in windows of eight
+    // events; a refusal in the second window must free the ids that both
+    // windows staged for the rest of the group, and a duplicate inside one
+    // window must be caught. The storage pauses inside the first append's
+    // sync while the other three queue, so that they share one group.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::default();
+    let s = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+    let ided = |i: u128, entity: &str| with(ev(entity, 0x1001, b""), |e| e.event_id = Some(i));
+    let mut refused: Vec<_> = (1..=20).map(|i| ided(i, &format!("u{i}"))).collect();
+    refused[12].expected = ExpectedVersion::Exact(5);
+    let twice = vec![ided(50, "x"), ided(51, "y"), ided(50, "z")];
+    let mut again: Vec<_> = (1..=20).map(|i| ided(i, &format!("u{i}"))).collect();
+    again.extend([ided(50, "x"), ided(51, "y")]);
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.pause_at = Some(st.ops + 2); // the first append: write (+1), sync (+2)
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (n, cmd) in [vec![ev("first", 0x1001, b"")], refused, twice, again]
+        .into_iter()
+        .enumerate()
+    {
+        let t = tx.clone();
+        s.submit(cmd, Box::new(move |r| drop(t.send((n, r)))))
+            .unwrap();
+        if n == 0 {
+            sim.wait_paused();
+        }
+    }
+    sim.release();
+    let mut out: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
+    out.sort_by_key(|r| r.0);
+    assert!(out[0].1.is_ok(), "{:?}", out[0]);
+    assert!(
+        matches!(out[1].1, Err(AppendError::VersionConflict { .. })),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(out[2].1, Err(AppendError::DuplicateEventId { .. })),
+        "{:?}",
+        out[2]
+    );
+    let rs = out[3]
+        .1
+        .as_ref()
+        .expect("the ids the refused batches staged are free");
+    assert_eq!(rs.len(), 22);
+    assert_eq!(
+        rs[0].sequence, 1,
+        "nothing of the refused batches was stored"
+    );
+    assert!(matches!(
+        s.append(ided(7, "u7")).unwrap_err(),
+        AppendError::DuplicateEventId { .. }
+    ));
 }
 
 #[test]

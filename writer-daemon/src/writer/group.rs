@@ -16,7 +16,7 @@ use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::index::IndexedEvent;
 use crate::state::EntityState;
 use std::time::Duration;
-use weir_protocol::hash::{HashInput, event_hash};
+use weir_protocol::hash::{EventHasher, HashInput};
 use weir_protocol::segment::{EventFrame, encode_cancel, encode_event, frame_len};
 use weir_protocol::wire::{AppendRequest, Receipt};
 use weir_protocol::{EventId, ExpectedVersion};
@@ -69,6 +69,18 @@ pub(crate) struct Group {
     buf_first: u64,
     flushes: Vec<Flush>,
     failure: Option<String>,
+    hasher: EventHasher,
+}
+
+/// One event's place in its entity's chain, worked out before its hash.
+#[derive(Clone, Copy, Default)]
+struct Link {
+    /// The entity's head before the event.
+    state: Option<EntityState>,
+    clock: u32,
+    prev_hash: [u8; 32],
+    event_id: u128,
+    correlation_id: u128,
 }
 
 fn conflict(e: &AppendRequest, state: Option<EntityState>) -> AppendError {
@@ -323,110 +335,147 @@ impl Writer {
         // One wall time for the whole command: the clock is read once per
         // command, not once per event (it only has millisecond resolution).
         let wall_ms = self.clock.now();
-        for (i, e) in events.iter().enumerate() {
-            let key = e.entity.as_bytes();
-            let state = self.entities.get(key).copied();
-            let ok = match e.expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => state.is_none(),
-                ExpectedVersion::Exact(n) => state.is_some_and(|s| s.clock == n),
-            };
-            if !ok {
-                refused = Some(conflict(e, state));
-                break;
-            }
-            // `g.ids` holds the client-chosen ids staged in this group,
-            // this command's earlier events included (taken back below if
-            // the command is refused).
-            if let Some(id) = e.event_id
-                && (g.ids.contains(&id) || self.index.find_id(id, self.next_seq).is_some())
-            {
-                refused = Some(AppendError::DuplicateEventId {
-                    id: EventId(id).to_string(),
-                });
-                break;
-            }
-            let seq = first + i as u64;
-            let clock = state.map_or(0, |s| s.clock + 1);
-            let prev_hash = state.map_or([0; 32], |s| s.hash);
-            let event_id = e.event_id.unwrap_or_else(|| self.ids.next(wall_ms));
-            let correlation_id = e.correlation_id.unwrap_or(event_id);
-            let hash = event_hash(&HashInput {
-                event_id,
-                correlation_id,
-                causation_id: e.causation_id,
-                kind: e.kind,
-                clock,
-                wall_ms,
-                entity: key,
-                scope: e.scope.as_bytes(),
-                prev_hash,
-                payload: &e.payload,
-            });
-            let offset = g.buf.len() as u64;
-            let len = encode_event(
-                &mut g.buf,
-                &EventFrame {
-                    sequence: seq,
-                    batch_first: first,
-                    batch_len: n as u32,
-                    batch_end: i + 1 == n,
-                    kind: e.kind,
-                    clock,
-                    event_id,
-                    correlation_id,
-                    causation_id: e.causation_id,
-                    idempotency_key: e.idempotency_key,
-                    wall_ms,
-                    entity: key,
-                    scope: e.scope.as_bytes(),
-                    payload: &e.payload,
-                    prev_hash,
-                    event_hash: hash,
-                },
-            );
-            let crc = u32::from_le_bytes(
-                g.buf[offset as usize + 4..offset as usize + 8]
-                    .try_into()
-                    .expect("4 bytes"),
-            );
-            g.frames.push((len as u32, crc));
-            g.undo.push((cmd, i, state));
-            let head = EntityState { clock, hash };
-            match self.entities.get_mut(key) {
-                Some(s) => *s = head,
-                None => {
-                    self.entities.insert(key.into(), head);
+        // Events are taken in windows of up to `LANES` with distinct
+        // entities: each window's checks and chain links first, then its
+        // hashes in one pass of the vector unit (`EventHasher`), then its
+        // frames and heads. (Distinct entities: no event of a window links
+        // to the hash of another.)
+        const LANES: usize = EventHasher::LANES;
+        let mut i = 0;
+        'windows: while i < n {
+            let mut links = [Link::default(); LANES];
+            let mut w = 0;
+            while w < LANES && i + w < n {
+                let e = &events[i + w];
+                let key = e.entity.as_bytes();
+                if events[i..i + w].iter().any(|o| o.entity.as_bytes() == key) {
+                    break;
                 }
+                let state = self.entities.get(key).copied();
+                let ok = match e.expected {
+                    ExpectedVersion::Any => true,
+                    ExpectedVersion::NoStream => state.is_none(),
+                    ExpectedVersion::Exact(n) => state.is_some_and(|s| s.clock == n),
+                };
+                if !ok {
+                    refused = Some((i + w, conflict(e, state)));
+                    break 'windows;
+                }
+                // `g.ids` holds the client-chosen ids staged in this group,
+                // this command's earlier events included (taken back below
+                // if the command is refused).
+                if let Some(id) = e.event_id {
+                    if g.ids.contains(&id) || self.index.find_id(id, self.next_seq).is_some() {
+                        refused = Some((
+                            i + w,
+                            AppendError::DuplicateEventId {
+                                id: EventId(id).to_string(),
+                            },
+                        ));
+                        break 'windows;
+                    }
+                    g.ids.insert(id);
+                }
+                let event_id = e.event_id.unwrap_or_else(|| self.ids.next(wall_ms));
+                links[w] = Link {
+                    state,
+                    clock: state.map_or(0, |s| s.clock + 1),
+                    prev_hash: state.map_or([0; 32], |s| s.hash),
+                    event_id,
+                    correlation_id: e.correlation_id.unwrap_or(event_id),
+                };
+                w += 1;
             }
-            let receipt = Receipt {
-                event_id,
-                sequence: seq,
-                clock,
-                event_hash: hash,
-                durable: false,
-                replayed: false,
-            };
-            g.pending.push(Pending {
-                cmd,
-                event: i,
-                receipt,
-                correlation_id,
-                wall_ms,
-                flush: g.flushes.len(),
-                offset,
-                len: len as u32,
-                batch_end: i + 1 == n,
+            let inputs: [HashInput<'_>; LANES] = std::array::from_fn(|k| {
+                let e = &events[i + k.min(w - 1)];
+                let l = &links[k];
+                HashInput {
+                    event_id: l.event_id,
+                    correlation_id: l.correlation_id,
+                    causation_id: e.causation_id,
+                    kind: e.kind,
+                    clock: l.clock,
+                    wall_ms,
+                    entity: e.entity.as_bytes(),
+                    scope: e.scope.as_bytes(),
+                    prev_hash: l.prev_hash,
+                    payload: &e.payload,
+                }
             });
-            if let Some(id) = e.event_id {
-                g.ids.insert(id);
+            let mut hashes = [[0u8; 32]; LANES];
+            g.hasher.hash_all(&inputs[..w], &mut hashes);
+            for (k, (l, hash)) in links.iter().zip(hashes).take(w).enumerate() {
+                let i = i + k;
+                let e = &events[i];
+                let key = e.entity.as_bytes();
+                let seq = first + i as u64;
+                let offset = g.buf.len() as u64;
+                let len = encode_event(
+                    &mut g.buf,
+                    &EventFrame {
+                        sequence: seq,
+                        batch_first: first,
+                        batch_len: n as u32,
+                        batch_end: i + 1 == n,
+                        kind: e.kind,
+                        clock: l.clock,
+                        event_id: l.event_id,
+                        correlation_id: l.correlation_id,
+                        causation_id: e.causation_id,
+                        idempotency_key: e.idempotency_key,
+                        wall_ms,
+                        entity: key,
+                        scope: e.scope.as_bytes(),
+                        payload: &e.payload,
+                        prev_hash: l.prev_hash,
+                        event_hash: hash,
+                    },
+                );
+                let crc = u32::from_le_bytes(
+                    g.buf[offset as usize + 4..offset as usize + 8]
+                        .try_into()
+                        .expect("4 bytes"),
+                );
+                g.frames.push((len as u32, crc));
+                g.undo.push((cmd, i, l.state));
+                let head = EntityState {
+                    clock: l.clock,
+                    hash,
+                };
+                match self.entities.get_mut(key) {
+                    Some(s) => *s = head,
+                    None => {
+                        self.entities.insert(key.into(), head);
+                    }
+                }
+                let receipt = Receipt {
+                    event_id: l.event_id,
+                    sequence: seq,
+                    clock: l.clock,
+                    event_hash: hash,
+                    durable: false,
+                    replayed: false,
+                };
+                g.pending.push(Pending {
+                    cmd,
+                    event: i,
+                    receipt,
+                    correlation_id: l.correlation_id,
+                    wall_ms,
+                    flush: g.flushes.len(),
+                    offset,
+                    len: len as u32,
+                    batch_end: i + 1 == n,
+                });
             }
+            i += w;
         }
-        if let Some(err) = refused {
-            // Take back the ids this command's staged events put in `g.ids`.
-            for p in &g.pending[pending_mark..] {
-                if events[p.event].event_id.is_some() {
-                    g.ids.remove(&p.receipt.event_id);
+        if let Some((at, err)) = refused {
+            // Take back the ids this command's events before `at` put in
+            // `g.ids` (each passed the check, so it was not there before).
+            for e in &events[..at] {
+                if let Some(id) = e.event_id {
+                    g.ids.remove(&id);
                 }
             }
             g.buf.truncate(buf_mark);
