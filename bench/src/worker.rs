@@ -426,8 +426,9 @@ type AppenderDone = (Box<dyn peers::Writer>, u64, Vec<u32>);
 
 /// Runs `op` back to back until one ends after `t1` (CLOCK_MONOTONIC ns);
 /// returns what ended inside [`t0`, `t1`]: the events each `op` reports
-/// acknowledged, and each one's latency in µs. What ends before `t0` is
-/// warm-up.
+/// acknowledged, and each op's duration in µs (with batches in flight, that
+/// is submit + wait for an earlier batch, not one batch's latency; no row
+/// reports it then). What ends before `t0` is warm-up.
 fn in_window(t0: u64, t1: u64, mut op: impl FnMut() -> Result<u64>) -> Result<(u64, Vec<u32>)> {
     let (mut count, mut lat) = (0u64, Vec::new());
     loop {

@@ -344,8 +344,11 @@ pub fn w2(opts: &Opts, out: &mut Vec<Row>, durable: bool) {
         rows[0].notes.push(
             "two batches in flight where the peer can queue one (weir in-process \
              `Store::submit`, batpak `submit_batch`): the producer builds the next batch \
-             while the store writes this one; the socket client and the other peers \
-             append one batch at a time"
+             while the store writes this one; weir's writer takes whatever is queued into \
+             one group (both batches, when the second arrived in time), batpak's W2b \
+             configuration (group_commit_max_batch = 1: more needs an idempotency key per \
+             event) one batch per write; the socket client and the other peers append one \
+             batch at a time"
                 .into(),
         );
     }

@@ -1,7 +1,8 @@
 //! weir's writer daemon: the segment log, the writer thread, the index
 //! publisher, restore, and (in `server`) the append socket.
 //!
-//! `unsafe` lives only in `mapped` (read-write mappings) and `futex`.
+//! `unsafe` lives only in `mapped` (read-write mappings), `futex` (the wake)
+//! and `writeback` (`sync_file_range`).
 #![deny(unsafe_code)]
 
 pub mod checkpoint;

@@ -1,5 +1,5 @@
-//! Read-write mappings of the index and gate files: the daemon's only module
-//! with `unsafe`.
+//! Read-write mappings of the index and gate files: one of the daemon's three
+//! modules with `unsafe` (with `futex` and `writeback`).
 #![allow(unsafe_code)]
 
 use memmap2::MmapMut;

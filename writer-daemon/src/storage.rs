@@ -68,6 +68,9 @@ pub struct FileStorage {
     write_behind: WriteBehind,
 }
 
+/// Page size for the write-behind ranges.
+const PAGE: u64 = 4096;
+
 /// Where a segment's writeback was last started, and how often to start it.
 #[derive(Debug, Clone, Copy)]
 struct WriteBehind {
@@ -79,12 +82,16 @@ struct WriteBehind {
 impl WriteBehind {
     /// After a write of `off..end` to segment `id`: the range whose
     /// writeback to start now, once `step` bytes piled up since the last.
+    /// The range ends on a page boundary: the page the next append writes
+    /// into is not put under writeback (where the kernel keeps pages under
+    /// writeback stable, that append would wait for the disk).
     fn after_write(&mut self, id: u64, off: u64, end: u64) -> Option<(u64, u64)> {
         let step = self.step?;
         if self.done.0 != id {
-            self.done = (id, off);
+            self.done = (id, off - off % PAGE);
         }
         let from = self.done.1;
+        let end = end - end % PAGE;
         if end < from + step {
             return None;
         }
@@ -270,13 +277,12 @@ impl Storage for FileStorage {
     }
 
     fn write_at(&mut self, id: u64, off: u64, data: &[u8]) -> io::Result<()> {
+        self.file(id)?.write_all_at(data, off)?;
         let due = self
             .write_behind
             .after_write(id, off, off + data.len() as u64);
-        let f = self.file(id)?;
-        f.write_all_at(data, off)?;
         if let Some((from, len)) = due
-            && let Err(e) = crate::writeback::start(f, from, len)
+            && let Err(e) = crate::writeback::start(self.file(id)?, from, len)
         {
             // Only a head start: a failure shows up at the next sync.
             tracing::debug!(error = %e, segment = id, "could not start writeback");
@@ -637,15 +643,25 @@ mod tests {
             step: Some(100),
             done: (u64::MAX, 0),
         };
-        // Segment 3 from its header on: nothing until 100 bytes piled up.
-        assert_eq!(wb.after_write(3, 64, 100), None);
-        assert_eq!(wb.after_write(3, 100, 163), None);
-        assert_eq!(wb.after_write(3, 163, 170), Some((64, 106)));
-        assert_eq!(wb.after_write(3, 170, 260), None);
-        assert_eq!(wb.after_write(3, 260, 400), Some((170, 230)));
+        // Steps of 2 pages; ranges run from and to page boundaries, never
+        // into the page the next append writes.
+        let (p, step) = (PAGE, 2 * PAGE);
+        wb.step = Some(step);
+        // Segment 3 from its header on: nothing until two whole pages piled up.
+        assert_eq!(wb.after_write(3, 64, p + 100), None);
+        assert_eq!(wb.after_write(3, p + 100, 2 * p + 7), Some((0, 2 * p)));
+        assert_eq!(wb.after_write(3, 2 * p + 7, 4 * p - 1), None);
+        assert_eq!(
+            wb.after_write(3, 4 * p - 1, 4 * p + 9),
+            Some((2 * p, 2 * p))
+        );
+        assert_eq!(
+            wb.after_write(3, 4 * p + 9, 9 * p + 5),
+            Some((4 * p, 5 * p))
+        );
         // The next segment starts its own count where it is first written.
         assert_eq!(wb.after_write(4, 64, 80), None);
-        assert_eq!(wb.after_write(4, 80, 164), Some((64, 100)));
+        assert_eq!(wb.after_write(4, 80, 2 * p), Some((0, 2 * p)));
         // Off (any policy but `never`): never.
         let mut off = WriteBehind {
             step: None,

@@ -96,19 +96,26 @@ pub fn latest_generation(data_dir: &Path) -> Option<u64> {
 /// writeback (see [`FileStorage::write_behind`]).
 const WRITE_BEHIND: u64 = 8 << 20;
 
+/// How segments are written under `sync`: zero-filled ahead unless `never`
+/// (it spares frequent syncs the conversion of unwritten extents, and would
+/// only double the bytes written otherwise); writeback started every
+/// [`WRITE_BEHIND`] bytes only under `never` (the other policies sync).
+fn segment_writes(sync: SyncPolicy) -> (bool, Option<u64>) {
+    let never = sync == SyncPolicy::Never;
+    (!never, never.then_some(WRITE_BEHIND))
+}
+
 impl Store {
     /// Opens (creating if needed) the data directory, restores, publishes
     /// the gate and starts the writer.
     pub fn open(config: Config) -> Result<Self, OpenError> {
         // The segment files are touched (leftovers removed) only once the
         // directory lock is held: a second daemon must not disturb the first.
-        let never = config.sync == SyncPolicy::Never;
+        let (zero_fill, write_behind) = segment_writes(config.sync);
         Self::open_inner(config, |dir| {
             let storage = FileStorage::new(dir).map_err(OpenError::io(dir.join("segments")))?;
             Ok(Box::new(
-                storage
-                    .zero_fill(!never)
-                    .write_behind(never.then_some(WRITE_BEHIND)),
+                storage.zero_fill(zero_fill).write_behind(write_behind),
             ))
         })
     }
@@ -463,7 +470,22 @@ fn stop_writer(tx: Option<SyncSender<Cmd>>, writer: Option<JoinHandle<()>>) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::dir_bytes;
+    use super::{SyncPolicy, WRITE_BEHIND, dir_bytes, segment_writes};
+
+    #[test]
+    fn only_sync_never_writes_behind_and_only_it_skips_the_zero_fill() {
+        assert_eq!(
+            segment_writes(SyncPolicy::Never),
+            (false, Some(WRITE_BEHIND))
+        );
+        for p in [
+            SyncPolicy::Always,
+            SyncPolicy::EveryNEvents,
+            SyncPolicy::IntervalMs,
+        ] {
+            assert_eq!(segment_writes(p), (true, None), "{p:?}");
+        }
+    }
 
     #[test]
     fn dir_bytes_counts_a_hard_linked_file_once() {

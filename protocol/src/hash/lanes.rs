@@ -14,8 +14,9 @@
 //! The tests compare every length from 0 to 1024 against `blake3::hash`.
 //!
 //! The lane code is plain safe Rust on arrays that the compiler vectorises
-//! when it is compiled with AVX2 (x86-64). Calling that compilation is the
-//! module's only `unsafe`, after the CPU was checked for AVX2.
+//! when it is compiled with AVX-512VL or AVX2 (x86-64). Calling those
+//! compilations, after the CPU was checked for the features they need, is
+//! the module's only `unsafe`.
 #![allow(unsafe_code)]
 
 /// Messages hashed per pass.
@@ -213,7 +214,7 @@ mod tests {
     #[test]
     fn every_length_matches_blake3() {
         // Eight lanes of different lengths per pass, so that lanes stop at
-        // different blocks; every length 0..=1024 lands in some lane.
+        // different blocks (then every length 0..=1024 alone, below).
         let lens: Vec<usize> = (0..=MAX_LEN).collect();
         for (k, group) in lens.chunks(LANES).enumerate() {
             let group: Vec<usize> = group
@@ -243,6 +244,23 @@ mod tests {
         let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         let mut out = [[0u8; 32]; LANES];
         lanes(&refs, &mut out);
+        for (m, h) in msgs.iter().zip(&out) {
+            assert_eq!(h, blake3::hash(m).as_bytes(), "length {}", m.len());
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_compilation_matches_where_the_cpu_has_it() {
+        // `hash_many` takes AVX-512 where it can; test the AVX2 path too.
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let msgs: Vec<Vec<u8>> = (0..LANES).map(|l| message(l * 129 + 3, l)).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let mut out = [[0u8; 32]; LANES];
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { hash_many_avx2(&refs, &mut out) };
         for (m, h) in msgs.iter().zip(&out) {
             assert_eq!(h, blake3::hash(m).as_bytes(), "length {}", m.len());
         }
