@@ -10,6 +10,7 @@ use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use weir_protocol::index::PAGE;
 
 /// A whole segment's bytes, mapped or owned.
 #[derive(Debug)]
@@ -68,9 +69,6 @@ pub struct FileStorage {
     write_behind: WriteBehind,
 }
 
-/// Page size for the write-behind ranges.
-const PAGE: u64 = 4096;
-
 /// Where a segment's writeback was last started, and how often to start it.
 #[derive(Debug, Clone, Copy)]
 struct WriteBehind {
@@ -88,10 +86,10 @@ impl WriteBehind {
     fn after_write(&mut self, id: u64, off: u64, end: u64) -> Option<(u64, u64)> {
         let step = self.step?;
         if self.done.0 != id {
-            self.done = (id, off - off % PAGE);
+            self.done = (id, off - off % PAGE as u64);
         }
         let from = self.done.1;
-        let end = end - end % PAGE;
+        let end = end - end % PAGE as u64;
         if end < from + step {
             return None;
         }
@@ -639,14 +637,13 @@ mod tests {
 
     #[test]
     fn writeback_starts_every_step_and_anew_in_each_segment() {
-        let mut wb = WriteBehind {
-            step: Some(100),
-            done: (u64::MAX, 0),
-        };
         // Steps of 2 pages; ranges run from and to page boundaries, never
         // into the page the next append writes.
-        let (p, step) = (PAGE, 2 * PAGE);
-        wb.step = Some(step);
+        let p = PAGE as u64;
+        let mut wb = WriteBehind {
+            step: Some(2 * p),
+            done: (u64::MAX, 0),
+        };
         // Segment 3 from its header on: nothing until two whole pages piled up.
         assert_eq!(wb.after_write(3, 64, p + 100), None);
         assert_eq!(wb.after_write(3, p + 100, 2 * p + 7), Some((0, 2 * p)));

@@ -425,9 +425,8 @@ impl IndexWriter {
         self.names.intern(ns, name, &self.meta)
     }
 
-    fn chunk_for(&mut self, seq: u64) -> io::Result<(&MappedFile, usize)> {
-        let (c, i) = self.geo.locate(seq);
-        let c = c as usize;
+    /// Creates the chunk files up to chunk `c`.
+    fn ensure_chunk(&mut self, c: usize) -> io::Result<()> {
         while self.chunks.len() <= c {
             let n = self.chunks.len();
             let f =
@@ -439,7 +438,7 @@ impl IndexWriter {
             self.chunks.push(Arc::new(f));
             self.id_ranges.push((u128::MAX, 0));
         }
-        Ok((&self.chunks[c], i))
+        Ok(())
     }
 
     /// Asks the prefault thread for the rows and columns up to two windows
@@ -471,9 +470,10 @@ impl IndexWriter {
     fn write_cells(&mut self, seq: u64, row: &Row) -> io::Result<(usize, usize)> {
         let geo = self.geo;
         let (c, i) = geo.locate(seq);
-        self.chunk_for(seq)?;
-        self.prefault_ahead(c as usize, i);
-        let f = &self.chunks[c as usize];
+        let c = c as usize;
+        self.ensure_chunk(c)?;
+        self.prefault_ahead(c, i);
+        let f = &self.chunks[c];
         f.write(geo.row_offset(i), row.as_bytes());
         f.write(geo.kinds_offset() + i * 2, &row.kind.get().to_le_bytes());
         f.write(
@@ -484,7 +484,7 @@ impl IndexWriter {
             geo.entities_offset() + i * 4,
             &row.entity_id.get().to_le_bytes(),
         );
-        Ok((c as usize, i))
+        Ok((c, i))
     }
 
     /// Writes the row, columns, id slot and heads of one event (unpublished);
