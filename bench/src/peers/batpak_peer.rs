@@ -127,14 +127,6 @@ impl BatpakWriter {
         }
         Ok(())
     }
-
-    /// Waits for the oldest submitted batch; returns its events.
-    fn wait_one(&mut self) -> Result<u64> {
-        let ticket = self.pending.pop_front().context("no batch in flight")?;
-        let rs = ticket.wait()?;
-        self.record(&rs)?;
-        Ok(rs.len() as u64)
-    }
 }
 
 impl Writer for BatpakWriter {
@@ -157,25 +149,24 @@ impl Writer for BatpakWriter {
         self.record(&rs)
     }
 
-    fn submit_batch(&mut self, evs: &[Event], depth: usize) -> Result<u64> {
+    fn queue_batch(&mut self, evs: &[Event]) -> Result<bool> {
         if self.durable {
             bail!("batpak: pipelined batches are measured without durability only");
         }
         let ticket = self.store.submit_batch(items(evs)?)?;
         self.pending.push_back(ticket);
-        let mut acked = 0;
-        while self.pending.len() >= depth.max(1) {
-            acked += self.wait_one()?;
-        }
-        Ok(acked)
+        Ok(true)
     }
 
-    fn drain(&mut self) -> Result<u64> {
-        let mut acked = 0;
-        while !self.pending.is_empty() {
-            acked += self.wait_one()?;
-        }
-        Ok(acked)
+    fn queued(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn wait_oldest(&mut self) -> Result<u64> {
+        let ticket = self.pending.pop_front().context("no batch in flight")?;
+        let rs = ticket.wait()?;
+        self.record(&rs)?;
+        Ok(rs.len() as u64)
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

@@ -72,18 +72,42 @@ pub trait Writer: Send {
     fn append(&mut self, ev: &Event) -> Result<()>;
     /// Append all of `evs` atomically at the durability of `Ctx::durable`.
     fn append_batch(&mut self, evs: &[Event]) -> Result<()>;
-    /// Queue all of `evs` as one atomic batch, keeping at most `depth`
-    /// batches in flight, so that the producer builds the next batch while
-    /// the store writes this one; returns the events acknowledged while it
-    /// ran. Only without durability (the CPU ceiling). The default, for a
-    /// peer without a queueing API, appends synchronously.
-    fn submit_batch(&mut self, evs: &[Event], _depth: usize) -> Result<u64> {
-        self.append_batch(evs)?;
-        Ok(evs.len() as u64)
+    /// Queue all of `evs` as one atomic batch without waiting for it, if
+    /// this peer can; `false`: it cannot, and nothing was done.
+    fn queue_batch(&mut self, _evs: &[Event]) -> Result<bool> {
+        Ok(false)
+    }
+    /// Batches queued and not yet waited for.
+    fn queued(&self) -> usize {
+        0
+    }
+    /// Wait for the oldest queued batch; returns its events.
+    fn wait_oldest(&mut self) -> Result<u64> {
+        anyhow::bail!("no batch queued")
+    }
+    /// Append all of `evs` as one atomic batch, keeping at most `depth`
+    /// batches in flight where the peer can queue one, so that the producer
+    /// builds the next batch while the store writes this one; returns the
+    /// events acknowledged while it ran. Only without durability (the CPU
+    /// ceiling). A peer that cannot queue appends synchronously.
+    fn submit_batch(&mut self, evs: &[Event], depth: usize) -> Result<u64> {
+        if !self.queue_batch(evs)? {
+            self.append_batch(evs)?;
+            return Ok(evs.len() as u64);
+        }
+        let mut acked = 0;
+        while self.queued() >= depth.max(1) {
+            acked += self.wait_oldest()?;
+        }
+        Ok(acked)
     }
     /// Wait for every batch `submit_batch` queued; returns their events.
     fn drain(&mut self) -> Result<u64> {
-        Ok(0)
+        let mut acked = 0;
+        while self.queued() > 0 {
+            acked += self.wait_oldest()?;
+        }
+        Ok(acked)
     }
     /// Close cleanly (flush whatever a clean close writes).
     fn finish(self: Box<Self>) -> Result<()>;

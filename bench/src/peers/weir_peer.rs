@@ -354,18 +354,6 @@ impl WeirWriter {
     pub fn clone_handle(&self) -> WeirWriter {
         WeirWriter::new(self.store.clone())
     }
-
-    /// Waits for the oldest submitted batch; returns its events.
-    fn wait_one(&mut self) -> Result<u64> {
-        let n = self
-            .acks
-            .1
-            .recv()
-            .map_err(|_| anyhow!("weir submit: the writer dropped a reply"))?
-            .map_err(|e| anyhow!("weir submit: {e}"))?;
-        self.in_flight -= 1;
-        Ok(n as u64)
-    }
 }
 
 impl Writer for WeirWriter {
@@ -383,7 +371,7 @@ impl Writer for WeirWriter {
         Ok(())
     }
 
-    fn submit_batch(&mut self, evs: &[Event], depth: usize) -> Result<u64> {
+    fn queue_batch(&mut self, evs: &[Event]) -> Result<bool> {
         let tx = self.acks.0.clone();
         self.store
             .submit(
@@ -394,19 +382,22 @@ impl Writer for WeirWriter {
             )
             .map_err(|e| anyhow!("weir submit: {e:?}"))?;
         self.in_flight += 1;
-        let mut acked = 0;
-        while self.in_flight >= depth.max(1) {
-            acked += self.wait_one()?;
-        }
-        Ok(acked)
+        Ok(true)
     }
 
-    fn drain(&mut self) -> Result<u64> {
-        let mut acked = 0;
-        while self.in_flight > 0 {
-            acked += self.wait_one()?;
-        }
-        Ok(acked)
+    fn queued(&self) -> usize {
+        self.in_flight
+    }
+
+    fn wait_oldest(&mut self) -> Result<u64> {
+        let n = self
+            .acks
+            .1
+            .recv()
+            .map_err(|_| anyhow!("weir submit: the writer dropped a reply"))?
+            .map_err(|e| anyhow!("weir submit: {e}"))?;
+        self.in_flight -= 1;
+        Ok(n as u64)
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
