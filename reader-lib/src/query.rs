@@ -416,7 +416,7 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
         return;
     }
     let last = geo.locate(wm.visible - 1).0;
-    let slots = geo.id_slots() as u64;
+    let slots = geo.id_slots();
     // The chunks each id may be in, as (id's index, chunk number, chunk):
     // newest first, without the sealed ones whose id range excludes it (as
     // `get` probes them).
@@ -445,7 +445,7 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
         let hash = id_hash(ids[i].0);
         'chunks: for &(_, c, chunk) in chunks {
             for k in 0..WARM_PROBES {
-                let slot = view.id_slot(chunk, ((hash % slots + k) % slots) as usize);
+                let slot = view.id_slot(chunk, (geo.home_slot(hash) + k) % slots);
                 match unpack_slot(slot) {
                     None => continue 'chunks,
                     Some((_, fp)) if fp == fingerprint(hash) => {
@@ -497,7 +497,7 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
 }
 
 /// Slots [`warm`] probes per chunk before leaving a lookup to `get`.
-const WARM_PROBES: u64 = 4;
+const WARM_PROBES: usize = 4;
 
 /// The admitted row of event `id`, probing each chunk's id table newest first.
 pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, ReadError> {
@@ -507,7 +507,7 @@ pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, 
     let geo = view.geo;
     let hash = id_hash(id);
     let fp = fingerprint(hash);
-    let slots = geo.id_slots() as u64;
+    let slots = geo.id_slots();
     let last = geo.locate(wm.visible - 1).0;
     for c in (0..=last).rev() {
         if view
@@ -517,9 +517,9 @@ pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, 
             continue;
         }
         let chunk = view.chunk(c)?;
-        let mut i = hash % slots;
+        let mut i = geo.home_slot(hash);
         for _ in 0..slots {
-            let slot = view.id_slot(chunk, i as usize);
+            let slot = view.id_slot(chunk, i);
             if slot == 0 {
                 break;
             }
