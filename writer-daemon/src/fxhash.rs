@@ -21,9 +21,7 @@ impl Hasher for FxHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56));
+            self.add(tail(rest) ^ ((rest.len() as u64) << 56));
         }
     }
     fn write_u8(&mut self, i: u8) {
@@ -46,6 +44,32 @@ impl Hasher for FxHasher {
         // Fold the high bits down: hashbrown takes its buckets from the top
         // and its tags from the top 7 bits.
         weir_protocol::index::mix64(self.h)
+    }
+}
+
+/// The 1-7 bytes of `rest` as a little-endian word, high bytes zero:
+/// `u64::from_le_bytes` of them zero-padded, read with two overlapping
+/// loads instead. (Copying them into a zeroed buffer called `memcpy`, and
+/// the word load right after its narrower stores could not be forwarded
+/// from them: a stall on every name the writer hashed.)
+#[inline]
+fn tail(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let lo = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        let hi = u64::from(u32::from_le_bytes([
+            rest[n - 4],
+            rest[n - 3],
+            rest[n - 2],
+            rest[n - 1],
+        ]));
+        // Bytes n-4..4 are in both words, equal: OR keeps them.
+        lo | (hi << (8 * (n - 4)))
+    } else {
+        u64::from(rest[0])
+            | (u64::from(rest[n / 2]) << (8 * (n / 2)))
+            | (u64::from(rest[n - 1]) << (8 * (n - 1)))
     }
 }
 
@@ -82,3 +106,18 @@ impl BuildHasher for FxBuild {
 pub type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
 /// A set with [`FxHasher`].
 pub type FxHashSet<K> = std::collections::HashSet<K, FxBuild>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_the_zero_padded_little_endian_word() {
+        let bytes: Vec<u8> = (0x11..=0x17).collect();
+        for n in 1..8 {
+            let mut padded = [0u8; 8];
+            padded[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(tail(&bytes[..n]), u64::from_le_bytes(padded), "{n} bytes");
+        }
+    }
+}
