@@ -144,8 +144,11 @@ impl View {
 
     /// The name of string id `id` as text.
     pub(crate) fn name(&self, id: u32, ns: u8) -> Result<&str, ReadError> {
-        std::str::from_utf8(self.string(id, ns)?.name)
-            .map_err(|_| corrupt(id.into(), "name is not UTF-8"))
+        let name = self.string(id, ns)?.name;
+        match crate::map::ascii_str(name) {
+            Some(text) => Ok(text),
+            None => std::str::from_utf8(name).map_err(|_| corrupt(id.into(), "name is not UTF-8")),
+        }
     }
 
     /// Looks (`ns`, `name`) up in the current names table.

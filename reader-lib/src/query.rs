@@ -410,10 +410,16 @@ pub(crate) const WARM_GROUP: usize = 32;
 /// the next step needs from them. So the group's cache misses overlap instead
 /// of following one another, and `get` then finds them cached. Reads only:
 /// whatever looks odd here is skipped and left to `get`.
-pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
+///
+/// Returns, for each id it found where `get` would find it (the first slot
+/// with its fingerprint, probing as `get` probes, whose row below `visible`
+/// holds this very id), that row's sequence: [`get_warmed`] then reads that
+/// row instead of probing again.
+pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) -> [Option<u64>; WARM_GROUP] {
     let geo = view.geo;
+    let mut hints = [None; WARM_GROUP];
     if wm.visible == 0 {
-        return;
+        return hints;
     }
     let last = geo.locate(wm.visible - 1).0;
     let slots = geo.id_slots();
@@ -468,10 +474,10 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
         view.prefetch_row(seq);
     }
     let mut frames = [None; WARM_GROUP];
-    for (fr, &(c, r, seq)) in frames
-        .iter_mut()
-        .zip(rows.iter())
-        .filter_map(|(f, r)| Some((f, r.as_ref()?)))
+    for (i, &(c, r, seq)) in rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r.as_ref()?)))
     {
         // SYNC: a row below `wm.visible`, and the frame and names it points
         // at, were published before the snapshot's acquire load of `visible`
@@ -484,7 +490,10 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
             // A row that names another sequence is left to `get` to report.
             .filter(|row| row.sequence.get() == seq);
         if let Some(row) = row {
-            *fr = Some(row);
+            if ids.get(i).is_some_and(|id| row.id() == id.0) {
+                hints[i] = Some(seq);
+            }
+            frames[i] = Some(row);
             view.prefetch_string(row.entity_id.get());
             view.prefetch_string(row.scope_id.get());
         }
@@ -494,6 +503,28 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) {
     for row in frames.into_iter().flatten() {
         view.prefetch_frame(row);
     }
+    hints
+}
+
+/// [`get`] of `id`, which [`warm`] found in the row of `seq` (below the
+/// snapshot's `visible`): that row is read and checked as `get` reads it,
+/// without probing the id table again. The same answer as `get`: `warm`
+/// named the row `get` would reach first, and a row that no longer holds
+/// `id` (it cannot: published rows are never rewritten) is left to `get`.
+pub(crate) fn get_warmed(
+    view: &View,
+    wm: &Watermark,
+    id: u128,
+    seq: u64,
+) -> Result<Option<Row>, ReadError> {
+    if id == 0 || seq >= wm.visible {
+        return get(view, wm, id);
+    }
+    let row = view.row(seq)?;
+    if row.id() != id {
+        return get(view, wm, id);
+    }
+    Ok((wm.admits(seq) && !row.is_cancelled()).then_some(row))
 }
 
 /// Slots [`warm`] probes per chunk before leaving a lookup to `get`.

@@ -228,3 +228,43 @@ fn paging_and_stream_since_follow_global_order() -> Res {
     );
     Ok(())
 }
+
+#[test]
+fn names_read_back_as_written_ascii_or_not() -> Res {
+    let mut f = Fixture::new()?;
+    f.append(&[
+        Ev::new("käse:1", "überall", 0x1001, b"one"),
+        Ev::new("user:1", "t:a", 0x1001, b"two"),
+        Ev::new("käse:1", "t:a", 0x1001, b"three"),
+    ])?;
+    f.publish();
+    let r = Reader::open(f.path())?;
+    let names =
+        |e: Option<weir::Entry<'_>>| e.map(|e| (e.entity().to_owned(), e.scope().to_owned()));
+    assert_eq!(
+        names(r.get(EventId(id_of(0)))?),
+        Some(("käse:1".into(), "überall".into()))
+    );
+    assert_eq!(
+        names(r.get(EventId(id_of(1)))?),
+        Some(("user:1".into(), "t:a".into()))
+    );
+    let many: Vec<_> = r
+        .get_many(&[EventId(id_of(2)), EventId(id_of(0))])?
+        .into_iter()
+        .map(names)
+        .collect();
+    assert_eq!(
+        many,
+        [
+            Some(("käse:1".into(), "t:a".into())),
+            Some(("käse:1".into(), "überall".into()))
+        ]
+    );
+    assert_eq!(seqs(&r.stream("käse:1")?), vec![0, 2]);
+    assert_eq!(
+        seqs(&r.query(&Region::all().with_scope("überall"))?),
+        vec![0]
+    );
+    Ok(())
+}
