@@ -14,6 +14,7 @@ use crate::gate::Watermark;
 use crate::map::Mapped;
 use crate::scan::{CellFilter, EntitySel};
 use crate::view::{Columns, View};
+use std::cell::OnceCell;
 use std::sync::atomic::{Ordering, fence};
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, ROW_LEN, Row, fingerprint, id_hash, unpack_slot};
 use weir_protocol::{EventId, KindFilter, Region};
@@ -399,6 +400,47 @@ pub(crate) fn latest(view: &View, wm: &Watermark, entity: &str) -> Result<Option
     Ok(found)
 }
 
+/// A chunk as lookups by id probe it, for [`warm`]: its sealed id range and
+/// its file, each read on first need and then kept for the rest of a
+/// `get_many` call (reading them for every id cost about a fifth of a
+/// lookup's instructions).
+pub(crate) struct ProbeChunk<'v> {
+    c: u64,
+    last: u64,
+    /// `Some(range)` as `View::chunk_range` answered; `None` if it failed.
+    range: OnceCell<Option<Option<(u128, u128)>>>,
+    /// The mapped file; `None` if it could not be mapped.
+    map: OnceCell<Option<&'v Mapped>>,
+}
+
+impl<'v> ProbeChunk<'v> {
+    fn range(&self, view: &View) -> Option<Option<(u128, u128)>> {
+        *self
+            .range
+            .get_or_init(|| view.chunk_range(self.c, self.last).ok())
+    }
+    fn map(&self, view: &'v View) -> Option<&'v Mapped> {
+        *self.map.get_or_init(|| view.chunk(self.c).ok())
+    }
+}
+
+/// The chunks lookups probe under `wm`, newest first (nothing read yet).
+pub(crate) fn probe_chunks<'v>(view: &'v View, wm: &Watermark) -> Vec<ProbeChunk<'v>> {
+    if wm.visible == 0 {
+        return Vec::new();
+    }
+    let last = view.geo.locate(wm.visible - 1).0;
+    (0..=last)
+        .rev()
+        .map(|c| ProbeChunk {
+            c,
+            last,
+            range: OnceCell::new(),
+            map: OnceCell::new(),
+        })
+        .collect()
+}
+
 /// How many lookups [`warm`] prepares at a time: enough to keep the memory
 /// system busy, few enough that what it loads is still cached when `get` runs.
 pub(crate) const WARM_GROUP: usize = 32;
@@ -415,47 +457,53 @@ pub(crate) const WARM_GROUP: usize = 32;
 /// with its fingerprint, probing as `get` probes, whose row below `visible`
 /// holds this very id), that row's sequence: [`get_warmed`] then reads that
 /// row instead of probing again.
-pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) -> [Option<u64>; WARM_GROUP] {
+pub(crate) fn warm<'v>(
+    view: &'v View,
+    wm: &Watermark,
+    chunks: &[ProbeChunk<'v>],
+    ids: &[EventId],
+) -> [Option<u64>; WARM_GROUP] {
     let geo = view.geo;
     let mut hints = [None; WARM_GROUP];
     if wm.visible == 0 {
         return hints;
     }
-    let last = geo.locate(wm.visible - 1).0;
     let slots = geo.id_slots();
-    // The chunks each id may be in, as (id's index, chunk number, chunk):
-    // newest first, without the sealed ones whose id range excludes it (as
-    // `get` probes them).
-    let candidates: Vec<(usize, u64, &Mapped)> = ids
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &EventId(id))| {
-            (0..=last).rev().filter_map(move |c| {
-                let out = view
-                    .chunk_range(c, last)
-                    .ok()?
-                    .is_some_and(|(lo, hi)| id < lo || id > hi);
-                (!out).then_some((i, c, view.chunk(c).ok()?))
+    // The chunks an id may be in, newest first, as `get` probes them: past
+    // the sealed ones whose id range excludes it, up to the first chunk
+    // `get` could not read (it reports that; nothing here goes past it).
+    let may_hold = |id: u128| {
+        chunks
+            .iter()
+            .map(move |pc| match pc.range(view) {
+                None => None,
+                Some(Some((lo, hi))) if id < lo || id > hi => Some(None),
+                Some(_) => pc.map(view).map(|m| Some((pc.c, m))),
             })
-        })
-        .collect();
+            // Outer `None`: stop here; inner `None`: skip this chunk.
+            .take_while(Option::is_some)
+            .flatten()
+            .flatten()
+    };
     // Step 1: the home slot of each id, in every chunk it may be in; then
     // the slot each lookup will match, probed as `get` probes: the next
     // chunk at an empty slot, a few slots at most per chunk.
-    for &(i, _, chunk) in &candidates {
-        chunk.prefetch(geo.id_slot_offset(geo.home_slot(id_hash(ids[i].0))));
+    for &EventId(id) in ids {
+        let home = geo.id_slot_offset(geo.home_slot(id_hash(id)));
+        for (_, chunk) in may_hold(id) {
+            chunk.prefetch(home);
+        }
     }
-    let mut found = [(0u64, 0u64); WARM_GROUP];
-    for chunks in candidates.chunk_by(|a, b| a.0 == b.0) {
-        let i = chunks[0].0;
-        let hash = id_hash(ids[i].0);
-        'chunks: for &(_, c, chunk) in chunks {
+    let mut found = [None; WARM_GROUP];
+    for (i, &EventId(id)) in ids.iter().enumerate() {
+        let hash = id_hash(id);
+        'chunks: for (c, chunk) in may_hold(id) {
             for k in 0..WARM_PROBES {
                 let slot = view.id_slot(chunk, (geo.home_slot(hash) + k) % slots);
                 match unpack_slot(slot) {
                     None => continue 'chunks,
-                    Some((_, fp)) if fp == fingerprint(hash) => {
-                        found[i] = (c, slot);
+                    Some((r, fp)) if fp == fingerprint(hash) => {
+                        found[i] = Some((c, r, chunk));
                         break 'chunks;
                     }
                     Some(_) => {}
@@ -465,16 +513,18 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) -> [Option<u64>
         }
     }
     // Step 2: the rows those slots name; then their frame's place and names.
-    let rows = found.map(|(c, slot)| {
-        let (r, _) = unpack_slot(slot)?;
+    let rows = found.map(|f| {
+        let (c, r, chunk) = f?;
         let seq = (c << geo.log2) + r as u64;
-        (r < geo.rows() && seq < wm.visible).then_some((c, r, seq))
+        (r < geo.rows() && seq < wm.visible).then_some((chunk, r, seq))
     });
-    for &(_, _, seq) in rows.iter().flatten() {
-        view.prefetch_row(seq);
+    for &(chunk, r, _) in rows.iter().flatten() {
+        let off = geo.row_offset(r);
+        chunk.prefetch(off);
+        chunk.prefetch(off + ROW_LEN - 1);
     }
     let mut frames = [None; WARM_GROUP];
-    for (i, &(c, r, seq)) in rows
+    for (i, &(chunk, r, seq)) in rows
         .iter()
         .enumerate()
         .filter_map(|(i, r)| Some((i, r.as_ref()?)))
@@ -482,10 +532,8 @@ pub(crate) fn warm(view: &View, wm: &Watermark, ids: &[EventId]) -> [Option<u64>
         // SYNC: a row below `wm.visible`, and the frame and names it points
         // at, were published before the snapshot's acquire load of `visible`
         // (as in `get`); the daemon never rewrites them.
-        let row = view
-            .chunk(c)
-            .ok()
-            .and_then(|chunk| chunk.published(geo.row_offset(r), ROW_LEN))
+        let row = chunk
+            .published(geo.row_offset(r), ROW_LEN)
             .and_then(|b| Row::ref_from_bytes(b).ok())
             // A row that names another sequence is left to `get` to report.
             .filter(|row| row.sequence.get() == seq);

@@ -300,8 +300,9 @@ impl<'r> Snapshot<'r> {
     /// See [`Reader::get_many`].
     pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'r>>>, ReadError> {
         let mut out = Vec::with_capacity(ids.len());
+        let chunks = query::probe_chunks(self.view, &self.wm);
         for ids in ids.chunks(query::WARM_GROUP) {
-            let hints = query::warm(self.view, &self.wm, ids);
+            let hints = query::warm(self.view, &self.wm, &chunks, ids);
             for (&id, hint) in ids.iter().zip(hints) {
                 let row = match hint {
                     Some(seq) => query::get_warmed(self.view, &self.wm, id.0, seq)?,

@@ -122,8 +122,20 @@ fn corrupt_row_is_a_typed_error() -> Res {
         r.get(EventId(id_of(1))),
         Err(ReadError::CorruptRow { sequence: 1, .. })
     ));
+    // `get_many` checks the row it found while prefetching as `get` does.
+    assert!(matches!(
+        r.get_many(&[EventId(id_of(0)), EventId(id_of(1))]),
+        Err(ReadError::CorruptRow { sequence: 1, .. })
+    ));
     // Row 0 is intact and still answers.
     assert_eq!(r.get(EventId(id_of(0)))?.map(|e| e.sequence()), Some(0));
+    let many = r.get_many(&[EventId(id_of(0))])?;
+    assert_eq!(
+        many.iter()
+            .map(|e| e.as_ref().map(|e| e.sequence()))
+            .collect::<Vec<_>>(),
+        [Some(0)]
+    );
     Ok(())
 }
 
@@ -137,6 +149,15 @@ fn chunk_header_and_length_are_checked_when_first_mapped() -> Res {
         r.stream("user:1"),
         Err(ReadError::Attach(AttachError::Checksum { .. }))
     ));
+    for res in [
+        r.get(EventId(id_of(0))).map(|_| ()),
+        r.get_many(&[EventId(id_of(0))]).map(|_| ()),
+    ] {
+        assert!(
+            matches!(res, Err(ReadError::Attach(AttachError::Checksum { .. }))),
+            "{res:?}"
+        );
+    }
     flip(&chunk, 16)?;
     truncate(&chunk, (PAGE + CHUNK_SEALED_OFF) as u64)?;
     let r = Reader::open(f.path())?;
