@@ -183,5 +183,6 @@ mod tests {
         assert_eq!(ascii_str(b""), Some(""));
         assert_eq!(ascii_str("café".as_bytes()), None);
         assert_eq!(ascii_str(b"user:\x80"), None);
+        assert_eq!(ascii_str(b"a-long-ascii-prefix-then\xff"), None);
     }
 }

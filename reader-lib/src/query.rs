@@ -442,7 +442,8 @@ pub(crate) fn probe_chunks<'v>(view: &'v View, wm: &Watermark) -> Vec<ProbeChunk
 }
 
 /// How many lookups [`warm`] prepares at a time: enough to keep the memory
-/// system busy, few enough that what it loads is still cached when `get` runs.
+/// system busy, few enough that what it loads is still cached when
+/// `get_warmed` (or `get`) runs.
 pub(crate) const WARM_GROUP: usize = 32;
 
 /// Loads what `get` will read for each of `ids` (at most [`WARM_GROUP`]), one
@@ -500,8 +501,12 @@ pub(crate) fn warm<'v>(
         'chunks: for (c, chunk) in may_hold(id) {
             for k in 0..WARM_PROBES {
                 let slot = view.id_slot(chunk, (geo.home_slot(hash) + k) % slots);
+                if slot == 0 {
+                    continue 'chunks;
+                }
                 match unpack_slot(slot) {
-                    None => continue 'chunks,
+                    // A slot no writer produces: `get` reports it.
+                    None => break 'chunks,
                     Some((r, fp)) if fp == fingerprint(hash) => {
                         found[i] = Some((c, r, chunk));
                         break 'chunks;
@@ -538,7 +543,7 @@ pub(crate) fn warm<'v>(
             // A row that names another sequence is left to `get` to report.
             .filter(|row| row.sequence.get() == seq);
         if let Some(row) = row {
-            if ids.get(i).is_some_and(|id| row.id() == id.0) {
+            if row.id() == ids[i].0 {
                 hints[i] = Some(seq);
             }
             frames[i] = Some(row);
@@ -557,8 +562,8 @@ pub(crate) fn warm<'v>(
 /// [`get`] of `id`, which [`warm`] found in the row of `seq` (below the
 /// snapshot's `visible`): that row is read and checked as `get` reads it,
 /// without probing the id table again. The same answer as `get`: `warm`
-/// named the row `get` would reach first, and a row that no longer holds
-/// `id` (it cannot: published rows are never rewritten) is left to `get`.
+/// named the row `get` would reach first. (The first checks below cannot
+/// fail for a hint from `warm`; they keep a wrong hint from answering.)
 pub(crate) fn get_warmed(
     view: &View,
     wm: &Watermark,

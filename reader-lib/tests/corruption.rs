@@ -139,6 +139,65 @@ fn corrupt_row_is_a_typed_error() -> Res {
     Ok(())
 }
 
+/// A store of two chunks: `id_of(0)` is in chunk 0, and chunk 1 (newer,
+/// filling) is probed first by every lookup.
+fn two_chunks() -> Res<Fixture> {
+    let mut f = Fixture::new()?;
+    let evs: Vec<Ev> = (0..=geo().rows())
+        .map(|i| Ev::new(&format!("user:{}", i % 7), "t", 0x1001, b"p"))
+        .collect();
+    f.append(&evs)?;
+    f.publish();
+    f.flush()?;
+    Ok(f)
+}
+
+/// `get_many` stops where `get` stops: a damaged newer chunk is the same
+/// error from both, not an answer from an older chunk.
+#[test]
+fn get_many_reports_a_damaged_newer_chunk_as_get_does() -> Res {
+    let f = two_chunks()?;
+    let id = EventId(id_of(0));
+    let r = Reader::open(f.path())?;
+    assert_eq!(r.get(id)?.map(|e| e.sequence()), Some(0));
+    assert_eq!(
+        r.get_many(&[id])?[0].as_ref().map(|e| e.sequence()),
+        Some(0)
+    );
+    // An id slot with an empty row field at the id's home slot in chunk 1.
+    let chunk1 = f.gen_file("chunk-000001");
+    let hash = weir_protocol::index::id_hash(id.0);
+    let off = geo().id_slot_offset(geo().home_slot(hash)) as u64;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&chunk1)?;
+    let mut was = [0u8; 8];
+    file.read_exact_at(&mut was, off)?;
+    file.write_all_at(
+        &(u64::from(!weir_protocol::index::fingerprint(hash)) << 32).to_le_bytes(),
+        off,
+    )?;
+    let r = Reader::open(f.path())?;
+    for res in [r.get(id).map(|_| ()), r.get_many(&[id]).map(|_| ())] {
+        assert!(
+            matches!(res, Err(ReadError::CorruptTable { .. })),
+            "{res:?}"
+        );
+    }
+    file.write_all_at(&was, off)?;
+    // Chunk 1's header damaged: its file cannot be mapped.
+    flip(&chunk1, 16)?;
+    let r = Reader::open(f.path())?;
+    for res in [r.get(id).map(|_| ()), r.get_many(&[id]).map(|_| ())] {
+        assert!(
+            matches!(res, Err(ReadError::Attach(AttachError::Checksum { .. }))),
+            "{res:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn chunk_header_and_length_are_checked_when_first_mapped() -> Res {
     let f = store()?;
