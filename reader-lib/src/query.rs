@@ -466,9 +466,6 @@ pub(crate) fn warm<'v>(
 ) -> [Option<u64>; WARM_GROUP] {
     let geo = view.geo;
     let mut hints = [None; WARM_GROUP];
-    if wm.visible == 0 {
-        return hints;
-    }
     let slots = geo.id_slots();
     // The chunks an id may be in, newest first, as `get` probes them: past
     // the sealed ones whose id range excludes it, up to the first chunk
@@ -524,9 +521,7 @@ pub(crate) fn warm<'v>(
         (r < geo.rows() && seq < wm.visible).then_some((chunk, r, seq))
     });
     for &(chunk, r, _) in rows.iter().flatten() {
-        let off = geo.row_offset(r);
-        chunk.prefetch(off);
-        chunk.prefetch(off + ROW_LEN - 1);
+        view.prefetch_row_in(chunk, r);
     }
     let mut frames = [None; WARM_GROUP];
     for (i, &(chunk, r, seq)) in rows
@@ -577,7 +572,13 @@ pub(crate) fn get_warmed(
     if row.id() != id {
         return get(view, wm, id);
     }
-    Ok((wm.admits(seq) && !row.is_cancelled()).then_some(row))
+    Ok(admitted(wm, seq, row))
+}
+
+/// The row of `seq` holding the id a lookup asked for, if the snapshot
+/// shows it: not in a cancelled range, not a tombstone.
+fn admitted(wm: &Watermark, seq: u64, row: Row) -> Option<Row> {
+    (wm.admits(seq) && !row.is_cancelled()).then_some(row)
 }
 
 /// Slots [`warm`] probes per chunk before leaving a lookup to `get`.
@@ -628,7 +629,7 @@ pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, 
                 if seq < wm.visible {
                     let row = view.row(seq)?;
                     if row.id() == id {
-                        return Ok((wm.admits(seq) && !row.is_cancelled()).then_some(row));
+                        return Ok(admitted(wm, seq, row));
                     }
                 }
             }

@@ -273,10 +273,15 @@ impl View {
     pub(crate) fn prefetch_row(&self, seq: u64) {
         let (c, i) = self.geo.locate(seq);
         if let Some(chunk) = self.chunks.get(c) {
-            let off = self.geo.row_offset(i);
-            chunk.prefetch(off);
-            chunk.prefetch(off + ROW_LEN - 1);
+            self.prefetch_row_in(chunk, i);
         }
+    }
+
+    /// Starts fetching row `i` of `chunk` (both of its cache lines).
+    pub(crate) fn prefetch_row_in(&self, chunk: &Mapped, i: usize) {
+        let off = self.geo.row_offset(i);
+        chunk.prefetch(off);
+        chunk.prefetch(off + ROW_LEN - 1);
     }
 
     /// Id-table slot `i` of chunk `c` (Relaxed load; the caller fences).
