@@ -71,10 +71,28 @@ fn main() -> ExitCode {
         // `weir query | head`: the reader went away; nothing to report.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("weir: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("weir: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`, each cause left out
+/// when the text before it already says it (many errors print their
+/// source themselves).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
 }
 
 fn broken_pipe(e: &anyhow::Error) -> bool {
@@ -82,4 +100,21 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        // An error whose own text includes its source's, as `OpenError::Io` does.
+        let e = anyhow::Error::new(io).context(format!("/x: {text}"));
+        assert_eq!(message(&e), format!("/x: {text}"));
+        // A cause with text of its own is kept.
+        let e = anyhow::anyhow!("disk full").context("cannot append");
+        assert_eq!(message(&e), "cannot append: disk full");
+    }
 }

@@ -30,7 +30,7 @@ const STRING_KEYS: [&str; 4] = ["data-dir", "socket", "log-level", "metrics-list
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = load(&args, |k| std::env::var(k).ok())?;
     if args.print_config {
-        print!("{}", toml::to_string(&config)?);
+        print!("{}", render(&config)?);
         return Ok(());
     }
     init_logging(&config.log_level);
@@ -55,7 +55,8 @@ fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             // Parse through Config first so that unknown keys name the file.
-            Config::from_toml(&text).with_context(|| format!("{}", path.display()))?;
+            Config::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), short(&e, &text)))?;
             text.parse::<toml::Table>()?
         }
         None => toml::Table::new(),
@@ -77,7 +78,20 @@ fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config
     for key in &keys {
         let var = format!("WEIR_{}", key.to_uppercase().replace('-', "_"));
         if let Some(v) = env(&var) {
-            table.insert(key.clone(), env_value(key, &v));
+            let value = env_value(key, &v);
+            // Alone first, so that a bad value names its variable.
+            let mut one = toml::Table::new();
+            one.insert(key.clone(), value.clone());
+            let text = toml::to_string(&one)?;
+            if let Err(e) = Config::from_toml(&text) {
+                let hint = if key == "socket-mode" {
+                    " (an octal mode is written 0o660)"
+                } else {
+                    ""
+                };
+                anyhow::bail!("{var}={v}: {}{hint}", e.message());
+            }
+            table.insert(key.clone(), value);
         }
     }
     if let Some(d) = &args.data_dir {
@@ -90,6 +104,44 @@ fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config
         .context("invalid configuration (after WEIR_* variables and flags)")?;
     config.validate()?;
     Ok(config)
+}
+
+/// A TOML error's message and line, without the quoted source and markers
+/// that would spill over several lines.
+fn short(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
+/// The configuration as TOML that `--config` reads back: the mode in
+/// octal, and the optional keys that are unset as comments saying what
+/// happens without them.
+fn render(config: &Config) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for line in toml::to_string(config)?.lines() {
+        if line.starts_with("socket-mode = ") {
+            writeln!(out, "socket-mode = {:#o}", config.socket_mode)?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
+    if config.socket.is_none() {
+        writeln!(
+            out,
+            "# socket: unset; the daemon listens on {}",
+            config.socket_path().display()
+        )?;
+    }
+    if config.metrics_listen.is_none() {
+        writeln!(out, "# metrics-listen: unset; no Prometheus listener")?;
+    }
+    Ok(out)
 }
 
 fn path_value(p: &std::path::Path) -> toml::Value {
@@ -168,6 +220,44 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/from/systemd"));
         let c = load(&args(None, None), |_| None).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("weir-data"));
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_its_variable() {
+        let e = load(&args(None, None), |k| {
+            (k == "WEIR_SOCKET_MODE").then(|| "0660".to_owned())
+        })
+        .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.starts_with("WEIR_SOCKET_MODE=0660: "), "{text}");
+        assert!(text.contains("0o660") && !text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn a_bad_file_value_names_the_file_and_line_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "sync = \"always\"\nmax-connections = \"many\"\n").unwrap();
+        let e = load(&args(None, Some(file.clone())), |_| None).unwrap_err();
+        let text = format!("{e:#}");
+        assert!(
+            text.starts_with(&format!("{}: line 2: ", file.display())),
+            "{text}"
+        );
+        assert!(!text.contains('\n') && !text.contains('^'), "{text}");
+    }
+
+    #[test]
+    fn printed_configuration_reads_back() {
+        let c = load(&args(Some("/d"), None), |_| None).unwrap();
+        let text = render(&c).unwrap();
+        assert!(text.contains("socket-mode = 0o660"), "{text}");
+        assert!(
+            text.contains("# socket: unset; the daemon listens on "),
+            "{text}"
+        );
+        assert!(text.contains("# metrics-listen: unset"), "{text}");
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
     }
 
     #[test]

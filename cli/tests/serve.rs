@@ -37,3 +37,39 @@ fn world_writable_data_dir_is_refused_visibly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("world-writable"), "{err}");
 }
+
+#[test]
+fn a_socket_path_too_long_is_refused_before_the_store_is_created() {
+    let root = tempfile::tempdir().unwrap();
+    // The default socket goes in the data directory: 120 bytes of name.
+    let data = root.path().join("d".repeat(120));
+    let out = Command::new(WEIR)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("socket") && err.contains("107 bytes"), "{err}");
+    assert!(!data.exists(), "a store was created before the refusal");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_gets_one_plain_message() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("file");
+    std::fs::write(&file, b"kept").unwrap();
+    let out = Command::new(WEIR)
+        .args(["serve", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!("weir: {}: not a directory", file.display())
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+}

@@ -78,7 +78,8 @@ pub struct Config {
     pub allow_uids: Vec<u32>,
     /// gids allowed to append, besides the daemon's own. Default: none.
     pub allow_gids: Vec<u32>,
-    /// Socket file mode. Default: 0o660.
+    /// Socket file mode, in octal (`0o660`; a plain `660` is decimal in
+    /// TOML). World-writable modes are refused. Default: 0o660.
     pub socket_mode: u32,
     /// Least time between two crash checkpoints. A crash checkpoint is
     /// taken in the background when an index chunk of `2^chunk-rows-log2`
@@ -87,7 +88,9 @@ pub struct Config {
     /// the chunks it covers instead of rebuilding them. Minimum 100.
     /// Default: 30,000 ms.
     pub checkpoint_interval_ms: u32,
-    /// Log level filter when `RUST_LOG` is unset. Default: `info`.
+    /// Log filter when `RUST_LOG` is unset: a level (`off`, `error`, `warn`,
+    /// `info`, `debug`, `trace`) or comma-separated `target=level`
+    /// directives. Default: `info`.
     pub log_level: String,
     /// Optional Prometheus text listener, e.g. `127.0.0.1:9464`. Default: off.
     pub metrics_listen: Option<String>,
@@ -280,7 +283,8 @@ impl Config {
             return Err(bad(
                 "socket-mode",
                 format!("{:#o}", self.socket_mode),
-                "must be a permission mode without world write (o+w)",
+                "must be a permission mode (at most 0o777, written in octal: 0o660) \
+                 without world write (o+w)",
             ));
         }
         if self.checkpoint_interval_ms < 100 {
@@ -290,19 +294,47 @@ impl Config {
                 "must be at least 100",
             ));
         }
-        if self
-            .socket
-            .as_ref()
-            .is_some_and(|s| s.as_os_str().len() > 107)
-        {
+        if !is_log_filter(&self.log_level) {
+            return Err(bad(
+                "log-level",
+                format!("{:?}", self.log_level),
+                "must be a level (off, error, warn, info, debug, trace) or comma-separated \
+                 target=level directives",
+            ));
+        }
+        if self.socket.is_some() {
+            self.validate_socket()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a socket path too long for a Unix socket: the one given, or
+    /// the default in the runtime or data directory. The daemon checks it
+    /// before it opens the store (in-process users bind no socket).
+    pub fn validate_socket(&self) -> Result<(), ConfigError> {
+        let path = self.socket_path();
+        if path.as_os_str().len() > 107 {
             return Err(bad(
                 "socket",
-                self.socket_path().display(),
-                "Unix socket paths are limited to 107 bytes",
+                path.display(),
+                "Unix socket paths are limited to 107 bytes: pass a shorter --socket",
             ));
         }
         Ok(())
     }
+}
+
+/// A level, or comma-separated `level` and `target=level` directives (the
+/// part of `RUST_LOG`'s syntax a configuration file needs; `RUST_LOG`
+/// itself takes the rest).
+fn is_log_filter(text: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    !text.trim().is_empty()
+        && text.split(',').all(|d| match d.rsplit_once('=') {
+            Some((target, l)) => !target.trim().is_empty() && level(l),
+            None => level(d),
+        })
 }
 
 #[cfg(test)]
@@ -452,11 +484,42 @@ mod tests {
                     ..Config::default()
                 },
             ),
+            (
+                "log-level",
+                Config {
+                    log_level: "verbose".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "log-level",
+                Config {
+                    log_level: "weir_daemon=loud".into(),
+                    ..Config::default()
+                },
+            ),
         ];
         for (field, c) in cases {
             let err = c.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
             assert!(err.to_string().contains(field));
+        }
+    }
+
+    #[test]
+    fn log_levels_and_directives_are_accepted() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "weir_daemon=debug,warn",
+            "a::b=trace, info",
+        ] {
+            let c = Config {
+                log_level: ok.into(),
+                ..Config::default()
+            };
+            assert!(c.validate().is_ok(), "{ok}");
         }
     }
 

@@ -131,6 +131,13 @@ impl Store {
     ) -> Result<Self, OpenError> {
         config.validate()?;
         let dir = &config.data_dir;
+        if dir.exists() && !dir.is_dir() {
+            // `create_dir_all` would only say "File exists".
+            return Err(OpenError::io(dir)(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(OpenError::io(dir))?;
         let mode = std::fs::metadata(dir)
             .map_err(OpenError::io(dir))?

@@ -287,6 +287,20 @@ fn a_world_writable_data_dir_is_refused() {
 }
 
 #[test]
+fn a_data_dir_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"kept").unwrap();
+    let err = Store::open(config(&file)).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotADirectory),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+}
+
+#[test]
 fn bad_config_values_are_refused_before_touching_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("never-created");

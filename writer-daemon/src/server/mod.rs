@@ -253,6 +253,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         signal_hook::low_level::pipe::register(sig, tx)
             .map_err(|source| ServeError::Signals { source })?;
     }
+    if inherited.is_none() {
+        // Before the store is opened (and a new one created): a path
+        // `bind` would refuse is better refused first.
+        config.validate_socket().map_err(OpenError::from)?;
+    }
     notify::notify(&[NotifyState::Status("restoring the index")]);
     let store = Store::open(config)?;
     let result = run(&store, &mut signals, inherited);
@@ -282,7 +287,14 @@ fn run(
         r.entries + r.tail_entries,
         r.path.name()
     );
-    tracing::info!(socket = %listening.path.display(), "ready");
+    let config = store.config();
+    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+    tracing::info!(
+        socket = %listening.path.display(),
+        data_dir = %data_dir.display(),
+        sync = ?config.sync,
+        "ready"
+    );
     notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let stop = Arc::new(AtomicBool::new(false));
     let watchdog = notify::start_watchdog(Arc::clone(store.shared()), Arc::clone(&stop));
