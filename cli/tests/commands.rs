@@ -140,7 +140,8 @@ fn subcommands_against_a_running_then_stopped_daemon() -> Result<()> {
         .assert()
         .code(1);
     assert!(one_line_error(&out.get_output().stderr).contains("no visible event"));
-    weir(&dir).args(["get", "not-an-id"]).assert().code(1);
+    // A malformed id is a usage error.
+    weir(&dir).args(["get", "not-an-id"]).assert().code(2);
 
     // stream: oldest first, --since.
     let out = weir(&dir)
@@ -298,5 +299,50 @@ fn missing_data_dir_exits_1_with_one_line() -> Result<()> {
         .assert()
         .code(1);
     assert!(one_line_error(&out.get_output().stderr).contains("nope"));
+    Ok(())
+}
+
+#[test]
+fn an_export_appends_back_with_its_ids_once() -> Result<()> {
+    let (a_root, b_root) = (weir_tests::temp_root()?, weir_tests::temp_root()?);
+    let a = daemon(a_root.path(), "")?;
+    for payload in [r#"{"n":1}"#, r#"{"n":2}"#] {
+        weir(&a.data_dir)
+            .args([
+                "append", "--entity", "user:1", "--scope", "s", "--kind", "0x1001",
+            ])
+            .args(["--payload-json", payload])
+            .assert()
+            .success();
+    }
+    let out = weir(&a.data_dir).arg("export").assert().success();
+    let export = out.get_output().stdout.clone();
+    let b = daemon(b_root.path(), "")?;
+    weir(&b.data_dir)
+        .arg("append")
+        .write_stdin(export.clone())
+        .assert()
+        .success();
+    // Ids, correlation ids and payloads come back; sequence, clock and
+    // time are the new store's.
+    let fields = |dir: &std::path::Path| -> Result<Vec<Value>> {
+        let out = weir(dir).args(["export"]).assert().success();
+        Ok(json_lines(&out.get_output().stdout)?
+            .into_iter()
+            .map(|e| json!([e["event_id"], e["correlation_id"], e["payload"], e["clock"]]))
+            .collect())
+    };
+    let restored = fields(&b.data_dir)?;
+    assert_eq!(restored, fields(&a.data_dir)?);
+    assert_eq!(restored.len(), 2);
+    // The same export again: every event refused as a duplicate id.
+    let out = weir(&b.data_dir)
+        .arg("append")
+        .write_stdin(export)
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("DuplicateEventId"), "{err}");
+    assert_eq!(fields(&b.data_dir)?.len(), 2);
     Ok(())
 }

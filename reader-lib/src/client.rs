@@ -57,8 +57,9 @@ pub enum ClientError {
         /// The last refusal.
         last: String,
     },
-    /// The connection broke and no reconnect succeeded within the budget.
-    #[error("disconnected from {path}; no reconnect within {waited:?}: {last}")]
+    /// The connection broke and no reconnect succeeded within the budget
+    /// (`waited` zero: the first connect failed, nothing was retried).
+    #[error("{}", disconnected(.path, *.waited, .last))]
     Disconnected {
         /// The socket.
         path: PathBuf,
@@ -67,6 +68,17 @@ pub enum ClientError {
         /// The last failure.
         last: String,
     },
+}
+
+fn disconnected(path: &Path, waited: Duration, last: &str) -> String {
+    if waited.is_zero() {
+        format!("cannot connect to {}: {last}", path.display())
+    } else {
+        format!(
+            "disconnected from {}; no reconnect within {waited:?}: {last}",
+            path.display()
+        )
+    }
 }
 
 impl ClientError {
@@ -588,4 +600,26 @@ fn msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ClientError> {
     rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
         what: format!("cannot encode the payload: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_first_connect_is_not_called_a_reconnect() {
+        let e = |waited| ClientError::Disconnected {
+            path: PathBuf::from("/d/weir.sock"),
+            waited,
+            last: "Connection refused".into(),
+        };
+        assert_eq!(
+            e(Duration::ZERO).to_string(),
+            "cannot connect to /d/weir.sock: Connection refused"
+        );
+        assert_eq!(
+            e(Duration::from_secs(2)).to_string(),
+            "disconnected from /d/weir.sock; no reconnect within 2s: Connection refused"
+        );
+    }
 }

@@ -17,6 +17,14 @@ const RETRY_FOR: Duration = Duration::from_secs(10);
 /// Arguments of `weir append`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("payload").args(["payload_json", "payload_file"])))]
+#[command(
+    after_help = "Without a payload flag, each stdin line is one JSON object: \
+`entity`, `scope`, `kind` (a number or \"0x1001\"), `payload` (any JSON, stored as msgpack; \
+a base64 string with \"payload_encoding\": \"base64\" is stored as bytes), and optionally \
+`idempotency_key`, `expect_version` (\"any\", \"none\" or a clock), `event_id`, \
+`correlation_id` and `causation_id` (UUID text). --entity, --scope and --kind fill in \
+lines that lack them. `weir export` writes this format."
+)]
 pub struct AppendArgs {
     /// Entity (default for stdin lines that have none).
     #[arg(long, value_name = "E")]
@@ -186,6 +194,18 @@ fn parse_line(args: &AppendArgs, text: &str) -> Result<AppendRequest> {
         Some(Value::String(s)) => Some(idempotency_key(s)),
         Some(other) => Some(idempotency_key(&other.to_string())),
     };
+    // An export's ids come back with its events (a restore keeps them;
+    // appending the same export twice is refused as duplicate ids).
+    let id = |key: &str| -> Result<Option<u128>> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => s
+                .parse::<EventId>()
+                .map(|id| Some(id.0))
+                .map_err(|e| anyhow!("`{key}`: {e}")),
+            Some(_) => bail!("`{key}` is not a string"),
+        }
+    };
     let expected = match o.get("expect_version") {
         None | Some(Value::Null) => ExpectedVersion::Any,
         Some(Value::String(s)) => parse_expected(s).map_err(|e| anyhow!(e))?,
@@ -198,7 +218,9 @@ fn parse_line(args: &AppendArgs, text: &str) -> Result<AppendRequest> {
         payload,
         idempotency_key,
         expected,
-        ..AppendRequest::default()
+        event_id: id("event_id")?,
+        correlation_id: id("correlation_id")?,
+        causation_id: id("causation_id")?,
     })
 }
 

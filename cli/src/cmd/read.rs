@@ -13,8 +13,8 @@ const PAGE: usize = 1000;
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
     /// Event id (UUID text, hyphens optional).
-    #[arg(value_name = "ID")]
-    id: String,
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: EventId,
     #[command(flatten)]
     dir: DataDir,
     #[command(flatten)]
@@ -75,8 +75,13 @@ fn printer(out: Output) -> Printer<std::io::StdoutLock<'static>> {
 }
 
 /// Runs `weir get`.
+/// An event id argument; a bad one is a usage error (exit 2).
+fn parse_id(text: &str) -> Result<EventId, String> {
+    text.parse::<EventId>().map_err(|e| e.to_string())
+}
+
 pub fn get(args: GetArgs) -> Result<()> {
-    let id: EventId = args.id.parse()?;
+    let id = args.id;
     let reader = args.dir.reader()?;
     let Some(e) = reader.get(id)? else {
         bail!("no visible event with id {id}");
