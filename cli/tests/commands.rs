@@ -264,6 +264,7 @@ fn usage_errors_exit_2() {
         &["query", "--kind", "0x1001", "--category", "1"],
         &["query", "--kind", "0x10000"],
         &["get"],
+        &["query", "--entity-prefix", ""],
         &["append", "--payload-json", "1"],
         &["append", "--idempotency-key", "k"],
         &["export", "--format", "csv"],

@@ -110,8 +110,9 @@ impl Output {
 /// The region flags of `query`, `tail` and `export`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegionArgs {
-    /// Entity, or ancestor of entities (`user` selects `user` and `user:…`).
-    #[arg(long, value_name = "P")]
+    /// Entity, or ancestor of entities (`user` selects `user` and `user:…`;
+    /// leave it out to select every entity).
+    #[arg(long, value_name = "P", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub entity_prefix: Option<String>,
     /// Exact scope.
     #[arg(long, value_name = "S")]
