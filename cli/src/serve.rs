@@ -29,11 +29,18 @@ const STRING_KEYS: [&str; 4] = ["data-dir", "socket", "log-level", "metrics-list
 /// Runs `weir serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = load(&args, |k| std::env::var(k).ok())?;
+    let ignored = ignored_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
     if args.print_config {
         print!("{}", render(&config)?);
+        for var in &ignored {
+            println!("# ignored: {var} is not a configuration variable");
+        }
         return Ok(());
     }
     init_logging(&config.log_level);
+    for var in &ignored {
+        tracing::warn!(variable = %var, "ignored: not a configuration variable");
+    }
     // Hook for the optional Prometheus listener (cli/src/metrics.rs): it
     // asks this daemon for `Stats` over its own socket on every scrape.
     if let Some(addr) = &config.metrics_listen {
@@ -67,16 +74,8 @@ fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config
         let first = dir.split(':').next().unwrap_or_default().to_owned();
         table.insert("data-dir".into(), toml::Value::String(first));
     }
-    let mut keys: Vec<String> = toml::to_string(&Config::default())?
-        .parse::<toml::Table>()?
-        .keys()
-        .cloned()
-        .collect();
-    keys.extend(STRING_KEYS.iter().map(|k| (*k).to_owned()));
-    keys.sort();
-    keys.dedup();
-    for key in &keys {
-        let var = format!("WEIR_{}", key.to_uppercase().replace('-', "_"));
+    for key in &config_keys()? {
+        let var = env_var(key);
         if let Some(v) = env(&var) {
             let value = env_value(key, &v);
             // Alone first, so that a bad value names its variable.
@@ -142,6 +141,36 @@ fn render(config: &Config) -> Result<String> {
         writeln!(out, "# metrics-listen: unset; no Prometheus listener")?;
     }
     Ok(out)
+}
+
+/// Every configuration key (kebab-case).
+fn config_keys() -> Result<Vec<String>> {
+    let mut keys: Vec<String> = toml::to_string(&Config::default())?
+        .parse::<toml::Table>()?
+        .keys()
+        .cloned()
+        .collect();
+    keys.extend(STRING_KEYS.iter().map(|k| (*k).to_owned()));
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// The environment variable that sets `key`: `WEIR_MAX_CONNECTIONS`.
+fn env_var(key: &str) -> String {
+    format!("WEIR_{}", key.to_uppercase().replace('-', "_"))
+}
+
+/// The `WEIR_*` variables among `names` that set nothing (a misspelt
+/// `WEIR_SYNC` would otherwise go unnoticed). Not refused: the
+/// environment is shared with other programs.
+fn ignored_vars(names: impl Iterator<Item = String>) -> Result<Vec<String>> {
+    let known: Vec<String> = config_keys()?.iter().map(|k| env_var(k)).collect();
+    let mut ignored: Vec<String> = names
+        .filter(|n| n.starts_with("WEIR_") && n != "WEIR_CONFIG" && !known.contains(n))
+        .collect();
+    ignored.sort();
+    Ok(ignored)
 }
 
 fn path_value(p: &std::path::Path) -> toml::Value {
@@ -258,6 +287,19 @@ mod tests {
         );
         assert!(text.contains("# metrics-listen: unset"), "{text}");
         assert_eq!(Config::from_toml(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn misspelt_variables_are_reported() {
+        let names = [
+            "WEIR_SYNCC",
+            "WEIR_SYNC",
+            "WEIR_CONFIG",
+            "WEIR_DATA_DIR",
+            "HOME",
+        ];
+        let ignored = ignored_vars(names.iter().map(|n| (*n).to_owned())).unwrap();
+        assert_eq!(ignored, ["WEIR_SYNCC"]);
     }
 
     #[test]

@@ -14,12 +14,17 @@ fn print_config_shows_flags_over_env() {
         .args(["serve", "--print-config", "--data-dir", "/flag/dir"])
         .env("WEIR_DATA_DIR", "/env/dir")
         .env("WEIR_MAX_CONNECTIONS", "77")
+        .env("WEIR_MAX_CONECTIONS", "78")
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("data-dir = \"/flag/dir\""), "{text}");
     assert!(text.contains("max-connections = 77"), "{text}");
+    assert!(
+        text.contains("# ignored: WEIR_MAX_CONECTIONS is not a configuration variable"),
+        "{text}"
+    );
 }
 
 #[test]
