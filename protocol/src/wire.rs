@@ -63,7 +63,9 @@ pub struct AppendRequest {
     pub correlation_id: Option<u128>,
     /// Causation id.
     pub causation_id: Option<u128>,
-    /// A retried append with the same key returns the first receipt and writes nothing.
+    /// A retried append with the same key returns the first receipt and writes nothing;
+    /// the key sent with another event (coordinate, kind, payload, causation, or ids it
+    /// names) is refused with `IdempotencyConflict`.
     pub idempotency_key: Option<u128>,
     /// Optimistic-concurrency condition on the entity.
     pub expected: ExpectedVersion,
@@ -210,7 +212,8 @@ pub enum ErrorCode {
     EmptyBatch,
     /// Expected version did not hold.
     VersionConflict,
-    /// Idempotency key reused with a different batch shape.
+    /// Idempotency key reused for a different request: another batch shape,
+    /// or another event than the one the key first stored.
     IdempotencyConflict,
     /// Event id already stored.
     DuplicateEventId,

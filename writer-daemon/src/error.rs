@@ -112,7 +112,9 @@ pub enum AppendError {
         /// What the store holds (`none` or the last clock).
         found: String,
     },
-    /// An idempotency key was reused for a request of another shape.
+    /// An idempotency key was reused for a different request: another batch
+    /// shape, or another event (coordinate, kind, payload, causation, or the
+    /// event and correlation ids it names) than the key first stored.
     #[error("idempotency key {key:#034x} was already used by a different request")]
     IdempotencyConflict {
         /// The key.

@@ -179,6 +179,24 @@ impl SegmentLog {
         Ok(at)
     }
 
+    /// Calls `f` with the event frame of segment `id` at `off` (CRC-checked):
+    /// a retried request is compared with what its key first stored.
+    pub fn with_event<R>(
+        &self,
+        id: u64,
+        off: u64,
+        f: impl FnOnce(&weir_protocol::segment::FrameRef<'_>) -> R,
+    ) -> io::Result<R> {
+        let bytes = self.storage.read(id)?;
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let start = usize::try_from(off).map_err(|_| bad(format!("offset {off}")))?;
+        match weir_protocol::segment::decode_at(&bytes, start, true) {
+            Ok((weir_protocol::segment::Decoded::Event(frame), _)) => Ok(f(&frame)),
+            Ok(_) => Err(bad(format!("no event frame at {id}:{off}"))),
+            Err(e) => Err(bad(format!("segment {id} offset {off}: {e}"))),
+        }
+    }
+
     /// Makes every written frame durable.
     pub fn sync(&mut self, mode: SyncMode) -> io::Result<()> {
         if self.unsynced {

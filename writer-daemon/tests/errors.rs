@@ -75,7 +75,7 @@ fn idempotent_retry_returns_the_first_receipt_and_writes_nothing() {
     assert_eq!(s.append(req).unwrap().sequence, first.sequence);
     // A batch mixing a known and an unknown key is a conflict, not a partial replay.
     let mixed = vec![
-        with(ev("e", 0x1001, b""), |e| e.idempotency_key = Some(42)),
+        with(ev("e", 0x1001, b"once"), |e| e.idempotency_key = Some(42)),
         with(ev("e", 0x1001, b""), |e| e.idempotency_key = Some(43)),
     ];
     assert!(matches!(
@@ -91,6 +91,97 @@ fn idempotent_retry_returns_the_first_receipt_and_writes_nothing() {
         s.append_batch(twice).unwrap_err(),
         AppendError::IdempotencyConflict { key: 44 }
     ));
+}
+
+#[test]
+fn a_key_sent_again_with_another_event_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let req = with(ev("e", 0x1001, b"once"), |e| {
+        e.idempotency_key = Some(42);
+        e.causation_id = Some(7);
+    });
+    let first = s.append(req.clone()).unwrap();
+    let others = [
+        with(req.clone(), |e| e.payload = b"twice".to_vec()),
+        with(req.clone(), |e| e.entity = "f".into()),
+        with(req.clone(), |e| e.scope = "other".into()),
+        with(req.clone(), |e| e.kind = 0x1002),
+        with(req.clone(), |e| e.causation_id = None),
+        with(req.clone(), |e| e.event_id = Some(first.event_id + 1)),
+        with(req.clone(), |e| e.correlation_id = Some(9)),
+    ];
+    let check = |s: &Store| {
+        for (i, other) in others.iter().enumerate() {
+            assert!(
+                matches!(
+                    s.append(other.clone()),
+                    Err(AppendError::IdempotencyConflict { key: 42 })
+                ),
+                "variant {i} was taken for a retry"
+            );
+        }
+        // Naming the id and correlation the first attempt got is the same request.
+        let named = with(req.clone(), |e| {
+            e.event_id = Some(first.event_id);
+            e.correlation_id = Some(first.event_id);
+        });
+        let again = s.append(named).unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.sequence, first.sequence);
+    };
+    check(&s);
+    // After a restart the first event is read back from its segment.
+    s.shutdown().unwrap();
+    drop(s);
+    let s = Store::open(config(dir.path())).unwrap();
+    check(&s);
+    assert_eq!(
+        s.append(ev("g", 0x1001, b"")).unwrap().sequence,
+        first.sequence + 1,
+        "a refused retry wrote something"
+    );
+}
+
+#[test]
+fn a_key_sent_twice_into_one_group_is_compared_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::default();
+    let s = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+    let keyed = |payload: &[u8]| with(ev("x", 0x1001, payload), |e| e.idempotency_key = Some(5));
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.pause_at = Some(st.ops + 2); // the first append's write (+1), sync (+2)
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, req) in [
+        ev("a", 0x1001, b"a"),
+        keyed(b"one"),
+        keyed(b"two"),
+        keyed(b"one"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = tx.clone();
+        s.submit(vec![req], Box::new(move |r| drop(t.send((i, r)))))
+            .unwrap();
+        if i == 0 {
+            // The rest queue behind the paused sync: one group.
+            sim.wait_paused();
+        }
+    }
+    sim.release();
+    let mut out: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
+    out.sort_by_key(|r| r.0);
+    let first = out[1].1.as_ref().unwrap()[0];
+    assert!(
+        matches!(out[2].1, Err(AppendError::IdempotencyConflict { key: 5 })),
+        "{:?}",
+        out[2].1
+    );
+    let again = out[3].1.as_ref().unwrap()[0];
+    assert!(again.replayed && again.sequence == first.sequence);
 }
 
 #[test]

@@ -45,7 +45,8 @@ pub struct AppendArgs {
     #[arg(long, requires = "payload_file")]
     raw: bool,
     /// Idempotency key: 32 hex digits (UUID), or any text (hashed). A retry
-    /// with the same key returns the first receipt.
+    /// with the same key returns the first receipt; the same key with another
+    /// event is refused (IdempotencyConflict).
     #[arg(long, value_name = "K", requires = "payload")]
     idempotency_key: Option<String>,
     /// Condition on the entity: `any`, `none` (no event yet) or N (its last clock).

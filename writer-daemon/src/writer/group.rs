@@ -36,8 +36,8 @@ struct Pending {
     batch_end: bool,
 }
 
-struct Staged {
-    events: Vec<AppendRequest>,
+pub(super) struct Staged {
+    pub(super) events: Vec<AppendRequest>,
     done: Done,
     /// `Some` for a replay of known idempotency keys: nothing is written.
     replay: Option<Vec<Receipt>>,
@@ -59,10 +59,12 @@ type Undo = (usize, usize, Option<EntityState>);
 /// allocations for the next one ([`Writer::recycle`]).
 #[derive(Default)]
 pub(crate) struct Group {
-    staged: Vec<Staged>,
+    pub(super) staged: Vec<Staged>,
     pending: Vec<Pending>,
     undo: Vec<Undo>,
-    keys: FxHashMap<u128, Receipt>,
+    /// Keys staged in this group: the receipt and where the event is
+    /// (command, event).
+    pub(super) keys: FxHashMap<u128, (Receipt, usize, usize)>,
     ids: FxHashSet<u128>,
     buf: Vec<u8>,
     frames: Vec<(u32, u32)>,
@@ -283,7 +285,7 @@ impl Writer {
         done: Done,
     ) -> Option<(Vec<AppendRequest>, Done)> {
         // `events` passed `validate` on the submitting thread (see `Store`).
-        match self.replay(&events, &g.keys) {
+        match self.replay(&events, g) {
             Err(e) => {
                 self.reject(done, e);
                 return None;
@@ -489,7 +491,7 @@ impl Writer {
         for p in &g.pending[pending_mark..] {
             let e = &g.staged[cmd].events[p.event];
             if let Some(k) = e.idempotency_key {
-                g.keys.insert(k, p.receipt);
+                g.keys.insert(k, (p.receipt, p.cmd, p.event));
             }
         }
         self.next_seq += n as u64;

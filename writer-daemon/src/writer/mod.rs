@@ -7,7 +7,6 @@ mod group;
 use crate::checkpoint::CrashCheckpoint;
 use crate::config::{Config, SyncPolicy};
 use crate::error::AppendError;
-use crate::fxhash::FxHashMap;
 use crate::gate::GateWriter;
 use crate::ids::{IdGen, WallClock, now_ms};
 use crate::index::IndexWriter;
@@ -305,42 +304,121 @@ pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), Appen
 }
 
 impl Writer {
-    /// Checks idempotency keys: all known → replay; some known → conflict.
-    /// The flag says whether any receipt came from this very group (then it
-    /// shares the group's fate: it is not durable, or even stored, yet).
+    /// Checks idempotency keys: all known → replay; some known → conflict;
+    /// a known key sent with another event → conflict. The flag says
+    /// whether any receipt came from this very group (then it shares the
+    /// group's fate: it is not durable, or even stored, yet).
     pub(super) fn replay(
         &self,
         events: &[AppendRequest],
-        group_keys: &FxHashMap<u128, Receipt>,
+        g: &group::Group,
     ) -> Result<Option<(Vec<Receipt>, bool)>, AppendError> {
         let mut receipts = Vec::new();
         let mut from_group = false;
         let mut first_known = None;
         for e in events {
-            let found = e.idempotency_key.and_then(|k| match self.idem.get(k) {
-                Some(r) => Some(*r),
-                None => {
-                    let r = group_keys.get(&k).copied();
-                    from_group |= r.is_some();
-                    r
-                }
-            });
-            if let Some(r) = found {
-                first_known.get_or_insert(e.idempotency_key.unwrap_or(0));
-                receipts.push(Receipt {
-                    replayed: true,
-                    ..r
-                });
+            let Some(key) = e.idempotency_key else {
+                continue;
+            };
+            let same = if let Some(r) = self.idem.get(key) {
+                receipts.push(*r);
+                self.stored_event_is(r.sequence, e)
+            } else if let Some(&(r, cmd, event)) = g.keys.get(&key) {
+                from_group = true;
+                receipts.push(r);
+                let first = &g.staged[cmd].events[event];
+                asks_for(
+                    e,
+                    &Stored {
+                        entity: first.entity.as_bytes(),
+                        scope: first.scope.as_bytes(),
+                        kind: first.kind,
+                        payload: &first.payload,
+                        event_id: r.event_id,
+                        correlation_id: first.correlation_id.unwrap_or(r.event_id),
+                        causation_id: first.causation_id,
+                    },
+                )
+            } else {
+                continue;
+            };
+            if !same {
+                return Err(AppendError::IdempotencyConflict { key });
             }
+            first_known.get_or_insert(key);
         }
         match first_known {
             None => Ok(None),
             Some(key) if receipts.len() < events.len() => {
                 Err(AppendError::IdempotencyConflict { key })
             }
-            Some(_) => Ok(Some((receipts, from_group))),
+            Some(_) => Ok(Some((
+                receipts
+                    .into_iter()
+                    .map(|r| Receipt {
+                        replayed: true,
+                        ..r
+                    })
+                    .collect(),
+                from_group,
+            ))),
         }
     }
+
+    /// Whether the stored event `seq` is what `e` asks for. When it cannot
+    /// be read back (a damaged file), the key's receipt stands, as it did
+    /// before retries were compared.
+    fn stored_event_is(&self, seq: u64, e: &AppendRequest) -> bool {
+        let Some(row) = self.index.row(seq) else {
+            return true;
+        };
+        let checked = self.log.with_event(
+            u64::from(row.segment_id.get()),
+            row.frame_offset.get(),
+            |f| {
+                asks_for(
+                    e,
+                    &Stored {
+                        entity: f.entity,
+                        scope: f.scope,
+                        kind: f.header.kind.get(),
+                        payload: f.payload,
+                        event_id: f.header.event_id(),
+                        correlation_id: f.header.correlation_id(),
+                        causation_id: f.header.causation_id(),
+                    },
+                )
+            },
+        );
+        checked.unwrap_or_else(|err| {
+            tracing::warn!(%err, seq, "cannot read back the event of a retried idempotency key; replaying its receipt");
+            true
+        })
+    }
+}
+
+/// The event a key first stored, as a retry is compared with it.
+struct Stored<'a> {
+    entity: &'a [u8],
+    scope: &'a [u8],
+    kind: u16,
+    payload: &'a [u8],
+    event_id: u128,
+    correlation_id: u128,
+    causation_id: Option<u128>,
+}
+
+/// Whether `e`, sent again with the key of `first`, asks for the same
+/// event: coordinate, kind, payload and causation alike, and the event and
+/// correlation ids it names (if any) those `first` got.
+fn asks_for(e: &AppendRequest, first: &Stored<'_>) -> bool {
+    e.entity.as_bytes() == first.entity
+        && e.scope.as_bytes() == first.scope
+        && e.kind == first.kind
+        && e.payload == first.payload
+        && e.causation_id == first.causation_id
+        && e.event_id.is_none_or(|id| id == first.event_id)
+        && e.correlation_id.unwrap_or(first.event_id) == first.correlation_id
 }
 
 /// The checks every event passes before it is staged: coordinate, kind,
