@@ -122,6 +122,10 @@ impl Default for ClientOptions {
 
 impl ClientOptions {
     /// How long a call keeps reconnecting and retrying before it gives up. Default: 30 s.
+    /// Only calls on an open `Client` retry: [`Client::connect`] and
+    /// [`Client::connect_dir`] fail at once when no daemon listens
+    /// ([`ClientError::Disconnected`] with `waited` zero, or an I/O error when the
+    /// data directory names no socket yet).
     #[must_use]
     pub fn retry_for(mut self, d: Duration) -> Self {
         self.retry_for = d;
@@ -164,7 +168,8 @@ fn retry_after(e: &WireError) -> Duration {
     Duration::from_millis(ms.clamp(1, 1000))
 }
 
-/// A connection to the daemon's append socket. Not `Sync`: one per thread.
+/// A connection to the daemon's append socket. Its calls take `&mut self`:
+/// give each thread its own `Client` (or share one behind a `Mutex`).
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,

@@ -190,4 +190,22 @@ pub enum Error {
     /// A query failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// An append, or the connection for it, failed.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_client_error_converts_to_the_crate_error() {
+        fn connect() -> Result<(), Error> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            crate::Client::connect_dir(dir.path())?;
+            Ok(())
+        }
+        assert!(matches!(connect(), Err(Error::Client(_))));
+    }
 }

@@ -37,8 +37,13 @@ pub use client::{Client, ClientError, ClientOptions, Transaction};
 pub use entry::Entry;
 pub use error::{AttachError, Chain, Error, ReadError};
 pub use reader::{DaemonState, Reader, Snapshot, Status};
+/// The msgpack decoder's error, in [`ReadError::Decode`].
+pub use rmp_serde::decode::Error as DecodeError;
 pub use verify::{BreakKind, ChainBreak, ChainReport};
 pub use wait::Subscription;
-pub use weir_protocol::segment::FrameRef;
+pub use weir_protocol::hash::HashInput;
+pub use weir_protocol::segment::{FrameError, FrameHeader, FrameRef};
 pub use weir_protocol::wire::{AppendRequest, ErrorCode, Receipt, Stats, WireError};
-pub use weir_protocol::{Coordinate, EventId, EventKind, ExpectedVersion, KindFilter, Region};
+pub use weir_protocol::{
+    Coordinate, CoordinateError, EventId, EventKind, ExpectedVersion, KindError, KindFilter, Region,
+};

@@ -34,6 +34,11 @@ const RETRY: Duration = Duration::from_millis(10);
 /// next query opens the new gate and switches to it once it validates; until
 /// then answers come from the last view. Every view stays mapped until the
 /// `Reader` drops, so entries borrowed from an old view stay valid.
+///
+/// [`Entry`](crate::Entry), [`Snapshot`] and [`Subscription`](crate::Subscription)
+/// borrow the `Reader`: a thread that consumes a subscription for good opens its
+/// own `Reader` (cheap: O(1) in the number of events), or runs in a
+/// `std::thread::scope` that the `Reader` outlives.
 #[derive(Debug)]
 pub struct Reader {
     dir: PathBuf,
