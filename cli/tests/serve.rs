@@ -8,6 +8,17 @@ use std::process::Command;
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
+/// `weir serve --data-dir DIR`, run to its exit (the cases here refuse to
+/// start), with no systemd runtime directory leaking in.
+fn serve_on(dir: &std::path::Path) -> std::process::Output {
+    Command::new(WEIR)
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn print_config_shows_flags_over_env() {
     let out = Command::new(WEIR)
@@ -33,11 +44,7 @@ fn world_writable_data_dir_is_refused_visibly() {
     let data = root.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = Command::new(WEIR)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = serve_on(&data);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("world-writable"), "{err}");
@@ -48,12 +55,7 @@ fn a_socket_path_too_long_is_refused_before_the_store_is_created() {
     let root = tempfile::tempdir().unwrap();
     // The default socket goes in the data directory: 120 bytes of name.
     let data = root.path().join("d".repeat(120));
-    let out = Command::new(WEIR)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .env_remove("RUNTIME_DIRECTORY")
-        .output()
-        .unwrap();
+    let out = serve_on(&data);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("socket") && err.contains("107 bytes"), "{err}");
@@ -65,11 +67,7 @@ fn a_data_dir_that_is_a_file_gets_one_plain_message() {
     let root = tempfile::tempdir().unwrap();
     let file = root.path().join("file");
     std::fs::write(&file, b"kept").unwrap();
-    let out = Command::new(WEIR)
-        .args(["serve", "--data-dir"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = serve_on(&file);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

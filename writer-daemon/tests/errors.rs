@@ -93,6 +93,36 @@ fn idempotent_retry_returns_the_first_receipt_and_writes_nothing() {
     ));
 }
 
+type Outcome = Result<Vec<weir_protocol::wire::Receipt>, AppendError>;
+
+/// Submits `cmds` so that all but the first share one group: the storage
+/// pauses inside the first command's sync while the others queue. Returns
+/// the outcomes in order.
+fn one_group_after_the_first(
+    s: &Store,
+    sim: &SimStorage,
+    cmds: Vec<Vec<AppendRequest>>,
+) -> Vec<Outcome> {
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.pause_at = Some(st.ops + 2); // the first command's write (+1), sync (+2)
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = cmds.len();
+    for (i, cmd) in cmds.into_iter().enumerate() {
+        let t = tx.clone();
+        s.submit(cmd, Box::new(move |r| drop(t.send((i, r)))))
+            .unwrap();
+        if i == 0 {
+            sim.wait_paused();
+        }
+    }
+    sim.release();
+    let mut out: Vec<_> = (0..n).map(|_| rx.recv().unwrap()).collect();
+    out.sort_by_key(|r| r.0);
+    out.into_iter().map(|r| r.1).collect()
+}
+
 #[test]
 fn a_key_sent_again_with_another_event_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,38 +179,23 @@ fn a_key_sent_twice_into_one_group_is_compared_too() {
     let sim = SimStorage::default();
     let s = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
     let keyed = |payload: &[u8]| with(ev("x", 0x1001, payload), |e| e.idempotency_key = Some(5));
-    {
-        let mut st = sim.state.lock().unwrap();
-        st.pause_at = Some(st.ops + 2); // the first append's write (+1), sync (+2)
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    for (i, req) in [
-        ev("a", 0x1001, b"a"),
-        keyed(b"one"),
-        keyed(b"two"),
-        keyed(b"one"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let t = tx.clone();
-        s.submit(vec![req], Box::new(move |r| drop(t.send((i, r)))))
-            .unwrap();
-        if i == 0 {
-            // The rest queue behind the paused sync: one group.
-            sim.wait_paused();
-        }
-    }
-    sim.release();
-    let mut out: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
-    out.sort_by_key(|r| r.0);
-    let first = out[1].1.as_ref().unwrap()[0];
-    assert!(
-        matches!(out[2].1, Err(AppendError::IdempotencyConflict { key: 5 })),
-        "{:?}",
-        out[2].1
+    let out = one_group_after_the_first(
+        &s,
+        &sim,
+        vec![
+            vec![ev("a", 0x1001, b"a")],
+            vec![keyed(b"one")],
+            vec![keyed(b"two")],
+            vec![keyed(b"one")],
+        ],
     );
-    let again = out[3].1.as_ref().unwrap()[0];
+    let first = out[1].as_ref().unwrap()[0];
+    assert!(
+        matches!(out[2], Err(AppendError::IdempotencyConflict { key: 5 })),
+        "{:?}",
+        out[2]
+    );
+    let again = out[3].as_ref().unwrap()[0];
     assert!(again.replayed && again.sequence == first.sequence);
 }
 
@@ -224,38 +239,23 @@ fn a_refused_batch_gives_back_every_event_id_it_staged() {
     let twice = vec![ided(50, "x"), ided(51, "y"), ided(50, "z")];
     let mut again: Vec<_> = (1..=20).map(|i| ided(i, &format!("u{i}"))).collect();
     again.extend([ided(50, "x"), ided(51, "y")]);
-    {
-        let mut st = sim.state.lock().unwrap();
-        st.pause_at = Some(st.ops + 2); // the first append: write (+1), sync (+2)
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    for (n, cmd) in [vec![ev("first", 0x1001, b"")], refused, twice, again]
-        .into_iter()
-        .enumerate()
-    {
-        let t = tx.clone();
-        s.submit(cmd, Box::new(move |r| drop(t.send((n, r)))))
-            .unwrap();
-        if n == 0 {
-            sim.wait_paused();
-        }
-    }
-    sim.release();
-    let mut out: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
-    out.sort_by_key(|r| r.0);
-    assert!(out[0].1.is_ok(), "{:?}", out[0]);
+    let out = one_group_after_the_first(
+        &s,
+        &sim,
+        vec![vec![ev("first", 0x1001, b"")], refused, twice, again],
+    );
+    assert!(out[0].is_ok(), "{:?}", out[0]);
     assert!(
-        matches!(out[1].1, Err(AppendError::VersionConflict { .. })),
+        matches!(out[1], Err(AppendError::VersionConflict { .. })),
         "{:?}",
         out[1]
     );
     assert!(
-        matches!(out[2].1, Err(AppendError::DuplicateEventId { .. })),
+        matches!(out[2], Err(AppendError::DuplicateEventId { .. })),
         "{:?}",
         out[2]
     );
     let rs = out[3]
-        .1
         .as_ref()
         .expect("the ids the refused batches staged are free");
     assert_eq!(rs.len(), 22);
