@@ -64,7 +64,7 @@ pub fn event_hash(input: &HashInput<'_>) -> [u8; 32] {
 }
 
 /// Hashes many events at once: [`event_hash`] of each, computed
-/// [`LANES`](lanes::LANES) messages per pass of the vector unit (see
+/// [`LANES`](EventHasher::LANES) messages per pass of the vector unit (see
 /// `lanes.rs`). Keeps its message buffer from call to call.
 #[derive(Debug, Default)]
 pub struct EventHasher {

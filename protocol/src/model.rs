@@ -209,7 +209,10 @@ pub enum KindError {
 }
 
 impl EventKind {
-    /// Builds a kind from its parts.
+    /// Builds a kind from its parts: any category, since queries may name
+    /// the system's kinds too. Appends of the system's categories (0x0 and
+    /// 0xD) are refused by the daemon; [`check_client`](Self::check_client)
+    /// refuses them up front.
     pub fn new(category: u8, type_id: u16) -> Result<Self, KindError> {
         if category > 0xF || type_id > 0xFFF {
             return Err(KindError::OutOfRange {

@@ -114,7 +114,16 @@ pub fn run(args: AppendArgs) -> Result<()> {
     let mut client = args.dir.client(RETRY_FOR)?;
     match payload {
         Some(payload) => one(&args, &mut client, payload),
-        None => lines(&args, &mut client),
+        None => {
+            if std::io::stdin().is_terminal() {
+                // Not a hang: without a payload flag, events come from stdin.
+                eprintln!(
+                    "weir append: reading events as JSON lines from stdin (end with Ctrl-D; \
+                     --payload-json appends one event from flags)"
+                );
+            }
+            lines(&args, &mut client)
+        }
     }
 }
 
