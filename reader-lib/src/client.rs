@@ -90,6 +90,20 @@ impl ClientError {
             _ => None,
         }
     }
+    /// For a `VersionConflict` refusal, the entity's version the daemon
+    /// found: `Some(None)` if it had no event yet, `Some(Some(n))` if its
+    /// last clock was `n` (retry with `ExpectedVersion::Exact(n)` after
+    /// re-reading). `None` for any other error.
+    #[must_use]
+    pub fn found_version(&self) -> Option<Option<u32>> {
+        let e = self
+            .wire()
+            .filter(|e| e.code == ErrorCode::VersionConflict)?;
+        match e.fields.get("found")?.as_str() {
+            "none" => Some(None),
+            n => n.parse().ok().map(Some),
+        }
+    }
     /// The daemon's typed error, for [`ClientError::Server`].
     #[must_use]
     pub fn wire(&self) -> Option<&WireError> {
@@ -610,6 +624,19 @@ fn msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_conflict_says_what_it_found() {
+        let conflict = |found: &str| {
+            ClientError::Server(
+                WireError::new(ErrorCode::VersionConflict, "conflict").with("found", found),
+            )
+        };
+        assert_eq!(conflict("none").found_version(), Some(None));
+        assert_eq!(conflict("3").found_version(), Some(Some(3)));
+        let other = ClientError::Server(WireError::new(ErrorCode::Busy, "busy").with("found", "3"));
+        assert_eq!(other.found_version(), None);
+    }
 
     #[test]
     fn a_failed_first_connect_is_not_called_a_reconnect() {
