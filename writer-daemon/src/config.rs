@@ -64,7 +64,10 @@ pub struct Config {
     pub group_commit_max_events: u32,
     /// Requests that may wait for the writer before new ones get `Busy`. Default: 16,384.
     pub writer_queue_capacity: u32,
-    /// Idempotency keys remembered (oldest forgotten first); rebuilt from the log tail on start. Default: 100,000.
+    /// Idempotency keys remembered (oldest forgotten first); rebuilt from the log tail on start.
+    /// 0 turns idempotency off: a retried append is stored again. At most 10,000,000
+    /// (each key costs about 120 bytes of memory, and 80 in the `idem` file and checkpoints).
+    /// Default: 100,000.
     pub idempotency_window: u32,
     /// Largest wire frame accepted, in bytes. Default: 64 MiB.
     pub max_frame_bytes: u32,
@@ -294,6 +297,13 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        if self.idempotency_window > IDEMPOTENCY_WINDOW_MAX {
+            return Err(bad(
+                "idempotency-window",
+                self.idempotency_window,
+                "must be at most 10,000,000 (each key is kept in memory and on disk)",
+            ));
+        }
         if !is_log_filter(&self.log_level) {
             return Err(bad(
                 "log-level",
@@ -323,6 +333,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest `idempotency-window`.
+const IDEMPOTENCY_WINDOW_MAX: u32 = 10_000_000;
 
 /// A level, or comma-separated `level` and `target=level` directives (the
 /// part of `RUST_LOG`'s syntax a configuration file needs; `RUST_LOG`
@@ -481,6 +494,13 @@ mod tests {
                 "data-dir",
                 Config {
                     data_dir: PathBuf::new(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "idempotency-window",
+                Config {
+                    idempotency_window: 10_000_001,
                     ..Config::default()
                 },
             ),

@@ -436,3 +436,22 @@ fn the_idempotency_window_is_the_same_after_a_clean_restart() {
     s.append(keyed(11)).unwrap();
     assert!(!s.append(keyed(1)).unwrap().replayed);
 }
+
+#[test]
+fn a_window_of_zero_keys_turns_idempotency_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(weir_daemon::Config {
+        idempotency_window: 0,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let keyed = with(ev("k", 0x1001, b"x"), |e| e.idempotency_key = Some(1));
+    let first = s.append(keyed.clone()).unwrap();
+    let again = s.append(keyed).unwrap();
+    assert!(!again.replayed);
+    assert_eq!(
+        again.sequence,
+        first.sequence + 1,
+        "the retry was not stored"
+    );
+}
