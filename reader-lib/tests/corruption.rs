@@ -29,15 +29,20 @@ fn truncate(path: &Path, len: u64) -> Res {
     Ok(())
 }
 
-fn store() -> Res<Fixture> {
+/// A store of `evs`, published and flushed to its files.
+fn published(evs: &[Ev]) -> Res<Fixture> {
     let mut f = Fixture::new()?;
-    f.append(&[
-        Ev::new("user:1", "t", 0x1001, b"payload-0"),
-        Ev::new("user:1", "t", 0x1001, b"payload-1"),
-    ])?;
+    f.append(evs)?;
     f.publish();
     f.flush()?;
     Ok(f)
+}
+
+fn store() -> Res<Fixture> {
+    published(&[
+        Ev::new("user:1", "t", 0x1001, b"payload-0"),
+        Ev::new("user:1", "t", 0x1001, b"payload-1"),
+    ])
 }
 
 #[test]
@@ -142,14 +147,10 @@ fn corrupt_row_is_a_typed_error() -> Res {
 /// A store of two chunks: `id_of(0)` is in chunk 0, and chunk 1 (newer,
 /// filling) is probed first by every lookup.
 fn two_chunks() -> Res<Fixture> {
-    let mut f = Fixture::new()?;
     let evs: Vec<Ev> = (0..=geo().rows())
         .map(|i| Ev::new(&format!("user:{}", i % 7), "t", 0x1001, b"p"))
         .collect();
-    f.append(&evs)?;
-    f.publish();
-    f.flush()?;
-    Ok(f)
+    published(&evs)
 }
 
 /// `get_many` stops where `get` stops: a damaged newer chunk is the same
