@@ -220,6 +220,7 @@ impl Store {
             ),
             config: config.clone(),
             spare: Default::default(),
+            reclaim: Default::default(),
         };
         let (tx, rx) = sync_channel(config.writer_queue_capacity as usize);
         let handle = std::thread::Builder::new()

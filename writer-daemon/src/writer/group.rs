@@ -232,7 +232,9 @@ impl Writer {
             receipts[p.cmd].push(r);
         }
         self.shared.committed(fresh, bytes, self.next_seq);
+        let mut spent = Vec::with_capacity(g.staged.len());
         for (s, r) in g.staged.drain(..).zip(receipts) {
+            spent.push(s.events);
             let answer = match s.replay {
                 // A replay of this group's own events is as durable as they are.
                 Some(r) if s.replay_in_group => {
@@ -243,6 +245,7 @@ impl Writer {
             };
             (s.done)(Ok(answer));
         }
+        self.reclaim.free(spent);
         self.recycle(g);
         self.maybe_checkpoint();
         rest

@@ -3,6 +3,7 @@
 //! indexes, publishes, and replies.
 
 mod group;
+mod reclaim;
 
 use crate::checkpoint::CrashCheckpoint;
 use crate::config::{Config, SyncPolicy};
@@ -76,6 +77,8 @@ pub struct Writer {
     pub(crate) checkpoints: crate::checkpoint::Checkpointer,
     /// The last committed group's buffers, cleared, for the next one.
     pub(crate) spare: group::Group,
+    /// Frees committed requests off the writer thread.
+    pub(crate) reclaim: reclaim::Reclaimer,
 }
 
 impl std::fmt::Debug for Writer {
