@@ -15,6 +15,7 @@ pub mod ids;
 pub mod index;
 pub mod lock;
 mod mapped;
+pub mod namekey;
 pub mod restore;
 pub mod segments;
 pub mod server;

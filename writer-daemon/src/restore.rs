@@ -404,6 +404,7 @@ fn chains_from_index(
             EntityState {
                 clock: row.clock.get(),
                 hash,
+                entity_id: id,
             },
         );
     }
@@ -623,6 +624,7 @@ fn rebuild(
                         causation_id: h.causation_id(),
                         wall_ms: h.wall_ms.get(),
                         entity: f.entity,
+                        entity_id: None,
                         scope: f.scope,
                         kind: h.kind.get(),
                         clock: h.clock.get(),
@@ -639,6 +641,7 @@ fn rebuild(
                     EntityState {
                         clock: h.clock.get(),
                         hash: h.event_hash,
+                        entity_id: entity,
                     },
                 );
                 if let Some(k) = h.idempotency_key() {

@@ -12,6 +12,10 @@ pub struct EntityState {
     pub clock: u32,
     /// Its event_hash (the next event's prev_hash).
     pub hash: [u8; 32],
+    /// Its name's string id in the index, so that indexing its next event
+    /// need not look the name up again; `NO_NAME` until its first event is
+    /// indexed.
+    pub entity_id: u32,
 }
 
 /// Remembered idempotency keys, oldest forgotten first.
@@ -174,7 +178,7 @@ pub fn load_window(path: &std::path::Path, cap: usize) -> Result<IdemWindow, Str
 }
 
 /// Per-entity state, keyed by entity name.
-pub type Entities = FxHashMap<Box<[u8]>, EntityState>;
+pub type Entities = FxHashMap<crate::namekey::NameKey, EntityState>;
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,9 @@ pub struct IndexedEvent<'a> {
     pub wall_ms: u64,
     /// Entity name.
     pub entity: &'a [u8],
+    /// The entity name's string id when the caller knows it (from an
+    /// earlier `put_event` of the same name); `None` interns `entity`.
+    pub entity_id: Option<u32>,
     /// Scope name.
     pub scope: &'a [u8],
     /// Kind.
@@ -490,7 +493,11 @@ impl IndexWriter {
     /// Writes the row, columns, id slot and heads of one event (unpublished);
     /// returns the entity's string id.
     pub fn put_event(&mut self, ev: &IndexedEvent<'_>) -> io::Result<u32> {
-        let entity_id = self.intern(NS_ENTITY, ev.entity)?;
+        let entity_id = match ev.entity_id {
+            Some(id) => id,
+            None => self.intern(NS_ENTITY, ev.entity)?,
+        };
+        debug_assert_eq!(self.names.name(entity_id), Some(ev.entity), "entity id");
         let scope_id = self.intern(NS_SCOPE, ev.scope)?;
         let prev_kind = self.kind_counter(ev.kind, 0).load(Ordering::Relaxed);
         let mut row = Row::new_zeroed();

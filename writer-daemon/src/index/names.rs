@@ -3,6 +3,7 @@
 
 use crate::fxhash::FxHashMap;
 use crate::mapped::MappedFile;
+use crate::namekey::NameKey;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -26,7 +27,7 @@ pub struct Names {
     table_log2: u32,
     used: usize,
     /// Entity names (index 0) and scope names (index 1) to string ids.
-    ids: [FxHashMap<Box<[u8]>, u32>; 2],
+    ids: [FxHashMap<NameKey, u32>; 2],
 }
 
 fn strings_path(dir: &Path, n: usize) -> PathBuf {
@@ -96,7 +97,7 @@ impl Names {
             ids: Default::default(),
         };
         // Walk the entries to rebuild the in-memory mirror, checking each.
-        let mut ids: [FxHashMap<Box<[u8]>, u32>; 2] = Default::default();
+        let mut ids: [FxHashMap<NameKey, u32>; 2] = Default::default();
         names.end = walk(&names.files, strings_end, |global, ns, name| {
             ids[slot_of(ns)].insert(name.into(), (global / 8) as u32);
             Ok(())

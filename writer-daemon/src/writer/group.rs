@@ -17,6 +17,7 @@ use crate::index::IndexedEvent;
 use crate::state::EntityState;
 use std::time::Duration;
 use weir_protocol::hash::{EventHasher, HashInput};
+use weir_protocol::index::NO_NAME;
 use weir_protocol::segment::{EventFrame, encode_cancel, encode_event, frame_len};
 use weir_protocol::wire::{AppendRequest, Receipt};
 use weir_protocol::{EventId, ExpectedVersion};
@@ -34,6 +35,8 @@ struct Pending {
     offset: u64,
     len: u32,
     batch_end: bool,
+    /// The entity's string id, `NO_NAME` while not yet indexed.
+    entity_id: u32,
 }
 
 pub(super) struct Staged {
@@ -443,9 +446,11 @@ impl Writer {
                 );
                 g.frames.push((len as u32, crc));
                 g.undo.push((cmd, i, l.state));
+                let entity_id = l.state.map_or(NO_NAME, |s| s.entity_id);
                 let head = EntityState {
                     clock: l.clock,
                     hash,
+                    entity_id,
                 };
                 match self.entities.get_mut(key) {
                     Some(s) => *s = head,
@@ -471,6 +476,7 @@ impl Writer {
                     offset,
                     len: len as u32,
                     batch_end: i + 1 == n,
+                    entity_id,
                 });
             }
             i += w;
@@ -547,13 +553,14 @@ impl Writer {
             }
             let e = &g.staged[p.cmd].events[p.event];
             let f = &g.flushes[p.flush];
-            self.index.put_event(&IndexedEvent {
+            let entity_id = self.index.put_event(&IndexedEvent {
                 seq: p.receipt.sequence,
                 event_id: p.receipt.event_id,
                 correlation_id: p.correlation_id,
                 causation_id: e.causation_id,
                 wall_ms: p.wall_ms,
                 entity: e.entity.as_bytes(),
+                entity_id: (p.entity_id != NO_NAME).then_some(p.entity_id),
                 scope: e.scope.as_bytes(),
                 kind: e.kind,
                 clock: p.receipt.clock,
@@ -562,6 +569,12 @@ impl Writer {
                 frame_len: p.len,
                 batch_end: p.batch_end,
             })?;
+            if p.entity_id == NO_NAME
+                && let Some(s) = self.entities.get_mut(e.entity.as_bytes())
+            {
+                // The entity's first indexed event: later ones skip the name.
+                s.entity_id = entity_id;
+            }
         }
         Ok(())
     }
