@@ -23,6 +23,7 @@ pub mod state;
 pub mod stats;
 pub mod storage;
 pub mod store;
+mod worker;
 mod writeback;
 pub mod writer;
 

@@ -16,9 +16,9 @@
 //! before filling them) are less than three windows more than without it.
 
 use crate::mapped::MappedFile;
+use crate::worker::Worker;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
 
 /// (offset, length) ranges of one file to fault in.
 pub(super) type Ranges = [(usize, usize); 4];
@@ -27,53 +27,24 @@ pub(super) type Ranges = [(usize, usize); 4];
 const QUEUE: usize = 8;
 
 /// The prefault thread, started on the first request.
-#[derive(Debug, Default)]
-pub(super) struct Prefaulter {
-    tx: Option<SyncSender<(Arc<MappedFile>, Ranges)>>,
-    thread: Option<JoinHandle<()>>,
-    /// The thread could not be started: ask nothing more.
-    off: bool,
+#[derive(Debug)]
+pub(super) struct Prefaulter(Worker<(Arc<MappedFile>, Ranges)>);
+
+impl Default for Prefaulter {
+    fn default() -> Self {
+        Self(Worker::new("weir-prefault", QUEUE, run))
+    }
 }
 
 impl Prefaulter {
-    /// Queues `ranges` of `file`, or drops them when the queue is full.
+    /// Queues `ranges` of `file`, or drops them when the queue is full (or
+    /// the thread stopped: the kernel lacks the advice).
     pub(super) fn ask(&mut self, file: &Arc<MappedFile>, ranges: Ranges) {
-        if self.off {
-            return;
-        }
-        if self.tx.is_none() {
-            let (tx, rx) = sync_channel(QUEUE);
-            match std::thread::Builder::new()
-                .name("weir-prefault".into())
-                .spawn(move || run(&rx))
-            {
-                Ok(t) => (self.tx, self.thread) = (Some(tx), Some(t)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no prefault thread; the writer faults its own pages");
-                    self.off = true;
-                    return;
-                }
-            }
-        }
-        if let Some(tx) = &self.tx
-            && let Err(TrySendError::Disconnected(_)) = tx.try_send((Arc::clone(file), ranges))
-        {
-            // The thread stopped (the kernel lacks the advice): ask no more.
-            self.off = true;
-        }
+        let _ = self.0.send((Arc::clone(file), ranges));
     }
 }
 
-impl Drop for Prefaulter {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn run(rx: &Receiver<(Arc<MappedFile>, Ranges)>) {
+fn run(rx: Receiver<(Arc<MappedFile>, Ranges)>) {
     for (file, ranges) in rx {
         for (off, len) in ranges {
             if let Err(e) = file.prefault(off, len) {

@@ -14,8 +14,8 @@
 //! started, the writer frees the requests itself, as before: memory held for
 //! freeing is bounded by `QUEUE` groups.
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
+use crate::worker::Worker;
+use std::sync::mpsc::Receiver;
 use weir_protocol::wire::AppendRequest;
 
 /// Groups that may wait to be freed; past that the writer frees its own.
@@ -26,62 +26,24 @@ pub(super) type Spent = Vec<Vec<AppendRequest>>;
 
 /// The reclaim thread, started on the first group.
 #[derive(Debug)]
-pub(crate) struct Reclaimer<T: Send + 'static = Spent> {
-    tx: Option<SyncSender<T>>,
-    thread: Option<JoinHandle<()>>,
-    /// The thread could not be started, or stopped: free inline.
-    off: bool,
-}
+pub(crate) struct Reclaimer<T: Send + 'static = Spent>(Worker<T>);
 
 impl<T: Send + 'static> Default for Reclaimer<T> {
     fn default() -> Self {
-        Self {
-            tx: None,
-            thread: None,
-            off: false,
-        }
+        Self(Worker::new("weir-reclaim", QUEUE, run))
     }
 }
 
 impl<T: Send + 'static> Reclaimer<T> {
     /// Frees `spent` on the reclaim thread, or here when it cannot take it.
     pub(super) fn free(&mut self, spent: T) {
-        if self.off {
-            return drop(spent);
-        }
-        if self.tx.is_none() {
-            let (tx, rx) = sync_channel(QUEUE);
-            match std::thread::Builder::new()
-                .name("weir-reclaim".into())
-                .spawn(move || run(&rx))
-            {
-                Ok(t) => (self.tx, self.thread) = (Some(tx), Some(t)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no reclaim thread; the writer frees requests itself");
-                    self.off = true;
-                    return drop(spent);
-                }
-            }
-        }
-        if let Some(tx) = &self.tx {
-            match tx.try_send(spent) {
-                Ok(()) | Err(TrySendError::Full(_)) => {}
-                Err(TrySendError::Disconnected(_)) => self.off = true,
-            }
+        if let Err(spent) = self.0.send(spent) {
+            drop(spent);
         }
     }
 }
 
-impl<T: Send + 'static> Drop for Reclaimer<T> {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn run<T>(rx: &Receiver<T>) {
+fn run<T>(rx: Receiver<T>) {
     for spent in rx {
         drop(spent);
     }
