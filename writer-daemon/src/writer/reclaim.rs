@@ -3,12 +3,13 @@
 //! Every append request owns three heap blocks (entity, scope, payload),
 //! allocated by the thread that decoded or built it (a connection thread,
 //! an in-process producer) and, without this, freed by the writer once the
-//! group is answered. A block freed by another thread than the one that
-//! allocated it misses the allocator's per-thread cache and takes its
-//! arena's lock: about a tenth of the writer's instructions per event in the
-//! in-process CPU-ceiling benchmark (callgrind: `free` under
-//! `process_group`). The writer instead hands each group's requests to this
-//! thread, once per group.
+//! group is answered. Past the few blocks glibc's per-thread cache keeps,
+//! each free of a block another thread allocated takes that thread's arena
+//! lock: 7 % of the writer's instructions per event in the in-process
+//! CPU-ceiling benchmark (callgrind: `free` under `process_group`). The
+//! writer instead hands each group's requests to this thread, once per group
+//! (handing them over in larger lots, to wake the thread less often, was
+//! slower: bench/README.md).
 //!
 //! When the queue is full (this thread is behind) or the thread could not be
 //! started, the writer frees the requests itself, as before: memory held for
