@@ -74,12 +74,12 @@ fn printer(out: Output) -> Printer<std::io::StdoutLock<'static>> {
     Printer::new(std::io::stdout().lock(), out.json, Output::tty())
 }
 
-/// Runs `weir get`.
 /// An event id argument; a bad one is a usage error (exit 2).
 fn parse_id(text: &str) -> Result<EventId, String> {
     text.parse::<EventId>().map_err(|e| e.to_string())
 }
 
+/// Runs `weir get`.
 pub fn get(args: GetArgs) -> Result<()> {
     let id = args.id;
     let reader = args.dir.reader()?;
