@@ -78,6 +78,14 @@ pub const VISIBLE_OFF: usize = 80;
 pub const FUTEX_OFF: usize = 88;
 /// Atomic u64: heartbeat, ms since the epoch, refreshed by the daemon.
 pub const HEARTBEAT_OFF: usize = 96;
+/// Atomic u64: the log position below which every frame byte is written
+/// ([`crate::locate::pack_position`]); stored (Release) before `visible`.
+pub const PUBLISHED_OFF: usize = 104;
+/// 16 bytes: the store's id key ([`crate::locate::IdKey`]; zeros = none),
+/// written before the gate is renamed into place, never changed.
+pub const ID_KEY_OFF: usize = 112;
+/// u32: CRC-32 of the id key's 16 bytes.
+pub const ID_KEY_CRC_OFF: usize = 152;
 /// Atomic u64: seqlock counter of the cancelled ranges (odd while writing).
 pub const CANCEL_SEQ_OFF: usize = 128;
 /// Atomic u64: number of cancelled ranges stored.
@@ -97,6 +105,32 @@ pub const STATE_LIVE: u64 = 1;
 pub const STATE_STOPPED: u64 = 2;
 /// A newer instance replaced this gate: re-open `gate`.
 pub const STATE_SUPERSEDED: u64 = 3;
+
+/// The id key stored in a gate page, if it is there and its CRC holds.
+#[must_use]
+pub fn read_id_key(page: &[u8]) -> Option<crate::locate::IdKey> {
+    let key: [u8; 16] = page.get(ID_KEY_OFF..ID_KEY_OFF + 16)?.try_into().ok()?;
+    let crc: [u8; 4] = page
+        .get(ID_KEY_CRC_OFF..ID_KEY_CRC_OFF + 4)?
+        .try_into()
+        .ok()?;
+    checked_id_key(key, crc)
+}
+
+/// The id key `key` if `crc` (as stored at [`ID_KEY_CRC_OFF`]) is its CRC
+/// and it is not all zeros.
+#[must_use]
+pub fn checked_id_key(key: [u8; 16], crc: [u8; 4]) -> Option<crate::locate::IdKey> {
+    (crc32(&key) == u32::from_le_bytes(crc)).then(|| crate::locate::IdKey::from_bytes(key))?
+}
+
+/// The bytes [`read_id_key`] reads: the key at [`ID_KEY_OFF`], its CRC at
+/// [`ID_KEY_CRC_OFF`].
+#[must_use]
+pub fn id_key_bytes(key: crate::locate::IdKey) -> ([u8; 16], [u8; 4]) {
+    let bytes = key.to_bytes();
+    (bytes, crc32(&bytes).to_le_bytes())
+}
 
 /// Inserts `[start, end)` into sorted, merged `ranges`.
 pub fn merge_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {

@@ -15,6 +15,7 @@ pub mod fastwire;
 pub mod gate;
 pub mod hash;
 pub mod index;
+pub mod locate;
 pub mod model;
 pub mod segment;
 pub mod shm;

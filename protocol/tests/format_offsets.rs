@@ -103,9 +103,12 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
         (gate::VISIBLE_OFF, 8),
         (gate::FUTEX_OFF, 4),
         (gate::HEARTBEAT_OFF, 8),
+        (gate::PUBLISHED_OFF, 8),
+        (gate::ID_KEY_OFF, 16),
         (gate::CANCEL_SEQ_OFF, 8),
         (gate::CANCEL_COUNT_OFF, 8),
         (gate::CANCEL_OVERFLOW_OFF, 8),
+        (gate::ID_KEY_CRC_OFF, 4),
         (gate::CANCEL_RANGES_OFF, 16 * gate::CANCEL_CAPACITY),
     ]);
     assert_eq!(table(&all, "Gate"), want);

@@ -53,6 +53,24 @@ impl<'r> Entry<'r> {
         }
     }
 
+    /// An entry whose frame was read (and CRC-checked) first: `row` holds
+    /// the frame's header fields, `entity` and `scope` its names.
+    pub(crate) fn with_frame(
+        view: &'r View,
+        row: Row,
+        entity: &'r str,
+        scope: &'r str,
+        frame: FrameRef<'r>,
+    ) -> Self {
+        Self {
+            view,
+            row,
+            entity,
+            scope,
+            frame: OnceCell::from(frame),
+        }
+    }
+
     /// Global sequence.
     #[must_use]
     pub fn sequence(&self) -> u64 {

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use weir_protocol::gate::{
     CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, CANCEL_SEQ_OFF,
-    FUTEX_OFF, GATE_LEN, GATE_MAGIC, GATE_VERSION, GateHeader, HEARTBEAT_OFF, STATE_OFF,
-    VISIBLE_OFF,
+    FUTEX_OFF, GATE_LEN, GATE_MAGIC, GATE_VERSION, GateHeader, HEARTBEAT_OFF, ID_KEY_CRC_OFF,
+    ID_KEY_OFF, PUBLISHED_OFF, STATE_OFF, VISIBLE_OFF, checked_id_key,
 };
 use weir_protocol::index::CHUNK_LOG2_RANGE;
+use weir_protocol::locate::IdKey;
 use zerocopy::FromBytes;
 
 /// How often a reader re-reads the cancelled ranges while the writer holds
@@ -20,7 +21,7 @@ const SEQLOCK_TRIES: usize = 1000;
 
 /// Cancelled ranges kept inline; more spill to the heap (rare: the daemon
 /// merges adjacent ranges).
-const INLINE_RANGES: usize = 16;
+const INLINE_RANGES: usize = 4;
 
 /// What one query may see: sequences below `visible`, minus the cancelled
 /// ranges loaded with it.
@@ -28,6 +29,9 @@ const INLINE_RANGES: usize = 16;
 pub(crate) struct Watermark {
     /// Exclusive upper bound of published sequences.
     pub(crate) visible: u64,
+    /// The gate said more ranges were cancelled than it holds: only
+    /// tombstone rows tell which (lookups by location then use the index).
+    pub(crate) overflow: bool,
     n: usize,
     inline: [(u64, u64); INLINE_RANGES],
     spill: Vec<(u64, u64)>,
@@ -55,7 +59,12 @@ impl Watermark {
 
     fn set_ranges(&mut self, ranges: impl ExactSizeIterator<Item = (u64, u64)>) {
         self.n = 0;
-        self.spill.clear();
+        if !self.spill.is_empty() {
+            self.spill.clear();
+        }
+        if ranges.len() == 0 {
+            return;
+        }
         if ranges.len() <= INLINE_RANGES {
             for (slot, r) in self.inline.iter_mut().zip(ranges) {
                 *slot = r;
@@ -105,6 +114,8 @@ pub(crate) struct Gate {
     map: Mapped,
     /// The immutable header.
     pub(crate) header: GateHeader,
+    /// The store's id key, if the gate has one (see `located`).
+    pub(crate) id_key: Option<IdKey>,
 }
 
 impl Gate {
@@ -152,7 +163,17 @@ impl Gate {
                 log2.into(),
             ));
         }
-        Ok(Self { map, header })
+        // The key is written before the rename too, and never changes. A
+        // missing or damaged one only sends every lookup through the index.
+        let id_key = map
+            .published(ID_KEY_OFF, 16)
+            .zip(map.published(ID_KEY_CRC_OFF, 4))
+            .and_then(|(k, c)| checked_id_key(k.try_into().ok()?, c.try_into().ok()?));
+        Ok(Self {
+            map,
+            header,
+            id_key,
+        })
     }
 
     fn word(&self, off: usize) -> u64 {
@@ -186,11 +207,23 @@ impl Gate {
         v
     }
 
+    /// The log position below which every frame byte is written (packed,
+    /// `weir_protocol::locate::pack_position`; 0 = none): Relaxed load,
+    /// then fence(Acquire).
+    pub(crate) fn published(&self) -> u64 {
+        let p = self.word(PUBLISHED_OFF);
+        // SYNC: pairs with the daemon's Release store of `published` after
+        // it wrote the frames below it.
+        fence(Ordering::Acquire);
+        p
+    }
+
     /// Loads `visible`, then the cancelled ranges under their seqlock.
     pub(crate) fn watermark(&self) -> Watermark {
         let visible = self.visible();
         let mut w = Watermark {
             visible,
+            overflow: false,
             n: 0,
             inline: [(0, 0); INLINE_RANGES],
             spill: Vec::new(),
@@ -211,7 +244,7 @@ impl Gate {
                 let off = CANCEL_RANGES_OFF + 16 * i;
                 (self.word(off), self.word(off + 8))
             }));
-            let _overflow = self.word(CANCEL_OVERFLOW_OFF);
+            w.overflow = self.word(CANCEL_OVERFLOW_OFF) != 0;
             // SYNC: orders the range loads before the counter re-check
             // (seqlock read side); the writer bumps the counter to odd before
             // it touches the ranges.
@@ -225,6 +258,7 @@ impl Gate {
         }
         // The writer died inside the seqlock or keeps changing the ranges:
         // tombstone rows stay authoritative for every published sequence.
+        w.overflow = true;
         w
     }
 }
@@ -282,6 +316,7 @@ mod tests {
     fn wm(visible: u64, r: &[(u64, u64)]) -> Watermark {
         let mut w = Watermark {
             visible,
+            overflow: false,
             n: 0,
             inline: [(0, 0); INLINE_RANGES],
             spill: Vec::new(),

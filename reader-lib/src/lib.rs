@@ -24,6 +24,7 @@ mod entry;
 mod error;
 mod gate;
 mod lazy;
+mod located;
 mod map;
 mod names;
 mod query;

@@ -6,6 +6,7 @@ use crate::entry::Entry;
 use crate::error::{AttachError, ReadError};
 use crate::gate::Watermark;
 use crate::lazy::LazyTable;
+use crate::located;
 use crate::query;
 use crate::view::View;
 use std::path::{Path, PathBuf};
@@ -292,6 +293,9 @@ impl<'r> Snapshot<'r> {
 
     /// See [`Reader::get`].
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'r>>, ReadError> {
+        if let Some(e) = located::get(self.view, &self.wm, id.0) {
+            return Ok(Some(e));
+        }
         query::get(self.view, &self.wm, id.0)?
             .map(|r| {
                 // The frame is usually read next (payload, hashes): start
@@ -306,14 +310,33 @@ impl<'r> Snapshot<'r> {
     pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'r>>>, ReadError> {
         let mut out = Vec::with_capacity(ids.len());
         let chunks = query::probe_chunks(self.view, &self.wm);
+        let mut rest = Vec::with_capacity(query::WARM_GROUP);
         for ids in ids.chunks(query::WARM_GROUP) {
-            let hints = query::warm(self.view, &self.wm, &chunks, ids);
-            for (&id, hint) in ids.iter().zip(hints) {
+            // Self-locating ids first: fetch all their frames, then read
+            // them; the others go through the index, warmed as a group.
+            for id in ids {
+                located::prefetch(self.view, id.0);
+            }
+            let start = out.len();
+            rest.clear();
+            for &id in ids {
+                let e = located::get(self.view, &self.wm, id.0);
+                if e.is_none() {
+                    rest.push(id);
+                }
+                out.push(e);
+            }
+            if rest.is_empty() {
+                continue;
+            }
+            let hints = query::warm(self.view, &self.wm, &chunks, &rest);
+            let misses = out[start..].iter_mut().filter(|e| e.is_none());
+            for ((slot, &id), hint) in misses.zip(&rest).zip(hints) {
                 let row = match hint {
                     Some(seq) => query::get_warmed(self.view, &self.wm, id.0, seq)?,
                     None => query::get(self.view, &self.wm, id.0)?,
                 };
-                out.push(row.map(|r| Entry::new(self.view, r)).transpose()?);
+                *slot = row.map(|r| Entry::new(self.view, r)).transpose()?;
             }
         }
         Ok(out)

@@ -16,7 +16,7 @@ use weir_protocol::index::{
     RANGES_MAGIC, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC,
     parse_range_record, ranges_record,
 };
-use weir_protocol::segment::SegmentHeader;
+use weir_protocol::segment::{SEGMENT_HEADER_LEN, SegmentHeader, Trailer};
 use zerocopy::FromBytes;
 use zerocopy::little_endian::{U16, U32};
 
@@ -60,6 +60,9 @@ pub(crate) struct View {
     ranges: OnceLock<Option<Mapped>>,
     chunks: LazyTable<Mapped>,
     segments: LazyTable<Mapped>,
+    /// Per segment the log has moved past: one past the largest sequence a
+    /// live frame in it can hold (see `seq_limit`).
+    seq_limits: LazyTable<u64>,
     strings: LazyTable<Mapped>,
     /// One bit per 8 bytes of strings: set once the entry starting there
     /// passed its checksum (entries never change, so once is enough).
@@ -88,6 +91,7 @@ impl View {
             ranges: OnceLock::new(),
             chunks: LazyTable::new(MAX_CHUNKS),
             segments: LazyTable::new(MAX_SEGMENTS),
+            seq_limits: LazyTable::new(MAX_SEGMENTS),
             strings: LazyTable::new(MAX_STRINGS_FILES),
             names_ok: LazyTable::new(
                 MAX_STRINGS_FILES << (STRINGS_FILE_LOG2 - NAMES_OK_BLOCK_LOG2),
@@ -266,6 +270,37 @@ impl View {
         for line in (off..end).step_by(64).chain([end - 1]) {
             map.prefetch(line);
         }
+    }
+
+    /// For a segment `id` the log has moved past (a later one holds
+    /// published frames): one past the largest sequence a live frame in it
+    /// can hold. A sealed segment (valid trailer) holds only live frames:
+    /// `u64::MAX`. An unsealed one was left by a crash, and intact frames of
+    /// its torn last batch may follow the live ones, with sequences that the
+    /// next segment (whose base sequence is returned) gave to other events.
+    /// Worked out once per segment. `None` if a file does not validate.
+    pub(crate) fn seq_limit(&self, id: u64) -> Option<u64> {
+        if let Some(&limit) = self.seq_limits.get(id) {
+            return Some(limit);
+        }
+        let map = self.segment(id).ok()?;
+        // SYNC: the log has moved past this segment, so its bytes are final.
+        let limit = if Trailer::parse(map.published(0, map.len())?).is_some() {
+            u64::MAX
+        } else {
+            let next = self.segment(id + 1).ok()?;
+            let head = next.published(0, SEGMENT_HEADER_LEN)?;
+            SegmentHeader::ref_from_bytes(head).ok()?.base_seq.get()
+        };
+        self.seq_limits
+            .get_or_try_init(id, || Ok::<_, ()>(limit))?
+            .ok()
+            .copied()
+    }
+
+    /// Segment `id` if this view has mapped it already (no syscall).
+    pub(crate) fn mapped_segment(&self, id: u64) -> Option<&Mapped> {
+        self.segments.get(id)
     }
 
     /// Starts fetching the row of `seq` (both of its cache lines) if its

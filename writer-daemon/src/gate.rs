@@ -2,14 +2,16 @@
 //! publish watermarks and cancelled ranges, wake waiters, supersede the old.
 
 use crate::mapped::MappedFile;
+use crate::segments::LogPosition;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use weir_protocol::gate::{
     ALLOCATED_OFF, CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF,
-    CANCEL_SEQ_OFF, FUTEX_OFF, GATE_LEN, GateHeader, HEARTBEAT_OFF, STATE_OFF, STATE_SUPERSEDED,
-    VISIBLE_OFF, merge_range,
+    CANCEL_SEQ_OFF, FUTEX_OFF, GATE_LEN, GateHeader, HEARTBEAT_OFF, ID_KEY_CRC_OFF, ID_KEY_OFF,
+    PUBLISHED_OFF, STATE_OFF, STATE_SUPERSEDED, VISIBLE_OFF, id_key_bytes, merge_range,
 };
+use weir_protocol::locate::{IdKey, pack_position};
 use zerocopy::IntoBytes;
 
 /// The live gate of this daemon instance.
@@ -20,12 +22,15 @@ pub struct GateWriter {
 }
 
 impl GateWriter {
-    /// Writes `gate.tmp` (not yet visible to readers).
-    pub fn prepare(data_dir: &Path, header: &GateHeader) -> io::Result<Self> {
+    /// Writes `gate.tmp` (not yet visible to readers) with the store's id key.
+    pub fn prepare(data_dir: &Path, header: &GateHeader, key: IdKey) -> io::Result<Self> {
         let tmp = data_dir.join("gate.tmp");
         let _ = std::fs::remove_file(&tmp);
         let file = MappedFile::create(&tmp, GATE_LEN)?;
         file.write(0, header.as_bytes());
+        let (key, crc) = id_key_bytes(key);
+        file.write(ID_KEY_OFF, &key);
+        file.write(ID_KEY_CRC_OFF, &crc);
         Ok(Self {
             file,
             ranges: Vec::new(),
@@ -36,8 +41,11 @@ impl GateWriter {
         self.file.region().atomic_u64(off).expect("gate layout")
     }
 
-    /// Sets the watermarks and cancelled ranges before the gate is published.
-    pub fn init(&mut self, allocated: u64, visible: u64, ranges: &[(u64, u64)]) {
+    /// Sets the watermarks, the log position and the cancelled ranges
+    /// before the gate is published.
+    pub fn init(&mut self, allocated: u64, visible: u64, at: LogPosition, ranges: &[(u64, u64)]) {
+        self.word(PUBLISHED_OFF)
+            .store(pack_position(at.segment_id, at.offset), Ordering::Relaxed);
         self.word(ALLOCATED_OFF).store(allocated, Ordering::Relaxed);
         self.word(VISIBLE_OFF).store(visible, Ordering::Relaxed);
         for &(s, e) in ranges {
@@ -75,8 +83,15 @@ impl GateWriter {
         self.word(ALLOCATED_OFF).store(end, Ordering::Release);
     }
 
-    /// Publishes `[.., visible)` and wakes waiters.
-    pub fn publish_visible(&self, visible: u64) {
+    /// Publishes `[.., visible)` and wakes waiters; `at` is the log's
+    /// position: every frame byte before it is written (and none will be
+    /// written there again).
+    pub fn publish_visible(&self, visible: u64, at: LogPosition) {
+        // SYNC: Release pairs with readers' Relaxed load + fence(Acquire)
+        // before they read frame bytes below `at` (written by `pwrite`
+        // before this store).
+        self.word(PUBLISHED_OFF)
+            .store(pack_position(at.segment_id, at.offset), Ordering::Release);
         // SYNC: Release pairs with readers' Relaxed load + fence(Acquire):
         // every row, slot and head below `visible` was written before.
         self.word(VISIBLE_OFF).store(visible, Ordering::Release);

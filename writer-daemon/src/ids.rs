@@ -1,6 +1,7 @@
 //! Event ids (UUIDv7) and the wall clock that never goes backwards.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use weir_protocol::locate::{IdKey, located_id, uuid7};
 
 /// Milliseconds since the Unix epoch.
 #[must_use]
@@ -53,22 +54,26 @@ impl WallClock {
 }
 
 /// Monotonic UUIDv7 generator: 48-bit ms time, version 7, a 12-bit counter
-/// within the ms, variant 10, 62 random bits.
+/// within the ms, variant 10, then 62 bits: the frame's place in the log
+/// masked under the store's id key ([`weir_protocol::locate`]), or random
+/// bits when there is no key or the place cannot be encoded.
 #[derive(Debug, Clone)]
 pub struct IdGen {
     state: u64,
     last_ms: u64,
     counter: u16,
+    key: Option<IdKey>,
 }
 
 impl IdGen {
-    /// Seeded from the kernel.
+    /// Seeded from the kernel; ids are self-locating under `key`.
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(key: Option<IdKey>) -> Self {
         Self {
             state: random_u128() as u64,
             last_ms: 0,
             counter: 0,
+            key,
         }
     }
 
@@ -77,8 +82,15 @@ impl IdGen {
         weir_protocol::index::mix64(self.state)
     }
 
-    /// A new id, greater than every earlier one from this generator.
-    pub fn next(&mut self, now_ms: u64) -> u128 {
+    /// Where a self-locating id of this generator's key points.
+    #[must_use]
+    pub fn locate(&self, id: u128) -> Option<(u64, u64)> {
+        weir_protocol::locate::locate(self.key?, id)
+    }
+
+    /// A new id, greater than every earlier one from this generator, for
+    /// the event whose frame will start at `offset` of `segment`.
+    pub fn next(&mut self, now_ms: u64, segment: u64, offset: u64) -> u128 {
         let ms = now_ms.max(self.last_ms);
         if ms == self.last_ms {
             self.counter += 1;
@@ -90,18 +102,16 @@ impl IdGen {
             self.last_ms = ms;
             self.counter = 0;
         }
-        let rand = self.next_random() & ((1 << 62) - 1);
-        (u128::from(self.last_ms & 0xFFFF_FFFF_FFFF) << 80)
-            | (0x7 << 76)
-            | (u128::from(self.counter) << 64)
-            | (0b10 << 62)
-            | u128::from(rand)
+        let (ms, counter) = (self.last_ms, self.counter);
+        self.key
+            .and_then(|key| located_id(key, ms, counter, segment, offset))
+            .unwrap_or_else(|| uuid7(ms, counter, self.next_random()))
     }
 }
 
 impl Default for IdGen {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
@@ -111,14 +121,20 @@ mod tests {
 
     #[test]
     fn uuid7_is_versioned_and_increasing() {
-        let mut g = IdGen::new();
-        let mut last = 0;
-        for i in 0..10_000u64 {
-            let id = g.next(1_700_000_000_000 + i / 5000);
-            assert_eq!((id >> 76) & 0xF, 7);
-            assert_eq!((id >> 62) & 0b11, 0b10);
-            assert!(id > last);
-            last = id;
+        let key = IdKey::from_bytes(*b"a key of 16 byte");
+        for (mut g, key) in [(IdGen::new(None), None), (IdGen::new(key), key)] {
+            let mut last = 0;
+            for i in 0..10_000u64 {
+                let offset = 64 + 8 * i;
+                let id = g.next(1_700_000_000_000 + i / 5000, 3, offset);
+                assert_eq!((id >> 76) & 0xF, 7);
+                assert_eq!((id >> 62) & 0b11, 0b10);
+                assert!(id > last);
+                last = id;
+                if let Some(key) = key {
+                    assert_eq!(weir_protocol::locate::locate(key, id), Some((3, offset)));
+                }
+            }
         }
         let mut c = WallClock::new(u64::MAX - 5);
         assert_eq!(c.now(), u64::MAX - 5);

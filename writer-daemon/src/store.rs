@@ -20,8 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{
     CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, GATE_LEN,
-    GateHeader, STATE_LIVE,
+    GateHeader, STATE_LIVE, read_id_key,
 };
+use weir_protocol::locate::IdKey;
 use weir_protocol::wire::{AppendRequest, Receipt, Stats};
 use zerocopy::FromBytes;
 
@@ -51,16 +52,30 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The previous instance's gate: its generation and cancelled ranges.
-fn previous_gate(data_dir: &Path) -> (Option<u64>, Option<Vec<(u64, u64)>>) {
+/// What the previous instance's gate tells the next start.
+struct PreviousGate {
+    /// Its index generation (else the newest on disk).
+    generation: Option<u64>,
+    /// Its cancelled ranges, if they all fit in the gate.
+    ranges: Option<Vec<(u64, u64)>>,
+    /// The store's id key, kept from gate to gate.
+    id_key: Option<IdKey>,
+}
+
+fn previous_gate(data_dir: &Path) -> PreviousGate {
+    let none = || PreviousGate {
+        generation: latest_generation(data_dir),
+        ranges: None,
+        id_key: None,
+    };
     let Ok(bytes) = std::fs::read(data_dir.join("gate")) else {
-        return (latest_generation(data_dir), None);
+        return none();
     };
     let header = (bytes.len() == GATE_LEN)
         .then(|| GateHeader::read_from_prefix(&bytes).ok())
         .flatten();
     let Some((h, _)) = header.filter(|(h, _)| h.crc_ok()) else {
-        return (latest_generation(data_dir), None);
+        return none();
     };
     let word = |off: usize| u64::from_le_bytes(bytes[off..off + 8].try_into().expect("8 bytes"));
     let count = word(CANCEL_COUNT_OFF) as usize;
@@ -74,7 +89,11 @@ fn previous_gate(data_dir: &Path) -> (Option<u64>, Option<Vec<(u64, u64)>>) {
             })
             .collect()
     });
-    (Some(h.generation.get()), ranges)
+    PreviousGate {
+        generation: Some(h.generation.get()),
+        ranges,
+        id_key: read_id_key(&bytes),
+    }
 }
 
 /// The highest-numbered index generation under `data_dir`.
@@ -153,8 +172,21 @@ impl Store {
         let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();
-        let (previous, old_ranges) = previous_gate(dir);
-        let mut restored = restore(&config, storage, instance, previous, old_ranges)?;
+        let previous = previous_gate(dir);
+        // A store keeps its id key for life; a first start (or a lost gate)
+        // draws one. (Ids made under a lost key are still found, through
+        // the index.)
+        let id_key = previous
+            .id_key
+            .or_else(|| IdKey::from_bytes(random_u128().max(1).to_le_bytes()))
+            .expect("a non-zero key");
+        let mut restored = restore(
+            &config,
+            storage,
+            instance,
+            previous.generation,
+            previous.ranges,
+        )?;
         if restored.report.path == RestorePath::IndexFiles {
             // From now on the reused files change: the clean mark must go.
             let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();
@@ -176,9 +208,14 @@ impl Store {
             std::process::id(),
             now_ms(),
         );
-        let mut gate =
-            GateWriter::prepare(dir, &header).map_err(OpenError::io(dir.join("gate.tmp")))?;
-        gate.init(restored.next_seq, restored.next_seq, &restored.cancelled);
+        let mut gate = GateWriter::prepare(dir, &header, id_key)
+            .map_err(OpenError::io(dir.join("gate.tmp")))?;
+        gate.init(
+            restored.next_seq,
+            restored.next_seq,
+            restored.log.position(),
+            &restored.cancelled,
+        );
         gate.heartbeat(now_ms());
         gate.publish(dir, STATE_LIVE)
             .map_err(OpenError::io(dir.join("gate")))?;
@@ -207,7 +244,7 @@ impl Store {
             entities: restored.entities,
             idem: restored.idem,
             clock: WallClock::new(restored.max_wall_ms),
-            ids: IdGen::new(),
+            ids: IdGen::new(Some(id_key)),
             shared: Arc::clone(&shared),
             poisoned: None,
             unsynced_events: 0,

@@ -214,7 +214,8 @@ impl Writer {
             }
             return rest;
         }
-        self.gate.publish_visible(self.next_seq);
+        self.gate
+            .publish_visible(self.next_seq, self.log.position());
         self.index.seal_through(self.next_seq);
         let mut receipts: Vec<Vec<Receipt>> = g
             .staged
@@ -349,10 +350,15 @@ impl Writer {
         // frames and heads. (Distinct entities: no event of a window links
         // to the hash of another.)
         const LANES: usize = EventHasher::LANES;
+        // The buffer goes to the log at `at` (a command that needs a new
+        // segment was rotated for above), so each frame's place is known
+        // here: daemon-assigned ids carry it.
+        let at = self.log.position();
         let mut i = 0;
         'windows: while i < n {
             let mut links = [Link::default(); LANES];
             let mut w = 0;
+            let mut frame_at = at.offset + g.buf.len() as u64;
             while w < LANES && i + w < n {
                 let e = &events[i + w];
                 let key = e.entity.as_bytes();
@@ -384,7 +390,10 @@ impl Writer {
                     }
                     g.ids.insert(id);
                 }
-                let event_id = e.event_id.unwrap_or_else(|| self.ids.next(wall_ms));
+                let event_id = e
+                    .event_id
+                    .unwrap_or_else(|| self.ids.next(wall_ms, at.segment_id, frame_at));
+                frame_at += frame_len(e.entity.len(), e.scope.len(), e.payload.len()) as u64;
                 links[w] = Link {
                     state,
                     clock: state.map_or(0, |s| s.clock + 1),
@@ -418,6 +427,15 @@ impl Writer {
                 let key = e.entity.as_bytes();
                 let seq = first + i as u64;
                 let offset = g.buf.len() as u64;
+                debug_assert!(
+                    e.event_id.is_some()
+                        || at.segment_id >= weir_protocol::locate::LOCATED_SEGMENTS
+                        || self
+                            .ids
+                            .locate(l.event_id)
+                            .is_none_or(|p| p == (at.segment_id, at.offset + offset)),
+                    "a daemon-assigned id names its frame's place"
+                );
                 let len = encode_event(
                     &mut g.buf,
                     &EventFrame {
@@ -603,7 +621,7 @@ impl Writer {
                     }
                 }
                 self.gate.cancel(first, end);
-                self.gate.publish_visible(end);
+                self.gate.publish_visible(end, self.log.position());
             }
         }
         let err = match durable_cancel {

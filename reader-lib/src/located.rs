@@ -1,0 +1,116 @@
+//! Lookups by self-locating id: the frame first, no index probe.
+//!
+//! An id the daemon assigned names its frame's place in the log under the
+//! store's id key (`weir_protocol::locate`). [`get`] reads the frame there
+//! and answers only if everything holds; otherwise the caller probes the
+//! index, as for a client-chosen id. What must hold:
+//! - the place is below the gate's `published` position, so every byte read
+//!   was written before (and is never written again);
+//! - the frame there is an EVENT frame whose CRC holds and which carries the
+//!   very id asked for (128 bits);
+//! - its sequence is admitted by the snapshot (below `visible`, in no
+//!   cancelled range, and the gate's ranges are complete);
+//! - in a segment left unsealed by a crash, its sequence is below the next
+//!   segment's first: a daemon that restarts after a crash continues in a
+//!   new segment from the last intact batch, so intact frames of a torn
+//!   batch may lie past that point in the old segment with sequences the
+//!   log has since given to other events (`View::seq_limit`).
+#![forbid(unsafe_code)]
+
+use crate::entry::Entry;
+use crate::gate::Watermark;
+use crate::view::View;
+use weir_protocol::index::{ROW_BATCH_END, ROW_HAS_CAUSATION, Row};
+use weir_protocol::locate::{locate, unpack_position};
+use weir_protocol::segment::{
+    Decoded, FRAME_HEADER_LEN, FrameRef, SEGMENT_HEADER_LEN, decode_at, frame_flags,
+};
+use zerocopy::FromZeros;
+
+/// The entry of `id` found through its place in the log, or `None` (not a
+/// self-locating id of this store, or the place does not hold it visibly):
+/// the caller then asks the index.
+pub(crate) fn get<'r>(view: &'r View, wm: &Watermark, id: u128) -> Option<Entry<'r>> {
+    let key = view.gate.id_key?;
+    if wm.overflow {
+        return None;
+    }
+    let (segment, offset) = locate(key, id)?;
+    let (last, end) = unpack_position(view.gate.published());
+    if segment > last {
+        return None;
+    }
+    let map = view.segment(segment).ok()?;
+    let limit = if segment == last {
+        usize::try_from(end).ok()?.min(map.len())
+    } else {
+        map.len()
+    };
+    let start = usize::try_from(offset).ok()?;
+    if start < SEGMENT_HEADER_LEN || start.checked_add(FRAME_HEADER_LEN)? > limit {
+        return None;
+    }
+    // SYNC: bytes below `published` (loaded with Acquire above) were
+    // written before it was stored, and are never written again.
+    let bytes = map.published(0, limit)?;
+    let (Decoded::Event(frame), len) = decode_at(bytes, start, true).ok()? else {
+        return None;
+    };
+    let h = frame.header;
+    let seq = h.sequence.get();
+    if h.event_id() != id || !wm.admits(seq) {
+        return None;
+    }
+    if segment < last && seq >= view.seq_limit(segment)? {
+        return None;
+    }
+    let text = |b| crate::map::ascii_str(b).or_else(|| std::str::from_utf8(b).ok());
+    let (entity, scope) = (text(frame.entity)?, text(frame.scope)?);
+    let row = row_of(&frame, segment, offset, len)?;
+    Some(Entry::with_frame(view, row, entity, scope, frame))
+}
+
+/// Asks the CPU to fetch the first bytes of the frame `id` names, if it is
+/// a self-locating id into a segment this view has mapped: [`get`] then
+/// finds them cached. A hint only; nothing is read.
+pub(crate) fn prefetch(view: &View, id: u128) {
+    const MAX_BYTES: usize = 320;
+    let Some((segment, offset)) = view.gate.id_key.and_then(|key| locate(key, id)) else {
+        return;
+    };
+    let (Some(map), Ok(off)) = (view.mapped_segment(segment), usize::try_from(offset)) else {
+        return;
+    };
+    if off >= map.len() {
+        return;
+    }
+    for line in (off..off.saturating_add(MAX_BYTES).min(map.len())).step_by(64) {
+        map.prefetch(line);
+    }
+}
+
+/// The header fields an [`Entry`] shows, as an index row would hold them
+/// (the row's links and string ids are not needed to show an event).
+fn row_of(frame: &FrameRef<'_>, segment: u64, offset: u64, len: usize) -> Option<Row> {
+    let h = frame.header;
+    let mut row = Row::new_zeroed();
+    row.event_id = h.event_id;
+    row.correlation_id = h.correlation_id;
+    row.causation_id = h.causation_id;
+    row.wall_ms = h.wall_ms;
+    row.sequence = h.sequence;
+    row.frame_offset = offset.into();
+    row.segment_id = u32::try_from(segment).ok()?.into();
+    row.frame_len = u32::try_from(len).ok()?.into();
+    row.clock = h.clock;
+    row.kind = h.kind;
+    let mut flags = 0;
+    if h.flags & frame_flags::HAS_CAUSATION != 0 {
+        flags |= ROW_HAS_CAUSATION;
+    }
+    if h.flags & frame_flags::BATCH_END != 0 {
+        flags |= ROW_BATCH_END;
+    }
+    row.flags = flags.into();
+    Some(row)
+}
