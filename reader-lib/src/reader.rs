@@ -314,13 +314,18 @@ impl<'r> Snapshot<'r> {
         for ids in ids.chunks(query::WARM_GROUP) {
             // Self-locating ids first: fetch all their frames, then read
             // them; the others go through the index, warmed as a group.
-            for id in ids {
-                located::prefetch(self.view, id.0);
+            let mut places = [None; query::WARM_GROUP];
+            for (p, id) in places.iter_mut().zip(ids) {
+                *p = located::place(self.view, id.0);
+                if let Some(at) = *p {
+                    located::prefetch(self.view, at);
+                }
             }
+            let published = self.view.gate.published();
             let start = out.len();
             rest.clear();
-            for &id in ids {
-                let e = located::get(self.view, &self.wm, id.0);
+            for (&id, p) in ids.iter().zip(places) {
+                let e = p.and_then(|at| located::get_at(self.view, &self.wm, published, id.0, at));
                 if e.is_none() {
                     rest.push(id);
                 }
