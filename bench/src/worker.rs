@@ -540,6 +540,11 @@ fn append(ctx: &Ctx, threads: usize, client: u64) -> Result<()> {
 
 fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
     let mut rng = Rng::new(0xC0FFEE ^ mono_ns());
+    if ctx.peer == Peer::Weir {
+        // Untimed: the id of one random event of the store (the daemon gave
+        // the ids); the list of all of them is loaded after the first lookup.
+        peers::weir_peer::first_id(ctx, &mut rng)?;
+    }
     say("READY", "")?;
     wait_go()?;
     let faults = page_faults();
@@ -557,6 +562,10 @@ fn query(ctx: &Ctx, n: u64, phase_secs: f64, phases: bool) -> Result<()> {
         "open_first_majflt": faults_after.1.saturating_sub(faults.1),
     });
     if phases {
+        if ctx.peer == Peer::Weir {
+            // Untimed, as a peer's ids are computed: every id, shuffled.
+            peers::weir_peer::preload_ids(ctx)?;
+        }
         let phase = Duration::from_secs_f64(phase_secs);
         // Each phase starts with an untimed warm-up of a fifth of a phase.
         let warm = phase / 5;

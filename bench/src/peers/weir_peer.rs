@@ -26,7 +26,7 @@ use weir_daemon::store::Store;
 use weir_protocol::wire::AppendRequest;
 
 use super::{Ctx, Reader, Timer, Writer};
-use crate::common::{Event, Rng, event_id};
+use crate::common::{Event, Rng};
 
 pub const DESCRIBE_DAEMON: &str = "the real daemon, `target/release/weir serve --data-dir D \
 --socket D/weir.sock --config F` started by the suite for every write cell and stopped (SIGTERM, \
@@ -37,7 +37,8 @@ segments); every client is its own OS process with one `weir::Client::connect(so
 read back with `weir serve --print-config` and from the live daemon's Stats (durable rows: \
 fsyncs > 0, and every receipt must carry durable = true; sync = never: fsyncs < groups); \
 read workloads: weir::Reader (mmap) in their own processes on a store the in-process writer \
-built, W7 via wait_visible (futex) while a Client appends through the daemon";
+built (ids assigned by the daemon, as for a client that sends none: self-locating), W7 via \
+wait_visible (futex) while a Client appends through the daemon";
 
 pub const DESCRIBE: &str = "weir_daemon::Store (the daemon's writer thread, group commit, \
 fdatasync) linked into the benchmark process, no socket; sync=always for durable rows, \
@@ -337,7 +338,14 @@ pub struct WeirWriter {
     /// Outcomes of submitted batches (events acknowledged, or the error).
     acks: Acks,
     in_flight: usize,
+    /// Read-store builds: the daemon assigns the ids (`append_batch` sends
+    /// none), and they are kept here in sequence order, for `ids.bin`.
+    assigned: Option<(PathBuf, Vec<u128>)>,
 }
+
+/// The ids of a weir read store, in sequence order, 16 bytes each (LE):
+/// written by the build, read by [`preload_ids`].
+const IDS_FILE: &str = "ids.bin";
 
 type Ack = Result<usize, String>;
 type Acks = (mpsc::Sender<Ack>, mpsc::Receiver<Ack>);
@@ -348,6 +356,7 @@ impl WeirWriter {
             store,
             acks: mpsc::channel(),
             in_flight: 0,
+            assigned: None,
         }
     }
 
@@ -365,9 +374,21 @@ impl Writer for WeirWriter {
     }
 
     fn append_batch(&mut self, evs: &[Event]) -> Result<()> {
-        self.store
-            .append_batch(evs.iter().map(request).collect())
+        let assign = self.assigned.is_some();
+        let receipts = self
+            .store
+            .append_batch(
+                evs.iter()
+                    .map(|ev| AppendRequest {
+                        event_id: (!assign).then_some(ev.id),
+                        ..request(ev)
+                    })
+                    .collect(),
+            )
             .map_err(|e| anyhow!("weir append_batch: {e:?}"))?;
+        if let Some((_, ids)) = &mut self.assigned {
+            ids.extend(receipts.iter().map(|r| r.event_id));
+        }
         Ok(())
     }
 
@@ -403,8 +424,65 @@ impl Writer for WeirWriter {
     fn finish(self: Box<Self>) -> Result<()> {
         self.store
             .shutdown()
-            .map_err(|e| anyhow!("weir shutdown: {e}"))
+            .map_err(|e| anyhow!("weir shutdown: {e}"))?;
+        if let Some((dir, ids)) = self.assigned {
+            let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+            std::fs::write(dir.join(IDS_FILE), bytes)?;
+        }
+        Ok(())
     }
+}
+
+/// A writer for building a read store: the daemon assigns every id (as
+/// for a client that sends none), and `finish` saves them to `ids.bin`.
+pub fn open_read_builder(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
+    let (mut w, v) = open_weir(ctx)?;
+    w.assigned = Some((ctx.dir.clone(), Vec::new()));
+    Ok((Box::new(w), v))
+}
+
+/// The read store's ids, shuffled, loaded before a timed phase by
+/// [`preload_ids`]: lookups then take them in this order (a random order,
+/// laid out in sequence, so that picking the next id costs no cache miss,
+/// as a peer's computed id costs none).
+static PRELOADED: std::sync::OnceLock<Vec<u128>> = std::sync::OnceLock::new();
+
+/// The id a first lookup (W6) takes, read by [`first_id`] before the
+/// timed open: one id, so that the process holds no list while it opens.
+static FIRST: std::sync::Mutex<Option<u128>> = std::sync::Mutex::new(None);
+
+/// Reads (untimed) the id of a random event of the weir read store at
+/// `ctx.dir` for the next lookup: 16 bytes of `ids.bin`.
+pub fn first_id(ctx: &Ctx, rng: &mut Rng) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let path = ctx.dir.join(IDS_FILE);
+    let f = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+    let n = f.metadata()?.len() / 16;
+    if n == 0 {
+        bail!("{}: no ids", path.display());
+    }
+    let mut b = [0u8; 16];
+    f.read_exact_at(&mut b, rng.below(n) * 16)?;
+    *FIRST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(u128::from_le_bytes(b));
+    Ok(())
+}
+
+/// Loads (untimed) the ids of the weir read store at `ctx.dir`.
+pub fn preload_ids(ctx: &Ctx) -> Result<()> {
+    let bytes = std::fs::read(ctx.dir.join(IDS_FILE))
+        .with_context(|| format!("{}: the read store's ids", ctx.dir.display()))?;
+    let mut ids: Vec<u128> = bytes
+        .chunks_exact(16)
+        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+        .collect();
+    let mut rng = Rng::new(0x1D5 ^ ids.len() as u64);
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let _ = PRELOADED.set(ids);
+    Ok(())
 }
 
 pub fn open_weir(ctx: &Ctx) -> Result<(WeirWriter, String)> {
@@ -426,18 +504,48 @@ pub fn open_writer(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
 
 struct WeirReader {
     r: weir::Reader,
+    /// Where the next lookup takes its id from [`PRELOADED`].
+    next: usize,
 }
 
 pub fn open_reader(ctx: &Ctx, _n: u64) -> Result<Box<dyn Reader>> {
     let r = weir::Reader::open(&ctx.dir).map_err(|e| anyhow!("weir Reader::open: {e:?}"))?;
-    Ok(Box::new(WeirReader { r }))
+    Ok(Box::new(WeirReader { r, next: 0 }))
+}
+
+impl WeirReader {
+    /// The id of a random event: the one [`first_id`] read, once; then
+    /// the next preloaded one if the ids were preloaded (timed lookups);
+    /// else the id of event `i` (sequence `i`), read from the index.
+    fn id(&mut self, i: u64) -> Result<EventId> {
+        if let Some(id) = FIRST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            return Ok(EventId(id));
+        }
+        if let Some(ids) = PRELOADED.get().filter(|v| !v.is_empty()) {
+            self.next = (self.next + 1) % ids.len();
+            return Ok(EventId(ids[self.next]));
+        }
+        let page = self
+            .r
+            .query_after(&Region::all(), i.checked_sub(1), 1)
+            .map_err(|e| anyhow!("weir query_after: {e:?}"))?;
+        Ok(page
+            .first()
+            .context("weir: no event at that sequence")?
+            .event_id())
+    }
 }
 
 impl Reader for WeirReader {
     fn get(&mut self, i: u64) -> Result<usize> {
+        let id = self.id(i)?;
         let e = self
             .r
-            .get(EventId(event_id(i)))
+            .get(id)
             .map_err(|e| anyhow!("weir get: {e:?}"))?
             .context("weir: id not found")?;
         Ok(e.payload().map_err(|e| anyhow!("{e:?}"))?.len())
@@ -490,7 +598,7 @@ impl Reader for WeirReader {
         let mut ids = vec![EventId(0); per_call];
         let calls = time(&mut || {
             for id in &mut ids {
-                *id = EventId(event_id(rng.below(n)));
+                *id = self.id(rng.below(n))?;
             }
             for e in self
                 .r
