@@ -33,7 +33,7 @@ pub const DESCRIBE_DAEMON: &str = "the real daemon, `target/release/weir serve -
 reaped) after it; F sets sync = \"always\" (the default: fdatasync before the ack, group commit) \
 for durable rows and sync = \"never\" for W2b, everything else default (256 MiB preallocated \
 segments); every client is its own OS process with one `weir::Client::connect(socket)` \
-(append / append_batch, automatic idempotency keys, client-supplied event ids); configuration \
+(append / append_batch, automatic idempotency keys, event ids assigned by the daemon); configuration \
 read back with `weir serve --print-config` and from the live daemon's Stats (durable rows: \
 fsyncs > 0, and every receipt must carry durable = true; sync = never: fsyncs < groups); \
 read workloads: weir::Reader (mmap) in their own processes on a store the in-process writer \
@@ -42,7 +42,7 @@ wait_visible (futex) while a Client appends through the daemon";
 
 pub const DESCRIBE: &str = "weir_daemon::Store (the daemon's writer thread, group commit, \
 fdatasync) linked into the benchmark process, no socket; sync=always for durable rows, \
-sync=never for W2b; client-supplied event ids; multi-client W1 rows run threads over one Store; \
+sync=never for W2b; event ids assigned by the writer (as batpak assigns its own); multi-client W1 rows run threads over one Store; \
 read rows are the same reader on the same store as `weir` (not repeated)";
 
 pub fn claim(durable: bool) -> String {
@@ -322,13 +322,14 @@ fn kind(k: u16) -> u16 {
     0x1000 | k
 }
 
+/// No event id: the daemon assigns one (self-locating), as for any client
+/// that sends none, and as batpak assigns its own.
 fn request(ev: &Event) -> AppendRequest {
     AppendRequest {
         entity: ev.entity.clone(),
         scope: ev.scope.clone(),
         kind: kind(ev.kind),
         payload: ev.payload.clone(),
-        event_id: Some(ev.id),
         ..AppendRequest::default()
     }
 }
@@ -338,8 +339,8 @@ pub struct WeirWriter {
     /// Outcomes of submitted batches (events acknowledged, or the error).
     acks: Acks,
     in_flight: usize,
-    /// Read-store builds: the daemon assigns the ids (`append_batch` sends
-    /// none), and they are kept here in sequence order, for `ids.bin`.
+    /// Read-store builds: the ids the daemon assigned, kept here in
+    /// sequence order, for `ids.bin`.
     assigned: Option<(PathBuf, Vec<u128>)>,
 }
 
@@ -374,17 +375,9 @@ impl Writer for WeirWriter {
     }
 
     fn append_batch(&mut self, evs: &[Event]) -> Result<()> {
-        let assign = self.assigned.is_some();
         let receipts = self
             .store
-            .append_batch(
-                evs.iter()
-                    .map(|ev| AppendRequest {
-                        event_id: (!assign).then_some(ev.id),
-                        ..request(ev)
-                    })
-                    .collect(),
-            )
+            .append_batch(evs.iter().map(request).collect())
             .map_err(|e| anyhow!("weir append_batch: {e:?}"))?;
         if let Some((_, ids)) = &mut self.assigned {
             ids.extend(receipts.iter().map(|r| r.event_id));
@@ -433,8 +426,8 @@ impl Writer for WeirWriter {
     }
 }
 
-/// A writer for building a read store: the daemon assigns every id (as
-/// for a client that sends none), and `finish` saves them to `ids.bin`.
+/// A writer for building a read store: `finish` saves the ids the daemon
+/// assigned to `ids.bin`.
 pub fn open_read_builder(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
     let (mut w, v) = open_weir(ctx)?;
     w.assigned = Some((ctx.dir.clone(), Vec::new()));
