@@ -19,7 +19,7 @@
 
 use crate::entry::Entry;
 use crate::gate::Watermark;
-use crate::view::View;
+use crate::view::{FRAME_PREFETCH_BYTES, View};
 use weir_protocol::index::{ROW_BATCH_END, ROW_HAS_CAUSATION, Row};
 use weir_protocol::locate::{locate, unpack_position};
 use weir_protocol::segment::{
@@ -87,24 +87,12 @@ pub(crate) fn get_at<'r>(
     Some(Entry::with_frame(view, row, entity, scope, frame))
 }
 
-/// Asks the CPU to fetch the first bytes of the frame at `(segment,
-/// offset)` (from [`place`]) if this view has mapped that segment: the
-/// lookup then finds them cached. A hint only; nothing is read. Every
-/// cache line the first 320 bytes touch, from the one the frame starts in
-/// (a bench-shaped frame of ~300 bytes spans up to six lines; fetching
-/// only from the frame's start in 64-byte steps missed the sixth, which
-/// cost `get_many` a third of its speed).
+/// Asks the CPU to fetch the start of the frame at `(segment, offset)`
+/// (from [`place`]): the lookup then finds it cached. The frame's length is
+/// not known yet, so its first [`FRAME_PREFETCH_BYTES`] (fetching only part
+/// of a located frame cost `get_many` a third of its speed).
 pub(crate) fn prefetch(view: &View, (segment, offset): (u64, u64)) {
-    const MAX_BYTES: usize = 320;
-    let (Some(map), Ok(off)) = (view.mapped_segment(segment), usize::try_from(offset)) else {
-        return;
-    };
-    if off >= map.len() {
-        return;
-    }
-    for line in (off & !63..off.saturating_add(MAX_BYTES).min(map.len())).step_by(64) {
-        map.prefetch(line);
-    }
+    view.prefetch_frame_at(segment, offset, FRAME_PREFETCH_BYTES);
 }
 
 /// The header fields an [`Entry`] shows, as an index row would hold them

@@ -254,20 +254,27 @@ impl View {
     }
 
     /// Asks the CPU to fetch the start of a frame (header, names and the
-    /// payload's first bytes, five cache lines at most; a longer payload is
-    /// read in sequence, which the CPU prefetches itself). A hint only: a
+    /// payload's first bytes; a longer payload is read in sequence, which
+    /// the CPU prefetches itself). A hint only: see [`Self::prefetch_frame_at`].
+    pub(crate) fn prefetch_frame(&self, row: &Row) {
+        self.prefetch_frame_at(
+            u64::from(row.segment_id.get()),
+            row.frame_offset.get(),
+            row.frame_len.get() as usize,
+        );
+    }
+
+    /// Asks the CPU to fetch every cache line that the first `len` bytes
+    /// (at most [`FRAME_PREFETCH_BYTES`]) of the frame at `offset` of
+    /// `segment` touch, from the line the frame starts in. A hint only: a
     /// segment this view has not mapped yet is left alone (mapping it is a
     /// syscall the caller may never need).
-    pub(crate) fn prefetch_frame(&self, row: &Row) {
-        const MAX_BYTES: usize = 320;
-        let (Some(map), Ok(off)) = (
-            self.segments.get(u64::from(row.segment_id.get())),
-            usize::try_from(row.frame_offset.get()),
-        ) else {
+    pub(crate) fn prefetch_frame_at(&self, segment: u64, offset: u64, len: usize) {
+        let (Some(map), Ok(off)) = (self.segments.get(segment), usize::try_from(offset)) else {
             return;
         };
-        let end = off.saturating_add((row.frame_len.get() as usize).clamp(1, MAX_BYTES));
-        for line in (off..end).step_by(64).chain([end - 1]) {
+        let end = off.saturating_add(len.clamp(1, FRAME_PREFETCH_BYTES));
+        for line in (off & !63..end).step_by(64) {
             map.prefetch(line);
         }
     }
@@ -296,11 +303,6 @@ impl View {
             .get_or_try_init(id, || Ok::<_, ()>(limit))?
             .ok()
             .copied()
-    }
-
-    /// Segment `id` if this view has mapped it already (no syscall).
-    pub(crate) fn mapped_segment(&self, id: u64) -> Option<&Mapped> {
-        self.segments.get(id)
     }
 
     /// Starts fetching the row of `seq` (both of its cache lines) if its
@@ -430,6 +432,10 @@ impl View {
         lazy(&self.segments, id, path, init)
     }
 }
+
+/// Bytes of a frame's start that a prefetch fetches: a bench-shaped frame
+/// (~300 bytes) whole; it spans up to six cache lines.
+pub(crate) const FRAME_PREFETCH_BYTES: usize = 320;
 
 /// log2 of the strings bytes one `names_ok` block covers (512 words × 64 bits × 8 bytes).
 pub(crate) const NAMES_OK_BLOCK_LOG2: u32 = 18;
