@@ -77,6 +77,27 @@ impl Rng {
         self.0 = mix64(self.0);
         self.0 % n.max(1)
     }
+    /// Puts `items` in a random order (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+/// The ids a read-store build recorded, in sequence order, 16 bytes each
+/// (LE), for peers that assign their own ids (batpak, weir's daemon).
+pub const IDS_FILE: &str = "bench-ids.bin";
+
+/// The ids recorded in `dir`'s [`IDS_FILE`].
+pub fn read_ids(dir: &std::path::Path) -> anyhow::Result<Vec<u128>> {
+    let path = dir.join(IDS_FILE);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("{}: the read store's ids: {e}", path.display()))?;
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+        .collect())
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.

@@ -14,7 +14,7 @@ use batpak::prelude::*;
 use batpak::store::{BatchAppendItem, CausationRef, DurabilityGate, WatermarkKind};
 
 use super::{Ctx, Reader, Writer};
-use crate::common::Event;
+use crate::common::{Event, IDS_FILE, read_ids};
 
 pub const DESCRIBE: &str = "batpak 0.10.0 in-process (one process per data dir: multi-client rows \
 run threads in one process), SyncMode::SyncData; durable rows: sync.every_n_events=1, \
@@ -189,7 +189,7 @@ pub fn open_batpak(ctx: &Ctx, record_ids: bool) -> Result<(BatpakWriter, String)
     let verified = verify(&cfg, ctx.durable);
     let store = Store::open(cfg).map_err(|e| anyhow!("batpak open: {e}"))?;
     let ids = if record_ids {
-        Some(std::fs::File::create(ctx.dir.join("bench-ids.bin"))?)
+        Some(std::fs::File::create(ctx.dir.join(IDS_FILE))?)
     } else {
         None
     };
@@ -217,11 +217,7 @@ struct BatpakReader {
 }
 
 pub fn open_reader(ctx: &Ctx, _n: u64) -> Result<Box<dyn Reader>> {
-    let bytes = std::fs::read(ctx.dir.join("bench-ids.bin")).context("batpak ids file")?;
-    let ids = bytes
-        .chunks_exact(16)
-        .map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16])))
-        .collect();
+    let ids = read_ids(&ctx.dir)?;
     let store = Store::open_read_only(StoreConfig::new(&ctx.dir))
         .map_err(|e| anyhow!("batpak open_read_only: {e}"))?;
     Ok(Box::new(BatpakReader { store, ids }))

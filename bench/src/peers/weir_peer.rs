@@ -26,7 +26,7 @@ use weir_daemon::store::Store;
 use weir_protocol::wire::AppendRequest;
 
 use super::{Ctx, Reader, Timer, Writer};
-use crate::common::{Event, Rng};
+use crate::common::{Event, IDS_FILE, Rng, read_ids};
 
 pub const DESCRIBE_DAEMON: &str = "the real daemon, `target/release/weir serve --data-dir D \
 --socket D/weir.sock --config F` started by the suite for every write cell and stopped (SIGTERM, \
@@ -340,13 +340,9 @@ pub struct WeirWriter {
     acks: Acks,
     in_flight: usize,
     /// Read-store builds: the ids the daemon assigned, kept here in
-    /// sequence order, for `ids.bin`.
+    /// sequence order, for [`IDS_FILE`].
     assigned: Option<(PathBuf, Vec<u128>)>,
 }
-
-/// The ids of a weir read store, in sequence order, 16 bytes each (LE):
-/// written by the build, read by [`preload_ids`].
-const IDS_FILE: &str = "ids.bin";
 
 type Ack = Result<usize, String>;
 type Acks = (mpsc::Sender<Ack>, mpsc::Receiver<Ack>);
@@ -427,7 +423,7 @@ impl Writer for WeirWriter {
 }
 
 /// A writer for building a read store: `finish` saves the ids the daemon
-/// assigned to `ids.bin`.
+/// assigned to [`IDS_FILE`].
 pub fn open_read_builder(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
     let (mut w, v) = open_weir(ctx)?;
     w.assigned = Some((ctx.dir.clone(), Vec::new()));
@@ -445,7 +441,7 @@ static PRELOADED: std::sync::OnceLock<Vec<u128>> = std::sync::OnceLock::new();
 static FIRST: std::sync::Mutex<Option<u128>> = std::sync::Mutex::new(None);
 
 /// Reads (untimed) the id of a random event of the weir read store at
-/// `ctx.dir` for the next lookup: 16 bytes of `ids.bin`.
+/// `ctx.dir` for the next lookup: 16 bytes of [`IDS_FILE`].
 pub fn first_id(ctx: &Ctx, rng: &mut Rng) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let path = ctx.dir.join(IDS_FILE);
@@ -464,16 +460,8 @@ pub fn first_id(ctx: &Ctx, rng: &mut Rng) -> Result<()> {
 
 /// Loads (untimed) the ids of the weir read store at `ctx.dir`.
 pub fn preload_ids(ctx: &Ctx) -> Result<()> {
-    let bytes = std::fs::read(ctx.dir.join(IDS_FILE))
-        .with_context(|| format!("{}: the read store's ids", ctx.dir.display()))?;
-    let mut ids: Vec<u128> = bytes
-        .chunks_exact(16)
-        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-        .collect();
-    let mut rng = Rng::new(0x1D5 ^ ids.len() as u64);
-    for i in (1..ids.len()).rev() {
-        ids.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    let mut ids = read_ids(&ctx.dir)?;
+    Rng::new(0x1D5 ^ ids.len() as u64).shuffle(&mut ids);
     let _ = PRELOADED.set(ids);
     Ok(())
 }
@@ -626,10 +614,7 @@ impl Reader for WeirReader {
         if payloads.is_empty() {
             bail!("weir: no events for the payload floor");
         }
-        let mut rng = Rng::new(0x5EED ^ payloads.len() as u64);
-        for i in (1..payloads.len()).rev() {
-            payloads.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        Rng::new(0x5EED ^ payloads.len() as u64).shuffle(&mut payloads);
         let mut i = 0;
         let mut sink = 0u32;
         let rate = time(&mut || {
