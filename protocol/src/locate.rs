@@ -17,7 +17,9 @@
 pub const LOCATED_SEGMENTS: u64 = 1 << 23;
 /// Frame offsets (bytes) below this can be located: every segment's, since
 /// `segment-max-bytes` is at most 2^40.
-pub const LOCATED_OFFSET_LIMIT: u64 = 1 << 41;
+pub const LOCATED_OFFSET_LIMIT: u64 = 1 << POSITION_OFFSET_BITS;
+/// Bits of a packed log position that hold the offset (the segment above).
+const POSITION_OFFSET_BITS: u32 = 41;
 const OFFSET_BITS: u32 = 38;
 const LOW62: u64 = (1 << 62) - 1;
 
@@ -108,13 +110,16 @@ pub fn pack_position(segment: u64, offset: u64) -> u64 {
     if segment >= LOCATED_SEGMENTS || offset >= LOCATED_OFFSET_LIMIT {
         return 0;
     }
-    segment << 41 | offset
+    segment << POSITION_OFFSET_BITS | offset
 }
 
 /// The inverse of [`pack_position`]: `(segment, offset)`.
 #[must_use]
 pub fn unpack_position(word: u64) -> (u64, u64) {
-    (word >> 41, word & (LOCATED_OFFSET_LIMIT - 1))
+    (
+        word >> POSITION_OFFSET_BITS,
+        word & (LOCATED_OFFSET_LIMIT - 1),
+    )
 }
 
 /// SipHash-2-4 of one little-endian u64 under the key `(k0, k1)`.
