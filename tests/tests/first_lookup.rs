@@ -4,23 +4,13 @@
 
 use weir::{EventId, Reader};
 mod common;
-use common::small_chunk_store;
+use common::{mapped_read_only, small_chunk_store};
 use weir_protocol::wire::AppendRequest;
 
-/// The chunk files of `dir` this process maps read-only (a reader's
-/// mappings; the in-process writer maps its chunks read-write).
+/// The chunk files of `dir` this process maps read-only.
 fn chunks_mapped_read_only(dir: &std::path::Path) -> Vec<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let dir = dir.to_str().unwrap();
-    let mut names: Vec<String> = maps
-        .lines()
-        .filter(|l| l.contains(dir) && l.split_whitespace().nth(1) == Some("r--s"))
-        .filter_map(|l| l.rsplit('/').next())
-        .filter(|n| n.starts_with("chunk-"))
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names.dedup();
+    let mut names = mapped_read_only(dir);
+    names.retain(|n| n.starts_with("chunk-"));
     names
 }
 

@@ -3,6 +3,7 @@
 //! index would show; a client-chosen id through the index; and an id that
 //! names a real frame's place but not that frame's id is never answered
 //! from it.
+mod common;
 use anyhow::Context;
 use weir::{Entry, Reader};
 use weir_daemon::{Config, Store, SyncPolicy};
@@ -59,18 +60,12 @@ fn build(dir: &std::path::Path) -> anyhow::Result<Written> {
     Ok(out)
 }
 
-/// The index files under `dir` this process maps read-only.
-fn index_files_mapped(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let index = dir.join("index");
-    let index = index.to_str().expect("utf-8 path");
-    Ok(maps
-        .lines()
-        .filter(|l| l.contains(index) && l.split_whitespace().nth(1) == Some("r--s"))
-        .filter_map(|l| l.rsplit('/').next())
-        .filter(|n| *n != "meta")
-        .map(str::to_owned)
-        .collect())
+/// The index files under `dir` this process maps read-only (`meta`
+/// aside: `Reader::open` maps it).
+fn index_files_mapped(dir: &std::path::Path) -> Vec<String> {
+    let mut names = common::mapped_read_only(&dir.join("index"));
+    names.retain(|n| n != "meta");
+    names
 }
 
 /// A store from [`build`] and its id key (read from the gate).
@@ -139,7 +134,7 @@ fn daemon_ids_are_found_by_place_and_client_ids_through_the_index() -> Res {
         .expect("a daemon id");
     assert!(r.get(EventId(first.event_id))?.is_some());
     assert_eq!(
-        index_files_mapped(dir.path())?,
+        index_files_mapped(dir.path()),
         Vec::<String>::new(),
         "a first lookup by place reads no index file"
     );

@@ -13,3 +13,20 @@ pub fn small_chunk_store(dir: &std::path::Path) -> Store {
     })
     .unwrap()
 }
+
+/// The names of the files under `dir` that this process maps read-only
+/// and shared (a reader's mappings; the in-process writer maps its files
+/// read-write), sorted, each once.
+pub fn mapped_read_only(dir: &std::path::Path) -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let dir = dir.to_str().unwrap();
+    let mut names: Vec<String> = maps
+        .lines()
+        .filter(|l| l.contains(dir) && l.split_whitespace().nth(1) == Some("r--s"))
+        .filter_map(|l| l.rsplit('/').next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
