@@ -356,16 +356,30 @@ impl Writer {
         let at = self.log.position();
         let mut i = 0;
         'windows: while i < n {
+            // The window: up to `LANES` events of distinct entities. Their
+            // heads are looked up back to back, so that the misses on the
+            // entity table overlap instead of following one another.
+            let mut size = 0;
+            while size < LANES && i + size < n {
+                let key = events[i + size].entity.as_bytes();
+                if events[i..i + size]
+                    .iter()
+                    .any(|o| o.entity.as_bytes() == key)
+                {
+                    break;
+                }
+                size += 1;
+            }
+            let mut states = [None; LANES];
+            for (s, e) in states.iter_mut().zip(&events[i..i + size]) {
+                *s = self.entities.get(e.entity.as_bytes()).copied();
+            }
             let mut links = [Link::default(); LANES];
             let mut w = 0;
             let mut frame_at = at.offset + g.buf.len() as u64;
-            while w < LANES && i + w < n {
+            while w < size {
                 let e = &events[i + w];
-                let key = e.entity.as_bytes();
-                if events[i..i + w].iter().any(|o| o.entity.as_bytes() == key) {
-                    break;
-                }
-                let state = self.entities.get(key).copied();
+                let state = states[w];
                 let ok = match e.expected {
                     ExpectedVersion::Any => true,
                     ExpectedVersion::NoStream => state.is_none(),
