@@ -3,7 +3,7 @@
 //! next one is created. Published bytes are never rewritten.
 
 use crate::config::SyncMode;
-use crate::storage::Storage;
+use crate::storage::{SegmentBytes, Storage};
 use std::io;
 use weir_protocol::align8;
 use weir_protocol::segment::{
@@ -181,16 +181,24 @@ impl SegmentLog {
 
     /// Calls `f` with the event frame of segment `id` at `off` (CRC-checked):
     /// a retried request is compared with what its key first stored.
+    /// `mapped` keeps the last segment read, for the next call: the keys of
+    /// a retried batch mostly name frames of one segment, which is then
+    /// mapped once, not once per key. Keep it no longer than the log is left
+    /// unwritten (a copy, as the simulated storage gives, would go stale).
     pub fn with_event<R>(
         &self,
+        mapped: &mut Option<(u64, SegmentBytes)>,
         id: u64,
         off: u64,
         f: impl FnOnce(&weir_protocol::segment::FrameRef<'_>) -> R,
     ) -> io::Result<R> {
-        let bytes = self.storage.read(id)?;
+        if mapped.as_ref().is_none_or(|(m, _)| *m != id) {
+            *mapped = Some((id, self.storage.read(id)?));
+        }
+        let bytes = &mapped.as_ref().expect("mapped just above").1;
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let start = usize::try_from(off).map_err(|_| bad(format!("offset {off}")))?;
-        match weir_protocol::segment::decode_at(&bytes, start, true) {
+        match weir_protocol::segment::decode_at(bytes, start, true) {
             Ok((weir_protocol::segment::Decoded::Event(frame), _)) => Ok(f(&frame)),
             Ok(_) => Err(bad(format!("no event frame at {id}:{off}"))),
             Err(e) => Err(bad(format!("segment {id} offset {off}: {e}"))),

@@ -93,6 +93,49 @@ fn idempotent_retry_returns_the_first_receipt_and_writes_nothing() {
     ));
 }
 
+#[test]
+fn a_retried_batch_is_compared_with_events_in_several_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    // 80 events of 30 KiB, one per command: about three 1 MiB segments,
+    // each frame at the same offsets in every segment, so that an event read
+    // from the wrong segment would still decode (as another event).
+    let req = |k: u128| {
+        let byte = (k % 251) as u8;
+        with(ev(&format!("e{k}"), 0x1001, &[byte; 30 << 10]), |e| {
+            e.idempotency_key = Some(k);
+        })
+    };
+    let first: Vec<_> = (0..80).map(|k| s.append(req(k)).unwrap()).collect();
+    let segments = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .count();
+    assert!(segments >= 3, "the events fill {segments} segment(s)");
+    // Each retry names events of different segments, back and forth.
+    for round in 0..10u128 {
+        let keys: Vec<u128> = (0..8).map(|j| (round + j * 37) % 80).collect();
+        let again = s
+            .append_batch(keys.iter().map(|&k| req(k)).collect())
+            .unwrap_or_else(|e| panic!("retry of {keys:?}: {e:?}"));
+        for (&k, r) in keys.iter().zip(&again) {
+            let f = &first[k as usize];
+            assert!(r.replayed, "key {k} was written again");
+            assert_eq!(
+                (r.sequence, r.event_id),
+                (f.sequence, f.event_id),
+                "key {k}"
+            );
+        }
+    }
+    // A retry that changed one event's payload is still a conflict.
+    let mut changed: Vec<_> = [3u128, 45, 77].iter().map(|&k| req(k)).collect();
+    changed[2].payload[0] ^= 1;
+    assert!(matches!(
+        s.append_batch(changed).unwrap_err(),
+        AppendError::IdempotencyConflict { key: 77 }
+    ));
+}
+
 type Outcome = Result<Vec<weir_protocol::wire::Receipt>, AppendError>;
 
 /// Submits `cmds` so that all but the first share one group: the storage

@@ -14,6 +14,7 @@ use crate::index::IndexWriter;
 use crate::segments::SegmentLog;
 use crate::state::{Entities, IdemWindow};
 use crate::stats::Shared;
+use crate::storage::SegmentBytes;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -319,13 +320,15 @@ impl Writer {
         let mut receipts = Vec::new();
         let mut from_group = false;
         let mut first_known = None;
+        // The segment the last stored event was read from (see `with_event`).
+        let mut mapped = None;
         for e in events {
             let Some(key) = e.idempotency_key else {
                 continue;
             };
             let same = if let Some(r) = self.idem.get(key) {
                 receipts.push(*r);
-                self.stored_event_is(r.sequence, e)
+                self.stored_event_is(&mut mapped, r.sequence, e)
             } else if let Some(&(r, cmd, event)) = g.keys.get(&key) {
                 from_group = true;
                 receipts.push(r);
@@ -371,11 +374,17 @@ impl Writer {
     /// Whether the stored event `seq` is what `e` asks for. When it cannot
     /// be read back (a damaged file), the key's receipt stands, as it did
     /// before retries were compared.
-    fn stored_event_is(&self, seq: u64, e: &AppendRequest) -> bool {
+    fn stored_event_is(
+        &self,
+        mapped: &mut Option<(u64, SegmentBytes)>,
+        seq: u64,
+        e: &AppendRequest,
+    ) -> bool {
         let Some(row) = self.index.row(seq) else {
             return true;
         };
         let checked = self.log.with_event(
+            mapped,
             u64::from(row.segment_id.get()),
             row.frame_offset.get(),
             |f| {
