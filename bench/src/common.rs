@@ -89,6 +89,50 @@ impl Rng {
 /// (LE), for peers that assign their own ids (batpak, weir's daemon).
 pub const IDS_FILE: &str = "bench-ids.bin";
 
+/// Writes a read store's [`IDS_FILE`] as its build assigns ids.
+pub struct IdsRecorder(std::io::BufWriter<std::fs::File>);
+
+impl IdsRecorder {
+    /// Starts `dir`'s [`IDS_FILE`] (empty).
+    pub fn create(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let path = dir.join(IDS_FILE);
+        let f = std::fs::File::create(&path)
+            .map_err(|e| anyhow::anyhow!("{}: the read store's ids: {e}", path.display()))?;
+        Ok(Self(std::io::BufWriter::new(f)))
+    }
+
+    /// Appends the ids of the next events, in sequence order.
+    pub fn record(&mut self, ids: impl IntoIterator<Item = u128>) -> anyhow::Result<()> {
+        use std::io::Write;
+        for id in ids {
+            self.0.write_all(&id.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what is buffered.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        Ok(self.0.flush()?)
+    }
+}
+
+/// The id of a random event among those recorded in `dir`'s [`IDS_FILE`],
+/// read alone (16 bytes, not the whole list).
+pub fn read_random_id(dir: &std::path::Path, rng: &mut Rng) -> anyhow::Result<u128> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(IDS_FILE);
+    let f = std::fs::File::open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: the read store's ids: {e}", path.display()))?;
+    let n = f.metadata()?.len() / 16;
+    if n == 0 {
+        anyhow::bail!("{}: no ids", path.display());
+    }
+    let mut b = [0u8; 16];
+    f.read_exact_at(&mut b, rng.below(n) * 16)?;
+    Ok(u128::from_le_bytes(b))
+}
+
 /// The ids recorded in `dir`'s [`IDS_FILE`].
 pub fn read_ids(dir: &std::path::Path) -> anyhow::Result<Vec<u128>> {
     let path = dir.join(IDS_FILE);

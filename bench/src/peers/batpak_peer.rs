@@ -4,7 +4,6 @@
 //! batpak admits one process per data dir: multi-client rows use threads.
 
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use batpak::prelude::*;
 use batpak::store::{BatchAppendItem, CausationRef, DurabilityGate, WatermarkKind};
 
 use super::{Ctx, Reader, Writer};
-use crate::common::{Event, IDS_FILE, read_ids};
+use crate::common::{Event, IdsRecorder, read_ids};
 
 pub const DESCRIBE: &str = "batpak 0.10.0 in-process (one process per data dir: multi-client rows \
 run threads in one process), SyncMode::SyncData; durable rows: sync.every_n_events=1, \
@@ -67,7 +66,7 @@ pub struct BatpakWriter {
     store: Arc<Store<Open>>,
     durable: bool,
     /// Event ids as assigned by batpak, recorded when building read stores.
-    ids: Option<std::fs::File>,
+    ids: Option<IdsRecorder>,
     /// Batches submitted and not yet waited for.
     pending: VecDeque<batpak::store::BatchAppendTicket>,
 }
@@ -120,12 +119,10 @@ fn items(evs: &[Event]) -> Result<Vec<BatchAppendItem>> {
 impl BatpakWriter {
     /// Records the assigned ids (when building a read store).
     fn record(&mut self, rs: &[batpak::store::AppendReceipt]) -> Result<()> {
-        if let Some(f) = &mut self.ids {
-            for r in rs {
-                f.write_all(&r.event_id.as_u128().to_le_bytes())?;
-            }
+        match &mut self.ids {
+            Some(ids) => ids.record(rs.iter().map(|r| r.event_id.as_u128())),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -137,10 +134,7 @@ impl Writer for BatpakWriter {
         let r = self
             .store
             .append_with_options(&coord, kind(ev.kind), &payload, opts)?;
-        if let Some(f) = &mut self.ids {
-            f.write_all(&r.event_id.as_u128().to_le_bytes())?;
-        }
-        Ok(())
+        self.record(std::slice::from_ref(&r))
     }
 
     fn append_batch(&mut self, evs: &[Event]) -> Result<()> {
@@ -171,8 +165,8 @@ impl Writer for BatpakWriter {
 
     fn finish(self: Box<Self>) -> Result<()> {
         let BatpakWriter { store, ids, .. } = *self;
-        if let Some(mut f) = ids {
-            f.flush()?;
+        if let Some(ids) = ids {
+            ids.finish()?;
         }
         match Arc::try_unwrap(store) {
             Ok(s) => {
@@ -189,7 +183,7 @@ pub fn open_batpak(ctx: &Ctx, record_ids: bool) -> Result<(BatpakWriter, String)
     let verified = verify(&cfg, ctx.durable);
     let store = Store::open(cfg).map_err(|e| anyhow!("batpak open: {e}"))?;
     let ids = if record_ids {
-        Some(std::fs::File::create(ctx.dir.join(IDS_FILE))?)
+        Some(IdsRecorder::create(&ctx.dir)?)
     } else {
         None
     };

@@ -26,7 +26,7 @@ use weir_daemon::store::Store;
 use weir_protocol::wire::AppendRequest;
 
 use super::{Ctx, Reader, Timer, Writer};
-use crate::common::{Event, IDS_FILE, Rng, read_ids};
+use crate::common::{Event, IdsRecorder, Rng, read_ids, read_random_id};
 
 pub const DESCRIBE_DAEMON: &str = "the real daemon, `target/release/weir serve --data-dir D \
 --socket D/weir.sock --config F` started by the suite for every write cell and stopped (SIGTERM, \
@@ -339,9 +339,9 @@ pub struct WeirWriter {
     /// Outcomes of submitted batches (events acknowledged, or the error).
     acks: Acks,
     in_flight: usize,
-    /// Read-store builds: the ids the daemon assigned, kept here in
-    /// sequence order, for [`IDS_FILE`].
-    assigned: Option<(PathBuf, Vec<u128>)>,
+    /// Read-store builds: where the ids the daemon assigned go, in
+    /// sequence order ([`IDS_FILE`](crate::common::IDS_FILE)).
+    assigned: Option<IdsRecorder>,
 }
 
 type Ack = Result<usize, String>;
@@ -375,8 +375,8 @@ impl Writer for WeirWriter {
             .store
             .append_batch(evs.iter().map(request).collect())
             .map_err(|e| anyhow!("weir append_batch: {e:?}"))?;
-        if let Some((_, ids)) = &mut self.assigned {
-            ids.extend(receipts.iter().map(|r| r.event_id));
+        if let Some(ids) = &mut self.assigned {
+            ids.record(receipts.iter().map(|r| r.event_id))?;
         }
         Ok(())
     }
@@ -414,19 +414,18 @@ impl Writer for WeirWriter {
         self.store
             .shutdown()
             .map_err(|e| anyhow!("weir shutdown: {e}"))?;
-        if let Some((dir, ids)) = self.assigned {
-            let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-            std::fs::write(dir.join(IDS_FILE), bytes)?;
+        match self.assigned {
+            Some(ids) => ids.finish(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 /// A writer for building a read store: `finish` saves the ids the daemon
-/// assigned to [`IDS_FILE`].
+/// assigned to [`IDS_FILE`](crate::common::IDS_FILE).
 pub fn open_read_builder(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
     let (mut w, v) = open_weir(ctx)?;
-    w.assigned = Some((ctx.dir.clone(), Vec::new()));
+    w.assigned = Some(IdsRecorder::create(&ctx.dir)?);
     Ok((Box::new(w), v))
 }
 
@@ -441,20 +440,12 @@ static PRELOADED: std::sync::OnceLock<Vec<u128>> = std::sync::OnceLock::new();
 static FIRST: std::sync::Mutex<Option<u128>> = std::sync::Mutex::new(None);
 
 /// Reads (untimed) the id of a random event of the weir read store at
-/// `ctx.dir` for the next lookup: 16 bytes of [`IDS_FILE`].
+/// `ctx.dir` for the next lookup: 16 bytes of [`IDS_FILE`](crate::common::IDS_FILE).
 pub fn first_id(ctx: &Ctx, rng: &mut Rng) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let path = ctx.dir.join(IDS_FILE);
-    let f = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-    let n = f.metadata()?.len() / 16;
-    if n == 0 {
-        bail!("{}: no ids", path.display());
-    }
-    let mut b = [0u8; 16];
-    f.read_exact_at(&mut b, rng.below(n) * 16)?;
+    let id = read_random_id(&ctx.dir, rng)?;
     *FIRST
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(u128::from_le_bytes(b));
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
     Ok(())
 }
 
