@@ -395,7 +395,7 @@ fn build(opts: &Opts, peer: Peer, n: u64) -> Result<Ctx> {
     let cap = opts.build_cap();
     eprintln!("  building {} store of {n} events ...", peer.name());
     // weir's read stores are written by the daemon's writer in-process
-    // (sync = never batches): the same files `weir serve` would write. The
+    // (durable batches, default config): the same files `weir serve` writes. The
     // daemon assigns the ids (self-locating, as for any client that sends
     // none); they are saved beside the store for the readers.
     let (mut w, _) = if peer == Peer::Weir {

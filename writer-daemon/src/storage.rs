@@ -240,23 +240,39 @@ impl FileStorage {
 /// `segment-max-bytes`.
 pub const ZERO_FILL_MAX: u64 = 1 << 30;
 
+/// The zero-fill's write size: one x86-64 huge page. Each write (at a
+/// multiple of it) makes the page cache hold that range as one 2 MiB folio
+/// where the kernel and file system support large folios (ext4 on Linux
+/// 6.16+), and a reader's mapping, which the kernel places on a 2 MiB
+/// boundary, then maps it with one page-table entry (`FilePmdMapped` in
+/// `smaps`): random lookups in other processes miss the TLB far less.
+/// Writes of 1 MiB left 1 MiB folios, mapped 4 KiB at a time.
+const FILL_CHUNK: usize = 2 << 20;
+
 /// Creates `path` of `len` bytes whose first `min(len, zero_up_to)` bytes are
 /// written zeros (blocks allocated and written, so later overwrites sync
-/// without metadata changes) and the rest reserved with `posix_fallocate`,
-/// then syncs it.
+/// without metadata changes; in [`FILL_CHUNK`] writes) and the rest
+/// reserved with `posix_fallocate`, then syncs it.
 fn zero_fill(path: &Path, len: u64, zero_up_to: u64) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut left = len.min(zero_up_to);
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        f.write_all(&zeros[..n])?;
-        left -= n as u64;
-    }
+    write_zeros(&mut f, len.min(zero_up_to))?;
     if len > zero_up_to {
         nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
     }
     f.sync_all()
+}
+
+/// Writes `len` zero bytes to `out` from its start: whole [`FILL_CHUNK`]s,
+/// each at a multiple of it, then the remainder.
+fn write_zeros(out: &mut impl Write, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; FILL_CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 impl Storage for FileStorage {
@@ -651,6 +667,26 @@ mod tests {
         // Reserved in full, not sparse past the written part.
         assert!(m.blocks() * 512 >= 4 << 20, "{} blocks", m.blocks());
         assert!(std::fs::read(&path).expect("read").iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn zeros_are_written_in_whole_huge_pages() {
+        // What the page cache makes of each write is its folio: 2 MiB
+        // writes at multiples of 2 MiB let it hold PMD-mappable folios.
+        struct Calls(Vec<usize>);
+        impl Write for Calls {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                assert!(buf.iter().all(|&b| b == 0));
+                self.0.push(buf.len());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut calls = Calls(Vec::new());
+        write_zeros(&mut calls, (5 << 20) + 100).expect("write");
+        assert_eq!(calls.0, [2 << 20, 2 << 20, (1 << 20) + 100]);
     }
 
     #[test]

@@ -37,7 +37,8 @@ segments); every client is its own OS process with one `weir::Client::connect(so
 read back with `weir serve --print-config` and from the live daemon's Stats (durable rows: \
 fsyncs > 0, and every receipt must carry durable = true; sync = never: fsyncs < groups); \
 read workloads: weir::Reader (mmap) in their own processes on a store the in-process writer \
-built (ids assigned by the daemon, as for a client that sends none: self-locating), W7 via \
+built with the default config (sync = always: zero-filled segments), in batches of 256 (ids \
+assigned by the daemon, as for a client that sends none: self-locating), W7 via \
 wait_visible (futex) while a Client appends through the daemon";
 
 pub const DESCRIBE: &str = "weir_daemon::Store (the daemon's writer thread, group commit, \
@@ -422,9 +423,17 @@ impl Writer for WeirWriter {
 }
 
 /// A writer for building a read store: `finish` saves the ids the daemon
-/// assigned to [`IDS_FILE`](crate::common::IDS_FILE).
+/// assigned to [`IDS_FILE`](crate::common::IDS_FILE). The store is written
+/// as `weir serve` writes it by default (sync = always), so that readers
+/// find the segments' pages as its users' readers do: zero-filled first,
+/// hence cached in 2 MiB folios (FORMAT.md, "Media assumptions").
+/// Under `never` the page cache would hold small folios instead, and
+/// lookups would run ≈ 20 % slower (bench/README, "Segments in 2 MiB folios").
 pub fn open_read_builder(ctx: &Ctx) -> Result<(Box<dyn Writer>, String)> {
-    let (mut w, v) = open_weir(ctx)?;
+    let (mut w, v) = open_weir(&Ctx {
+        durable: true,
+        ..ctx.clone()
+    })?;
     w.assigned = Some(IdsRecorder::create(&ctx.dir)?);
     Ok((Box::new(w), v))
 }
