@@ -59,9 +59,7 @@ impl Watermark {
 
     fn set_ranges(&mut self, ranges: impl ExactSizeIterator<Item = (u64, u64)>) {
         self.n = 0;
-        if !self.spill.is_empty() {
-            self.spill.clear();
-        }
+        self.spill.clear();
         if ranges.len() == 0 {
             return;
         }
