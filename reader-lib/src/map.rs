@@ -86,6 +86,18 @@ impl Mapped {
         self.region.len()
     }
 
+    /// Asks the kernel to fill this mapping's page faults on pages that are
+    /// not cached with 2 MiB folios (`MADV_HUGEPAGE`), which it then maps
+    /// with one page-table entry each. Pages already cached keep their folio
+    /// size: a segment the daemon zero-filled is cached in 2 MiB folios
+    /// already, but after a reboot or an eviction its pages are read back
+    /// in whatever size readahead picks, and mapped 4 KiB at a time. A hint:
+    /// a kernel without transparent huge pages refuses it, and nothing
+    /// changes.
+    pub(crate) fn advise_huge_pages(&self) {
+        let _ = self._map.advise(memmap2::Advice::HugePage);
+    }
+
     /// Asks the CPU to fetch the cache line holding byte `off` (a hint:
     /// nothing is read, and an offset out of bounds is ignored).
     pub(crate) fn prefetch(&self, off: usize) {

@@ -394,6 +394,8 @@ impl View {
         let path = || self.dir.join("segments").join(format!("{id:010}.seg"));
         let init = |path: &Path| -> Result<Mapped, AttachError> {
             let map = Mapped::open(path, None, 64)?;
+            // Before the first fault: cold pages then come in as 2 MiB folios.
+            map.advise_huge_pages();
             let head = map.published(0, 64).ok_or_else(|| short(path, &map, 64))?;
             let h = SegmentHeader::parse(head).map_err(|e| match e {
                 weir_protocol::segment::FrameError::BadMagic => AttachError::BadMagic {

@@ -126,10 +126,16 @@ impl MappedFile {
 
 /// Maps a file read-only (restore reads segments this way). The daemon holds
 /// the data directory's lock, so nothing else writes the file meanwhile.
+/// Pages that are not cached come in as 2 MiB folios (`MADV_HUGEPAGE`, a
+/// hint), as in readers' mappings: a restore after a reboot reads the
+/// segments first, and the folio sizes it leaves in the page cache are the
+/// ones every reader then maps (FORMAT.md, "Media assumptions").
 pub fn map_read_only(path: &Path) -> io::Result<memmap2::Mmap> {
     let file = File::open(path)?;
     // SAFETY: weir never truncates segment files, and only this process (the
     // lock holder) writes them, not while this mapping is read (restore runs
     // before the writer starts).
-    unsafe { memmap2::Mmap::map(&file) }
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    let _ = map.advise(memmap2::Advice::HugePage);
+    Ok(map)
 }

@@ -30,3 +30,29 @@ pub fn mapped_read_only(dir: &std::path::Path) -> Vec<String> {
     names.dedup();
     names
 }
+
+/// The `VmFlags` line of every mapping of `file` in this process
+/// (`/proc/self/smaps`), e.g. `"rd mr me ms hg"`.
+pub fn vm_flags(file: &std::path::Path) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = file.to_str().unwrap();
+    // A mapping's first line starts with its address range, `start-end` in hex.
+    let is_header = |line: &str| {
+        let range = line.split_whitespace().next().unwrap_or_default();
+        range.split_once('-').is_some_and(|(a, b)| {
+            u64::from_str_radix(a, 16).is_ok() && u64::from_str_radix(b, 16).is_ok()
+        })
+    };
+    let mut out = Vec::new();
+    let mut ours = false;
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if ours {
+                out.push(flags.trim().to_owned());
+            }
+        } else if is_header(line) {
+            ours = line.ends_with(name);
+        }
+    }
+    out
+}
