@@ -20,8 +20,9 @@ use weir_protocol::shm::Region;
 pub(crate) struct Mapped {
     region: Region,
     path: PathBuf,
-    // Keeps the pages mapped for as long as `region` is used; never dereferenced.
-    _map: Mmap,
+    // Keeps the pages mapped for as long as `region` is used; never
+    // dereferenced (only advised, see `advise_huge_pages`).
+    map: Mmap,
 }
 
 impl Mapped {
@@ -72,7 +73,7 @@ impl Mapped {
         Ok(Self {
             region,
             path: path.to_owned(),
-            _map: map,
+            map,
         })
     }
 
@@ -86,8 +87,8 @@ impl Mapped {
         self.region.len()
     }
 
-    /// Asks the kernel to fill this mapping's page faults on pages that are
-    /// not cached with 2 MiB folios (`MADV_HUGEPAGE`), which it then maps
+    /// Asks the kernel to read pages that are not cached into 2 MiB folios
+    /// when this mapping faults on them (`MADV_HUGEPAGE`), and to map those
     /// with one page-table entry each. Pages already cached keep their folio
     /// size: a segment the daemon zero-filled is cached in 2 MiB folios
     /// already, but after a reboot or an eviction its pages are read back
@@ -95,7 +96,7 @@ impl Mapped {
     /// a kernel without transparent huge pages refuses it, and nothing
     /// changes.
     pub(crate) fn advise_huge_pages(&self) {
-        let _ = self._map.advise(memmap2::Advice::HugePage);
+        let _ = self.map.advise(memmap2::Advice::HugePage);
     }
 
     /// Asks the CPU to fetch the cache line holding byte `off` (a hint:

@@ -124,8 +124,9 @@ impl MappedFile {
     }
 }
 
-/// Maps a file read-only (restore reads segments this way). The daemon holds
-/// the data directory's lock, so nothing else writes the file meanwhile.
+/// Maps a file read-only (restore reads segments this way, and the writer
+/// the frames a retried request is compared with). The daemon holds the data
+/// directory's lock, so no other process writes the file meanwhile.
 /// Pages that are not cached come in as 2 MiB folios (`MADV_HUGEPAGE`, a
 /// hint), as in readers' mappings: a restore after a reboot reads the
 /// segments first, and the folio sizes it leaves in the page cache are the
@@ -133,8 +134,11 @@ impl MappedFile {
 pub fn map_read_only(path: &Path) -> io::Result<memmap2::Mmap> {
     let file = File::open(path)?;
     // SAFETY: weir never truncates segment files, and only this process (the
-    // lock holder) writes them, not while this mapping is read (restore runs
-    // before the writer starts).
+    // lock holder) writes them, never while a slice of this mapping is
+    // borrowed: restore runs before the writer starts, and the writer's
+    // replay borrows it only inside `Segments::with_event`, on the writer
+    // thread, the one thread that writes segment bytes (the write-behind
+    // helper only starts writeback, which changes no byte).
     let map = unsafe { memmap2::Mmap::map(&file) }?;
     let _ = map.advise(memmap2::Advice::HugePage);
     Ok(map)

@@ -241,9 +241,10 @@ impl FileStorage {
 pub const ZERO_FILL_MAX: u64 = 1 << 30;
 
 /// The zero-fill's write size: one x86-64 huge page. Each write (at a
-/// multiple of it) makes the page cache hold that range as one 2 MiB folio
+/// multiple of it) lets the page cache hold that range as one 2 MiB folio
 /// where the kernel and file system support large folios (ext4 on Linux
-/// 6.16+), and a reader's mapping, which the kernel places on a 2 MiB
+/// 6.16+; when a 2 MiB allocation fails the kernel takes smaller folios),
+/// and a reader's mapping, which the kernel places on a 2 MiB
 /// boundary, then maps it with one page-table entry (`FilePmdMapped` in
 /// `smaps`): random lookups in other processes miss the TLB far less.
 /// Writes of 1 MiB left 1 MiB folios, mapped 4 KiB at a time.
@@ -670,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn zeros_are_written_in_whole_huge_pages() {
+    fn zeros_are_written_in_huge_page_chunks() {
         // What the page cache makes of each write is its folio: 2 MiB
         // writes at multiples of 2 MiB let it hold PMD-mappable folios.
         struct Calls(Vec<usize>);

@@ -35,6 +35,8 @@ pub fn mapped_read_only(dir: &std::path::Path) -> Vec<String> {
 /// (`/proc/self/smaps`), e.g. `"rd mr me ms hg"`.
 pub fn vm_flags(file: &std::path::Path) -> Vec<String> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    // smaps names the file by its resolved path (a TMPDIR may be a symlink).
+    let file = file.canonicalize().unwrap();
     let name = file.to_str().unwrap();
     // A mapping's first line starts with its address range, `start-end` in hex.
     let is_header = |line: &str| {
