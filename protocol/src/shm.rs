@@ -38,6 +38,7 @@ impl Region {
     }
 
     /// Length in bytes.
+    #[inline]
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
@@ -49,6 +50,7 @@ impl Region {
         self.len == 0
     }
 
+    #[inline]
     fn check(&self, off: usize, size: usize) -> Option<*mut u8> {
         let end = off.checked_add(size)?;
         // The base is page-aligned (constructor contract), so `off` alignment suffices.
@@ -57,6 +59,7 @@ impl Region {
     }
 
     /// The atomic u64 at `off`; `None` if out of bounds or misaligned.
+    #[inline]
     #[must_use]
     pub fn atomic_u64(&self, off: usize) -> Option<&AtomicU64> {
         let p = self.check(off, 8)?;
@@ -68,6 +71,7 @@ impl Region {
     }
 
     /// The atomic u32 at `off`; `None` if out of bounds or misaligned.
+    #[inline]
     #[must_use]
     pub fn atomic_u32(&self, off: usize) -> Option<&AtomicU32> {
         let p = self.check(off, 4)?;
