@@ -78,6 +78,17 @@ pub enum AttachError {
         /// Value found.
         found: u64,
     },
+    /// An environment variable that tunes readers holds a value it does not
+    /// take.
+    #[error("environment variable {name} is {value:?}; expected {expected}")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// Its value (lossy UTF-8).
+        value: String,
+        /// The values it takes.
+        expected: &'static str,
+    },
 }
 
 /// Which per-name chain a link belongs to.

@@ -26,6 +26,7 @@ mod gate;
 mod lazy;
 mod located;
 mod map;
+mod memfit;
 mod names;
 mod query;
 mod reader;
@@ -37,6 +38,7 @@ mod wait;
 pub use client::{Client, ClientError, ClientOptions, Transaction};
 pub use entry::Entry;
 pub use error::{AttachError, Chain, Error, ReadError};
+pub use memfit::HUGE_PAGES_ENV;
 pub use reader::{DaemonState, Reader, Snapshot, Status};
 /// The msgpack decoder's error, in [`ReadError::Decode`].
 pub use rmp_serde::decode::Error as DecodeError;

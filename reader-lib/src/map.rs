@@ -92,9 +92,9 @@ impl Mapped {
     /// with one page-table entry each. Pages already cached keep their folio
     /// size: a segment the daemon zero-filled is cached in 2 MiB folios
     /// already, but after a reboot or an eviction its pages are read back
-    /// in whatever size readahead picks, and mapped 4 KiB at a time. A hint:
-    /// a kernel without transparent huge pages refuses it, and nothing
-    /// changes.
+    /// in whatever size readahead picks, and mapped 4 KiB at a time. Only for
+    /// a store that fits in memory (`memfit`). A hint: a kernel without
+    /// transparent huge pages refuses it, and nothing changes.
     pub(crate) fn advise_huge_pages(&self) {
         let _ = self.map.advise(memmap2::Advice::HugePage);
     }

@@ -6,6 +6,7 @@ use crate::error::{AttachError, ReadError};
 use crate::gate::{Gate, mismatch};
 use crate::lazy::LazyTable;
 use crate::map::Mapped;
+use crate::memfit;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -16,6 +17,7 @@ use weir_protocol::index::{
     RANGES_MAGIC, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC,
     parse_range_record, ranges_record,
 };
+use weir_protocol::locate::unpack_position;
 use weir_protocol::segment::{SEGMENT_HEADER_LEN, SegmentHeader, Trailer};
 use zerocopy::FromBytes;
 use zerocopy::little_endian::{U16, U32};
@@ -60,6 +62,8 @@ pub(crate) struct View {
     ranges: OnceLock<Option<Mapped>>,
     chunks: LazyTable<Mapped>,
     segments: LazyTable<Mapped>,
+    /// Whether segments are mapped with huge pages (`memfit`).
+    huge_pages: memfit::HugePages,
     /// Per segment the log has moved past: one past the largest sequence a
     /// live frame in it can hold (see `seq_limit`).
     seq_limits: LazyTable<u64>,
@@ -74,6 +78,7 @@ impl View {
     /// Maps `dir/gate` and the generation's `meta`, validating both. Every
     /// other file is mapped on first use, so this is O(1) in the events.
     pub(crate) fn open(dir: &Path) -> Result<Self, AttachError> {
+        let huge_pages = memfit::HugePages::from_env()?;
         let gate = Gate::open(&dir.join("gate"))?;
         let generation = gate.header.generation.get();
         let log2 = gate.header.chunk_log2.get();
@@ -91,6 +96,7 @@ impl View {
             ranges: OnceLock::new(),
             chunks: LazyTable::new(MAX_CHUNKS),
             segments: LazyTable::new(MAX_SEGMENTS),
+            huge_pages,
             seq_limits: LazyTable::new(MAX_SEGMENTS),
             strings: LazyTable::new(MAX_STRINGS_FILES),
             names_ok: LazyTable::new(
@@ -394,8 +400,13 @@ impl View {
         let path = || self.dir.join("segments").join(format!("{id:010}.seg"));
         let init = |path: &Path| -> Result<Mapped, AttachError> {
             let map = Mapped::open(path, None, 64)?;
-            // Before the first fault: cold pages then come in as 2 MiB folios.
-            map.advise_huge_pages();
+            // Before the first fault: cold pages then come in as 2 MiB
+            // folios, while the store fits in memory (see `memfit`).
+            let (last, _) = unpack_position(self.gate.published());
+            let store_bytes = (last.max(id) + 1).saturating_mul(map.len() as u64);
+            if self.huge_pages.pay(store_bytes) {
+                map.advise_huge_pages();
+            }
             let head = map.published(0, 64).ok_or_else(|| short(path, &map, 64))?;
             let h = SegmentHeader::parse(head).map_err(|e| match e {
                 weir_protocol::segment::FrameError::BadMagic => AttachError::BadMagic {

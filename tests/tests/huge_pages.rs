@@ -2,7 +2,8 @@
 //! daemon's read-only mappings (restore, replays) and every reader's ask the
 //! kernel (`MADV_HUGEPAGE`) to bring pages that are not cached in as 2 MiB
 //! folios, so that a store read back after a reboot is mapped as a freshly
-//! zero-filled one is, one page-table entry per 2 MiB.
+//! zero-filled one is, one page-table entry per 2 MiB. Readers ask while the
+//! store fits in half their memory, or as `WEIR_HUGE_PAGES` says.
 mod common;
 use common::{small_chunk_store, vm_flags};
 use std::path::Path;
@@ -35,6 +36,23 @@ fn assert_advised(file: &Path) {
     );
 }
 
+/// A store in `dir` holding one event with a 100-byte payload of 7s, the
+/// daemon stopped; returns the event's id.
+fn one_event_store(dir: &Path) -> u128 {
+    let store = small_chunk_store(dir);
+    let receipt = store
+        .append(AppendRequest {
+            entity: "user:1".into(),
+            scope: "tenant:a".into(),
+            kind: 0x1001,
+            payload: vec![7; 100],
+            ..AppendRequest::default()
+        })
+        .unwrap();
+    store.shutdown().unwrap();
+    receipt.event_id
+}
+
 #[test]
 fn the_daemon_maps_segments_for_huge_pages() {
     if !has_thp() {
@@ -54,19 +72,87 @@ fn a_reader_maps_segments_for_huge_pages() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let store = small_chunk_store(tmp.path());
-    let receipt = store
-        .append(AppendRequest {
-            entity: "user:1".into(),
-            scope: "tenant:a".into(),
-            kind: 0x1001,
-            payload: vec![7; 100],
-            ..AppendRequest::default()
-        })
-        .unwrap();
-    store.shutdown().unwrap();
+    let id = one_event_store(tmp.path());
     let reader = Reader::open(tmp.path()).unwrap();
-    let e = reader.get(EventId(receipt.event_id)).unwrap().unwrap();
+    let e = reader.get(EventId(id)).unwrap().unwrap();
     assert_eq!(e.payload().unwrap(), &[7; 100][..]);
     assert_advised(&tmp.path().join("segments").join("0000000000.seg"));
+}
+
+/// The variables that hand [`reader_in_a_child`] its store and event id.
+const CHILD_DIR: &str = "WEIR_TEST_HUGE_PAGES_DIR";
+const CHILD_ID: &str = "WEIR_TEST_HUGE_PAGES_ID";
+
+/// A helper for [`readers_follow_the_huge_pages_setting`], which runs it in
+/// a child process (the setting is read from the environment): opens the
+/// store, reads the event and prints the segment mapping's flags, or the
+/// error `Reader::open` gave.
+#[test]
+#[ignore = "a helper, run in a child process by readers_follow_the_huge_pages_setting"]
+fn reader_in_a_child() {
+    let (Some(dir), Some(id)) = (std::env::var_os(CHILD_DIR), std::env::var_os(CHILD_ID)) else {
+        eprintln!("nothing to do: run by readers_follow_the_huge_pages_setting");
+        return;
+    };
+    let id: u128 = id.to_str().unwrap().parse().unwrap();
+    let reader = match Reader::open(&dir) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("OPEN ERROR: {e}");
+            return;
+        }
+    };
+    let e = reader.get(EventId(id)).unwrap().unwrap();
+    assert_eq!(e.payload().unwrap(), &[7; 100][..]);
+    let flags = vm_flags(&Path::new(&dir).join("segments").join("0000000000.seg"));
+    println!("FLAGS: {}", flags.join(" | "));
+}
+
+#[test]
+fn readers_follow_the_huge_pages_setting() {
+    if !has_thp() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let id = one_event_store(tmp.path());
+    let child = |setting: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "reader_in_a_child", "--nocapture"])
+            .env(weir::HUGE_PAGES_ENV, setting)
+            .env(CHILD_DIR, tmp.path())
+            .env(CHILD_ID, id.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "child with {setting}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = |prefix: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(str::to_owned)
+        };
+        (line("FLAGS: "), line("OPEN ERROR: "))
+    };
+    let has_hg = |flags: &str| flags.split_whitespace().any(|f| f == "hg");
+    let (never, _) = child("never");
+    let never = never.expect("the child read the event");
+    assert!(!has_hg(&never), "`never` still advised: {never}");
+    // A tiny store fits in any machine's memory: `auto` asks, as `always`.
+    for setting in ["always", "auto"] {
+        let (flags, _) = child(setting);
+        let flags = flags.expect("the child read the event");
+        assert!(has_hg(&flags), "`{setting}` did not advise: {flags}");
+    }
+    let (flags, error) = child("sometimes");
+    assert_eq!(flags, None, "a bad setting opened the store");
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            "environment variable WEIR_HUGE_PAGES is \"sometimes\"; expected auto, always or never"
+        )
+    );
 }
