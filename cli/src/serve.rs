@@ -163,11 +163,13 @@ fn env_var(key: &str) -> String {
 
 /// The `WEIR_*` variables among `names` that set nothing (a misspelt
 /// `WEIR_SYNC` would otherwise go unnoticed). Not refused: the
-/// environment is shared with other programs.
+/// environment is shared with other programs. `WEIR_CONFIG` and the
+/// readers' variables (`WEIR_HUGE_PAGES`) are weir's, so not reported.
 fn ignored_vars(names: impl Iterator<Item = String>) -> Result<Vec<String>> {
-    let known: Vec<String> = config_keys()?.iter().map(|k| env_var(k)).collect();
+    let mut known: Vec<String> = config_keys()?.iter().map(|k| env_var(k)).collect();
+    known.extend(["WEIR_CONFIG", weir::HUGE_PAGES_ENV].map(String::from));
     let mut ignored: Vec<String> = names
-        .filter(|n| n.starts_with("WEIR_") && n != "WEIR_CONFIG" && !known.contains(n))
+        .filter(|n| n.starts_with("WEIR_") && !known.contains(n))
         .collect();
     ignored.sort();
     Ok(ignored)
@@ -296,6 +298,7 @@ mod tests {
             "WEIR_SYNC",
             "WEIR_CONFIG",
             "WEIR_DATA_DIR",
+            "WEIR_HUGE_PAGES",
             "HOME",
         ];
         let ignored = ignored_vars(names.iter().map(|n| (*n).to_owned())).unwrap();
