@@ -233,6 +233,7 @@ pub fn listen(addr: &str, data_dir: PathBuf) -> std::io::Result<()> {
                 dir: data_dir,
                 client: None,
                 reader: None,
+                warned: false,
             };
             for stream in listener.incoming().flatten() {
                 if let Err(e) = answer(stream, &mut scraper) {
@@ -248,6 +249,9 @@ struct Scraper {
     dir: PathBuf,
     client: Option<Client>,
     reader: Option<Reader>,
+    /// A reader setting in the environment that `Reader::open` refuses was
+    /// logged (once: local metrics stay off until the daemon restarts).
+    warned: bool,
 }
 
 impl Scraper {
@@ -267,7 +271,17 @@ impl Scraper {
             }
         };
         if self.reader.is_none() {
-            self.reader = Reader::open(&self.dir).ok();
+            self.reader = match Reader::open(&self.dir) {
+                Ok(r) => Some(r),
+                Err(e @ weir::AttachError::Setting { .. }) => {
+                    if !self.warned {
+                        tracing::warn!(error = %e, "local metrics are off");
+                        self.warned = true;
+                    }
+                    None
+                }
+                Err(_) => None,
+            };
         }
         let local = self
             .reader

@@ -142,6 +142,14 @@ fn subcommands_against_a_running_then_stopped_daemon() -> Result<()> {
     assert!(one_line_error(&out.get_output().stderr).contains("no visible event"));
     // A malformed id is a usage error.
     weir(&dir).args(["get", "not-an-id"]).assert().code(2);
+    // A reader setting it does not take: exit 1, one line naming it.
+    let out = weir(&dir)
+        .env("WEIR_HUGE_PAGES", "sometimes")
+        .args(["get", &id0])
+        .assert()
+        .code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(err.contains("WEIR_HUGE_PAGES is \"sometimes\""), "{err}");
 
     // stream: oldest first, --since.
     let out = weir(&dir)

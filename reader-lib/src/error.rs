@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use weir_protocol::segment::FrameError;
 
 /// A file of the data directory could not be attached: missing, unreadable,
-/// too short, or its header is not what this build reads.
+/// too short, or its header is not what this build reads; or a reader
+/// setting in the environment holds a value it does not take.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttachError {

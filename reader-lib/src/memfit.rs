@@ -13,10 +13,16 @@
 //! that memory: the smaller of the machine's (`MemTotal`) and every memory
 //! limit of the process's control groups (v2 `memory.max`, v1
 //! `memory.limit_in_bytes`, from its own group up to the root). When the
-//! limit cannot be read, they do not ask.
+//! machine's memory cannot be read, they do not ask; a group limit that
+//! cannot be read counts as none.
+//!
+//! Those figures are for the kernel's default readahead (128 KiB). Where a
+//! device reads ahead more (`read_ahead_kb`), a cold fault without the advice
+//! reads that much instead, and `always` may read less.
 //!
 //! [`HUGE_PAGES_ENV`] overrides the choice for every reader of a process:
-//! `always`, `never`, or `auto` (the rule above, also when unset).
+//! `always`, `never`, or `auto` (the rule above, also when unset or empty).
+//! It is read once per process.
 #![forbid(unsafe_code)]
 
 use crate::error::AttachError;
@@ -39,22 +45,26 @@ pub(crate) enum HugePages {
 }
 
 impl HugePages {
-    /// The choice [`HUGE_PAGES_ENV`] makes; a value it does not take is an
-    /// error naming it.
+    /// The choice [`HUGE_PAGES_ENV`] makes, read once per process (a reader
+    /// that re-attaches keeps the choice it opened with); a value it does not
+    /// take is an error naming it.
     pub(crate) fn from_env() -> Result<Self, AttachError> {
-        let Some(value) = std::env::var_os(HUGE_PAGES_ENV) else {
-            return Ok(Self::Auto);
-        };
-        Self::parse(&value.to_string_lossy()).ok_or_else(|| AttachError::Setting {
+        static SETTING: OnceLock<Result<HugePages, String>> = OnceLock::new();
+        let setting = SETTING.get_or_init(|| {
+            let value = std::env::var_os(HUGE_PAGES_ENV).unwrap_or_default();
+            let value = value.to_string_lossy();
+            Self::parse(&value).ok_or_else(|| value.into_owned())
+        });
+        setting.clone().map_err(|value| AttachError::Setting {
             name: HUGE_PAGES_ENV,
-            value: value.to_string_lossy().into_owned(),
+            value,
             expected: "auto, always or never",
         })
     }
 
     fn parse(value: &str) -> Option<Self> {
         match value {
-            "auto" => Some(Self::Auto),
+            "" | "auto" => Some(Self::Auto),
             "always" => Some(Self::Always),
             "never" => Some(Self::Never),
             _ => None,
@@ -167,8 +177,9 @@ mod tests {
         assert_eq!(HugePages::parse("auto"), Some(HugePages::Auto));
         assert_eq!(HugePages::parse("always"), Some(HugePages::Always));
         assert_eq!(HugePages::parse("never"), Some(HugePages::Never));
+        assert_eq!(HugePages::parse(""), Some(HugePages::Auto));
         assert_eq!(HugePages::parse("Never"), None);
-        assert_eq!(HugePages::parse(""), None);
+        assert_eq!(HugePages::parse("off"), None);
         assert!(HugePages::Always.pay(u64::MAX));
         assert!(!HugePages::Never.pay(0));
     }
@@ -213,6 +224,12 @@ mod tests {
         ]);
         let groups = "4:cpu,cpuacct:/a/b\n3:memory:/a/b\n";
         assert_eq!(cgroup_limit(groups, &v1), Some(96 << 20));
+        // A parent's lower limit binds its children.
+        let parent = files(&[
+            ("/sys/fs/cgroup/a/b/memory.max", "200000000\n"),
+            ("/sys/fs/cgroup/a/memory.max", "100663296\n"),
+        ]);
+        assert_eq!(cgroup_limit("0::/a/b\n", &parent), Some(96 << 20));
         // A namespace root: the limit sits on the mount's own directory.
         let root = files(&[("/sys/fs/cgroup/memory.max", "536870912\n")]);
         assert_eq!(cgroup_limit("0::/\n", &root), Some(512 << 20));

@@ -5,10 +5,11 @@
 //! zero-filled one is, one page-table entry per 2 MiB. Readers ask while the
 //! store fits in half their memory, or as `WEIR_HUGE_PAGES` says.
 mod common;
-use common::{small_chunk_store, vm_flags};
+use common::vm_flags;
 use std::path::Path;
 use weir::{EventId, Reader};
 use weir_daemon::storage::{FileStorage, Storage};
+use weir_daemon::{Config, Store, SyncPolicy};
 use weir_protocol::wire::AppendRequest;
 
 /// Without transparent huge pages the kernel refuses the advice: nothing to
@@ -36,23 +37,6 @@ fn assert_advised(file: &Path) {
     );
 }
 
-/// A store in `dir` holding one event with a 100-byte payload of 7s, the
-/// daemon stopped; returns the event's id.
-fn one_event_store(dir: &Path) -> u128 {
-    let store = small_chunk_store(dir);
-    let receipt = store
-        .append(AppendRequest {
-            entity: "user:1".into(),
-            scope: "tenant:a".into(),
-            kind: 0x1001,
-            payload: vec![7; 100],
-            ..AppendRequest::default()
-        })
-        .unwrap();
-    store.shutdown().unwrap();
-    receipt.event_id
-}
-
 #[test]
 fn the_daemon_maps_segments_for_huge_pages() {
     if !has_thp() {
@@ -66,17 +50,29 @@ fn the_daemon_maps_segments_for_huge_pages() {
     assert_advised(&tmp.path().join("segments").join("0000000000.seg"));
 }
 
-#[test]
-fn a_reader_maps_segments_for_huge_pages() {
-    if !has_thp() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let id = one_event_store(tmp.path());
-    let reader = Reader::open(tmp.path()).unwrap();
-    let e = reader.get(EventId(id)).unwrap().unwrap();
-    assert_eq!(e.payload().unwrap(), &[7; 100][..]);
-    assert_advised(&tmp.path().join("segments").join("0000000000.seg"));
+/// A store in `dir` holding one event with a 100-byte payload of 7s, the
+/// daemon stopped; returns the event's id. Its segments are 4 MiB, so that
+/// `auto` asks for huge pages under any memory limit above 8 MiB.
+fn one_event_store(dir: &Path) -> u128 {
+    let store = Store::open(Config {
+        sync: SyncPolicy::Never,
+        segment_max_bytes: 4 << 20,
+        max_payload_bytes: 1 << 20,
+        max_batch_bytes: 1 << 20,
+        ..Config::new(dir)
+    })
+    .unwrap();
+    let receipt = store
+        .append(AppendRequest {
+            entity: "user:1".into(),
+            scope: "tenant:a".into(),
+            kind: 0x1001,
+            payload: vec![7; 100],
+            ..AppendRequest::default()
+        })
+        .unwrap();
+    store.shutdown().unwrap();
+    receipt.event_id
 }
 
 /// The variables that hand [`reader_in_a_child`] its store and event id.
@@ -84,9 +80,10 @@ const CHILD_DIR: &str = "WEIR_TEST_HUGE_PAGES_DIR";
 const CHILD_ID: &str = "WEIR_TEST_HUGE_PAGES_ID";
 
 /// A helper for [`readers_follow_the_huge_pages_setting`], which runs it in
-/// a child process (the setting is read from the environment): opens the
-/// store, reads the event and prints the segment mapping's flags, or the
-/// error `Reader::open` gave.
+/// a child process (the setting is read from the environment, once per
+/// process): opens the store, reads the event and prints the segment
+/// mapping's flags, or the error `Reader::open` gave, each on a line of its
+/// own.
 #[test]
 #[ignore = "a helper, run in a child process by readers_follow_the_huge_pages_setting"]
 fn reader_in_a_child() {
@@ -98,14 +95,14 @@ fn reader_in_a_child() {
     let reader = match Reader::open(&dir) {
         Ok(r) => r,
         Err(e) => {
-            println!("OPEN ERROR: {e}");
+            println!("\nOPEN ERROR: {e}");
             return;
         }
     };
     let e = reader.get(EventId(id)).unwrap().unwrap();
     assert_eq!(e.payload().unwrap(), &[7; 100][..]);
     let flags = vm_flags(&Path::new(&dir).join("segments").join("0000000000.seg"));
-    println!("FLAGS: {}", flags.join(" | "));
+    println!("\nFLAGS: {}", flags.join(" | "));
 }
 
 #[test]
@@ -115,39 +112,41 @@ fn readers_follow_the_huge_pages_setting() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let id = one_event_store(tmp.path());
-    let child = |setting: &str| {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "reader_in_a_child", "--nocapture"])
-            .env(weir::HUGE_PAGES_ENV, setting)
+    // `None`: the variable unset.
+    let child = |setting: Option<&str>| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--ignored", "--exact", "reader_in_a_child", "--nocapture"])
             .env(CHILD_DIR, tmp.path())
-            .env(CHILD_ID, id.to_string())
-            .output()
-            .unwrap();
+            .env(CHILD_ID, id.to_string());
+        match setting {
+            Some(s) => cmd.env(weir::HUGE_PAGES_ENV, s),
+            None => cmd.env_remove(weir::HUGE_PAGES_ENV),
+        };
+        let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
-            "child with {setting}: {stdout}{}",
+            "child with {setting:?}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let line = |prefix: &str| {
+        let line = |marker: &str| {
             stdout
                 .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .map(str::to_owned)
+                .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.to_owned()))
         };
         (line("FLAGS: "), line("OPEN ERROR: "))
     };
     let has_hg = |flags: &str| flags.split_whitespace().any(|f| f == "hg");
-    let (never, _) = child("never");
+    let (never, _) = child(Some("never"));
     let never = never.expect("the child read the event");
     assert!(!has_hg(&never), "`never` still advised: {never}");
-    // A tiny store fits in any machine's memory: `auto` asks, as `always`.
-    for setting in ["always", "auto"] {
+    // A store of one 4 MiB segment fits in half of any memory a test runs in.
+    for setting in [None, Some(""), Some("auto"), Some("always")] {
         let (flags, _) = child(setting);
         let flags = flags.expect("the child read the event");
-        assert!(has_hg(&flags), "`{setting}` did not advise: {flags}");
+        assert!(has_hg(&flags), "{setting:?} did not advise: {flags}");
     }
-    let (flags, error) = child("sometimes");
+    let (flags, error) = child(Some("sometimes"));
     assert_eq!(flags, None, "a bad setting opened the store");
     assert_eq!(
         error.as_deref(),
