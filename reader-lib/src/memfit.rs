@@ -11,8 +11,8 @@
 //!
 //! So readers ask only while the store's segments take at most half of
 //! that memory: the smaller of the machine's (`MemTotal`) and every memory
-//! limit of the process's control groups (v2 `memory.max`, v1
-//! `memory.limit_in_bytes`, from its own group up to the root). When the
+//! limit of the process's control groups (v2 `memory.max` and `memory.high`,
+//! v1 `memory.limit_in_bytes`, from its own group up to the root). When the
 //! machine's memory cannot be read, they do not ask; a group limit that
 //! cannot be read counts as none.
 //!
@@ -135,18 +135,29 @@ fn cgroup_limit(groups: &str, read: impl Fn(&Path) -> Option<String>) -> Option<
         else {
             continue;
         };
-        let (base, file) = if controllers.is_empty() {
-            (Path::new("/sys/fs/cgroup"), "memory.max")
+        let (base, files): (_, &[&str]) = if controllers.is_empty() {
+            // `memory.high` too: the kernel reclaims hard above it.
+            (Path::new("/sys/fs/cgroup"), &["memory.max", "memory.high"])
         } else if controllers.split(',').any(|c| c == "memory") {
-            (Path::new("/sys/fs/cgroup/memory"), "memory.limit_in_bytes")
+            (
+                Path::new("/sys/fs/cgroup/memory"),
+                &["memory.limit_in_bytes"],
+            )
         } else {
             continue;
         };
+        // A group outside this namespace's view (`/../..`) has no file here.
+        if path.split('/').any(|part| part == "..") {
+            continue;
+        }
         let mut group = Some(Path::new(path.trim_start_matches('/')));
         while let Some(g) = group {
-            let limit = read(&base.join(g).join(file)).and_then(|s| s.trim().parse::<u64>().ok());
-            if let Some(l) = limit {
-                lowest = Some(lowest.map_or(l, |m| m.min(l)));
+            for file in files {
+                let limit =
+                    read(&base.join(g).join(file)).and_then(|s| s.trim().parse::<u64>().ok());
+                if let Some(l) = limit {
+                    lowest = Some(lowest.map_or(l, |m| m.min(l)));
+                }
             }
             group = g.parent();
         }
@@ -224,6 +235,14 @@ mod tests {
         ]);
         let groups = "4:cpu,cpuacct:/a/b\n3:memory:/a/b\n";
         assert_eq!(cgroup_limit(groups, &v1), Some(96 << 20));
+        // `memory.high` below `memory.max` binds too.
+        let high = files(&[
+            ("/sys/fs/cgroup/a/memory.max", "max\n"),
+            ("/sys/fs/cgroup/a/memory.high", "100663296\n"),
+        ]);
+        assert_eq!(cgroup_limit("0::/a\n", &high), Some(96 << 20));
+        // A path outside the namespace's view is not followed.
+        assert_eq!(cgroup_limit("0::/../a\n", &high), None);
         // A parent's lower limit binds its children.
         let parent = files(&[
             ("/sys/fs/cgroup/a/b/memory.max", "200000000\n"),
