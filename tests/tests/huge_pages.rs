@@ -22,6 +22,11 @@ fn has_thp() -> bool {
     thp
 }
 
+/// Whether a `VmFlags` line has `hg`: the mapping was advised `MADV_HUGEPAGE`.
+fn has_hg(flags: &str) -> bool {
+    flags.split_whitespace().any(|f| f == "hg")
+}
+
 fn assert_advised(file: &Path) {
     let flags = vm_flags(file);
     assert_eq!(
@@ -31,7 +36,7 @@ fn assert_advised(file: &Path) {
         file.display()
     );
     assert!(
-        flags[0].split_whitespace().any(|f| f == "hg"),
+        has_hg(&flags[0]),
         "{} is mapped without MADV_HUGEPAGE: {flags:?}",
         file.display()
     );
@@ -136,7 +141,6 @@ fn readers_follow_the_huge_pages_setting() {
         };
         (line("FLAGS: "), line("OPEN ERROR: "))
     };
-    let has_hg = |flags: &str| flags.split_whitespace().any(|f| f == "hg");
     let (never, _) = child(Some("never"));
     let never = never.expect("the child read the event");
     assert!(!has_hg(&never), "`never` still advised: {never}");
