@@ -216,6 +216,36 @@ impl Gate {
         p
     }
 
+    /// Is `seq` in a cancelled range? Read in place under the ranges'
+    /// seqlock, with the rules of [`watermark`](Self::watermark) (only the
+    /// sane prefix counts), without copying them. `None` when one read is
+    /// not enough (a write in progress, or ranges past the gate's capacity):
+    /// the caller then takes a [`Watermark`].
+    pub(crate) fn cancelled_now(&self, seq: u64) -> Option<bool> {
+        let before = self.word(CANCEL_SEQ_OFF);
+        // SYNC: as in `watermark`, seqlock read side.
+        fence(Ordering::Acquire);
+        if before % 2 == 1 || self.word(CANCEL_OVERFLOW_OFF) != 0 {
+            return None;
+        }
+        let n = usize::try_from(self.word(CANCEL_COUNT_OFF))
+            .unwrap_or(usize::MAX)
+            .min(CANCEL_CAPACITY);
+        let (mut hit, mut prev_end) = (false, 0);
+        for i in 0..n {
+            let off = CANCEL_RANGES_OFF + 16 * i;
+            let (s, e) = (self.word(off), self.word(off + 8));
+            if s >= e || (i > 0 && s < prev_end) {
+                break;
+            }
+            hit |= s <= seq && seq < e;
+            prev_end = e;
+        }
+        // SYNC: orders the loads above before the counter re-check.
+        fence(Ordering::Acquire);
+        (self.word(CANCEL_SEQ_OFF) == before).then_some(hit)
+    }
+
     /// Loads `visible`, then the cancelled ranges under their seqlock.
     pub(crate) fn watermark(&self) -> Watermark {
         let visible = self.visible();

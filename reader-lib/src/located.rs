@@ -41,6 +41,20 @@ pub(crate) fn get<'r>(view: &'r View, wm: &Watermark, id: u128) -> Option<Entry<
     get_at(view, wm, view.gate.published(), id, at)
 }
 
+/// [`get`] at the gate's current watermark, without taking a snapshot: the
+/// event's sequence is checked against `visible` and, in place, against
+/// the cancelled ranges. `None` in every case [`get`] gives `None`, and also
+/// when the ranges are being written or overflowed: the caller then asks
+/// the index under a [`Watermark`].
+pub(crate) fn get_now(view: &View, id: u128) -> Option<Entry<'_>> {
+    // `visible` first, as `Gate::watermark` loads it: ranges read after it
+    // hold every cancelled sequence below it.
+    let visible = view.gate.visible();
+    let at = place(view, id)?;
+    let admits = |seq| seq < visible && view.gate.cancelled_now(seq) == Some(false);
+    read_at(view, admits, view.gate.published(), id, at)
+}
+
 /// [`get`] with the place of `id` (from [`place`]) and the gate's
 /// `published` word (loaded with Acquire) at hand.
 pub(crate) fn get_at<'r>(
@@ -48,11 +62,23 @@ pub(crate) fn get_at<'r>(
     wm: &Watermark,
     published: u64,
     id: u128,
-    (segment, offset): (u64, u64),
+    at: (u64, u64),
 ) -> Option<Entry<'r>> {
     if wm.overflow {
         return None;
     }
+    read_at(view, |seq| wm.admits(seq), published, id, at)
+}
+
+/// The frame of `id` at `(segment, offset)`, if it holds `id` and `admits`
+/// its sequence.
+fn read_at<'r>(
+    view: &'r View,
+    admits: impl FnOnce(u64) -> bool,
+    published: u64,
+    id: u128,
+    (segment, offset): (u64, u64),
+) -> Option<Entry<'r>> {
     let (last, end) = unpack_position(published);
     if segment > last {
         return None;
@@ -75,7 +101,7 @@ pub(crate) fn get_at<'r>(
     };
     let h = frame.header;
     let seq = h.sequence.get();
-    if h.event_id() != id || !wm.admits(seq) {
+    if h.event_id() != id || !admits(seq) {
         return None;
     }
     if segment < last && seq >= view.seq_limit(segment)? {

@@ -206,7 +206,17 @@ impl Reader {
 
     /// The event with this id, if visible.
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
-        self.snapshot().get(id)
+        // A self-locating id needs no snapshot: one frame, checked against
+        // the watermark in place. Anything else goes through the index.
+        let view = self.view();
+        if let Some(e) = located::get_now(view, id.0) {
+            return Ok(Some(e));
+        }
+        Snapshot {
+            view,
+            wm: view.gate.watermark(),
+        }
+        .get_indexed(id)
     }
     /// [`get`](Self::get) for each of `ids`, answers in the same order, all
     /// from one snapshot. Faster than `get` in a loop when the ids are spread
@@ -296,6 +306,10 @@ impl<'r> Snapshot<'r> {
         if let Some(e) = located::get(self.view, &self.wm, id.0) {
             return Ok(Some(e));
         }
+        self.get_indexed(id)
+    }
+    /// [`get`](Self::get) through the index only.
+    fn get_indexed(&self, id: EventId) -> Result<Option<Entry<'r>>, ReadError> {
         query::get(self.view, &self.wm, id.0)?
             .map(|r| {
                 // The frame is usually read next (payload, hashes): start
