@@ -221,7 +221,7 @@ impl Reader for BatpakReader {
     fn get(&mut self, i: u64) -> Result<usize> {
         let id = *self.ids.get(i as usize).context("no such event")?;
         let ev = self.store.read_raw(EventId::from_u128(id))?;
-        Ok(ev.event.payload.len())
+        Ok(super::touched(&ev.event.payload))
     }
 
     fn stream(&mut self, entity: &str) -> Result<usize> {

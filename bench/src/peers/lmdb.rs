@@ -161,7 +161,7 @@ impl Reader for LmdbReader {
             .events
             .get(&r, &event_id(i).to_be_bytes())?
             .context("lmdb: id not found")?;
-        Ok(payload_of(rec).len())
+        Ok(super::touched(payload_of(rec)))
     }
 
     fn stream(&mut self, entity: &str) -> Result<usize> {

@@ -114,8 +114,18 @@ pub trait Writer: Send {
 }
 
 /// A reader in its own process.
+/// What W3 asks of every lookup: every payload byte touched and CRC-checked.
+/// weir's `payload()` checks the CRC of the frame the payload lies in; the
+/// peers store no CRC, so they compute the payload's (the work a check
+/// costs). Returns the payload's length.
+pub fn touched(payload: &[u8]) -> usize {
+    std::hint::black_box(weir_protocol::crc32(payload));
+    payload.len()
+}
+
 pub trait Reader {
-    /// Look up event `i` by its id; returns the payload length read.
+    /// Look up event `i` by its id, touching and CRC-checking its payload
+    /// ([`touched`]); returns the payload length read.
     fn get(&mut self, i: u64) -> Result<usize>;
     /// Read one entity's whole stream, payloads included; returns events read.
     fn stream(&mut self, entity: &str) -> Result<usize>;

@@ -266,7 +266,7 @@ impl Reader for RedisReader {
             bail!("redis: id not found")
         };
         let e = entries.first().context("redis: id not found")?;
-        Ok(field(e, b"p").map_or(0, <[u8]>::len))
+        Ok(field(e, b"p").map_or(0, super::touched))
     }
 
     fn stream(&mut self, entity: &str) -> Result<usize> {

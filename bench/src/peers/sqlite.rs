@@ -148,7 +148,7 @@ impl Reader for SqliteReader {
             .prepare_cached("SELECT seq, entity, scope, kind, payload FROM events WHERE id = ?1")?;
         let len = st.query_row([&id[..]], |r| {
             let p = r.get_ref(4)?.as_blob()?;
-            Ok(p.len())
+            Ok(super::touched(p))
         })?;
         Ok(len)
     }
