@@ -86,6 +86,8 @@ pub const PUBLISHED_OFF: usize = 104;
 pub const ID_KEY_OFF: usize = 112;
 /// u32: CRC-32 of the id key's 16 bytes.
 pub const ID_KEY_CRC_OFF: usize = 152;
+/// u32: how ids are masked under the key ([`crate::locate::IdMask::word`]).
+pub const ID_MASK_OFF: usize = 156;
 /// Atomic u64: seqlock counter of the cancelled ranges (odd while writing).
 pub const CANCEL_SEQ_OFF: usize = 128;
 /// Atomic u64: number of cancelled ranges stored.
@@ -106,30 +108,39 @@ pub const STATE_STOPPED: u64 = 2;
 /// A newer instance replaced this gate: re-open `gate`.
 pub const STATE_SUPERSEDED: u64 = 3;
 
-/// The id key stored in a gate page, if it is there and its CRC holds.
+/// The id key stored in a gate page, if it is there, its CRC holds and its
+/// mask word is known.
 #[must_use]
 pub fn read_id_key(page: &[u8]) -> Option<crate::locate::IdKey> {
-    let key: [u8; 16] = page.get(ID_KEY_OFF..ID_KEY_OFF + 16)?.try_into().ok()?;
-    let crc: [u8; 4] = page
-        .get(ID_KEY_CRC_OFF..ID_KEY_CRC_OFF + 4)?
-        .try_into()
-        .ok()?;
-    checked_id_key(key, crc)
+    let field = |off: usize, len: usize| page.get(off..off + len);
+    checked_id_key(
+        field(ID_KEY_OFF, 16)?.try_into().ok()?,
+        field(ID_KEY_CRC_OFF, 4)?.try_into().ok()?,
+        field(ID_MASK_OFF, 4)?.try_into().ok()?,
+    )
 }
 
-/// The id key `key` if `crc` (as stored at [`ID_KEY_CRC_OFF`]) is its CRC
-/// and it is not all zeros.
+/// The id key `key` if `crc` (as stored at [`ID_KEY_CRC_OFF`]) is its CRC,
+/// it is not all zeros, and `mask` (as stored at [`ID_MASK_OFF`]) names a
+/// known mask.
 #[must_use]
-pub fn checked_id_key(key: [u8; 16], crc: [u8; 4]) -> Option<crate::locate::IdKey> {
-    (crc32(&key) == u32::from_le_bytes(crc)).then(|| crate::locate::IdKey::from_bytes(key))?
+pub fn checked_id_key(key: [u8; 16], crc: [u8; 4], mask: [u8; 4]) -> Option<crate::locate::IdKey> {
+    let how = crate::locate::IdMask::from_word(u32::from_le_bytes(mask))?;
+    (crc32(&key) == u32::from_le_bytes(crc))
+        .then(|| crate::locate::IdKey::from_bytes(key))?
+        .map(|k| k.with_mask(how))
 }
 
 /// The bytes [`read_id_key`] reads: the key at [`ID_KEY_OFF`], its CRC at
-/// [`ID_KEY_CRC_OFF`].
+/// [`ID_KEY_CRC_OFF`], the mask word at [`ID_MASK_OFF`].
 #[must_use]
-pub fn id_key_bytes(key: crate::locate::IdKey) -> ([u8; 16], [u8; 4]) {
+pub fn id_key_bytes(key: crate::locate::IdKey) -> ([u8; 16], [u8; 4], [u8; 4]) {
     let bytes = key.to_bytes();
-    (bytes, crc32(&bytes).to_le_bytes())
+    (
+        bytes,
+        crc32(&bytes).to_le_bytes(),
+        key.mask_kind().word().to_le_bytes(),
+    )
 }
 
 /// Inserts `[start, end)` into sorted, merged `ranges`.

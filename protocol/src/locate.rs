@@ -5,9 +5,11 @@
 //! A daemon-assigned id is a UUIDv7: 48 bits of ms time, version 7, a 12-bit
 //! counter within the ms (ids of one daemon increase), variant `10`, and 62
 //! bits `location ^ mask`. `location = segment << 38 | offset / 8`; `mask` is
-//! SipHash-2-4 of `ms << 12 | counter` under the store's 128-bit id key (in
-//! the gate), so ids of different stores differ like random ones and only a
-//! holder of the key can tell where a frame lies. The location is a hint:
+//! a keyed mix of `ms << 12 | counter` under the store's 128-bit id key (in
+//! the gate), so ids of different stores differ like random ones. Which mix
+//! the gate says ([`IdMask`]): two multiply-xorshift rounds for stores made
+//! since 2026-11-28 (a tenth of SipHash's instructions; a lookup by id
+//! computes it first), SipHash-2-4 for older ones. The location is a hint:
 //! a reader accepts a frame found through it only if it holds the very id
 //! asked for, and otherwise probes the index as for any other id.
 
@@ -23,12 +25,43 @@ const POSITION_OFFSET_BITS: u32 = 41;
 const OFFSET_BITS: u32 = 38;
 const LOW62: u64 = (1 << 62) - 1;
 
+/// How a store's ids are masked (the gate's `id mask` word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdMask {
+    /// 0: SipHash-2-4 (stores made before 2026-11-28 09:00 UTC).
+    SipHash,
+    /// 1: two multiply-xorshift rounds, keyed; every new store's.
+    Mix,
+}
+
+impl IdMask {
+    /// The gate's word for it.
+    #[must_use]
+    pub fn word(self) -> u32 {
+        match self {
+            Self::SipHash => 0,
+            Self::Mix => 1,
+        }
+    }
+    /// The mask a gate's word names; `None` for a word this build does not
+    /// know (readers then find ids through the index).
+    #[must_use]
+    pub fn from_word(word: u32) -> Option<Self> {
+        match word {
+            0 => Some(Self::SipHash),
+            1 => Some(Self::Mix),
+            _ => None,
+        }
+    }
+}
+
 /// The store's key for id masks: 128 random bits, kept in the gate and
-/// carried from gate to gate across restarts.
+/// carried from gate to gate across restarts, with the mask it keys.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct IdKey {
     k0: u64,
     k1: u64,
+    how: IdMask,
 }
 
 impl std::fmt::Debug for IdKey {
@@ -39,14 +72,26 @@ impl std::fmt::Debug for IdKey {
 }
 
 impl IdKey {
-    /// The key in `bytes`; `None` for all zeros (a gate without a key).
+    /// The key in `bytes`, for the mask every new store uses
+    /// ([`IdMask::Mix`]); `None` for all zeros (a gate without a key).
     #[must_use]
     pub fn from_bytes(bytes: [u8; 16]) -> Option<Self> {
         let k = u128::from_le_bytes(bytes);
         (k != 0).then_some(Self {
             k0: k as u64,
             k1: (k >> 64) as u64,
+            how: IdMask::Mix,
         })
+    }
+    /// This key for mask `how`.
+    #[must_use]
+    pub fn with_mask(self, how: IdMask) -> Self {
+        Self { how, ..self }
+    }
+    /// The mask it keys.
+    #[must_use]
+    pub fn mask_kind(self) -> IdMask {
+        self.how
     }
     /// Its 16 bytes, as the gate stores them.
     #[must_use]
@@ -55,8 +100,21 @@ impl IdKey {
     }
 
     fn mask(self, stamp: u64) -> u64 {
-        siphash24(self.k0, self.k1, stamp) & LOW62
+        match self.how {
+            IdMask::SipHash => siphash24(self.k0, self.k1, stamp) & LOW62,
+            IdMask::Mix => mix(self.k0, self.k1, stamp) & LOW62,
+        }
     }
+}
+
+/// Two multiply-xorshift rounds of `x` under `(k0, k1)`: every input bit
+/// reaches every output bit, and a different key gives unrelated outputs. Not
+/// a cryptographic function: it keeps ids of different stores apart; it does
+/// not hide places from someone who studies many ids of one store.
+fn mix(k0: u64, k1: u64, x: u64) -> u64 {
+    let x = (x ^ k0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let x = (x ^ (x >> 32)).wrapping_mul(k1 | 1);
+    x ^ (x >> 29)
 }
 
 /// The id the daemon gives the event whose frame starts at `offset` of
@@ -180,6 +238,56 @@ mod tests {
     #[test]
     fn located_ids_round_trip_and_stay_uuid7() {
         let key = IdKey::from_bytes(*b"0123456789abcdef").expect("non-zero");
+        assert_eq!(key.mask_kind(), IdMask::Mix, "new keys mix");
+        round_trips(key);
+        round_trips(key.with_mask(IdMask::SipHash));
+        assert_eq!(IdKey::from_bytes([0; 16]), None);
+        assert_eq!(IdKey::from_bytes(key.to_bytes()), Some(key));
+    }
+
+    #[test]
+    fn the_two_masks_differ_and_their_words_round_trip() {
+        let key = IdKey::from_bytes(*b"0123456789abcdef").expect("non-zero");
+        let sip = key.with_mask(IdMask::SipHash);
+        let id = located_id(key, 1_700_000_000_000, 5, 3, 4096).expect("encodable");
+        assert_ne!(Some(id), located_id(sip, 1_700_000_000_000, 5, 3, 4096));
+        assert_ne!(
+            locate(sip, id),
+            Some((3, 4096)),
+            "a mixed id read as SipHash"
+        );
+        for how in [IdMask::SipHash, IdMask::Mix] {
+            assert_eq!(IdMask::from_word(how.word()), Some(how));
+        }
+        assert_eq!(IdMask::from_word(2), None);
+    }
+
+    #[test]
+    fn mix_is_the_function_format_md_gives() {
+        // Values of the formula in FORMAT.md ("Event ids"), worked out apart.
+        assert_eq!(mix(1, 2, 3), 0xb54c_da5d_e288_f0ca);
+        assert_eq!(
+            mix(0xDEAD_BEEF, 0x1234, 1_700_000_000_000 << 12 | 5),
+            0x4317_ee59_739c_64a1
+        );
+    }
+
+    #[test]
+    fn mix_spreads_sequential_stamps() {
+        // Consecutive stamps (as one ms's counter gives) flip about half
+        // of the 62 mask bits, under any key.
+        let (mut flips, mut n) = (0u32, 0u32);
+        for (k0, k1) in [(1, 2), (0xDEAD_BEEF, 0x1234_5678_9ABC_DEF0)] {
+            for s in 0..1000u64 {
+                flips += ((mix(k0, k1, s) ^ mix(k0, k1, s + 1)) & LOW62).count_ones();
+                n += 1;
+            }
+        }
+        let mean = f64::from(flips) / f64::from(n);
+        assert!((27.0..35.0).contains(&mean), "mean flipped bits {mean}");
+    }
+
+    fn round_trips(key: IdKey) {
         let mut last = 0;
         for (i, (seg, off)) in [
             (0, 64),
@@ -201,7 +309,9 @@ mod tests {
                 assert!(id > last, "ids increase with (ms, counter)");
                 last = id;
                 // Another key finds another place (almost surely).
-                let other = IdKey::from_bytes(*b"fedcba9876543210").expect("non-zero");
+                let other = IdKey::from_bytes(*b"fedcba9876543210")
+                    .expect("non-zero")
+                    .with_mask(key.mask_kind());
                 assert_ne!(locate(other, id), Some((seg, off)));
             }
         }
@@ -209,8 +319,6 @@ mod tests {
         assert_eq!(located_id(key, 1, 0, 0, LOCATED_OFFSET_LIMIT), None);
         assert_eq!(located_id(key, 1, 0, 0, 65), None, "frames are 8-aligned");
         assert_eq!(locate(key, 0), None, "not a UUIDv7");
-        assert_eq!(IdKey::from_bytes([0; 16]), None);
-        assert_eq!(IdKey::from_bytes(key.to_bytes()), Some(key));
     }
 
     #[test]

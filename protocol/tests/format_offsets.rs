@@ -109,6 +109,7 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
         (gate::CANCEL_COUNT_OFF, 8),
         (gate::CANCEL_OVERFLOW_OFF, 8),
         (gate::ID_KEY_CRC_OFF, 4),
+        (gate::ID_MASK_OFF, 4),
         (gate::CANCEL_RANGES_OFF, 16 * gate::CANCEL_CAPACITY),
     ]);
     assert_eq!(table(&all, "Gate"), want);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use weir_protocol::gate::{
     CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, CANCEL_SEQ_OFF,
     FUTEX_OFF, GATE_LEN, GATE_MAGIC, GATE_VERSION, GateHeader, HEARTBEAT_OFF, ID_KEY_CRC_OFF,
-    ID_KEY_OFF, PUBLISHED_OFF, STATE_OFF, VISIBLE_OFF, checked_id_key,
+    ID_KEY_OFF, ID_MASK_OFF, PUBLISHED_OFF, STATE_OFF, VISIBLE_OFF, checked_id_key,
 };
 use weir_protocol::index::CHUNK_LOG2_RANGE;
 use weir_protocol::locate::IdKey;
@@ -166,7 +166,10 @@ impl Gate {
         let id_key = map
             .published(ID_KEY_OFF, 16)
             .zip(map.published(ID_KEY_CRC_OFF, 4))
-            .and_then(|(k, c)| checked_id_key(k.try_into().ok()?, c.try_into().ok()?));
+            .zip(map.published(ID_MASK_OFF, 4))
+            .and_then(|((k, c), m)| {
+                checked_id_key(k.try_into().ok()?, c.try_into().ok()?, m.try_into().ok()?)
+            });
         Ok(Self {
             map,
             header,

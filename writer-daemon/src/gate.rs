@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use weir_protocol::gate::{
     ALLOCATED_OFF, CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF,
     CANCEL_SEQ_OFF, FUTEX_OFF, GATE_LEN, GateHeader, HEARTBEAT_OFF, ID_KEY_CRC_OFF, ID_KEY_OFF,
-    PUBLISHED_OFF, STATE_OFF, STATE_SUPERSEDED, VISIBLE_OFF, id_key_bytes, merge_range,
+    ID_MASK_OFF, PUBLISHED_OFF, STATE_OFF, STATE_SUPERSEDED, VISIBLE_OFF, id_key_bytes,
+    merge_range,
 };
 use weir_protocol::locate::{IdKey, pack_position};
 use zerocopy::IntoBytes;
@@ -28,9 +29,10 @@ impl GateWriter {
         let _ = std::fs::remove_file(&tmp);
         let file = MappedFile::create(&tmp, GATE_LEN)?;
         file.write(0, header.as_bytes());
-        let (key, crc) = id_key_bytes(key);
+        let (key, crc, mask) = id_key_bytes(key);
         file.write(ID_KEY_OFF, &key);
         file.write(ID_KEY_CRC_OFF, &crc);
+        file.write(ID_MASK_OFF, &mask);
         Ok(Self {
             file,
             ranges: Vec::new(),
