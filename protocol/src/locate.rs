@@ -28,7 +28,7 @@ const LOW62: u64 = (1 << 62) - 1;
 /// How a store's ids are masked (the gate's `id mask` word).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdMask {
-    /// 0: SipHash-2-4 (stores made before 2026-11-28 09:00 UTC).
+    /// 0: SipHash-2-4 (gates written by builds before 3da0113 hold 0 here).
     SipHash,
     /// 1: two multiply-xorshift rounds, keyed; every new store's.
     Mix,
@@ -107,10 +107,11 @@ impl IdKey {
     }
 }
 
-/// Two multiply-xorshift rounds of `x` under `(k0, k1)`: every input bit
-/// reaches every output bit, and a different key gives unrelated outputs. Not
-/// a cryptographic function: it keeps ids of different stores apart; it does
-/// not hide places from someone who studies many ids of one store.
+/// Two multiply-xorshift rounds of `x` under `(k0, k1)` (the low bit of `k1`
+/// is forced to 1): every input bit reaches every output bit. Not a
+/// cryptographic function: it keeps ids of different stores apart, but
+/// someone who learns the places of a few ids of one store can recover the
+/// key (FORMAT.md, "Event ids").
 fn mix(k0: u64, k1: u64, x: u64) -> u64 {
     let x = (x ^ k0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let x = (x ^ (x >> 32)).wrapping_mul(k1 | 1);

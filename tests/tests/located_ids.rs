@@ -309,3 +309,31 @@ fn a_gate_that_says_siphash_keeps_its_ids_masked_with_siphash() -> Res {
     assert!(by_place > 150, "{by_place}");
     Ok(())
 }
+
+#[test]
+fn a_gate_naming_an_unknown_mask_gets_a_new_key_and_old_ids_stay_found() -> Res {
+    use weir_protocol::gate::{ID_MASK_OFF, read_id_key};
+    use weir_protocol::locate::IdMask;
+    let dir = tempfile::tempdir()?;
+    let gate = dir.path().join("gate");
+    let written = build(dir.path())?;
+    let old = read_id_key(&std::fs::read(&gate)?).context("a key")?;
+    let mut bytes = std::fs::read(&gate)?;
+    bytes[ID_MASK_OFF..ID_MASK_OFF + 4].copy_from_slice(&7u32.to_le_bytes());
+    std::fs::write(&gate, bytes)?;
+    assert_eq!(read_id_key(&std::fs::read(&gate)?), None, "7 names no mask");
+    Store::open(config(dir.path()))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .shutdown()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let new = read_id_key(&std::fs::read(&gate)?).context("a new key")?;
+    assert_ne!(new.to_bytes(), old.to_bytes(), "a new key was drawn");
+    assert_eq!(new.mask_kind(), IdMask::Mix);
+    // Every earlier id is still found (through the index now).
+    let r = Reader::open(dir.path())?;
+    for (receipt, _) in &written {
+        let e = r.get(EventId(receipt.event_id))?.context("found")?;
+        assert_eq!(e.sequence(), receipt.sequence);
+    }
+    Ok(())
+}

@@ -173,8 +173,9 @@ impl Store {
         let started = Instant::now();
         let instance = random_u128();
         let previous = previous_gate(dir);
-        // A store keeps its id key for life; a first start (or a lost gate)
-        // draws one. (Ids made under a lost key are still found, through
+        // A store keeps its id key (and mask) for life; a first start, a
+        // lost gate, or a gate naming a mask this build does not know draws
+        // a new one. (Ids made under a lost key are still found, through
         // the index.)
         let id_key = previous
             .id_key

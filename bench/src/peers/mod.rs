@@ -113,7 +113,6 @@ pub trait Writer: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// A reader in its own process.
 /// What W3 asks of every lookup: every payload byte touched and CRC-checked.
 /// weir's `payload()` checks the CRC of the frame the payload lies in; the
 /// peers store no CRC, so they compute the payload's (the work a check
@@ -123,6 +122,7 @@ pub fn touched(payload: &[u8]) -> usize {
     payload.len()
 }
 
+/// A reader in its own process.
 pub trait Reader {
     /// Look up event `i` by its id, touching and CRC-checking its payload
     /// ([`touched`]); returns the payload length read.
