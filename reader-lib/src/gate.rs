@@ -219,34 +219,45 @@ impl Gate {
         p
     }
 
+    /// Cancelled range `i` as stored (Relaxed loads; the seqlock orders them).
+    fn range(&self, i: usize) -> (u64, u64) {
+        let off = CANCEL_RANGES_OFF + 16 * i;
+        (self.word(off), self.word(off + 8))
+    }
+
+    /// One read of the cancelled ranges under their seqlock: `read` gets the
+    /// number stored (capped at the gate's capacity) and loads what it needs
+    /// ([`range`](Self::range), the overflow flag). `None` if the writer was
+    /// changing them, before or during the read: nothing `read` saw counts.
+    fn under_seqlock<T>(&self, read: impl FnOnce(usize) -> T) -> Option<T> {
+        let before = self.word(CANCEL_SEQ_OFF);
+        // SYNC: pairs with the daemon's Release store that made the
+        // seqlock counter even after it wrote the ranges.
+        fence(Ordering::Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        let n = usize::try_from(self.word(CANCEL_COUNT_OFF))
+            .unwrap_or(usize::MAX)
+            .min(CANCEL_CAPACITY);
+        let seen = read(n);
+        // SYNC: orders `read`'s loads before the counter re-check (seqlock
+        // read side); the writer bumps the counter to odd before it touches
+        // the ranges.
+        fence(Ordering::Acquire);
+        (self.word(CANCEL_SEQ_OFF) == before).then_some(seen)
+    }
+
     /// Is `seq` in a cancelled range? Read in place under the ranges'
     /// seqlock, with the rules of [`watermark`](Self::watermark) (only the
     /// sane prefix counts), without copying them. `None` when one read is
     /// not enough (a write in progress, or ranges past the gate's capacity):
     /// the caller then takes a [`Watermark`].
     pub(crate) fn cancelled_now(&self, seq: u64) -> Option<bool> {
-        let before = self.word(CANCEL_SEQ_OFF);
-        // SYNC: as in `watermark`, seqlock read side.
-        fence(Ordering::Acquire);
-        if before % 2 == 1 || self.word(CANCEL_OVERFLOW_OFF) != 0 {
-            return None;
-        }
-        let n = usize::try_from(self.word(CANCEL_COUNT_OFF))
-            .unwrap_or(usize::MAX)
-            .min(CANCEL_CAPACITY);
-        let (mut hit, mut prev_end) = (false, 0);
-        for i in 0..n {
-            let off = CANCEL_RANGES_OFF + 16 * i;
-            let (s, e) = (self.word(off), self.word(off + 8));
-            if s >= e || (i > 0 && s < prev_end) {
-                break;
-            }
-            hit |= s <= seq && seq < e;
-            prev_end = e;
-        }
-        // SYNC: orders the loads above before the counter re-check.
-        fence(Ordering::Acquire);
-        (self.word(CANCEL_SEQ_OFF) == before).then_some(hit)
+        self.under_seqlock(|n| {
+            (self.word(CANCEL_OVERFLOW_OFF) == 0)
+                .then(|| sane((0..n).map(|i| self.range(i))).any(|(s, e)| s <= seq && seq < e))
+        })?
     }
 
     /// Loads `visible`, then the cancelled ranges under their seqlock.
@@ -260,32 +271,17 @@ impl Gate {
             spill: Vec::new(),
         };
         for _ in 0..SEQLOCK_TRIES {
-            let before = self.word(CANCEL_SEQ_OFF);
-            // SYNC: pairs with the daemon's Release store that made the
-            // seqlock counter even after it wrote the ranges.
-            fence(Ordering::Acquire);
-            if before % 2 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let n = usize::try_from(self.word(CANCEL_COUNT_OFF))
-                .unwrap_or(usize::MAX)
-                .min(CANCEL_CAPACITY);
-            w.set_ranges((0..n).map(|i| {
-                let off = CANCEL_RANGES_OFF + 16 * i;
-                (self.word(off), self.word(off + 8))
-            }));
-            w.overflow = self.word(CANCEL_OVERFLOW_OFF) != 0;
-            // SYNC: orders the range loads before the counter re-check
-            // (seqlock read side); the writer bumps the counter to odd before
-            // it touches the ranges.
-            fence(Ordering::Acquire);
-            if self.word(CANCEL_SEQ_OFF) == before {
-                w.n = sanitize(w.cancelled());
+            let read = self.under_seqlock(|n| {
+                w.set_ranges((0..n).map(|i| self.range(i)));
+                w.overflow = self.word(CANCEL_OVERFLOW_OFF) != 0;
+            });
+            if read.is_some() {
+                w.n = sane(w.cancelled().iter().copied()).count();
                 w.spill.truncate(w.n);
                 return w;
             }
             w.set_ranges(std::iter::empty());
+            std::hint::spin_loop();
         }
         // The writer died inside the seqlock or keeps changing the ranges:
         // tombstone rows stay authoritative for every published sequence.
@@ -294,17 +290,18 @@ impl Gate {
     }
 }
 
-/// Keeps the longest sorted, non-empty, disjoint prefix of `ranges`; returns
-/// its length. Ranges a sane writer never stores are dropped, not trusted.
-fn sanitize(ranges: &[(u64, u64)]) -> usize {
-    let mut prev_end = 0;
-    for (i, &(s, e)) in ranges.iter().enumerate() {
-        if s >= e || (i > 0 && s < prev_end) {
-            return i;
-        }
-        prev_end = e;
-    }
-    ranges.len()
+/// The longest sorted, non-empty, disjoint prefix of `ranges`. Ranges a
+/// sane writer never stores are dropped, not trusted, with every range
+/// after them.
+fn sane(ranges: impl Iterator<Item = (u64, u64)>) -> impl Iterator<Item = (u64, u64)> {
+    let mut prev_end = None;
+    ranges.map_while(move |(s, e)| {
+        let ok = s < e && prev_end.is_none_or(|p| s >= p);
+        ok.then(|| {
+            prev_end = Some(e);
+            (s, e)
+        })
+    })
 }
 
 pub(crate) fn check_magic_version(
@@ -369,8 +366,9 @@ mod tests {
 
     #[test]
     fn insane_ranges_are_cut() {
-        assert_eq!(sanitize(&[(1, 3), (5, 9), (8, 12), (20, 30)]), 2);
-        assert_eq!(sanitize(&[(3, 3)]), 0);
+        let kept = |r: &[(u64, u64)]| sane(r.iter().copied()).count();
+        assert_eq!(kept(&[(1, 3), (5, 9), (8, 12), (20, 30)]), 2);
+        assert_eq!(kept(&[(3, 3)]), 0);
         let many: Vec<_> = (0..40).map(|i| (i * 10, i * 10 + 5)).collect();
         let w = wm(1000, &many);
         assert_eq!(w.cancelled().len(), 40);
