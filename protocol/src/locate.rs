@@ -142,18 +142,25 @@ pub fn uuid7(ms: u64, counter: u16, low62: u64) -> u128 {
         | u128::from(low62 & LOW62)
 }
 
+/// The stamp `ms · 2^12 + counter` of a UUIDv7 (version 7, variant `10`),
+/// the order in which one daemon gives its ids; `None` for any other id.
+#[must_use]
+pub fn id_stamp(id: u128) -> Option<u64> {
+    if (id >> 76) & 0xF != 7 || (id >> 62) & 0b11 != 0b10 {
+        return None;
+    }
+    // The high half is ms << 16 | 7 << 12 | counter: take the version out.
+    let hi = (id >> 64) as u64;
+    Some((hi >> 16) << 12 | (hi & 0xFFF))
+}
+
 /// Where the frame of `id` lies, if `id` was made by [`located_id`] under
 /// `key`: `(segment, offset)`. Any other UUIDv7 decodes to some place too
 /// (usually a segment that does not exist); the caller must check that the
 /// frame there holds `id`. `None` for an id that is not a UUIDv7.
 #[must_use]
 pub fn locate(key: IdKey, id: u128) -> Option<(u64, u64)> {
-    if (id >> 76) & 0xF != 7 || (id >> 62) & 0b11 != 0b10 {
-        return None;
-    }
-    // The high half is ms << 16 | 7 << 12 | counter: take the version out.
-    let hi = (id >> 64) as u64;
-    let stamp = (hi >> 16) << 12 | (hi & 0xFFF);
+    let stamp = id_stamp(id)?;
     let location = (id as u64 & LOW62) ^ key.mask(stamp);
     Some((
         location >> OFFSET_BITS,
@@ -243,6 +250,10 @@ mod tests {
         round_trips(key);
         round_trips(key.with_mask(IdMask::SipHash));
         assert_eq!(IdKey::from_bytes([0; 16]), None);
+        // Not a UUIDv7 (version, then variant, wrong): no stamp.
+        let id = located_id(key, 1_700_000_000_000, 3, 1, 64).expect("encodable");
+        assert_eq!(id_stamp(id ^ 1 << 77), None);
+        assert_eq!(id_stamp(id ^ 1 << 63), None);
         assert_eq!(IdKey::from_bytes(key.to_bytes()), Some(key));
     }
 
@@ -307,6 +318,7 @@ mod tests {
                 assert_eq!((id >> 80) as u64, ms, "time");
                 assert_eq!(((id >> 64) & 0xFFF) as u16, counter, "counter");
                 assert_eq!(locate(key, id), Some((seg, off)));
+                assert_eq!(id_stamp(id), Some(ms << 12 | u64::from(counter)));
                 assert!(id > last, "ids increase with (ms, counter)");
                 last = id;
                 // Another key finds another place (almost surely).

@@ -373,20 +373,7 @@ mod tests {
 
     #[test]
     fn offsets_match_the_spec() {
-        let spec = include_str!("../../docs/FORMAT.md");
-        let section = spec
-            .split("### `checkpoint`")
-            .nth(1)
-            .and_then(|s| s.split("\n#").next())
-            .expect("FORMAT.md has a `checkpoint` section");
-        // (offset, width) of each table row whose cells are plain numbers.
-        let rows: Vec<(usize, usize)> = section
-            .lines()
-            .filter_map(|l| {
-                let c: Vec<&str> = l.split('|').map(str::trim).collect();
-                Some((c.get(1)?.parse().ok()?, c.get(2)?.parse().ok()?))
-            })
-            .collect();
+        let (section, rows) = crate::spec::section("### `checkpoint`");
         let want = vec![
             (0, 8),
             (OFF_VERSION, 4),

@@ -82,6 +82,28 @@ impl IdGen {
         weir_protocol::index::mix64(self.state)
     }
 
+    /// The key its ids are located under.
+    #[must_use]
+    pub fn key(&self) -> Option<IdKey> {
+        self.key
+    }
+
+    /// The stamp (`ms · 2^12 + counter`) of the newest id given; every
+    /// later id has a greater one (0 before the first).
+    #[must_use]
+    pub fn last_stamp(&self) -> u64 {
+        self.last_ms << 12 | u64::from(self.counter)
+    }
+
+    /// Gives only stamps above `stamp` from now on (a floor kept across
+    /// starts, see `claims.rs`).
+    pub fn raise_to(&mut self, stamp: u64) {
+        if stamp > self.last_stamp() {
+            self.last_ms = stamp >> 12;
+            self.counter = (stamp & 0xFFF) as u16;
+        }
+    }
+
     /// Where a self-locating id of this generator's key points.
     #[must_use]
     pub fn locate(&self, id: u128) -> Option<(u64, u64)> {
@@ -118,6 +140,21 @@ impl Default for IdGen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raised_floor_holds_even_when_the_clock_is_behind_it() {
+        let mut g = IdGen::new(IdKey::from_bytes(*b"a key of 16 byte"));
+        g.raise_to(5_000 << 12 | 0xFFE);
+        let stamp = |id| weir_protocol::locate::id_stamp(id).unwrap();
+        let a = g.next(1_000, 0, 64);
+        assert_eq!(stamp(a), 5_000 << 12 | 0xFFF);
+        let b = g.next(1_000, 0, 128);
+        assert_eq!(stamp(b), 5_001 << 12, "the counter carries into the ms");
+        // A lower floor changes nothing.
+        g.raise_to(7);
+        assert_eq!(stamp(g.next(1_000, 0, 192)), 5_001 << 12 | 1);
+        assert_eq!(g.last_stamp(), 5_001 << 12 | 1);
+    }
 
     #[test]
     fn uuid7_is_versioned_and_increasing() {

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod checkpoint;
+pub mod claims;
 pub mod config;
 pub mod error;
 mod futex;
@@ -19,6 +20,8 @@ pub mod namekey;
 pub mod restore;
 pub mod segments;
 pub mod server;
+#[cfg(test)]
+mod spec;
 pub mod state;
 pub mod stats;
 pub mod storage;

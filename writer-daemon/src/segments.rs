@@ -129,6 +129,12 @@ impl SegmentLog {
         }
     }
 
+    /// The current segment's length in bytes.
+    #[must_use]
+    pub fn segment_len(&self) -> u64 {
+        self.seg_len
+    }
+
     fn footer_room(entries: usize) -> u64 {
         align8(FRAME_HEADER_LEN + entries * size_of::<FooterEntry>()) as u64 + TRAILER_LEN as u64
     }

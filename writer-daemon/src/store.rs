@@ -169,6 +169,8 @@ impl Store {
             });
         }
         let lock = DirLock::acquire(dir)?;
+        let claims = crate::claims::Claims::load(dir)
+            .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
         let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();
@@ -245,7 +247,12 @@ impl Store {
             entities: restored.entities,
             idem: restored.idem,
             clock: WallClock::new(restored.max_wall_ms),
-            ids: IdGen::new(Some(id_key)),
+            ids: {
+                let mut ids = IdGen::new(Some(id_key));
+                ids.raise_to(claims.floor());
+                ids
+            },
+            claims,
             shared: Arc::clone(&shared),
             poisoned: None,
             unsynced_events: 0,

@@ -72,6 +72,8 @@ pub(crate) struct Group {
     buf: Vec<u8>,
     frames: Vec<(u32, u32)>,
     buf_first: u64,
+    /// The log position where the group's first frame goes.
+    start: (u64, u64),
     flushes: Vec<Flush>,
     failure: Option<String>,
     hasher: EventHasher,
@@ -137,6 +139,8 @@ impl Writer {
                 });
         let mut g = std::mem::take(&mut self.spare);
         g.buf_first = group_first;
+        let pos = self.log.position();
+        g.start = (pos.segment_id, pos.offset);
         // The whole group is encoded before it is written; past the cap the
         // buffer grows as needed.
         g.buf.reserve(frame_bytes.min(16 << 20));
@@ -166,6 +170,14 @@ impl Writer {
                     replay_in_group: false,
                 });
             }
+        }
+        if g.failure.is_none()
+            && self.claims.dirty()
+            && let Err(e) = self.settle_claims()
+        {
+            // Written before the frames: no start may lose a claim whose
+            // event survived.
+            g.failure = Some(format!("could not write claimed-ids: {e}"));
         }
         if g.failure.is_none()
             && let Err(e) = self.flush(&mut g, self.next_seq)
@@ -329,6 +341,8 @@ impl Writer {
                 return None;
             }
             self.shared.set_segments(self.log.segments);
+            let pos = self.log.position();
+            g.start = (pos.segment_id, pos.offset);
         }
         let cmd = g.staged.len();
         g.staged.push(Staged {
@@ -393,7 +407,10 @@ impl Writer {
                 // this command's earlier events included (taken back below
                 // if the command is refused).
                 if let Some(id) = e.event_id {
-                    if g.ids.contains(&id) || self.index.find_id(id, self.next_seq).is_some() {
+                    if g.ids.contains(&id)
+                        || self.index.find_id(id, self.next_seq).is_some()
+                        || self.given_in_group(g, &links[..w], id)
+                    {
                         refused = Some((
                             i + w,
                             AppendError::DuplicateEventId {
@@ -403,10 +420,24 @@ impl Writer {
                         break 'windows;
                     }
                     g.ids.insert(id);
+                    if let Some(key) = self.ids.key() {
+                        // An id the daemon may give later: never give it.
+                        let seg_len = self.log.segment_len().max(self.config.segment_max_bytes);
+                        let next = (at.segment_id, frame_at);
+                        self.claims
+                            .note(key, id, self.ids.last_stamp(), next, seg_len);
+                    }
                 }
-                let event_id = e
-                    .event_id
-                    .unwrap_or_else(|| self.ids.next(wall_ms, at.segment_id, frame_at));
+                let event_id = match e.event_id {
+                    Some(id) => id,
+                    None => loop {
+                        let id = self.ids.next(wall_ms, at.segment_id, frame_at);
+                        if self.claims.is_empty() || !self.claims.contains(id) {
+                            break id;
+                        }
+                        // Claimed by a client: take the next stamp.
+                    },
+                };
                 frame_at += frame_len(e.entity.len(), e.scope.len(), e.payload.len()) as u64;
                 links[w] = Link {
                     state,
@@ -538,6 +569,22 @@ impl Writer {
         self.next_seq += n as u64;
         self.gate.set_allocated(self.next_seq);
         None
+    }
+
+    /// Did this group give `id` to one of its events already (`links`: the
+    /// window being staged)? Those are not in the index yet. Only an id that
+    /// decodes to a place this group wrote can be one, so the search is
+    /// skipped for every other id.
+    fn given_in_group(&self, g: &Group, links: &[Link], id: u128) -> bool {
+        let Some(key) = self.ids.key() else {
+            return false;
+        };
+        let Some((segment, offset)) = weir_protocol::locate::locate(key, id) else {
+            return false;
+        };
+        (segment, offset) >= g.start
+            && (g.pending.iter().any(|p| p.receipt.event_id == id)
+                || links.iter().any(|l| l.event_id == id))
     }
 
     /// Takes chain heads back to what they were before undo entry `mark`.

@@ -69,6 +69,8 @@ pub struct Writer {
     pub(crate) idem: IdemWindow,
     pub(crate) clock: WallClock,
     pub(crate) ids: IdGen,
+    /// Client-chosen ids the writer must not give (`claims.rs`).
+    pub(crate) claims: crate::claims::Claims,
     pub(crate) shared: Arc<Shared>,
     pub(crate) poisoned: Option<String>,
     pub(crate) unsynced_events: u64,
@@ -163,7 +165,28 @@ impl Writer {
         tick
     }
 
+    /// Forgets the claims the writer can no longer give and writes the
+    /// claims file if it changed.
+    pub(crate) fn settle_claims(&mut self) -> std::io::Result<()> {
+        let Some(key) = self.ids.key() else {
+            return Ok(());
+        };
+        let pos = self.log.position();
+        let seg_len = self.log.segment_len().max(self.config.segment_max_bytes);
+        self.claims.settle(
+            key,
+            self.ids.last_stamp(),
+            (pos.segment_id, pos.offset),
+            seg_len,
+        )
+    }
+
     fn idle(&mut self) {
+        if !self.claims.is_empty()
+            && let Err(e) = self.settle_claims()
+        {
+            tracing::warn!(error = %e, "could not rewrite claimed-ids; kept as it was");
+        }
         let now = now_ms();
         self.gate.heartbeat(now);
         self.shared.tick(now);

@@ -1,0 +1,218 @@
+//! A client that knows the store's id key can compute the id the daemon is
+//! about to give and append it as its own first. The daemon must then give
+//! its event another id, in this run and after a restart, and must refuse a
+//! client id equal to one it gave earlier in the same group.
+mod common;
+use common::ev;
+use std::collections::HashSet;
+use weir_daemon::claims::CLAIMS_FILE;
+use weir_daemon::{AppendError, Config, Store};
+use weir_protocol::locate::{IdKey, id_stamp, locate, located_id};
+use weir_protocol::segment::{SEGMENT_HEADER_LEN, frame_len};
+use weir_protocol::wire::AppendRequest;
+
+/// How far ahead (ms) the guesses reach: the test's appends all happen
+/// within this of the first one.
+const WINDOW_MS: u64 = 2_000;
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        segment_max_bytes: 16 << 20,
+        max_batch_events: 10_000,
+        max_batch_bytes: 4 << 20,
+        ..common::config(dir)
+    }
+}
+
+fn key(dir: &std::path::Path) -> IdKey {
+    weir_protocol::gate::read_id_key(&std::fs::read(dir.join("gate")).unwrap()).expect("a key")
+}
+
+/// The frame length of `e`.
+fn len(e: &AppendRequest) -> u64 {
+    frame_len(e.entity.len(), e.scope.len(), e.payload.len()) as u64
+}
+
+/// Every id the daemon could give next at `place`, after it gave `last`:
+/// the next counter in the same ms, and counter 0 of each later ms.
+fn guesses(key: IdKey, last: u128, place: (u64, u64)) -> Vec<u128> {
+    let s = id_stamp(last).unwrap();
+    let (ms, counter) = (s >> 12, (s & 0xFFF) as u16);
+    let mut ids = vec![located_id(key, ms, counter + 1, place.0, place.1).unwrap()];
+    ids.extend((1..=WINDOW_MS).map(|d| located_id(key, ms + d, 0, place.0, place.1).unwrap()));
+    ids
+}
+
+/// A store in a fresh directory holding one daemon-id event: the store,
+/// its id key, the last id the daemon gave, and the place of the next frame.
+struct Started {
+    dir: tempfile::TempDir,
+    store: Store,
+    key: IdKey,
+    last: u128,
+    next: (u64, u64),
+}
+
+fn start() -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let key = key(dir.path());
+    let first = ev("first", 0x1001, b"x");
+    let last = store.append(first.clone()).unwrap().event_id;
+    let (seg, off) = locate(key, last).expect("self-locating");
+    Started {
+        dir,
+        store,
+        key,
+        last,
+        next: (seg, off + len(&first)),
+    }
+}
+
+/// One client event per id, each with that id.
+fn clients(ids: &[u128]) -> Vec<AppendRequest> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| client(i, *id))
+        .collect()
+}
+
+fn client(i: usize, id: u128) -> AppendRequest {
+    let mut e = ev(&format!("claimer:{i}"), 0x1001, b"c");
+    e.event_id = Some(id);
+    e
+}
+
+#[test]
+fn the_daemon_never_gives_an_id_a_client_claimed_first() {
+    let st = start();
+    let (dir, s, k, last, (seg, next_off)) = (st.dir, st.store, st.key, st.last, st.next);
+    // The client's batch goes right after `first`; the daemon's next frame
+    // right after the batch.
+    let probe = client(0, 1);
+    let n = WINDOW_MS as usize + 1;
+    let place = (seg, next_off + n as u64 * len(&probe));
+    let claimed = guesses(k, last, place);
+    assert_eq!(claimed.len(), n);
+    let batch = clients(&claimed);
+    let stored = s.append_batch(batch).unwrap();
+    assert_eq!(stored.len(), n);
+    assert!(
+        dir.path().join(CLAIMS_FILE).exists(),
+        "the claims were written"
+    );
+    let r = s.append(ev("daemon", 0x1001, b"d")).unwrap();
+    assert!(
+        !claimed.contains(&r.event_id),
+        "the daemon gave a claimed id"
+    );
+    assert_eq!(locate(k, r.event_id), Some(place), "still self-locating");
+    // It took the stamp right after a claimed one.
+    let skipped = id_stamp(r.event_id).unwrap() - 1;
+    assert!(claimed.iter().any(|c| id_stamp(*c) == Some(skipped)));
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn claims_outlive_a_restart() {
+    let st = start();
+    let (dir, s, k, last, (seg, next_off)) = (st.dir, st.store, st.key, st.last, st.next);
+    // After the restart the daemon writes either on in this segment or at
+    // the head of the next: claim both places.
+    let probe = client(0, 1);
+    let n = 2 * (WINDOW_MS as usize + 1);
+    let places = [
+        (seg, next_off + n as u64 * len(&probe)),
+        (seg + 1, SEGMENT_HEADER_LEN as u64),
+    ];
+    let claimed: Vec<u128> = places.iter().flat_map(|p| guesses(k, last, *p)).collect();
+    assert_eq!(claimed.len(), n);
+    let batch = clients(&claimed);
+    s.append_batch(batch).unwrap();
+    s.shutdown().unwrap();
+    drop(s);
+
+    let s = Store::open(config(dir.path())).unwrap();
+    let r = s.append(ev("daemon", 0x1001, b"d")).unwrap();
+    assert!(
+        !claimed.contains(&r.event_id),
+        "the restarted daemon gave a claimed id"
+    );
+    let at = locate(k, r.event_id).unwrap();
+    assert!(
+        places.contains(&at),
+        "written at {at:?}, claimed {places:?}"
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_client_id_equal_to_one_the_group_gave_is_refused() {
+    let st = start();
+    let (_dir, s, k, last, (seg, next_off)) = (st.dir, st.store, st.key, st.last, st.next);
+    // One batch: a daemon-id event, then client ids guessing its id (its
+    // place is known; its stamp is one of the guesses).
+    let daemon = ev("daemon", 0x1001, b"d");
+    let place = (seg, next_off);
+    let mut batch = vec![daemon.clone()];
+    batch.extend(clients(&guesses(k, last, place)));
+    let err = s.append_batch(batch).unwrap_err();
+    assert!(
+        matches!(err, AppendError::DuplicateEventId { .. }),
+        "{err:?}"
+    );
+    // The same guesses at a place the daemon's event does not take are
+    // stored: the refusal was the collision, nothing else.
+    let mut batch = vec![daemon];
+    batch.extend(clients(&guesses(k, last, (seg, place.1 + 8))));
+    let rs = s.append_batch(batch).unwrap();
+    let ids: HashSet<u128> = rs.iter().map(|r| r.event_id).collect();
+    assert_eq!(ids.len(), rs.len(), "every id distinct");
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_start_gives_stamps_only_above_the_claims_floor() {
+    // A floor a day ahead of the clock (as a clock set back would leave
+    // it): the daemon's ids must still come after it.
+    let st = start();
+    let (dir, s, k, last) = (st.dir, st.store, st.key, st.last);
+    s.shutdown().unwrap();
+    drop(s);
+    let ahead = (id_stamp(last).unwrap() >> 12) + 86_400_000;
+    // A claim the daemon passed, forgotten at that floor.
+    let mut c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
+    let passed = located_id(k, ahead, 4, 0, 1 << 19).unwrap();
+    assert!(c.note(k, passed, 0, (0, 0), 1 << 20));
+    c.settle(k, ahead << 12 | 5, (0, 0), 1 << 20).unwrap();
+    assert!(c.is_empty() && c.floor() == ahead << 12 | 5);
+    let s = Store::open(config(dir.path())).unwrap();
+    let r = s.append(ev("next", 0x1001, b"y")).unwrap();
+    assert!(
+        id_stamp(r.event_id).unwrap() > ahead << 12 | 5,
+        "a stamp at or below the floor was given"
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_damaged_claims_file_stops_the_start_and_loses_nothing() {
+    let Started { dir, store: s, .. } = start();
+    s.shutdown().unwrap();
+    drop(s);
+    let path = dir.path().join(CLAIMS_FILE);
+    std::fs::write(&path, b"WEIRCLAM but short").unwrap();
+    match Store::open(config(dir.path())) {
+        Err(weir_daemon::OpenError::Corrupt { path: p, what }) => {
+            assert_eq!(p, path);
+            assert!(what.contains("shorter than a header"), "{what}");
+        }
+        other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+    }
+    std::fs::remove_file(&path).unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let r1 = s.append(ev("first", 0x1001, b"y")).unwrap();
+    assert_eq!(r1.sequence, 1, "the stored event is still there");
+    assert_eq!(r1.clock, 1);
+    s.shutdown().unwrap();
+}
