@@ -3,23 +3,31 @@
 //! The daemon gives an event the self-locating id of its frame's place
 //! (`weir_protocol::locate`). A client that knows or recovers the store's
 //! id key can compute the id the daemon is about to give, and append it as
-//! its own id first; without a check two events would then share an id.
-//! Such an id decodes, under the key, to a place the log has not reached and
-//! to a stamp (ms, counter) the daemon has not given yet. The writer keeps
+//! its own first; without a check two events would then share an id. Such
+//! an id decodes, under the key, to a place the log has not reached and to
+//! a stamp (ms, counter) the daemon has not given yet. The writer keeps
 //! every stored client-chosen id of that shape here and never gives one of
-//! them to its own events (it takes the next stamp instead). A claim stops
-//! mattering once the daemon's stamps or the log have passed it, and is
-//! then forgotten. The file also keeps the stamp up to which claims were
-//! forgotten (the **floor**): every start gives stamps above it, so that a
-//! forgotten claim cannot come back (a clock set back, or a crash that took
-//! the newest events, would otherwise let the daemon give those stamps again).
+//! them to its own events (it takes the next stamp instead).
 //!
-//! The set is kept in `claimed-ids` in the data directory ("Claimed ids" in
-//! `docs/FORMAT.md`), written and synced before the group holding a new
-//! claim is written to the log, so that no start can lose a claim whose
-//! event survived. A client that is not trying to collide almost never
-//! makes a claim: a random 62-bit tail lands inside a segment's length with
-//! odds of about 2^-13, and a UUIDv7 with an earlier stamp is never one.
+//! What makes this hold across starts ("Claimed ids" in `docs/FORMAT.md`):
+//! - the set is kept in `claimed-ids` in the data directory, written and
+//!   synced before the frames of the group that made a new claim;
+//! - an id is left out by stamp only if no start can give that stamp again:
+//!   below the wall time of its own command (stored in its frame; every
+//!   start gives stamps from the log's newest wall time on) or at or below
+//!   the file's **floor**. A claim is forgotten once the daemon's stamps or
+//!   the clock have passed it, and the file then records that stamp as the
+//!   floor, which every start gives stamps above;
+//! - an id is left out by place only if the log has durably passed it, or
+//!   its offset is past the segment length the writer then used. The file
+//!   keeps the smallest such length (**bound**); the daemon checks every id
+//!   it gives to a frame at or past it against the index instead (that
+//!   happens only after `segment-max-bytes` grew).
+//!
+//! A client that is not trying to collide almost never makes a claim: its
+//! id must decode into the length of a segment (odds about
+//! `segment length / 2^42` for random bits, 2^-14 at the default 256 MiB)
+//! with a stamp at or after its command's wall time.
 
 use crate::fxhash::FxHashSet;
 use std::io;
@@ -32,8 +40,8 @@ pub const CLAIMS_MAGIC: [u8; 8] = *b"WEIRCLAM";
 pub const CLAIMS_VERSION: u32 = 1;
 /// Its name in the data directory.
 pub const CLAIMS_FILE: &str = "claimed-ids";
-/// Bytes before the ids: magic, version, count, floor.
-const HEAD: usize = 24;
+/// Bytes before the ids: magic, version, count, floor, bound.
+const HEAD: usize = 32;
 
 /// The claimed ids, in memory and in their file.
 #[derive(Debug)]
@@ -43,6 +51,9 @@ pub struct Claims {
     /// Claims with a stamp at or below this were forgotten: the daemon
     /// gives only greater stamps.
     floor: u64,
+    /// The smallest segment length any decision used: frames at or past
+    /// this offset get ids checked against the index.
+    bound: u64,
     /// Changed since the file was last written.
     dirty: bool,
 }
@@ -51,28 +62,36 @@ pub struct Claims {
 pub type Position = (u64, u64);
 
 impl Claims {
-    /// The claims recorded in `data_dir` (none if the file does not exist).
+    /// The claims recorded in `data_dir`; `segment_len` is the segment
+    /// length the writer will use from now on (the larger of the
+    /// configured one and the current segment's). With no file (a new
+    /// store, or one only older builds ran) the set is empty and the bound
+    /// is `segment_len`; call [`settle`](Self::settle) before the first
+    /// append to write it.
     ///
     /// # Errors
     /// The file exists but cannot be read, or is damaged (`Err` names what
     /// is wrong; the daemon does not start, see FORMAT.md).
-    pub fn load(data_dir: &Path) -> Result<Self, (PathBuf, String)> {
+    pub fn load(data_dir: &Path, segment_len: u64) -> Result<Self, (PathBuf, String)> {
         let path = data_dir.join(CLAIMS_FILE);
         let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err((path, e.to_string())),
         };
-        let (floor, ids) = if bytes.is_empty() {
-            (0, FxHashSet::default())
-        } else {
-            decode(&bytes).map_err(|what| (path.clone(), what))?
+        let (floor, bound, ids, dirty) = match bytes {
+            None => (0, segment_len, FxHashSet::default(), true),
+            Some(b) => {
+                let (floor, bound, ids) = decode(&b).map_err(|what| (path.clone(), what))?;
+                (floor, bound.min(segment_len), ids, segment_len < bound)
+            }
         };
         Ok(Self {
             path,
             ids,
             floor,
-            dirty: false,
+            bound,
+            dirty,
         })
     }
 
@@ -80,6 +99,12 @@ impl Claims {
     #[must_use]
     pub fn floor(&self) -> u64 {
         self.floor
+    }
+
+    /// Frames at or past this offset get ids checked against the index.
+    #[must_use]
+    pub fn bound(&self) -> u64 {
+        self.bound
     }
 
     /// No claims (the common case: then [`contains`](Self::contains) is
@@ -101,54 +126,60 @@ impl Claims {
         self.ids.len()
     }
 
-    /// Records client-chosen `id` if the daemon could still give it to one
-    /// of its own events: its stamp is after `last_stamp` (the daemon's
-    /// newest) and its place, under `key`, is a frame start at or after
-    /// `next` inside a segment of `segment_len` bytes. Returns whether it
-    /// was recorded.
+    /// Records client-chosen `id`, stored by a command with wall time
+    /// `wall_ms`, if the daemon could give it to one of its own events: its
+    /// stamp is at or after `wall_ms` and above the floor, and its place,
+    /// under `key`, is a frame start at or after `next` inside a segment of
+    /// `segment_len` bytes. Returns whether `id` is a new claim (to take
+    /// back with [`forget`](Self::forget) if its command is refused).
     pub fn note(
         &mut self,
         key: IdKey,
         id: u128,
-        last_stamp: u64,
+        wall_ms: u64,
         next: Position,
         segment_len: u64,
     ) -> bool {
-        if !could_be_given(key, id, last_stamp, next, segment_len) {
+        let below = self.floor.max((wall_ms << 12).saturating_sub(1));
+        if !could_be_given(key, id, below, Some(next), segment_len) {
             return false;
         }
-        if self.ids.insert(id) {
-            self.dirty = true;
-        }
-        true
+        let new = self.ids.insert(id);
+        self.dirty |= new;
+        new
     }
 
-    /// Forgets every claim the daemon can no longer give (stamp at or
-    /// before `last_stamp`, or place before `next`); writes the file, with
-    /// `last_stamp` as the new floor, if the set changed since it was last
-    /// written.
+    /// Takes back a claim [`note`](Self::note) made for a command that was
+    /// refused (its event was never stored).
+    pub fn forget(&mut self, id: u128) {
+        self.dirty |= self.ids.remove(&id);
+    }
+
+    /// Forgets every claim the daemon can no longer give: stamp at or
+    /// below `given` (no stamp up to it will be given again once it is the
+    /// floor), or place before `durable` (the log's durable end; `None` if
+    /// frames past it are not durable yet). Writes the file, with `given`
+    /// as the new floor, if anything changed since it was last written.
     ///
     /// # Errors
     /// The file cannot be written or synced.
     pub fn settle(
         &mut self,
         key: IdKey,
-        last_stamp: u64,
-        next: Position,
+        given: u64,
+        durable: Option<Position>,
         segment_len: u64,
     ) -> io::Result<()> {
         let before = self.ids.len();
         self.ids
-            .retain(|id| could_be_given(key, *id, last_stamp, next, segment_len));
-        if self.ids.len() != before {
-            self.dirty = true;
-        }
+            .retain(|id| could_be_given(key, *id, given, durable, segment_len));
+        self.dirty |= self.ids.len() != before;
         if !self.dirty {
             return Ok(());
         }
-        // Kept even when empty: the floor must outlive the claims it forgot.
-        let floor = self.floor.max(last_stamp);
-        crate::state::write_synced(&self.path, &encode(floor, &self.ids))?;
+        // Kept even when empty: the floor and bound must outlive the claims.
+        let floor = self.floor.max(given);
+        crate::state::write_synced(&self.path, &encode(floor, self.bound, &self.ids))?;
         self.floor = floor;
         self.dirty = false;
         Ok(())
@@ -161,19 +192,26 @@ impl Claims {
     }
 }
 
-/// Whether the daemon could still give `id` to an event of its own (see
-/// [`Claims::note`]).
-fn could_be_given(key: IdKey, id: u128, last_stamp: u64, next: Position, segment_len: u64) -> bool {
+/// Whether the daemon could still give `id`: a stamp above `given`, a place
+/// at or after `next` (any place if `None`) inside a segment of
+/// `segment_len` bytes.
+fn could_be_given(
+    key: IdKey,
+    id: u128,
+    given: u64,
+    next: Option<Position>,
+    segment_len: u64,
+) -> bool {
     let (Some(stamp), Some((segment, offset))) = (id_stamp(id), locate(key, id)) else {
         return false;
     };
-    stamp > last_stamp
+    stamp > given
         && segment < LOCATED_SEGMENTS
         && offset < segment_len
-        && (segment, offset) >= next
+        && next.is_none_or(|n| (segment, offset) >= n)
 }
 
-fn encode(floor: u64, ids: &FxHashSet<u128>) -> Vec<u8> {
+fn encode(floor: u64, bound: u64, ids: &FxHashSet<u128>) -> Vec<u8> {
     let mut sorted: Vec<u128> = ids.iter().copied().collect();
     sorted.sort_unstable();
     let mut buf = Vec::with_capacity(HEAD + 16 * sorted.len() + 4);
@@ -181,6 +219,7 @@ fn encode(floor: u64, ids: &FxHashSet<u128>) -> Vec<u8> {
     buf.extend_from_slice(&CLAIMS_VERSION.to_le_bytes());
     buf.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
     buf.extend_from_slice(&floor.to_le_bytes());
+    buf.extend_from_slice(&bound.to_le_bytes());
     for id in sorted {
         buf.extend_from_slice(&id.to_le_bytes());
     }
@@ -189,13 +228,14 @@ fn encode(floor: u64, ids: &FxHashSet<u128>) -> Vec<u8> {
     buf
 }
 
-fn decode(bytes: &[u8]) -> Result<(u64, FxHashSet<u128>), String> {
+fn decode(bytes: &[u8]) -> Result<(u64, u64, FxHashSet<u128>), String> {
     if bytes.len() < HEAD + 4 {
         return Err(format!("{} bytes, shorter than a header", bytes.len()));
     }
     if bytes[..8] != CLAIMS_MAGIC {
         return Err("bad magic".into());
     }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != CLAIMS_VERSION {
         return Err(format!(
@@ -218,12 +258,11 @@ fn decode(bytes: &[u8]) -> Result<(u64, FxHashSet<u128>), String> {
             "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
         ));
     }
-    let floor = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
     let ids = body[HEAD..]
         .chunks_exact(16)
         .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
         .collect();
-    Ok((floor, ids))
+    Ok((word(16), word(24), ids))
 }
 
 #[cfg(test)]
@@ -244,43 +283,33 @@ mod tests {
     #[test]
     fn only_ids_the_daemon_could_still_give_are_claims() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Claims::load(dir.path()).unwrap();
+        let mut c = Claims::load(dir.path(), SEG).unwrap();
         let k = key();
         let next = (2, 4096);
-        let last = stamp(1_000, 7);
-        // A future stamp at a place the log has not reached: a claim.
-        let ahead = located_id(k, 1_000, 8, 2, 8192).unwrap();
-        assert!(c.note(k, ahead, last, next, SEG));
-        // The same place with a stamp the daemon has given already: not one.
-        assert!(!c.note(
-            k,
-            located_id(k, 1_000, 7, 2, 8192).unwrap(),
-            last,
-            next,
-            SEG
-        ));
+        let wall = 1_000;
+        let id = |ms, counter, seg, off| located_id(k, ms, counter, seg, off).unwrap();
+        // A stamp at or after the command's wall time, at a place the log
+        // has not reached (the very next frame's included): a claim.
+        assert!(c.note(k, id(1_000, 0, 2, 8192), wall, next, SEG));
+        assert!(c.note(k, id(1_000, 3, 2, 4096), wall, next, SEG));
+        assert!(
+            !c.note(k, id(1_000, 3, 2, 4096), wall, next, SEG),
+            "not new"
+        );
+        // A stamp before the command's wall time: no start gives it again.
+        assert!(!c.note(k, id(999, 0xFFF, 2, 8192), wall, next, SEG));
         // A place the log has passed: not one.
-        assert!(!c.note(
-            k,
-            located_id(k, 2_000, 0, 2, 4088).unwrap(),
-            last,
-            next,
-            SEG
-        ));
-        assert!(!c.note(
-            k,
-            located_id(k, 2_000, 0, 1, 8192).unwrap(),
-            last,
-            next,
-            SEG
-        ));
+        assert!(!c.note(k, id(2_000, 0, 2, 4088), wall, next, SEG));
+        assert!(!c.note(k, id(2_000, 0, 1, 8192), wall, next, SEG));
         // A later segment counts; a place past the segment's length does not.
-        assert!(c.note(k, located_id(k, 2_000, 0, 9, 64).unwrap(), last, next, SEG));
-        assert!(!c.note(k, located_id(k, 2_000, 0, 9, SEG).unwrap(), last, next, SEG));
+        assert!(c.note(k, id(2_000, 0, 9, 64), wall, next, SEG));
+        assert!(!c.note(k, id(2_000, 0, 9, SEG), wall, next, SEG));
         // Not a UUIDv7: never one.
-        assert!(!c.note(k, 42, last, next, SEG));
+        assert!(!c.note(k, 42, wall, next, SEG));
+        assert_eq!(c.len(), 3);
+        // A refused command's claim is taken back.
+        c.forget(id(2_000, 0, 9, 64));
         assert_eq!(c.len(), 2);
-        assert!(c.contains(ahead));
         assert!(c.dirty());
     }
 
@@ -288,55 +317,83 @@ mod tests {
     fn claims_survive_a_reload_and_are_forgotten_once_passed() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        let mut c = Claims::load(dir.path()).unwrap();
+        let mut c = Claims::load(dir.path(), SEG).unwrap();
+        assert!(c.dirty(), "a new file is to be written");
         let a = located_id(k, 1_000, 8, 2, 8192).unwrap();
         let b = located_id(k, 5_000, 0, 3, 64).unwrap();
-        assert!(c.note(k, a, stamp(1_000, 7), (2, 4096), SEG));
-        assert!(c.note(k, b, stamp(1_000, 7), (2, 4096), SEG));
-        c.settle(k, stamp(1_000, 7), (2, 4096), SEG).unwrap();
+        assert!(c.note(k, a, 1_000, (2, 4096), SEG));
+        assert!(c.note(k, b, 1_000, (2, 4096), SEG));
+        c.settle(k, stamp(1_000, 7), Some((2, 4096)), SEG).unwrap();
         assert!(!c.dirty());
-        let back = Claims::load(dir.path()).unwrap();
+        let back = Claims::load(dir.path(), SEG).unwrap();
+        assert!(!back.dirty());
         assert_eq!(
             (back.len(), back.contains(a), back.contains(b)),
             (2, true, true)
         );
         // The daemon's stamps pass `a`: it is forgotten, `b` stays.
         let mut back = back;
-        back.settle(k, stamp(1_000, 9), (2, 4096), SEG).unwrap();
-        let again = Claims::load(dir.path()).unwrap();
+        back.settle(k, stamp(1_000, 9), Some((2, 4096)), SEG)
+            .unwrap();
+        let again = Claims::load(dir.path(), SEG).unwrap();
         assert_eq!((again.len(), again.contains(b)), (1, true));
         assert_eq!(again.floor(), stamp(1_000, 9), "the floor is kept");
-        // The log passes `b`'s place: nothing is left, the floor stays.
+        // Frames past `b`'s place that are not durable yet do not count.
         let mut again = again;
-        again.settle(k, stamp(1_000, 9), (4, 0), SEG).unwrap();
+        again.settle(k, stamp(1_000, 9), None, SEG).unwrap();
+        assert_eq!(again.len(), 1);
+        // The log passes `b`'s place durably: nothing is left, the floor stays.
+        again.settle(k, stamp(1_000, 9), Some((4, 0)), SEG).unwrap();
         assert!(again.is_empty());
-        let last = Claims::load(dir.path()).unwrap();
+        let last = Claims::load(dir.path(), SEG).unwrap();
         assert_eq!((last.len(), last.floor()), (0, stamp(1_000, 9)));
+        // A floor at or above a stamp keeps it from becoming a claim.
+        let mut last = last;
+        assert!(!last.note(k, located_id(k, 1_000, 9, 5, 64).unwrap(), 0, (2, 0), SEG));
+        assert!(last.note(k, located_id(k, 1_000, 10, 5, 64).unwrap(), 0, (2, 0), SEG));
+    }
+
+    #[test]
+    fn the_bound_is_the_smallest_segment_length_ever_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let mut c = Claims::load(dir.path(), 1 << 20).unwrap();
+        assert_eq!(c.bound(), 1 << 20);
+        c.settle(k, 0, None, 1 << 20).unwrap();
+        // Larger segments later: the bound stays at the smaller length.
+        let c = Claims::load(dir.path(), 1 << 24).unwrap();
+        assert_eq!((c.bound(), c.dirty()), (1 << 20, false));
+        // Smaller ones: it follows them down, and is written.
+        let mut c = Claims::load(dir.path(), 1 << 19).unwrap();
+        assert_eq!((c.bound(), c.dirty()), (1 << 19, true));
+        c.settle(k, 0, None, 1 << 19).unwrap();
+        assert_eq!(Claims::load(dir.path(), 1 << 24).unwrap().bound(), 1 << 19);
     }
 
     #[test]
     fn the_layout_matches_the_spec() {
         let (section, rows) = crate::spec::section("### Claimed ids");
-        assert_eq!(rows, vec![(0, 8), (8, 4), (12, 4), (16, 8)]);
+        assert_eq!(rows, vec![(0, 8), (8, 4), (12, 4), (16, 8), (24, 8)]);
         assert!(section.contains(&format!("| {HEAD} | 16 × n | the claimed ids")));
         assert!(section.contains(&format!("magic `{}`", "WEIRCLAM")));
         let ids: FxHashSet<u128> = [7u128, 3].into_iter().collect();
-        let b = encode(0x0102_0304_0506_0708, &ids);
+        let b = encode(0x0102_0304_0506_0708, 1 << 28, &ids);
         assert_eq!(&b[..8], &CLAIMS_MAGIC);
         assert_eq!(&b[8..12], &CLAIMS_VERSION.to_le_bytes());
         assert_eq!(&b[12..16], &2u32.to_le_bytes());
         assert_eq!(&b[16..24], &0x0102_0304_0506_0708u64.to_le_bytes());
-        assert_eq!(&b[24..40], &3u128.to_le_bytes(), "ascending");
-        assert_eq!(&b[56..60], &weir_protocol::crc32(&b[..56]).to_le_bytes());
+        assert_eq!(&b[24..32], &(1u64 << 28).to_le_bytes());
+        assert_eq!(&b[32..48], &3u128.to_le_bytes(), "ascending");
+        assert_eq!(&b[64..68], &weir_protocol::crc32(&b[..64]).to_le_bytes());
     }
 
     #[test]
     fn a_damaged_file_is_an_error_that_names_the_damage() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        let mut c = Claims::load(dir.path()).unwrap();
+        let mut c = Claims::load(dir.path(), SEG).unwrap();
         assert!(c.note(k, located_id(k, 1_000, 8, 2, 8192).unwrap(), 0, (0, 0), SEG));
-        c.settle(k, 0, (0, 0), SEG).unwrap();
+        c.settle(k, 0, Some((0, 0)), SEG).unwrap();
         let path = dir.path().join(CLAIMS_FILE);
         let good = std::fs::read(&path).unwrap();
         let cases: [(Vec<u8>, &str); 4] = [
@@ -344,7 +401,7 @@ mod tests {
             (
                 {
                     let mut b = good.clone();
-                    b[28] ^= 1;
+                    b[36] ^= 1;
                     b
                 },
                 "CRC mismatch",
@@ -368,7 +425,7 @@ mod tests {
         ];
         for (bytes, what) in cases {
             std::fs::write(&path, &bytes).unwrap();
-            let (p, e) = Claims::load(dir.path()).unwrap_err();
+            let (p, e) = Claims::load(dir.path(), SEG).unwrap_err();
             assert_eq!(p, path);
             assert!(e.contains(what), "{e} should say {what}");
         }

@@ -169,8 +169,6 @@ impl Store {
             });
         }
         let lock = DirLock::acquire(dir)?;
-        let claims = crate::claims::Claims::load(dir)
-            .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
         let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();
@@ -202,6 +200,16 @@ impl Store {
                 .index
                 .checkpoint(cp)
                 .map_err(OpenError::io(crate::index::generation_dir(dir, g)))?;
+        }
+        // Read before the writer gives any id; a new file (or a lowered
+        // bound) is written now, before the first append.
+        let seg_len = restored.log.segment_len().max(config.segment_max_bytes);
+        let mut claims = crate::claims::Claims::load(dir, seg_len)
+            .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
+        if claims.dirty() {
+            claims
+                .settle(id_key, 0, None, seg_len)
+                .map_err(OpenError::io(dir.join(crate::claims::CLAIMS_FILE)))?;
         }
         let generation = restored.index.generation();
         let header = GateHeader::new(

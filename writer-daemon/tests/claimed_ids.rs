@@ -13,7 +13,7 @@ use weir_protocol::wire::AppendRequest;
 
 /// How far ahead (ms) the guesses reach: the test's appends all happen
 /// within this of the first one.
-const WINDOW_MS: u64 = 2_000;
+const WINDOW_MS: u64 = 4_000;
 
 fn config(dir: &std::path::Path) -> Config {
     Config {
@@ -143,6 +143,9 @@ fn claims_outlive_a_restart() {
         places.contains(&at),
         "written at {at:?}, claimed {places:?}"
     );
+    // It took the stamp right after a claimed one (the claim mattered).
+    let skipped = id_stamp(r.event_id).unwrap() - 1;
+    assert!(claimed.iter().any(|c| id_stamp(*c) == Some(skipped)));
     s.shutdown().unwrap();
 }
 
@@ -181,10 +184,11 @@ fn a_start_gives_stamps_only_above_the_claims_floor() {
     drop(s);
     let ahead = (id_stamp(last).unwrap() >> 12) + 86_400_000;
     // A claim the daemon passed, forgotten at that floor.
-    let mut c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
+    let mut c = weir_daemon::claims::Claims::load(dir.path(), 16 << 20).unwrap();
     let passed = located_id(k, ahead, 4, 0, 1 << 19).unwrap();
-    assert!(c.note(k, passed, 0, (0, 0), 1 << 20));
-    c.settle(k, ahead << 12 | 5, (0, 0), 1 << 20).unwrap();
+    assert!(c.note(k, passed, 0, (0, 0), 16 << 20));
+    c.settle(k, ahead << 12 | 5, Some((0, 0)), 16 << 20)
+        .unwrap();
     assert!(c.is_empty() && c.floor() == ahead << 12 | 5);
     let s = Store::open(config(dir.path())).unwrap();
     let r = s.append(ev("next", 0x1001, b"y")).unwrap();
@@ -214,5 +218,106 @@ fn a_damaged_claims_file_stops_the_start_and_loses_nothing() {
     let r1 = s.append(ev("first", 0x1001, b"y")).unwrap();
     assert_eq!(r1.sequence, 1, "the stored event is still there");
     assert_eq!(r1.clock, 1);
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_refused_command_leaves_no_claim() {
+    let st = start();
+    let (dir, s, k, (seg, next_off)) = (st.dir, st.store, st.key, st.next);
+    let ahead = located_id(
+        k,
+        weir_daemon::ids::now_ms() + 60_000,
+        0,
+        seg,
+        next_off + 4096,
+    )
+    .unwrap();
+    let mut conflict = ev("nobody", 0x1001, b"");
+    conflict.expected = weir_protocol::ExpectedVersion::Exact(5);
+    let err = s
+        .append_batch(vec![client(0, ahead), conflict])
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::VersionConflict { .. }),
+        "{err:?}"
+    );
+    s.append(ev("after", 0x1001, b"")).unwrap();
+    s.shutdown().unwrap();
+    drop(s);
+    let c = weir_daemon::claims::Claims::load(dir.path(), 16 << 20).unwrap();
+    assert!(!c.contains(ahead), "a refused event's claim was kept");
+    // The same id, stored, is a claim.
+    let s = Store::open(config(dir.path())).unwrap();
+    s.append(client(0, ahead)).unwrap();
+    s.shutdown().unwrap();
+    drop(s);
+    let c = weir_daemon::claims::Claims::load(dir.path(), 16 << 20).unwrap();
+    assert!(c.contains(ahead));
+}
+
+#[test]
+fn ids_stay_unique_after_segments_grow() {
+    // Client ids stored while segments were 1 MiB name a place 2 MiB into
+    // the next segment: no claim then. Segments then grow to 4 MiB and the
+    // daemon reaches that place: it must still not give one of them.
+    let small = |dir: &std::path::Path| Config {
+        segment_max_bytes: 1 << 20,
+        ..common::config(dir)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(small(dir.path())).unwrap();
+    let k = key(dir.path());
+    let last = s.append(ev("first", 0x1001, b"x")).unwrap().event_id;
+    let place = (locate(k, last).unwrap().0 + 1, 2 << 20);
+    let guessed = guesses(k, last, place);
+    for chunk in guessed.chunks(64) {
+        s.append_batch(clients(chunk)).unwrap();
+    }
+    s.shutdown().unwrap();
+    drop(s);
+    let c = weir_daemon::claims::Claims::load(dir.path(), 1 << 20).unwrap();
+    assert_eq!(c.len(), 0, "past the segment length then: no claims");
+
+    let s = Store::open(Config {
+        segment_max_bytes: 4 << 20,
+        ..small(dir.path())
+    })
+    .unwrap();
+    // Fill up to the place: on to the next segment, then to 2 MiB into it.
+    let filler = |payload: usize| ev("filler", 0x1001, &vec![7; payload]);
+    let mut at = (0, 0);
+    while at.0 < place.0 {
+        let e = filler(60 << 10);
+        let r = s.append(e.clone()).unwrap();
+        let (seg, off) = locate(k, r.event_id).unwrap();
+        at = (seg, off + len(&e));
+    }
+    let fixed = len(&filler(0));
+    while at.1 < place.1 {
+        let room = place.1 - at.1;
+        let payload = if room >= fixed + (60 << 10) {
+            60 << 10
+        } else {
+            (room - fixed) as usize
+        };
+        let e = filler(payload);
+        let r = s.append(e.clone()).unwrap();
+        let (seg, off) = locate(k, r.event_id).unwrap();
+        at = (seg, off + len(&e));
+    }
+    assert_eq!(at, place, "filled exactly to the place");
+    std::thread::sleep(std::time::Duration::from_millis(3)); // a fresh ms: counter 0
+    let r = s.append(ev("daemon", 0x1001, b"d")).unwrap();
+    assert_eq!(locate(k, r.event_id), Some(place));
+    assert!(
+        !guessed.contains(&r.event_id),
+        "the daemon gave a stored client id"
+    );
+    let skipped = id_stamp(r.event_id).unwrap() - 1;
+    assert!(
+        guessed.iter().any(|c| id_stamp(*c) == Some(skipped)),
+        "the stored id mattered"
+    );
     s.shutdown().unwrap();
 }

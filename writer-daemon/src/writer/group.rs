@@ -368,6 +368,8 @@ impl Writer {
         // segment was rotated for above), so each frame's place is known
         // here: daemon-assigned ids carry it.
         let at = self.log.position();
+        // Claims this command's client ids made (taken back if it is refused).
+        let mut claimed = Vec::new();
         let mut i = 0;
         'windows: while i < n {
             // The window: up to `LANES` events of distinct entities. Their
@@ -407,9 +409,10 @@ impl Writer {
                 // this command's earlier events included (taken back below
                 // if the command is refused).
                 if let Some(id) = e.event_id {
+                    let here = (at.segment_id, frame_at);
                     if g.ids.contains(&id)
                         || self.index.find_id(id, self.next_seq).is_some()
-                        || self.given_in_group(g, &links[..w], id)
+                        || self.given_in_group(g, &links[..w], id, here)
                     {
                         refused = Some((
                             i + w,
@@ -422,17 +425,21 @@ impl Writer {
                     g.ids.insert(id);
                     if let Some(key) = self.ids.key() {
                         // An id the daemon may give later: never give it.
-                        let seg_len = self.log.segment_len().max(self.config.segment_max_bytes);
-                        let next = (at.segment_id, frame_at);
-                        self.claims
-                            .note(key, id, self.ids.last_stamp(), next, seg_len);
+                        let seg_len = self.writing_segment_len();
+                        if self.claims.note(key, id, wall_ms, here, seg_len) {
+                            claimed.push(id);
+                        }
                     }
                 }
                 let event_id = match e.event_id {
                     Some(id) => id,
                     None => loop {
                         let id = self.ids.next(wall_ms, at.segment_id, frame_at);
-                        if self.claims.is_empty() || !self.claims.contains(id) {
+                        let taken = (!self.claims.is_empty() && self.claims.contains(id))
+                            || (frame_at >= self.claims.bound()
+                                && (g.ids.contains(&id)
+                                    || self.index.find_id(id, self.next_seq).is_some()));
+                        if !taken {
                             break id;
                         }
                         // Claimed by a client: take the next stamp.
@@ -546,11 +553,15 @@ impl Writer {
         }
         if let Some((at, err)) = refused {
             // Take back the ids this command's events before `at` put in
-            // `g.ids` (each passed the check, so it was not there before).
+            // `g.ids` (each passed the check, so it was not there before),
+            // and the claims they made (none of them is stored).
             for e in &events[..at] {
                 if let Some(id) = e.event_id {
                     g.ids.remove(&id);
                 }
+            }
+            for id in claimed {
+                self.claims.forget(id);
             }
             g.buf.truncate(buf_mark);
             g.frames.truncate(frames_mark);
@@ -573,16 +584,17 @@ impl Writer {
 
     /// Did this group give `id` to one of its events already (`links`: the
     /// window being staged)? Those are not in the index yet. Only an id that
-    /// decodes to a place this group wrote can be one, so the search is
-    /// skipped for every other id.
-    fn given_in_group(&self, g: &Group, links: &[Link], id: u128) -> bool {
+    /// decodes to a place this group wrote, from `g.start` up to `here` (the
+    /// next frame's), can be one, so the search is skipped for every other
+    /// id.
+    fn given_in_group(&self, g: &Group, links: &[Link], id: u128, here: (u64, u64)) -> bool {
         let Some(key) = self.ids.key() else {
             return false;
         };
         let Some((segment, offset)) = weir_protocol::locate::locate(key, id) else {
             return false;
         };
-        (segment, offset) >= g.start
+        (g.start..here).contains(&(segment, offset))
             && (g.pending.iter().any(|p| p.receipt.event_id == id)
                 || links.iter().any(|l| l.event_id == id))
     }

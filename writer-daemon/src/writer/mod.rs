@@ -165,20 +165,32 @@ impl Writer {
         tick
     }
 
-    /// Forgets the claims the writer can no longer give and writes the
-    /// claims file if it changed.
+    /// The segment length the writer writes into from now on: the current
+    /// segment's, or the configured one for the next.
+    pub(crate) fn writing_segment_len(&self) -> u64 {
+        self.log.segment_len().max(self.config.segment_max_bytes)
+    }
+
+    /// Forgets the claims the writer can no longer give (see `claims.rs`),
+    /// writes the claims file if it changed, and gives only stamps above
+    /// its floor from then on.
     pub(crate) fn settle_claims(&mut self) -> std::io::Result<()> {
         let Some(key) = self.ids.key() else {
             return Ok(());
         };
+        // Stamps up to the newest given, or before this ms, are given no
+        // more once they are the floor.
+        let given = self
+            .ids
+            .last_stamp()
+            .max((now_ms() << 12).saturating_sub(1));
+        // Places are passed only once the frames past them are durable.
         let pos = self.log.position();
-        let seg_len = self.log.segment_len().max(self.config.segment_max_bytes);
-        self.claims.settle(
-            key,
-            self.ids.last_stamp(),
-            (pos.segment_id, pos.offset),
-            seg_len,
-        )
+        let durable = (!self.log.has_unsynced()).then_some((pos.segment_id, pos.offset));
+        let seg_len = self.writing_segment_len();
+        self.claims.settle(key, given, durable, seg_len)?;
+        self.ids.raise_to(self.claims.floor());
+        Ok(())
     }
 
     fn idle(&mut self) {
