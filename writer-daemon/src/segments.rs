@@ -40,7 +40,10 @@ pub struct OpenSegment {
 #[derive(Debug)]
 pub struct SegmentLog {
     storage: Box<dyn Storage>,
+    /// The current segment's length (its header's `file_len`).
     seg_len: u64,
+    /// The length of the segments this log creates (`segment-max-bytes`).
+    next_len: u64,
     instance: u128,
     current: u64,
     offset: u64,
@@ -76,6 +79,7 @@ impl SegmentLog {
         Ok(Self {
             storage,
             seg_len,
+            next_len: seg_len,
             instance,
             current: segment_id,
             offset: SEGMENT_HEADER_LEN as u64,
@@ -89,10 +93,17 @@ impl SegmentLog {
         })
     }
 
-    /// Continues an intact, unsealed segment: `open.footer` lists its frames so far.
+    /// Continues an intact, unsealed segment: `open.footer` lists its frames
+    /// so far. The segment keeps the length its header records (it may have
+    /// been made under another `segment-max-bytes`); later ones get
+    /// `next_len`.
+    ///
+    /// # Errors
+    /// The segment cannot be read, or its header does not check out or
+    /// names a length other than the file's.
     pub fn resume(
         storage: Box<dyn Storage>,
-        seg_len: u64,
+        next_len: u64,
         instance: u128,
         open: OpenSegment,
     ) -> io::Result<Self> {
@@ -103,10 +114,28 @@ impl SegmentLog {
             end_seq,
             first_seq,
         } = open;
+        let seg_len = {
+            let bytes = storage.read(pos.segment_id)?;
+            let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+            let head = bytes
+                .get(..SEGMENT_HEADER_LEN)
+                .ok_or_else(|| bad("shorter than a segment header".into()))?;
+            let header = SegmentHeader::parse(head).map_err(|e| bad(e.to_string()))?;
+            let len = header.file_len.get();
+            if len != bytes.len() as u64 || pos.offset > len {
+                return Err(bad(format!(
+                    "header says {len} bytes, the file has {} (write offset {})",
+                    bytes.len(),
+                    pos.offset
+                )));
+            }
+            len
+        };
         let segments = storage.list()?.len() as u64;
         Ok(Self {
             storage,
             seg_len,
+            next_len,
             instance,
             current: pos.segment_id,
             offset: pos.offset,
@@ -145,10 +174,10 @@ impl SegmentLog {
         self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames) <= self.seg_len
     }
 
-    /// Largest run of frames one segment can take.
+    /// Largest run of frames a new segment can take.
     #[must_use]
     pub fn capacity(&self) -> u64 {
-        self.seg_len - SEGMENT_HEADER_LEN as u64 - Self::footer_room(0)
+        self.next_len - SEGMENT_HEADER_LEN as u64 - Self::footer_room(0)
     }
 
     /// Writes encoded frames (`lens[i]` bytes each, covering sequences
@@ -177,7 +206,7 @@ impl SegmentLog {
             // Half full: have the next segment zero-filled in the background,
             // late enough not to compete with a fresh start's first syncs.
             self.prepared = true;
-            self.storage.prepare(self.current + 1, self.seg_len);
+            self.storage.prepare(self.current + 1, self.next_len);
         }
         self.first_seq.get_or_insert(first);
         self.end_seq = end;
@@ -249,8 +278,10 @@ impl SegmentLog {
         )?;
         self.storage.sync(self.current, mode)?;
         let next = self.current + 1;
-        let header = SegmentHeader::new(next, next_seq, self.seg_len, self.instance);
-        self.storage.create(next, self.seg_len, header.as_bytes())?;
+        let header = SegmentHeader::new(next, next_seq, self.next_len, self.instance);
+        self.storage
+            .create(next, self.next_len, header.as_bytes())?;
+        self.seg_len = self.next_len;
         self.current = next;
         self.offset = SEGMENT_HEADER_LEN as u64;
         self.footer.clear();

@@ -465,3 +465,38 @@ fn a_checkpoint_never_records_a_window_a_crash_can_shrink() {
     assert_replays(&store, &acked[2000..2100]);
     store.shutdown().unwrap();
 }
+
+#[test]
+fn a_segment_made_larger_than_the_configured_size_keeps_its_length() {
+    // Events written into 4 MiB segments; the daemon restarts with 1 MiB:
+    // it goes on in the open 4 MiB segment, so sealing it must put the
+    // trailer at its own end, not inside its frames at 1 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let sized = |len: u64| weir_daemon::Config {
+        segment_max_bytes: len,
+        ..config(dir.path())
+    };
+    let payload = vec![5u8; 60 << 10];
+    let s = Store::open(sized(4 << 20)).unwrap();
+    for i in 0..50 {
+        s.append(ev(&format!("e{i}"), 0x1001, &payload)).unwrap();
+    }
+    s.shutdown().unwrap();
+    drop(s);
+    let s = Store::open(sized(1 << 20)).unwrap();
+    for i in 50..70 {
+        // Fills the open segment, rotates, and goes on in 1 MiB ones.
+        s.append(ev(&format!("e{i}"), 0x1001, &payload)).unwrap();
+    }
+    let segments = s.stats().segments;
+    s.shutdown().unwrap();
+    drop(s);
+    assert!(segments >= 2, "a rotation happened ({segments} segments)");
+    // Rebuild from the log alone.
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    std::fs::remove_file(dir.path().join("gate")).unwrap();
+    let s = Store::open(sized(1 << 20)).unwrap();
+    let r = s.restore_report().clone();
+    assert_eq!((r.entries + r.tail_entries, r.cancelled), (70, 0), "{r:?}");
+    s.shutdown().unwrap();
+}
