@@ -62,17 +62,14 @@ pub struct Claims {
 pub type Position = (u64, u64);
 
 impl Claims {
-    /// The claims recorded in `data_dir`; `segment_len` is the segment
-    /// length the writer will use from now on (the larger of the
-    /// configured one and the current segment's). With no file (a new
-    /// store, or one only older builds ran) the set is empty and the bound
-    /// is `segment_len`; call [`settle`](Self::settle) before the first
-    /// append to write it.
+    /// The claims recorded in `data_dir`. With no file (a new store, or one
+    /// only older builds ran) the set is empty and the bound is set by the
+    /// first [`use_segment_len`](Self::use_segment_len).
     ///
     /// # Errors
     /// The file exists but cannot be read, or is damaged (`Err` names what
     /// is wrong; the daemon does not start, see FORMAT.md).
-    pub fn load(data_dir: &Path, segment_len: u64) -> Result<Self, (PathBuf, String)> {
+    pub fn load(data_dir: &Path) -> Result<Self, (PathBuf, String)> {
         let path = data_dir.join(CLAIMS_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => Some(b),
@@ -80,10 +77,10 @@ impl Claims {
             Err(e) => return Err((path, e.to_string())),
         };
         let (floor, bound, ids, dirty) = match bytes {
-            None => (0, segment_len, FxHashSet::default(), true),
+            None => (0, u64::MAX, FxHashSet::default(), true),
             Some(b) => {
                 let (floor, bound, ids) = decode(&b).map_err(|what| (path.clone(), what))?;
-                (floor, bound.min(segment_len), ids, segment_len < bound)
+                (floor, bound, ids, false)
             }
         };
         Ok(Self {
@@ -93,6 +90,17 @@ impl Claims {
             bound,
             dirty,
         })
+    }
+
+    /// The writer writes into segments of `segment_len` bytes from now on
+    /// (the larger of the current segment's and `segment-max-bytes`): the
+    /// bound follows it down, never up. Call [`settle`](Self::settle)
+    /// before the first append if this leaves the claims [`dirty`](Self::dirty).
+    pub fn use_segment_len(&mut self, segment_len: u64) {
+        if segment_len < self.bound {
+            self.bound = segment_len;
+            self.dirty = true;
+        }
     }
 
     /// The stamp the daemon must give only greater ones than.
@@ -276,6 +284,12 @@ mod tests {
         IdKey::from_bytes(*b"claims-test-key!").expect("non-zero")
     }
 
+    fn loaded(dir: &Path, segment_len: u64) -> Claims {
+        let mut c = Claims::load(dir).unwrap();
+        c.use_segment_len(segment_len);
+        c
+    }
+
     fn stamp(ms: u64, counter: u16) -> u64 {
         ms << 12 | u64::from(counter)
     }
@@ -283,7 +297,7 @@ mod tests {
     #[test]
     fn only_ids_the_daemon_could_still_give_are_claims() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Claims::load(dir.path(), SEG).unwrap();
+        let mut c = loaded(dir.path(), SEG);
         let k = key();
         let next = (2, 4096);
         let wall = 1_000;
@@ -317,7 +331,7 @@ mod tests {
     fn claims_survive_a_reload_and_are_forgotten_once_passed() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        let mut c = Claims::load(dir.path(), SEG).unwrap();
+        let mut c = loaded(dir.path(), SEG);
         assert!(c.dirty(), "a new file is to be written");
         let a = located_id(k, 1_000, 8, 2, 8192).unwrap();
         let b = located_id(k, 5_000, 0, 3, 64).unwrap();
@@ -325,7 +339,7 @@ mod tests {
         assert!(c.note(k, b, 1_000, (2, 4096), SEG));
         c.settle(k, stamp(1_000, 7), Some((2, 4096)), SEG).unwrap();
         assert!(!c.dirty());
-        let back = Claims::load(dir.path(), SEG).unwrap();
+        let back = loaded(dir.path(), SEG);
         assert!(!back.dirty());
         assert_eq!(
             (back.len(), back.contains(a), back.contains(b)),
@@ -335,7 +349,7 @@ mod tests {
         let mut back = back;
         back.settle(k, stamp(1_000, 9), Some((2, 4096)), SEG)
             .unwrap();
-        let again = Claims::load(dir.path(), SEG).unwrap();
+        let again = loaded(dir.path(), SEG);
         assert_eq!((again.len(), again.contains(b)), (1, true));
         assert_eq!(again.floor(), stamp(1_000, 9), "the floor is kept");
         // Frames past `b`'s place that are not durable yet do not count.
@@ -345,7 +359,7 @@ mod tests {
         // The log passes `b`'s place durably: nothing is left, the floor stays.
         again.settle(k, stamp(1_000, 9), Some((4, 0)), SEG).unwrap();
         assert!(again.is_empty());
-        let last = Claims::load(dir.path(), SEG).unwrap();
+        let last = loaded(dir.path(), SEG);
         assert_eq!((last.len(), last.floor()), (0, stamp(1_000, 9)));
         // A floor at or above a stamp keeps it from becoming a claim.
         let mut last = last;
@@ -357,17 +371,17 @@ mod tests {
     fn the_bound_is_the_smallest_segment_length_ever_used() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        let mut c = Claims::load(dir.path(), 1 << 20).unwrap();
+        let mut c = loaded(dir.path(), 1 << 20);
         assert_eq!(c.bound(), 1 << 20);
         c.settle(k, 0, None, 1 << 20).unwrap();
         // Larger segments later: the bound stays at the smaller length.
-        let c = Claims::load(dir.path(), 1 << 24).unwrap();
+        let c = loaded(dir.path(), 1 << 24);
         assert_eq!((c.bound(), c.dirty()), (1 << 20, false));
         // Smaller ones: it follows them down, and is written.
-        let mut c = Claims::load(dir.path(), 1 << 19).unwrap();
+        let mut c = loaded(dir.path(), 1 << 19);
         assert_eq!((c.bound(), c.dirty()), (1 << 19, true));
         c.settle(k, 0, None, 1 << 19).unwrap();
-        assert_eq!(Claims::load(dir.path(), 1 << 24).unwrap().bound(), 1 << 19);
+        assert_eq!(loaded(dir.path(), 1 << 24).bound(), 1 << 19);
     }
 
     #[test]
@@ -391,7 +405,7 @@ mod tests {
     fn a_damaged_file_is_an_error_that_names_the_damage() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        let mut c = Claims::load(dir.path(), SEG).unwrap();
+        let mut c = loaded(dir.path(), SEG);
         assert!(c.note(k, located_id(k, 1_000, 8, 2, 8192).unwrap(), 0, (0, 0), SEG));
         c.settle(k, 0, Some((0, 0)), SEG).unwrap();
         let path = dir.path().join(CLAIMS_FILE);
@@ -425,7 +439,7 @@ mod tests {
         ];
         for (bytes, what) in cases {
             std::fs::write(&path, &bytes).unwrap();
-            let (p, e) = Claims::load(dir.path(), SEG).unwrap_err();
+            let (p, e) = Claims::load(dir.path()).unwrap_err();
             assert_eq!(p, path);
             assert!(e.contains(what), "{e} should say {what}");
         }

@@ -169,6 +169,9 @@ impl Store {
             });
         }
         let lock = DirLock::acquire(dir)?;
+        // Before restore: a damaged file stops the start before anything changes.
+        let mut claims = crate::claims::Claims::load(dir)
+            .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
         let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();
@@ -201,11 +204,10 @@ impl Store {
                 .checkpoint(cp)
                 .map_err(OpenError::io(crate::index::generation_dir(dir, g)))?;
         }
-        // Read before the writer gives any id; a new file (or a lowered
-        // bound) is written now, before the first append.
+        // A new file (or a lowered bound) is written now, before the first
+        // append.
         let seg_len = restored.log.segment_len().max(config.segment_max_bytes);
-        let mut claims = crate::claims::Claims::load(dir, seg_len)
-            .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
+        claims.use_segment_len(seg_len);
         if claims.dirty() {
             claims
                 .settle(id_key, 0, None, seg_len)

@@ -184,7 +184,7 @@ fn a_start_gives_stamps_only_above_the_claims_floor() {
     drop(s);
     let ahead = (id_stamp(last).unwrap() >> 12) + 86_400_000;
     // A claim the daemon passed, forgotten at that floor.
-    let mut c = weir_daemon::claims::Claims::load(dir.path(), 16 << 20).unwrap();
+    let mut c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
     let passed = located_id(k, ahead, 4, 0, 1 << 19).unwrap();
     assert!(c.note(k, passed, 0, (0, 0), 16 << 20));
     c.settle(k, ahead << 12 | 5, Some((0, 0)), 16 << 20)
@@ -245,14 +245,14 @@ fn a_refused_command_leaves_no_claim() {
     s.append(ev("after", 0x1001, b"")).unwrap();
     s.shutdown().unwrap();
     drop(s);
-    let c = weir_daemon::claims::Claims::load(dir.path(), 16 << 20).unwrap();
+    let c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
     assert!(!c.contains(ahead), "a refused event's claim was kept");
     // The same id, stored, is a claim.
     let s = Store::open(config(dir.path())).unwrap();
     s.append(client(0, ahead)).unwrap();
     s.shutdown().unwrap();
     drop(s);
-    let c = weir_daemon::claims::Claims::load(dir.path(), 16 << 20).unwrap();
+    let c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
     assert!(c.contains(ahead));
 }
 
@@ -276,7 +276,7 @@ fn ids_stay_unique_after_segments_grow() {
     }
     s.shutdown().unwrap();
     drop(s);
-    let c = weir_daemon::claims::Claims::load(dir.path(), 1 << 20).unwrap();
+    let c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
     assert_eq!(c.len(), 0, "past the segment length then: no claims");
 
     let s = Store::open(Config {
@@ -320,4 +320,40 @@ fn ids_stay_unique_after_segments_grow() {
         "the stored id mattered"
     );
     s.shutdown().unwrap();
+}
+
+#[test]
+fn a_place_passed_by_frames_not_yet_durable_stays_claimed() {
+    // Under `sync = never` the frames past a claim's place may be lost in a
+    // crash, and the log would then write there again: the claim must stay.
+    let dir = tempfile::tempdir().unwrap();
+    let never = Config {
+        sync: weir_daemon::SyncPolicy::Never,
+        ..config(dir.path())
+    };
+    let s = Store::open(never).unwrap();
+    let k = key(dir.path());
+    let first = ev("first", 0x1001, b"x");
+    let last = s.append(first.clone()).unwrap().event_id;
+    let (seg, off) = locate(k, last).unwrap();
+    let soon = weir_daemon::ids::now_ms() + 60_000;
+    // A claim on the frame right after the claiming event's own.
+    let own = client(0, 1);
+    let place = off + len(&first) + len(&own);
+    let claim = located_id(k, soon, 0, seg, place).unwrap();
+    s.append(client(0, claim)).unwrap();
+    for i in 0..3 {
+        s.append(ev(&format!("past{i}"), 0x1001, b"p")).unwrap();
+    }
+    // Another claim makes the writer rewrite the file: the first must stay.
+    let other = located_id(k, soon, 1, seg + 3, 64).unwrap();
+    s.append(client(1, other)).unwrap();
+    s.shutdown().unwrap();
+    drop(s);
+    let c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
+    assert!(c.contains(other), "the second claim was written");
+    assert!(
+        c.contains(claim),
+        "a claim passed by frames not yet durable was forgotten"
+    );
 }

@@ -188,9 +188,10 @@ impl Writer {
         let pos = self.log.position();
         let durable = (!self.log.has_unsynced()).then_some((pos.segment_id, pos.offset));
         let seg_len = self.writing_segment_len();
-        self.claims.settle(key, given, durable, seg_len)?;
-        self.ids.raise_to(self.claims.floor());
-        Ok(())
+        // First: the claims at or below `given` leave memory even if the
+        // file cannot be written, and must not be given in this run.
+        self.ids.raise_to(given);
+        self.claims.settle(key, given, durable, seg_len)
     }
 
     fn idle(&mut self) {
