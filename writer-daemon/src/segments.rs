@@ -36,6 +36,9 @@ pub struct OpenSegment {
     pub first_seq: Option<u64>,
 }
 
+/// Bytes of a CANCEL frame (a header, no body).
+const CANCEL_FRAME_LEN: usize = FRAME_HEADER_LEN;
+
 /// The writer's handle on the segment files.
 #[derive(Debug)]
 pub struct SegmentLog {
@@ -168,16 +171,28 @@ impl SegmentLog {
         align8(FRAME_HEADER_LEN + entries * size_of::<FooterEntry>()) as u64 + TRAILER_LEN as u64
     }
 
-    /// Would `bytes` of `frames` frames fit in the current segment?
+    /// Would a group of `bytes` in `frames` frames fit in the current
+    /// segment, with room left for the CANCEL frame that takes the group
+    /// back if its sync fails (see [`fits_exactly`](Self::fits_exactly))?
+    /// Without that room, a group that fills the segment and then fails its
+    /// sync would leave the cancel where the seal's footer must go.
     #[must_use]
     pub fn fits(&self, bytes: usize, frames: usize) -> bool {
+        self.fits_exactly(bytes + CANCEL_FRAME_LEN, frames + 1)
+    }
+
+    /// Would `bytes` of `frames` frames fit in the current segment, with the
+    /// seal's footer and trailer after them?
+    #[must_use]
+    pub fn fits_exactly(&self, bytes: usize, frames: usize) -> bool {
         self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames) <= self.seg_len
     }
 
-    /// Largest run of frames a new segment can take.
+    /// Largest run of frames a new segment can take (room for a CANCEL
+    /// frame left, as [`fits`](Self::fits) leaves it).
     #[must_use]
     pub fn capacity(&self) -> u64 {
-        self.next_len - SEGMENT_HEADER_LEN as u64 - Self::footer_room(0)
+        self.next_len - SEGMENT_HEADER_LEN as u64 - Self::footer_room(1) - CANCEL_FRAME_LEN as u64
     }
 
     /// Writes encoded frames (`lens[i]` bytes each, covering sequences
@@ -189,7 +204,7 @@ impl SegmentLog {
         first: u64,
         end: u64,
     ) -> io::Result<u64> {
-        debug_assert!(self.fits(bytes.len(), frames.len()));
+        debug_assert!(self.fits_exactly(bytes.len(), frames.len()));
         let at = self.offset;
         self.storage.write_at(self.current, at, bytes)?;
         let mut off = at;

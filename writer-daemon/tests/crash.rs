@@ -140,3 +140,56 @@ fn every_crash_point_recovers_a_prefix_with_all_acknowledged_events() {
         }
     }
 }
+
+#[test]
+fn a_group_that_fills_its_segment_and_fails_its_sync_leaves_a_store_that_goes_on() {
+    // A group that exactly fills what a segment has left, whose sync then
+    // fails, is cancelled by a CANCEL frame after it: the segment must still
+    // have room for that frame and for its seal, or every later rotation
+    // fails (and the store is stuck after every restart). The last group's
+    // size sweeps across the point where it stops fitting.
+    for last in (23_904..24_480).step_by(24) {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimStorage::default();
+        let s = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+        let mut acked = Vec::new();
+        for i in 0..17u128 {
+            let req = AppendRequest {
+                idempotency_key: Some(i + 1),
+                ..ev("e", 0x1001, &[1; 60_000])
+            };
+            acked.push((req.clone(), s.append(req).unwrap()));
+        }
+        let ops = sim.state.lock().unwrap().ops;
+        sim.state.lock().unwrap().fail_at = Some(ops + 2);
+        assert!(
+            s.append(ev("e", 0x1001, &vec![2; last])).is_err(),
+            "{last}: the failed write or sync was reported"
+        );
+        let image = sim.crash_image(usize::MAX, None);
+        drop(s);
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_with_storage(config(d.path()), Box::new(SimStorage::from_files(image)))
+            .unwrap();
+        let report = s.restore_report().clone();
+        assert_eq!(
+            report.entries + report.tail_entries,
+            17,
+            "{last}: only the acknowledged events are live: {report:?}"
+        );
+        let r = s.append(ev("after", 0x1001, b"x"));
+        assert!(
+            r.is_ok(),
+            "{last}: the restarted store takes appends: {r:?}"
+        );
+        for (req, rc) in &acked {
+            let again = s.append(req.clone()).unwrap();
+            assert_eq!(
+                (again.sequence, again.replayed),
+                (rc.sequence, true),
+                "{last}"
+            );
+        }
+        s.shutdown().unwrap();
+    }
+}

@@ -681,8 +681,9 @@ impl Writer {
             let mut buf = Vec::new();
             encode_cancel(&mut buf, first, (end - first) as u32);
             let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-            // The cancel frame goes where the failed write began, over bytes
-            // that were never published.
+            // The cancel frame goes where the failed write began (over bytes
+            // never published), or after the group's frames if their sync
+            // failed; `SegmentLog::fits` kept room for it either way.
             durable_cancel = self
                 .log
                 .append(&buf, &[(buf.len() as u32, crc)], first, end)
