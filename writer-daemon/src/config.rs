@@ -65,6 +65,9 @@ pub struct Config {
     /// Requests that may wait for the writer before new ones get `Busy`. Default: 16,384.
     pub writer_queue_capacity: u32,
     /// Idempotency keys remembered (oldest forgotten first); rebuilt from the log tail on start.
+    /// A start that reuses the index files or a crash checkpoint reads back the keys the
+    /// last instance kept, so a raised window fills with new keys from then on (a rebuild
+    /// fills it from the log at once); a lowered one keeps the newest keys.
     /// 0 turns idempotency off: a retried append is stored again. At most 10,000,000
     /// (each key costs about 120 bytes of memory, and 80 in the `idem` file and checkpoints).
     /// Default: 100,000.

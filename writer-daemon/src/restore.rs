@@ -147,6 +147,7 @@ pub fn restore(
                     idem,
                 } = r;
                 let next_seq = cp.watermark.get();
+                let cancelled: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
                 let seg = open.pos.segment_id;
                 let log = SegmentLog::resume(storage, config.segment_max_bytes, instance, open)
                     .map_err(seg_err(seg))?;
@@ -164,9 +165,11 @@ pub fn restore(
                         .map_or(0, |c| c.watermark),
                     report: RestoreReport {
                         path: RestorePath::IndexFiles,
-                        entries: next_seq,
+                        // Events, as the other paths count them: cancelled
+                        // sequences are reported apart.
+                        entries: next_seq - cancelled,
                         tail_entries: 0,
-                        cancelled: ranges.iter().map(|r| r.1 - r.0).sum(),
+                        cancelled,
                         elapsed: started.elapsed(),
                         generation: g,
                         fallback_reason: None,

@@ -500,3 +500,34 @@ fn a_segment_made_larger_than_the_configured_size_keeps_its_length() {
     assert_eq!((r.entries + r.tail_entries, r.cancelled), (70, 0), "{r:?}");
     s.shutdown().unwrap();
 }
+
+#[test]
+fn every_path_counts_cancelled_sequences_apart_from_events() {
+    // A group whose sync fails is cancelled; each restore path then reports
+    // the stored events as entries and the cancelled sequences apart.
+    use weir_daemon::storage::SimStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::default();
+    let s = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+    for i in 0..5 {
+        s.append(ev(&format!("e{i}"), 0x1001, b"kept")).unwrap();
+    }
+    let ops = sim.state.lock().unwrap().ops;
+    sim.state.lock().unwrap().fail_at = Some(ops + 2); // the group's sync
+    let batch = (0..3).map(|i| ev("z", 0x1001, &[i; 10])).collect();
+    assert!(s.append_batch(batch).is_err());
+    drop(s);
+    let mut paths = Vec::new();
+    for _ in 0..2 {
+        let s = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+        let r = s.restore_report().clone();
+        assert_eq!((r.entries + r.tail_entries, r.cancelled), (5, 3), "{r:?}");
+        paths.push(r.path);
+        s.shutdown().unwrap();
+    }
+    assert_eq!(
+        paths[1],
+        RestorePath::IndexFiles,
+        "the second start reuses the files"
+    );
+}
