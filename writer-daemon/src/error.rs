@@ -114,8 +114,12 @@ pub enum AppendError {
     },
     /// An idempotency key was reused for a different request: another batch
     /// shape, or another event (coordinate, kind, payload, causation, or the
-    /// event and correlation ids it names) than the key first stored.
-    #[error("idempotency key {key:#034x} was already used by a different request")]
+    /// event and correlation ids it names) than the key first stored; or
+    /// one request gave the key to two of its events (no receipt could
+    /// answer both).
+    #[error(
+        "idempotency key {key:#034x} was already used by a different request, or by two events of this one"
+    )]
     IdempotencyConflict {
         /// The key.
         key: u128,

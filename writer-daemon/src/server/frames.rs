@@ -1,9 +1,11 @@
 //! Reading length-prefixed frames from a connection, with the limits a
 //! hostile peer cannot get around: the length is checked before anything is
-//! allocated, and a frame that has started must finish within the read
-//! timeout (one byte every few minutes does not keep it alive).
+//! allocated, the buffer grows with the bytes that arrive (not with the
+//! length announced: a prefix alone costs nothing), and a frame that has
+//! started must finish within the read timeout (one byte every few minutes
+//! does not keep it alive).
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -101,9 +103,6 @@ impl FrameReader {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.buf.len() < need {
-                self.buf.resize(need, 0);
-            }
         }
         let mut deadline = None;
         while self.end - self.start < need {
@@ -122,6 +121,12 @@ impl FrameReader {
                 return Err(FrameError::Stuck { got });
             }
             self.set_timeout(left.max(Duration::from_millis(1)))?;
+            if self.end == self.buf.len() {
+                // Full: at most double, so the buffer stays within twice
+                // what the peer has actually sent.
+                let to = (self.buf.len() * 2).min(self.start + need);
+                self.buf.resize(to, 0);
+            }
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) if got == 0 => return Err(FrameError::Eof),
                 Ok(0) => return Err(FrameError::Truncated { got }),
@@ -165,13 +170,22 @@ impl FrameReader {
     }
 }
 
-/// Decodes a frame body with a nesting limit.
-pub(super) fn decode<'a, T: Deserialize<'a>>(
-    body: &'a [u8],
-) -> Result<T, rmp_serde::decode::Error> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+/// Decodes a frame body with a nesting limit; the message must take the
+/// whole body (bytes after it make the frame malformed).
+pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    // A reader over the slice reads no further than the message, so what
+    // is left of the slice afterwards is what follows it.
+    let mut rest = body;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
     de.set_max_depth(MAX_DEPTH);
-    T::deserialize(&mut de)
+    let value = T::deserialize(&mut de)?;
+    let rest = rest.len();
+    if rest > 0 {
+        return Err(rmp_serde::decode::Error::Syntax(format!(
+            "{rest} bytes after the message"
+        )));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -251,6 +265,49 @@ mod tests {
             r.next(&|| false),
             Err(FrameError::Truncated { got: 5 })
         ));
+    }
+
+    #[test]
+    fn a_length_prefix_alone_costs_no_memory() {
+        // 60 MiB announced, 10 bytes sent: the buffer grows with what
+        // arrives, not with what is announced.
+        let (mut a, mut r) = pair(64 << 20, 150);
+        a.write_all(&(60u32 << 20).to_le_bytes()).unwrap();
+        a.write_all(&[7; 10]).unwrap();
+        assert!(matches!(
+            r.next(&|| false),
+            Err(FrameError::Stuck { got: 14 })
+        ));
+        assert!(r.buf.len() <= 2 * BUF, "{} bytes held", r.buf.len());
+        // A large frame that does arrive is still read whole.
+        let (mut a, mut r) = pair(64 << 20, 2000);
+        let body: Vec<u8> = (0..(3 << 20)).map(|i| i as u8).collect();
+        let sender = std::thread::spawn(move || {
+            a.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+            a.write_all(&body).unwrap();
+            body
+        });
+        let got = r.next(&|| false).unwrap().to_vec();
+        assert_eq!(got, sender.join().unwrap());
+    }
+
+    #[test]
+    fn bytes_after_the_message_make_the_frame_malformed() {
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            &Request {
+                id: 1,
+                op: Op::Ping,
+            },
+        )
+        .unwrap();
+        let body = buf[4..].to_vec();
+        assert!(decode::<Request>(&body).is_ok());
+        let mut longer = body.clone();
+        longer.extend_from_slice(&[0xc1, 0xff, 0x00, 0x42]);
+        let e = decode::<Request>(&longer).unwrap_err();
+        assert!(e.to_string().contains("4 bytes after the message"), "{e}");
     }
 
     #[test]
