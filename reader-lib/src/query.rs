@@ -424,13 +424,23 @@ impl<'v> ProbeChunk<'v> {
     }
 }
 
-/// The chunks lookups probe under `wm`, newest first (nothing read yet).
-pub(crate) fn probe_chunks<'v>(view: &'v View, wm: &Watermark) -> Vec<ProbeChunk<'v>> {
+/// The chunks lookups probe under `wm`, newest first (nothing read yet but
+/// the newest chunk's header).
+///
+/// # Errors
+/// The newest chunk cannot be mapped: `visible` names rows past the index
+/// (a damaged gate), which `get` reports the same way. Checked first, so
+/// that such a `visible` costs no list of chunks that do not exist.
+pub(crate) fn probe_chunks<'v>(
+    view: &'v View,
+    wm: &Watermark,
+) -> Result<Vec<ProbeChunk<'v>>, ReadError> {
     if wm.visible == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let last = view.geo.locate(wm.visible - 1).0;
-    (0..=last)
+    view.chunk(last)?;
+    Ok((0..=last)
         .rev()
         .map(|c| ProbeChunk {
             c,
@@ -438,7 +448,7 @@ pub(crate) fn probe_chunks<'v>(view: &'v View, wm: &Watermark) -> Vec<ProbeChunk
             range: OnceCell::new(),
             map: OnceCell::new(),
         })
-        .collect()
+        .collect())
 }
 
 /// How many lookups [`warm`] prepares at a time: enough to keep the memory

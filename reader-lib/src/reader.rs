@@ -323,7 +323,7 @@ impl<'r> Snapshot<'r> {
     /// See [`Reader::get_many`].
     pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'r>>>, ReadError> {
         let mut out = Vec::with_capacity(ids.len());
-        let chunks = query::probe_chunks(self.view, &self.wm);
+        let chunks = query::probe_chunks(self.view, &self.wm)?;
         let mut rest = Vec::with_capacity(query::WARM_GROUP);
         for ids in ids.chunks(query::WARM_GROUP) {
             // Self-locating ids first: fetch all their frames, then read

@@ -338,11 +338,16 @@ impl View {
     /// while it fills: from the generation's `ranges` file when that holds
     /// the chunk (no need to map the chunk, so a first lookup costs the same
     /// whatever the number of chunks), else from the chunk's header. The
-    /// newest chunk (`c == last`) is read from its header: it is usually
-    /// the one filling, which `ranges` cannot hold, and a store of one chunk
-    /// then never maps `ranges` at all.
+    /// newest chunk (`c == last`, the one `visible` falls in) is always
+    /// taken as filling and probed: its header's `sealed` word and range
+    /// carry no checksum, and one damaged byte there would otherwise hide
+    /// its events (it is sealed only in the moment it is exactly full).
     pub(crate) fn chunk_range(&self, c: u64, last: u64) -> Result<Option<(u128, u128)>, ReadError> {
-        if let Some(r) = (c < last).then(|| self.ranges()).flatten() {
+        if c >= last {
+            self.chunk(c)?;
+            return Ok(None);
+        }
+        if let Some(r) = self.ranges() {
             let count = r
                 .atomic_u64(RANGES_COUNT_OFF)
                 .map_or(0, |a| a.load(Ordering::Relaxed));

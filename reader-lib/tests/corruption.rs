@@ -303,3 +303,59 @@ fn truncated_segment_copy_is_refused() -> Res {
     );
     Ok(())
 }
+
+/// A `visible` word past the index (the gate's words after its header carry
+/// no checksum) is an error from every lookup, and costs no allocation for
+/// chunks that do not exist (it aborted `get_many` before).
+#[test]
+fn a_visible_word_past_the_index_is_an_error_not_an_abort() -> Res {
+    let f = store()?;
+    let id = EventId(id_of(0));
+    let gate = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.path().join("gate"))?;
+    for visible in [1u64 << 40, u64::MAX] {
+        gate.write_all_at(
+            &visible.to_le_bytes(),
+            weir_protocol::gate::VISIBLE_OFF as u64,
+        )?;
+        let r = Reader::open(f.path())?;
+        let many = r.get_many(&[id]).map(|_| ());
+        let one = r.get(id).map(|_| ());
+        for res in [many, one] {
+            assert!(
+                matches!(
+                    res,
+                    Err(ReadError::CorruptTable { .. } | ReadError::Attach(_))
+                ),
+                "visible {visible}: {res:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The newest chunk's header words (`sealed`, the id range) carry no
+/// checksum: a damaged `sealed` there must not hide the chunk's events from
+/// lookups by id (it made them `Ok(None)` before).
+#[test]
+fn a_damaged_sealed_word_in_the_newest_chunk_hides_nothing() -> Res {
+    let f = two_chunks()?;
+    let newest = geo().rows() as u64;
+    let id = EventId(id_of(newest));
+    let r = Reader::open(f.path())?;
+    assert_eq!(r.get(id)?.map(|e| e.sequence()), Some(newest));
+    let chunk1 = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.gen_file("chunk-000001"))?;
+    chunk1.write_all_at(&1u64.to_le_bytes(), CHUNK_SEALED_OFF as u64)?;
+    let r = Reader::open(f.path())?;
+    assert_eq!(r.get(id)?.map(|e| e.sequence()), Some(newest));
+    assert_eq!(
+        r.get_many(&[id])?[0].as_ref().map(|e| e.sequence()),
+        Some(newest)
+    );
+    Ok(())
+}
