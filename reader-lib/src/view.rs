@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use weir_protocol::index::{
-    CHUNK_MAGIC, CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF, CHUNK_SEALED_OFF, ChunkGeometry, FileHeader,
-    HeaderError, INDEX_VERSION, KINDS_FILE_LEN, KINDS_MAGIC, META_MAGIC, META_NAMES_TABLE_OFF,
-    META_STRINGS_END_OFF, NAMES_MAGIC, PAGE, RANGE_RECORD_LEN, RANGES_COUNT_OFF, RANGES_FILE_LEN,
-    RANGES_MAGIC, ROW_LEN, Row, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC,
-    parse_range_record, ranges_record,
+    CHUNK_MAGIC, ChunkGeometry, FileHeader, HeaderError, INDEX_VERSION, KINDS_FILE_LEN,
+    KINDS_MAGIC, META_MAGIC, META_NAMES_TABLE_OFF, META_STRINGS_END_OFF, NAMES_MAGIC, PAGE,
+    RANGE_RECORD_LEN, RANGES_COUNT_OFF, RANGES_FILE_LEN, RANGES_MAGIC, ROW_LEN, Row,
+    STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC, parse_range_record, ranges_record,
 };
 use weir_protocol::locate::unpack_position;
 use weir_protocol::segment::{SEGMENT_HEADER_LEN, SegmentHeader, Trailer};
@@ -334,14 +333,15 @@ impl View {
             .map_or(0, |a| a.load(Ordering::Relaxed))
     }
 
-    /// `Some((min, max))` event ids of chunk `c` if it is sealed, `None`
-    /// while it fills: from the generation's `ranges` file when that holds
-    /// the chunk (no need to map the chunk, so a first lookup costs the same
-    /// whatever the number of chunks), else from the chunk's header. The
-    /// newest chunk (`c == last`, the one `visible` falls in) is always
-    /// taken as filling and probed: its header's `sealed` word and range
-    /// carry no checksum, and one damaged byte there would otherwise hide
-    /// its events (it is sealed only in the moment it is exactly full).
+    /// `Some((min, max))` event ids of chunk `c` if it is sealed and the
+    /// generation's `ranges` file holds its CRC-checked record (no need to
+    /// map the chunk, so a first lookup costs the same whatever the number
+    /// of chunks); `None` otherwise, and the chunk is probed. The chunk's
+    /// own header also holds `sealed` and the range, but without a
+    /// checksum: one damaged byte there would hide the chunk's events, so
+    /// it is not read. The newest chunk (`c == last`, the one `visible`
+    /// falls in) is always probed: it is sealed only in the moment it is
+    /// exactly full.
     pub(crate) fn chunk_range(&self, c: u64, last: u64) -> Result<Option<(u128, u128)>, ReadError> {
         if c >= last {
             self.chunk(c)?;
@@ -354,8 +354,7 @@ impl View {
             // SYNC: pairs with the daemon's Release store of the count after
             // it wrote the records below it (never written again).
             fence(Ordering::Acquire);
-            // A record that fails its check is ignored: the chunk's header
-            // below is the authority.
+            // A record that fails its check is ignored: the chunk is probed.
             let range = usize::try_from(c)
                 .ok()
                 .filter(|&c| (c as u64) < count)
@@ -365,12 +364,13 @@ impl View {
                 return Ok(range);
             }
         }
-        Ok(self.sealed_range(self.chunk(c)?))
+        self.chunk(c)?;
+        Ok(None)
     }
 
     /// The `ranges` file, mapped on first use; `None` if the generation has
     /// none (written by an older daemon) or it does not validate: lookups
-    /// then read each chunk's header instead.
+    /// then probe every chunk.
     fn ranges(&self) -> Option<&Mapped> {
         self.ranges
             .get_or_init(|| {
@@ -381,23 +381,6 @@ impl View {
                 Some(map)
             })
             .as_ref()
-    }
-
-    /// `Some((min, max))` event ids of a sealed chunk, `None` while it fills.
-    pub(crate) fn sealed_range(&self, chunk: &Mapped) -> Option<(u128, u128)> {
-        let sealed = chunk.atomic_u64(CHUNK_SEALED_OFF)?.load(Ordering::Relaxed);
-        // SYNC: pairs with the daemon's Release store of `sealed` after it
-        // wrote the final id range.
-        fence(Ordering::Acquire);
-        if sealed != 1 {
-            return None;
-        }
-        let min = chunk.published(CHUNK_MIN_ID_OFF, 16)?;
-        let max = chunk.published(CHUNK_MAX_ID_OFF, 16)?;
-        Some((
-            u128::from_le_bytes(min.try_into().ok()?),
-            u128::from_le_bytes(max.try_into().ok()?),
-        ))
     }
 
     /// Segment `id`, mapped whole and validated on first use.

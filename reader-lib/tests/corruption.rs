@@ -359,3 +359,33 @@ fn a_damaged_sealed_word_in_the_newest_chunk_hides_nothing() -> Res {
     );
     Ok(())
 }
+
+/// An older chunk's header range has no checksum either: readers take a
+/// sealed chunk's range only from its CRC-checked `ranges` record, and
+/// probe a chunk that has none (a damaged header byte hid its events before).
+#[test]
+fn a_damaged_header_range_without_a_ranges_record_hides_nothing() -> Res {
+    let f = two_chunks()?;
+    let id = EventId(id_of(0));
+    // Chunk 0 sealed, with a range that leaves its ids out (as one damaged
+    // byte of its min id would), and no `ranges` record for it.
+    let chunk0 = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.gen_file("chunk-000000"))?;
+    use weir_protocol::index::{CHUNK_MAX_ID_OFF, CHUNK_MIN_ID_OFF};
+    chunk0.write_all_at(&(u128::MAX - 1).to_le_bytes(), CHUNK_MIN_ID_OFF as u64)?;
+    chunk0.write_all_at(&u128::MAX.to_le_bytes(), CHUNK_MAX_ID_OFF as u64)?;
+    chunk0.write_all_at(&1u64.to_le_bytes(), CHUNK_SEALED_OFF as u64)?;
+    assert!(
+        !f.gen_file("ranges").exists(),
+        "the fixture writes no ranges file"
+    );
+    let r = Reader::open(f.path())?;
+    assert_eq!(r.get(id)?.map(|e| e.sequence()), Some(0));
+    assert_eq!(
+        r.get_many(&[id])?[0].as_ref().map(|e| e.sequence()),
+        Some(0)
+    );
+    Ok(())
+}
