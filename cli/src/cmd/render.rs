@@ -1,6 +1,8 @@
 //! How events look: JSON objects (`--json`, `export`) and table rows.
-//! Payloads are shown as JSON when they are exactly one msgpack value,
-//! else as base64; the `payload_encoding` field says which.
+//! Payloads are shown as JSON when they are exactly one msgpack value that
+//! `weir append` would encode back to the same bytes, else as base64; the
+//! `payload_encoding` field says which. So `export` piped into `append`
+//! stores every payload byte for byte.
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
@@ -16,7 +18,9 @@ pub fn payload(bytes: &[u8]) -> (Value, &'static str) {
     }
 }
 
-/// Decodes exactly one msgpack value; trailing bytes mean it is not msgpack.
+/// Decodes exactly one msgpack value; trailing bytes mean it is not msgpack,
+/// and so does a value that `append` would encode to other bytes (a raw
+/// byte below 0x80 reads as a number, a 4-byte float comes back as 8).
 fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
     if bytes.is_empty() {
         return None;
@@ -24,7 +28,8 @@ fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
     let mut cursor = std::io::Cursor::new(bytes);
     let mut de = rmp_serde::Deserializer::new(&mut cursor);
     let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
-    (cursor.position() == bytes.len() as u64).then_some(v)
+    let whole = cursor.position() == bytes.len() as u64;
+    (whole && rmp_serde::to_vec_named(&v).ok()? == bytes).then_some(v)
 }
 
 /// One event as a JSON object; `hashes` adds `prev_hash` and `event_hash`.
@@ -283,6 +288,33 @@ mod tests {
         // "hello" starts with a positive fixint but has trailing bytes.
         assert_eq!(payload(b"hello"), (json!("aGVsbG8="), "base64"));
         assert_eq!(payload(b""), (json!(""), "base64"));
+    }
+
+    #[test]
+    fn payloads_are_msgpack_only_when_append_gives_back_the_same_bytes() {
+        // Each of these is one whole msgpack value, but `append` would store
+        // other bytes for it (1 in one byte; a 4-byte float as 8): shown as
+        // base64, so export → append keeps them.
+        for raw in [&[0xcc, 0x01][..], &[0xca, 0x3f, 0x80, 0, 0], &[0xd1, 0, 5]] {
+            let (shown, encoding) = payload(raw);
+            assert_eq!(encoding, "base64", "{raw:?} shown as {shown}");
+            assert_eq!(unbase64(shown.as_str().unwrap()).unwrap(), raw);
+        }
+        // Whatever is shown as msgpack comes back as the same bytes (a raw
+        // "A" is the msgpack 65, byte for byte).
+        for raw in [&b"A"[..], &[0xff], &[0x92, 0x01, 0xa1, b'x']] {
+            let (shown, encoding) = payload(raw);
+            assert_eq!(encoding, "msgpack", "{raw:?}");
+            assert_eq!(rmp_serde::to_vec_named(&shown).unwrap(), raw);
+        }
+        for v in [
+            json!({"a": [1, -2, 3.5, "x", null, true]}),
+            json!(7),
+            json!("s"),
+        ] {
+            let mp = rmp_serde::to_vec_named(&v).unwrap();
+            assert_eq!(payload(&mp), (v, "msgpack"));
+        }
     }
 
     #[test]
