@@ -161,10 +161,11 @@ impl SegmentLog {
         }
     }
 
-    /// The current segment's length in bytes.
+    /// The length of the segments this log writes into from now on: the
+    /// current one's, or the configured length of the next if larger.
     #[must_use]
-    pub fn segment_len(&self) -> u64 {
-        self.seg_len
+    pub fn writing_len(&self) -> u64 {
+        self.seg_len.max(self.next_len)
     }
 
     fn footer_room(entries: usize) -> u64 {

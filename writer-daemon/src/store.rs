@@ -206,7 +206,7 @@ impl Store {
         }
         // A new file (or a lowered bound) is written now, before the first
         // append.
-        let seg_len = restored.log.segment_len().max(config.segment_max_bytes);
+        let seg_len = restored.log.writing_len();
         claims.use_segment_len(seg_len);
         if claims.dirty() {
             claims

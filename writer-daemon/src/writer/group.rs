@@ -425,7 +425,7 @@ impl Writer {
                     g.ids.insert(id);
                     if let Some(key) = self.ids.key() {
                         // An id the daemon may give later: never give it.
-                        let seg_len = self.writing_segment_len();
+                        let seg_len = self.log.writing_len();
                         if self.claims.note(key, id, wall_ms, here, seg_len) {
                             claimed.push(id);
                         }

@@ -165,12 +165,6 @@ impl Writer {
         tick
     }
 
-    /// The segment length the writer writes into from now on: the current
-    /// segment's, or the configured one for the next.
-    pub(crate) fn writing_segment_len(&self) -> u64 {
-        self.log.segment_len().max(self.config.segment_max_bytes)
-    }
-
     /// Forgets the claims the writer can no longer give (see `claims.rs`),
     /// writes the claims file if it changed, and gives only stamps above
     /// its floor from then on.
@@ -187,7 +181,7 @@ impl Writer {
         // Places are passed only once the frames past them are durable.
         let pos = self.log.position();
         let durable = (!self.log.has_unsynced()).then_some((pos.segment_id, pos.offset));
-        let seg_len = self.writing_segment_len();
+        let seg_len = self.log.writing_len();
         // First: the claims at or below `given` leave memory even if the
         // file cannot be written, and must not be given in this run.
         self.ids.raise_to(given);
