@@ -1,11 +1,12 @@
 //! `weir tail -f` prints an event that another process appends after it
-//! started following (woken by the gate's futex, not by polling).
+//! started following (woken by the gate's futex, not by polling); `weir
+//! tail -n N` prints N events however fast others append meanwhile.
 
 mod common;
 
 use anyhow::{Context, Result};
-use common::{WEIR, daemon, weir};
-use std::io::BufRead;
+use common::{WEIR, daemon, json_lines, weir};
+use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -77,5 +78,59 @@ fn tail_follow_prints_an_event_appended_by_another_process() -> Result<()> {
     assert_eq!(e["entity"], "before:2");
     assert_eq!(e["sequence"], 2);
     assert_eq!(e["payload"]["hello"], "tail");
+    Ok(())
+}
+
+#[test]
+fn tail_prints_exactly_n_events_while_appends_run() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let d = daemon(root.path(), "")?;
+    for _ in 0..3 {
+        append(&d.data_dir, "busy:0");
+    }
+    // Another process appends 100k events, pipelined, while tail runs.
+    let mut writer = Follower(
+        Command::new(WEIR)
+            .arg("append")
+            .arg("--data-dir")
+            .arg(&d.data_dir)
+            .env_remove("WEIR_DATA_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let mut stdin = writer.0.stdin.take().context("no stdin")?;
+    let feeder = std::thread::spawn(move || {
+        for i in 1..100_000 {
+            let line = format!(
+                r#"{{"entity":"busy:{}","scope":"tenant:a","kind":"0x1001","payload":{{}}}}"#,
+                i % 7
+            );
+            if writeln!(stdin, "{line}").is_err() {
+                break;
+            }
+        }
+    });
+    let mut runs = 0;
+    while runs < 40 && !feeder.is_finished() {
+        let out = weir(&d.data_dir)
+            .args(["tail", "-n", "3", "--json"])
+            .output()?;
+        assert!(out.status.success(), "{out:?}");
+        let seqs: Vec<u64> = json_lines(&out.stdout)?
+            .iter()
+            .map(|e| e["sequence"].as_u64().context("no sequence"))
+            .collect::<Result<_>>()?;
+        let shown = &seqs[..seqs.len().min(5)];
+        assert_eq!(
+            seqs.len(),
+            3,
+            "tail -n 3 printed {} events: {shown:?}…",
+            seqs.len()
+        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        runs += 1;
+    }
+    assert!(runs >= 10, "only {runs} tails ran while the appends did");
     Ok(())
 }

@@ -4,7 +4,7 @@ use super::common::{DataDir, Output, RegionArgs};
 use super::render::Printer;
 use anyhow::{Result, bail};
 use std::time::Duration;
-use weir::{EventId, Reader, Region};
+use weir::{Entry, EventId, Region, Snapshot};
 
 /// Events fetched per page.
 const PAGE: usize = 1000;
@@ -129,24 +129,17 @@ pub fn query(args: QueryArgs) -> Result<()> {
 pub fn tail(args: TailArgs) -> Result<()> {
     let reader = args.dir.reader()?;
     let region = args.region.region();
-    let start = last_n_start(&reader, &region, args.lines)?;
     let mut p = printer(args.out);
-    let mut sub = reader.subscribe(region, start);
-    // History first, without waiting.
-    let visible = reader.visible();
-    let mut batch = Vec::new();
-    while sub.position() < visible {
-        match sub.next_timeout(Duration::ZERO)? {
-            Some(e) => batch.push(e),
-            None => break,
-        }
-    }
-    p.page(&batch)?;
+    // History from one snapshot: its last `-n` events, none past its
+    // watermark however fast appends arrive meanwhile.
+    let snap = reader.snapshot();
+    p.page(&last_n(&snap, &region, args.lines)?)?;
     p.flush()?;
-    drop(batch);
     if !args.follow {
         return Ok(());
     }
+    // Then every event from that watermark on (`subscribe` is inclusive).
+    let mut sub = reader.subscribe(region, snap.visible());
     loop {
         // Blocks on the futex until the daemon publishes; a closed pipe
         // shows at the next write, as with `tail -f`.
@@ -157,25 +150,23 @@ pub fn tail(args: TailArgs) -> Result<()> {
     }
 }
 
-/// The first sequence of the last `n` events of `region`: looks back over
-/// windows that double in size, so it reads about `n` events, not the log.
-fn last_n_start(reader: &Reader, region: &Region, n: u64) -> Result<u64> {
-    let snap = reader.snapshot();
-    let visible = snap.visible();
+/// The last `n` events of `region` in `snap`: looks back over windows that
+/// grow fourfold, so it reads about `n` events, not the log.
+fn last_n<'r>(snap: &Snapshot<'r>, region: &Region, n: u64) -> Result<Vec<Entry<'r>>> {
     if n == 0 {
-        return Ok(visible);
+        return Ok(Vec::new());
     }
+    let visible = snap.visible();
     let mut window = n.max(64);
     loop {
         let from = visible.saturating_sub(window);
-        let seqs: Vec<u64> = snap
-            .query_after(region, from.checked_sub(1), usize::MAX)?
-            .iter()
-            .map(weir::Entry::sequence)
-            .collect();
-        if seqs.len() as u64 >= n || from == 0 {
-            let skip = seqs.len().saturating_sub(n as usize);
-            return Ok(seqs.get(skip).copied().unwrap_or(visible));
+        let mut events = snap.query_after(region, from.checked_sub(1), usize::MAX)?;
+        if events.len() as u64 >= n || from == 0 {
+            let skip = events
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+            events.drain(..skip);
+            return Ok(events);
         }
         window = window.saturating_mul(4);
     }
