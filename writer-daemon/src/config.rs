@@ -1,8 +1,10 @@
 //! Daemon configuration: one TOML-backed struct, every field with its default,
 //! and `validate()` that names the bad value.
 
+use crate::segments::SegmentLog;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use weir_protocol::segment::FRAME_HEADER_LEN;
 
 /// When appends are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,7 +60,11 @@ pub struct Config {
     pub max_payload_bytes: u32,
     /// Most events in one batch. Default: 10,000.
     pub max_batch_events: u32,
-    /// Most bytes (payloads and names) in one batch. Default: 32 MiB.
+    /// Most bytes (payloads and names) in one batch. Default: 32 MiB. A
+    /// full batch (`max-batch-events` events of these bytes in all, each
+    /// with a 184-byte frame header, up to 7 bytes of padding and a 16-byte
+    /// footer entry) must fit in one segment with the segment's header and
+    /// seal (about 500 bytes); a larger value is refused at start.
     pub max_batch_bytes: u64,
     /// Most events the writer commits in one group (one sync). Default: 8192.
     pub group_commit_max_events: u32,
@@ -229,13 +235,25 @@ impl Config {
                 "must be between 1 and 1,000,000",
             ));
         }
+        // A full batch, framed (a frame header and up to 7 bytes of padding
+        // per event), must fit in an empty segment: a group that does not
+        // fit its segment goes to the next, so a larger batch fits nowhere.
+        let events = self.max_batch_events as usize;
+        let framed = self
+            .max_batch_bytes
+            .saturating_add(u64::from(self.max_batch_events) * (FRAME_HEADER_LEN as u64 + 7));
         if self.max_batch_bytes == 0
-            || self.max_batch_bytes + 256 * u64::from(self.max_batch_events) > frame_room * 2
+            || !SegmentLog::fits_empty(self.segment_max_bytes, framed, events)
         {
             return Err(bad(
                 "max-batch-bytes",
                 self.max_batch_bytes,
-                "a full batch (bytes plus 256 bytes of framing per event) must fit in half a segment",
+                format!(
+                    "a full batch ({} events, {framed} bytes framed) must fit in one segment \
+                     with its header and seal (segment-max-bytes = {}); lower max-batch-bytes \
+                     or max-batch-events, or raise segment-max-bytes",
+                    self.max_batch_events, self.segment_max_bytes
+                ),
             ));
         }
         if self.group_commit_max_events == 0 {

@@ -189,11 +189,22 @@ impl SegmentLog {
         self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames) <= self.seg_len
     }
 
-    /// Largest run of frames a new segment can take (room for a CANCEL
-    /// frame left, as [`fits`](Self::fits) leaves it).
+    /// Would `bytes` of `frames` frames fit in the next segment this log
+    /// creates, while empty?
     #[must_use]
-    pub fn capacity(&self) -> u64 {
-        self.next_len - SEGMENT_HEADER_LEN as u64 - Self::footer_room(1) - CANCEL_FRAME_LEN as u64
+    pub fn fits_new(&self, bytes: usize, frames: usize) -> bool {
+        Self::fits_empty(self.next_len, bytes as u64, frames)
+    }
+
+    /// Would `bytes` of `frames` frames fit in an empty segment of `len`
+    /// bytes, as [`fits`](Self::fits) counts (header, the seal, room for a
+    /// CANCEL frame)? A group that does not fit its segment goes to the
+    /// next one, so a command that fails this can be written nowhere; the
+    /// configuration's batch limits keep every command within it.
+    #[must_use]
+    pub fn fits_empty(len: u64, bytes: u64, frames: usize) -> bool {
+        let fixed = (SEGMENT_HEADER_LEN + CANCEL_FRAME_LEN) as u64 + Self::footer_room(frames + 1);
+        bytes.checked_add(fixed).is_some_and(|need| need <= len)
     }
 
     /// Writes encoded frames (`lens[i]` bytes each, covering sequences
@@ -339,5 +350,28 @@ mod tests {
             [3]
         );
         drop(log);
+    }
+
+    #[test]
+    fn fits_empty_counts_as_fits_does_on_a_new_segment() {
+        let len = 1 << 16;
+        let log =
+            SegmentLog::start_new(Box::new(SimStorage::default()), len, 1, 0, 40).expect("start");
+        for frames in [1, 2, 7, 100] {
+            // The largest run that fits, by `fits` on the empty segment.
+            let most = (0..len as usize)
+                .rev()
+                .step_by(8)
+                .find(|&b| log.fits(b, frames))
+                .expect("something fits");
+            for b in [most, most + 8] {
+                assert_eq!(
+                    SegmentLog::fits_empty(len, b as u64, frames),
+                    log.fits(b, frames),
+                    "{b} bytes in {frames} frames"
+                );
+            }
+        }
+        assert!(!SegmentLog::fits_empty(len, u64::MAX, 1));
     }
 }

@@ -498,3 +498,89 @@ fn a_window_of_zero_keys_turns_idempotency_off() {
         "the retry was not stored"
     );
 }
+
+#[test]
+fn the_largest_batch_the_configuration_admits_fits_in_a_segment() {
+    // Few, large events: each frame's header and padding, the footer
+    // entries and the segment's own header and seal must all fit, or the
+    // rotation writes past the segment's end (readers then refuse it).
+    for events in [3usize, 5, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let base = weir_daemon::Config {
+            max_payload_bytes: 500 << 10,
+            max_batch_events: events as u32,
+            ..config(dir.path())
+        };
+        let admits = |bytes: u64| {
+            weir_daemon::Config {
+                max_batch_bytes: bytes,
+                ..base.clone()
+            }
+            .validate()
+        };
+        // The largest max-batch-bytes the configuration accepts.
+        let (mut lo, mut hi) = (1u64, base.segment_max_bytes);
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if admits(mid).is_ok() {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        let err = admits(lo + 1).unwrap_err();
+        assert_eq!(err.field, "max-batch-bytes", "{err}");
+        let cfg = weir_daemon::Config {
+            max_batch_bytes: lo,
+            ..base.clone()
+        };
+        let s = Store::open(cfg.clone()).unwrap();
+        s.append(ev("first", 0x1001, b"x")).unwrap();
+        // A batch of exactly `lo` bytes (names and payloads), payloads a
+        // multiple of 8 so that frames carry the most padding.
+        let names = "e".len() + "tenant:a".len();
+        let each = ((lo as usize / events - names) / 8 * 8).min(500 << 10);
+        let mut batch: Vec<_> = (0..events)
+            .map(|i| AppendRequest {
+                idempotency_key: Some(i as u128 + 1),
+                ..ev("e", 0x1001, &vec![i as u8; each])
+            })
+            .collect();
+        let last = lo as usize - (events - 1) * (each + names) - names;
+        batch[events - 1].payload = vec![9; last];
+        assert!(
+            last <= 500 << 10,
+            "{events}: the last payload is within the limit"
+        );
+        let receipts = s.append_batch(batch.clone()).unwrap();
+        s.append(ev("after", 0x1001, b"y")).unwrap();
+        s.shutdown().unwrap();
+        drop(s);
+        for f in std::fs::read_dir(dir.path().join("segments")).unwrap() {
+            let f = f.unwrap();
+            assert_eq!(
+                f.metadata().unwrap().len(),
+                cfg.segment_max_bytes,
+                "{events}: {:?} keeps its length",
+                f.file_name()
+            );
+        }
+        // A rebuild from the log finds every event, and each key replays
+        // its receipt from the stored frame.
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        std::fs::remove_file(dir.path().join("gate")).unwrap();
+        let s = Store::open(cfg).unwrap();
+        let r = s.restore_report().clone();
+        assert_eq!(
+            r.entries + r.tail_entries,
+            events as u64 + 2,
+            "{events}: {r:?}"
+        );
+        let again = s.append_batch(batch).unwrap();
+        let seqs =
+            |v: &[weir_protocol::wire::Receipt]| v.iter().map(|r| r.sequence).collect::<Vec<_>>();
+        assert_eq!(seqs(&again), seqs(&receipts), "{events}");
+        assert!(again.iter().all(|r| r.replayed), "{events}");
+        s.shutdown().unwrap();
+    }
+}

@@ -330,6 +330,23 @@ impl Writer {
             if !g.pending.is_empty() {
                 return Some((events, done));
             }
+            if !self.log.fits_new(bytes, n) {
+                // Not even a new segment could take it: the configuration's
+                // batch limits keep this from happening (`Config::validate`).
+                let sizes = events
+                    .iter()
+                    .map(|e| e.payload.len() + e.entity.len() + e.scope.len());
+                self.reject(
+                    done,
+                    AppendError::BatchTooLarge {
+                        events: n,
+                        bytes: sizes.sum::<usize>() as u64,
+                        max_events: self.config.max_batch_events,
+                        max_bytes: self.config.max_batch_bytes,
+                    },
+                );
+                return None;
+            }
             if let Err(e) = self.log.rotate(first, self.config.sync_mode) {
                 g.failure = Some(format!("segment rotation failed: {e}"));
                 g.staged.push(Staged {
