@@ -21,6 +21,41 @@ impl Drop for Follower {
     }
 }
 
+/// A `weir tail -f -n 1 --json ARGS…` on `dir`, and its output lines.
+fn follow(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> Result<(Follower, mpsc::Receiver<std::io::Result<String>>)> {
+    let child = Command::new(WEIR)
+        .args(["tail", "-f", "-n", "1", "--json"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("WEIR_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut f = Follower(child);
+    let stdout = f.0.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((f, rx))
+}
+
+/// The next line `follow` printed, as JSON.
+fn next(rx: &mpsc::Receiver<std::io::Result<String>>) -> Result<serde_json::Value> {
+    let line = rx
+        .recv_timeout(Duration::from_secs(15))
+        .context("no line from tail -f")??;
+    Ok(serde_json::from_str(&line)?)
+}
+
 fn append(dir: &std::path::Path, entity: &str) {
     weir(dir)
         .args([
@@ -37,38 +72,8 @@ fn tail_follow_prints_an_event_appended_by_another_process() -> Result<()> {
     let d = daemon(root.path(), "")?;
     append(&d.data_dir, "before:1");
 
-    let child = Command::new(WEIR)
-        .args([
-            "tail",
-            "-f",
-            "-n",
-            "1",
-            "--json",
-            "--entity-prefix",
-            "before",
-        ])
-        .arg("--data-dir")
-        .arg(&d.data_dir)
-        .env_remove("WEIR_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut f = Follower(child);
-    let stdout = f.0.stdout.take().context("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || -> Result<serde_json::Value> {
-        let line = rx
-            .recv_timeout(Duration::from_secs(15))
-            .context("no line from tail -f")??;
-        Ok(serde_json::from_str(&line)?)
-    };
+    let (_f, rx) = follow(&d.data_dir, &["--entity-prefix", "before"])?;
+    let next = || next(&rx);
     // History first: once this line is out, tail is following.
     assert_eq!(next()?["entity"], "before:1");
     // Not in the region: must not be printed.
@@ -132,5 +137,41 @@ fn tail_prints_exactly_n_events_while_appends_run() -> Result<()> {
         runs += 1;
     }
     assert!(runs >= 10, "only {runs} tails ran while the appends did");
+    Ok(())
+}
+
+#[test]
+fn tail_follow_lets_go_of_the_old_index_after_a_crash_restart() -> Result<()> {
+    // A crash restart builds a new index generation; the old one's files
+    // are deleted by the daemon, and must not stay mapped (their disk space
+    // held) by a long-running `tail -f`.
+    let root = weir_tests::temp_root()?;
+    let mut d = daemon(root.path(), "")?;
+    append(&d.data_dir, "x:1");
+    let (f, rx) = follow(&d.data_dir, &[])?;
+    let next = || next(&rx);
+    assert_eq!(next()?["entity"], "x:1");
+    let old = format!("{}/index/gen-00000000/", d.data_dir.display());
+    let maps = || std::fs::read_to_string(format!("/proc/{}/maps", f.0.id()));
+    assert!(maps()?.contains(&old), "tail maps generation 0 at first");
+    d.kill9()?;
+    drop(d);
+    let d = daemon(root.path(), "")?;
+    append(&d.data_dir, "x:2");
+    assert_eq!(
+        next()?["entity"],
+        "x:2",
+        "tail follows the restarted daemon"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while maps()?.contains(&old) {
+        assert!(
+            std::time::Instant::now() < until,
+            "tail -f still maps generation 0 after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    append(&d.data_dir, "x:3");
+    assert_eq!(next()?["entity"], "x:3", "and goes on after letting go");
     Ok(())
 }

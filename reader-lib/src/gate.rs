@@ -118,6 +118,11 @@ pub(crate) struct Gate {
 
 impl Gate {
     /// Maps `path` and validates its header.
+    /// (device, inode) of the gate file mapped.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.map.file_id()
+    }
+
     pub(crate) fn open(path: &Path) -> Result<Self, AttachError> {
         let map = Mapped::open(path, Some(GATE_LEN as u64), GATE_LEN as u64)?;
         // Bytes 0..60 are written before the rename that published the file.

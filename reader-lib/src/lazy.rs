@@ -56,6 +56,23 @@ impl<T> LazyTable<T> {
         self.levels.get(level)?.get()?.get(at)?.get().map(|v| &**v)
     }
 
+    /// Empties every slot but `keep`; returns how many values it dropped.
+    pub(crate) fn clear_except(&mut self, keep: u64) -> usize {
+        let keep = usize::try_from(keep).ok().and_then(place);
+        let mut dropped = 0;
+        for (level, slots) in self.levels.iter_mut().enumerate() {
+            let Some(slots) = slots.get_mut() else {
+                continue;
+            };
+            for (at, slot) in slots.iter_mut().enumerate() {
+                if keep != Some((level, at)) && slot.take().is_some() {
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
     /// The value at `i`, creating it with `init` the first time. `None` when
     /// `i` is beyond the table's capacity.
     pub(crate) fn get_or_try_init<E>(

@@ -15,11 +15,69 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 use weir_protocol::shm::Region;
 
+/// A directory held open: files are opened through it (`openat`), so that a
+/// view keeps reading the store it attached to even when the path comes to
+/// name another (a store deleted and created anew at the same place).
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the directory `path`.
+    pub(crate) fn open(path: PathBuf) -> Result<Self, AttachError> {
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(&path, flags, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => Ok(Self { fd, path }),
+            Err(errno) => Err(AttachError::Io {
+                path,
+                source: errno.into(),
+            }),
+        }
+    }
+
+    /// The path of `name` in this directory (for messages; files are opened
+    /// through the directory, not by this path).
+    pub(crate) fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// [`Mapped::open`] of the file `path` names in this directory (its
+    /// last component, as [`join`](Self::join) made it).
+    pub(crate) fn map(
+        &self,
+        path: &Path,
+        expected: Option<u64>,
+        min: u64,
+    ) -> Result<Mapped, AttachError> {
+        use nix::fcntl::OFlag;
+        let io = |source| AttachError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| io(errno.into()))?;
+        Mapped::from_file(&File::from(fd), path, expected, min)
+    }
+}
+
 /// A read-only, shared mapping of a whole file.
 #[derive(Debug)]
 pub(crate) struct Mapped {
     region: Region,
     path: PathBuf,
+    /// (device, inode) of the file, as when it was mapped.
+    file_id: (u64, u64),
     // Keeps the pages mapped for as long as `region` is used; never
     // dereferenced (only advised, see `advise_huge_pages`).
     map: Mmap,
@@ -31,12 +89,27 @@ impl Mapped {
     /// bytes long in any case: a short copy is refused here, before any access
     /// past its end could raise SIGBUS.
     pub(crate) fn open(path: &Path, expected: Option<u64>, min: u64) -> Result<Self, AttachError> {
+        let file = File::open(path).map_err(|source| AttachError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_file(&file, path, expected, min)
+    }
+
+    /// [`open`](Self::open) of a file already open (`path` for messages).
+    fn from_file(
+        file: &File,
+        path: &Path,
+        expected: Option<u64>,
+        min: u64,
+    ) -> Result<Self, AttachError> {
+        use std::os::unix::fs::MetadataExt;
         let io = |source| AttachError::Io {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        let found = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        let found = meta.len();
         if let Some(expected) = expected.filter(|e| *e != found) {
             return Err(AttachError::Length {
                 path: path.to_owned(),
@@ -63,7 +136,7 @@ impl Mapped {
         // still write: the `Mmap` is never dereferenced; access goes through
         // `Region`, which hands out atomics for changing words and slices only
         // for published, immutable bytes (see `published`).
-        let map = unsafe { MmapOptions::new().len(len).map(&file) }.map_err(io)?;
+        let map = unsafe { MmapOptions::new().len(len).map(file) }.map_err(io)?;
         // SAFETY: `map` is a live mapping of `len` bytes, page-aligned (mmap
         // returns page-aligned addresses), owned by the returned value, which
         // outlives every use of `region` (it is dropped together with it, and
@@ -73,8 +146,14 @@ impl Mapped {
         Ok(Self {
             region,
             path: path.to_owned(),
+            file_id: (meta.dev(), meta.ino()),
             map,
         })
+    }
+
+    /// (device, inode) of the mapped file.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.file_id
     }
 
     /// The file this mapping came from.

@@ -23,6 +23,10 @@ const MAX_VIEWS: usize = 1 << 16;
 /// (a damaged file); a gate that is simply not in place yet is retried at
 /// the next query.
 const RETRY: Duration = Duration::from_millis(10);
+/// How often a reader looks for a gate replaced without its own being
+/// marked superseded (one `stat`): while its gate says stopped, and while
+/// it waits for events.
+const REPLACED_CHECK_MS: u64 = 100;
 
 /// Lock-free, read-only access to a weir data directory, from any process.
 ///
@@ -47,6 +51,10 @@ pub struct Reader {
     current: AtomicU64,
     /// Serialises re-attaching; holds the earliest time of the next attempt.
     attach: Mutex<Instant>,
+    /// When the reader was opened, and ms after it when the gate file may
+    /// next be checked for a replacement (`follow_replaced`).
+    born: Instant,
+    next_replaced_check: AtomicU64,
 }
 
 /// The daemon's state as its gate shows it.
@@ -97,6 +105,8 @@ impl Reader {
             views,
             current: AtomicU64::new(0),
             attach: Mutex::new(Instant::now()),
+            born: Instant::now(),
+            next_replaced_check: AtomicU64::new(0),
         })
     }
 
@@ -114,10 +124,46 @@ impl Reader {
         let Some(v) = self.views.get(i).or_else(|| self.views.get(0)) else {
             unreachable!("slot 0 is filled by Reader::open")
         };
-        if v.gate.state() == STATE_SUPERSEDED {
+        match v.gate.state() {
+            STATE_SUPERSEDED => self.reattach(i, v),
+            // A daemon that starts marks the gate it replaces; a gate put in
+            // place otherwise (a store deleted and created anew) is found by
+            // its inode, looked at now and then.
+            STATE_STOPPED => self.follow_replaced(i, v),
+            _ => v,
+        }
+    }
+
+    /// Re-attaches if the data directory's gate is another file than the
+    /// one `v` mapped; looks at most every [`REPLACED_CHECK_MS`].
+    #[cold]
+    fn follow_replaced<'a>(&'a self, i: u64, v: &'a View) -> &'a View {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let due = self.next_replaced_check.load(Ordering::Relaxed);
+        let mine = now >= due
+            && self
+                .next_replaced_check
+                .compare_exchange(
+                    due,
+                    now.saturating_add(REPLACED_CHECK_MS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if mine && v.gate_replaced() {
             self.reattach(i, v)
         } else {
             v
+        }
+    }
+
+    /// [`follow_replaced`](Self::follow_replaced) whatever the gate's state
+    /// says: for waiters, whom a killed daemon's gate (still "live") would
+    /// otherwise keep on a replaced store for good.
+    pub(crate) fn poll_replaced(&self) {
+        let i = self.current.load(Ordering::Acquire);
+        if let Some(v) = self.views.get(i) {
+            self.follow_replaced(i, v);
         }
     }
 
@@ -164,6 +210,21 @@ impl Reader {
         // SYNC: pairs with the Acquire load in `view`; slot i + 1 is filled.
         self.current.store(i + 1, Ordering::Release);
         candidate
+    }
+
+    /// Unmaps what this reader still maps of the daemon instances it has
+    /// moved past (their gates, index files and segments); returns how many
+    /// such views it dropped. A reader keeps every view it attached to until
+    /// it drops, so that entries borrowed from an old one stay valid; after
+    /// a daemon restart that built a new index generation (a crash, a
+    /// rebuild), the old generation's files, which the daemon deletes, keep
+    /// their disk space until then (about 220 MiB per generation at the
+    /// defaults). A long-lived reader calls this now and then, e.g. when
+    /// [`status`](Self::status)`().instance` changes; `&mut self` makes sure
+    /// that nothing borrowed from the reader is alive.
+    pub fn release_old_views(&mut self) -> usize {
+        let current = *self.current.get_mut();
+        self.views.clear_except(current)
     }
 
     /// Pins the current watermark (and view) for several queries.

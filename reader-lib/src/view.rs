@@ -5,7 +5,7 @@
 use crate::error::{AttachError, ReadError};
 use crate::gate::{Gate, mismatch};
 use crate::lazy::LazyTable;
-use crate::map::Mapped;
+use crate::map::{Dir, Mapped};
 use crate::memfit;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -54,7 +54,11 @@ pub(crate) struct View {
     pub(crate) gate: Gate,
     pub(crate) geo: ChunkGeometry,
     dir: PathBuf,
-    gen_dir: PathBuf,
+    /// The index generation's directory and `segments/`, held open from
+    /// the attach: files mapped later come from the store attached to,
+    /// whatever the paths name by then.
+    gen_dir: Dir,
+    segments_dir: Dir,
     meta: Mapped,
     kinds: OnceLock<Mapped>,
     /// The generation's `ranges` file, if it has a valid one.
@@ -81,15 +85,16 @@ impl View {
         let gate = Gate::open(&dir.join("gate"))?;
         let generation = gate.header.generation.get();
         let log2 = gate.header.chunk_log2.get();
-        let gen_dir = dir.join("index").join(format!("gen-{generation:08}"));
-        let meta_path = gen_dir.join("meta");
-        let meta = Mapped::open(&meta_path, Some(PAGE as u64), PAGE as u64)?;
+        let gen_dir = Dir::open(dir.join("index").join(format!("gen-{generation:08}")))?;
+        let segments_dir = Dir::open(dir.join("segments"))?;
+        let meta = gen_dir.map(&gen_dir.join("meta"), Some(PAGE as u64), PAGE as u64)?;
         file_header(&meta, META_MAGIC, Some(log2), generation)?;
         Ok(Self {
             gate,
             geo: ChunkGeometry { log2 },
             dir: dir.to_owned(),
             gen_dir,
+            segments_dir,
             meta,
             kinds: OnceLock::new(),
             ranges: OnceLock::new(),
@@ -103,6 +108,16 @@ impl View {
             ),
             names: LazyTable::new(MAX_NAMES_TABLES),
         })
+    }
+
+    /// Whether `gate` in the data directory is now another file than the
+    /// one this view mapped: a daemon started since (its gate renamed into
+    /// place), or the store deleted and created anew, or a copy put in its
+    /// place. One `stat`; a missing gate is no replacement (yet).
+    pub(crate) fn gate_replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.dir.join("gate"))
+            .is_ok_and(|m| (m.dev(), m.ino()) != self.gate.file_id())
     }
 
     fn meta_word(&self, off: usize) -> u64 {
@@ -126,7 +141,7 @@ impl View {
         let t = self.meta_word(META_NAMES_TABLE_OFF);
         let path = || self.gen_dir.join(format!("names-{t:04}"));
         let init = |path: &Path| -> Result<NamesTable, AttachError> {
-            let map = Mapped::open(path, None, PAGE as u64)?;
+            let map = self.gen_dir.map(path, None, PAGE as u64)?;
             let log2 = file_header(&map, NAMES_MAGIC, None, t)?.param.get();
             if log2 > NAMES_MAX_LOG2 {
                 return Err(mismatch(
@@ -153,7 +168,9 @@ impl View {
     pub(crate) fn strings_file(&self, n: u64) -> Result<&Mapped, ReadError> {
         let path = || self.gen_dir.join(format!("strings-{n:04}"));
         let init = |path: &Path| -> Result<Mapped, AttachError> {
-            let map = Mapped::open(path, Some(STRINGS_FILE_LEN as u64), PAGE as u64)?;
+            let map = self
+                .gen_dir
+                .map(path, Some(STRINGS_FILE_LEN as u64), PAGE as u64)?;
             file_header(&map, STRINGS_MAGIC, Some(0), n)?;
             Ok(map)
         };
@@ -166,7 +183,8 @@ impl View {
             return Ok(m);
         }
         let path = self.gen_dir.join("kinds");
-        let map = Mapped::open(&path, Some(KINDS_FILE_LEN as u64), KINDS_FILE_LEN as u64)?;
+        let len = Some(KINDS_FILE_LEN as u64);
+        let map = self.gen_dir.map(&path, len, KINDS_FILE_LEN as u64)?;
         file_header(&map, KINDS_MAGIC, Some(0), 0)?;
         Ok(self.kinds.get_or_init(|| map))
     }
@@ -193,7 +211,7 @@ impl View {
         let geo = self.geo;
         let init = |path: &Path| -> Result<Mapped, AttachError> {
             let len = geo.file_len() as u64;
-            let map = Mapped::open(path, Some(len), len)?;
+            let map = self.gen_dir.map(path, Some(len), len)?;
             file_header(&map, CHUNK_MAGIC, Some(geo.log2), c)?;
             Ok(map)
         };
@@ -375,7 +393,10 @@ impl View {
         self.ranges
             .get_or_init(|| {
                 let len = RANGES_FILE_LEN as u64;
-                let map = Mapped::open(&self.gen_dir.join("ranges"), Some(len), len).ok()?;
+                let map = self
+                    .gen_dir
+                    .map(&self.gen_dir.join("ranges"), Some(len), len)
+                    .ok()?;
                 let generation = self.gate.header.generation.get();
                 file_header(&map, RANGES_MAGIC, Some(self.geo.log2), generation).ok()?;
                 Some(map)
@@ -385,9 +406,9 @@ impl View {
 
     /// Segment `id`, mapped whole and validated on first use.
     pub(crate) fn segment(&self, id: u64) -> Result<&Mapped, ReadError> {
-        let path = || self.dir.join("segments").join(format!("{id:010}.seg"));
+        let path = || self.segments_dir.join(format!("{id:010}.seg"));
         let init = |path: &Path| -> Result<Mapped, AttachError> {
-            let map = Mapped::open(path, None, 64)?;
+            let map = self.segments_dir.map(path, None, 64)?;
             // Before the first fault: cold pages then come in as 2 MiB
             // folios, while the store fits in memory (see `memfit`).
             let (last, _) = unpack_position(self.gate.published());

@@ -28,6 +28,7 @@ impl Reader {
     pub fn wait_visible(&self, seq: u64, timeout: Duration) -> Result<bool, ReadError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
+            self.poll_replaced();
             let view = self.view();
             let Some(futex) = view.gate.futex() else {
                 return Ok(view.gate.visible() > seq);

@@ -127,7 +127,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
 /// `--follow`) every new one as it is published, sleeping on the gate's
 /// futex in between.
 pub fn tail(args: TailArgs) -> Result<()> {
-    let reader = args.dir.reader()?;
+    let mut reader = args.dir.reader()?;
     let region = args.region.region();
     let mut p = printer(args.out);
     // History from one snapshot: its last `-n` events, none past its
@@ -139,14 +139,23 @@ pub fn tail(args: TailArgs) -> Result<()> {
         return Ok(());
     }
     // Then every event from that watermark on (`subscribe` is inclusive).
-    let mut sub = reader.subscribe(region, snap.visible());
+    let mut from = snap.visible();
     loop {
-        // Blocks on the futex until the daemon publishes; a closed pipe
+        let instance = reader.status().instance;
+        let mut sub = reader.subscribe(region.clone(), from);
+        // Sleeps on the futex until the daemon publishes; a closed pipe
         // shows at the next write, as with `tail -f`.
-        if let Some(e) = sub.next_timeout(Duration::from_secs(3600))? {
-            p.page(std::slice::from_ref(&e))?;
-            p.flush()?;
+        while reader.status().instance == instance {
+            if let Some(e) = sub.next_timeout(Duration::from_secs(1))? {
+                p.page(std::slice::from_ref(&e))?;
+                p.flush()?;
+            }
         }
+        // A daemon restart: let go of the old instance's files (the daemon
+        // deletes an index generation it no longer uses), and go on.
+        from = sub.position();
+        drop(sub);
+        reader.release_old_views();
     }
 }
 

@@ -1,0 +1,172 @@
+//! A reader whose store is replaced behind it: deleted and created anew at
+//! the same path, or its gate put in place by something other than a daemon
+//! start. The reader never answers from a mix of the two stores, follows the
+//! new one by itself, and lets go of what it mapped of the old one on request.
+
+use anyhow::{Result, ensure};
+use std::time::{Duration, Instant};
+use weir::{AppendRequest, EventId, Reader, Region};
+use weir_tests::{Daemon, Setup, temp_root};
+
+const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
+
+/// `n` events of `entity` with payloads `{tag}{i}`.
+fn append_tagged(d: &Daemon, entity: &str, tag: &str, n: usize) -> Result<Vec<EventId>> {
+    let mut c = d.client()?;
+    (0..n)
+        .map(|i| {
+            let r = c.append_with(AppendRequest {
+                entity: entity.into(),
+                scope: "tenant:a".into(),
+                kind: 0x1001,
+                payload: format!("{tag}{i}").into_bytes(),
+                ..AppendRequest::default()
+            })?;
+            Ok(EventId(r.event_id))
+        })
+        .collect()
+}
+
+fn append(d: &Daemon, entity: &str, n: usize) -> Result<Vec<EventId>> {
+    append_tagged(d, entity, entity, n)
+}
+
+/// The payloads of the events `reader` answers for the whole store.
+fn payloads(reader: &Reader) -> Result<Vec<String>> {
+    reader
+        .query(&Region::all())?
+        .iter()
+        .map(|e| Ok(String::from_utf8_lossy(e.payload()?).into_owned()))
+        .collect()
+}
+
+#[test]
+fn a_reader_never_mixes_a_replaced_store_with_its_own_and_follows_the_new_one() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let mut d = Daemon::start(&setup)?;
+    append_tagged(&d, "e", "old", 5)?;
+    // Maps the gate and the generation's `meta`, nothing else yet.
+    let reader = Reader::open(&setup.data_dir)?;
+    let snap = reader.snapshot();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    // A new store of the same shape at the same path: same entity, same
+    // sizes, so its files line up with the old ones byte for byte but for
+    // the payloads (and ids and hashes).
+    std::fs::remove_dir_all(&setup.data_dir)?;
+    let d = Daemon::start(&setup)?;
+    let new_ids = append_tagged(&d, "e", "new", 5)?;
+    // The snapshot pinned the old store: it answers from it (its files are
+    // deleted, so an error here), never with the new store's events.
+    if let Ok(events) = snap.query(&Region::all()) {
+        for e in events {
+            let p = e.payload()?;
+            ensure!(
+                p.starts_with(b"old"),
+                "the old snapshot read {p:?} of the new store"
+            );
+        }
+    }
+    for id in &new_ids {
+        if let Ok(Some(e)) = snap.get(*id) {
+            panic!("the old snapshot found {:?} of the new store", e.payload());
+        }
+    }
+    drop(snap);
+    // The reader itself moves to the new store (its old gate says stopped,
+    // so it looks for a replacement at least every 100 ms).
+    let want: Vec<String> = (0..5).map(|i| format!("new{i}")).collect();
+    let until = Instant::now() + Duration::from_secs(10);
+    while payloads(&reader).ok().as_ref() != Some(&want) {
+        ensure!(
+            Instant::now() < until,
+            "the reader did not follow the new store: {:?}",
+            payloads(&reader)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_waiting_reader_follows_a_gate_replaced_behind_a_killed_daemon() -> Result<()> {
+    // The killed daemon's gate still says "live", and the new daemon finds
+    // no gate to mark superseded (it was deleted, as a fork of a copy does).
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let mut d = Daemon::start(&setup)?;
+    append(&d, "a", 5)?;
+    let reader = Reader::open(&setup.data_dir)?;
+    ensure!(reader.count(&Region::all())? == 5);
+    d.kill9()?;
+    drop(d);
+    std::fs::remove_file(setup.data_dir.join("gate"))?;
+    let d = Daemon::start(&setup)?;
+    let mut c = d.client()?;
+    let seq = c
+        .append_with(AppendRequest {
+            entity: "b".into(),
+            scope: "tenant:a".into(),
+            kind: 0x1001,
+            ..AppendRequest::default()
+        })?
+        .sequence;
+    ensure!(
+        reader.wait_visible(seq, Duration::from_secs(10))?,
+        "the waiting reader never saw sequence {seq} of the new daemon"
+    );
+    ensure!(reader.count(&Region::all())? == 6);
+    Ok(())
+}
+
+/// Mappings of this process whose file lies in the index generation `g`
+/// of the data directory `dir`.
+fn mapped_from_generation(dir: &std::path::Path, g: u64) -> Result<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let name = format!("{}/index/gen-{g:08}/", dir.display());
+    Ok(maps.lines().filter(|l| l.contains(&name)).count())
+}
+
+#[test]
+fn release_old_views_lets_go_of_a_deleted_generation() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let d = Daemon::start(&setup)?;
+    append(&d, "a", 5)?;
+    let mut reader = Reader::open(&setup.data_dir)?;
+    let first = reader.status().generation;
+    ensure!(reader.count(&Region::all())? == 5);
+    // Each crash restart builds a new generation; the daemon keeps the one
+    // before it and deletes older ones.
+    let mut d = d;
+    for n in 1..=2 {
+        d.kill9()?;
+        drop(d);
+        d = Daemon::start(&setup)?;
+        append(&d, "b", 1)?;
+        ensure!(reader.count(&Region::all())? == 5 + n, "re-attached");
+    }
+    ensure!(reader.status().generation >= first + 2, "new generations");
+    ensure!(
+        !setup
+            .data_dir
+            .join(format!("index/gen-{first:08}"))
+            .exists(),
+        "the daemon deleted the first generation"
+    );
+    ensure!(
+        mapped_from_generation(&setup.data_dir, first)? > 0,
+        "still mapped before release"
+    );
+    ensure!(reader.release_old_views() == 2);
+    ensure!(
+        mapped_from_generation(&setup.data_dir, first)? == 0,
+        "nothing of generation {first} is mapped after release"
+    );
+    ensure!(
+        reader.count(&Region::all())? == 7,
+        "the current view answers"
+    );
+    Ok(())
+}
