@@ -568,7 +568,10 @@ impl Transaction<'_> {
                     Ok(Reply::Batch(v)) => return Ok(v),
                     Ok(other) => return Err(unexpected(&other)),
                     Err(e) if !retryable(e.code) => return Err(ClientError::Server(e)),
-                    Err(_) => {}
+                    // Refused before it reached the writer: the daemon keeps
+                    // the transaction open on this connection. Closing it
+                    // discards that; the batch below applies the events once.
+                    Err(_) => self.client.conn = None,
                 },
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient(_)) => self.client.conn = None,

@@ -52,6 +52,25 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// An append [`Store::submit_or_return`] refused, handed back whole.
+pub struct Refused {
+    /// Why.
+    pub error: AppendError,
+    /// The events, untouched.
+    pub events: Vec<AppendRequest>,
+    /// The reply callback, not called.
+    pub done: Done,
+}
+
+impl std::fmt::Debug for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refused")
+            .field("error", &self.error)
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the previous instance's gate tells the next start.
 struct PreviousGate {
     /// Its index generation (else the newest on disk).
@@ -311,22 +330,32 @@ impl Store {
     /// Queues an append without waiting; `done` gets the outcome. A full
     /// queue is refused at once with [`AppendError::Busy`].
     pub fn submit(&self, events: Vec<AppendRequest>, done: Done) -> Result<(), AppendError> {
-        self.submit_or_return(events, done).map_err(|(e, _)| e)
+        self.submit_or_return(events, done).map_err(|r| r.error)
     }
 
-    /// [`submit`](Self::submit), but a refused command's `done` comes back
-    /// with the error, so that the caller can answer through it.
-    pub fn submit_or_return(
-        &self,
-        events: Vec<AppendRequest>,
-        done: Done,
-    ) -> Result<(), (AppendError, Done)> {
-        if let Err(e) = self.check(&events) {
-            return Err((e, done));
+    /// [`submit`](Self::submit), but a refused command comes back whole
+    /// with the error: `done`, so that the caller can answer through it,
+    /// and the events, so that it can keep them (a transaction whose commit
+    /// is refused as `Busy` stays open).
+    #[allow(
+        clippy::result_large_err,
+        reason = "the command itself comes back; refusals are rare and not boxed for it"
+    )]
+    pub fn submit_or_return(&self, events: Vec<AppendRequest>, done: Done) -> Result<(), Refused> {
+        if let Err(error) = self.check(&events) {
+            return Err(Refused {
+                error,
+                events,
+                done,
+            });
         }
         self.enqueue(Cmd::Append { events, done }, false)
-            .map_err(|(e, cmd)| match cmd {
-                Cmd::Append { done, .. } => (e, done),
+            .map_err(|(error, cmd)| match cmd {
+                Cmd::Append { events, done } => Refused {
+                    error,
+                    events,
+                    done,
+                },
                 Cmd::Sync { .. } | Cmd::Stop { .. } => unreachable!("an append came back"),
             })
     }

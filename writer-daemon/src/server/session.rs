@@ -94,12 +94,12 @@ impl<'h> Session<'h> {
             }
             Op::Append(e) if self.txn.is_some() => ready(self.stage(vec![e])),
             Op::AppendBatch(v) if self.txn.is_some() => ready(self.stage(v)),
-            Op::Append(e) => self.submit(id, vec![e], true, q),
-            Op::AppendBatch(v) => self.submit(id, v, false, q),
+            Op::Append(e) => self.submit(id, vec![e], true, q).0,
+            Op::AppendBatch(v) => self.submit(id, v, false, q).0,
             Op::Commit => match self.txn.take() {
                 None => ready(self.txn_state("commit without an open transaction")),
                 Some(t) if t.events.is_empty() => ready(Ok(Reply::Batch(Vec::new()))),
-                Some(t) => self.submit(id, t.events, false, q),
+                Some(t) => self.commit(id, t, q),
             },
             Op::Sync => self.sync(id, q),
         }
@@ -142,14 +142,35 @@ impl<'h> Session<'h> {
         })
     }
 
-    /// Hands events to the writer; the reply waits in order.
+    /// Submits what is staged as one batch. A refusal that invites a retry
+    /// (too many in flight, writer queue full, stopping) leaves the
+    /// transaction open with everything staged: the retried `Commit` finds
+    /// it, and appends pipelined behind the refused one are still staged,
+    /// not written on their own.
+    fn commit(&mut self, id: u64, t: Staged, q: &Arc<ReplyQueue>) -> bool {
+        let bytes = t.bytes;
+        let (open, back) = self.submit(id, t.events, false, q);
+        if let Some((code, events)) = back
+            && matches!(
+                code,
+                ErrorCode::TooManyInFlight | ErrorCode::Busy | ErrorCode::ShuttingDown
+            )
+        {
+            self.txn = Some(Staged { events, bytes });
+        }
+        open
+    }
+
+    /// Hands events to the writer; the reply waits in order. Returns false
+    /// when the connection should close, and the events with the error's
+    /// code when they were refused before reaching the writer.
     fn submit(
         &self,
         id: u64,
         events: Vec<AppendRequest>,
         single: bool,
         q: &Arc<ReplyQueue>,
-    ) -> bool {
+    ) -> (bool, Option<(ErrorCode, Vec<AppendRequest>)>) {
         if q.outstanding() >= self.hub.max_in_flight {
             let e = WireError::new(
                 ErrorCode::TooManyInFlight,
@@ -161,12 +182,13 @@ impl<'h> Session<'h> {
             .with("max_in_flight", self.hub.max_in_flight)
             .with("retry_after_ms", 1);
             let result = self.reject(e);
-            return q.push_ready(id, result);
+            let open = q.push_ready(id, result);
+            return (open, Some((ErrorCode::TooManyInFlight, events)));
         }
         // The slot is reserved first, so that the writer can complete it
         // as soon as it has the answer.
         let Some(slot) = q.reserve(id) else {
-            return false;
+            return (false, None);
         };
         let done: crate::writer::Done = Box::new(move |r: Result<Vec<_>, AppendError>| {
             let out = match r {
@@ -178,10 +200,14 @@ impl<'h> Session<'h> {
             };
             slot.complete(out);
         });
-        if let Err((e, done)) = self.hub.store.submit_or_return(events, done) {
-            done(Err(e));
+        match self.hub.store.submit_or_return(events, done) {
+            Ok(()) => (true, None),
+            Err(r) => {
+                let code = r.error.code();
+                (r.done)(Err(r.error));
+                (true, Some((code, r.events)))
+            }
         }
-        true
     }
 
     /// `Sync` is queued behind the appends before it; the writer answers
