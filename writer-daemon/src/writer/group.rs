@@ -252,11 +252,16 @@ impl Writer {
         for (s, r) in g.staged.drain(..).zip(receipts) {
             spent.push(s.events);
             let answer = match s.replay {
-                // A replay of this group's own events is as durable as they are.
-                Some(r) if s.replay_in_group => {
-                    r.into_iter().map(|r| Receipt { durable, ..r }).collect()
-                }
-                Some(r) => r,
+                // A replay says whether its event is durable now, not when
+                // it was first stored (a sync may have come in between);
+                // one of this group's own events is as durable as they are.
+                Some(r) => r
+                    .into_iter()
+                    .map(|r| Receipt {
+                        durable: r.sequence < self.durable_seq,
+                        ..r
+                    })
+                    .collect(),
                 None => r,
             };
             (s.done)(Ok(answer));
