@@ -103,8 +103,10 @@ pub enum AppendError {
     #[error("empty batch")]
     EmptyBatch,
     /// The expected version did not hold.
-    #[error("entity {entity:?}: expected version {expected}, found {found}")]
+    #[error("event {index}: entity {entity:?}: expected version {expected}, found {found}")]
     VersionConflict {
+        /// Position in the request.
+        index: usize,
         /// The entity.
         entity: String,
         /// What the request expected.
@@ -124,11 +126,20 @@ pub enum AppendError {
         /// The key.
         key: u128,
     },
-    /// The event id is already stored.
-    #[error("event id {id} is already stored")]
+    /// The event id is already stored (or given to an event of an earlier
+    /// request), or an earlier event of this request has it too.
+    #[error("event {index}: event id {id} {}", match earlier {
+        Some(e) => format!("is also given to event {e} of this request"),
+        None => "is already stored".into(),
+    })]
     DuplicateEventId {
+        /// Position in the request.
+        index: usize,
         /// The id (UUID text).
         id: String,
+        /// The earlier event of the same request (or transaction) with
+        /// this id; `None` when another request has it.
+        earlier: Option<usize>,
     },
     /// Event id zero.
     #[error("event {index}: event id 0 is not allowed")]
@@ -219,15 +230,23 @@ impl AppendError {
                 .with("max_events", max_events)
                 .with("max_bytes", max_bytes),
             Self::VersionConflict {
+                index,
                 entity,
                 expected,
                 found,
             } => e
+                .with("index", index)
                 .with("entity", entity)
                 .with("expected", expected)
                 .with("found", found),
             Self::IdempotencyConflict { key } => e.with("key", format!("{key:#034x}")),
-            Self::DuplicateEventId { id } => e.with("event_id", id),
+            Self::DuplicateEventId { index, id, earlier } => {
+                let e = e.with("index", index).with("event_id", id);
+                match earlier {
+                    Some(earlier) => e.with("earlier_index", earlier),
+                    None => e,
+                }
+            }
             Self::Busy {
                 depth,
                 retry_after_ms,

@@ -267,6 +267,70 @@ fn a_batch_is_all_or_nothing() {
 }
 
 #[test]
+fn a_refusal_in_a_batch_names_the_event() {
+    const FRESH: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0002;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let stored = s.append(ev("a", 0x1001, b"")).unwrap().event_id;
+    let ided = |id: u128| with(ev("b", 0x1001, b""), |e| e.event_id = Some(id));
+    let plain = || ev("b", 0x1001, b"");
+
+    let err = s
+        .append_batch(vec![plain(), ided(FRESH), plain(), ided(FRESH)])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AppendError::DuplicateEventId {
+            index: 3,
+            id: weir_protocol::EventId(FRESH).to_string(),
+            earlier: Some(1),
+        }
+    );
+    assert!(err.to_string().contains("also given to event 1"), "{err}");
+    let wire = err.to_wire();
+    assert_eq!(wire.fields.get("index").map(String::as_str), Some("3"));
+    assert_eq!(
+        wire.fields.get("earlier_index").map(String::as_str),
+        Some("1")
+    );
+
+    let err = s.append_batch(vec![plain(), ided(stored)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AppendError::DuplicateEventId {
+                index: 1,
+                earlier: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().ends_with("is already stored"), "{err}");
+    assert!(!err.to_wire().fields.contains_key("earlier_index"));
+
+    let err = s
+        .append_batch(vec![
+            plain(),
+            with(ev("a", 0x1001, b""), |e| {
+                e.expected = ExpectedVersion::Exact(0)
+            }),
+            with(ev("a", 0x1001, b""), |e| {
+                e.expected = ExpectedVersion::Exact(0)
+            }),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::VersionConflict { index: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_wire().fields.get("index").map(String::as_str),
+        Some("2")
+    );
+}
+
+#[test]
 fn a_refused_batch_gives_back_every_event_id_it_staged() {
     // The writer checks, links and hashes a batch in windows of eight
     // events; a refusal in the second window must free the ids that both

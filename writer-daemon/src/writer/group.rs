@@ -90,8 +90,9 @@ struct Link {
     correlation_id: u128,
 }
 
-fn conflict(e: &AppendRequest, state: Option<EntityState>) -> AppendError {
+fn conflict(index: usize, e: &AppendRequest, state: Option<EntityState>) -> AppendError {
     AppendError::VersionConflict {
+        index,
         entity: e.entity.clone(),
         expected: match e.expected {
             ExpectedVersion::NoStream => "none".into(),
@@ -424,7 +425,7 @@ impl Writer {
                     ExpectedVersion::Exact(n) => state.is_some_and(|s| s.clock == n),
                 };
                 if !ok {
-                    refused = Some((i + w, conflict(e, state)));
+                    refused = Some((i + w, conflict(i + w, e, state)));
                     break 'windows;
                 }
                 // `g.ids` holds the client-chosen ids staged in this group,
@@ -436,10 +437,14 @@ impl Writer {
                         || self.index.find_id(id, self.next_seq).is_some()
                         || self.given_in_group(g, &links[..w], id, here)
                     {
+                        let index = i + w;
+                        let earlier = events[..index].iter().position(|o| o.event_id == Some(id));
                         refused = Some((
-                            i + w,
+                            index,
                             AppendError::DuplicateEventId {
+                                index,
                                 id: EventId(id).to_string(),
+                                earlier,
                             },
                         ));
                         break 'windows;
