@@ -1,6 +1,7 @@
 //! A request refused inside a transaction leaves it open: a `Commit`
 //! refused before it reached the writer keeps everything staged for its
-//! retry, and what is pipelined behind it is still staged.
+//! retry, and what is pipelined behind it is still staged; an event the
+//! commit would refuse (a repeated key or event id) is refused when staged.
 
 use anyhow::{Result, bail, ensure};
 use std::io::Write;
@@ -132,5 +133,78 @@ fn a_commit_refused_as_too_many_in_flight_keeps_the_transaction() -> Result<()> 
     ensure!(receipts.len() == 2, "{receipts:?}");
     ensure!(receipts[1].sequence == receipts[0].sequence + 1);
     ensure!(reader.stream("txn")?.len() == 2);
+    Ok(())
+}
+
+#[test]
+fn a_repeated_key_or_event_id_is_refused_when_staged() -> Result<()> {
+    const X: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0001;
+    const Y: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0002;
+    let root = temp_root()?;
+    let d = Daemon::start(&Setup::in_dir(root.path()))?;
+    let mut w = Wire::open(&d)?;
+    let key = |k: u128, p: &[u8]| AppendRequest {
+        idempotency_key: Some(k),
+        ..ev("t", p)
+    };
+    let id = |i: u128| AppendRequest {
+        event_id: Some(i),
+        ..ev("t", b"")
+    };
+    let r = w.round(vec![
+        Op::Begin,
+        Op::Append(key(7, b"one")),
+        Op::Append(key(7, b"two")),
+        Op::AppendBatch(vec![key(8, b"a"), key(8, b"b")]),
+        Op::Append(id(X)),
+        Op::Append(id(X)),
+        Op::AppendBatch(vec![ev("t", b""), id(Y), id(Y)]),
+        Op::Commit,
+    ])?;
+    ensure!(
+        matches!(r[1], Ok(Reply::Staged { staged: 1 })),
+        "{:?}",
+        r[1]
+    );
+    ensure!(
+        code(&r[2]) == Some(ErrorCode::IdempotencyConflict),
+        "{:?}",
+        r[2]
+    );
+    ensure!(
+        code(&r[3]) == Some(ErrorCode::IdempotencyConflict),
+        "{:?}",
+        r[3]
+    );
+    ensure!(
+        matches!(r[4], Ok(Reply::Staged { staged: 2 })),
+        "{:?}",
+        r[4]
+    );
+    let field = |r: &Result<Reply, WireError>, f: &str| {
+        r.as_ref()
+            .err()
+            .and_then(|e| e.fields.get(f).cloned())
+            .unwrap_or_default()
+    };
+    ensure!(
+        code(&r[5]) == Some(ErrorCode::DuplicateEventId),
+        "{:?}",
+        r[5]
+    );
+    ensure!(field(&r[5], "index") == "2" && field(&r[5], "earlier_index") == "1");
+    ensure!(
+        code(&r[6]) == Some(ErrorCode::DuplicateEventId),
+        "{:?}",
+        r[6]
+    );
+    ensure!(field(&r[6], "index") == "4" && field(&r[6], "earlier_index") == "3");
+    // The transaction stayed open: the commit stores what was staged.
+    let Ok(Reply::Batch(receipts)) = &r[7] else {
+        bail!("commit: {:?}", r[7]);
+    };
+    ensure!(receipts.len() == 2, "{receipts:?}");
+    ensure!(receipts[1].event_id == X);
+    ensure!(Reader::open(&d.data_dir)?.stream("t")?.len() == 2);
     Ok(())
 }

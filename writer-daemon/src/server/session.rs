@@ -11,6 +11,7 @@ use super::Hub;
 use super::auth::Peer;
 use super::replies::{Outcome, ReplyQueue};
 use crate::error::AppendError;
+use crate::fxhash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, WireError};
 
@@ -19,6 +20,11 @@ use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, WireErro
 struct Staged {
     events: Vec<AppendRequest>,
     bytes: u64,
+    /// The idempotency keys staged: one the commit's batch would give two
+    /// events is refused when staged, not at commit.
+    keys: FxHashSet<u128>,
+    /// The client-chosen event ids staged, with their events' positions.
+    ids: FxHashMap<u128, usize>,
 }
 
 /// Per-connection request state.
@@ -134,9 +140,34 @@ impl<'h> Session<'h> {
                 return self.reject(err.to_wire());
             }
         }
+        // The keys and ids of this request, checked against those staged
+        // before and against each other.
+        let mut keys = FxHashSet::default();
+        let mut ids = FxHashMap::default();
+        for (i, e) in events.iter().enumerate() {
+            let index = t.events.len() + i;
+            if let Some(key) = e.idempotency_key
+                && (t.keys.contains(&key) || !keys.insert(key))
+            {
+                return self.reject(AppendError::IdempotencyConflict { key }.to_wire());
+            }
+            if let Some(id) = e.event_id {
+                if let Some(&earlier) = t.ids.get(&id).or_else(|| ids.get(&id)) {
+                    let err = AppendError::DuplicateEventId {
+                        index,
+                        id: weir_protocol::EventId(id).to_string(),
+                        earlier: Some(earlier),
+                    };
+                    return self.reject(err.to_wire());
+                }
+                ids.insert(id, index);
+            }
+        }
         let t = self.txn.as_mut().expect("checked above");
         t.events.extend(events);
         t.bytes = bytes;
+        t.keys.extend(keys);
+        t.ids.extend(ids);
         Ok(Reply::Staged {
             staged: t.events.len() as u32,
         })
@@ -147,16 +178,17 @@ impl<'h> Session<'h> {
     /// transaction open with everything staged: the retried `Commit` finds
     /// it, and appends pipelined behind the refused one are still staged,
     /// not written on their own.
-    fn commit(&mut self, id: u64, t: Staged, q: &Arc<ReplyQueue>) -> bool {
-        let bytes = t.bytes;
-        let (open, back) = self.submit(id, t.events, false, q);
+    fn commit(&mut self, id: u64, mut t: Staged, q: &Arc<ReplyQueue>) -> bool {
+        let events = std::mem::take(&mut t.events);
+        let (open, back) = self.submit(id, events, false, q);
         if let Some((code, events)) = back
             && matches!(
                 code,
                 ErrorCode::TooManyInFlight | ErrorCode::Busy | ErrorCode::ShuttingDown
             )
         {
-            self.txn = Some(Staged { events, bytes });
+            t.events = events;
+            self.txn = Some(t);
         }
         open
     }
