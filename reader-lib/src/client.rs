@@ -307,6 +307,15 @@ impl Client {
     /// window's worth are written before replies are read. Each event
     /// succeeds or fails on its own; the outer error means the connection
     /// could not be kept.
+    ///
+    /// Order: the events are stored in the order given unless the daemon
+    /// refuses one for a while (`Busy`: its writer queue is full;
+    /// `TooManyInFlight`: more than `max-in-flight-per-connection` requests
+    /// outstanding, which the default window of 256 stays under). The
+    /// requests behind a refused one are already on their way and are
+    /// stored, and the refused one is resent after them. Where order
+    /// matters under such load, use `ClientOptions::window(1)` or
+    /// [`append_batch`](Self::append_batch).
     pub fn append_pipelined(
         &mut self,
         mut reqs: Vec<AppendRequest>,
