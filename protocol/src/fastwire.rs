@@ -278,7 +278,12 @@ impl<'a> Cursor<'a> {
             self.at += 1;
             return Some(None);
         }
-        let b: [u8; 16] = self.bin()?.try_into().ok()?;
+        // Only bin8 of length 16: rmp-serde refuses the wider bin forms
+        // for a u128, so the fast path must too.
+        if self.take(2)? != [0xc4, 16] {
+            return None;
+        }
+        let b: [u8; 16] = self.take(16)?.try_into().ok()?;
         Some(Some(u128::from_be_bytes(b)))
     }
 
@@ -353,9 +358,19 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
-        /// Flips one bit, truncates, or appends a byte.
+        /// Flips one bit, truncates, appends a byte, or writes one bin8
+        /// length in the bin16 form (valid msgpack, but not every field
+        /// takes it).
         fn damage(&mut self, body: &mut Vec<u8>) {
-            match self.below(3) {
+            match self.below(4) {
+                3 => {
+                    let bins: Vec<usize> = (0..body.len().saturating_sub(1))
+                        .filter(|&i| body[i] == 0xc4)
+                        .collect();
+                    if let Some(&at) = bins.get(self.below(bins.len() as u64 + 1) as usize) {
+                        body.splice(at..=at, [0xc5, 0x00]);
+                    }
+                }
                 0 => {
                     let at = self.below(body.len() as u64) as usize;
                     body[at] ^= 1 << self.below(8);
