@@ -11,6 +11,7 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("weir's shared-memory layouts assume a little-endian host");
 
+mod bin128;
 pub mod fastwire;
 pub mod gate;
 pub mod hash;

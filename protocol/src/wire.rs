@@ -34,6 +34,7 @@ pub struct ServerHello {
     /// Chosen version.
     pub version: u16,
     /// Daemon instance id.
+    #[serde(with = "crate::bin128")]
     pub instance: u128,
     /// Largest frame the server accepts.
     pub max_frame: u32,
@@ -58,14 +59,18 @@ pub struct AppendRequest {
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// Client-chosen event id; the daemon assigns a UUIDv7 when `None`.
+    #[serde(default, with = "crate::bin128::opt")]
     pub event_id: Option<u128>,
     /// Correlation id; defaults to the event id.
+    #[serde(default, with = "crate::bin128::opt")]
     pub correlation_id: Option<u128>,
     /// Causation id.
+    #[serde(default, with = "crate::bin128::opt")]
     pub causation_id: Option<u128>,
     /// A retried append with the same key returns the first receipt and writes nothing;
     /// the key sent with another event (coordinate, kind, payload, causation, or ids it
     /// names) is refused with `IdempotencyConflict`.
+    #[serde(default, with = "crate::bin128::opt")]
     pub idempotency_key: Option<u128>,
     /// Optimistic-concurrency condition on the entity.
     pub expected: ExpectedVersion,
@@ -75,6 +80,7 @@ pub struct AppendRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// Event id.
+    #[serde(with = "crate::bin128")]
     pub event_id: u128,
     /// Global sequence.
     pub sequence: u64,
@@ -123,6 +129,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Instance id.
+    #[serde(with = "crate::bin128")]
     pub instance: u128,
     /// Next sequence to allocate.
     pub allocated: u64,
@@ -383,6 +390,59 @@ mod tests {
         encode(&mut buf, &resp).unwrap();
         read_frame_bytes(&mut buf.as_slice(), DEFAULT_MAX_FRAME, &mut body).unwrap();
         assert_eq!(decode::<Response>(&body).unwrap(), resp);
+    }
+
+    /// `body` with its one 16-byte bin (`c4 10` and the bytes) replaced by `with`.
+    fn swap_u128(body: &[u8], with: &[u8]) -> Vec<u8> {
+        let at = body.windows(2).position(|w| w == [0xc4, 0x10]).unwrap();
+        assert!(!body[at + 2..].windows(2).any(|w| w == [0xc4, 0x10]));
+        [&body[..at], with, &body[at + 18..]].concat()
+    }
+
+    #[test]
+    fn a_u128_is_only_a_16_byte_bin() {
+        let req = Request {
+            id: 1,
+            op: Op::Append(AppendRequest {
+                entity: "e".into(),
+                scope: "s".into(),
+                kind: 0x1001,
+                event_id: Some(0x0102),
+                ..AppendRequest::default()
+            }),
+        };
+        let mut buf = Vec::new();
+        encode(&mut buf, &req).unwrap();
+        let body = &buf[4..];
+        let mut wide = vec![0xc5, 0x00, 0x10];
+        wide.extend_from_slice(&0x0102u128.to_be_bytes());
+        assert_eq!(decode::<Request>(&swap_u128(body, &wide)).unwrap(), req);
+        // -1 (it wrapped to u128::MAX), 0x0102 as an integer, 15 bytes.
+        for bad in [
+            &[0xff][..],
+            &[0xcd, 0x01, 0x02],
+            &[0xc4, 0x0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2],
+        ] {
+            assert!(
+                decode::<Request>(&swap_u128(body, bad)).is_err(),
+                "{bad:x?}"
+            );
+        }
+        let resp = Response {
+            id: 1,
+            result: Ok(Reply::Appended(Receipt {
+                event_id: 7,
+                sequence: 1,
+                clock: 1,
+                event_hash: [0; 32],
+                durable: true,
+                replayed: false,
+            })),
+        };
+        buf.clear();
+        encode(&mut buf, &resp).unwrap();
+        assert_eq!(decode::<Response>(&buf[4..]).unwrap(), resp);
+        assert!(decode::<Response>(&swap_u128(&buf[4..], &[0x07])).is_err());
     }
 
     #[test]
