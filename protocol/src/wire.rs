@@ -6,6 +6,7 @@
 //! with an id, and receives one [`Response`] per request, in request order.
 
 use crate::model::ExpectedVersion;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -352,9 +353,28 @@ pub fn read_frame_bytes<R: Read>(
     Ok(())
 }
 
-/// Decodes a frame body.
-pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(body)
+/// Nesting depth allowed in a frame body. Our messages nest less than 8
+/// deep; the limit keeps a crafted body from recursing through the stack of
+/// a small thread (rmp-serde's own limit, 1024, overflows a 2 MiB stack).
+pub const MAX_DEPTH: usize = 32;
+
+/// Decodes a frame body with a nesting limit ([`MAX_DEPTH`]); the message
+/// must take the whole body (bytes after it make the frame malformed).
+/// Both ends decode with it: a hostile peer can crash neither.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    // A reader over the slice reads no further than the message, so what
+    // is left of the slice afterwards is what follows it.
+    let mut rest = body;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    de.set_max_depth(MAX_DEPTH);
+    let value = T::deserialize(&mut de)?;
+    let rest = rest.len();
+    if rest > 0 {
+        return Err(rmp_serde::decode::Error::Syntax(format!(
+            "{rest} bytes after the message"
+        )));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -458,6 +478,40 @@ mod tests {
             }
         ));
         assert!(body.capacity() < 1024);
+    }
+
+    #[test]
+    fn bytes_after_the_message_make_the_frame_malformed() {
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            &Request {
+                id: 1,
+                op: Op::Ping,
+            },
+        )
+        .unwrap();
+        let body = buf[4..].to_vec();
+        assert!(decode::<Request>(&body).is_ok());
+        let mut longer = body.clone();
+        longer.extend_from_slice(&[0xc1, 0xff, 0x00, 0x42]);
+        let e = decode::<Request>(&longer).unwrap_err();
+        assert!(e.to_string().contains("4 bytes after the message"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        // 100,000 nested one-element arrays, skipped (as serde skips an
+        // unknown field's value) on a 128 KiB stack.
+        let mut body = vec![0x91u8; 100_000];
+        body.push(0xc0);
+        let refused = std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || decode::<serde::de::IgnoredAny>(&body).is_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(refused);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::Hub;
 use super::auth::{self, Peer};
-use super::frames::{self, FrameError, FrameReader};
+use super::frames::{FrameError, FrameReader};
 use super::replies::{ReplyQueue, write_loop};
 use super::session::Session;
 use std::os::unix::net::UnixStream;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use weir_protocol::fastwire::decode_append_request;
 use weir_protocol::wire::{
     ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Request, ServerHello,
-    WireError, write_frame,
+    WireError, decode, write_frame,
 };
 
 /// Replies a peer may leave unread beyond the in-flight limit before the
@@ -61,21 +61,21 @@ fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<
         let fatal = match reader.next(&|| queue.outstanding() > 0) {
             // Appends take the direct decoder; everything else (and
             // anything it declines) goes through serde.
-            Ok(body) => match decode_append_request(body)
-                .map_or_else(|| frames::decode::<Request>(body), Ok)
-            {
-                Ok(req) => {
-                    if session.handle(req, &queue) {
-                        continue;
+            Ok(body) => {
+                match decode_append_request(body).map_or_else(|| decode::<Request>(body), Ok) {
+                    Ok(req) => {
+                        if session.handle(req, &queue) {
+                            continue;
+                        }
+                        break;
                     }
-                    break;
+                    Err(e) => WireError::new(
+                        ErrorCode::MalformedFrame,
+                        format!("the frame is not a msgpack Request: {e}; closing"),
+                    )
+                    .with("len", body.len()),
                 }
-                Err(e) => WireError::new(
-                    ErrorCode::MalformedFrame,
-                    format!("the frame is not a msgpack Request: {e}; closing"),
-                )
-                .with("len", body.len()),
-            },
+            }
             Err(FrameError::Eof) => break,
             Err(FrameError::Io(e)) => {
                 tracing::debug!(pid = peer.pid, error = %e, "read failed");
@@ -146,7 +146,7 @@ fn hello(hub: &Hub, reader: &mut FrameReader) -> Result<Option<ServerHello>, Wir
             ));
         }
     };
-    let h: ClientHello = frames::decode(body).map_err(|e| {
+    let h: ClientHello = decode(body).map_err(|e| {
         WireError::new(
             ErrorCode::BadHello,
             format!("the first frame must be a ClientHello: {e}"),

@@ -5,15 +5,10 @@
 //! started must finish within the read timeout (one byte every few minutes
 //! does not keep it alive).
 
-use serde::de::DeserializeOwned;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-/// Nesting depth allowed in a frame body. Our messages nest less than 8
-/// deep; the limit keeps a crafted body from recursing through the stack of
-/// a small connection thread.
-const MAX_DEPTH: usize = 32;
 /// Read buffer kept between frames.
 const BUF: usize = 64 << 10;
 
@@ -170,29 +165,11 @@ impl FrameReader {
     }
 }
 
-/// Decodes a frame body with a nesting limit; the message must take the
-/// whole body (bytes after it make the frame malformed).
-pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    // A reader over the slice reads no further than the message, so what
-    // is left of the slice afterwards is what follows it.
-    let mut rest = body;
-    let mut de = rmp_serde::Deserializer::new(&mut rest);
-    de.set_max_depth(MAX_DEPTH);
-    let value = T::deserialize(&mut de)?;
-    let rest = rest.len();
-    if rest > 0 {
-        return Err(rmp_serde::decode::Error::Syntax(format!(
-            "{rest} bytes after the message"
-        )));
-    }
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use weir_protocol::wire::{Op, Request, encode};
+    use weir_protocol::wire::{Op, Request, decode, encode};
 
     fn pair(max: u32, timeout_ms: u64) -> (UnixStream, FrameReader) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -289,32 +266,5 @@ mod tests {
         });
         let got = r.next(&|| false).unwrap().to_vec();
         assert_eq!(got, sender.join().unwrap());
-    }
-
-    #[test]
-    fn bytes_after_the_message_make_the_frame_malformed() {
-        let mut buf = Vec::new();
-        encode(
-            &mut buf,
-            &Request {
-                id: 1,
-                op: Op::Ping,
-            },
-        )
-        .unwrap();
-        let body = buf[4..].to_vec();
-        assert!(decode::<Request>(&body).is_ok());
-        let mut longer = body.clone();
-        longer.extend_from_slice(&[0xc1, 0xff, 0x00, 0x42]);
-        let e = decode::<Request>(&longer).unwrap_err();
-        assert!(e.to_string().contains("4 bytes after the message"), "{e}");
-    }
-
-    #[test]
-    fn deep_nesting_is_refused_not_recursed() {
-        // 100,000 nested one-element arrays.
-        let mut body = vec![0x91u8; 100_000];
-        body.push(0xc0);
-        assert!(decode::<Request>(&body).is_err());
     }
 }

@@ -1,0 +1,86 @@
+//! Proves that `weir::Client` survives a socket peer that misbehaves: a
+//! reply nested too deep is a protocol error, not a stack overflow.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+use weir::{Client, ClientError, ClientOptions};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// Reads one frame from the client.
+fn read_one(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// A fake daemon at `<dir>/fake.sock`: for each connection, reads the
+/// client's hello and hands the stream to `serve`.
+fn fake(
+    dir: &tempfile::TempDir,
+    serve: impl Fn(&mut UnixStream) -> std::io::Result<()> + Send + 'static,
+) -> Res<PathBuf> {
+    let path = dir.path().join("fake.sock");
+    let l = UnixListener::bind(&path)?;
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            // The client may give up early: a broken pipe here is fine.
+            let _ = read_one(&mut s).and_then(|_| serve(&mut s));
+        }
+    });
+    Ok(path)
+}
+
+fn opts() -> ClientOptions {
+    ClientOptions::default()
+        .io_timeout(Duration::from_millis(500))
+        .retry_for(Duration::from_millis(300))
+}
+
+#[test]
+fn a_deeply_nested_reply_is_a_protocol_error() -> Res {
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, |s| {
+        // {"Ok": ServerHello as a map, with an extra key "x": [[[[…]]]]},
+        // 100,000 deep: serde skips the unknown key's value by recursing.
+        let mut body = vec![0x81, 0xa2, b'O', b'k', 0x87];
+        for (k, v) in [
+            ("version", &[1][..]),
+            (
+                "instance",
+                &[0xc4, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+            ),
+            ("max_frame", &[0xce, 0, 1, 0, 0]),
+            ("max_payload", &[0x7f]),
+            ("max_batch_events", &[0x7f]),
+            ("max_batch_bytes", &[0x7f]),
+            ("x", &[]),
+        ] {
+            body.push(0xa0 | k.len() as u8);
+            body.extend_from_slice(k.as_bytes());
+            body.extend_from_slice(v);
+        }
+        body.extend(std::iter::repeat_n(0x91, 100_000));
+        body.push(0xc0);
+        s.write_all(&(body.len() as u32).to_le_bytes())?;
+        s.write_all(&body)?;
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
+    })?;
+    // A small stack: rmp-serde's own depth limit (1024) overflowed 2 MiB.
+    let r = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || Client::connect_with(&path, opts()).map(|_| ()))?
+        .join()
+        .map_err(|_| "the client thread panicked")?;
+    assert!(
+        matches!(&r, Err(ClientError::Protocol { what }) if what.contains("depth")),
+        "{r:?}"
+    );
+    Ok(())
+}
