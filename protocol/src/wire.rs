@@ -335,7 +335,9 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()>
     w.write_all(&buf)
 }
 
-/// Reads one frame body into `buf`, refusing lengths over `max` before allocating.
+/// Reads one frame body into `buf`, refusing lengths over `max` before
+/// allocating. The buffer grows with the bytes that arrive, not with the
+/// length announced: a prefix alone costs nothing.
 pub fn read_frame_bytes<R: Read>(
     r: &mut R,
     max: u32,
@@ -348,8 +350,13 @@ pub fn read_frame_bytes<R: Read>(
         return Err(FrameReadError::TooLarge { len, max });
     }
     buf.clear();
-    buf.resize(len as usize, 0);
-    r.read_exact(buf)?;
+    r.take(u64::from(len)).read_to_end(buf)?;
+    if buf.len() < len as usize {
+        return Err(FrameReadError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the frame ended after {} of {len} bytes", buf.len()),
+        )));
+    }
     Ok(())
 }
 
@@ -512,6 +519,20 @@ mod tests {
             .join()
             .unwrap();
         assert!(refused);
+    }
+
+    #[test]
+    fn a_length_prefix_alone_costs_no_memory() {
+        // 200 MiB announced, 3 bytes sent.
+        let mut bytes = (200u32 << 20).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0x92, 0x01, 0x81]);
+        let mut body = Vec::new();
+        let err = read_frame_bytes(&mut bytes.as_slice(), 256 << 20, &mut body).unwrap_err();
+        assert!(
+            matches!(&err, FrameReadError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{err}"
+        );
+        assert!(body.capacity() < 1 << 20, "{} bytes held", body.capacity());
     }
 
     #[test]
