@@ -14,16 +14,24 @@
 use crate::ExpectedVersion;
 use crate::wire::{AppendRequest, Op, Receipt, Reply, Request, Response};
 
+/// Smallest encoding of an event: fixarray, two empty strings, a fixint
+/// kind, an empty bin8, four nils, `"Any"`.
+pub(crate) const MIN_EVENT: usize = 14;
+/// Smallest encoding of a receipt: fixarray, a bin8 id (18), two fixints,
+/// a bin8 hash (34), two bools.
+const MIN_RECEIPT: usize = 57;
+
 /// Decodes a `Request` whose op is `Append` or `AppendBatch`, written the
-/// way rmp-serde writes it; `None` for anything else.
+/// way rmp-serde writes it; `None` for anything else, including a batch
+/// that announces more than `max_batch_events` (declined at its header:
+/// [`crate::limited::decode_request`] gives the typed error).
 #[must_use]
-pub fn decode_append_request(body: &[u8]) -> Option<Request> {
+pub fn decode_append_request(body: &[u8], max_batch_events: usize) -> Option<Request> {
     let mut c = Cursor { b: body, at: 0 };
     let id = c.envelope()?;
     let op = match c.str()? {
         "Append" => Op::Append(c.append()?),
-        // An event takes at least 9 bytes.
-        "AppendBatch" => Op::AppendBatch(c.list(9, Cursor::append)?),
+        "AppendBatch" => Op::AppendBatch(c.list(MIN_EVENT, max_batch_events, Cursor::append)?),
         _ => return None,
     };
     c.end(Request { id, op })
@@ -41,8 +49,7 @@ pub fn decode_receipts_response(body: &[u8]) -> Option<Response> {
     }
     let reply = match c.str()? {
         "Appended" => Reply::Appended(c.receipt()?),
-        // A receipt takes at least 54 bytes.
-        "Batch" => Reply::Batch(c.list(54, Cursor::receipt)?),
+        "Batch" => Reply::Batch(c.list(MIN_RECEIPT, usize::MAX, Cursor::receipt)?),
         _ => return None,
     };
     c.end(Response {
@@ -185,15 +192,17 @@ impl<'a> Cursor<'a> {
         (self.map_len()? == 1).then_some(id)
     }
 
-    /// An array of items of at least `min` bytes each: a hostile length
-    /// cannot make it allocate more than the frame could hold.
+    /// An array of at most `max` items of at least `min` bytes each: a
+    /// hostile length cannot make it allocate more than the frame could
+    /// hold, nor more items than the caller takes.
     fn list<T>(
         &mut self,
         min: usize,
+        max: usize,
         mut item: impl FnMut(&mut Self) -> Option<T>,
     ) -> Option<Vec<T>> {
         let n = self.array_len()?;
-        if n > self.b.len() / min {
+        if n > max || n > self.b.len() / min {
             return None;
         }
         let mut v = Vec::with_capacity(n);
@@ -427,7 +436,11 @@ mod tests {
                 op,
             };
             let body = frame(&req);
-            assert_eq!(decode_append_request(&body), Some(req), "case {i}");
+            assert_eq!(
+                decode_append_request(&body, usize::MAX),
+                Some(req),
+                "case {i}"
+            );
         }
     }
 
@@ -444,7 +457,7 @@ mod tests {
             };
             let mut body = frame(&req);
             r.damage(&mut body);
-            if let Some(got) = decode_append_request(&body) {
+            if let Some(got) = decode_append_request(&body, usize::MAX) {
                 fast += 1;
                 let want: Request = decode(&body).unwrap_or_else(|e| panic!("case {i}: {e}"));
                 assert_eq!(got, want, "case {i}");
@@ -531,13 +544,52 @@ mod tests {
     #[test]
     fn other_ops_and_shapes_are_left_to_serde() {
         for op in [Op::Begin, Op::Commit, Op::Sync, Op::Ping] {
-            assert_eq!(decode_append_request(&frame(&Request { id: 1, op })), None);
+            assert_eq!(
+                decode_append_request(&frame(&Request { id: 1, op }), usize::MAX),
+                None
+            );
         }
         // A batch length larger than the frame could hold.
         let mut body = vec![0x92, 0x01, 0x81, 0xab];
         body.extend_from_slice(b"AppendBatch");
         body.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(decode_append_request(&body), None);
-        assert_eq!(decode_append_request(&[]), None);
+        assert_eq!(decode_append_request(&body, usize::MAX), None);
+        assert_eq!(decode_append_request(&[], usize::MAX), None);
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_declined_at_its_header() {
+        let mut r = Rng(0x1177);
+        let req = Request {
+            id: 3,
+            op: Op::AppendBatch((0..3).map(|_| event(&mut r)).collect()),
+        };
+        let body = frame(&req);
+        assert_eq!(decode_append_request(&body, 3), Some(req));
+        assert_eq!(decode_append_request(&body, 2), None);
+    }
+
+    #[test]
+    fn the_bounds_are_the_smallest_items() {
+        // [0, {"Append": event}]: 10 bytes around the event.
+        let body = frame(&Request {
+            id: 0,
+            op: Op::Append(AppendRequest::default()),
+        });
+        assert_eq!(body.len() - 10, MIN_EVENT);
+        // [0, {"Ok": {"Appended": receipt}}]: 16 bytes around the receipt.
+        let receipt = Receipt {
+            event_id: 0,
+            sequence: 0,
+            clock: 0,
+            event_hash: [0; 32],
+            durable: false,
+            replayed: false,
+        };
+        let body = frame(&Response {
+            id: 0,
+            result: Ok(Reply::Appended(receipt)),
+        });
+        assert_eq!(body.len() - 16, MIN_RECEIPT);
     }
 }

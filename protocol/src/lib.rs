@@ -16,6 +16,7 @@ pub mod fastwire;
 pub mod gate;
 pub mod hash;
 pub mod index;
+pub mod limited;
 pub mod locate;
 pub mod model;
 pub mod segment;

@@ -6,7 +6,7 @@
 //! with an id, and receives one [`Response`] per request, in request order.
 
 use crate::model::ExpectedVersion;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -369,12 +369,20 @@ pub const MAX_DEPTH: usize = 32;
 /// must take the whole body (bytes after it make the frame malformed).
 /// Both ends decode with it: a hostile peer can crash neither.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    decode_seed(body, std::marker::PhantomData::<T>)
+}
+
+/// [`decode`] with a seed.
+pub(crate) fn decode_seed<'de, S: DeserializeSeed<'de>>(
+    body: &[u8],
+    seed: S,
+) -> Result<S::Value, rmp_serde::decode::Error> {
     // A reader over the slice reads no further than the message, so what
     // is left of the slice afterwards is what follows it.
     let mut rest = body;
     let mut de = rmp_serde::Deserializer::new(&mut rest);
     de.set_max_depth(MAX_DEPTH);
-    let value = T::deserialize(&mut de)?;
+    let value = seed.deserialize(&mut de)?;
     let rest = rest.len();
     if rest > 0 {
         return Err(rmp_serde::decode::Error::Syntax(format!(

@@ -233,6 +233,47 @@ fn every_bad_input_gets_a_typed_error() -> Result<()> {
     ensure!(got == want, "got {got:?}");
     ensure!(matches!(r[11], Ok(Reply::Cancelled { dropped: 0 })));
 
+    // A batch whose header announces 2^32 - 1 events (and that holds 20):
+    // refused at the header, before any event is decoded (a frame of
+    // millions of tiny events took over a gigabyte to decode), answered
+    // with its id; the connection stays open.
+    let mut frame = Vec::new();
+    encode(
+        &mut frame,
+        &Request {
+            id: 5,
+            op: Op::AppendBatch((0..20).map(|_| ev("big", 0x1001, 1)).collect()),
+        },
+    )?;
+    let at = frame
+        .windows(11)
+        .position(|w| w == b"AppendBatch")
+        .context("the op name")?
+        + 11;
+    ensure!(frame[at..at + 3] == [0xdc, 0, 20], "an array16 header");
+    frame.splice(at..at + 3, [0xdd, 0xff, 0xff, 0xff, 0xff]);
+    let len = frame.len() as u32 - 4;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    encode(
+        &mut frame,
+        &Request {
+            id: 6,
+            op: Op::Ping,
+        },
+    )?;
+    let mut s = session(&d)?;
+    s.write_all(&frame)?;
+    let r: Response = read_msg(&mut s)?;
+    ensure!(r.id == 5, "answered as request {}: {:?}", r.id, r.result);
+    let e = r.result.err().context("a refusal")?;
+    ensure!(e.code == ErrorCode::BatchTooLarge, "{e}");
+    ensure!(
+        e.fields.get("events").map(String::as_str) == Some("4294967295"),
+        "{e:?}"
+    );
+    let r: Response = read_msg(&mut s)?;
+    ensure!(r.id == 6 && matches!(r.result, Ok(Reply::Pong)), "{r:?}");
+
     // More in flight than allowed: the excess is refused, in order.
     let many: Vec<Op> = (0..64)
         .map(|_| Op::Append(ev("burst", 0x1001, 10)))

@@ -9,9 +9,10 @@ use super::session::Session;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use weir_protocol::fastwire::decode_append_request;
+use weir_protocol::limited::{RequestError, decode_request};
 use weir_protocol::wire::{
-    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Request, ServerHello,
-    WireError, decode, write_frame,
+    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, ServerHello, WireError,
+    decode, write_frame,
 };
 
 /// Replies a peer may leave unread beyond the in-flight limit before the
@@ -57,14 +58,29 @@ fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<
             .spawn(move || write_loop(&queue, out))?
     };
     let mut session = Session::new(hub, peer);
+    let max_batch = hub.store.config().max_batch_events as usize;
     loop {
         let fatal = match reader.next(&|| queue.outstanding() > 0) {
             // Appends take the direct decoder; everything else (and
             // anything it declines) goes through serde.
+            // A batch over max-batch-events is refused at its header, before
+            // any event is decoded.
             Ok(body) => {
-                match decode_append_request(body).map_or_else(|| decode::<Request>(body), Ok) {
+                match decode_append_request(body, max_batch)
+                    .map_or_else(|| decode_request(body, max_batch), Ok)
+                {
                     Ok(req) => {
                         if session.handle(req, &queue) {
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(RequestError::BatchTooLarge {
+                        id: Some(id),
+                        events,
+                        ..
+                    }) => {
+                        if session.refuse_batch(id, events, body.len(), &queue) {
                             continue;
                         }
                         break;

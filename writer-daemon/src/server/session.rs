@@ -111,6 +111,30 @@ impl<'h> Session<'h> {
         }
     }
 
+    /// Answers a batch the decoder refused at its header for announcing
+    /// `events` (more than max-batch-events): the same error the store
+    /// gives, with the frame's length for `bytes` (its events were never
+    /// decoded to count theirs).
+    pub(super) fn refuse_batch(
+        &self,
+        id: u64,
+        events: usize,
+        frame_bytes: usize,
+        q: &Arc<ReplyQueue>,
+    ) -> bool {
+        if !self.may_append {
+            return q.push_ready(id, self.denied());
+        }
+        let c = self.hub.store.config();
+        let e = AppendError::BatchTooLarge {
+            events,
+            bytes: frame_bytes as u64,
+            max_events: c.max_batch_events,
+            max_bytes: c.max_batch_bytes,
+        };
+        q.push_ready(id, self.reject(e.to_wire()))
+    }
+
     /// Validates and stages events inside the open transaction. A refused
     /// event is not staged; the transaction stays open.
     fn stage(&mut self, events: Vec<AppendRequest>) -> Outcome {
