@@ -47,6 +47,9 @@ pub(super) struct FrameReader {
     max: u32,
     timeout: Duration,
     current_timeout: Option<Duration>,
+    /// When the frame being read must be complete: set at its first byte,
+    /// kept across the reads of its header and its body.
+    deadline: Option<Instant>,
 }
 
 impl FrameReader {
@@ -59,6 +62,7 @@ impl FrameReader {
             max,
             timeout,
             current_timeout: None,
+            deadline: None,
         }
     }
 
@@ -78,6 +82,7 @@ impl FrameReader {
         self.fill(total, busy)?;
         let body = self.start + 4..self.start + total;
         self.start += total;
+        self.deadline = None;
         Ok(&self.buf[body])
     }
 
@@ -99,17 +104,12 @@ impl FrameReader {
             self.end -= self.start;
             self.start = 0;
         }
-        let mut deadline = None;
         while self.end - self.start < need {
             let got = self.end - self.start;
-            let wait = match deadline {
+            let wait = match self.deadline {
                 Some(d) => d,
                 None if got == 0 => Instant::now() + self.timeout,
-                None => {
-                    let d = Instant::now() + self.timeout;
-                    deadline = Some(d);
-                    d
-                }
+                None => *self.deadline.insert(Instant::now() + self.timeout),
             };
             let left = wait.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -127,8 +127,8 @@ impl FrameReader {
                 Ok(0) => return Err(FrameError::Truncated { got }),
                 Ok(n) => {
                     self.end += n;
-                    if deadline.is_none() {
-                        deadline = Some(Instant::now() + self.timeout);
+                    if self.deadline.is_none() {
+                        self.deadline = Some(Instant::now() + self.timeout);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -242,6 +242,27 @@ mod tests {
             r.next(&|| false),
             Err(FrameError::Truncated { got: 5 })
         ));
+    }
+
+    #[test]
+    fn a_frame_has_one_deadline_for_header_and_body() {
+        // The header takes 400 ms and the body 400 ms more: each within
+        // the 600 ms timeout, the frame not.
+        let (mut a, mut r) = pair(4096, 600);
+        let sender = std::thread::spawn(move || {
+            let pace = |ms| std::thread::sleep(Duration::from_millis(ms));
+            a.write_all(&[10, 0]).unwrap();
+            pace(400);
+            a.write_all(&[0, 0]).unwrap();
+            pace(400);
+            let _ = a.write_all(&[7; 10]);
+            a
+        });
+        assert!(matches!(
+            r.next(&|| false),
+            Err(FrameError::Stuck { got: 4 })
+        ));
+        drop(sender.join().unwrap());
     }
 
     #[test]
