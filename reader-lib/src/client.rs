@@ -57,6 +57,18 @@ pub enum ClientError {
         /// The last refusal.
         last: String,
     },
+    /// The daemon accepted the connection but did not answer within the
+    /// `io_timeout` (it is stopped, hung or overloaded), on every try within
+    /// the retry budget (`waited` zero: the first connect, not retried).
+    #[error("{}", not_answering(.path, *.timeout, *.waited))]
+    NotAnswering {
+        /// The socket.
+        path: PathBuf,
+        /// The `io_timeout` each try had.
+        timeout: Duration,
+        /// Time spent retrying.
+        waited: Duration,
+    },
     /// The connection broke and no reconnect succeeded within the budget
     /// (`waited` zero: the first connect failed, nothing was retried).
     #[error("{}", disconnected(.path, *.waited, .last))]
@@ -68,6 +80,17 @@ pub enum ClientError {
         /// The last failure.
         last: String,
     },
+}
+
+fn not_answering(path: &Path, timeout: Duration, waited: Duration) -> String {
+    let mut s = format!(
+        "the daemon at {} did not answer within {timeout:?}",
+        path.display()
+    );
+    if !waited.is_zero() {
+        s += &format!("; retried for {waited:?}");
+    }
+    s
 }
 
 fn disconnected(path: &Path, waited: Duration, last: &str) -> String {
@@ -228,6 +251,11 @@ impl Client {
                 waited: Duration::ZERO,
                 last,
             },
+            Failure::NoAnswer => ClientError::NotAnswering {
+                path: path.clone(),
+                timeout: opts.io_timeout,
+                waited: Duration::ZERO,
+            },
         })?;
         Ok(Self {
             path,
@@ -379,6 +407,7 @@ impl Client {
         let started = Instant::now();
         let mut out: Vec<Option<Result<Reply, WireError>>> = vec![None; ops.len()];
         let mut backoff = Duration::from_millis(5);
+        let mut silent = false;
         loop {
             let todo: Vec<usize> = (0..ops.len()).filter(|&i| out[i].is_none()).collect();
             if todo.is_empty() {
@@ -391,9 +420,14 @@ impl Client {
                     self.conn = None;
                     return Err(e);
                 }
-                Err(Failure::Transient(last)) => {
+                Err(f @ (Failure::Transient(_) | Failure::NoAnswer)) => {
                     self.conn = None;
                     backoff = (backoff * 2).min(Duration::from_millis(250));
+                    silent = matches!(f, Failure::NoAnswer);
+                    let last = match f {
+                        Failure::Transient(last) => last,
+                        _ => "no answer".to_owned(),
+                    };
                     (backoff, last)
                 }
             };
@@ -402,6 +436,12 @@ impl Client {
                 let busy_only = self.conn.is_some();
                 return Err(if busy_only {
                     ClientError::Timeout { waited, last }
+                } else if silent {
+                    ClientError::NotAnswering {
+                        path: self.path.clone(),
+                        timeout: self.opts.io_timeout,
+                        waited,
+                    }
                 } else {
                     ClientError::Disconnected {
                         path: self.path.clone(),
@@ -546,7 +586,7 @@ impl Transaction<'_> {
                 }
             }
             Err(Failure::Fatal(e)) => Err(e),
-            Err(Failure::Transient(_)) => {
+            Err(Failure::Transient(_) | Failure::NoAnswer) => {
                 // Staged locally; commit replays everything on a new connection.
                 self.client.conn = None;
                 self.open_on = None;
@@ -583,7 +623,7 @@ impl Transaction<'_> {
                     Err(_) => self.client.conn = None,
                 },
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(_)) => self.client.conn = None,
+                Err(Failure::Transient(_) | Failure::NoAnswer) => self.client.conn = None,
             }
         }
         if self.staged.is_empty() {

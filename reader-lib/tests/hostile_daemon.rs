@@ -1,11 +1,14 @@
 //! Proves that `weir::Client` survives a socket peer that misbehaves: a
-//! reply nested too deep is a protocol error, not a stack overflow.
+//! reply nested too deep is a protocol error, not a stack overflow, and a
+//! daemon that takes the connection but never answers is reported as not
+//! answering, not as gone.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
-use weir::{Client, ClientError, ClientOptions};
+use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
+use weir_protocol::wire::{HelloReply, ServerHello, encode};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -80,6 +83,48 @@ fn a_deeply_nested_reply_is_a_protocol_error() -> Res {
         .map_err(|_| "the client thread panicked")?;
     assert!(
         matches!(&r, Err(ClientError::Protocol { what }) if what.contains("depth")),
+        "{r:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_daemon_that_does_not_answer_is_not_called_gone() -> Res {
+    // No answer to the hello.
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, |_| {
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
+    })?;
+    let r = Client::connect_with(&path, opts());
+    assert!(
+        matches!(&r, Err(ClientError::NotAnswering { waited, .. }) if waited.is_zero()),
+        "{r:?}"
+    );
+    // A hello, then no answer to the append: retried, then reported.
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, |s| {
+        let mut hello = Vec::new();
+        encode(
+            &mut hello,
+            &HelloReply::Ok(ServerHello {
+                version: 1,
+                instance: 7,
+                max_frame: 1 << 20,
+                max_payload: 1 << 16,
+                max_batch_events: 100,
+                max_batch_bytes: 1 << 20,
+            }),
+        )
+        .map_err(std::io::Error::other)?;
+        s.write_all(&hello)?;
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
+    })?;
+    let mut c = Client::connect_with(&path, opts())?;
+    let r = c.append(&Coordinate::new("e:1", "s")?, EventKind(0x1001), b"x");
+    assert!(
+        matches!(&r, Err(ClientError::NotAnswering { timeout, .. }) if *timeout == Duration::from_millis(500)),
         "{r:?}"
     );
     Ok(())

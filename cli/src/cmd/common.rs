@@ -80,6 +80,12 @@ fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
         ClientError::Disconnected { .. } => true,
         _ => false,
     };
+    if let ClientError::NotAnswering { .. } = e {
+        return anyhow!(
+            "the daemon for {} is not answering ({e}); it runs but may be stopped, hung or overloaded",
+            dir.display()
+        );
+    }
     if gone {
         anyhow!(
             "the daemon is not running for {} ({e}); start it with `weir serve --data-dir {}`",

@@ -21,13 +21,21 @@ pub(super) enum Failure {
     /// The connection is gone or the daemon is restarting: reconnect and
     /// resend (idempotency keys make that safe).
     Transient(String),
+    /// The daemon accepted the connection but did not answer (or read)
+    /// within `io_timeout`: it is stopped, hung or overloaded. Retried like
+    /// `Transient`, but reported as such when the budget ends.
+    NoAnswer,
     /// Retrying cannot help.
     Fatal(ClientError),
 }
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
-        Self::Transient(e.to_string())
+        match e.kind() {
+            // What a socket timeout reports.
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Self::NoAnswer,
+            _ => Self::Transient(e.to_string()),
+        }
     }
 }
 
@@ -185,7 +193,7 @@ impl Conn {
 
 fn read(reader: &mut BufReader<UnixStream>, body: &mut Vec<u8>) -> Result<(), Failure> {
     read_frame_bytes(reader, MAX_REPLY, body).map_err(|e| match e {
-        weir_protocol::wire::FrameReadError::Io(e) => Failure::Transient(e.to_string()),
+        weir_protocol::wire::FrameReadError::Io(e) => e.into(),
         other => Failure::Fatal(ClientError::Protocol {
             what: other.to_string(),
         }),
