@@ -1,14 +1,15 @@
 //! Proves that `weir::Client` survives a socket peer that misbehaves: a
 //! reply nested too deep is a protocol error, not a stack overflow, and a
 //! daemon that takes the connection but never answers is reported as not
-//! answering, not as gone.
+//! answering, not as gone, and one that sends its reply a byte at a time
+//! does not hold a call past the io timeout.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
-use weir_protocol::wire::{HelloReply, ServerHello, encode};
+use weir_protocol::wire::{HelloReply, Receipt, Reply, Response, ServerHello, encode};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -37,6 +38,24 @@ fn fake(
         }
     });
     Ok(path)
+}
+
+/// A good hello reply frame.
+fn hello() -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode(
+        &mut out,
+        &HelloReply::Ok(ServerHello {
+            version: 1,
+            instance: 7,
+            max_frame: 1 << 20,
+            max_payload: 1 << 16,
+            max_batch_events: 100,
+            max_batch_bytes: 1 << 20,
+        }),
+    )
+    .map_err(std::io::Error::other)?;
+    Ok(out)
 }
 
 fn opts() -> ClientOptions {
@@ -104,20 +123,7 @@ fn a_daemon_that_does_not_answer_is_not_called_gone() -> Res {
     // A hello, then no answer to the append: retried, then reported.
     let dir = tempfile::tempdir()?;
     let path = fake(&dir, |s| {
-        let mut hello = Vec::new();
-        encode(
-            &mut hello,
-            &HelloReply::Ok(ServerHello {
-                version: 1,
-                instance: 7,
-                max_frame: 1 << 20,
-                max_payload: 1 << 16,
-                max_batch_events: 100,
-                max_batch_bytes: 1 << 20,
-            }),
-        )
-        .map_err(std::io::Error::other)?;
-        s.write_all(&hello)?;
+        s.write_all(&hello()?)?;
         std::thread::sleep(Duration::from_secs(2));
         Ok(())
     })?;
@@ -127,5 +133,44 @@ fn a_daemon_that_does_not_answer_is_not_called_gone() -> Res {
         matches!(&r, Err(ClientError::NotAnswering { timeout, .. }) if *timeout == Duration::from_millis(500)),
         "{r:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_reply_sent_a_byte_at_a_time_ends_at_the_io_timeout() -> Res {
+    // Each byte within the 300 ms timeout, the whole receipt (about 80
+    // bytes, one per 100 ms) far past it.
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, |s| {
+        s.write_all(&hello()?)?;
+        let request = read_one(s)?;
+        let mut reply = Vec::new();
+        encode(
+            &mut reply,
+            &Response {
+                id: u64::from(request[1]),
+                result: Ok(Reply::Appended(Receipt {
+                    event_id: 9,
+                    sequence: 1,
+                    clock: 0,
+                    event_hash: [3; 32],
+                    durable: true,
+                    replayed: false,
+                })),
+            },
+        )
+        .map_err(std::io::Error::other)?;
+        for b in reply {
+            s.write_all(&[b])?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })?;
+    let o = ClientOptions::default()
+        .io_timeout(Duration::from_millis(300))
+        .retry_for(Duration::ZERO);
+    let mut c = Client::connect_with(&path, o)?;
+    let r = c.append(&Coordinate::new("e:1", "s")?, EventKind(0x1001), b"x");
+    assert!(matches!(&r, Err(ClientError::NotAnswering { .. })), "{r:?}");
     Ok(())
 }

@@ -3,9 +3,10 @@
 
 use super::{ClientError, ClientOptions};
 use serde::Serialize;
-use std::io::{self, BufReader, ErrorKind, Write};
+use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use weir_protocol::fastwire::{decode_receipts_response, encode_append_request};
 use weir_protocol::wire::{
     ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, Op, PROTOCOL_VERSION, Response, ServerHello,
@@ -51,6 +52,7 @@ pub(super) struct Conn {
     reader: BufReader<UnixStream>,
     out: Vec<u8>,
     body: Vec<u8>,
+    timeout: Duration,
     next_id: u64,
     pub(super) hello: ServerHello,
 }
@@ -94,7 +96,7 @@ impl Conn {
         )?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut body = Vec::new();
-        read(&mut reader, &mut body)?;
+        read(&mut reader, opts.io_timeout, &mut body)?;
         let reply: HelloReply = decode(&body).map_err(|e| {
             Failure::Fatal(ClientError::Protocol {
                 what: format!("the hello reply does not decode: {e}"),
@@ -112,6 +114,7 @@ impl Conn {
             reader,
             out: Vec::with_capacity(4096),
             body,
+            timeout: opts.io_timeout,
             next_id: 1,
             hello,
         })
@@ -168,7 +171,7 @@ impl Conn {
         &mut self,
         id: u64,
     ) -> Result<Result<weir_protocol::wire::Reply, WireError>, Failure> {
-        read(&mut self.reader, &mut self.body)?;
+        read(&mut self.reader, self.timeout, &mut self.body)?;
         // Receipts take the direct decoder; anything else goes through serde.
         let r: Response = decode_receipts_response(&self.body)
             .map_or_else(|| decode(&self.body), Ok)
@@ -191,11 +194,59 @@ impl Conn {
     }
 }
 
-fn read(reader: &mut BufReader<UnixStream>, body: &mut Vec<u8>) -> Result<(), Failure> {
-    read_frame_bytes(reader, MAX_REPLY, body).map_err(|e| match e {
+/// Reads one reply frame. Its first byte may take `timeout`; once it came,
+/// the whole frame must arrive within `timeout` (a peer sending a byte at a
+/// time does not hold the call for longer).
+fn read(
+    reader: &mut BufReader<UnixStream>,
+    timeout: Duration,
+    body: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let mut r = FrameDeadline {
+        r: reader,
+        timeout,
+        deadline: None,
+        shortened: false,
+    };
+    let got = read_frame_bytes(&mut r, MAX_REPLY, body);
+    if r.shortened {
+        r.r.get_ref().set_read_timeout(Some(timeout))?;
+    }
+    got.map_err(|e| match e {
         weir_protocol::wire::FrameReadError::Io(e) => e.into(),
         other => Failure::Fatal(ClientError::Protocol {
             what: other.to_string(),
         }),
     })
+}
+
+/// A reader that ends one frame at its deadline: the socket's read timeout
+/// is cut to what is left of it before each read that needs the socket.
+struct FrameDeadline<'a> {
+    r: &'a mut BufReader<UnixStream>,
+    timeout: Duration,
+    /// Set at the frame's first byte.
+    deadline: Option<Instant>,
+    /// The socket's read timeout was cut (and must be put back).
+    shortened: bool,
+}
+
+impl Read for FrameDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline
+            && self.r.buffer().is_empty()
+        {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            self.r.get_ref().set_read_timeout(Some(left))?;
+            self.shortened = true;
+        }
+        let n = self.r.read(buf)?;
+        if n > 0 && self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.timeout);
+        }
+        Ok(n)
+    }
 }
