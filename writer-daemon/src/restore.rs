@@ -147,7 +147,7 @@ pub fn restore(
                     idem,
                 } = r;
                 let next_seq = cp.watermark.get();
-                let cancelled: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
+                let cancelled: u64 = ranges.iter().map(|r| r.1.saturating_sub(r.0)).sum();
                 let seg = open.pos.segment_id;
                 let log = SegmentLog::resume(storage, config.segment_max_bytes, instance, open)
                     .map_err(seg_err(seg))?;
@@ -167,7 +167,7 @@ pub fn restore(
                         path: RestorePath::IndexFiles,
                         // Events, as the other paths count them: cancelled
                         // sequences are reported apart.
-                        entries: next_seq - cancelled,
+                        entries: next_seq.saturating_sub(cancelled),
                         tail_entries: 0,
                         cancelled,
                         elapsed: started.elapsed(),
@@ -338,6 +338,7 @@ fn try_reuse(
         ));
     }
     let index = IndexWriter::open(data_dir, g, log2, &cp).map_err(|e| e.to_string())?;
+    check_cancelled(&index, &ranges, cp.watermark.get())?;
     let pos = LogPosition {
         segment_id: seg,
         offset: off as u64,
@@ -360,6 +361,35 @@ fn try_reuse(
         entities,
         idem,
     })
+}
+
+/// Checks the previous gate's cancelled ranges, which carry no checksum,
+/// against the reused index: sorted and merged, each non-empty and below
+/// `end`, every sequence in them a tombstone row. O(cancelled sequences).
+fn check_cancelled(index: &IndexWriter, ranges: &[(u64, u64)], end: u64) -> Result<(), String> {
+    let mut floor = 0;
+    for (i, &(a, b)) in ranges.iter().enumerate() {
+        if a < floor || a >= b || b > end {
+            return Err(format!(
+                "the previous gate's cancelled range {i}, [{a}, {b}), is not sorted, \
+                 merged and below the watermark {end}"
+            ));
+        }
+        let tombstone = |s: u64| {
+            index
+                .row(s)
+                .is_some_and(|r| r.crc_ok() && r.sequence.get() == s && r.is_cancelled())
+        };
+        if let Some(s) = (a..b).find(|&s| !tombstone(s)) {
+            return Err(format!(
+                "the previous gate's cancelled range [{a}, {b}) holds sequence {s}, \
+                 whose row is not a tombstone"
+            ));
+        }
+        // Merged ranges never touch: the next one starts past this end.
+        floor = b + 1;
+    }
+    Ok(())
 }
 
 /// Rebuilds the entity chain heads from a reused index: O(entities).
