@@ -402,11 +402,21 @@ fn chains_from_index(
     unused_ok: bool,
 ) -> Result<Entities, String> {
     let mut segs: HashMap<u32, SegmentBytes> = HashMap::new();
-    let mut frame_of = |seq: u64| -> Result<[u8; 32], String> {
+    // The head words (and, on the checkpoint path, the entity column they
+    // were counted from) carry no CRC: the head must be a CRC-valid row of
+    // this very entity whose frame holds the same event, or the writer
+    // would continue another chain.
+    let mut head_of = |seq: u64, id: u32, name: &[u8]| -> Result<(u32, [u8; 32]), String> {
+        let who = String::from_utf8_lossy(name);
         let row = index
             .row(seq)
             .filter(|r| r.crc_ok() && r.sequence.get() == seq)
-            .ok_or_else(|| format!("row {seq} is damaged"))?;
+            .ok_or_else(|| format!("row {seq}, the head of entity {who:?}, is damaged"))?;
+        if row.is_cancelled() || row.entity_id.get() != id {
+            return Err(format!(
+                "entity {who:?}'s head names row {seq}, which is not one of its events"
+            ));
+        }
         let sid = row.segment_id.get();
         if let std::collections::hash_map::Entry::Vacant(v) = segs.entry(sid) {
             v.insert(storage.read(u64::from(sid)).map_err(|e| e.to_string())?);
@@ -416,7 +426,12 @@ fn chains_from_index(
         let Decoded::Event(f) = d else {
             return Err(format!("row {seq} points at a non-event frame"));
         };
-        Ok(f.header.event_hash)
+        if f.entity != name || f.header.sequence.get() != seq || f.header.clock != row.clock {
+            return Err(format!(
+                "row {seq}, the head of entity {who:?}, points at another event's frame"
+            ));
+        }
+        Ok((row.clock.get(), f.header.event_hash))
     };
     let mut entities = Entities::default();
     for (ns, name, id) in index.names().iter() {
@@ -428,14 +443,16 @@ fn chains_from_index(
             continue;
         }
         if head == 0 || head > end {
-            return Err(format!("entity head {head} out of range"));
+            return Err(format!(
+                "entity {:?}'s head {head} is out of range",
+                String::from_utf8_lossy(name)
+            ));
         }
-        let row = index.row(head - 1).ok_or("missing row")?;
-        let hash = frame_of(head - 1)?;
+        let (clock, hash) = head_of(head - 1, id, name)?;
         entities.insert(
             name.into(),
             EntityState {
-                clock: row.clock.get(),
+                clock,
                 hash,
                 entity_id: id,
             },
