@@ -248,7 +248,7 @@ impl IndexWriter {
             chunks.push(Arc::new(f));
             id_ranges.push(range);
         }
-        let names = Names::open(&dir, cp.strings_end.get(), cp.names_table.get())?;
+        let names = Names::open(&dir, cp.strings_end.get(), cp.names_table.get(), &meta)?;
         // A generation written before `ranges` existed gets one now, and a
         // damaged one is written again: the chunk headers are the authority.
         let path = dir.join("ranges");

@@ -71,8 +71,15 @@ impl Names {
         Ok(names)
     }
 
-    /// Re-opens the names of an existing generation, up to `strings_end`.
-    pub fn open(dir: &Path, strings_end: u64, table_no: u64) -> io::Result<Self> {
+    /// Re-opens the names of an existing generation, up to `strings_end`,
+    /// with table `table_no` (both from the trusted checkpoint), and stores
+    /// them into `meta`'s words, which carry no CRC and which readers read.
+    pub fn open(
+        dir: &Path,
+        strings_end: u64,
+        table_no: u64,
+        meta: &MappedFile,
+    ) -> io::Result<Self> {
         let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let files = open_strings(dir, strings_end)?;
         let head =
@@ -104,6 +111,7 @@ impl Names {
         })?;
         names.ids = ids;
         names.used = names.ids.iter().map(FxHashMap::len).sum();
+        names.publish_meta(meta);
         Ok(names)
     }
 
