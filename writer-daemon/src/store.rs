@@ -203,13 +203,21 @@ impl Store {
             .id_key
             .or_else(|| IdKey::from_bytes(random_u128().max(1).to_le_bytes()))
             .expect("a non-zero key");
+        // A refused start removes the generation it was building (no gate
+        // names it) and its `gate.tmp`: it leaves the files as it found them.
+        let fresh = crate::index::generation_dir(dir, previous.generation.map_or(0, |g| g + 1));
+        let refused = |e: OpenError| {
+            discard_unpublished(dir, &fresh);
+            e
+        };
         let mut restored = restore(
             &config,
             storage,
             instance,
             previous.generation,
             previous.ranges,
-        )?;
+        )
+        .map_err(refused)?;
         if restored.report.path == RestorePath::IndexFiles {
             // From now on the reused files change: the clean mark must go.
             let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();
@@ -221,7 +229,8 @@ impl Store {
             restored
                 .index
                 .checkpoint(cp)
-                .map_err(OpenError::io(crate::index::generation_dir(dir, g)))?;
+                .map_err(OpenError::io(crate::index::generation_dir(dir, g)))
+                .map_err(refused)?;
         }
         // A new file (or a lowered bound) is written now, before the first
         // append.
@@ -230,7 +239,8 @@ impl Store {
         if claims.dirty() {
             claims
                 .settle(id_key, 0, None, seg_len)
-                .map_err(OpenError::io(dir.join(crate::claims::CLAIMS_FILE)))?;
+                .map_err(OpenError::io(dir.join(crate::claims::CLAIMS_FILE)))
+                .map_err(refused)?;
         }
         let generation = restored.index.generation();
         let header = GateHeader::new(
@@ -241,7 +251,8 @@ impl Store {
             now_ms(),
         );
         let mut gate = GateWriter::prepare(dir, &header, id_key)
-            .map_err(OpenError::io(dir.join("gate.tmp")))?;
+            .map_err(OpenError::io(dir.join("gate.tmp")))
+            .map_err(refused)?;
         gate.init(
             restored.next_seq,
             restored.next_seq,
@@ -250,7 +261,15 @@ impl Store {
         );
         gate.heartbeat(now_ms());
         gate.publish(dir, STATE_LIVE)
-            .map_err(OpenError::io(dir.join("gate")))?;
+            .map_err(OpenError::io(dir.join("gate")))
+            .map_err(|e| {
+                // Once renamed, the new gate names the new generation.
+                if dir.join("gate.tmp").exists() {
+                    refused(e)
+                } else {
+                    e
+                }
+            })?;
         remove_old_generations(dir, generation);
         let mut report = restored.report;
         report.elapsed = started.elapsed();
@@ -518,9 +537,25 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     walk(dir, &mut std::collections::HashSet::new())
 }
 
-/// Removes index generations older than `keep - 1`. The previous one stays
-/// until the next start: readers of the last instance map its files lazily
-/// (a pinned snapshot may still need a file it has not opened yet).
+/// After a refused start: removes the generation `fresh` it was building
+/// and `gate.tmp`, neither of which a gate names.
+fn discard_unpublished(data_dir: &Path, fresh: &Path) {
+    for r in [
+        std::fs::remove_dir_all(fresh),
+        std::fs::remove_file(data_dir.join("gate.tmp")),
+    ] {
+        if let Err(e) = r
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, "could not remove what a refused start built");
+        }
+    }
+}
+
+/// Removes index generations older than `keep - 1`, and any newer than
+/// `keep` (built by a start that never published them). The previous one
+/// stays until the next start: readers of the last instance map its files
+/// lazily (a pinned snapshot may still need a file it has not opened yet).
 /// Unlinking never invalidates a mapping that exists.
 fn remove_old_generations(data_dir: &Path, keep: u64) {
     let Ok(rd) = std::fs::read_dir(data_dir.join("index")) else {
@@ -535,7 +570,7 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
         else {
             continue;
         };
-        if g + 1 < keep
+        if (g + 1 < keep || g > keep)
             && let Err(err) = std::fs::remove_dir_all(e.path())
         {
             tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
