@@ -228,6 +228,12 @@ fn intact_frames_of_a_torn_batch_are_not_answered_by_place() -> Res {
     bytes[off as usize + 190] ^= 0xFF;
     std::fs::write(&path, bytes)?;
     std::fs::remove_dir_all(dir.path().join("index"))?;
+    // As a crash leaves the gate (LIVE): after a clean stop the batch was
+    // durable, and a start refuses a log that lost it.
+    let mut gate = std::fs::read(dir.path().join("gate"))?;
+    let state = weir_protocol::gate::STATE_OFF;
+    gate[state..state + 8].copy_from_slice(&weir_protocol::gate::STATE_LIVE.to_le_bytes());
+    std::fs::write(dir.path().join("gate"), gate)?;
     // Restart, and give the store new events past the torn batch's start.
     let store = Store::open(config(dir.path())).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let more: Vec<AppendRequest> = (0..14)

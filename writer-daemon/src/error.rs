@@ -38,6 +38,36 @@ pub enum OpenError {
         /// What is wrong.
         what: String,
     },
+    /// Segment files that the store's own records show existed are gone
+    /// (weir never deletes one). Nothing was changed.
+    #[error(
+        "{dir}: {} missing ({proof}); weir never deletes segments, so starting without {} would lose or renumber stored events. Nothing was changed: restore the missing file(s) from a backup, or move the data directory away to start a new store",
+        segment_list(missing),
+        if missing.len() == 1 { "it" } else { "them" }
+    )]
+    MissingSegments {
+        /// The `segments` directory.
+        dir: PathBuf,
+        /// The ids of the missing segments.
+        missing: Vec<u64>,
+        /// What shows they existed.
+        proof: String,
+    },
+    /// The log lacks events that it is known to have held durably: a frame
+    /// is damaged (or the file lost data). Nothing was changed.
+    #[error(
+        "{path}: {what}; {proof}. Nothing was changed: restore this segment from a backup, or copy the data directory away and inspect it with `weir verify`"
+    )]
+    DamagedLog {
+        /// The segment in which the log stops.
+        path: PathBuf,
+        /// Where in it, if a frame is at fault.
+        offset: Option<u64>,
+        /// What is wrong there.
+        what: String,
+        /// What shows the missing events were durable.
+        proof: String,
+    },
     /// An I/O error, with the path it concerned.
     #[error("{path}: {source}")]
     Io {
@@ -46,6 +76,22 @@ pub enum OpenError {
         /// The error.
         source: io::Error,
     },
+}
+
+/// `0000000001.seg, 0000000002.seg`: the names of segment files (the
+/// first 16, then how many in all).
+fn segment_list(ids: &[u64]) -> String {
+    let names: Vec<String> = ids
+        .iter()
+        .take(16)
+        .map(|&id| crate::storage::segment_file_name(id))
+        .collect();
+    let more = if ids.len() > 16 {
+        format!(" ({} files in all)", ids.len())
+    } else {
+        String::new()
+    };
+    format!("{}{more}", names.join(", "))
 }
 
 impl OpenError {

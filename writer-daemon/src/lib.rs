@@ -17,6 +17,7 @@ pub mod index;
 pub mod lock;
 mod mapped;
 pub mod namekey;
+pub mod proof;
 pub mod restore;
 pub mod segments;
 pub mod server;

@@ -6,6 +6,7 @@ use crate::checkpoint::CrashCheckpoint;
 use crate::config::Config;
 use crate::error::OpenError;
 use crate::index::{IndexWriter, IndexedEvent, generation_dir};
+use crate::proof::Published;
 use crate::segments::{LogPosition, OpenSegment, SegmentLog};
 use crate::state::{Entities, EntityState, IdemWindow};
 use crate::storage::{SegmentBytes, Storage, segment_file_name};
@@ -94,13 +95,16 @@ pub struct Restored {
 }
 
 /// Restores from `storage`; `previous` is the index generation the last
-/// instance used, if known.
+/// instance used, if known; `published`, what its gate shows the log held.
+/// A log that holds less (a segment missing, a durable frame damaged) is
+/// refused before any file changes.
 pub fn restore(
     config: &Config,
     storage: Box<dyn Storage>,
     instance: u128,
     previous: Option<u64>,
     old_ranges: Option<Vec<(u64, u64)>>,
+    mut published: Published,
 ) -> Result<Restored, OpenError> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
@@ -108,6 +112,10 @@ pub fn restore(
     let ids = storage
         .list()
         .map_err(OpenError::io(data_dir.join("segments")))?;
+    if let Some(g) = previous {
+        published.add_index(data_dir, g);
+    }
+    published.check_segments(&data_dir.join("segments"), &ids)?;
     let next_gen = previous.map_or(0, |g| g + 1);
     if ids.is_empty() {
         let index = IndexWriter::create(data_dir, next_gen, config.chunk_rows_log2)
@@ -188,6 +196,7 @@ pub fn restore(
                     next_gen,
                     started,
                     Some(base),
+                    &published,
                 )
                 .map(|r| r.with_fallback(fallback));
             }
@@ -197,8 +206,10 @@ pub fn restore(
             }
         }
     }
-    rebuild(config, storage, instance, &ids, next_gen, started, None)
-        .map(|r| r.with_fallback(fallback))
+    rebuild(
+        config, storage, instance, &ids, next_gen, started, None, &published,
+    )
+    .map(|r| r.with_fallback(fallback))
 }
 
 impl Restored {
@@ -591,6 +602,11 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
     Ok(s)
 }
 
+/// Builds generation `generation` from the log (after `base`, if the
+/// checkpoint path kept one). A log that holds less than `published` shows
+/// it held is refused before any segment is synced or created, and the
+/// half-built generation is removed: nothing changed.
+#[allow(clippy::too_many_arguments)] // one call per restore path
 fn rebuild(
     config: &Config,
     storage: Box<dyn Storage>,
@@ -599,6 +615,29 @@ fn rebuild(
     generation: u64,
     started: Instant,
     base: Option<Base>,
+    published: &Published,
+) -> Result<Restored, OpenError> {
+    let r = rebuild_from_log(
+        config, storage, instance, ids, generation, started, base, published,
+    );
+    if let Err(OpenError::DamagedLog { .. }) = &r {
+        // Never published, and its files are closed: a generation only
+        // this start used.
+        let _ = std::fs::remove_dir_all(generation_dir(&config.data_dir, generation));
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)] // as `rebuild`
+fn rebuild_from_log(
+    config: &Config,
+    storage: Box<dyn Storage>,
+    instance: u128,
+    ids: &[u64],
+    generation: u64,
+    started: Instant,
+    base: Option<Base>,
+    published: &Published,
 ) -> Result<Restored, OpenError> {
     let data_dir = &config.data_dir;
     let seg_path = |id: u64| data_dir.join("segments").join(segment_file_name(id));
@@ -728,6 +767,18 @@ fn rebuild(
             resume = scan.resumable;
         }
     }
+    let last_id = *ids.last().expect("ids not empty");
+    let (durable_end, why) = published.durable_end();
+    if next_seq < durable_end {
+        return Err(OpenError::DamagedLog {
+            path: seg_path(last_id),
+            offset: None,
+            what: format!(
+                "the log holds sequences below {next_seq} only (sequences {next_seq}..{durable_end} are missing)"
+            ),
+            proof: format!("but {why}"),
+        });
+    }
     // Frames a crashed instance wrote may be in the page cache only: make
     // them durable before anything is published, or checkpointed, on top of
     // them. A sealed segment followed by another was synced before the next
@@ -744,7 +795,6 @@ fn rebuild(
         entities.insert(name.into(), head);
     }
     index.seal_through(next_seq);
-    let last_id = *ids.last().expect("ids not empty");
     let log = match resume {
         Some((pos, footer, base)) if pos.segment_id == last_id => {
             let first = (!footer.is_empty()).then_some(base);

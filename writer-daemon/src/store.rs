@@ -7,6 +7,7 @@ use crate::error::{AppendError, OpenError};
 use crate::gate::GateWriter;
 use crate::ids::{IdGen, WallClock, now_ms, random_u128};
 use crate::lock::DirLock;
+use crate::proof::Published;
 use crate::restore::{RestorePath, RestoreReport, restore};
 use crate::stats::Shared;
 use crate::storage::{FileStorage, Storage};
@@ -20,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{
     CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, GATE_LEN,
-    GateHeader, STATE_LIVE, read_id_key,
+    GateHeader, PUBLISHED_OFF, STATE_LIVE, STATE_OFF, VISIBLE_OFF, read_id_key,
 };
 use weir_protocol::locate::IdKey;
 use weir_protocol::wire::{AppendRequest, Receipt, Stats};
@@ -79,13 +80,16 @@ struct PreviousGate {
     ranges: Option<Vec<(u64, u64)>>,
     /// The store's id key, kept from gate to gate.
     id_key: Option<IdKey>,
+    /// What its words show the log held.
+    published: Published,
 }
 
-fn previous_gate(data_dir: &Path) -> PreviousGate {
+fn previous_gate(data_dir: &Path, sync: SyncPolicy) -> PreviousGate {
     let none = || PreviousGate {
         generation: latest_generation(data_dir),
         ranges: None,
         id_key: None,
+        published: Published::default(),
     };
     let Ok(bytes) = std::fs::read(data_dir.join("gate")) else {
         return none();
@@ -112,6 +116,12 @@ fn previous_gate(data_dir: &Path) -> PreviousGate {
         generation: Some(h.generation.get()),
         ranges,
         id_key: read_id_key(&bytes),
+        published: Published::from_gate(
+            word(STATE_OFF),
+            word(VISIBLE_OFF),
+            word(PUBLISHED_OFF),
+            sync,
+        ),
     }
 }
 
@@ -194,7 +204,7 @@ impl Store {
         let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();
-        let previous = previous_gate(dir);
+        let previous = previous_gate(dir, config.sync);
         // A store keeps its id key (and mask) for life; a first start, a
         // lost gate, or a gate naming a mask this build does not know draws
         // a new one. (Ids made under a lost key are still found, through
@@ -216,6 +226,7 @@ impl Store {
             instance,
             previous.generation,
             previous.ranges,
+            previous.published,
         )
         .map_err(refused)?;
         if restored.report.path == RestorePath::IndexFiles {

@@ -1,0 +1,239 @@
+//! A start never goes on without a segment file that the store's own records
+//! show existed, nor with fewer events than a clean stop left: it refuses,
+//! names the file(s), and changes no file; with the file back it starts with
+//! every event.
+mod common;
+use common::{config, ev};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use weir_daemon::storage::SimStorage;
+use weir_daemon::{OpenError, Store};
+
+/// Events the stores below hold: four 1 MiB segments.
+const EVENTS: u64 = 2500;
+
+fn fill(store: &Store) {
+    for b in 0..(EVENTS / 50) {
+        let batch = (0..50)
+            .map(|i| {
+                ev(
+                    &format!("user:{}", (b * 50 + i) % 37),
+                    0x1001,
+                    &[b as u8; 1200],
+                )
+            })
+            .collect();
+        store.append_batch(batch).unwrap();
+    }
+}
+
+/// A cleanly stopped store on real files.
+fn clean_store(dir: &Path) {
+    let s = Store::open(config(dir)).unwrap();
+    fill(&s);
+    s.shutdown().unwrap();
+    drop(s);
+    assert!(
+        segment(dir, 3).exists() && !segment(dir, 4).exists(),
+        "four segments"
+    );
+}
+
+fn segment(dir: &Path, id: u64) -> PathBuf {
+    dir.join("segments").join(format!("{id:010}.seg"))
+}
+
+/// Every file under `dir` but `LOCK` and zero-filled `.prep` files (every
+/// start removes those leftovers of a preparation), with its bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(at).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.file_name().unwrap() != "LOCK" && p.extension().is_none_or(|x| x != "prep")
+            {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
+    let after = files(dir);
+    let changed: Vec<_> = after
+        .keys()
+        .chain(before.keys())
+        .filter(|p| after.get(*p) != before.get(*p))
+        .collect();
+    assert!(changed.is_empty(), "a refused start changed {changed:?}");
+}
+
+/// Opens `dir`, which must be refused with a missing-segments error naming
+/// `want`, leaving every file as it was. Returns the message.
+fn refused(dir: &Path, want: &[u64]) -> String {
+    let before = files(dir);
+    let err = Store::open(config(dir)).unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        OpenError::MissingSegments { missing, .. } => assert_eq!(missing, want, "{msg}"),
+        e => panic!("expected MissingSegments, got {e:?}"),
+    }
+    for id in want {
+        assert!(msg.contains(&format!("{id:010}.seg")), "{msg}");
+    }
+    assert!(msg.contains("backup"), "{msg}");
+    unchanged(dir, &before);
+    msg
+}
+
+/// Starts `dir` and checks it holds every event, by the sequence the next
+/// append gets.
+fn starts_whole(dir: &Path) {
+    let s = Store::open(config(dir)).unwrap();
+    let r = s.restore_report().clone();
+    assert_eq!(r.entries + r.tail_entries, EVENTS, "{r:?}");
+    assert_eq!(
+        s.append(ev("after", 0x1001, b"x")).unwrap().sequence,
+        EVENTS
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_missing_middle_segment_is_refused_after_a_clean_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clean_store(dir);
+    let kept = tempfile::tempdir().unwrap();
+    let aside = kept.path().join("seg");
+    std::fs::rename(segment(dir, 1), &aside).unwrap();
+    let msg = refused(dir, &[1]);
+    assert!(msg.contains("0000000003.seg exists"), "{msg}");
+    std::fs::rename(&aside, segment(dir, 1)).unwrap();
+    starts_whole(dir);
+}
+
+#[test]
+fn a_missing_newest_segment_is_refused_after_a_clean_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clean_store(dir);
+    let kept = tempfile::tempdir().unwrap();
+    let aside = kept.path().join("seg");
+    std::fs::rename(segment(dir, 3), &aside).unwrap();
+    let msg = refused(dir, &[3]);
+    assert!(msg.contains("gate"), "{msg}");
+    // Without the gate, the index's checkpoint still names the segment.
+    let gate = std::fs::read(dir.join("gate")).unwrap();
+    std::fs::remove_file(dir.join("gate")).unwrap();
+    let msg = refused(dir, &[3]);
+    assert!(msg.contains("meta"), "{msg}");
+    std::fs::write(dir.join("gate"), gate).unwrap();
+    std::fs::rename(&aside, segment(dir, 3)).unwrap();
+    starts_whole(dir);
+}
+
+#[test]
+fn an_emptied_segments_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clean_store(dir);
+    let kept = tempfile::tempdir().unwrap();
+    for id in 0..4 {
+        std::fs::rename(segment(dir, id), kept.path().join(id.to_string())).unwrap();
+    }
+    refused(dir, &[0, 1, 2, 3]);
+    // The old generation is still there: the store comes back whole.
+    for id in 0..4 {
+        std::fs::rename(kept.path().join(id.to_string()), segment(dir, id)).unwrap();
+    }
+    starts_whole(dir);
+}
+
+#[test]
+fn a_log_shorter_than_a_clean_stop_left_is_refused() {
+    // The newest segment's last frames are zeroed (as a file system that
+    // lost them would show them): the clean stop's checkpoint shows they
+    // were durable, so the start refuses instead of giving their sequences
+    // to new events.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clean_store(dir);
+    let path = segment(dir, 3);
+    let bytes = std::fs::read(&path).unwrap();
+    let end = 4096 + bytes[4096..].iter().rposition(|b| *b != 0).unwrap();
+    let mut cut = bytes.clone();
+    cut[end - 3000..=end].fill(0);
+    std::fs::write(&path, &cut).unwrap();
+    let before = files(dir);
+    let err = Store::open(config(dir)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, OpenError::DamagedLog { .. }),
+        "expected DamagedLog, got {err:?}"
+    );
+    assert!(
+        msg.contains("0000000003.seg") && msg.contains("cleanly") && msg.contains("backup"),
+        "{msg}"
+    );
+    unchanged(dir, &before);
+    std::fs::write(&path, &bytes).unwrap();
+    starts_whole(dir);
+}
+
+#[test]
+fn a_missing_middle_segment_is_refused_after_a_crash() {
+    // The crash leaves no clean checkpoint: the segment's absence used to
+    // read as a torn batch, its events cancelled for good.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sim = SimStorage::default();
+    let s = Store::open_with_storage(config(dir), Box::new(sim.clone())).unwrap();
+    fill(&s);
+    let gate = std::fs::read(dir.join("gate")).unwrap();
+    let index = tempfile::tempdir().unwrap();
+    std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dir.join("index"))
+        .arg(index.path())
+        .status()
+        .unwrap();
+    sim.state.lock().unwrap().dead_from = Some(0);
+    drop(s);
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    std::process::Command::new("cp")
+        .arg("-a")
+        .arg(index.path().join("index"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    std::fs::write(dir.join("gate"), gate).unwrap();
+    let mut image = sim.crash_image(0, None);
+    assert!(image.len() >= 4, "{} segments", image.len());
+    let lost = image.remove(&1).unwrap();
+    let before = files(dir);
+    let err =
+        Store::open_with_storage(config(dir), Box::new(SimStorage::from_files(image.clone())))
+            .unwrap_err();
+    match &err {
+        OpenError::MissingSegments { missing, .. } => assert_eq!(missing, &[1], "{err}"),
+        e => panic!("expected MissingSegments, got {e:?}"),
+    }
+    unchanged(dir, &before);
+    image.insert(1, lost);
+    let s = Store::open_with_storage(config(dir), Box::new(SimStorage::from_files(image))).unwrap();
+    let r = s.restore_report().clone();
+    assert_eq!(
+        (r.entries + r.tail_entries, r.cancelled),
+        (EVENTS, 0),
+        "{r:?}"
+    );
+    s.shutdown().unwrap();
+}
