@@ -480,6 +480,19 @@ struct Scan<'a> {
     via_footer: bool,
     /// Intact and unsealed: writing may continue in it.
     resumable: Option<(LogPosition, Vec<FooterEntry>, u64)>,
+    /// Where the frame scan stopped short of a clean end, and why.
+    stop: Option<Stop>,
+}
+
+/// Where a frame scan stopped before a clean end (zeros, the footer).
+#[derive(Debug, Clone)]
+struct Stop {
+    /// Offset of the first frame not used.
+    offset: u64,
+    /// What is there.
+    what: String,
+    /// A damaged frame, not only a batch without its end.
+    damaged: bool,
 }
 
 fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, OpenError> {
@@ -500,8 +513,10 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
         cancels: Vec::new(),
         via_footer: false,
         resumable: None,
+        stop: None,
     };
-    if let Some(t) = Trailer::parse(bytes)
+    let trailer = Trailer::parse(bytes);
+    if let Some(t) = &trailer
         && let Ok((Decoded::Footer(body), _)) =
             decode_at(bytes, t.footer_offset.get() as usize, true)
     {
@@ -537,6 +552,7 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
             cancels: Vec::new(),
             via_footer: false,
             resumable: None,
+            stop: None,
         };
     }
     // Frame scan with CRCs; a batch counts only once its BATCH_END frame is read.
@@ -547,7 +563,21 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
     let mut intact = true;
     loop {
         match decode_at(bytes, off, true) {
-            Ok((Decoded::End, _)) => break,
+            Ok((Decoded::End, _)) => {
+                if let Some(t) = &trailer
+                    && (off as u64) < t.footer_offset.get()
+                {
+                    s.stop = Some(Stop {
+                        offset: off as u64,
+                        what: format!(
+                            "zeros where the trailer says frames are (up to its footer at offset {})",
+                            t.footer_offset.get()
+                        ),
+                        damaged: true,
+                    });
+                }
+                break;
+            }
             Ok((Decoded::Event(f), len)) => {
                 batch.push(f);
                 batch_offs.push((off as u64, len as u32));
@@ -580,14 +610,35 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
                 });
                 off += len;
             }
-            Ok((Decoded::Footer(_), _)) | Err(_) => {
+            Ok((Decoded::Footer(_), _)) => {
                 intact = false;
+                break;
+            }
+            Err(e) => {
+                intact = false;
+                s.stop = Some(Stop {
+                    offset: off as u64,
+                    what: e.to_string(),
+                    damaged: true,
+                });
                 break;
             }
         }
     }
-    if !batch.is_empty() {
+    if let Some(&(start, _)) = batch_offs.first() {
         intact = false;
+        let bad = s.stop.take();
+        s.stop = Some(Stop {
+            offset: start,
+            damaged: bad.is_some(),
+            what: match bad {
+                Some(bad) => format!(
+                    "the batch from offset {start} is cut short by a damaged frame ({})",
+                    bad.what
+                ),
+                None => format!("the batch from offset {start} has no BATCH_END frame"),
+            },
+        });
     }
     if intact && Trailer::parse(bytes).is_none() {
         s.resumable = Some((
@@ -646,6 +697,7 @@ fn rebuild_from_log(
     // event (an eager `map_err` argument), more than half of a rebuild.
     let gen_err = |source: std::io::Error| OpenError::io(&gen_dir)(source);
     let kept = base.as_ref().map(|b| b.watermark - b.tombstones);
+    let kept_watermark = base.as_ref().map_or(0, |b| b.watermark);
     let Base {
         mut index,
         mut entities,
@@ -673,6 +725,10 @@ fn rebuild_from_log(
     let mut resume = None;
     let mut unverified = Vec::new();
     let mut heads: crate::fxhash::FxHashMap<u32, EntityState> = Default::default();
+    // One past the newest sequence an intact frame holds (skipped ones too),
+    // and the segment scanned last, with where its frames stopped short.
+    let mut reach = 0u64;
+    let mut prev: Option<(u64, Option<Stop>)> = None;
     // Segments are scanned in parallel a window at a time, then applied in order.
     for window in ids[first_segment..].chunks(rayon::current_num_threads().max(2) * 2) {
         let bytes: Vec<SegmentBytes> = window
@@ -689,8 +745,33 @@ fn rebuild_from_log(
             let last_base = SegmentHeader::parse(&bytes[i])
                 .map(|h| h.base_seq.get())
                 .unwrap_or(0);
+            if last_base > next_seq {
+                // Never a torn tail: a restart goes on in a new segment from
+                // where the log's intact frames end, and a segment is synced
+                // in full before the next one is created.
+                let (path, offset, what) = match &prev {
+                    Some((p, Some(stop))) => (seg_path(*p), Some(stop.offset), stop.what.clone()),
+                    Some((p, None)) => (seg_path(*p), None, "its frames end".to_owned()),
+                    None => (seg_path(id), None, "the log before it ends".to_owned()),
+                };
+                return Err(OpenError::DamagedLog {
+                    path,
+                    offset,
+                    what: format!(
+                        "{what}: the log stops at sequence {next_seq}, and sequences {next_seq}..{last_base} are in no frame"
+                    ),
+                    proof: format!(
+                        "but {} begins at sequence {last_base}, and a segment is synced in full before the next one is created: they were durable",
+                        segment_file_name(id)
+                    ),
+                });
+            }
             for &(a, b) in &scan.cancels {
                 weir_protocol::gate::merge_range(&mut cancelled, a, b);
+                reach = reach.max(b);
+            }
+            if let Some(f) = scan.events.last() {
+                reach = reach.max(f.header.sequence.get() + 1);
             }
             for (f, &(off, len)) in scan.events.iter().zip(&scan.offsets) {
                 let h = f.header;
@@ -700,6 +781,16 @@ fn rebuild_from_log(
                     continue;
                 }
                 while next_seq < seq {
+                    if !weir_protocol::gate::in_ranges(&cancelled, next_seq) {
+                        return Err(OpenError::DamagedLog {
+                            path: seg_path(id),
+                            offset: Some(off),
+                            what: format!(
+                                "the frame at offset {off} holds sequence {seq}, but no frame before it holds sequences {next_seq}..{seq}"
+                            ),
+                            proof: "but frames follow one another in sequence order, and no CANCEL frame covers those".into(),
+                        });
+                    }
                     index.put_tombstone(next_seq).map_err(gen_err)?;
                     weir_protocol::gate::merge_range(&mut cancelled, next_seq, next_seq + 1);
                     tombstones += 1;
@@ -755,7 +846,7 @@ fn rebuild_from_log(
                 }
             }
             let cancel_end = cancelled.last().map_or(0, |r| r.1);
-            while next_seq < cancel_end.max(last_base) {
+            while next_seq < cancel_end {
                 index.put_tombstone(next_seq).map_err(gen_err)?;
                 weir_protocol::gate::merge_range(&mut cancelled, next_seq, next_seq + 1);
                 tombstones += 1;
@@ -765,16 +856,39 @@ fn rebuild_from_log(
                 unverified.push(id);
             }
             resume = scan.resumable;
+            prev = Some((id, scan.stop));
         }
     }
     let last_id = *ids.last().expect("ids not empty");
-    let (durable_end, why) = published.durable_end();
-    if next_seq < durable_end {
+    let (mut durable_end, why) = published.durable_end();
+    let mut why = why.to_owned();
+    if kept_watermark > durable_end {
+        durable_end = kept_watermark;
+        why = format!(
+            "the previous generation's crash checkpoint records sequences below {kept_watermark} as durable"
+        );
+    }
+    let stop = prev.and_then(|(_, stop)| stop);
+    // A frame damaged below what is known durable, even where the kept
+    // chunks of the checkpoint path reach past it.
+    let damaged_below = stop
+        .as_ref()
+        .is_some_and(|s| s.damaged && reach < durable_end);
+    if next_seq < durable_end || damaged_below {
+        let end = if next_seq < durable_end {
+            next_seq
+        } else {
+            reach
+        };
+        let (offset, what) = match stop {
+            Some(s) => (Some(s.offset), s.what),
+            None => (None, "the log ends".to_owned()),
+        };
         return Err(OpenError::DamagedLog {
             path: seg_path(last_id),
-            offset: None,
+            offset,
             what: format!(
-                "the log holds sequences below {next_seq} only (sequences {next_seq}..{durable_end} are missing)"
+                "{what}: the log stops at sequence {end} (sequences {end}..{durable_end} are missing)"
             ),
             proof: format!("but {why}"),
         });
