@@ -520,21 +520,32 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
         && let Ok((Decoded::Footer(body), _)) =
             decode_at(bytes, t.footer_offset.get() as usize, true)
     {
+        // Bodies are not re-hashed, so what a header says is checked before
+        // it is used: a CANCEL frame (a header only) is CRC-checked, and
+        // events must run on in sequence order from the trailer's first
+        // sequence to its end, a CANCEL frame taking them past its range.
+        // Anything else sends the segment to the frame scan.
         let mut ok = true;
+        let mut expect = t.first_seq.get();
         for e in footer_entries(body) {
-            match decode_at(bytes, e.offset.get() as usize, false) {
+            let at = e.offset.get() as usize;
+            match decode_at(bytes, at, false) {
                 Ok((d, len))
                     if len == e.len.get() as usize
-                        && bytes[e.offset.get() as usize + 4..][..4]
-                            == e.crc.get().to_le_bytes() =>
+                        && bytes[at + 4..][..4] == e.crc.get().to_le_bytes() =>
                 {
                     match d {
-                        Decoded::Event(f) => {
+                        Decoded::Event(f) if f.header.sequence.get() == expect => {
+                            expect += 1;
                             s.events.push(f);
                             s.offsets.push((e.offset.get(), len as u32));
                         }
-                        Decoded::Cancel { first, count } => {
-                            s.cancels.push((first, first + u64::from(count)))
+                        Decoded::Cancel { first, count }
+                            if first <= expect && decode_at(bytes, at, true).is_ok() =>
+                        {
+                            let end = first + u64::from(count);
+                            expect = expect.max(end);
+                            s.cancels.push((first, end));
                         }
                         _ => ok = false,
                     }
@@ -542,7 +553,7 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
                 _ => ok = false,
             }
         }
-        if ok {
+        if ok && expect == t.end_seq.get() {
             s.via_footer = true;
             return Ok(s);
         }
