@@ -282,11 +282,21 @@ impl Storage for FileStorage {
         for e in std::fs::read_dir(&self.dir)? {
             let name = e?.file_name();
             let name = name.to_string_lossy();
-            if let Some(id) = name
+            let Some(id) = name
                 .strip_suffix(".seg")
                 .and_then(|n| n.parse::<u64>().ok())
-            {
+            else {
+                continue;
+            };
+            if name == segment_file_name(id) {
                 ids.push(id);
+            } else {
+                // `7.seg`, `00000000001.seg`: not a name the daemon gives, so
+                // not a segment it reads or counts (it would open another file).
+                tracing::warn!(
+                    file = %self.dir.join(&*name).display(),
+                    "ignoring a file whose name is not a segment's (10 digits, then .seg)"
+                );
             }
         }
         ids.sort_unstable();

@@ -237,3 +237,22 @@ fn a_missing_middle_segment_is_refused_after_a_crash() {
     );
     s.shutdown().unwrap();
 }
+
+#[test]
+fn files_not_named_as_segments_are_ignored() {
+    // `7.seg` was read as segment 7 (the start failed opening
+    // 0000000007.seg); `00000000001.seg` as a second segment 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clean_store(dir);
+    let stray = dir.join("segments").join("7.seg");
+    let twin = dir.join("segments").join("00000000001.seg");
+    std::fs::write(&stray, b"not a segment").unwrap();
+    std::fs::copy(segment(dir, 1), &twin).unwrap();
+    starts_whole(dir);
+    assert_eq!(std::fs::read(&stray).unwrap(), b"not a segment");
+    assert_eq!(
+        std::fs::read(&twin).unwrap(),
+        std::fs::read(segment(dir, 1)).unwrap()
+    );
+}
