@@ -52,6 +52,14 @@ fn verify_passes_then_names_the_first_bad_position() -> Result<()> {
         text.contains("ok: 1 segments, 30 frames (CRC), 30 index rows, 3 entity hash chains"),
         "{text}"
     );
+    // A copy under a name the daemon does not give is not a segment: the
+    // daemon ignores it, and so does verify (it counted it before).
+    let stray = dir.join("segments/00000000000.seg");
+    std::fs::copy(segment(&dir)?, &stray)?;
+    let out = weir(&dir).arg("verify").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("ok: 1 segments, 30 frames (CRC)"), "{text}");
+    std::fs::remove_file(&stray)?;
 
     // Flip one byte of the first frame's body: its CRC no longer matches.
     let seg = std::fs::OpenOptions::new()

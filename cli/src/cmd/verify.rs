@@ -205,14 +205,34 @@ fn read_bad(sequence: u64, err: &ReadError) -> Bad {
 }
 
 /// Segment files, by id.
+/// The segment files, by the daemon's naming: a file named otherwise
+/// (`7.seg`, `00000000001.seg`) is no segment the daemon reads, so it is
+/// not checked or counted here either (a warning names it).
 fn list_segments(dir: &Path) -> Result<Vec<PathBuf>> {
     let seg_dir = dir.join("segments");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&seg_dir)
-        .with_context(|| format!("cannot list {}", seg_dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
+    let mut v = Vec::new();
+    for e in
+        std::fs::read_dir(&seg_dir).with_context(|| format!("cannot list {}", seg_dir.display()))?
+    {
+        let path = e?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(id) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if name == weir_daemon::storage::segment_file_name(id) {
+            v.push(path);
+        } else {
+            eprintln!(
+                "weir: ignoring {}: not a segment's name (10 digits, then .seg)",
+                path.display()
+            );
+        }
+    }
     v.sort();
     Ok(v)
 }
