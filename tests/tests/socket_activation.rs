@@ -1,6 +1,7 @@
 //! The daemon serves on a socket that systemd passes it (`LISTEN_FDS`),
 //! here via `systemd-socket-activate`: a client appends through it and a
-//! reader sees the event.
+//! reader sees the event, and the data directory still names the socket
+//! after the daemon stops.
 use anyhow::{Result, ensure};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +57,14 @@ fn serves_the_socket_systemd_passes() -> Result<()> {
     )?;
     let status = child.0.wait()?;
     ensure!(status.success(), "the daemon exited with {status}");
+    // The socket outlives the daemon under activation (clients queue on it
+    // while it restarts), so the file that names it must too.
+    let named = std::fs::read_to_string(data.join("socket"))?;
+    ensure!(
+        named.trim_end() == sock.to_str().unwrap_or_default(),
+        "the discovery file names {named:?} after a stop, not {}",
+        sock.display()
+    );
     Ok(())
 }
 

@@ -361,11 +361,14 @@ fn accept_loop(
     }
 }
 
-/// Removes the socket (when we bound it) and the discovery file.
+/// Removes the socket and the discovery file when we bound the socket. A
+/// socket systemd passed stays in place across restarts (clients queue on it
+/// until the next daemon accepts), so the discovery file naming it stays too.
 fn cleanup(store: &Store, l: &listen::Listening) {
-    if l.owned
-        && let Err(e) = std::fs::remove_file(&l.path)
-    {
+    if !l.owned {
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(&l.path) {
         tracing::warn!(socket = %l.path.display(), error = %e, "could not remove the socket file");
     }
     let _ = std::fs::remove_file(store.config().data_dir.join(SOCKET_FILE));
