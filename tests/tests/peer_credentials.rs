@@ -1,5 +1,6 @@
-//! Appends are allowed only to the daemon's uid/gid and the allow-lists;
-//! other peers may still ping. Needs root to run a client as another user
+//! Appends are allowed only to the daemon's uid/gid and the allow-lists
+//! (a supplementary group counts as well as the primary gid); other peers
+//! may still ping. Needs root to run a client as another user
 //! (`setpriv`); without root the test says so and passes vacuously.
 
 use anyhow::{Context, Result, ensure};
@@ -12,10 +13,24 @@ const NOBODY: u32 = 65534;
 
 /// Runs the helper as uid/gid 65534 and returns what it printed.
 fn as_nobody(bin: &std::path::Path, socket: &std::path::Path) -> Result<String> {
+    as_nobody_in(bin, socket, None)
+}
+
+/// Runs the helper as uid/gid 65534 with `group` as its only supplementary
+/// group (none if `None`) and returns what it printed.
+fn as_nobody_in(
+    bin: &std::path::Path,
+    socket: &std::path::Path,
+    group: Option<u32>,
+) -> Result<String> {
+    let groups = match group {
+        Some(g) => format!("--groups={g}"),
+        None => "--clear-groups".to_owned(),
+    };
     let out = Command::new("setpriv")
         .arg(format!("--reuid={NOBODY}"))
         .arg(format!("--regid={NOBODY}"))
-        .arg("--clear-groups")
+        .arg(groups)
         .arg(bin)
         .arg("try-append")
         .arg(socket)
@@ -71,6 +86,45 @@ fn a_uid_that_is_not_allowed_is_refused() -> Result<()> {
     ensure!(
         said.contains("append ok"),
         "allowed uid was refused: {said}"
+    );
+    Ok(())
+}
+
+/// `usermod -aG weir myservice`: the daemon's group, or a listed one, as a
+/// supplementary group (not the primary gid) lets a peer append.
+#[test]
+fn a_supplementary_group_that_is_allowed_may_append() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client under another uid");
+        return Ok(());
+    }
+    let root = temp_root()?;
+    let bin = root.path().join("client");
+    std::fs::copy(BIN, &bin)?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+
+    let mut d = start(root.path(), "")?;
+    let own_gid = nix::unistd::getegid().as_raw();
+    let said = as_nobody_in(&bin, &d.socket, Some(own_gid))?;
+    ensure!(
+        said.contains("append ok"),
+        "a peer in the daemon's group (supplementary) was refused: {said}"
+    );
+    let said = as_nobody_in(&bin, &d.socket, Some(4242))?;
+    ensure!(
+        said.contains("append err PermissionDenied"),
+        "a peer in an unlisted group was not refused: {said}"
+    );
+    d.signal_and_wait(
+        nix::sys::signal::Signal::SIGTERM,
+        std::time::Duration::from_secs(10),
+    )?;
+
+    let d = start(root.path(), "allow-gids = [4242]")?;
+    let said = as_nobody_in(&bin, &d.socket, Some(4242))?;
+    ensure!(
+        said.contains("append ok"),
+        "a peer in an allowed group (supplementary) was refused: {said}"
     );
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! weir's writer daemon: the segment log, the writer thread, the index
 //! publisher, restore, and (in `server`) the append socket.
 //!
-//! `unsafe` lives only in `mapped` (read-write mappings), `futex` (the wake)
-//! and `writeback` (`sync_file_range`).
+//! `unsafe` lives only in `mapped` (read-write mappings), `futex` (the wake),
+//! `writeback` (`sync_file_range`) and, in `server`, `activation` (fd 3) and
+//! `peer_groups` (`SO_PEERGROUPS`).
 #![deny(unsafe_code)]
 
 pub mod checkpoint;

@@ -1,5 +1,5 @@
 //! Socket activation: adopt the listening socket systemd passed as fd 3.
-//! The only `unsafe` of the server lives here.
+//! With `peer_groups`, the only `unsafe` of the server.
 #![allow(unsafe_code)]
 
 use nix::sys::socket::{SockType, getsockopt, sockopt};

@@ -1,5 +1,6 @@
-//! Who may append: the peer's credentials from `SO_PEERCRED`, checked
-//! against the daemon's own uid and gid and the configured allow-lists.
+//! Who may append: the peer's credentials from `SO_PEERCRED` and its
+//! supplementary groups from `SO_PEERGROUPS`, checked against the daemon's
+//! own uid and gid and the configured allow-lists.
 //! Root is not special: uid 0 appends only if it is listed or is the daemon.
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -8,11 +9,14 @@ use std::os::unix::net::UnixStream;
 
 /// The process on the other end of a connection, as the kernel saw it at
 /// `connect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Peer {
     pub(super) pid: i32,
     pub(super) uid: u32,
+    /// The primary gid.
     pub(super) gid: u32,
+    /// The supplementary groups (a user added with `usermod -aG`).
+    pub(super) groups: Vec<u32>,
 }
 
 /// Reads the peer's credentials.
@@ -22,6 +26,7 @@ pub(super) fn peer(stream: &UnixStream) -> io::Result<Peer> {
         pid: c.pid(),
         uid: c.uid(),
         gid: c.gid(),
+        groups: super::peer_groups::peer_groups(stream)?,
     })
 }
 
@@ -42,9 +47,12 @@ impl Policy {
         Self { uids, gids }
     }
 
-    /// May this peer append?
+    /// May this peer append? Its primary gid or any supplementary group
+    /// may be the allowed one.
     pub(super) fn may_append(&self, p: &Peer) -> bool {
-        self.uids.contains(&p.uid) || self.gids.contains(&p.gid)
+        self.uids.contains(&p.uid)
+            || self.gids.contains(&p.gid)
+            || p.groups.iter().any(|g| self.gids.contains(g))
     }
 }
 
@@ -63,9 +71,11 @@ mod tests {
             pid: 1,
             uid: p.uid.wrapping_add(12345),
             gid: p.gid.wrapping_add(12345),
+            groups: vec![p.gid.wrapping_add(777)],
         };
         assert!(!Policy::new(&[], &[]).may_append(&stranger));
         assert!(Policy::new(&[stranger.uid], &[]).may_append(&stranger));
         assert!(Policy::new(&[], &[stranger.gid]).may_append(&stranger));
+        assert!(Policy::new(&[], &[p.gid.wrapping_add(777)]).may_append(&stranger));
     }
 }

@@ -30,8 +30,9 @@ pub(super) fn run(hub: &Arc<Hub>, stream: UnixStream) {
             return;
         }
     };
+    let (pid, uid) = (peer.pid, peer.uid);
     if let Err(e) = serve(hub, stream, peer) {
-        tracing::debug!(pid = peer.pid, uid = peer.uid, error = %e, "connection ended with an i/o error");
+        tracing::debug!(pid, uid, error = %e, "connection ended with an i/o error");
     }
 }
 
@@ -57,6 +58,7 @@ fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<
             .stack_size(WRITER_STACK)
             .spawn(move || write_loop(&queue, out))?
     };
+    let pid = peer.pid;
     let mut session = Session::new(hub, peer);
     let max_batch = hub.store.config().max_batch_events as usize;
     loop {
@@ -94,7 +96,7 @@ fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<
             }
             Err(FrameError::Eof) => break,
             Err(FrameError::Io(e)) => {
-                tracing::debug!(pid = peer.pid, error = %e, "read failed");
+                tracing::debug!(pid, error = %e, "read failed");
                 break;
             }
             Err(FrameError::Truncated { got }) => WireError::new(

@@ -12,6 +12,7 @@ mod conn;
 mod frames;
 mod listen;
 mod notify;
+mod peer_groups;
 mod replies;
 mod session;
 

@@ -43,8 +43,8 @@ impl<'h> Session<'h> {
     pub(super) fn new(hub: &'h Hub, peer: Peer) -> Self {
         Self {
             hub,
-            peer,
             may_append: hub.policy.may_append(&peer),
+            peer,
             txn: None,
         }
     }
