@@ -339,11 +339,18 @@ impl Config {
         Ok(())
     }
 
-    /// Refuses a socket path too long for a Unix socket: the one given, or
-    /// the default in the runtime or data directory. The daemon checks it
-    /// before it opens the store (in-process users bind no socket).
+    /// Refuses an empty socket path, or one too long for a Unix socket: the
+    /// one given, or the default in the runtime or data directory. The daemon
+    /// checks it before it opens the store (in-process users bind no socket).
     pub fn validate_socket(&self) -> Result<(), ConfigError> {
         let path = self.socket_path();
+        if path.as_os_str().is_empty() {
+            return Err(bad(
+                "socket",
+                "\"\"",
+                "must name a socket file; unset it for the default",
+            ));
+        }
         if path.as_os_str().len() > 107 {
             return Err(bad(
                 "socket",
@@ -501,6 +508,13 @@ mod tests {
                 "socket-mode",
                 Config {
                     socket_mode: 0o666,
+                    ..Config::default()
+                },
+            ),
+            (
+                "socket",
+                Config {
+                    socket: Some(PathBuf::new()),
                     ..Config::default()
                 },
             ),
