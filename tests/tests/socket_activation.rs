@@ -76,3 +76,51 @@ fn which(name: &str) -> Result<std::path::PathBuf> {
         .find(|p| p.exists())
         .ok_or_else(|| anyhow::anyhow!("{name} not found"))
 }
+
+/// A socket weir cannot name in `<data_dir>/socket` (here one in the
+/// abstract namespace) is refused before the store is opened: the data
+/// directory is not even created.
+#[test]
+fn a_socket_without_a_path_is_refused_before_the_store_opens() -> Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let Ok(activate) = which("systemd-socket-activate") else {
+        eprintln!("systemd-socket-activate is not installed; nothing to test");
+        return Ok(());
+    };
+    let root = temp_root()?;
+    let data = root.path().join("data");
+    let name = format!("weir-test-{}", std::process::id());
+    let child = Command::new(activate)
+        .arg("-l")
+        .arg(format!("@{name}"))
+        .arg(weir_bin()?)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut child = Reap(child);
+    // systemd-socket-activate starts the daemon on the first connection.
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name)?;
+    let until = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let _ = std::os::unix::net::UnixStream::connect_addr(&addr);
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        ensure!(Instant::now() < until, "the daemon did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().expect("piped"), &mut said)?;
+    ensure!(!status.success(), "the daemon served: {said}");
+    ensure!(
+        said.contains("not a Unix socket with a path"),
+        "the refusal does not say why: {said}"
+    );
+    ensure!(
+        !data.exists(),
+        "the store was created before the refusal: {said}"
+    );
+    Ok(())
+}

@@ -6,11 +6,14 @@ use nix::sys::socket::{SockType, getsockopt, sockopt};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 
-/// The inherited listener, if `LISTEN_PID` names this process and
-/// `LISTEN_FDS` is at least 1. The variables are unset so that children do
-/// not inherit them.
-pub(super) fn inherited_listener() -> io::Result<Option<UnixListener>> {
+/// The inherited listener and its path, if `LISTEN_PID` names this process
+/// and `LISTEN_FDS` is at least 1. The variables are unset so that children
+/// do not inherit them. A socket that is not a listening AF_UNIX stream
+/// socket bound to a path (TCP, abstract namespace) is refused here, before
+/// the store is opened.
+pub(super) fn inherited_listener() -> io::Result<Option<(UnixListener, PathBuf)>> {
     let fds: Vec<_> = sd_notify::listen_fds()?.collect();
     let Some(&fd) = fds.first() else {
         return Ok(None);
@@ -36,5 +39,18 @@ pub(super) fn inherited_listener() -> io::Result<Option<UnixListener>> {
             "the socket passed by systemd (fd 3) is not a listening stream socket; use ListenStream= in weir.socket",
         ));
     }
-    Ok(Some(UnixListener::from(owned)))
+    let listener = UnixListener::from(owned);
+    // `local_addr` fails for a socket of another family.
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the socket passed by systemd (fd 3) is not a Unix socket with a path; \
+                 use ListenStream=/path/to/weir.sock in weir.socket",
+            )
+        })?;
+    Ok(Some((listener, path)))
 }

@@ -27,19 +27,9 @@ pub(super) struct Listening {
 /// before anything else ran) or binds `config.socket_path()`.
 pub(super) fn open(
     config: &Config,
-    inherited: Option<UnixListener>,
+    inherited: Option<(UnixListener, PathBuf)>,
 ) -> Result<Listening, ServeError> {
-    if let Some(listener) = inherited {
-        let path = listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
-            .ok_or_else(|| ServeError::Activation {
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the socket passed by systemd is not a Unix socket with a path",
-                ),
-            })?;
+    if let Some((listener, path)) = inherited {
         tracing::info!(socket = %path.display(), "using the socket passed by systemd");
         return Ok(Listening {
             listener,

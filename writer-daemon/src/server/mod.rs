@@ -276,7 +276,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 fn run(
     store: &Store,
     signals: &mut UnixStream,
-    inherited: Option<std::os::unix::net::UnixListener>,
+    inherited: Option<(std::os::unix::net::UnixListener, std::path::PathBuf)>,
 ) -> Result<listen::Listening, ServeError> {
     let listening = listen::open(store.config(), inherited)?;
     listen::record_path(&store.config().data_dir, &listening.path)?;
