@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use weir::{Client, ClientOptions, Reader, Region, Stats};
 
 /// What a reader knows without the daemon.
@@ -220,6 +222,16 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The whole request head (request line and headers) must arrive within
+/// this many bytes; a longer one gets 431 and the connection is closed.
+const MAX_HEAD: usize = 8 * 1024;
+/// The whole request head must arrive within this time, however it is
+/// trickled; the read timeout alone is per read.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once, each on its own short-lived thread; more
+/// are closed at once, so a few slow clients cannot hold every scrape.
+const MAX_CONNECTIONS: usize = 16;
+
 /// Serves the exposition text over plain HTTP on `addr` from a background
 /// thread, asking the daemon (through its own socket) on every scrape.
 /// Binds before returning, so a bad address fails `weir serve` at once.
@@ -228,20 +240,52 @@ pub fn listen(addr: &str, data_dir: PathBuf) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "serving Prometheus metrics");
     std::thread::Builder::new()
         .name("weir-metrics".into())
-        .spawn(move || {
-            let mut scraper = Scraper {
-                dir: data_dir,
-                client: None,
-                reader: None,
-                warned: false,
-            };
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &mut scraper) {
+        .spawn(move || serve(&listener, data_dir))?;
+    Ok(())
+}
+
+/// Accepts on `listener` for good, one thread per connection (at most
+/// [`MAX_CONNECTIONS`]), sharing one [`Scraper`].
+fn serve(listener: &TcpListener, data_dir: PathBuf) {
+    let scraper = Arc::new(Mutex::new(Scraper {
+        dir: data_dir,
+        client: None,
+        reader: None,
+        warned: false,
+    }));
+    let open = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming().flatten() {
+        let Some(slot) = Slot::take(&open) else {
+            tracing::debug!("metrics connection closed: too many open");
+            continue;
+        };
+        let scraper = Arc::clone(&scraper);
+        // A failed spawn drops the closure, and the slot with it.
+        let _ = std::thread::Builder::new()
+            .name("weir-metrics-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(e) = answer(stream, &scraper) {
                     tracing::debug!(error = %e, "metrics request failed");
                 }
-            }
-        })?;
-    Ok(())
+            });
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] connection threads; given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Self> {
+        let slot = Self(Arc::clone(open));
+        (open.fetch_add(1, Ordering::AcqRel) < MAX_CONNECTIONS).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The listener's lazily opened client and reader.
@@ -292,27 +336,89 @@ impl Scraper {
     }
 }
 
-fn answer(mut stream: TcpStream, scraper: &mut Scraper) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    // Read the request head; any path gets the metrics.
-    let mut head = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    while head.read_line(&mut line)? > 2 {
-        line.clear();
+/// How a request head ended.
+enum Head {
+    Complete,
+    TooLarge,
+}
+
+/// Reads up to the blank line that ends the request head, keeping no more
+/// than [`MAX_HEAD`] bytes and giving up at `deadline`.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<Head> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request head not complete in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf[..(MAX_HEAD + 1 - head.len()).min(1024)])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // A head ends with an empty line; bare LF line ends are accepted.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        let tail = &head[from..];
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Head::Complete);
+        }
+        if head.len() > MAX_HEAD {
+            return Ok(Head::TooLarge);
+        }
     }
-    let (status, body) = match scraper.text() {
-        Some(text) => ("200 OK", text),
-        None => (
-            "503 Service Unavailable",
-            "the daemon is not answering on its socket\n".to_owned(),
+}
+
+fn answer(mut stream: TcpStream, scraper: &Mutex<Scraper>) -> std::io::Result<()> {
+    let deadline = Instant::now() + HEAD_DEADLINE;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // Any path gets the metrics.
+    let (status, body) = match read_head(&mut stream, deadline)? {
+        Head::TooLarge => (
+            "431 Request Header Fields Too Large",
+            "request head too large\n".to_owned(),
         ),
+        Head::Complete => {
+            let text = scraper
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .text();
+            match text {
+                Some(text) => ("200 OK", text),
+                None => (
+                    "503 Service Unavailable",
+                    "the daemon is not answering on its socket\n".to_owned(),
+                ),
+            }
+        }
     };
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
+    )?;
+    stream.flush()?;
+    // Closing with unread bytes sends a reset that can overtake the answer;
+    // drain briefly (at most 1 s and 1 MiB, nothing kept) so the client reads it.
+    stream.shutdown(Shutdown::Write)?;
+    let linger = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while let Some(left) = linger
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero() && drained < 1 << 20)
+    {
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -350,5 +456,75 @@ mod tests {
         let down = render(None, &local);
         assert!(down.contains("weir_up 0\n"), "{down}");
         assert!(down.contains("weir_checkpoint_watermark 2048\n"), "{down}");
+    }
+
+    /// A listener on a free port of a store nobody serves (scrapes get 503).
+    fn listener() -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let dir = std::env::temp_dir().join(format!("weir-metrics-test-{}", std::process::id()));
+        std::thread::spawn(move || serve(&l, dir));
+        addr
+    }
+
+    /// Reads until the server closes; a reset after the answer still counts.
+    fn read_all(s: &mut TcpStream) -> String {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn scrape(addr: std::net::SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        read_all(&mut s)
+    }
+
+    #[test]
+    fn a_request_line_without_end_is_refused_at_the_cap() {
+        let addr = listener();
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut w = s.try_clone().unwrap();
+        // 1 MiB with no newline; the server answers once it has 8 KiB and
+        // reads no further into memory (it used to wait for a newline).
+        let flood = std::thread::spawn(move || {
+            let chunk = vec![b'A'; 64 * 1024];
+            for _ in 0..16 {
+                if w.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let got = read_all(&mut s);
+        assert!(got.starts_with("HTTP/1.1 431 "), "{got:?}");
+        flood.join().unwrap();
+        let next = scrape(addr);
+        assert!(next.starts_with("HTTP/1.1 503 "), "{next:?}");
+    }
+
+    #[test]
+    fn a_trickling_client_does_not_hold_other_scrapes() {
+        let addr = listener();
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"G").unwrap();
+        // Answered while the slow head is still unfinished (one connection at
+        // a time used to keep this scrape waiting behind it).
+        let got = scrape(addr);
+        assert!(got.starts_with("HTTP/1.1 503 "), "{got:?}");
+        slow.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let pending = slow.read(&mut buf);
+        assert!(
+            matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the slow connection was answered first: {pending:?}"
+        );
     }
 }
