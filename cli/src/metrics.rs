@@ -129,6 +129,13 @@ pub fn render(stats: Option<&Stats>, local: &Local) -> String {
     };
     metric(
         &mut o,
+        "weir_writer_poisoned",
+        "gauge",
+        "1 if a failed write or fsync stopped the writer: every write is refused until the daemon restarts.",
+        u8::from(s.writer_poisoned),
+    );
+    metric(
+        &mut o,
         "weir_appends_total",
         "counter",
         "Events appended since the daemon started.",
@@ -439,6 +446,13 @@ mod tests {
         };
         let text = render(Some(&s), &local);
         assert!(text.contains("weir_checkpoint_watermark 2048\n"), "{text}");
+        assert!(text.contains("weir_writer_poisoned 0\n"), "{text}");
+        let poisoned = Stats {
+            writer_poisoned: true,
+            ..s.clone()
+        };
+        let text_p = render(Some(&poisoned), &local);
+        assert!(text_p.contains("weir_writer_poisoned 1\n"), "{text_p}");
         assert!(text.contains("weir_up 1\n"), "{text}");
         assert!(text.contains("weir_appends_total 5\n"), "{text}");
         assert!(

@@ -164,6 +164,16 @@ pub struct Stats {
     pub fsync_hist_us: Vec<(u64, u64)>,
     /// Group size histogram: (upper bound events, count).
     pub group_hist: Vec<(u64, u64)>,
+    /// The writer refuses every write until the daemon restarts (a write or
+    /// fsync failed). Last, and sent only when true: a healthy daemon's
+    /// `Stats` is the array older clients decode.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub writer_poisoned: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A successful reply.
@@ -395,6 +405,22 @@ pub(crate) fn decode_seed<'de, S: DeserializeSeed<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_of_a_healthy_daemon_keep_the_older_layout() {
+        // 17 fields, as every build before `writer_poisoned` sent and reads.
+        let healthy = rmp_serde::to_vec(&Stats::default()).unwrap();
+        assert_eq!(&healthy[..3], &[0xdc, 0, 17]);
+        let back: Stats = decode(&healthy).unwrap();
+        assert!(!back.writer_poisoned);
+        let poisoned = Stats {
+            writer_poisoned: true,
+            ..Stats::default()
+        };
+        let bytes = rmp_serde::to_vec(&poisoned).unwrap();
+        assert_eq!(&bytes[..3], &[0xdc, 0, 18]);
+        assert_eq!(decode::<Stats>(&bytes).unwrap(), poisoned);
+    }
 
     #[test]
     fn messages_round_trip() {

@@ -221,7 +221,7 @@ pub enum AppendError {
         cause: String,
     },
     /// This request's write failed; its sequences were cancelled.
-    #[error("i/o error while appending ({cause}); sequences {start}..{end} were cancelled")]
+    #[error("i/o error while appending ({cause}); {}", cancelled(*.start, *.end))]
     Io {
         /// The failure.
         cause: String,
@@ -230,6 +230,16 @@ pub enum AppendError {
         /// End of the cancelled range.
         end: u64,
     },
+}
+
+/// What an `Io` refusal cancelled: `start..end`, which a failure before any
+/// sequence was reserved leaves empty.
+fn cancelled(start: u64, end: u64) -> String {
+    if end > start {
+        format!("sequences {start}..{end} were cancelled")
+    } else {
+        "no sequence was reserved, so none was cancelled".to_owned()
+    }
 }
 
 impl AppendError {

@@ -3,7 +3,7 @@
 use crate::error::AppendError;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use weir_protocol::wire::Stats;
 
@@ -41,6 +41,7 @@ pub struct Shared {
     fsync_hist: [AtomicU64; 12],
     group_hist: [AtomicU64; 10],
     rejected: Mutex<BTreeMap<String, u64>>,
+    poisoned: AtomicBool,
 }
 
 impl Shared {
@@ -113,6 +114,11 @@ impl Shared {
             *m.entry(code.to_owned()).or_default() += 1;
         }
     }
+    /// The writer refuses writes until restarted (after a failed write or
+    /// fsync).
+    pub fn set_poisoned(&self) {
+        self.poisoned.store(true, Relaxed);
+    }
     /// Segment count.
     pub fn set_segments(&self, n: u64) {
         self.segments.store(n, Relaxed);
@@ -146,6 +152,7 @@ impl Shared {
             rejected: self.rejected.lock().map(|m| m.clone()).unwrap_or_default(),
             fsync_hist_us: hist(&self.fsync_hist, &FSYNC_BUCKETS_US),
             group_hist: hist(&self.group_hist, &GROUP_BUCKETS),
+            writer_poisoned: self.poisoned.load(Relaxed),
             ..Stats::default()
         }
     }

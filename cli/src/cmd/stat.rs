@@ -77,6 +77,10 @@ pub fn run(args: StatArgs) -> Result<()> {
         (
             "daemon",
             match &stats {
+                Some(s) if s.writer_poisoned => format!(
+                    "running (pid {}) but REFUSING EVERY WRITE: a write or fsync failed (see its log); restart it",
+                    status.pid
+                ),
                 Some(_) => format!("running (pid {})", status.pid),
                 None => format!(
                     "not running (gate says {}, last heartbeat {} ago); daemon counters unavailable",
@@ -146,6 +150,7 @@ pub fn run(args: StatArgs) -> Result<()> {
 
 fn daemon_json(s: &Stats) -> serde_json::Value {
     json!({
+        "writer_poisoned": s.writer_poisoned,
         "connections": s.connections,
         "queue_depth": s.queue_depth,
         "restore_path": s.restore_path,

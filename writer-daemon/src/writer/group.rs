@@ -117,9 +117,11 @@ impl Writer {
     ) -> Vec<(Vec<AppendRequest>, Done)> {
         if let Some(cause) = &self.poisoned {
             for (_, done) in cmds {
-                done(Err(AppendError::Poisoned {
+                let e = AppendError::Poisoned {
                     cause: cause.clone(),
-                }));
+                };
+                self.shared.rejected(&e);
+                done(Err(e));
             }
             return Vec::new();
         }
@@ -221,9 +223,11 @@ impl Writer {
             let cause = format!("index write failed: {e}");
             self.poison(cause.clone());
             for s in g.staged {
-                (s.done)(Err(AppendError::OutcomeUnknown {
+                let e = AppendError::OutcomeUnknown {
                     cause: cause.clone(),
-                }));
+                };
+                self.shared.rejected(&e);
+                (s.done)(Err(e));
             }
             return rest;
         }
@@ -740,7 +744,10 @@ impl Writer {
             match s.replay {
                 // Only receipts of earlier, published groups still hold.
                 Some(r) if !s.replay_in_group => (s.done)(Ok(r)),
-                _ => (s.done)(Err(err.clone())),
+                _ => {
+                    self.shared.rejected(&err);
+                    (s.done)(Err(err.clone()));
+                }
             }
         }
     }

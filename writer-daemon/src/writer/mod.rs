@@ -268,6 +268,7 @@ impl Writer {
     fn poison(&mut self, cause: String) -> AppendError {
         tracing::error!(%cause, "writer poisoned: refusing writes until restarted");
         self.poisoned = Some(cause.clone());
+        self.shared.set_poisoned();
         AppendError::Poisoned { cause }
     }
 
