@@ -88,12 +88,16 @@ impl Shared {
             .unwrap_or(FSYNC_BUCKETS_US.len() - 1);
         self.fsync_hist[b].fetch_add(1, Relaxed);
     }
-    /// A group committed `events` fresh events.
+    /// A group committed `events` fresh events. One that wrote none (every
+    /// request refused or replayed) is no group commit and is not counted.
     pub fn committed(&self, events: u64, bytes: u64, visible: u64) {
+        self.visible.store(visible, Relaxed);
+        if events == 0 {
+            return;
+        }
         self.appends.fetch_add(events, Relaxed);
         self.bytes.fetch_add(bytes, Relaxed);
         self.groups.fetch_add(1, Relaxed);
-        self.visible.store(visible, Relaxed);
         let b = GROUP_BUCKETS
             .iter()
             .position(|&ub| events <= ub)
