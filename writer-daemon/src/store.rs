@@ -187,16 +187,7 @@ impl Store {
             )));
         }
         std::fs::create_dir_all(dir).map_err(OpenError::io(dir))?;
-        let mode = std::fs::metadata(dir)
-            .map_err(OpenError::io(dir))?
-            .permissions()
-            .mode();
-        if mode & 0o002 != 0 {
-            return Err(OpenError::InsecureDataDir {
-                path: dir.clone(),
-                mode: mode & 0o7777,
-            });
-        }
+        refuse_world_writable(dir)?;
         let lock = DirLock::acquire(dir)?;
         // Before restore: a damaged file stops the start before anything changes.
         let mut claims = crate::claims::Claims::load(dir)
@@ -550,6 +541,35 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 
 /// After a refused start: removes the generation `fresh` it was building
 /// and `gate.tmp`, neither of which a gate names.
+/// Refuses a data directory, or a directory of the store's in it
+/// (`segments/`, `index/` and its generations), that any user may write:
+/// anyone could then delete or replace the store's files.
+fn refuse_world_writable(dir: &Path) -> Result<(), OpenError> {
+    let index = dir.join("index");
+    let generations = std::fs::read_dir(&index)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path());
+    let dirs = [dir.to_path_buf(), dir.join("segments"), index.clone()];
+    for d in dirs.into_iter().chain(generations) {
+        let meta = match std::fs::symlink_metadata(&d) {
+            Ok(m) if m.is_dir() => m,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(OpenError::io(&d)(e)),
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 {
+            return Err(OpenError::InsecureDataDir {
+                path: d,
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn discard_unpublished(data_dir: &Path, fresh: &Path) {
     for r in [
         std::fs::remove_dir_all(fresh),

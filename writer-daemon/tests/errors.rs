@@ -485,6 +485,41 @@ fn a_world_writable_data_dir_is_refused() {
 }
 
 #[test]
+fn a_world_writable_directory_inside_the_data_dir_is_refused() {
+    // Anyone could delete or replace segments or index files there.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    s.append(ev("e", 0x1001, b"x")).unwrap();
+    s.shutdown().unwrap();
+    drop(s);
+    let generation = std::fs::read_dir(dir.path().join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for sub in [
+        dir.path().join("segments"),
+        dir.path().join("index"),
+        generation,
+    ] {
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+        match Store::open(config(dir.path())) {
+            Err(OpenError::InsecureDataDir { path, mode: 0o777 }) => assert_eq!(path, sub),
+            other => panic!("{}: {other:?}", sub.display()),
+        }
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let s = Store::open(config(dir.path())).unwrap();
+    assert_eq!(
+        s.restore_report().entries + s.restore_report().tail_entries,
+        1
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
 fn a_data_dir_that_is_a_file_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
