@@ -666,32 +666,10 @@ fn scan_segment<'a>(id: u64, bytes: &'a [u8], path: &Path) -> Result<Scan<'a>, O
 
 /// Builds generation `generation` from the log (after `base`, if the
 /// checkpoint path kept one). A log that holds less than `published` shows
-/// it held is refused before any segment is synced or created, and the
-/// half-built generation is removed: nothing changed.
+/// it held is refused before any segment is synced or created (the start
+/// then removes the half-built generation: `Store::open`), so nothing changed.
 #[allow(clippy::too_many_arguments)] // one call per restore path
 fn rebuild(
-    config: &Config,
-    storage: Box<dyn Storage>,
-    instance: u128,
-    ids: &[u64],
-    generation: u64,
-    started: Instant,
-    base: Option<Base>,
-    published: &Published,
-) -> Result<Restored, OpenError> {
-    let r = rebuild_from_log(
-        config, storage, instance, ids, generation, started, base, published,
-    );
-    if let Err(OpenError::DamagedLog { .. }) = &r {
-        // Never published, and its files are closed: a generation only
-        // this start used.
-        let _ = std::fs::remove_dir_all(generation_dir(&config.data_dir, generation));
-    }
-    r
-}
-
-#[allow(clippy::too_many_arguments)] // as `rebuild`
-fn rebuild_from_log(
     config: &Config,
     storage: Box<dyn Storage>,
     instance: u128,
