@@ -12,6 +12,7 @@ use super::auth::Peer;
 use super::replies::{Outcome, ReplyQueue};
 use crate::error::AppendError;
 use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::writer::event_bytes;
 use std::sync::Arc;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, WireError};
 
@@ -33,10 +34,6 @@ pub(super) struct Session<'h> {
     peer: Peer,
     may_append: bool,
     txn: Option<Staged>,
-}
-
-fn event_bytes(e: &AppendRequest) -> u64 {
-    (e.payload.len() + e.entity.len() + e.scope.len()) as u64
 }
 
 impl<'h> Session<'h> {

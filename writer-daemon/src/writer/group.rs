@@ -249,7 +249,7 @@ impl Writer {
             if let Some(k) = e.idempotency_key {
                 self.idem.insert(k, r);
             }
-            bytes += (e.payload.len() + e.entity.len() + e.scope.len()) as u64;
+            bytes += super::event_bytes(e);
             receipts[p.cmd].push(r);
         }
         self.shared.committed(fresh, bytes, self.next_seq);
@@ -343,14 +343,11 @@ impl Writer {
             if !self.log.fits_new(bytes, n) {
                 // Not even a new segment could take it: the configuration's
                 // batch limits keep this from happening (`Config::validate`).
-                let sizes = events
-                    .iter()
-                    .map(|e| e.payload.len() + e.entity.len() + e.scope.len());
                 self.reject(
                     done,
                     AppendError::BatchTooLarge {
                         events: n,
-                        bytes: sizes.sum::<usize>() as u64,
+                        bytes: events.iter().map(super::event_bytes).sum(),
                         max_events: self.config.max_batch_events,
                         max_bytes: self.config.max_batch_bytes,
                     },

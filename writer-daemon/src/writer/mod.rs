@@ -304,6 +304,11 @@ impl Writer {
     }
 }
 
+/// What an event counts against `max-batch-bytes`: its payload and names.
+pub(crate) fn event_bytes(e: &AppendRequest) -> u64 {
+    (e.payload.len() + e.entity.len() + e.scope.len()) as u64
+}
+
 /// Checks one command against the limits and rules that need no writer
 /// state. [`crate::Store`] runs it on the submitting thread, before the
 /// command is queued, so the writer thread never spends time on it.
@@ -311,10 +316,7 @@ pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), Appen
     if events.is_empty() {
         return Err(AppendError::EmptyBatch);
     }
-    let bytes: u64 = events
-        .iter()
-        .map(|e| (e.payload.len() + e.entity.len() + e.scope.len()) as u64)
-        .sum();
+    let bytes: u64 = events.iter().map(event_bytes).sum();
     if events.len() > c.max_batch_events as usize || bytes > c.max_batch_bytes {
         return Err(AppendError::BatchTooLarge {
             events: events.len(),
