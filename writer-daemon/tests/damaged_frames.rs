@@ -5,30 +5,11 @@
 //! the segment repaired the store starts whole. (A torn tail that nothing
 //! shows durable is still dropped: tests/crash.rs.)
 mod common;
-use common::{config, ev};
+use common::{config, ev, files, fill, segment};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use weir_daemon::storage::SimStorage;
 use weir_daemon::{OpenError, Store};
-
-fn fill(store: &Store, events: u64) {
-    for b in 0..(events / 50) {
-        let batch = (0..50)
-            .map(|i| {
-                ev(
-                    &format!("user:{}", (b * 50 + i) % 37),
-                    0x1001,
-                    &[b as u8; 1200],
-                )
-            })
-            .collect();
-        store.append_batch(batch).unwrap();
-    }
-}
-
-fn segment(dir: &Path, id: u64) -> PathBuf {
-    dir.join("segments").join(format!("{id:010}.seg"))
-}
 
 /// (offset, sequence) of every frame of a segment, up to the first zeros.
 fn frames(bytes: &[u8]) -> Vec<(usize, u64)> {
@@ -47,24 +28,6 @@ fn frames(bytes: &[u8]) -> Vec<(usize, u64)> {
         out.push((off, word(off + 16, 8)));
         off += len;
     }
-}
-
-/// Every file under `dir` but `LOCK` and `.prep` leftovers, with its bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(at: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in std::fs::read_dir(at).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.file_name().unwrap() != "LOCK" && p.extension().is_none_or(|x| x != "prep")
-            {
-                out.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, &mut out);
-    out
 }
 
 /// The start's error, which must be `DamagedLog` at `offset` of segment

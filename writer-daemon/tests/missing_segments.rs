@@ -3,7 +3,7 @@
 //! names the file(s), and changes no file; with the file back it starts with
 //! every event.
 mod common;
-use common::{config, ev};
+use common::{config, ev, files, fill, segment};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use weir_daemon::storage::SimStorage;
@@ -12,57 +12,16 @@ use weir_daemon::{OpenError, Store};
 /// Events the stores below hold: four 1 MiB segments.
 const EVENTS: u64 = 2500;
 
-fn fill(store: &Store) {
-    for b in 0..(EVENTS / 50) {
-        let batch = (0..50)
-            .map(|i| {
-                ev(
-                    &format!("user:{}", (b * 50 + i) % 37),
-                    0x1001,
-                    &[b as u8; 1200],
-                )
-            })
-            .collect();
-        store.append_batch(batch).unwrap();
-    }
-}
-
 /// A cleanly stopped store on real files.
 fn clean_store(dir: &Path) {
     let s = Store::open(config(dir)).unwrap();
-    fill(&s);
+    fill(&s, EVENTS);
     s.shutdown().unwrap();
     drop(s);
     assert!(
         segment(dir, 3).exists() && !segment(dir, 4).exists(),
         "four segments"
     );
-}
-
-fn segment(dir: &Path, id: u64) -> PathBuf {
-    dir.join("segments").join(format!("{id:010}.seg"))
-}
-
-/// Every file under `dir` but `LOCK` and zero-filled `.prep` files (every
-/// start removes those leftovers of a preparation), with its bytes.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in std::fs::read_dir(at).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else if p.file_name().unwrap() != "LOCK" && p.extension().is_none_or(|x| x != "prep")
-            {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
@@ -196,7 +155,7 @@ fn a_missing_middle_segment_is_refused_after_a_crash() {
     let dir = tmp.path();
     let sim = SimStorage::default();
     let s = Store::open_with_storage(config(dir), Box::new(sim.clone())).unwrap();
-    fill(&s);
+    fill(&s, EVENTS);
     let gate = std::fs::read(dir.join("gate")).unwrap();
     let index = tempfile::tempdir().unwrap();
     std::process::Command::new("cp")

@@ -1,7 +1,9 @@
 //! Shared helpers for the daemon's in-process tests.
 #![allow(dead_code)]
 
-use weir_daemon::Config;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use weir_daemon::{Config, Store};
 use weir_protocol::wire::AppendRequest;
 
 /// A small-file configuration for tests.
@@ -26,4 +28,50 @@ pub fn ev(entity: &str, kind: u16, payload: &[u8]) -> AppendRequest {
         payload: payload.to_vec(),
         ..AppendRequest::default()
     }
+}
+
+/// `events` events (a multiple of 50) in batches of 50: 37 entities,
+/// 1200-byte payloads, about 600 to a 1 MiB segment.
+pub fn fill(store: &Store, events: u64) {
+    for b in 0..(events / 50) {
+        let batch = (0..50)
+            .map(|i| {
+                ev(
+                    &format!("user:{}", (b * 50 + i) % 37),
+                    0x1001,
+                    &[b as u8; 1200],
+                )
+            })
+            .collect();
+        store.append_batch(batch).unwrap();
+    }
+}
+
+/// The path of segment `id` in the data directory `dir`.
+pub fn segment(dir: &Path, id: u64) -> PathBuf {
+    dir.join("segments")
+        .join(weir_daemon::storage::segment_file_name(id))
+}
+
+/// Every file under `dir` (by its path below `dir`) but `LOCK` and
+/// zero-filled `.prep` files (every start removes those leftovers of a
+/// preparation), with its bytes: what a refused start must leave as it was.
+pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(at).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.file_name().unwrap() != "LOCK" && p.extension().is_none_or(|x| x != "prep")
+            {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }
