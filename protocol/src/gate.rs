@@ -88,6 +88,28 @@ pub const ID_KEY_OFF: usize = 112;
 pub const ID_KEY_CRC_OFF: usize = 152;
 /// u32: how ids are masked under the key ([`crate::locate::IdMask::word`]).
 pub const ID_MASK_OFF: usize = 156;
+/// 4 bytes: the sync policy the instance runs under, [`SYNC_DURABLE`] or
+/// [`SYNC_UNSYNCED`] (zeros in gates of builds before 2026-11-28 evening);
+/// written before the gate is renamed into place, never changed. A restart
+/// after a crash holds the log to the old gate's `visible` only if it says
+/// [`SYNC_DURABLE`].
+pub const SYNC_OFF: usize = 60;
+/// [`SYNC_OFF`]: `sync = always`, which publishes only durable events.
+pub const SYNC_DURABLE: [u8; 4] = *b"syn1";
+/// [`SYNC_OFF`]: another policy, which may publish events not yet synced.
+pub const SYNC_UNSYNCED: [u8; 4] = *b"syn0";
+
+/// Does the gate page `bytes` say its instance published only durable
+/// events? `None`: no word there (an older build) or an unknown value.
+#[must_use]
+pub fn published_durable_only(bytes: &[u8]) -> Option<bool> {
+    match bytes.get(SYNC_OFF..SYNC_OFF + 4)? {
+        w if w == SYNC_DURABLE => Some(true),
+        w if w == SYNC_UNSYNCED => Some(false),
+        _ => None,
+    }
+}
+
 /// Atomic u64: seqlock counter of the cancelled ranges (odd while writing).
 pub const CANCEL_SEQ_OFF: usize = 128;
 /// Atomic u64: number of cancelled ranges stored.

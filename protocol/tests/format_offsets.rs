@@ -98,6 +98,7 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
     let all = tables();
     let mut want = layout!(GateHeader; magic, version, len, instance, generation, chunk_log2, pid, started_ms, crc);
     want.extend([
+        (gate::SYNC_OFF, 4),
         (gate::STATE_OFF, 8),
         (gate::ALLOCATED_OFF, 8),
         (gate::VISIBLE_OFF, 8),

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use weir_protocol::gate::{
     ALLOCATED_OFF, CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF,
     CANCEL_SEQ_OFF, FUTEX_OFF, GATE_LEN, GateHeader, HEARTBEAT_OFF, ID_KEY_CRC_OFF, ID_KEY_OFF,
-    ID_MASK_OFF, PUBLISHED_OFF, STATE_OFF, STATE_SUPERSEDED, VISIBLE_OFF, id_key_bytes,
-    merge_range,
+    ID_MASK_OFF, PUBLISHED_OFF, STATE_OFF, STATE_SUPERSEDED, SYNC_DURABLE, SYNC_OFF, SYNC_UNSYNCED,
+    VISIBLE_OFF, id_key_bytes, merge_range,
 };
 use weir_protocol::locate::{IdKey, pack_position};
 use zerocopy::IntoBytes;
@@ -23,8 +23,16 @@ pub struct GateWriter {
 }
 
 impl GateWriter {
-    /// Writes `gate.tmp` (not yet visible to readers) with the store's id key.
-    pub fn prepare(data_dir: &Path, header: &GateHeader, key: IdKey) -> io::Result<Self> {
+    /// Writes `gate.tmp` (not yet visible to readers) with the store's id
+    /// key, and whether this instance publishes only durable events (`sync
+    /// = always`): the next start after a crash holds the log to `visible`
+    /// only then.
+    pub fn prepare(
+        data_dir: &Path,
+        header: &GateHeader,
+        key: IdKey,
+        durable_only: bool,
+    ) -> io::Result<Self> {
         let tmp = data_dir.join("gate.tmp");
         let _ = std::fs::remove_file(&tmp);
         let file = MappedFile::create(&tmp, GATE_LEN)?;
@@ -33,6 +41,12 @@ impl GateWriter {
         file.write(ID_KEY_OFF, &key);
         file.write(ID_KEY_CRC_OFF, &crc);
         file.write(ID_MASK_OFF, &mask);
+        let sync = if durable_only {
+            SYNC_DURABLE
+        } else {
+            SYNC_UNSYNCED
+        };
+        file.write(SYNC_OFF, &sync);
         Ok(Self {
             file,
             ranges: Vec::new(),

@@ -4,11 +4,12 @@
 //! [`OpenError::DamagedLog`]) rather than publish a store with stored events
 //! missing and their sequences given again (FORMAT.md, "Restore order").
 
-use crate::config::SyncPolicy;
 use crate::error::OpenError;
 use crate::index::{IndexWriter, generation_dir};
 use std::path::Path;
 use weir_protocol::gate::STATE_STOPPED;
+#[cfg(doc)]
+use weir_protocol::gate::published_durable_only;
 use weir_protocol::locate::unpack_position;
 
 /// Evidence of what the log held, each item with what shows it.
@@ -23,11 +24,20 @@ pub struct Published {
 
 impl Published {
     /// From the previous gate (its header's CRC held): its `state`,
-    /// `visible` and `published` words. `visible` shows durable events only
-    /// after a clean stop, or under `sync = always` (the policy configured
-    /// now: under the others an unsynced tail may be lost in a crash).
+    /// `visible` and `published` words, and its sync word
+    /// ([`published_durable_only`]; `always_now`: `sync = always` is
+    /// configured now, which stands in for a gate without the word).
+    /// `visible` shows durable events after a clean stop, or if the
+    /// instance ran under `sync = always`: under the other policies an
+    /// unsynced tail may be lost in a crash.
     #[must_use]
-    pub fn from_gate(state: u64, visible: u64, published: u64, sync: SyncPolicy) -> Self {
+    pub fn from_gate(
+        state: u64,
+        visible: u64,
+        published: u64,
+        sync_word: Option<bool>,
+        always_now: bool,
+    ) -> Self {
         let mut p = Self::default();
         if published != 0 {
             let (segment, _) = unpack_position(published);
@@ -43,11 +53,18 @@ impl Published {
                     "the previous instance stopped cleanly with sequences below {visible} published (gate), all of them durable"
                 ),
             );
-        } else if sync == SyncPolicy::Always {
+        } else if sync_word == Some(true) {
             p.durable(
                 visible,
                 format!(
-                    "the previous instance's gate published sequences below {visible}, and under sync = always only durable events are published (if it ran under another sync policy, start it once with that policy)"
+                    "the previous instance's gate published sequences below {visible}, and it ran under sync = always, which publishes only durable events"
+                ),
+            );
+        } else if sync_word.is_none() && always_now {
+            p.durable(
+                visible,
+                format!(
+                    "the previous instance's gate published sequences below {visible}, and under sync = always only durable events are published (its gate, from an older build, does not say which policy it ran under: if another, start it once with that policy)"
                 ),
             );
         }

@@ -21,7 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{
     CANCEL_CAPACITY, CANCEL_COUNT_OFF, CANCEL_OVERFLOW_OFF, CANCEL_RANGES_OFF, GATE_LEN,
-    GateHeader, PUBLISHED_OFF, STATE_LIVE, STATE_OFF, VISIBLE_OFF, read_id_key,
+    GateHeader, PUBLISHED_OFF, STATE_LIVE, STATE_OFF, VISIBLE_OFF, published_durable_only,
+    read_id_key,
 };
 use weir_protocol::locate::IdKey;
 use weir_protocol::wire::{AppendRequest, Receipt, Stats};
@@ -120,7 +121,8 @@ fn previous_gate(data_dir: &Path, sync: SyncPolicy) -> PreviousGate {
             word(STATE_OFF),
             word(VISIBLE_OFF),
             word(PUBLISHED_OFF),
-            sync,
+            published_durable_only(&bytes),
+            sync == SyncPolicy::Always,
         ),
     }
 }
@@ -252,7 +254,8 @@ impl Store {
             std::process::id(),
             now_ms(),
         );
-        let mut gate = GateWriter::prepare(dir, &header, id_key)
+        let durable_only = config.sync == SyncPolicy::Always;
+        let mut gate = GateWriter::prepare(dir, &header, id_key, durable_only)
             .map_err(OpenError::io(dir.join("gate.tmp")))
             .map_err(refused)?;
         gate.init(

@@ -7,7 +7,7 @@ use common::{config, ev, files, fill, segment};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use weir_daemon::storage::SimStorage;
-use weir_daemon::{OpenError, Store};
+use weir_daemon::{Config, OpenError, Store, SyncPolicy};
 
 /// Events the stores below hold: four 1 MiB segments.
 const EVENTS: u64 = 2500;
@@ -147,15 +147,15 @@ fn a_log_shorter_than_a_clean_stop_left_is_refused() {
     starts_whole(dir);
 }
 
-#[test]
-fn a_missing_middle_segment_is_refused_after_a_crash() {
-    // The crash leaves no clean checkpoint: the segment's absence used to
-    // read as a torn batch, its events cancelled for good.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// `EVENTS` events written under `config` to a simulated log, then a
+/// crash: the gate and index files as the crash left them, and the image
+/// of the log's synced bytes.
+fn crashed(dir: &Path, config: Config) -> BTreeMap<u64, Vec<u8>> {
     let sim = SimStorage::default();
-    let s = Store::open_with_storage(config(dir), Box::new(sim.clone())).unwrap();
+    let s = Store::open_with_storage(config, Box::new(sim.clone())).unwrap();
     fill(&s, EVENTS);
+    // Dropping the store stops it cleanly: keep the gate and the index as
+    // they were before.
     let gate = std::fs::read(dir.join("gate")).unwrap();
     let index = tempfile::tempdir().unwrap();
     std::process::Command::new("cp")
@@ -174,7 +174,16 @@ fn a_missing_middle_segment_is_refused_after_a_crash() {
         .status()
         .unwrap();
     std::fs::write(dir.join("gate"), gate).unwrap();
-    let mut image = sim.crash_image(0, None);
+    sim.crash_image(0, None)
+}
+
+#[test]
+fn a_missing_middle_segment_is_refused_after_a_crash() {
+    // The crash leaves no clean checkpoint: the segment's absence used to
+    // read as a torn batch, its events cancelled for good.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut image = crashed(dir, config(dir));
     assert!(image.len() >= 4, "{} segments", image.len());
     let lost = image.remove(&1).unwrap();
     let before = files(dir);
@@ -195,6 +204,64 @@ fn a_missing_middle_segment_is_refused_after_a_crash() {
         "{r:?}"
     );
     s.shutdown().unwrap();
+}
+
+#[test]
+fn a_crash_under_sync_never_then_a_start_under_always_drops_the_unsynced_tail() {
+    // The old gate's `visible` shows published events, not durable ones,
+    // under `sync = never`: the start held the log to it because `always`
+    // is configured now, and refused for good (DamagedLog) unless the
+    // operator knew to start once under the old policy. The gate now says
+    // which policy published it.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let never = Config {
+        sync: SyncPolicy::Never,
+        ..config(dir)
+    };
+    let image = crashed(dir, never);
+    let s = Store::open_with_storage(config(dir), Box::new(SimStorage::from_files(image))).unwrap();
+    let r = s.restore_report().clone();
+    let kept = r.entries + r.tail_entries;
+    assert!(
+        kept > 0 && kept < EVENTS,
+        "the unsynced tail is lost: {r:?}"
+    );
+    assert_eq!(
+        s.append(ev("after", 0x1001, b"x")).unwrap().sequence,
+        kept + r.cancelled
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_crash_under_sync_always_holds_a_start_under_never_to_the_gate() {
+    // The reverse: every published event was durable, so a log that lost
+    // some is damage whatever policy the next start is configured with.
+    // Configured `never` used to skip the check and hand the lost events'
+    // sequences out again.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut image = crashed(dir, config(dir));
+    let (&newest, bytes) = image.iter_mut().next_back().unwrap();
+    let end = 4096 + bytes[4096..].iter().rposition(|b| *b != 0).unwrap();
+    bytes[end - 3000..=end].fill(0);
+    let never = Config {
+        sync: SyncPolicy::Never,
+        ..config(dir)
+    };
+    let before = files(dir);
+    let err = Store::open_with_storage(never, Box::new(SimStorage::from_files(image))).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, OpenError::DamagedLog { .. }),
+        "expected DamagedLog, got {err:?}"
+    );
+    assert!(
+        msg.contains(&format!("{newest:010}.seg")) && msg.contains("sync = always"),
+        "{msg}"
+    );
+    unchanged(dir, &before);
 }
 
 #[test]
