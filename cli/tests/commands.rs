@@ -5,23 +5,10 @@
 mod common;
 
 use anyhow::Result;
-use common::{WEIR, daemon, json_lines, one_line_error, weir};
+use common::{APPEND_ONE, WEIR, daemon, json_lines, one_line_error, weir};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-/// One valid append (it needs a running daemon).
-const APPEND_ONE: [&str; 9] = [
-    "append",
-    "--entity",
-    "a",
-    "--scope",
-    "b",
-    "--kind",
-    "0x1001",
-    "--payload-json",
-    "1",
-];
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -4,8 +4,10 @@
 //! none). When the connection breaks or the daemon answers `ShuttingDown`,
 //! the client reconnects with backoff and resends with the same keys, so an
 //! append is applied exactly once even if the daemon dies mid-request
-//! (within the daemon's `idempotency-window`). By the time an append
-//! returns, the event is visible to every [`Reader`](crate::Reader).
+//! (within the daemon's `idempotency-window`). A call that gives up with
+//! the outcome unknown lists the keys it sent
+//! ([`ClientError::unresolved_keys`]). By the time an append returns, the
+//! event is visible to every [`Reader`](crate::Reader).
 //!
 //! ```no_run
 //! use weir::{Client, Coordinate, EventKind};
@@ -50,17 +52,19 @@ pub enum ClientError {
     #[error("the daemon refused the request: {0}")]
     Server(WireError),
     /// The daemon stayed busy past the retry budget.
-    #[error("no success within {waited:?}: {last}")]
+    #[error("no success within {waited:?}: {last}{}", unresolved(.keys))]
     Timeout {
         /// Time spent retrying.
         waited: Duration,
         /// The last refusal.
         last: String,
+        /// See [`ClientError::unresolved_keys`].
+        keys: Vec<u128>,
     },
     /// The daemon accepted the connection but did not answer within the
     /// `io_timeout` (it is stopped, hung or overloaded), on every try within
     /// the retry budget (`waited` zero: the first connect, not retried).
-    #[error("{}", not_answering(.path, *.timeout, *.waited))]
+    #[error("{}{}", not_answering(.path, *.timeout, *.waited), unresolved(.keys))]
     NotAnswering {
         /// The socket.
         path: PathBuf,
@@ -68,10 +72,12 @@ pub enum ClientError {
         timeout: Duration,
         /// Time spent retrying.
         waited: Duration,
+        /// See [`ClientError::unresolved_keys`].
+        keys: Vec<u128>,
     },
     /// The connection broke and no reconnect succeeded within the budget
     /// (`waited` zero: the first connect failed, nothing was retried).
-    #[error("{}", disconnected(.path, *.waited, .last))]
+    #[error("{}{}", disconnected(.path, *.waited, .last), unresolved(.keys))]
     Disconnected {
         /// The socket.
         path: PathBuf,
@@ -79,7 +85,22 @@ pub enum ClientError {
         waited: Duration,
         /// The last failure.
         last: String,
+        /// See [`ClientError::unresolved_keys`].
+        keys: Vec<u128>,
     },
+}
+
+/// The field of an `OutcomeUnknown` [`WireError`] in which the client lists
+/// the request's idempotency keys (32 hex digits each, comma-separated).
+pub const UNRESOLVED_KEYS_FIELD: &str = "idempotency_keys";
+
+fn unresolved(keys: &[u128]) -> String {
+    match keys.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} event(s) sent may or may not be stored: resend them with the same idempotency keys"
+        ),
+    }
 }
 
 fn not_answering(path: &Path, timeout: Duration, waited: Duration) -> String {
@@ -125,6 +146,33 @@ impl ClientError {
         match e.fields.get("found")?.as_str() {
             "none" => Some(None),
             n => n.parse().ok().map(Some),
+        }
+    }
+    /// The idempotency keys of the events this call may or may not have
+    /// stored: the daemon answered `OutcomeUnknown`, or the call gave up
+    /// (`Timeout`, `NotAnswering`, `Disconnected`) after sending them on a
+    /// connection that then gave no answer. Resending the same events with
+    /// these keys (`AppendRequest::idempotency_key`, in the same order)
+    /// stores each at most once, within the daemon's `idempotency-window`.
+    /// Empty when every event's outcome is known (e.g. refused, or never
+    /// sent). For keys the client generated, this is the only place they
+    /// show.
+    #[must_use]
+    pub fn unresolved_keys(&self) -> Vec<u128> {
+        match self {
+            Self::Timeout { keys, .. }
+            | Self::NotAnswering { keys, .. }
+            | Self::Disconnected { keys, .. } => keys.clone(),
+            Self::Server(e) if e.code == ErrorCode::OutcomeUnknown => e
+                .fields
+                .get(UNRESOLVED_KEYS_FIELD)
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|k| u128::from_str_radix(k, 16).ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
         }
     }
     /// The daemon's typed error, for [`ClientError::Server`].
@@ -254,11 +302,13 @@ impl Client {
                 path: path.clone(),
                 waited: Duration::ZERO,
                 last,
+                keys: Vec::new(),
             },
             Failure::NoAnswer => ClientError::NotAnswering {
                 path: path.clone(),
                 timeout: opts.io_timeout,
                 waited: Duration::ZERO,
+                keys: Vec::new(),
             },
         })?;
         Ok(Self {
@@ -410,14 +460,25 @@ impl Client {
     fn exchange(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Reply, WireError>>, ClientError> {
         let started = Instant::now();
         let mut out: Vec<Option<Result<Reply, WireError>>> = vec![None; ops.len()];
+        // Sent on a connection that then gave no answer to it: stored or not.
+        let mut unsettled = vec![false; ops.len()];
         let mut backoff = Duration::from_millis(5);
         let mut silent = false;
         loop {
             let todo: Vec<usize> = (0..ops.len()).filter(|&i| out[i].is_none()).collect();
             if todo.is_empty() {
-                return Ok(out.into_iter().map(|r| r.expect("all answered")).collect());
+                return Ok(out
+                    .into_iter()
+                    .zip(&ops)
+                    .map(|(r, op)| match r.expect("all answered") {
+                        Err(e) if e.code == ErrorCode::OutcomeUnknown => {
+                            Err(with_keys(e, op_keys(op)))
+                        }
+                        r => r,
+                    })
+                    .collect());
             }
-            let (wait, last) = match self.attempt(&ops, &todo, &mut out) {
+            let (wait, last) = match self.attempt(&ops, &todo, &mut out, &mut unsettled) {
                 Ok(None) => continue,
                 Ok(Some((wait, e))) => (wait, e.to_string()),
                 Err(Failure::Fatal(e)) => {
@@ -437,20 +498,26 @@ impl Client {
             };
             let waited = started.elapsed();
             if waited + wait > self.opts.retry_for {
+                let keys = (0..ops.len())
+                    .filter(|&i| out[i].is_none() && unsettled[i])
+                    .flat_map(|i| op_keys(&ops[i]))
+                    .collect();
                 let busy_only = self.conn.is_some();
                 return Err(if busy_only {
-                    ClientError::Timeout { waited, last }
+                    ClientError::Timeout { waited, last, keys }
                 } else if silent {
                     ClientError::NotAnswering {
                         path: self.path.clone(),
                         timeout: self.opts.io_timeout,
                         waited,
+                        keys,
                     }
                 } else {
                     ClientError::Disconnected {
                         path: self.path.clone(),
                         waited,
                         last,
+                        keys,
                     }
                 });
             }
@@ -460,29 +527,55 @@ impl Client {
 
     /// One pass over `todo` on one connection, a window at a time. Returns
     /// the wait the daemon asked for when some answers were retryable.
+    /// Requests sent but left unanswered when the connection fails are
+    /// marked in `unsettled`.
     fn attempt(
         &mut self,
         ops: &[Op],
         todo: &[usize],
         out: &mut [Option<Result<Reply, WireError>>],
+        unsettled: &mut [bool],
     ) -> Result<Option<(Duration, WireError)>, Failure> {
         let window = self.opts.window;
         let conn = self.conn()?;
         let mut again = None;
         for chunk in todo.chunks(window) {
-            let first = conn.send(chunk.iter().map(|&i| &ops[i]))?;
-            for (k, &i) in chunk.iter().enumerate() {
-                match conn.recv(first + k as u64)? {
-                    Err(e) if retryable(e.code) => {
-                        let shutting = e.code == ErrorCode::ShuttingDown;
-                        again = Some((retry_after(&e), e));
-                        if shutting {
-                            // The daemon is stopping: the next try reconnects.
-                            self.conn = None;
-                            return Ok(again);
+            // A failed send may have written part of the chunk.
+            let mut answered = 0;
+            let r = (|| {
+                let first = conn.send(chunk.iter().map(|&i| &ops[i]))?;
+                for (k, &i) in chunk.iter().enumerate() {
+                    let reply = conn.recv(first + k as u64)?;
+                    answered = k + 1;
+                    match reply {
+                        Err(e) if retryable(e.code) => {
+                            let shutting = e.code == ErrorCode::ShuttingDown;
+                            again = Some((retry_after(&e), e));
+                            if shutting {
+                                return Ok(true);
+                            }
                         }
+                        r => out[i] = Some(r),
                     }
-                    r => out[i] = Some(r),
+                }
+                Ok(false)
+            })();
+            match r {
+                Ok(false) => {}
+                Ok(true) => {
+                    // The daemon is stopping: the next try reconnects. The
+                    // requests behind the refused one are not answered.
+                    for &i in &chunk[answered..] {
+                        unsettled[i] = true;
+                    }
+                    self.conn = None;
+                    return Ok(again);
+                }
+                Err(f) => {
+                    for &i in &chunk[answered..] {
+                        unsettled[i] = true;
+                    }
+                    return Err(f);
                 }
             }
         }
@@ -509,9 +602,38 @@ fn request(at: &Coordinate, kind: EventKind, payload: Vec<u8>) -> AppendRequest 
     }
 }
 
+/// The idempotency keys an append or batch carries (every one has a key by
+/// the time it is sent).
+fn op_keys(op: &Op) -> Vec<u128> {
+    match op {
+        Op::Append(r) => r.idempotency_key.into_iter().collect(),
+        Op::AppendBatch(v) => v.iter().filter_map(|r| r.idempotency_key).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `e` (an `OutcomeUnknown` answer) with the request's keys in its
+/// [`UNRESOLVED_KEYS_FIELD`].
+fn with_keys(e: WireError, keys: Vec<u128>) -> WireError {
+    if keys.is_empty() {
+        return e;
+    }
+    let list: Vec<String> = keys.iter().map(|k| format!("{k:032x}")).collect();
+    e.with(UNRESOLVED_KEYS_FIELD, list.join(","))
+}
+
+/// A fresh idempotency key, as the client generates for an append that
+/// carries none: set it yourself when you want to know it before the call
+/// (e.g. to log it), so that a retry after a crash of your own process
+/// stores the event at most once.
+#[must_use]
+pub fn new_idempotency_key() -> u128 {
+    keys::new_key()
+}
+
 fn keyed(req: &mut AppendRequest) {
     if req.idempotency_key.is_none() {
-        req.idempotency_key = Some(keys::new_key());
+        req.idempotency_key = Some(new_idempotency_key());
     }
 }
 
@@ -620,6 +742,10 @@ impl Transaction<'_> {
                 Ok(mut r) => match r.remove(0) {
                     Ok(Reply::Batch(v)) => return Ok(v),
                     Ok(other) => return Err(unexpected(&other)),
+                    Err(e) if e.code == ErrorCode::OutcomeUnknown => {
+                        let keys = self.staged.iter().filter_map(|r| r.idempotency_key);
+                        return Err(ClientError::Server(with_keys(e, keys.collect())));
+                    }
                     Err(e) if !retryable(e.code) => return Err(ClientError::Server(e)),
                     // Refused before it reached the writer: the daemon keeps
                     // the transaction open on this connection. Closing it
@@ -700,6 +826,7 @@ mod tests {
             path: PathBuf::from("/d/weir.sock"),
             waited,
             last: "Connection refused".into(),
+            keys: Vec::new(),
         };
         assert_eq!(
             e(Duration::ZERO).to_string(),

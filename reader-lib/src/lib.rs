@@ -35,7 +35,9 @@ mod verify;
 mod view;
 mod wait;
 
-pub use client::{Client, ClientError, ClientOptions, Transaction};
+pub use client::{
+    Client, ClientError, ClientOptions, Transaction, UNRESOLVED_KEYS_FIELD, new_idempotency_key,
+};
 pub use entry::Entry;
 pub use error::{AttachError, Chain, Error, ReadError};
 pub use memfit::HUGE_PAGES_ENV;

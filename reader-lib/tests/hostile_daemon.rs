@@ -2,14 +2,18 @@
 //! reply nested too deep is a protocol error, not a stack overflow, and a
 //! daemon that takes the connection but never answers is reported as not
 //! answering, not as gone, and one that sends its reply a byte at a time
-//! does not hold a call past the io timeout.
+//! does not hold a call past the io timeout; a call whose outcome is
+//! unknown gives the idempotency keys to resend its events with.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
-use weir_protocol::wire::{HelloReply, Receipt, Reply, Response, ServerHello, encode};
+use weir_protocol::wire::{
+    AppendRequest, ErrorCode, HelloReply, Op, Receipt, Reply, Request, Response, ServerHello,
+    WireError, decode, encode,
+};
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -56,6 +60,23 @@ fn hello() -> std::io::Result<Vec<u8>> {
     )
     .map_err(std::io::Error::other)?;
     Ok(out)
+}
+
+/// Reads one request and answers it with the error `code`.
+fn refuse_one(s: &mut UnixStream, code: ErrorCode, message: &str) -> std::io::Result<Vec<u8>> {
+    let body = read_one(s)?;
+    let req: Request = decode(&body).map_err(std::io::Error::other)?;
+    let mut reply = Vec::new();
+    encode(
+        &mut reply,
+        &Response {
+            id: req.id,
+            result: Err(WireError::new(code, message)),
+        },
+    )
+    .map_err(std::io::Error::other)?;
+    s.write_all(&reply)?;
+    Ok(body)
 }
 
 fn opts() -> ClientOptions {
@@ -172,5 +193,101 @@ fn a_reply_sent_a_byte_at_a_time_ends_at_the_io_timeout() -> Res {
     let mut c = Client::connect_with(&path, o)?;
     let r = c.append(&Coordinate::new("e:1", "s")?, EventKind(0x1001), b"x");
     assert!(matches!(&r, Err(ClientError::NotAnswering { .. })), "{r:?}");
+    Ok(())
+}
+
+/// The idempotency keys of a request frame's events.
+fn sent_keys(body: &[u8]) -> Vec<u128> {
+    let req: Request = decode(body).expect("a request");
+    match req.op {
+        Op::Append(r) => vec![r.idempotency_key.expect("keyed")],
+        Op::AppendBatch(v) => v
+            .iter()
+            .map(|r| r.idempotency_key.expect("keyed"))
+            .collect(),
+        op => panic!("unexpected {op:?}"),
+    }
+}
+
+/// Three events, the second with the caller's own key.
+fn batch() -> Vec<AppendRequest> {
+    (0..3u8)
+        .map(|i| AppendRequest {
+            entity: format!("e:{i}"),
+            scope: "s".into(),
+            kind: 0x1001,
+            payload: vec![i],
+            idempotency_key: (i == 1).then_some(0xabc),
+            ..AppendRequest::default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_whose_outcome_is_unknown_gives_the_keys_to_retry_with() -> Res {
+    // The keys the client generated went nowhere the caller could see: the
+    // daemon's advice "retry with the same idempotency key" could not be
+    // followed, and a retry with new keys could store the events twice.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, move |s| {
+        s.write_all(&hello()?)?;
+        let body = refuse_one(
+            s,
+            ErrorCode::OutcomeUnknown,
+            "the outcome is unknown: index write failed",
+        )?;
+        tx.send(sent_keys(&body)).map_err(std::io::Error::other)?;
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
+    })?;
+    let mut c = Client::connect_with(&path, opts())?;
+    let err = c.append_batch(batch()).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::OutcomeUnknown), "{err}");
+    let sent = rx.recv()?;
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[1], 0xabc);
+    assert_eq!(err.unresolved_keys(), sent, "{err}");
+
+    // Sent, then no answer: the same keys, once the retries give up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, move |s| {
+        s.write_all(&hello()?)?;
+        let body = read_one(s)?;
+        tx.send(sent_keys(&body)).map_err(std::io::Error::other)?;
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(())
+    })?;
+    let mut c = Client::connect_with(&path, opts())?;
+    let err = c.append_batch(batch()).unwrap_err();
+    assert!(matches!(err, ClientError::NotAnswering { .. }), "{err:?}");
+    let sent = rx.recv()?;
+    assert_eq!(err.unresolved_keys(), sent, "{err}");
+    assert!(
+        err.to_string().contains("may or may not be stored"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_call_with_a_known_outcome_has_no_keys_to_retry_with() -> Res {
+    // Refused outright: nothing was stored, nothing to resend with the keys.
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, |s| {
+        s.write_all(&hello()?)?;
+        refuse_one(s, ErrorCode::VersionConflict, "conflict")?;
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
+    })?;
+    let mut c = Client::connect_with(&path, opts())?;
+    let err = c.append_batch(batch()).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::VersionConflict), "{err}");
+    assert!(err.unresolved_keys().is_empty(), "{err:?}");
+    // Never sent: the daemon is gone before the call.
+    let gone = dir.path().join("gone.sock");
+    let err = Client::connect_with(&gone, opts()).unwrap_err();
+    assert!(err.unresolved_keys().is_empty(), "{err:?}");
     Ok(())
 }

@@ -137,7 +137,16 @@ fn one(args: &AppendArgs, client: &mut Client, payload: Vec<u8>) -> Result<()> {
         expected: args.expect_version.unwrap_or_default(),
         ..AppendRequest::default()
     };
-    let r = client.append_with(req)?;
+    let r = client
+        .append_with(req)
+        .map_err(|e| match e.unresolved_keys()[..] {
+            [key] => anyhow!(e).context(format!(
+                "the event may or may not be stored: once the daemon is back, append it again with \
+             --idempotency-key {} (it is then stored at most once)",
+                EventId(key)
+            )),
+            _ => e.into(),
+        })?;
     let mut out = std::io::stdout().lock();
     if args.out.json {
         writeln!(out, "{}", receipt_json(&r))?;
@@ -317,8 +326,42 @@ fn send(
     if batch.is_empty() {
         return Ok(());
     }
-    let results = client.append_pipelined(std::mem::take(batch))?;
-    for (r, line) in results.into_iter().zip(line_nos.drain(..)) {
+    // Keys known here, so that lines whose outcome is unknown can be named.
+    let keys: Vec<u128> = batch
+        .iter_mut()
+        .map(|r| {
+            *r.idempotency_key
+                .get_or_insert_with(weir::new_idempotency_key)
+        })
+        .collect();
+    let results = match client.append_pipelined(std::mem::take(batch)) {
+        Ok(r) => r,
+        Err(e) => {
+            let unknown = e.unresolved_keys();
+            let lines: Vec<String> = line_nos
+                .iter()
+                .zip(&keys)
+                .filter(|(_, k)| unknown.contains(k))
+                .map(|(line, k)| format!("line {line}: {}", EventId(*k)))
+                .collect();
+            let e = anyhow!(e).context(format!(
+                "{} events appended before lines {}..={}",
+                sum.appended,
+                line_nos.first().copied().unwrap_or_default(),
+                line_nos.last().copied().unwrap_or_default()
+            ));
+            if lines.is_empty() {
+                return Err(e);
+            }
+            return Err(e.context(format!(
+                "{} line(s) may or may not be stored: once the daemon is back, append them \
+                 again with these idempotency keys (\"idempotency_key\" in the line): {}",
+                lines.len(),
+                lines.join(", ")
+            )));
+        }
+    };
+    for ((r, line), key) in results.into_iter().zip(line_nos.drain(..)).zip(keys) {
         match r {
             Ok(r) => {
                 sum.appended += 1;
@@ -328,7 +371,15 @@ fn send(
             }
             Err(e) => {
                 if sum.failed < SHOW_FAILURES {
-                    bar.suspend(|| eprintln!("weir: line {line}: {e}"));
+                    let retry = if e.unresolved_keys().is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (it may or may not be stored: append it again with \"idempotency_key\": \"{}\")",
+                            EventId(key)
+                        )
+                    };
+                    bar.suspend(|| eprintln!("weir: line {line}: {e}{retry}"));
                 }
                 sum.failed += 1;
             }

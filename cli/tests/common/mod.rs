@@ -10,6 +10,19 @@ use weir_tests::{Daemon, Setup};
 /// The `weir` binary cargo built for these tests.
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
+/// One valid append (it needs a running daemon).
+pub const APPEND_ONE: [&str; 9] = [
+    "append",
+    "--entity",
+    "a",
+    "--scope",
+    "b",
+    "--kind",
+    "0x1001",
+    "--payload-json",
+    "1",
+];
+
 /// Small files, so that a daemon starts fast on a shared 2-core machine.
 const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
 
