@@ -222,30 +222,6 @@ impl Store {
             previous.published,
         )
         .map_err(refused)?;
-        if restored.report.path == RestorePath::IndexFiles {
-            // From now on the reused files change: the clean mark must go.
-            let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();
-            cp.watermark = restored.next_seq.into();
-            cp.segment_id = restored.log.position().segment_id.into();
-            cp.segment_offset = restored.log.position().offset.into();
-            cp.max_wall_ms = restored.max_wall_ms.into();
-            let g = restored.index.generation();
-            restored
-                .index
-                .checkpoint(cp)
-                .map_err(OpenError::io(crate::index::generation_dir(dir, g)))
-                .map_err(refused)?;
-        }
-        // A new file (or a lowered bound) is written now, before the first
-        // append.
-        let seg_len = restored.log.writing_len();
-        claims.use_segment_len(seg_len);
-        if claims.dirty() {
-            claims
-                .settle(id_key, 0, None, seg_len)
-                .map_err(OpenError::io(dir.join(crate::claims::CLAIMS_FILE)))
-                .map_err(refused)?;
-        }
         let generation = restored.index.generation();
         let header = GateHeader::new(
             instance,
@@ -258,6 +234,34 @@ impl Store {
         let mut gate = GateWriter::prepare(dir, &header, id_key, durable_only)
             .map_err(OpenError::io(dir.join("gate.tmp")))
             .map_err(refused)?;
+        // A new file (or a lowered bound) is written now, before the first
+        // append.
+        let seg_len = restored.log.writing_len();
+        claims.use_segment_len(seg_len);
+        if claims.dirty() {
+            claims
+                .settle(id_key, 0, None, seg_len)
+                .map_err(OpenError::io(dir.join(crate::claims::CLAIMS_FILE)))
+                .map_err(refused)?;
+        }
+        if restored.report.path == RestorePath::IndexFiles {
+            // From now on the reused files change: the clean mark must go.
+            // Only now: every step above that needs disk space (claimed-ids,
+            // gate.tmp) could still refuse the start, and a refused start
+            // must leave the mark, or the next one needs space for a whole
+            // new generation.
+            let mut cp = <weir_protocol::index::Checkpoint as zerocopy::FromZeros>::new_zeroed();
+            cp.watermark = restored.next_seq.into();
+            cp.segment_id = restored.log.position().segment_id.into();
+            cp.segment_offset = restored.log.position().offset.into();
+            cp.max_wall_ms = restored.max_wall_ms.into();
+            let g = restored.index.generation();
+            restored
+                .index
+                .checkpoint(cp)
+                .map_err(OpenError::io(crate::index::generation_dir(dir, g)))
+                .map_err(refused)?;
+        }
         gate.init(
             restored.next_seq,
             restored.next_seq,

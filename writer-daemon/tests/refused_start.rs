@@ -1,8 +1,9 @@
 //! A refused start leaves no half-built index generation and no `gate.tmp`
 //! behind, and a successful start removes generations newer than the one
-//! its gate names (which no gate ever named).
+//! its gate names (which no gate ever named); a start refused before its
+//! gate is published leaves a clean stop's index files reusable.
 mod common;
-use common::{config, ev};
+use common::{config, ev, files};
 use std::path::Path;
 use weir_daemon::{RestorePath, Store};
 
@@ -57,6 +58,37 @@ fn a_refused_start_removes_what_it_built() {
     let s = Store::open(config(dir)).unwrap();
     assert_eq!(s.restore_report().path, RestorePath::IndexFiles);
     assert_eq!(leftovers(dir), clean);
+    assert_eq!(s.stats().visible, 10);
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_start_refused_at_gate_tmp_keeps_the_clean_stop_mark() {
+    // On a full disk the new gate.tmp cannot be allocated. The clean mark
+    // of the reused index files must survive that refusal, or the next
+    // start needs the space of a whole new generation.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = Store::open(config(dir)).unwrap();
+    for i in 0..10 {
+        s.append(ev(&format!("e{i}"), 0x1001, b"x")).unwrap();
+    }
+    s.shutdown().unwrap();
+    drop(s);
+    // A directory in the way: creating gate.tmp fails (as fallocate would).
+    std::fs::create_dir_all(dir.join("gate.tmp/x")).unwrap();
+    let before = files(dir);
+    let err = Store::open(config(dir)).unwrap_err();
+    assert!(err.to_string().contains("gate.tmp"), "{err}");
+    assert!(files(dir) == before, "a refused start changed files: {err}");
+    std::fs::remove_dir_all(dir.join("gate.tmp")).unwrap();
+    let s = Store::open(config(dir)).unwrap();
+    assert_eq!(
+        s.restore_report().path,
+        RestorePath::IndexFiles,
+        "{:?}",
+        s.restore_report().fallback_reason
+    );
     assert_eq!(s.stats().visible, 10);
     s.shutdown().unwrap();
 }
