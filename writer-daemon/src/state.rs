@@ -133,8 +133,41 @@ pub(crate) fn write_synced(path: &std::path::Path, buf: &[u8]) -> std::io::Resul
     Ok(())
 }
 
-/// Writes the window, oldest first, to `path` (via a temporary file, synced
-/// and renamed): the next clean start reads it back instead of scanning.
+/// Bytes of an `idem` file with room for `cap` entries.
+#[must_use]
+pub fn window_file_len(cap: usize) -> u64 {
+    (24 + cap * IDEM_ENTRY_LEN + 4) as u64
+}
+
+/// Reserves the blocks of the `idem` file at `path` (created if missing,
+/// never shrunk) for a window of `cap` keys, so that the clean stop writes
+/// the window in place without allocating: on a full disk a stop that
+/// could not save it would cost the next start its index files. A failed
+/// reservation gives back what it allocated.
+pub fn reserve_window(path: &std::path::Path, cap: usize) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let had = f.metadata()?.len();
+    let want = window_file_len(cap);
+    if let Err(e) = nix::fcntl::posix_fallocate(&f, 0, want.max(had) as i64) {
+        if had == 0 {
+            let _ = std::fs::remove_file(path);
+        } else {
+            let _ = f.set_len(had);
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Writes the window, oldest first, over the start of the `idem` file at
+/// `path` ([`reserve_window`] reserved its blocks) and syncs it: the next
+/// clean start reads it back instead of scanning. The caller writes the
+/// clean-stop checkpoint only after this succeeded: until then the file
+/// may be torn, and no start trusts it.
 pub fn save_window(path: &std::path::Path, w: &IdemWindow) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(24 + w.len() * IDEM_ENTRY_LEN + 4);
     buf.extend_from_slice(&IDEM_MAGIC);
@@ -146,28 +179,48 @@ pub fn save_window(path: &std::path::Path, w: &IdemWindow) -> std::io::Result<()
     }
     let crc = weir_protocol::crc32(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
-    write_synced(path, &buf)
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    std::os::unix::fs::FileExt::write_all_at(&f, &buf, 0)?;
+    f.sync_all()?;
+    // Its name, if the reservation at start made it, must be durable too.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads a window written by [`save_window`]; `Err` names what is wrong.
+/// Only the window's bytes are read, not the rest of the reservation.
 pub fn load_window(path: &std::path::Path, cap: usize) -> Result<IdemWindow, String> {
-    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::io::Read;
     let bad = |what: &str| format!("{}: {what}", path.display());
-    if b.len() < 28 || b[..8] != IDEM_MAGIC {
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut head = [0u8; 24];
+    if len < 28 || f.read_exact(&mut head).is_err() || head[..8] != IDEM_MAGIC {
         return Err(bad("not an idempotency-window file"));
     }
-    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-    if u32_at(8) != IDEM_VERSION {
+    if u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) != IDEM_VERSION {
         return Err(bad("unsupported version"));
     }
-    let n = usize::try_from(u64_at(16)).map_err(|_| bad("count"))?;
+    let n = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
     let body = n
-        .checked_mul(IDEM_ENTRY_LEN)
+        .checked_mul(IDEM_ENTRY_LEN as u64)
         .and_then(|x| x.checked_add(24))
-        .ok_or_else(|| bad("count"))?;
-    if b.len() != body + 4 || weir_protocol::crc32(&b[..body]) != u32_at(body) {
-        return Err(bad("length or checksum mismatch"));
+        .filter(|b| b.checked_add(4).is_some_and(|end| end <= len))
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| bad("count past the end of the file"))?;
+    let mut b = head.to_vec();
+    b.resize(body + 4, 0);
+    f.read_exact(&mut b[24..]).map_err(io)?;
+    let stored = u32::from_le_bytes(b[body..].try_into().expect("4 bytes"));
+    if weir_protocol::crc32(&b[..body]) != stored {
+        return Err(bad("checksum mismatch"));
     }
     let mut w = IdemWindow::new(cap);
     for e in b[24..body].chunks_exact(IDEM_ENTRY_LEN) {
@@ -199,6 +252,8 @@ mod tests {
     fn window_files_round_trip_and_refuse_damage() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("idem");
+        reserve_window(&p, 3).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), window_file_len(3));
         let mut w = IdemWindow::new(3);
         for k in 1..=5u128 {
             w.insert(
@@ -218,10 +273,22 @@ mod tests {
             vec![(3, 3), (4, 4), (5, 5)]
         );
         assert_eq!(back.get(4).unwrap().event_hash, [4; 32]);
+        // Written in place: a smaller window leaves the older bytes after
+        // its checksum, which are not read.
+        let mut small = IdemWindow::new(3);
+        small.insert(9, r(9));
+        save_window(&p, &small).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), window_file_len(3));
+        let back = load_window(&p, 3).unwrap();
+        assert_eq!(back.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![9]);
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
         assert!(load_window(&p, 3).unwrap_err().contains("checksum"));
+        // A count past the end of the file.
+        bytes[16] = 200;
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(load_window(&p, 3).unwrap_err().contains("past the end"));
         std::fs::write(&p, b"junk").unwrap();
         assert!(load_window(&p, 3).is_err());
     }

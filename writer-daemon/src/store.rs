@@ -262,6 +262,14 @@ impl Store {
                 .map_err(OpenError::io(crate::index::generation_dir(dir, g)))
                 .map_err(refused)?;
         }
+        // The clean stop writes the idempotency window into these blocks:
+        // it must not need free space (a full disk would cost the next
+        // start the index files). Past the clean mark: the reused `idem`
+        // is no longer trusted. A failure costs only that, later.
+        let idem = crate::index::generation_dir(dir, generation).join("idem");
+        if let Err(e) = crate::state::reserve_window(&idem, config.idempotency_window as usize) {
+            tracing::warn!(error = %e, path = %idem.display(), "could not reserve the idempotency-window file; a stop on a full disk may then not save it, and the next start cannot reuse the index files");
+        }
         gate.init(
             restored.next_seq,
             restored.next_seq,
