@@ -19,15 +19,21 @@ pub struct MappedFile {
 impl MappedFile {
     /// Creates `path` (which must not exist), preallocates `len` bytes with
     /// `posix_fallocate` (so later page faults cannot hit ENOSPC and raise
-    /// SIGBUS in the daemon) and maps it.
+    /// SIGBUS in the daemon) and maps it. A file it could not reserve or map
+    /// is removed (it holds nothing yet): a partial reservation on a full
+    /// disk would hold the last free blocks.
     pub fn create(path: &Path, len: usize) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)?;
-        nix::fcntl::posix_fallocate(&file, 0, len as i64).map_err(io::Error::from)?;
-        Self::map(file, path, len)
+        nix::fcntl::posix_fallocate(&file, 0, len as i64)
+            .map_err(io::Error::from)
+            .and_then(|()| Self::map(file, path, len))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(path);
+            })
     }
 
     /// Maps an existing file, which must be exactly `len` bytes long.
@@ -142,4 +148,19 @@ pub fn map_read_only(path: &Path) -> io::Result<memmap2::Mmap> {
     let map = unsafe { memmap2::Mmap::map(&file) }?;
     let _ = map.advise(memmap2::Advice::HugePage);
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MappedFile;
+
+    #[test]
+    fn a_file_that_cannot_be_reserved_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("chunk-000001");
+        // Past any file system's largest file: EFBIG (or ENOSPC).
+        assert!(MappedFile::create(&p, 1 << 62).is_err());
+        assert!(!p.exists());
+        assert!(MappedFile::create(&p, 4096).is_ok());
+    }
 }

@@ -119,14 +119,20 @@ pub(crate) fn entry_at(e: &[u8]) -> (u128, Receipt) {
 
 /// Writes `buf` to `path` through a temporary file that is synced and
 /// renamed over it; the directory is synced too, so the new name is durable.
+/// A temporary file that fails is removed: on a full disk it would hold the
+/// last free blocks.
 pub(crate) fn write_synced(path: &std::path::Path, buf: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut f, buf)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }
@@ -291,6 +297,16 @@ mod tests {
         assert!(load_window(&p, 3).unwrap_err().contains("past the end"));
         std::fs::write(&p, b"junk").unwrap();
         assert!(load_window(&p, 3).is_err());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory in the way: the rename fails once the file is written.
+        let p = dir.path().join("claimed-ids");
+        std::fs::create_dir_all(p.join("x")).unwrap();
+        assert!(write_synced(&p, &[7; 4096]).is_err());
+        assert!(!dir.path().join("claimed-ids.tmp").exists());
     }
 
     #[test]

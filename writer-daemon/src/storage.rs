@@ -253,14 +253,23 @@ const FILL_CHUNK: usize = 2 << 20;
 /// Creates `path` of `len` bytes whose first `min(len, zero_up_to)` bytes are
 /// written zeros (blocks allocated and written, so later overwrites sync
 /// without metadata changes; in [`FILL_CHUNK`] writes) and the rest
-/// reserved with `posix_fallocate`, then syncs it.
+/// reserved with `posix_fallocate`, then syncs it. A fill that fails
+/// removes its file: on a full disk the part written would hold the last
+/// free blocks (which the index needs to grow).
 fn zero_fill(path: &Path, len: u64, zero_up_to: u64) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
-    write_zeros(&mut f, len.min(zero_up_to))?;
-    if len > zero_up_to {
-        nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+    let filled = write_zeros(&mut f, len.min(zero_up_to))
+        .and_then(|()| {
+            if len > zero_up_to {
+                nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+            }
+            Ok(())
+        })
+        .and_then(|()| f.sync_all());
+    if filled.is_err() {
+        let _ = std::fs::remove_file(path);
     }
-    f.sync_all()
+    filled
 }
 
 /// Writes `len` zero bytes to `out` from its start: whole [`FILL_CHUNK`]s,
@@ -320,22 +329,30 @@ impl Storage for FileStorage {
         };
         let tmp = self.dir.join(format!("{id:010}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        match prepared {
-            Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.len() == len) => {
-                std::fs::rename(p, &tmp)?
-            }
-            other => {
-                if let Some(p) = other {
-                    let _ = std::fs::remove_file(p);
+        let made = (|| -> io::Result<File> {
+            match prepared {
+                Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.len() == len) => {
+                    std::fs::rename(p, &tmp)?;
                 }
-                let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-                nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+                other => {
+                    if let Some(p) = other {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                    nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+                }
             }
-        }
-        let f = OpenOptions::new().read(true).write(true).open(&tmp)?;
-        f.write_all_at(header, 0)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.path(id))?;
+            let f = OpenOptions::new().read(true).write(true).open(&tmp)?;
+            f.write_all_at(header, 0)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.path(id))?;
+            Ok(f)
+        })();
+        // Not a segment yet (nothing names it): a partial reservation on a
+        // full disk would only hold the last free blocks.
+        let f = made.inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
         crate::gate::sync_dir(&self.dir)?;
         self.open.insert(id, Arc::new(f));
         Ok(())
@@ -375,7 +392,15 @@ impl Storage for FileStorage {
         let path = self.prep_path(id);
         let handle = std::thread::Builder::new()
             .name("weir-prep".into())
-            .spawn(move || zero_fill(&path, len, ZERO_FILL_MAX).map(|()| path));
+            .spawn(move || {
+                zero_fill(&path, len, ZERO_FILL_MAX)
+                    .inspect_err(|e| {
+                        // `create` falls back to `posix_fallocate`, which
+                        // reports a full disk itself.
+                        tracing::warn!(error = %e, segment = id, "could not zero-fill the next segment");
+                    })
+                    .map(|()| path)
+            });
         if let Ok(h) = handle {
             self.preparing = Some((id, Prep::Running(h)));
         }
@@ -395,9 +420,8 @@ impl Storage for FileStorage {
             Ok(()) => self.preparing = Some((id, Prep::Ready(path))),
             Err(e) => {
                 // `create` falls back to `posix_fallocate`, which reports a
-                // full disk itself.
+                // full disk itself. (`zero_fill` removed its file.)
                 tracing::warn!(error = %e, segment = id, "could not zero-fill a new segment");
-                let _ = std::fs::remove_file(&path);
             }
         }
     }
@@ -698,6 +722,20 @@ mod tests {
         let mut calls = Calls(Vec::new());
         write_zeros(&mut calls, (5 << 20) + 100).expect("write");
         assert_eq!(calls.0, [2 << 20, 2 << 20, (1 << 20) + 100]);
+    }
+
+    #[test]
+    fn a_failed_fill_or_reservation_leaves_no_file() {
+        // Past any file system's largest file: the reservation fails (EFBIG
+        // or ENOSPC) after the zeros were written, as a full disk fails it.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("0000000001.prep");
+        assert!(zero_fill(&path, 1 << 62, 1 << 20).is_err());
+        assert!(!path.exists());
+        // A rotation whose own reservation fails leaves no `.tmp`.
+        let (_tmp, mut st, dir) = storage();
+        assert!(st.create(1, 1 << 62, b"H").is_err());
+        assert_eq!(names(&dir), Vec::<String>::new());
     }
 
     #[test]

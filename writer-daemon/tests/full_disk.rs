@@ -1,5 +1,7 @@
 //! On a file system that fills up, a clean stop still leaves the index files
-//! reusable: the next start needs no space for a new index generation.
+//! reusable (the next start needs no space for a new index generation), and
+//! what fails for lack of space leaves no partial file holding the last
+//! free blocks.
 //! (The full disks are real tmpfs mounts: skipped where this process may not
 //! mount one.)
 mod common;
@@ -139,4 +141,31 @@ fn a_clean_stop_allocates_nothing_in_the_index_generation() {
         before.keys().collect::<Vec<_>>()
     );
     assert_eq!(after["idem"], before["idem"]);
+}
+
+#[test]
+fn a_zero_fill_that_fills_the_disk_gives_its_space_back() {
+    use weir_daemon::storage::{FileStorage, Storage};
+    let Some(fs) = Tmpfs::mount(8 << 20) else {
+        return;
+    };
+    let mut st = FileStorage::new(fs.path()).unwrap();
+    st.create(0, 1 << 20, b"HEADER").unwrap();
+    std::fs::write(fs.path().join("reserve"), vec![0xEE; 1 << 20]).unwrap();
+    fill_up(&fs.path().join("filler"));
+    std::fs::remove_file(fs.path().join("reserve")).unwrap();
+    // The background fill of the next segment runs out of space half way;
+    // the next preparation waits for it (and fails itself).
+    st.prepare(1, 4 << 20);
+    st.prepare_now(2, 4 << 20);
+    let names: Vec<_> = std::fs::read_dir(fs.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["0000000000.seg"]);
+    // The rotation's own reservation fails too, and leaves nothing.
+    assert!(st.create(1, 4 << 20, b"HEADER").is_err());
+    assert!(!fs.path().join("segments/0000000001.tmp").exists());
+    // The free megabyte is free again.
+    std::fs::write(fs.path().join("reserve"), vec![0xEE; 1 << 20]).unwrap();
 }
