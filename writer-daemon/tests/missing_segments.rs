@@ -235,6 +235,41 @@ fn a_crash_under_sync_never_then_a_start_under_always_drops_the_unsynced_tail() 
 }
 
 #[test]
+fn a_stop_that_cannot_sync_under_never_leaves_the_gate_as_a_crash_does() {
+    // A poisoned writer's stop cannot sync its unsynced tail, yet marked the
+    // gate STOPPED, which tells the next start that every sequence below
+    // `visible` is durable: after a power loss that start refused the store
+    // as damaged (DamagedLog) although no event acknowledged as durable
+    // was lost.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let never = Config {
+        sync: SyncPolicy::Never,
+        ..config(dir)
+    };
+    let sim = SimStorage::default();
+    let s = Store::open_with_storage(never.clone(), Box::new(sim.clone())).unwrap();
+    fill(&s, EVENTS);
+    sim.state.lock().unwrap().dead_from = Some(0);
+    assert!(s.append(ev("lost", 0x1001, b"x")).is_err());
+    assert!(s.stats().writer_poisoned);
+    assert!(s.shutdown().is_err());
+    drop(s);
+    let gate = std::fs::read(dir.join("gate")).unwrap();
+    let at = weir_protocol::gate::STATE_OFF;
+    let state = u64::from_le_bytes(gate[at..at + 8].try_into().unwrap());
+    assert_eq!(state, weir_protocol::gate::STATE_LIVE);
+    let image = sim.crash_image(0, None);
+    let s = Store::open_with_storage(never, Box::new(SimStorage::from_files(image))).unwrap();
+    let r = s.restore_report().clone();
+    assert!(
+        r.entries + r.tail_entries < EVENTS,
+        "the unsynced tail is lost: {r:?}"
+    );
+    s.shutdown().unwrap();
+}
+
+#[test]
 fn a_crash_under_sync_always_holds_a_start_under_never_to_the_gate() {
     // The reverse: every published event was durable, so a log that lost
     // some is damage whatever policy the next start is configured with.

@@ -299,7 +299,22 @@ impl Writer {
                 tracing::warn!(error = %e, "could not write the clean-stop checkpoint; the next start cannot reuse the index files (it takes the crash checkpoint or rebuilds)");
             }
         }
-        self.gate.set_state(weir_protocol::gate::STATE_STOPPED);
+        // STOPPED tells the next start that every sequence below `visible`
+        // is durable (`proof.rs`). A writer that could not sync (poisoned,
+        // or the stop's own sync failed) under a policy that publishes
+        // before syncing leaves the gate LIVE, as a crash would: the next
+        // start may then drop that tail, instead of refusing the log as
+        // damaged after a power loss.
+        let visible = self.gate.visible();
+        if synced.is_ok() || self.durable_seq >= visible {
+            self.gate.set_state(weir_protocol::gate::STATE_STOPPED);
+        } else {
+            tracing::warn!(
+                durable = self.durable_seq,
+                visible,
+                "published events may not be durable: the gate stays LIVE, and the next start treats this stop as a crash"
+            );
+        }
         synced.map_err(|e| e.to_string())
     }
 }
