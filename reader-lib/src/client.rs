@@ -216,8 +216,9 @@ impl ClientOptions {
         self.retry_for = d;
         self
     }
-    /// How long the client waits on the daemon: for one write, for the
-    /// first byte of a reply, and for the whole reply frame once its first
+    /// How long the client waits on the daemon: for a connect to find room
+    /// in the daemon's listen backlog (full while it does not accept), for
+    /// one write, for the first byte of a reply, and for the whole reply frame once its first
     /// byte came (a daemon sending a byte at a time holds a call no longer).
     /// A daemon that misses it is retried within [`ClientOptions::retry_for`],
     /// then reported as [`ClientError::NotAnswering`]. Default: 30 s.

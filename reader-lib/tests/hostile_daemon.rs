@@ -1,7 +1,7 @@
 //! Proves that `weir::Client` survives a socket peer that misbehaves: a
 //! reply nested too deep is a protocol error, not a stack overflow, and a
-//! daemon that takes the connection but never answers is reported as not
-//! answering, not as gone, and one that sends its reply a byte at a time
+//! daemon that takes the connection but never answers (or never accepts
+//! it, its listen backlog full) is reported as not answering, not as gone, and one that sends its reply a byte at a time
 //! does not hold a call past the io timeout; a call whose outcome is
 //! unknown gives the idempotency keys to resend its events with.
 
@@ -154,6 +154,49 @@ fn a_daemon_that_does_not_answer_is_not_called_gone() -> Res {
         matches!(&r, Err(ClientError::NotAnswering { timeout, .. }) if *timeout == Duration::from_millis(500)),
         "{r:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_daemon_whose_listen_backlog_is_full_is_not_answering() -> Res {
+    // A stopped daemon stops accepting; once its backlog is full, a connect
+    // used to wait for room with no timeout at all.
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("full.sock");
+    let l = UnixListener::bind(&path)?;
+    socket::listen(&l, Backlog::new(0)?)?;
+    let addr = UnixAddr::new(&path)?;
+    let mut queued = Vec::new();
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+        assert!(queued.len() < 100, "the backlog never filled");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let o = ClientOptions::default().io_timeout(Duration::from_millis(300));
+        let _ = tx.send(Client::connect_with(&p, o).map(|_| ()));
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "connect still blocked after 5 s")?;
+    assert!(
+        matches!(&r, Err(ClientError::NotAnswering { waited, .. }) if waited.is_zero()),
+        "{r:?}"
+    );
+    drop(l);
     Ok(())
 }
 

@@ -75,10 +75,13 @@ fn transient_code(code: ErrorCode) -> bool {
 impl Conn {
     /// Connects and says hello.
     pub(super) fn open(path: &Path, opts: &ClientOptions) -> Result<Self, Failure> {
-        let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        let mut stream = connect(path, opts.io_timeout).map_err(|e| match e.kind() {
             ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
                 Failure::Transient(format!("{}: {e} (is the daemon running?)", path.display()))
             }
+            // The daemon's listen backlog stayed full for the whole timeout:
+            // it is not accepting (stopped, hung or overloaded).
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::NoAnswer,
             _ => Failure::Fatal(ClientError::Io {
                 path: path.to_path_buf(),
                 source: e,
@@ -192,6 +195,31 @@ impl Conn {
             })),
         }
     }
+}
+
+/// Connects to the socket at `path`, waiting at most `timeout` for room in
+/// its listen backlog. `UnixStream::connect` waits there for ever: a stopped
+/// daemon whose backlog is full would hold the call. On Linux `SO_SNDTIMEO`
+/// bounds that wait, which then fails with `EAGAIN` (a non-blocking connect
+/// would fail at once instead of waiting for room).
+fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    use std::os::fd::AsRawFd;
+    let addr = UnixAddr::new(path)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // At least 1 µs: zero would mean no timeout.
+    let us = i64::try_from(timeout.as_micros())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    socket::setsockopt(&fd, sockopt::SendTimeout, &TimeVal::microseconds(us))?;
+    socket::connect(fd.as_raw_fd(), &addr)?;
+    Ok(UnixStream::from(fd))
 }
 
 /// Reads one reply frame. Its first byte may take `timeout`; once it came,
