@@ -227,10 +227,23 @@ impl ClientOptions {
         self.io_timeout = d.max(Duration::from_millis(1));
         self
     }
-    /// Requests the pipelined calls keep in flight. Default: 256.
+    /// The most requests the pipelined calls keep in flight. A window
+    /// writes its requests before reading any reply, so it must not hold
+    /// more than the daemon reads while its replies wait unread: at most
+    /// the default `max-in-flight-per-connection` (1024, plus a slack of
+    /// 64). A larger window made both sides block on a full socket (the
+    /// daemon waiting for its replies to be read, the client for its
+    /// requests to be).
+    pub const MAX_WINDOW: usize = 1024;
+
+    /// Requests the pipelined calls keep in flight, at least 1 and at most
+    /// [`ClientOptions::MAX_WINDOW`] (a larger value is taken as that). A
+    /// daemon configured with a lower `max-in-flight-per-connection`
+    /// answers the requests over its limit `TooManyInFlight`, and they are
+    /// resent. Default: 256.
     #[must_use]
     pub fn window(mut self, n: usize) -> Self {
-        self.window = n.max(1);
+        self.window = n.clamp(1, Self::MAX_WINDOW);
         self
     }
     /// The name the daemon logs for this client. Default: `weir-client/<pid>`.
@@ -387,7 +400,8 @@ impl Client {
     }
 
     /// Appends many events as separate requests, pipelined: up to the
-    /// window's worth are written before replies are read. Each event
+    /// window's worth ([`ClientOptions::window`], at most
+    /// [`ClientOptions::MAX_WINDOW`]) are written before replies are read. Each event
     /// succeeds or fails on its own; the outer error means the connection
     /// could not be kept.
     ///
