@@ -22,11 +22,13 @@
 
 mod conn;
 mod keys;
+mod unsynced;
 
 use conn::{Conn, Failure};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use unsynced::Unsynced;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Receipt, Reply, Stats, WireError};
 use weir_protocol::{Coordinate, EventKind};
 
@@ -87,6 +89,26 @@ pub enum ClientError {
         last: String,
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
+    },
+    /// [`Client::sync`] synced the daemon instance it reached, but appends
+    /// this client had from an earlier instance with receipts saying "not
+    /// durable" were never synced there: that instance is gone (the daemon
+    /// restarted), and a crash of it may have lost them (a clean stop
+    /// syncs them; the client cannot tell which happened).
+    #[error(
+        "the daemon restarted before {events} event(s) it had acknowledged as not yet durable \
+         (highest sequence {highest_sequence}) were synced: they may be lost, and this sync \
+         (visible {visible}) cannot make them durable; check with a Reader that they are stored \
+         and append again the missing ones"
+    )]
+    NotSynced {
+        /// How many of this client's events may be lost.
+        events: u64,
+        /// The highest sequence their receipts gave (after a loss, the new
+        /// instance may give it out again, to another event).
+        highest_sequence: u64,
+        /// The visible watermark the sync returned.
+        visible: u64,
     },
 }
 
@@ -280,6 +302,8 @@ pub struct Client {
     conn: Option<Conn>,
     /// Bumped on every new connection (transactions notice a reconnect).
     generation: u64,
+    /// Non-durable receipts since the last sync, per instance.
+    unsynced: Unsynced,
 }
 
 impl Client {
@@ -330,6 +354,7 @@ impl Client {
             opts,
             conn: Some(conn),
             generation: 1,
+            unsynced: Unsynced::default(),
         })
     }
 
@@ -431,11 +456,31 @@ impl Client {
     }
 
     /// Makes everything appended so far durable; returns the visible watermark.
+    ///
+    /// Like every call, it reconnects when the connection broke, possibly
+    /// to a restarted daemon. If this client appended events since its last
+    /// sync whose receipts said "not durable" (`Receipt::durable` false:
+    /// the daemon's `sync` policy is not `always`) and they went to an
+    /// earlier daemon instance than the one this sync reached, that
+    /// instance can no longer sync them and a crash of it may have lost
+    /// them: the sync then fails with [`ClientError::NotSynced`] (how many,
+    /// the highest sequence) rather than return `Ok`. It reports them once;
+    /// everything appended to the current instance is synced either way.
     pub fn sync(&mut self) -> Result<u64, ClientError> {
-        match self.exchange(vec![Op::Sync])?.remove(0) {
-            Ok(Reply::Synced { visible }) => Ok(visible),
-            Ok(other) => Err(unexpected(&other)),
-            Err(e) => Err(ClientError::Server(e)),
+        let visible = match self.exchange(vec![Op::Sync])?.remove(0) {
+            Ok(Reply::Synced { visible }) => visible,
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) => return Err(ClientError::Server(e)),
+        };
+        // The connection that answered is kept after a success.
+        let now = self.instance().unwrap_or_default();
+        match self.unsynced.synced_on(now) {
+            Some(lost) => Err(ClientError::NotSynced {
+                events: lost.events,
+                highest_sequence: lost.highest,
+                visible,
+            }),
+            None => Ok(visible),
         }
     }
 
@@ -552,7 +597,10 @@ impl Client {
         unsettled: &mut [bool],
     ) -> Result<Option<(Duration, WireError)>, Failure> {
         let window = self.opts.window;
-        let conn = self.conn()?;
+        self.conn()?;
+        let conn = self.conn.as_mut().expect("just connected");
+        let unsynced = &mut self.unsynced;
+        let instance = conn.hello.instance;
         let mut again = None;
         for chunk in todo.chunks(window) {
             // A failed send may have written part of the chunk.
@@ -570,7 +618,10 @@ impl Client {
                                 return Ok(true);
                             }
                         }
-                        r => out[i] = Some(r),
+                        r => {
+                            unsynced.note(instance, &r);
+                            out[i] = Some(r);
+                        }
                     }
                 }
                 Ok(false)
@@ -601,9 +652,14 @@ impl Client {
     fn unit_once(&mut self, ops: &[Op]) -> Result<Vec<Result<Reply, WireError>>, Failure> {
         let conn = self.conn()?;
         let first = conn.send(ops.iter())?;
-        (0..ops.len())
+        let replies: Vec<_> = (0..ops.len())
             .map(|k| conn.recv(first + k as u64))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let instance = conn.hello.instance;
+        for r in &replies {
+            self.unsynced.note(instance, r);
+        }
+        Ok(replies)
     }
 }
 
