@@ -375,6 +375,20 @@ pub fn read_frame_bytes<R: Read>(
 /// a small thread (rmp-serde's own limit, 1024, overflows a 2 MiB stack).
 pub const MAX_DEPTH: usize = 32;
 
+/// Most bytes one event of an `AppendBatch` takes on the wire besides its
+/// payload, entity and scope bytes (what counts against `max-batch-bytes`):
+/// its array header (1), the entity's and scope's string headers (3 each,
+/// names being at most [`MAX_NAME_BYTES`](crate::model::MAX_NAME_BYTES)),
+/// the kind (3), the payload's bin header (5), four 16-byte ids as bins
+/// (18 each) and `{"Exact": u32}` (12).
+pub const EVENT_WIRE_OVERHEAD: u64 = 99;
+
+/// Most bytes of an `AppendBatch` request's frame body besides its events:
+/// `[id, {"AppendBatch": [...]}]` with a `u64` id and an array32 header. A
+/// full batch's body is at most `max-batch-bytes + max-batch-events ×`
+/// [`EVENT_WIRE_OVERHEAD`] `+` this.
+pub const BATCH_ENVELOPE_BYTES: u64 = 28;
+
 /// Decodes a frame body with a nesting limit ([`MAX_DEPTH`]); the message
 /// must take the whole body (bytes after it make the frame malformed).
 /// Both ends decode with it: a hostile peer can crash neither.
@@ -420,6 +434,53 @@ mod tests {
         let bytes = rmp_serde::to_vec(&poisoned).unwrap();
         assert_eq!(&bytes[..3], &[0xdc, 0, 18]);
         assert_eq!(decode::<Stats>(&bytes).unwrap(), poisoned);
+    }
+
+    #[test]
+    fn a_full_batch_fits_its_computed_bound_exactly() {
+        // Every field at its widest: names at the limit, a bin32 payload,
+        // all ids set, Exact with a 5-byte u32; a u64 id and an array32.
+        let name = "n".repeat(crate::model::MAX_NAME_BYTES);
+        let widest = AppendRequest {
+            entity: name.clone(),
+            scope: name,
+            kind: 0xffff,
+            payload: vec![1; 1 << 16],
+            event_id: Some(u128::MAX),
+            correlation_id: Some(u128::MAX),
+            causation_id: Some(u128::MAX),
+            idempotency_key: Some(u128::MAX),
+            expected: ExpectedVersion::Exact(u32::MAX),
+        };
+        let names_and_payload = (2 * crate::model::MAX_NAME_BYTES + (1 << 16)) as u64;
+        let one = rmp_serde::to_vec(&widest).unwrap().len() as u64;
+        assert_eq!(one - names_and_payload, EVENT_WIRE_OVERHEAD);
+        let small = AppendRequest {
+            payload: vec![1],
+            ..widest.clone()
+        };
+        let events = 1 << 16;
+        let mut batch = vec![small; events - 1];
+        batch.push(widest);
+        let mut frame = Vec::new();
+        encode(
+            &mut frame,
+            &Request {
+                id: u64::MAX,
+                op: Op::AppendBatch(batch),
+            },
+        )
+        .unwrap();
+        let n = events as u64;
+        // What counts against max-batch-bytes: every name, the payloads.
+        let counted = n * 2 * crate::model::MAX_NAME_BYTES as u64 + (1 << 16) + (n - 1);
+        let body = frame.len() as u64 - 4;
+        // A 1-byte payload's bin header takes 2 bytes, not the bound's 5.
+        let slack = (n - 1) * 3;
+        assert_eq!(
+            body + slack,
+            counted + n * EVENT_WIRE_OVERHEAD + BATCH_ENVELOPE_BYTES
+        );
     }
 
     #[test]

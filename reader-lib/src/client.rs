@@ -90,6 +90,23 @@ pub enum ClientError {
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
     },
+    /// A request larger than the daemon's `max-frame-bytes` (from its
+    /// hello): the client refused it and sent nothing of the call.
+    #[error(
+        "a request of {len} bytes exceeds the daemon's max-frame-bytes = {max}; it was not sent{}",
+        unresolved(.keys)
+    )]
+    RequestTooLarge {
+        /// The request's encoded length.
+        len: usize,
+        /// The daemon's `max-frame-bytes`.
+        max: u32,
+        /// Empty, except for a [`Transaction::commit`] whose answer was
+        /// lost and whose resend as one batch is this request: the commit
+        /// may or may not have been applied (see
+        /// [`ClientError::unresolved_keys`]).
+        keys: Vec<u128>,
+    },
     /// [`Client::sync`] synced the daemon instance it reached, but appends
     /// this client had from an earlier instance with receipts saying "not
     /// durable" were never synced there: that instance is gone (the daemon
@@ -173,7 +190,9 @@ impl ClientError {
     /// The idempotency keys of the events this call may or may not have
     /// stored: the daemon answered `OutcomeUnknown`, or the call gave up
     /// (`Timeout`, `NotAnswering`, `Disconnected`) after sending them on a
-    /// connection that then gave no answer. Resending the same events with
+    /// connection that then gave no answer, or a transaction's commit got
+    /// no answer and its resend could not be completed (then also with
+    /// `RequestTooLarge`). Resending the same events with
     /// these keys (`AppendRequest::idempotency_key`, in the same order)
     /// stores each at most once, within the daemon's `idempotency-window`.
     /// Empty when every event's outcome is known (e.g. refused, or never
@@ -184,7 +203,8 @@ impl ClientError {
         match self {
             Self::Timeout { keys, .. }
             | Self::NotAnswering { keys, .. }
-            | Self::Disconnected { keys, .. } => keys.clone(),
+            | Self::Disconnected { keys, .. }
+            | Self::RequestTooLarge { keys, .. } => keys.clone(),
             Self::Server(e) if e.code == ErrorCode::OutcomeUnknown => e
                 .fields
                 .get(UNRESOLVED_KEYS_FIELD)
@@ -693,6 +713,18 @@ fn with_keys(e: WireError, keys: Vec<u128>) -> WireError {
     e.with(UNRESOLVED_KEYS_FIELD, list.join(","))
 }
 
+/// `e` with `keys` as its unresolved keys (for the variants that carry them).
+fn with_unresolved(mut e: ClientError, keys: Vec<u128>) -> ClientError {
+    if let ClientError::Timeout { keys: k, .. }
+    | ClientError::NotAnswering { keys: k, .. }
+    | ClientError::Disconnected { keys: k, .. }
+    | ClientError::RequestTooLarge { keys: k, .. } = &mut e
+    {
+        *k = keys;
+    }
+    e
+}
+
 /// A fresh idempotency key, as the client generates for an append that
 /// carries none: set it yourself when you want to know it before the call
 /// (e.g. to log it), so that a retry after a crash of your own process
@@ -806,8 +838,16 @@ impl Transaction<'_> {
     }
 
     /// Appends everything staged as one all-or-nothing batch.
+    ///
+    /// When the commit's answer is lost, the staged events are resent as
+    /// one batch with the same idempotency keys, which applies them once.
+    /// If that resend fails too, the commit may or may not have been
+    /// applied: the error's [`ClientError::unresolved_keys`] are the keys
+    /// of every staged event.
     pub fn commit(mut self) -> Result<Vec<Receipt>, ClientError> {
         self.done = true;
+        // The commit went out and its answer was lost.
+        let mut unknown = false;
         if self.open_on.is_some() && self.open_on == Some(self.client.generation) {
             match self.client.unit_once(&[Op::Commit]) {
                 Ok(mut r) => match r.remove(0) {
@@ -824,7 +864,10 @@ impl Transaction<'_> {
                     Err(_) => self.client.conn = None,
                 },
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(_) | Failure::NoAnswer) => self.client.conn = None,
+                Err(Failure::Transient(_) | Failure::NoAnswer) => {
+                    self.client.conn = None;
+                    unknown = true;
+                }
             }
         }
         if self.staged.is_empty() {
@@ -833,7 +876,17 @@ impl Transaction<'_> {
         // The commit may or may not have happened: the same keys make the
         // retry apply it once. A batch is all-or-nothing like a commit.
         let staged = std::mem::take(&mut self.staged);
-        self.client.append_batch(staged)
+        let keys: Vec<u128> = staged.iter().filter_map(|r| r.idempotency_key).collect();
+        self.client.append_batch(staged).map_err(|e| {
+            // The resend never reached the daemon (or got no answer): the
+            // commit's outcome is as unknown as before it. A refusal of
+            // the resend is its answer (a replay, had it been applied).
+            if unknown && e.unresolved_keys().is_empty() {
+                with_unresolved(e, keys)
+            } else {
+                e
+            }
+        })
     }
 
     /// Drops everything staged.

@@ -46,13 +46,18 @@ fn fake(
 
 /// A good hello reply frame.
 fn hello() -> std::io::Result<Vec<u8>> {
+    hello_with_frame(1 << 20)
+}
+
+/// A good hello reply frame announcing `max_frame`.
+fn hello_with_frame(max_frame: u32) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     encode(
         &mut out,
         &HelloReply::Ok(ServerHello {
             version: 1,
             instance: 7,
-            max_frame: 1 << 20,
+            max_frame,
             max_payload: 1 << 16,
             max_batch_events: 100,
             max_batch_bytes: 1 << 20,
@@ -311,6 +316,67 @@ fn a_call_whose_outcome_is_unknown_gives_the_keys_to_retry_with() -> Res {
         err.to_string().contains("may or may not be stored"),
         "{err}"
     );
+    Ok(())
+}
+
+/// Answers request `body` with `reply`.
+fn answer(s: &mut UnixStream, body: &[u8], reply: Reply) -> std::io::Result<Request> {
+    let req: Request = decode(body).map_err(std::io::Error::other)?;
+    let mut out = Vec::new();
+    encode(
+        &mut out,
+        &Response {
+            id: req.id,
+            result: Ok(reply),
+        },
+    )
+    .map_err(std::io::Error::other)?;
+    s.write_all(&out)?;
+    Ok(req)
+}
+
+#[test]
+fn a_lost_commit_whose_resend_is_too_large_is_unknown_with_its_keys() -> Res {
+    // Three events of 3,000 bytes, each staged in its own frame; resent as
+    // one batch they exceed the 8,000-byte frame. The client used to report
+    // its own refusal as the daemon's ("the daemon refused the request"),
+    // with no keys, although the commit may have been applied.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, move |s| {
+        s.write_all(&hello_with_frame(8000)?)?;
+        let mut staged = 0;
+        loop {
+            let body = read_one(s)?;
+            let req: Request = decode(&body).map_err(std::io::Error::other)?;
+            match req.op {
+                Op::Begin => drop(answer(s, &body, Reply::Begun)?),
+                Op::Append(r) => {
+                    staged += 1;
+                    tx.send(r.idempotency_key).map_err(std::io::Error::other)?;
+                    answer(s, &body, Reply::Staged { staged })?;
+                }
+                // The commit's answer is lost: the connection closes.
+                _ => return Ok(()),
+            }
+        }
+    })?;
+    let mut c = Client::connect_with(&path, opts())?;
+    let at = Coordinate::new("e:1", "s")?;
+    let mut t = c.transaction();
+    for i in 0..3u8 {
+        t.append(&at, EventKind(0x1001), &[i; 3000])?;
+    }
+    let err = t.commit().unwrap_err();
+    assert!(
+        matches!(err, ClientError::RequestTooLarge { max: 8000, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), None, "{err}");
+    let sent: Vec<u128> = rx.try_iter().map(|k| k.expect("keyed")).collect();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(err.unresolved_keys(), sent, "{err}");
+    assert!(err.to_string().contains("was not sent"), "{err}");
     Ok(())
 }
 

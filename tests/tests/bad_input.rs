@@ -132,6 +132,7 @@ fn every_bad_input_gets_a_typed_error() -> Result<()> {
         &Setup::in_dir(root.path())
             .with("max-payload-bytes = 8192")
             .with("max-frame-bytes = 65536")
+            .with("max-batch-bytes = 32768")
             .with("max-batch-events = 16")
             .with("max-in-flight-per-connection = 4")
             .with("read-timeout-ms = 400"),

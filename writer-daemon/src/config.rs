@@ -5,6 +5,7 @@ use crate::segments::SegmentLog;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use weir_protocol::segment::FRAME_HEADER_LEN;
+use weir_protocol::wire::{BATCH_ENVELOPE_BYTES, EVENT_WIRE_OVERHEAD};
 
 /// When appends are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -78,7 +79,9 @@ pub struct Config {
     /// (each key costs about 120 bytes of memory, and 80 in the `idem` file and checkpoints).
     /// Default: 100,000.
     pub idempotency_window: u32,
-    /// Largest wire frame accepted, in bytes. Default: 64 MiB.
+    /// Largest wire frame accepted, in bytes. It must hold a full batch
+    /// (`max-batch-bytes` plus 99 bytes per event of `max-batch-events`,
+    /// plus 28). Default: 64 MiB.
     pub max_frame_bytes: u32,
     /// Requests one connection may have in flight. Default: 1024.
     pub max_in_flight_per_connection: u32,
@@ -288,6 +291,24 @@ impl Config {
                 "max-frame-bytes",
                 self.max_frame_bytes,
                 "must exceed max-payload-bytes by at least 4096",
+            ));
+        }
+        // A full batch must fit one frame: a transaction's commit falls back
+        // to resending it as one AppendBatch, and a reopened transaction
+        // replays what is staged as one.
+        let full = self.max_batch_bytes.saturating_add(
+            u64::from(self.max_batch_events) * EVENT_WIRE_OVERHEAD + BATCH_ENVELOPE_BYTES,
+        );
+        if u64::from(self.max_frame_bytes) < full {
+            return Err(bad(
+                "max-frame-bytes",
+                self.max_frame_bytes,
+                format!(
+                    "must hold a full batch: max-batch-bytes = {} and max-batch-events = {} \
+                     take up to {full} bytes on the wire; raise max-frame-bytes or lower \
+                     max-batch-bytes",
+                    self.max_batch_bytes, self.max_batch_events
+                ),
             ));
         }
         if self.max_in_flight_per_connection == 0 {
@@ -559,6 +580,33 @@ mod tests {
             assert_eq!(err.field, field, "{err}");
             assert!(err.to_string().contains(field));
         }
+    }
+
+    #[test]
+    fn a_frame_too_small_for_a_full_batch_is_refused() {
+        // A transaction of 4 × 60 KB could be staged but never resent as
+        // one batch (a lost commit reply, a reopen after a restart).
+        let small = Config {
+            max_payload_bytes: 65536,
+            max_frame_bytes: 131_072,
+            ..Config::default()
+        };
+        let err = small.validate().unwrap_err();
+        assert_eq!(err.field, "max-frame-bytes", "{err}");
+        let text = err.to_string();
+        assert!(text.contains("max-batch-bytes = 33554432"), "{text}");
+        assert!(text.contains("max-batch-events = 10000"), "{text}");
+        // The bound is exact: one byte less refuses, the bound itself fits.
+        let full = 100_000 + 16 * EVENT_WIRE_OVERHEAD + BATCH_ENVELOPE_BYTES;
+        let fits = |frame: u64| Config {
+            max_batch_bytes: 100_000,
+            max_batch_events: 16,
+            max_frame_bytes: frame as u32,
+            ..small.clone()
+        };
+        assert!(fits(full).validate().is_ok());
+        assert!(fits(full - 1).validate().is_err());
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

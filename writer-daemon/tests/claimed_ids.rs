@@ -20,6 +20,8 @@ fn config(dir: &std::path::Path) -> Config {
         segment_max_bytes: 16 << 20,
         max_batch_events: 10_000,
         max_batch_bytes: 4 << 20,
+        // A full batch must fit a frame.
+        max_frame_bytes: 8 << 20,
         ..common::config(dir)
     }
 }

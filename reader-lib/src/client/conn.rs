@@ -151,17 +151,12 @@ impl Conn {
             }
             let len = self.out.len() - start - 4;
             if len > self.hello.max_frame as usize {
-                return Err(Failure::Fatal(ClientError::Server(
-                    WireError::new(
-                        ErrorCode::FrameTooLarge,
-                        format!(
-                            "a request of {len} bytes exceeds the daemon's max-frame-bytes = {}",
-                            self.hello.max_frame
-                        ),
-                    )
-                    .with("len", len)
-                    .with("max", self.hello.max_frame),
-                )));
+                // Refused here, before anything of `ops` is written.
+                return Err(Failure::Fatal(ClientError::RequestTooLarge {
+                    len,
+                    max: self.hello.max_frame,
+                    keys: Vec::new(),
+                }));
             }
             self.next_id += 1;
         }
