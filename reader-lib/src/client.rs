@@ -107,6 +107,36 @@ pub enum ClientError {
         /// [`ClientError::unresolved_keys`]).
         keys: Vec<u128>,
     },
+    /// An event the client refused to stage in a transaction while the
+    /// daemon was unreachable: it breaks a rule the daemon would refuse it
+    /// for (coordinate, reserved kind category, payload over the last
+    /// `max-payload-bytes` the daemon announced, event id zero).
+    /// [`ClientError::code`] gives the code the daemon would have given.
+    #[error("event {index}: {what} (checked by the client: the daemon is unreachable)")]
+    InvalidEvent {
+        /// Its position in the transaction.
+        index: usize,
+        /// The daemon's code for the refusal.
+        code: ErrorCode,
+        /// The rule broken.
+        what: String,
+    },
+    /// A transaction reopened on a new connection (after a reconnect)
+    /// replays its staged events, and the daemon refused one of them,
+    /// staged earlier while it was unreachable (or accepted by a daemon
+    /// that has since restarted with other limits). Every later call of
+    /// the transaction meets the same refusal: cancel it.
+    #[error(
+        "the daemon refused {}, staged earlier, when the transaction was replayed on a new \
+         connection: {error}; the transaction cannot commit, cancel it",
+        staged_event(*.index)
+    )]
+    StagedEventRefused {
+        /// The refused event's position in the transaction, if the daemon named it.
+        index: Option<usize>,
+        /// The daemon's refusal.
+        error: WireError,
+    },
     /// [`Client::sync`] synced the daemon instance it reached, but appends
     /// this client had from an earlier instance with receipts saying "not
     /// durable" were never synced there: that instance is gone (the daemon
@@ -142,6 +172,13 @@ fn unresolved(keys: &[u128]) -> String {
     }
 }
 
+fn staged_event(index: Option<usize>) -> String {
+    index.map_or_else(
+        || "the staged events".to_owned(),
+        |i| format!("staged event {i}"),
+    )
+}
+
 fn not_answering(path: &Path, timeout: Duration, waited: Duration) -> String {
     let mut s = format!(
         "the daemon at {} did not answer within {timeout:?}",
@@ -165,11 +202,14 @@ fn disconnected(path: &Path, waited: Duration, last: &str) -> String {
 }
 
 impl ClientError {
-    /// The daemon's error code, for [`ClientError::Server`].
+    /// The daemon's error code, for [`ClientError::Server`] and
+    /// [`ClientError::StagedEventRefused`]; for
+    /// [`ClientError::InvalidEvent`], the code the daemon would have given.
     #[must_use]
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Server(e) => Some(e.code),
+            Self::Server(e) | Self::StagedEventRefused { error: e, .. } => Some(e.code),
+            Self::InvalidEvent { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -324,6 +364,8 @@ pub struct Client {
     generation: u64,
     /// Non-durable receipts since the last sync, per instance.
     unsynced: Unsynced,
+    /// The last `max-payload-bytes` a daemon announced (its hello).
+    max_payload: u32,
 }
 
 impl Client {
@@ -372,6 +414,7 @@ impl Client {
         Ok(Self {
             path,
             opts,
+            max_payload: conn.hello.max_payload,
             conn: Some(conn),
             generation: 1,
             unsynced: Unsynced::default(),
@@ -392,7 +435,9 @@ impl Client {
 
     fn conn(&mut self) -> Result<&mut Conn, Failure> {
         if self.conn.is_none() {
-            self.conn = Some(Conn::open(&self.path, &self.opts)?);
+            let conn = Conn::open(&self.path, &self.opts)?;
+            self.max_payload = conn.hello.max_payload;
+            self.conn = Some(conn);
             self.generation += 1;
         }
         Ok(self.conn.as_mut().expect("just set"))
@@ -740,6 +785,35 @@ fn keyed(req: &mut AppendRequest) {
     }
 }
 
+/// The daemon's checks of one event that need no state of it (see
+/// `check_event` in the daemon's writer), for an event staged while it is
+/// unreachable.
+fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<(), ClientError> {
+    let invalid = |code, what: String| ClientError::InvalidEvent { index, code, what };
+    weir_protocol::model::validate_name("entity", &e.entity)
+        .and_then(|()| weir_protocol::model::validate_name("scope", &e.scope))
+        .map_err(|c| invalid(ErrorCode::InvalidCoordinate, c.to_string()))?;
+    EventKind(e.kind)
+        .check_client()
+        .map_err(|k| invalid(ErrorCode::InvalidKind, k.to_string()))?;
+    if e.payload.len() > max_payload as usize {
+        return Err(invalid(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "payload of {} bytes exceeds max-payload-bytes = {max_payload}",
+                e.payload.len()
+            ),
+        ));
+    }
+    if e.event_id == Some(0) {
+        return Err(invalid(
+            ErrorCode::InvalidEventId,
+            "event id 0 is not allowed".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 fn unexpected(r: &Reply) -> ClientError {
     ClientError::Protocol {
         what: format!("unexpected reply {r:?}"),
@@ -751,8 +825,11 @@ fn unexpected(r: &Reply) -> ClientError {
 ///
 /// Each staged event is checked by the daemon when appended. The client
 /// keeps a copy (with its idempotency key), so if the connection breaks the
-/// whole transaction is replayed on a new one at commit: a commit is
-/// applied exactly once.
+/// whole transaction is replayed on a new one at the next call: a commit is
+/// applied exactly once. While the daemon is unreachable, an event is
+/// staged in the client only, after the checks the client can make itself
+/// ([`ClientError::InvalidEvent`]); should the replay still be refused,
+/// the error says which staged event ([`ClientError::StagedEventRefused`]).
 #[derive(Debug)]
 pub struct Transaction<'c> {
     client: &'c mut Client,
@@ -802,7 +879,13 @@ impl Transaction<'_> {
                 if let Some(Err(e)) = replies.into_iter().find(Result::is_err) {
                     self.client.conn = None;
                     self.open_on = None;
-                    return Err(ClientError::Server(e));
+                    // Begin refused, or the replay of what is staged.
+                    return Err(if live || self.staged.is_empty() {
+                        ClientError::Server(e)
+                    } else {
+                        let index = e.fields.get("index").and_then(|i| i.parse().ok());
+                        ClientError::StagedEventRefused { index, error: e }
+                    });
                 }
                 self.open_on = Some(self.client.generation);
                 match last {
@@ -816,9 +899,12 @@ impl Transaction<'_> {
             }
             Err(Failure::Fatal(e)) => Err(e),
             Err(Failure::Transient(_) | Failure::NoAnswer) => {
-                // Staged locally; commit replays everything on a new connection.
+                // Staged locally; the next call replays everything on a new
+                // connection. What the daemon would refuse is refused now,
+                // not at that replay, where it would block every call.
                 self.client.conn = None;
                 self.open_on = None;
+                check_event(self.staged.len(), &req, self.client.max_payload)?;
                 self.staged.push(req);
                 Ok(self.staged.len() as u32)
             }
