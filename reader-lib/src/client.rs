@@ -288,7 +288,11 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    /// How long a call keeps reconnecting and retrying before it gives up. Default: 30 s.
+    /// How long a call keeps reconnecting and retrying before it gives up:
+    /// no new try starts past it. A try under way is not cut short, so a
+    /// call can last longer by the waits of its last try, each bounded by
+    /// [`ClientOptions::io_timeout`] (with a daemon that stops answering,
+    /// about one `io_timeout`). Default: 30 s.
     /// Only calls on an open `Client` retry: [`Client::connect`] and
     /// [`Client::connect_dir`] fail at once when no daemon listens
     /// ([`ClientError::Disconnected`] with `waited` zero, or an I/O error when the

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use weir::{AppendRequest, Client, EventId, EventKind, ExpectedVersion, Receipt};
 
 /// How long an append keeps retrying while the daemon is busy or restarting.
+/// The try under way when it ends is not cut short: with a daemon that
+/// stopped answering, the client's io timeout (30 s) is what ends the call.
 const RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// Arguments of `weir append`.
