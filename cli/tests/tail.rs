@@ -175,3 +175,60 @@ fn tail_follow_lets_go_of_the_old_index_after_a_crash_restart() -> Result<()> {
     assert_eq!(next()?["entity"], "x:3", "and goes on after letting go");
     Ok(())
 }
+
+#[test]
+fn tail_follow_prints_every_event_of_a_store_replaced_at_the_same_path() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let d = daemon(root.path(), "")?;
+    let dir = d.data_dir.clone();
+    let add = |d: &weir_tests::Daemon, tag: &str, n: usize| -> Result<()> {
+        let mut c = d.client()?;
+        for i in 0..n {
+            c.append_with(weir::AppendRequest {
+                entity: format!("{tag}:{i}"),
+                scope: "tenant:a".into(),
+                kind: 0x1001,
+                payload: vec![0x90],
+                ..weir::AppendRequest::default()
+            })?;
+        }
+        Ok(())
+    };
+    add(&d, "old", 20)?;
+    let err = root.path().join("tail.err");
+    let child = Command::new(WEIR)
+        .args(["tail", "-f", "-n", "1", "--json", "--data-dir"])
+        .arg(&dir)
+        .env_remove("WEIR_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let mut f = Follower(child);
+    let stdout = f.0.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(next(&rx)?["sequence"], 19);
+    // Stop, delete the store, start a new one at the same path.
+    let mut d = d;
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    std::fs::remove_dir_all(&dir)?;
+    let d = daemon(root.path(), "")?;
+    add(&d, "new", 5)?;
+    for i in 0..5 {
+        let e = next(&rx)?;
+        assert_eq!(
+            (&e["sequence"], &e["entity"]),
+            (&i.into(), &format!("new:{i}").into())
+        );
+    }
+    let notice = std::fs::read_to_string(&err)?;
+    assert!(notice.contains("the store was replaced"), "{notice}");
+    Ok(())
+}

@@ -114,6 +114,10 @@ pub(crate) struct Gate {
     pub(crate) header: GateHeader,
     /// The store's id key, if the gate has one (see `located`).
     pub(crate) id_key: Option<IdKey>,
+    /// Which store the gate belongs to: a hash of its id key (drawn at the
+    /// store's first start and carried from gate to gate), whatever mask
+    /// word goes with it; `None` for a gate without a valid key (older builds).
+    pub(crate) store: Option<u64>,
 }
 
 impl Gate {
@@ -175,10 +179,15 @@ impl Gate {
             .and_then(|((k, c), m)| {
                 checked_id_key(k.try_into().ok()?, c.try_into().ok()?, m.try_into().ok()?)
             });
+        let store = map
+            .published(ID_KEY_OFF, 16)
+            .zip(map.published(ID_KEY_CRC_OFF, 4))
+            .and_then(|(k, c)| store_id(k, c));
         Ok(Self {
             map,
             header,
             id_key,
+            store,
         })
     }
 
@@ -293,6 +302,19 @@ impl Gate {
         w.overflow = true;
         w
     }
+}
+
+/// The store identity of an id key `key` with CRC `crc` (as stored): a
+/// hash, so that the key itself is not handed on; `None` for no key.
+fn store_id(key: &[u8], crc: &[u8]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let valid = key.iter().any(|&b| b != 0)
+        && crc.try_into().ok().map(u32::from_le_bytes) == Some(weir_protocol::crc32(key));
+    valid.then(|| {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    })
 }
 
 /// The longest sorted, non-empty, disjoint prefix of `ranges`. Ranges a

@@ -45,7 +45,7 @@ pub use reader::{DaemonState, Reader, Snapshot, Status};
 /// The msgpack decoder's error, in [`ReadError::Decode`].
 pub use rmp_serde::decode::Error as DecodeError;
 pub use verify::{BreakKind, ChainBreak, ChainReport};
-pub use wait::Subscription;
+pub use wait::{Cursor, Resumed, Subscription};
 pub use weir_protocol::hash::HashInput;
 pub use weir_protocol::segment::{FrameError, FrameHeader, FrameRef};
 pub use weir_protocol::wire::{AppendRequest, ErrorCode, Receipt, Stats, WireError};

@@ -82,6 +82,12 @@ pub struct Status {
     pub state: DaemonState,
     /// Daemon instance id.
     pub instance: u128,
+    /// Which store the daemon serves: the same value from instance to
+    /// instance of one store (a hash of its id key, which every start
+    /// carries over), another for a store deleted and created anew at the
+    /// same path (or forked from a copy). `None` for a gate of a build
+    /// before 2026-11-28, which holds no id key.
+    pub store: Option<u64>,
     /// Index generation.
     pub generation: u64,
     /// Daemon pid (informational).
@@ -272,6 +278,7 @@ impl Reader {
         Status {
             state,
             instance: u128::from_le_bytes(h.instance),
+            store: v.gate.store,
             generation: h.generation.get(),
             pid: h.pid.get(),
             visible: v.gate.visible(),
@@ -344,6 +351,10 @@ pub struct Snapshot<'r> {
 }
 
 impl<'r> Snapshot<'r> {
+    /// The view the snapshot answers from.
+    pub(crate) fn view(&self) -> &'r View {
+        self.view
+    }
     /// The pinned watermark: sequences below it (and not cancelled) are visible.
     #[must_use]
     pub fn visible(&self) -> u64 {

@@ -5,7 +5,8 @@
 use crate::entry::Entry;
 use crate::error::ReadError;
 use crate::map::futex_wait;
-use crate::reader::Reader;
+use crate::reader::{Reader, Snapshot};
+use crate::view::View;
 use std::collections::VecDeque;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -25,11 +26,32 @@ impl Reader {
     /// `timeout` passes; returns whether it is published. Sleeps on the
     /// gate's futex word, which the daemon bumps after every publish and every
     /// state change; follows a daemon restart.
+    ///
+    /// `seq` counts in whichever store the reader is attached to when the
+    /// call returns: if the store is deleted and created anew at the same
+    /// path meanwhile, or restarts without an unsynced tail (see
+    /// [`Resumed`]), `true` speaks of the new store's event `seq`. A caller
+    /// that follows events across restarts uses a [`Subscription`], which
+    /// tells these cases apart, or compares [`Status::store`](crate::Status::store).
     pub fn wait_visible(&self, seq: u64, timeout: Duration) -> Result<bool, ReadError> {
+        self.wait_published(seq, timeout, None)
+    }
+
+    /// [`wait_visible`](Self::wait_visible); also returns `true` as soon as
+    /// the reader's view is another daemon instance than `instance`.
+    fn wait_published(
+        &self,
+        seq: u64,
+        timeout: Duration,
+        instance: Option<[u8; 16]>,
+    ) -> Result<bool, ReadError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
             self.poll_replaced();
             let view = self.view();
+            if instance.is_some_and(|i| i != view.gate.header.instance) {
+                return Ok(true);
+            }
             let Some(futex) = view.gate.futex() else {
                 return Ok(view.gate.visible() > seq);
             };
@@ -56,35 +78,167 @@ impl Reader {
         }
     }
 
-    /// Follows the events `region` selects, from sequence `from_seq` on:
-    /// first everything already visible, then new events as they are
-    /// published. The iterator blocks while there is nothing new.
+    /// Follows the events `region` selects, from sequence `from_seq` (of
+    /// the store the reader is attached to now) on: first everything
+    /// already visible, then new events as they are published. The
+    /// iterator blocks while there is nothing new. Follows daemon restarts
+    /// and a store replaced at the same path: see [`Resumed`].
     #[must_use]
     pub fn subscribe(&self, region: Region, from_seq: u64) -> Subscription<'_> {
+        self.resume(region, Cursor::at(self.view(), from_seq))
+    }
+
+    /// [`subscribe`](Self::subscribe) from where another subscription
+    /// stood ([`Subscription::cursor`]) or from a snapshot's watermark
+    /// ([`Snapshot::cursor`]): if the reader has moved to another daemon
+    /// instance since, the position is carried over as [`Resumed`] says.
+    /// So a subscription can be dropped (e.g. to call
+    /// [`release_old_views`](Self::release_old_views)) and taken up again.
+    #[must_use]
+    pub fn resume(&self, region: Region, cursor: Cursor) -> Subscription<'_> {
         Subscription {
             reader: self,
             region,
-            next: from_seq,
+            next: cursor.position,
+            origin: cursor.origin,
+            resumed: None,
             buf: VecDeque::new(),
         }
     }
 }
 
+impl Snapshot<'_> {
+    /// A [`Cursor`] at this snapshot's watermark, for
+    /// [`Reader::resume`]: the first event published after it on.
+    #[must_use]
+    pub fn cursor(&self) -> Cursor {
+        Cursor::at(self.view(), self.visible())
+    }
+}
+
+/// The daemon instance, and the store, a subscription's position counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    instance: [u8; 16],
+    store: Option<u64>,
+}
+
+/// Where a [`Subscription`] stands: its position, and the store and daemon
+/// instance that sequence counts in. See [`Reader::resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    position: u64,
+    origin: Origin,
+}
+
+impl Cursor {
+    fn at(view: &View, position: u64) -> Self {
+        Self {
+            position,
+            origin: Origin {
+                instance: view.gate.header.instance,
+                store: view.gate.store,
+            },
+        }
+    }
+
+    /// The next sequence to consider, in the store the cursor was taken in.
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// How a [`Subscription`] went on when the reader moved to another daemon
+/// instance ([`Subscription::take_resumed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resumed {
+    /// The same store restarted with every sequence it had published: the
+    /// subscription goes on from its position.
+    Restarted,
+    /// The same store restarted without the sequences from `visible` on
+    /// (an unsynced tail lost in a crash under a `sync` policy other than
+    /// `always`); new events get those sequences, and the subscription
+    /// goes on from `visible` (it had delivered events up to `position`).
+    TailLost {
+        /// The new instance's `visible`: the first sequence given again.
+        visible: u64,
+        /// The subscription's position in the old instance.
+        position: u64,
+    },
+    /// Another store at the same path (deleted and created anew, or a copy
+    /// put in its place: another id key): its sequences count anew, and
+    /// the subscription starts from sequence 0 of the new store.
+    Replaced {
+        /// The subscription's position in the old store.
+        position: u64,
+    },
+}
+
 /// A live feed of the events of a region, in sequence order. See
 /// [`Reader::subscribe`].
+///
+/// When the reader moves to another daemon instance, the position is
+/// carried over as [`Resumed`] says: from where it stood if the same store
+/// restarted, from the new `visible` if that is lower (a lost unsynced
+/// tail), from 0 if the store was replaced. Stores are told apart by their
+/// id key ([`Status::store`](crate::Status::store)); a gate of a build
+/// before 2026-11-28 has none, and is taken for the same store.
 #[derive(Debug)]
 pub struct Subscription<'r> {
     reader: &'r Reader,
     region: Region,
     next: u64,
+    /// The instance `next` counts in (that of the last refill).
+    origin: Origin,
+    resumed: Option<Resumed>,
     buf: VecDeque<Entry<'r>>,
 }
 
 impl<'r> Subscription<'r> {
-    /// The next sequence this subscription will consider.
+    /// The next sequence this subscription will consider (in the store of
+    /// the events it delivered last).
     #[must_use]
     pub fn position(&self) -> u64 {
         self.buf.front().map_or(self.next, Entry::sequence)
+    }
+
+    /// The position and the store it counts in, to take the subscription
+    /// up again with [`Reader::resume`].
+    #[must_use]
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            position: self.position(),
+            origin: self.origin,
+        }
+    }
+
+    /// How the subscription went on the last time the reader moved to
+    /// another daemon instance, if it has since the previous call. Events
+    /// buffered before the move are delivered first, so this is `Some`
+    /// when the first event of the new instance is (or would be) next.
+    pub fn take_resumed(&mut self) -> Option<Resumed> {
+        self.resumed.take()
+    }
+
+    /// Carries the position over to the instance `to`, whose `visible` is
+    /// `visible` (the buffer is empty).
+    fn switch(&mut self, to: Origin, visible: u64) {
+        let position = self.next;
+        let resumed = match (self.origin.store, to.store) {
+            (Some(a), Some(b)) if a != b => {
+                self.next = 0;
+                Resumed::Replaced { position }
+            }
+            _ if visible < position => {
+                self.next = visible;
+                Resumed::TailLost { visible, position }
+            }
+            _ => Resumed::Restarted,
+        };
+        self.origin = to;
+        self.resumed = Some(resumed);
     }
 
     /// The next event, waiting at most `timeout` for one; `Ok(None)` on timeout.
@@ -95,6 +249,10 @@ impl<'r> Subscription<'r> {
                 return Ok(Some(e));
             }
             let snap = self.reader.snapshot();
+            let at = Cursor::at(snap.view(), 0).origin;
+            if at != self.origin {
+                self.switch(at, snap.visible());
+            }
             if snap.visible() > self.next {
                 let page = snap.query_from(&self.region, self.next, PAGE)?;
                 self.next = match page.last() {
@@ -108,7 +266,8 @@ impl<'r> Subscription<'r> {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
             };
-            if left.is_zero() || !self.reader.wait_visible(self.next, left)? {
+            let instance = Some(self.origin.instance);
+            if left.is_zero() || !self.reader.wait_published(self.next, left, instance)? {
                 return Ok(None);
             }
         }

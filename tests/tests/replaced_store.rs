@@ -170,3 +170,54 @@ fn release_old_views_lets_go_of_a_deleted_generation() -> Result<()> {
     );
     Ok(())
 }
+
+/// The next `n` events of `sub`, as (sequence, payload), each within 15 s.
+fn next_events(sub: &mut weir::Subscription<'_>, n: usize) -> Result<Vec<(u64, String)>> {
+    (0..n)
+        .map(|_| {
+            let e = sub
+                .next_timeout(Duration::from_secs(15))?
+                .ok_or_else(|| anyhow::anyhow!("no event within 15 s"))?;
+            Ok((
+                e.sequence(),
+                String::from_utf8_lossy(e.payload()?).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscription_goes_on_across_a_restart_and_starts_over_in_a_replaced_store() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let mut d = Daemon::start(&setup)?;
+    append_tagged(&d, "e", "old", 20)?;
+    let reader = Reader::open(&setup.data_dir)?;
+    let mut sub = reader.subscribe(Region::all(), reader.visible());
+    ensure!(sub.next_timeout(Duration::ZERO)?.is_none());
+    let old_store = reader.status().store;
+    ensure!(old_store.is_some(), "a new store has an id key");
+    // A restart of the same store: it goes on where it stood.
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    let mut d = Daemon::start(&setup)?;
+    append_tagged(&d, "e", "again", 3)?;
+    let got = next_events(&mut sub, 3)?;
+    let want: Vec<_> = (0..3).map(|i| (20 + i, format!("again{i}"))).collect();
+    ensure!(got == want, "after a restart: {got:?}");
+    ensure!(sub.take_resumed() == Some(weir::Resumed::Restarted));
+    ensure!(reader.status().store == old_store, "the same store");
+    // Another store at the same path: every one of its events, from 0.
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    std::fs::remove_dir_all(&setup.data_dir)?;
+    let d = Daemon::start(&setup)?;
+    append_tagged(&d, "e", "new", 5)?;
+    let got = next_events(&mut sub, 5)?;
+    let want: Vec<_> = (0..5).map(|i| (i, format!("new{i}"))).collect();
+    ensure!(got == want, "in the replaced store: {got:?}");
+    ensure!(sub.take_resumed() == Some(weir::Resumed::Replaced { position: 23 }));
+    ensure!(reader.status().store != old_store, "another store");
+    ensure!(sub.next_timeout(Duration::from_millis(50))?.is_none());
+    Ok(())
+}

@@ -4,7 +4,7 @@ use super::common::{DataDir, Output, RegionArgs};
 use super::render::Printer;
 use anyhow::{Result, bail};
 use std::time::Duration;
-use weir::{Entry, EventId, Region, Snapshot};
+use weir::{Entry, EventId, Region, Resumed, Snapshot};
 
 /// Events fetched per page.
 const PAGE: usize = 1000;
@@ -138,24 +138,47 @@ pub fn tail(args: TailArgs) -> Result<()> {
     if !args.follow {
         return Ok(());
     }
-    // Then every event from that watermark on (`subscribe` is inclusive).
-    let mut from = snap.visible();
+    // Then every event from that watermark on (`resume` is inclusive).
+    let mut cursor = snap.cursor();
     loop {
         let instance = reader.status().instance;
-        let mut sub = reader.subscribe(region.clone(), from);
+        let mut sub = reader.resume(region.clone(), cursor);
         // Sleeps on the futex until the daemon publishes; a closed pipe
         // shows at the next write, as with `tail -f`.
         while reader.status().instance == instance {
-            if let Some(e) = sub.next_timeout(Duration::from_secs(1))? {
+            let next = sub.next_timeout(Duration::from_secs(1))?;
+            if let Some(how) = sub.take_resumed() {
+                notice(how);
+            }
+            if let Some(e) = next {
                 p.page(std::slice::from_ref(&e))?;
                 p.flush()?;
             }
         }
         // A daemon restart: let go of the old instance's files (the daemon
-        // deletes an index generation it no longer uses), and go on.
-        from = sub.position();
+        // deletes an index generation it no longer uses), and go on where
+        // the subscription stood (`resume` carries the position over to the
+        // new instance, or starts over in a new store).
+        cursor = sub.cursor();
         drop(sub);
         reader.release_old_views();
+    }
+}
+
+/// Tells stderr that `tail -f` goes on in a replaced store, or in a store
+/// that lost published events, from another sequence than the next one.
+fn notice(how: Resumed) {
+    match how {
+        Resumed::Replaced { position } => eprintln!(
+            "weir: the store was replaced (another store at the same path); \
+             following it from sequence 0 (the old one stood at {position})"
+        ),
+        Resumed::TailLost { visible, position } => eprintln!(
+            "weir: the store restarted without sequences {visible}..{position} \
+             (an unsynced tail lost in a crash); new events get them again, \
+             following from {visible}"
+        ),
+        _ => {}
     }
 }
 
