@@ -191,11 +191,23 @@ impl View {
     pub(crate) fn for_each_name<'v>(
         &'v self,
         ns: u8,
-        mut f: impl FnMut(NameRef<'v>) -> Result<(), ReadError>,
+        f: impl FnMut(NameRef<'v>) -> Result<(), ReadError>,
     ) -> Result<(), ReadError> {
+        self.for_each_name_from(ns, PAGE as u64, f).map(drop)
+    }
+
+    /// [`for_each_name`](Self::for_each_name) from global offset `pos` (a
+    /// value this returned before, or the first entry's): the entries
+    /// written since. Returns where the next call starts (entries are only
+    /// ever added, at the strings end).
+    pub(crate) fn for_each_name_from<'v>(
+        &'v self,
+        ns: u8,
+        mut pos: u64,
+        mut f: impl FnMut(NameRef<'v>) -> Result<(), ReadError>,
+    ) -> Result<u64, ReadError> {
         let end = self.strings_end();
         let file_len = STRINGS_FILE_LEN as u64;
-        let mut pos = PAGE as u64;
         while pos < end {
             let next_file = ((pos >> STRINGS_FILE_LOG2) + 1) << STRINGS_FILE_LOG2;
             if (pos & (file_len - 1)) < PAGE as u64 {
@@ -217,6 +229,6 @@ impl View {
                 }
             }
         }
-        Ok(())
+        Ok(pos)
     }
 }

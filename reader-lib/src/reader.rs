@@ -486,7 +486,18 @@ impl<'r> Snapshot<'r> {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Entry<'r>>, ReadError> {
-        match query::plan(self.view, &self.wm, region, from)? {
+        self.query_from_with(region, from, limit, None)
+    }
+    /// [`query_from`](Self::query_from), an entity-prefix region's ids
+    /// taken from (and kept in) `known`.
+    pub(crate) fn query_from_with(
+        &self,
+        region: &Region,
+        from: u64,
+        limit: usize,
+        known: Option<&mut query::PrefixIds<'r>>,
+    ) -> Result<Vec<Entry<'r>>, ReadError> {
+        match query::plan_with(self.view, &self.wm, region, from, known)? {
             None => Ok(Vec::new()),
             Some(plan) => self.entries(query::select(self.view, &self.wm, &plan, from, limit)?),
         }

@@ -5,6 +5,7 @@
 use crate::entry::Entry;
 use crate::error::ReadError;
 use crate::map::futex_wait;
+use crate::query::PrefixIds;
 use crate::reader::{Reader, Snapshot};
 use crate::view::View;
 use std::collections::VecDeque;
@@ -102,6 +103,7 @@ impl Reader {
             next: cursor.position,
             origin: cursor.origin,
             resumed: None,
+            names: PrefixIds::default(),
             buf: VecDeque::new(),
         }
     }
@@ -193,6 +195,8 @@ pub struct Subscription<'r> {
     /// The instance `next` counts in (that of the last refill).
     origin: Origin,
     resumed: Option<Resumed>,
+    /// The entity ids of an entity-prefix region, kept from refill to refill.
+    names: PrefixIds<'r>,
     buf: VecDeque<Entry<'r>>,
 }
 
@@ -220,6 +224,16 @@ impl<'r> Subscription<'r> {
     /// when the first event of the new instance is (or would be) next.
     pub fn take_resumed(&mut self) -> Option<Resumed> {
         self.resumed.take()
+    }
+
+    /// Entity names read to resolve an entity-prefix region, over the
+    /// subscription's life: each refill reads only the names added since the
+    /// previous one (and all of them again after a move to another daemon
+    /// instance). For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn names_read(&self) -> u64 {
+        self.names.names_read
     }
 
     /// Carries the position over to the instance `to`, whose `visible` is
@@ -253,19 +267,26 @@ impl<'r> Subscription<'r> {
             if at != self.origin {
                 self.switch(at, snap.visible());
             }
+            let left = || match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
             if snap.visible() > self.next {
-                let page = snap.query_from(&self.region, self.next, PAGE)?;
+                let page =
+                    snap.query_from_with(&self.region, self.next, PAGE, Some(&mut self.names))?;
                 self.next = match page.last() {
                     Some(last) if page.len() == PAGE => last.sequence() + 1,
                     _ => snap.visible(),
                 };
                 self.buf.extend(page);
+                // Events outside the region may keep arriving faster than
+                // refills: the deadline holds all the same.
+                if self.buf.is_empty() && left().is_zero() {
+                    return Ok(None);
+                }
                 continue;
             }
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
-            };
+            let left = left();
             let instance = Some(self.origin.instance);
             if left.is_zero() || !self.reader.wait_published(self.next, left, instance)? {
                 return Ok(None);

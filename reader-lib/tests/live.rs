@@ -145,3 +145,91 @@ fn stopped_or_killed_daemon_leaves_a_readable_store() -> Res {
     assert_eq!(r.count(&Region::all())?, 1);
     Ok(())
 }
+
+/// A fixture with `names` entities `user:{i}` and one `rare:1`, published.
+fn many_names(names: usize) -> Res<Fixture> {
+    let mut f = Fixture::new()?;
+    let users: Vec<String> = (0..names).map(|i| format!("user:{i}")).collect();
+    for chunk in users.chunks(256) {
+        let batch: Vec<Ev> = chunk.iter().map(|u| Ev::new(u, "s", 0x1001, b"")).collect();
+        f.append(&batch)?;
+    }
+    f.append(&[Ev::new("rare:1", "s", 0x1001, b"")])?;
+    f.publish();
+    Ok(f)
+}
+
+#[test]
+fn a_prefix_subscription_reads_only_the_names_added_since_its_last_refill() -> Res {
+    let mut f = many_names(2000)?;
+    let r = Reader::open(f.path())?;
+    let mut sub = r.subscribe(Region::entity("rare"), r.visible());
+    for i in 0..10 {
+        f.append(&[Ev::new(&format!("other:{i}"), "s", 0x1001, b"")])?;
+        f.publish();
+        assert!(sub.next_timeout(Duration::ZERO)?.is_none());
+    }
+    f.append(&[Ev::new("rare:2", "s", 0x1001, b"x")])?;
+    f.publish();
+    let e = sub
+        .next_timeout(Duration::ZERO)?
+        .ok_or("rare:2 not delivered")?;
+    assert_eq!(e.entity(), "rare:2");
+    // Every name once (2001 + 10 + 1), not every name on every refill.
+    assert!(sub.names_read() <= 2012, "read {} names", sub.names_read());
+    Ok(())
+}
+
+#[test]
+fn next_timeout_returns_by_its_deadline_while_other_events_keep_arriving() -> Res {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // A region of many names: a refill costs milliseconds (one head per
+    // name), longer than the publishers' pace.
+    let mut f = many_names(12_000)?;
+    let from = f.visible();
+    // Written now, published one at a time below: none is in the region.
+    for _ in 0..20_000 / 256 {
+        let batch: Vec<Ev> = (0..256)
+            .map(|_| Ev::new("other", "s", 0x1001, b""))
+            .collect();
+        f.append(&batch)?;
+    }
+    let r = Reader::open(f.path())?;
+    let (end, f) = (f.next, Arc::new(f));
+    let (done, at) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(from)),
+    );
+    // Two publishers, so that one being descheduled leaves no gap.
+    let publishers: Vec<_> = (0..2)
+        .map(|_| {
+            let (f, done, at) = (f.clone(), done.clone(), at.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Acquire) {
+                    let v = at.fetch_add(1, Ordering::Relaxed) + 1;
+                    if v > end {
+                        break;
+                    }
+                    f.raise_visible(v);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        })
+        .collect();
+    let mut sub = r.subscribe(Region::entity("user"), from);
+    let start = Instant::now();
+    let got = sub.next_timeout(Duration::from_millis(50))?;
+    let took = start.elapsed();
+    done.store(true, Ordering::Release);
+    for p in publishers {
+        p.join().map_err(|_| "publisher panicked")?;
+    }
+    assert!(got.is_none());
+    // The publishers go on for 2 s or more; a generous bound for 50 ms.
+    assert!(
+        took < Duration::from_secs(1),
+        "next_timeout(50 ms) took {took:?}"
+    );
+    Ok(())
+}
