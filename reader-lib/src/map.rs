@@ -20,8 +20,15 @@ use weir_protocol::shm::Region;
 /// name another (a store deleted and created anew at the same place).
 #[derive(Debug)]
 pub(crate) struct Dir {
-    fd: std::os::fd::OwnedFd,
+    fd: DirFd,
     path: PathBuf,
+}
+
+/// A directory's descriptor, with or without a shared `flock` on it.
+#[derive(Debug)]
+enum DirFd {
+    Plain(std::os::fd::OwnedFd),
+    Shared(nix::fcntl::Flock<std::os::fd::OwnedFd>),
 }
 
 impl Dir {
@@ -30,11 +37,38 @@ impl Dir {
         use nix::fcntl::OFlag;
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         match nix::fcntl::open(&path, flags, nix::sys::stat::Mode::empty()) {
-            Ok(fd) => Ok(Self { fd, path }),
+            Ok(fd) => Ok(Self {
+                fd: DirFd::Plain(fd),
+                path,
+            }),
             Err(errno) => Err(AttachError::Io {
                 path,
                 source: errno.into(),
             }),
+        }
+    }
+
+    /// [`open`](Self::open), holding a shared `flock` on the directory
+    /// until dropped: a daemon deletes an old index generation only if it
+    /// can lock it exclusively (FORMAT.md, "Restore order"). A lock not
+    /// granted (the daemon is deleting it right now, or a file system
+    /// without `flock`) leaves the directory unprotected, not unread.
+    pub(crate) fn open_shared(path: PathBuf) -> Result<Self, AttachError> {
+        let dir = Self::open(path)?;
+        let DirFd::Plain(fd) = dir.fd else {
+            unreachable!("open returns a plain descriptor")
+        };
+        let fd = match nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(locked) => DirFd::Shared(locked),
+            Err((fd, _)) => DirFd::Plain(fd),
+        };
+        Ok(Self { fd, path: dir.path })
+    }
+
+    fn fd(&self) -> &std::os::fd::OwnedFd {
+        match &self.fd {
+            DirFd::Plain(fd) => fd,
+            DirFd::Shared(locked) => locked,
         }
     }
 
@@ -61,7 +95,7 @@ impl Dir {
             .file_name()
             .ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
         let fd = nix::fcntl::openat(
-            &self.fd,
+            self.fd(),
             name,
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),

@@ -56,7 +56,8 @@ pub(crate) struct View {
     dir: PathBuf,
     /// The index generation's directory and `segments/`, held open from
     /// the attach: files mapped later come from the store attached to,
-    /// whatever the paths name by then.
+    /// whatever the paths name by then. The generation's directory is
+    /// `flock`ed shared, which keeps a daemon start from deleting it.
     gen_dir: Dir,
     segments_dir: Dir,
     meta: Mapped,
@@ -85,7 +86,9 @@ impl View {
         let gate = Gate::open(&dir.join("gate"))?;
         let generation = gate.header.generation.get();
         let log2 = gate.header.chunk_log2.get();
-        let gen_dir = Dir::open(dir.join("index").join(format!("gen-{generation:08}")))?;
+        // Locked shared for the view's life, so that a later daemon start
+        // leaves the generation's files for its lazy mappings.
+        let gen_dir = Dir::open_shared(dir.join("index").join(format!("gen-{generation:08}")))?;
         let segments_dir = Dir::open(dir.join("segments"))?;
         let meta = gen_dir.map(&gen_dir.join("meta"), Some(PAGE as u64), PAGE as u64)?;
         file_header(&meta, META_MAGIC, Some(log2), generation)?;

@@ -129,7 +129,7 @@ fn mapped_from_generation(dir: &std::path::Path, g: u64) -> Result<usize> {
 }
 
 #[test]
-fn release_old_views_lets_go_of_a_deleted_generation() -> Result<()> {
+fn a_generation_stays_while_a_view_holds_it_and_goes_after_release_old_views() -> Result<()> {
     let root = temp_root()?;
     let setup = Setup::in_dir(root.path()).with(SMALL);
     let d = Daemon::start(&setup)?;
@@ -138,22 +138,28 @@ fn release_old_views_lets_go_of_a_deleted_generation() -> Result<()> {
     let first = reader.status().generation;
     ensure!(reader.count(&Region::all())? == 5);
     // Each crash restart builds a new generation; the daemon keeps the one
-    // before it and deletes older ones.
+    // before it, and an older one while a reader's view holds it.
     let mut d = d;
-    for n in 1..=2 {
+    let crash_restart = |d: &mut Daemon| -> Result<()> {
         d.kill9()?;
-        drop(d);
-        d = Daemon::start(&setup)?;
-        append(&d, "b", 1)?;
+        *d = Daemon::start(&setup)?;
+        append(d, "b", 1)?;
+        Ok(())
+    };
+    for n in 1..=2 {
+        crash_restart(&mut d)?;
         ensure!(reader.count(&Region::all())? == 5 + n, "re-attached");
     }
+    let gen_dir = setup.data_dir.join(format!("index/gen-{first:08}"));
     ensure!(reader.status().generation >= first + 2, "new generations");
     ensure!(
-        !setup
-            .data_dir
-            .join(format!("index/gen-{first:08}"))
-            .exists(),
-        "the daemon deleted the first generation"
+        gen_dir.exists(),
+        "the daemon left the generation a view holds"
+    );
+    ensure!(
+        d.log_text()
+            .contains("a reader still uses an old index generation"),
+        "and said so"
     );
     ensure!(
         mapped_from_generation(&setup.data_dir, first)? > 0,
@@ -168,6 +174,47 @@ fn release_old_views_lets_go_of_a_deleted_generation() -> Result<()> {
         reader.count(&Region::all())? == 7,
         "the current view answers"
     );
+    crash_restart(&mut d)?;
+    ensure!(!gen_dir.exists(), "the next start deleted it");
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_pages_on_after_two_crash_restarts() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let mut d = Daemon::start(&setup)?;
+    let mut c = d.client()?;
+    for b in 0..20u64 {
+        let batch = (0..256)
+            .map(|i| AppendRequest {
+                entity: format!("e:{}", (b * 256 + i) % 97),
+                scope: "s".into(),
+                kind: 0x1001,
+                ..AppendRequest::default()
+            })
+            .collect();
+        c.append_batch(batch)?;
+    }
+    drop(c);
+    let reader = Reader::open(&setup.data_dir)?;
+    let snap = reader.snapshot();
+    // Maps the first chunk only; the other chunk files are mapped as paged.
+    let first = snap.query_after(&Region::all(), None, 10)?;
+    for _ in 0..2 {
+        d.kill9()?;
+        drop(d);
+        d = Daemon::start(&setup)?;
+    }
+    let mut after = first.last().map(weir::Entry::sequence);
+    let mut n = first.len();
+    loop {
+        let page = snap.query_after(&Region::all(), after, 1000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.sequence());
+        n += page.len();
+    }
+    ensure!(n == 20 * 256, "paged {n} events");
     Ok(())
 }
 

@@ -602,7 +602,9 @@ fn discard_unpublished(data_dir: &Path, fresh: &Path) {
 /// `keep` (built by a start that never published them). The previous one
 /// stays until the next start: readers of the last instance map its files
 /// lazily (a pinned snapshot may still need a file it has not opened yet).
-/// Unlinking never invalidates a mapping that exists.
+/// An older one that a reader's view still holds (a shared `flock` on its
+/// directory) stays too, until a start finds it free. Unlinking never
+/// invalidates a mapping that exists.
 fn remove_old_generations(data_dir: &Path, keep: u64) {
     let Ok(rd) = std::fs::read_dir(data_dir.join("index")) else {
         return;
@@ -616,12 +618,41 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
         else {
             continue;
         };
-        if (g + 1 < keep || g > keep)
-            && let Err(err) = std::fs::remove_dir_all(e.path())
-        {
+        if g + 1 >= keep && g <= keep {
+            continue;
+        }
+        // Held exclusively while it is deleted, so that a reader attaching
+        // meanwhile gets no lock (and fails on the missing files) rather
+        // than a lock on a directory being emptied.
+        let _lock = match lock_generation(&e.path()) {
+            Ok(lock) => lock,
+            Err(nix::errno::Errno::EWOULDBLOCK) => {
+                tracing::info!(
+                    generation = g,
+                    "a reader still uses an old index generation; it is left for a later start"
+                );
+                continue;
+            }
+            Err(errno) => {
+                tracing::warn!(generation = g, error = %errno, "could not lock an old index generation");
+                continue;
+            }
+        };
+        if let Err(err) = std::fs::remove_dir_all(e.path()) {
             tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
         }
     }
+}
+
+/// An exclusive, non-blocking `flock` on the generation directory `path`:
+/// `EWOULDBLOCK` while a reader's view holds it shared.
+fn lock_generation(
+    path: &Path,
+) -> Result<nix::fcntl::Flock<std::os::fd::OwnedFd>, nix::errno::Errno> {
+    use nix::fcntl::{Flock, FlockArg, OFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())?;
+    Flock::lock(fd, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| errno)
 }
 
 /// Sends `Stop` (the writer finishes its queue, syncs and checkpoints),
