@@ -104,6 +104,7 @@ impl Reader {
             origin: cursor.origin,
             resumed: None,
             names: PrefixIds::default(),
+            failed: false,
             buf: VecDeque::new(),
         }
     }
@@ -197,6 +198,8 @@ pub struct Subscription<'r> {
     resumed: Option<Resumed>,
     /// The entity ids of an entity-prefix region, kept from refill to refill.
     names: PrefixIds<'r>,
+    /// The iterator yielded an error and has ended.
+    failed: bool,
     buf: VecDeque<Entry<'r>>,
 }
 
@@ -298,14 +301,21 @@ impl<'r> Subscription<'r> {
 impl<'r> Iterator for Subscription<'r> {
     type Item = Result<Entry<'r>, ReadError>;
 
-    /// Blocks until the next event (never returns `None`).
+    /// Blocks until the next event. A read error is yielded once, and then
+    /// the iteration ends (`None`): the error would only come again, and a
+    /// loop that skips errors would spin. [`next_timeout`](Subscription::next_timeout)
+    /// still tries again, from the same position.
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
+        while !self.failed {
             match self.next_timeout(Duration::from_secs(3600)) {
                 Ok(Some(e)) => return Some(Ok(e)),
                 Ok(None) => {}
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
             }
         }
+        None
     }
 }

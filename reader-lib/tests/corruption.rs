@@ -144,6 +144,23 @@ fn corrupt_row_is_a_typed_error() -> Res {
     Ok(())
 }
 
+#[test]
+fn a_subscription_iterator_ends_after_yielding_a_read_error() -> Res {
+    let f = store()?;
+    let r = Reader::open(f.path())?;
+    flip(
+        &f.gen_file("chunk-000000"),
+        (geo().row_offset(1) + 112) as u64,
+    )?;
+    let items: Vec<_> = r.subscribe(Region::all(), 0).take(3).collect();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(matches!(
+        items[0],
+        Err(ReadError::CorruptRow { sequence: 1, .. })
+    ));
+    Ok(())
+}
+
 /// A store of two chunks: `id_of(0)` is in chunk 0, and chunk 1 (newer,
 /// filling) is probed first by every lookup.
 fn two_chunks() -> Res<Fixture> {
