@@ -19,8 +19,15 @@ use weir_protocol::gate::STATE_SUPERSEDED;
 const SLICE: Duration = Duration::from_secs(1);
 /// Sleep slice while a superseded gate waits for its replacement to go live.
 const SUPERSEDED_SLICE: Duration = Duration::from_millis(10);
-/// Events fetched per catch-up page.
+/// Events fetched by the first catch-up page.
 const PAGE: usize = 1024;
+/// Largest catch-up page: a page that came back full doubles the next one,
+/// up to this. A page of a region read through its chains walks every row
+/// above its start (the chains run newest first), so fixed pages made a
+/// catch-up quadratic in the region's size; doubling pages walk the rest of
+/// the chain O(log n + n / MAX_PAGE) times, and hold at most this many
+/// entries.
+const MAX_PAGE: usize = 16 * 1024;
 
 impl Reader {
     /// Waits until `visible > seq` (the event `seq` is published) or
@@ -106,6 +113,8 @@ impl Reader {
             names: PrefixIds::default(),
             failed: false,
             buf: VecDeque::new(),
+            page: PAGE,
+            refills: 0,
         }
     }
 }
@@ -201,6 +210,11 @@ pub struct Subscription<'r> {
     /// The iterator yielded an error and has ended.
     failed: bool,
     buf: VecDeque<Entry<'r>>,
+    /// Events the next refill asks for: [`PAGE`], doubled while pages come
+    /// back full, up to [`MAX_PAGE`].
+    page: usize,
+    /// Refills that queried the store (for tests).
+    refills: u64,
 }
 
 impl<'r> Subscription<'r> {
@@ -239,6 +253,14 @@ impl<'r> Subscription<'r> {
         self.names.names_read
     }
 
+    /// Pages read from the store so far (each a query over the region from
+    /// the position on). For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn refills(&self) -> u64 {
+        self.refills
+    }
+
     /// Carries the position over to the instance `to`, whose `visible` is
     /// `visible` (the buffer is empty).
     fn switch(&mut self, to: Origin, visible: u64) {
@@ -275,11 +297,15 @@ impl<'r> Subscription<'r> {
                 None => Duration::MAX,
             };
             if snap.visible() > self.next {
+                let limit = self.page;
                 let page =
-                    snap.query_from_with(&self.region, self.next, PAGE, Some(&mut self.names))?;
-                self.next = match page.last() {
-                    Some(last) if page.len() == PAGE => last.sequence() + 1,
-                    _ => snap.visible(),
+                    snap.query_from_with(&self.region, self.next, limit, Some(&mut self.names))?;
+                self.refills += 1;
+                (self.next, self.page) = match page.last() {
+                    Some(last) if page.len() == limit => {
+                        (last.sequence() + 1, (limit * 2).min(MAX_PAGE))
+                    }
+                    _ => (snap.visible(), PAGE),
                 };
                 self.buf.extend(page);
                 // Events outside the region may keep arriving faster than
