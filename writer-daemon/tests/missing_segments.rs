@@ -3,9 +3,9 @@
 //! names the file(s), and changes no file; with the file back it starts with
 //! every event.
 mod common;
-use common::{config, ev, files, fill, segment};
+use common::{config, ev, files, fill, segment, unchanged};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use weir_daemon::storage::SimStorage;
 use weir_daemon::{Config, OpenError, Store, SyncPolicy};
 
@@ -22,16 +22,6 @@ fn clean_store(dir: &Path) {
         segment(dir, 3).exists() && !segment(dir, 4).exists(),
         "four segments"
     );
-}
-
-fn unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
-    let after = files(dir);
-    let changed: Vec<_> = after
-        .keys()
-        .chain(before.keys())
-        .filter(|p| after.get(*p) != before.get(*p))
-        .collect();
-    assert!(changed.is_empty(), "a refused start changed {changed:?}");
 }
 
 /// Opens `dir`, which must be refused with a missing-segments error naming

@@ -3,7 +3,7 @@
 //! its gate names (which no gate ever named); a start refused before its
 //! gate is published leaves a clean stop's index files reusable.
 mod common;
-use common::{config, ev, files};
+use common::{config, ev, files, unchanged};
 use std::path::Path;
 use weir_daemon::{RestorePath, Store};
 
@@ -19,16 +19,20 @@ fn leftovers(dir: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn a_refused_start_removes_what_it_built() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// Ten events in `dir`, stopped cleanly.
+fn stopped_store(dir: &Path) {
     let s = Store::open(config(dir)).unwrap();
     for i in 0..10 {
         s.append(ev(&format!("e{i}"), 0x1001, b"x")).unwrap();
     }
     s.shutdown().unwrap();
-    drop(s);
+}
+
+#[test]
+fn a_refused_start_removes_what_it_built() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    stopped_store(dir);
     let clean = vec!["index/gen-00000000".to_string()];
     assert_eq!(leftovers(dir), clean);
     let seg = dir.join("segments").join("0000000000.seg");
@@ -69,18 +73,13 @@ fn a_start_refused_at_gate_tmp_keeps_the_clean_stop_mark() {
     // start needs the space of a whole new generation.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let s = Store::open(config(dir)).unwrap();
-    for i in 0..10 {
-        s.append(ev(&format!("e{i}"), 0x1001, b"x")).unwrap();
-    }
-    s.shutdown().unwrap();
-    drop(s);
+    stopped_store(dir);
     // A directory in the way: creating gate.tmp fails (as fallocate would).
     std::fs::create_dir_all(dir.join("gate.tmp/x")).unwrap();
     let before = files(dir);
     let err = Store::open(config(dir)).unwrap_err();
     assert!(err.to_string().contains("gate.tmp"), "{err}");
-    assert!(files(dir) == before, "a refused start changed files: {err}");
+    unchanged(dir, &before);
     std::fs::remove_dir_all(dir.join("gate.tmp")).unwrap();
     let s = Store::open(config(dir)).unwrap();
     assert_eq!(

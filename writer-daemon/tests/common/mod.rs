@@ -75,3 +75,15 @@ pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// Asserts that every file under `dir` is as [`files`] found it in
+/// `before`: what a refused start must leave.
+pub fn unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
+    let after = files(dir);
+    let changed: Vec<_> = after
+        .keys()
+        .chain(before.keys())
+        .filter(|p| after.get(*p) != before.get(*p))
+        .collect();
+    assert!(changed.is_empty(), "a refused start changed {changed:?}");
+}
