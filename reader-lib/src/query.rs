@@ -23,6 +23,9 @@ use zerocopy::FromBytes;
 
 /// A chain step costs a random row read; a scan step one column cell.
 const CHAIN_COST: u64 = 32;
+/// How many times the cells a limited scan is expected to need it is
+/// priced at.
+const SCAN_MARGIN: u128 = 2;
 
 /// Which chain to walk, and the key its rows must carry.
 #[derive(Debug, Clone, Copy)]
@@ -131,10 +134,24 @@ pub(crate) fn scan(
     wm: &Watermark,
     filter: &CellFilter,
     from: u64,
-    mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
+    visit: impl FnMut(Row) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
-    chunk_windows(view, wm, from, |base, start, cols| {
-        for i in start..cols.kinds.len() {
+    scan_to(view, wm, filter, from, wm.visible, visit).map(drop)
+}
+
+/// [`scan`] over `[from, min(to, visible))`; returns the cells it looked at.
+fn scan_to(
+    view: &View,
+    wm: &Watermark,
+    filter: &CellFilter,
+    from: u64,
+    to: u64,
+    mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
+) -> Result<u64, ReadError> {
+    let mut cells = 0;
+    chunk_windows(view, wm, from, to, |base, start, cols| {
+        let n = cols.kinds.len();
+        for i in start..n {
             if !filter.cell(
                 cols.kinds[i].get(),
                 cols.scopes[i].get(),
@@ -153,24 +170,29 @@ pub(crate) fn scan(
                 });
             }
             if clock_ok(filter, &row) && !visit(row)? {
+                cells += (i + 1 - start) as u64;
                 return Ok(false);
             }
         }
+        cells += (n - start) as u64;
         Ok(true)
-    })
+    })?;
+    Ok(cells)
 }
 
-/// Walks `[from, visible)` minus the cancelled ranges one chunk at a time:
-/// `f(base, start, cols)` gets the chunk's first sequence, the first cell to
-/// look at, and the columns up to the window's end; it returns `false` to stop.
+/// Walks `[from, min(to, visible))` minus the cancelled ranges one chunk at
+/// a time: `f(base, start, cols)` gets the chunk's first sequence, the first
+/// cell to look at, and the columns up to the window's end; it returns
+/// `false` to stop.
 fn chunk_windows(
     view: &View,
     wm: &Watermark,
     from: u64,
+    to: u64,
     mut f: impl FnMut(u64, usize, &Columns<'_>) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     let log2 = view.geo.log2;
-    for (lo, hi) in wm.open_runs(from, wm.visible) {
+    for (lo, hi) in wm.open_runs(from, to.min(wm.visible)) {
         let mut s = lo;
         while s < hi {
             let base = (s >> log2) << log2;
@@ -208,19 +230,56 @@ pub(crate) fn scan_count(
         return Ok(n);
     }
     let mut total = 0;
-    chunk_windows(view, wm, from, |_, i, cols| {
+    chunk_windows(view, wm, from, wm.visible, |_, i, cols| {
         total += filter.count(&cols.kinds[i..], &cols.scopes[i..], &cols.entities[i..]);
         Ok(true)
     })?;
     Ok(total)
 }
 
-/// A region resolved against the names: the cell filter and the chains that
-/// could answer it, each with its head and (hint) count.
+/// A region resolved against the names: the cell filter, and the cheapest
+/// chains that could answer it (none if no chain can), with their heads.
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) filter: CellFilter,
     chains: Vec<(Key, u64)>,
+    /// The rows on `chains`: the sum of their names' counts. A hint: it may
+    /// count unpublished rows, and rows the region does not select.
+    rows: u64,
+}
+
+impl Plan {
+    /// What walking the chains down to `from` costs, in column cells.
+    fn chain_cost(&self, from: u64) -> u64 {
+        if self.chains.is_empty() {
+            u64::MAX
+        } else if self.chains.iter().all(|&(_, head)| head <= from) {
+            // Their newest rows lie below `from`: nothing to walk.
+            0
+        } else {
+            self.rows.saturating_mul(CHAIN_COST)
+        }
+    }
+
+    /// The cells a scan is expected to look at before it finds `limit`
+    /// rows, at the density the chains' count gives (an upper bound of the
+    /// region's: hence the margin).
+    fn expected_cells(&self, visible: u64, limit: usize) -> u64 {
+        if self.chains.is_empty() {
+            return u64::MAX;
+        }
+        let cells =
+            limit as u128 * u128::from(visible) * SCAN_MARGIN / u128::from(self.rows.max(1));
+        u64::try_from(cells).unwrap_or(u64::MAX)
+    }
+}
+
+/// What queries read, for tests: rows reached through chains, column
+/// cells scanned.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Work {
+    pub(crate) rows: u64,
+    pub(crate) cells: u64,
 }
 
 /// The entity ids an entity-prefix region matches in one view, kept by a
@@ -259,22 +318,15 @@ impl<'v> PrefixIds<'v> {
 }
 
 /// Resolves `region`; `None` when a name it needs does not exist (empty answer).
-pub(crate) fn plan(
-    view: &View,
-    wm: &Watermark,
-    region: &Region,
-    from: u64,
-) -> Result<Option<Plan>, ReadError> {
-    plan_with(view, wm, region, from, None)
+pub(crate) fn plan(view: &View, region: &Region) -> Result<Option<Plan>, ReadError> {
+    plan_with(view, region, None)
 }
 
 /// [`plan`], with the ids of an entity-prefix region taken from `known`
 /// (brought up to date) instead of a walk over every name.
 pub(crate) fn plan_with<'v>(
     view: &'v View,
-    wm: &Watermark,
     region: &Region,
-    from: u64,
     known: Option<&mut PrefixIds<'v>>,
 ) -> Result<Option<Plan>, ReadError> {
     let scope = match &region.scope {
@@ -285,7 +337,7 @@ pub(crate) fn plan_with<'v>(
         },
     };
     let mut entity_chains = Vec::new();
-    let mut entity_cost = 0u64;
+    let mut entity_rows = 0u64;
     let entity = match &region.entity_prefix {
         None => EntitySel::Any,
         Some(_) => {
@@ -294,7 +346,7 @@ pub(crate) fn plan_with<'v>(
                 let (head, count) = n.head();
                 ids.push(n.id);
                 entity_chains.push((Key::Entity(n.id), head));
-                entity_cost = entity_cost.saturating_add(count.saturating_mul(CHAIN_COST));
+                entity_rows = entity_rows.saturating_add(count);
             };
             match known {
                 Some(known) => {
@@ -321,68 +373,95 @@ pub(crate) fn plan_with<'v>(
         entity,
         clock: region.clock_range,
     };
-    let mut best = (wm.visible.saturating_sub(from), Vec::new());
-    if !entity_chains.is_empty() && entity_cost < best.0 {
-        best = (entity_cost, entity_chains);
+    // The cheapest chains (the first of equals); whether to walk them or
+    // scan depends on where a query starts and how many rows it wants.
+    let mut best: Option<(u64, Vec<(Key, u64)>)> = None;
+    let mut consider = |rows: u64, chains: Vec<(Key, u64)>| {
+        if best.as_ref().is_none_or(|b| rows < b.0) {
+            best = Some((rows, chains));
+        }
+    };
+    if !entity_chains.is_empty() {
+        consider(entity_rows, entity_chains);
     }
     if let Some(s) = scope {
         let (head, count) = s.head();
-        let cost = count.saturating_mul(CHAIN_COST);
-        if cost < best.0 {
-            best = (cost, vec![(Key::Scope(s.id), head)]);
-        }
+        consider(count, vec![(Key::Scope(s.id), head)]);
     }
     if let KindFilter::Exact(k) = region.kind {
         let (head, count) = view.kind_head(k.0)?;
-        let cost = count.saturating_mul(CHAIN_COST);
-        if cost < best.0 {
-            best = (cost, vec![(Key::Kind(k.0), head)]);
-        }
+        consider(count, vec![(Key::Kind(k.0), head)]);
     }
+    let (rows, chains) = best.unwrap_or_default();
     Ok(Some(Plan {
         filter,
-        chains: best.1,
+        chains,
+        rows,
     }))
 }
 
 /// Rows of `plan` with sequence ≥ `from`, ascending, at most `limit`.
+///
+/// A chain walk reads every row of the chains above `from`, whatever the
+/// limit (they run newest first); a scan stops at its `limit`th row. So a
+/// scan is priced at the cells it is expected to look at, at most
+/// `visible - from`. When that undercuts the chains, the scan goes on for
+/// as many cells as the chains cost at most, and only a scan that has not
+/// found `limit` rows by then (a region thinner around `from` than on
+/// average) walks the chains down to where it stopped. So a page costs at
+/// most about twice what the chains cost, and paging through a dense region
+/// costs about one scan of it, not a walk of its chains per page.
 pub(crate) fn select(
     view: &View,
     wm: &Watermark,
     plan: &Plan,
-    from: u64,
+    mut from: u64,
     limit: usize,
+    work: &mut Work,
 ) -> Result<Vec<Row>, ReadError> {
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
     }
-    if !plan.chains.is_empty() {
-        let mut stale = false;
-        for &(key, head) in &plan.chains {
-            let w = walk(view, wm, key, head, from, |row| {
-                if plan
-                    .filter
-                    .cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
-                    && clock_ok(&plan.filter, &row)
-                {
-                    out.push(row);
-                }
-                Ok(true)
-            })?;
-            if w == Walk::Stale {
-                stale = true;
-                break;
-            }
-        }
-        if !stale {
-            out.sort_unstable_by_key(|r| r.sequence.get());
-            out.truncate(limit);
+    let span = wm.visible.saturating_sub(from);
+    let chain_cost = plan.chain_cost(from);
+    if chain_cost >= plan.expected_cells(wm.visible, limit).min(span) {
+        let to = from.saturating_add(chain_cost.min(span));
+        work.cells += scan_to(view, wm, &plan.filter, from, to, |row| {
+            out.push(row);
+            Ok(out.len() < limit)
+        })?;
+        if out.len() == limit || to >= wm.visible {
             return Ok(out);
         }
-        out.clear();
+        from = to;
     }
-    scan(view, wm, &plan.filter, from, |row| {
+    let mut found = Vec::new();
+    let mut stale = false;
+    for &(key, head) in &plan.chains {
+        let w = walk(view, wm, key, head, from, |row| {
+            work.rows += 1;
+            if plan
+                .filter
+                .cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
+                && clock_ok(&plan.filter, &row)
+            {
+                found.push(row);
+            }
+            Ok(true)
+        })?;
+        if w == Walk::Stale {
+            stale = true;
+            break;
+        }
+    }
+    if !stale {
+        found.sort_unstable_by_key(|r| r.sequence.get());
+        found.truncate(limit - out.len());
+        out.append(&mut found);
+        return Ok(out);
+    }
+    work.cells += scan_to(view, wm, &plan.filter, from, wm.visible, |row| {
         out.push(row);
         Ok(out.len() < limit)
     })?;
@@ -390,11 +469,16 @@ pub(crate) fn select(
 }
 
 /// How many rows `select` would return without a limit.
-pub(crate) fn count(view: &View, wm: &Watermark, plan: &Plan) -> Result<u64, ReadError> {
-    if plan.chains.is_empty() {
-        scan_count(view, wm, &plan.filter, 0)
+pub(crate) fn count(
+    view: &View,
+    wm: &Watermark,
+    plan: &Plan,
+    work: &mut Work,
+) -> Result<u64, ReadError> {
+    if plan.chain_cost(0) < wm.visible {
+        Ok(select(view, wm, plan, 0, usize::MAX, work)?.len() as u64)
     } else {
-        Ok(select(view, wm, plan, 0, usize::MAX)?.len() as u64)
+        scan_count(view, wm, &plan.filter, 0)
     }
 }
 

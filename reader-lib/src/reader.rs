@@ -254,6 +254,8 @@ impl Reader {
         Snapshot {
             view,
             wm: view.gate.watermark(),
+            rows_walked: AtomicU64::new(0),
+            cells_scanned: AtomicU64::new(0),
         }
     }
 
@@ -294,11 +296,7 @@ impl Reader {
         if let Some(e) = located::get_now(view, id.0) {
             return Ok(Some(e));
         }
-        Snapshot {
-            view,
-            wm: view.gate.watermark(),
-        }
-        .get_indexed(id)
+        Snapshot::get_indexed(view, &view.gate.watermark(), id)
     }
     /// [`get`](Self::get) for each of `ids`, answers in the same order, all
     /// from one snapshot. Faster than `get` in a loop when the ids are spread
@@ -348,6 +346,9 @@ impl Reader {
 pub struct Snapshot<'r> {
     view: &'r View,
     wm: Watermark,
+    /// What its queries read ([`work`](Self::work)), for tests.
+    rows_walked: AtomicU64,
+    cells_scanned: AtomicU64,
 }
 
 impl<'r> Snapshot<'r> {
@@ -392,17 +393,21 @@ impl<'r> Snapshot<'r> {
         if let Some(e) = located::get(self.view, &self.wm, id.0) {
             return Ok(Some(e));
         }
-        self.get_indexed(id)
+        Self::get_indexed(self.view, &self.wm, id)
     }
     /// [`get`](Self::get) through the index only.
-    fn get_indexed(&self, id: EventId) -> Result<Option<Entry<'r>>, ReadError> {
-        query::get(self.view, &self.wm, id.0)?
+    fn get_indexed(
+        view: &'r View,
+        wm: &Watermark,
+        id: EventId,
+    ) -> Result<Option<Entry<'r>>, ReadError> {
+        query::get(view, wm, id.0)?
             .map(|r| {
                 // The frame is usually read next (payload, hashes): start
                 // fetching it now, so that its cache misses overlap the name
                 // lookups of `Entry::new`. (`get_many` has fetched it already.)
-                self.view.prefetch_frame(&r);
-                Entry::new(self.view, r)
+                view.prefetch_frame(&r);
+                Entry::new(view, r)
             })
             .transpose()
     }
@@ -497,16 +502,38 @@ impl<'r> Snapshot<'r> {
         limit: usize,
         known: Option<&mut query::PrefixIds<'r>>,
     ) -> Result<Vec<Entry<'r>>, ReadError> {
-        match query::plan_with(self.view, &self.wm, region, from, known)? {
-            None => Ok(Vec::new()),
-            Some(plan) => self.entries(query::select(self.view, &self.wm, &plan, from, limit)?),
-        }
+        let Some(plan) = query::plan_with(self.view, region, known)? else {
+            return Ok(Vec::new());
+        };
+        let mut work = query::Work::default();
+        let rows = query::select(self.view, &self.wm, &plan, from, limit, &mut work);
+        self.add_work(work);
+        self.entries(rows?)
     }
     /// See [`Reader::count`].
     pub fn count(&self, region: &Region) -> Result<u64, ReadError> {
-        match query::plan(self.view, &self.wm, region, 0)? {
-            None => Ok(0),
-            Some(plan) => query::count(self.view, &self.wm, &plan),
-        }
+        let Some(plan) = query::plan(self.view, region)? else {
+            return Ok(0);
+        };
+        let mut work = query::Work::default();
+        let n = query::count(self.view, &self.wm, &plan, &mut work);
+        self.add_work(work);
+        n
+    }
+
+    fn add_work(&self, work: query::Work) {
+        self.rows_walked.fetch_add(work.rows, Ordering::Relaxed);
+        self.cells_scanned.fetch_add(work.cells, Ordering::Relaxed);
+    }
+
+    /// Rows this snapshot's queries read through chains, and column cells
+    /// they scanned (counts and streams not included). For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn work(&self) -> (u64, u64) {
+        (
+            self.rows_walked.load(Ordering::Relaxed),
+            self.cells_scanned.load(Ordering::Relaxed),
+        )
     }
 }
