@@ -28,6 +28,7 @@ mod located;
 mod map;
 mod memfit;
 mod names;
+mod prefixes;
 mod query;
 mod reader;
 mod scan;

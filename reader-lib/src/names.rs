@@ -186,20 +186,10 @@ impl View {
         Ok(None)
     }
 
-    /// Calls `f` for every entry of namespace `ns` written below the strings
-    /// end loaded now, in id order.
-    pub(crate) fn for_each_name<'v>(
-        &'v self,
-        ns: u8,
-        f: impl FnMut(NameRef<'v>) -> Result<(), ReadError>,
-    ) -> Result<(), ReadError> {
-        self.for_each_name_from(ns, PAGE as u64, f).map(drop)
-    }
-
-    /// [`for_each_name`](Self::for_each_name) from global offset `pos` (a
-    /// value this returned before, or the first entry's): the entries
-    /// written since. Returns where the next call starts (entries are only
-    /// ever added, at the strings end).
+    /// Calls `f` for every entry of namespace `ns` from global offset `pos`
+    /// (a value this returned before, or the first entry's, `PAGE`) up to
+    /// the strings end loaded now, in id order. Returns where the next call
+    /// starts (entries are only ever added, at the strings end).
     pub(crate) fn for_each_name_from<'v>(
         &'v self,
         ns: u8,

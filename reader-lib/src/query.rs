@@ -13,6 +13,7 @@ use crate::error::{Chain, ReadError};
 use crate::gate::Watermark;
 use crate::map::Mapped;
 use crate::names::NameRef;
+use crate::prefixes::{PrefixCache, PrefixIds};
 use crate::scan::{CellFilter, EntitySel};
 use crate::view::{Columns, View};
 use std::cell::OnceCell;
@@ -282,48 +283,13 @@ pub(crate) struct Work {
     pub(crate) cells: u64,
 }
 
-/// The entity ids an entity-prefix region matches in one view, kept by a
-/// subscription from refill to refill: names are only ever added (at the
-/// strings end, FORMAT.md), so a refill reads only the entries written
-/// since the last one, not every name of the store.
-#[derive(Debug, Default)]
-pub(crate) struct PrefixIds<'v> {
-    view: Option<&'v View>,
-    /// Where the next read of the strings starts.
-    pos: u64,
-    ids: Vec<u32>,
-    /// Entity names read so far (all views), for tests.
-    pub(crate) names_read: u64,
-}
-
-impl<'v> PrefixIds<'v> {
-    /// Brings the ids up to date with `view` (starting over for another view:
-    /// string ids belong to a generation).
-    fn refresh(&mut self, view: &'v View, region: &Region) -> Result<&[u32], ReadError> {
-        if !self.view.is_some_and(|v| std::ptr::eq(v, view)) {
-            self.view = Some(view);
-            self.pos = weir_protocol::index::PAGE as u64;
-            self.ids.clear();
-        }
-        let (ids, read) = (&mut self.ids, &mut self.names_read);
-        self.pos = view.for_each_name_from(NS_ENTITY, self.pos, |n| {
-            *read += 1;
-            if std::str::from_utf8(n.name).is_ok_and(|s| region.entity_matches(s)) {
-                ids.push(n.id);
-            }
-            Ok(())
-        })?;
-        Ok(&self.ids)
-    }
-}
-
 /// Resolves `region`; `None` when a name it needs does not exist (empty answer).
 pub(crate) fn plan(view: &View, region: &Region) -> Result<Option<Plan>, ReadError> {
     plan_with(view, region, None)
 }
 
 /// [`plan`], with the ids of an entity-prefix region taken from `known`
-/// (brought up to date) instead of a walk over every name.
+/// (brought up to date) instead of the view's cache.
 pub(crate) fn plan_with<'v>(
     view: &'v View,
     region: &Region,
@@ -354,12 +320,11 @@ pub(crate) fn plan_with<'v>(
                         add(view.string(id, NS_ENTITY)?);
                     }
                 }
-                None => view.for_each_name(NS_ENTITY, |n| {
-                    if std::str::from_utf8(n.name).is_ok_and(|s| region.entity_matches(s)) {
-                        add(n);
+                None => {
+                    for id in PrefixCache::ids(&view.prefixes, view, region)? {
+                        add(view.string(id, NS_ENTITY)?);
                     }
-                    Ok(())
-                })?,
+                }
             }
             if ids.is_empty() {
                 return Ok(None);

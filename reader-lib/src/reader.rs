@@ -7,6 +7,7 @@ use crate::error::{AttachError, ReadError};
 use crate::gate::Watermark;
 use crate::lazy::LazyTable;
 use crate::located;
+use crate::prefixes::{PrefixCache, PrefixIds};
 use crate::query;
 use crate::view::View;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ const REPLACED_CHECK_MS: u64 = 100;
 /// once, answers from the mapped index and segments, and returns only
 /// events published below that watermark. Queries take no lock and make no
 /// syscall once the files they touch are mapped (each is mapped on first use).
+/// (An entity-prefix region's query takes its view's cache of matching ids,
+/// a mutex of this process, twice for a moment; never while reading the store.)
 ///
 /// A daemon restart is invisible: when the gate says it was superseded, the
 /// next query opens the new gate and switches to it once it validates; until
@@ -500,7 +503,7 @@ impl<'r> Snapshot<'r> {
         region: &Region,
         from: u64,
         limit: usize,
-        known: Option<&mut query::PrefixIds<'r>>,
+        known: Option<&mut PrefixIds<'r>>,
     ) -> Result<Vec<Entry<'r>>, ReadError> {
         let Some(plan) = query::plan_with(self.view, region, known)? else {
             return Ok(Vec::new());
@@ -524,6 +527,16 @@ impl<'r> Snapshot<'r> {
     fn add_work(&self, work: query::Work) {
         self.rows_walked.fetch_add(work.rows, Ordering::Relaxed);
         self.cells_scanned.fetch_add(work.cells, Ordering::Relaxed);
+    }
+
+    /// Entity names read to resolve entity-prefix regions by the plain
+    /// queries (and counts) of every snapshot of this one's daemon instance:
+    /// each reads only the names added since the last query of its prefix.
+    /// For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn prefix_names_read(&self) -> u64 {
+        PrefixCache::names_read(&self.view.prefixes)
     }
 
     /// Rows this snapshot's queries read through chains, and column cells

@@ -7,9 +7,10 @@ use crate::gate::{Gate, mismatch};
 use crate::lazy::LazyTable;
 use crate::map::{Dir, Mapped};
 use crate::memfit;
+use crate::prefixes::PrefixCache;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Mutex, OnceLock};
 use weir_protocol::index::{
     CHUNK_MAGIC, ChunkGeometry, FileHeader, HeaderError, INDEX_VERSION, KINDS_FILE_LEN,
     KINDS_MAGIC, META_MAGIC, META_NAMES_TABLE_OFF, META_STRINGS_END_OFF, NAMES_MAGIC, PAGE,
@@ -76,6 +77,8 @@ pub(crate) struct View {
     /// passed its checksum (entries never change, so once is enough).
     pub(crate) names_ok: LazyTable<Box<[AtomicU64]>>,
     names: LazyTable<NamesTable>,
+    /// The entity ids of the prefixes plain queries asked for last.
+    pub(crate) prefixes: Mutex<PrefixCache>,
 }
 
 impl View {
@@ -110,6 +113,7 @@ impl View {
                 MAX_STRINGS_FILES << (STRINGS_FILE_LOG2 - NAMES_OK_BLOCK_LOG2),
             ),
             names: LazyTable::new(MAX_NAMES_TABLES),
+            prefixes: Mutex::default(),
         })
     }
 

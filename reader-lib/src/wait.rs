@@ -5,7 +5,7 @@
 use crate::entry::Entry;
 use crate::error::ReadError;
 use crate::map::futex_wait;
-use crate::query::PrefixIds;
+use crate::prefixes::PrefixIds;
 use crate::reader::{Reader, Snapshot};
 use crate::view::View;
 use std::collections::VecDeque;
