@@ -6,18 +6,33 @@ use crate::view::View;
 use serde::de::DeserializeOwned;
 use std::cell::OnceCell;
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, ROW_BATCH_END, ROW_HAS_CAUSATION, Row};
-use weir_protocol::segment::{Decoded, FrameRef, decode_at};
+use weir_protocol::segment::{Decoded, FrameRef, decode_at, frame_flags};
 use weir_protocol::{EventId, EventKind};
 
 /// One visible event. Header fields come from the index row (already
-/// checked); `payload`, `prev_hash` and `event_hash` come from the frame in
-/// the mapped segment, CRC-checked on first use.
+/// checked) or, for a lookup by place, from the frame; `payload`,
+/// `prev_hash` and `event_hash` come from the frame in the mapped segment,
+/// CRC-checked on first use.
+///
+/// Small (it borrows the row or the frame instead of copying either), so
+/// that handing one back, or a `Vec` of them, copies a few words per event.
 pub struct Entry<'r> {
     view: &'r View,
-    row: Row,
+    head: Head<'r>,
     entity: &'r str,
     scope: &'r str,
-    frame: OnceCell<FrameRef<'r>>,
+}
+
+// An entry is handed back by value, often in a `Vec`: a few words, not a
+// copied row (224 bytes when it held one).
+const _: () = assert!(size_of::<Entry<'static>>() <= 112);
+
+/// Where an [`Entry`]'s header fields are read.
+enum Head<'r> {
+    /// The event's index row; its frame is read when first asked for.
+    Row(&'r Row, OnceCell<FrameRef<'r>>),
+    /// The event's frame, read (and CRC-checked) first.
+    Frame(FrameRef<'r>),
 }
 
 impl std::fmt::Debug for Entry<'_> {
@@ -35,7 +50,7 @@ impl std::fmt::Debug for Entry<'_> {
 
 impl<'r> Entry<'r> {
     /// Builds an entry from a checked, visible, non-tombstone row.
-    pub(crate) fn new(view: &'r View, row: Row) -> Result<Self, ReadError> {
+    pub(crate) fn new(view: &'r View, row: &'r Row) -> Result<Self, ReadError> {
         let entity = view.name(row.entity_id.get(), NS_ENTITY)?;
         let scope = view.name(row.scope_id.get(), NS_SCOPE)?;
         Ok(Self::with_names(view, row, entity, scope))
@@ -43,43 +58,51 @@ impl<'r> Entry<'r> {
 
     /// [`new`](Self::new) with the row's entity and scope names already
     /// looked up (by the caller, for these very ids).
-    pub(crate) fn with_names(view: &'r View, row: Row, entity: &'r str, scope: &'r str) -> Self {
-        Self {
-            view,
-            row,
-            entity,
-            scope,
-            frame: OnceCell::new(),
-        }
-    }
-
-    /// An entry whose frame was read (and CRC-checked) first: `row` holds
-    /// the frame's header fields, `entity` and `scope` its names.
-    pub(crate) fn with_frame(
+    pub(crate) fn with_names(
         view: &'r View,
-        row: Row,
+        row: &'r Row,
         entity: &'r str,
         scope: &'r str,
-        frame: FrameRef<'r>,
     ) -> Self {
         Self {
             view,
-            row,
+            head: Head::Row(row, OnceCell::new()),
             entity,
             scope,
-            frame: OnceCell::from(frame),
+        }
+    }
+
+    /// An entry whose frame was read (and CRC-checked) first, with no
+    /// index row: `entity` and `scope` are the frame's names, as text.
+    pub(crate) fn with_frame(
+        view: &'r View,
+        frame: FrameRef<'r>,
+        entity: &'r str,
+        scope: &'r str,
+    ) -> Self {
+        Self {
+            view,
+            head: Head::Frame(frame),
+            entity,
+            scope,
         }
     }
 
     /// Global sequence.
     #[must_use]
     pub fn sequence(&self) -> u64 {
-        self.row.sequence.get()
+        match &self.head {
+            Head::Row(r, _) => r.sequence.get(),
+            Head::Frame(f) => f.header.sequence.get(),
+        }
     }
     /// Event id.
     #[must_use]
     pub fn event_id(&self) -> EventId {
-        EventId(self.row.id())
+        match &self.head {
+            Head::Row(r, _) => EventId(r.id()),
+            Head::Frame(f) => EventId(f.header.event_id()),
+        }
     }
     /// Entity name.
     #[must_use]
@@ -94,42 +117,68 @@ impl<'r> Entry<'r> {
     /// Kind.
     #[must_use]
     pub fn kind(&self) -> EventKind {
-        EventKind(self.row.kind.get())
+        EventKind(match &self.head {
+            Head::Row(r, _) => r.kind.get(),
+            Head::Frame(f) => f.header.kind.get(),
+        })
     }
     /// Per-entity clock (0 for an entity's first event).
     #[must_use]
     pub fn clock(&self) -> u32 {
-        self.row.clock.get()
+        match &self.head {
+            Head::Row(r, _) => r.clock.get(),
+            Head::Frame(f) => f.header.clock.get(),
+        }
     }
     /// Wall time, ms since the Unix epoch.
     #[must_use]
     pub fn wall_ms(&self) -> u64 {
-        self.row.wall_ms.get()
+        match &self.head {
+            Head::Row(r, _) => r.wall_ms.get(),
+            Head::Frame(f) => f.header.wall_ms.get(),
+        }
     }
     /// Correlation id.
     #[must_use]
     pub fn correlation_id(&self) -> EventId {
-        EventId(u128::from_le_bytes(self.row.correlation_id))
+        EventId(u128::from_le_bytes(match &self.head {
+            Head::Row(r, _) => r.correlation_id,
+            Head::Frame(f) => f.header.correlation_id,
+        }))
     }
     /// Causation id, if the event has one.
     #[must_use]
     pub fn causation_id(&self) -> Option<EventId> {
-        (self.row.flags.get() & ROW_HAS_CAUSATION != 0)
-            .then(|| EventId(u128::from_le_bytes(self.row.causation_id)))
+        let (has, id) = match &self.head {
+            Head::Row(r, _) => (r.flags.get() & ROW_HAS_CAUSATION != 0, r.causation_id),
+            Head::Frame(f) => (
+                f.header.flags & frame_flags::HAS_CAUSATION != 0,
+                f.header.causation_id,
+            ),
+        };
+        has.then(|| EventId(u128::from_le_bytes(id)))
     }
     /// Is this the last event of its batch?
     #[must_use]
     pub fn is_batch_end(&self) -> bool {
-        self.row.flags.get() & ROW_BATCH_END != 0
+        match &self.head {
+            Head::Row(r, _) => r.flags.get() & ROW_BATCH_END != 0,
+            Head::Frame(f) => f.header.flags & frame_flags::BATCH_END != 0,
+        }
     }
 
     /// The decoded frame, CRC-checked and matched against the row.
     pub fn frame(&self) -> Result<&FrameRef<'r>, ReadError> {
-        if let Some(f) = self.frame.get() {
-            return Ok(f);
+        match &self.head {
+            Head::Frame(f) => Ok(f),
+            Head::Row(row, cell) => {
+                if let Some(f) = cell.get() {
+                    return Ok(f);
+                }
+                let f = load_frame(self.view, row)?;
+                Ok(cell.get_or_init(|| f))
+            }
         }
-        let f = load_frame(self.view, &self.row)?;
-        Ok(self.frame.get_or_init(|| f))
     }
     /// The same entity's previous `event_hash` (zeros for its first event).
     pub fn prev_hash(&self) -> Result<[u8; 32], ReadError> {

@@ -20,12 +20,8 @@
 use crate::entry::Entry;
 use crate::gate::Watermark;
 use crate::view::{FRAME_PREFETCH_BYTES, View};
-use weir_protocol::index::{ROW_BATCH_END, ROW_HAS_CAUSATION, Row};
 use weir_protocol::locate::{locate, unpack_position};
-use weir_protocol::segment::{
-    Decoded, FRAME_HEADER_LEN, FrameRef, SEGMENT_HEADER_LEN, decode_at, frame_flags,
-};
-use zerocopy::FromZeros;
+use weir_protocol::segment::{Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, decode_at};
 
 /// Where a self-locating id of this store would have its frame:
 /// `(segment, offset)`; `None` if the gate has no key or `id` is no UUIDv7.
@@ -96,7 +92,7 @@ fn read_at<'r>(
     // SYNC: bytes below `published` (loaded with Acquire by the caller)
     // were written before it was stored, and are never written again.
     let bytes = map.published(0, limit)?;
-    let (Decoded::Event(frame), len) = decode_at(bytes, start, true).ok()? else {
+    let (Decoded::Event(frame), _) = decode_at(bytes, start, true).ok()? else {
         return None;
     };
     let h = frame.header;
@@ -109,8 +105,7 @@ fn read_at<'r>(
     }
     let text = |b| crate::map::ascii_str(b).or_else(|| std::str::from_utf8(b).ok());
     let (entity, scope) = (text(frame.entity)?, text(frame.scope)?);
-    let row = row_of(&frame, segment, offset, len)?;
-    Some(Entry::with_frame(view, row, entity, scope, frame))
+    Some(Entry::with_frame(view, frame, entity, scope))
 }
 
 /// Asks the CPU to fetch the start of the frame at `(segment, offset)`
@@ -119,30 +114,4 @@ fn read_at<'r>(
 /// of a located frame cost `get_many` a third of its speed).
 pub(crate) fn prefetch(view: &View, (segment, offset): (u64, u64)) {
     view.prefetch_frame_at(segment, offset, FRAME_PREFETCH_BYTES);
-}
-
-/// The header fields an [`Entry`] shows, as an index row would hold them
-/// (the row's links and string ids are not needed to show an event).
-fn row_of(frame: &FrameRef<'_>, segment: u64, offset: u64, len: usize) -> Option<Row> {
-    let h = frame.header;
-    let mut row = Row::new_zeroed();
-    row.event_id = h.event_id;
-    row.correlation_id = h.correlation_id;
-    row.causation_id = h.causation_id;
-    row.wall_ms = h.wall_ms;
-    row.sequence = h.sequence;
-    row.frame_offset = offset.into();
-    row.segment_id = u32::try_from(segment).ok()?.into();
-    row.frame_len = u32::try_from(len).ok()?.into();
-    row.clock = h.clock;
-    row.kind = h.kind;
-    let mut flags = 0;
-    if h.flags & frame_flags::HAS_CAUSATION != 0 {
-        flags |= ROW_HAS_CAUSATION;
-    }
-    if h.flags & frame_flags::BATCH_END != 0 {
-        flags |= ROW_BATCH_END;
-    }
-    row.flags = flags.into();
-    Some(row)
 }

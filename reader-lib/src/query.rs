@@ -72,13 +72,13 @@ pub(crate) enum Walk {
 
 /// Walks a chain from `head` (newest sequence + 1) down to `from`, calling
 /// `visit` newest first with each admitted row; `visit` returns `false` to stop.
-pub(crate) fn walk(
-    view: &View,
+pub(crate) fn walk<'v>(
+    view: &'v View,
     wm: &Watermark,
     key: Key,
     head: u64,
     from: u64,
-    mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
+    mut visit: impl FnMut(&'v Row) -> Result<bool, ReadError>,
 ) -> Result<Walk, ReadError> {
     let mut link = head;
     while link != 0 {
@@ -94,12 +94,12 @@ pub(crate) fn walk(
             Err(_) if !published => return Ok(Walk::Stale),
             Err(e) => return Err(e),
         };
-        let prev = key.prev(&row);
-        if !key.holds(&row) || prev > seq {
+        let prev = key.prev(row);
+        if !key.holds(row) || prev > seq {
             if !published {
                 return Ok(Walk::Stale);
             }
-            let what = if key.holds(&row) {
+            let what = if key.holds(row) {
                 "link does not point backwards"
             } else {
                 "row carries another key"
@@ -130,24 +130,24 @@ pub(crate) fn walk(
 /// Scans the columns over `[from, visible)` minus the cancelled ranges,
 /// calling `visit` in sequence order with each row `filter` admits; `visit`
 /// returns `false` to stop.
-pub(crate) fn scan(
-    view: &View,
+pub(crate) fn scan<'v>(
+    view: &'v View,
     wm: &Watermark,
     filter: &CellFilter,
     from: u64,
-    visit: impl FnMut(Row) -> Result<bool, ReadError>,
+    visit: impl FnMut(&'v Row) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     scan_to(view, wm, filter, from, wm.visible, visit).map(drop)
 }
 
 /// [`scan`] over `[from, min(to, visible))`; returns the cells it looked at.
-fn scan_to(
-    view: &View,
+fn scan_to<'v>(
+    view: &'v View,
     wm: &Watermark,
     filter: &CellFilter,
     from: u64,
     to: u64,
-    mut visit: impl FnMut(Row) -> Result<bool, ReadError>,
+    mut visit: impl FnMut(&'v Row) -> Result<bool, ReadError>,
 ) -> Result<u64, ReadError> {
     let mut cells = 0;
     chunk_windows(view, wm, from, to, |base, start, cols| {
@@ -170,7 +170,7 @@ fn scan_to(
                     what: "columns disagree with the row",
                 });
             }
-            if clock_ok(filter, &row) && !visit(row)? {
+            if clock_ok(filter, row) && !visit(row)? {
                 cells += (i + 1 - start) as u64;
                 return Ok(false);
             }
@@ -376,14 +376,14 @@ pub(crate) fn plan_with<'v>(
 /// average) walks the chains down to where it stopped. So a page costs at
 /// most about twice what the chains cost, and paging through a dense region
 /// costs about one scan of it, not a walk of its chains per page.
-pub(crate) fn select(
-    view: &View,
+pub(crate) fn select<'v>(
+    view: &'v View,
     wm: &Watermark,
     plan: &Plan,
     mut from: u64,
     limit: usize,
     work: &mut Work,
-) -> Result<Vec<Row>, ReadError> {
+) -> Result<Vec<&'v Row>, ReadError> {
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
@@ -409,7 +409,7 @@ pub(crate) fn select(
             if plan
                 .filter
                 .cell(row.kind.get(), row.scope_id.get(), row.entity_id.get())
-                && clock_ok(&plan.filter, &row)
+                && clock_ok(&plan.filter, row)
             {
                 found.push(row);
             }
@@ -448,12 +448,12 @@ pub(crate) fn count(
 }
 
 /// The entity's rows with sequence ≥ `from`, ascending.
-pub(crate) fn stream(
-    view: &View,
+pub(crate) fn stream<'v>(
+    view: &'v View,
     wm: &Watermark,
     entity: &str,
     from: u64,
-) -> Result<Vec<Row>, ReadError> {
+) -> Result<Vec<&'v Row>, ReadError> {
     let Some(name) = view.lookup(NS_ENTITY, entity.as_bytes())? else {
         return Ok(Vec::new());
     };
@@ -468,7 +468,7 @@ pub(crate) fn stream(
         // Start fetching the frame (payloads are usually read next): the
         // walk's next row is a dependent miss anyway, so the frames' misses
         // overlap it instead of following it.
-        view.prefetch_frame(&row);
+        view.prefetch_frame(row);
         out.push(row);
         Ok(true)
     })? == Walk::Stale
@@ -491,7 +491,11 @@ pub(crate) fn stream(
 }
 
 /// The entity's newest admitted row.
-pub(crate) fn latest(view: &View, wm: &Watermark, entity: &str) -> Result<Option<Row>, ReadError> {
+pub(crate) fn latest<'v>(
+    view: &'v View,
+    wm: &Watermark,
+    entity: &str,
+) -> Result<Option<&'v Row>, ReadError> {
     let Some(name) = view.lookup(NS_ENTITY, entity.as_bytes())? else {
         return Ok(None);
     };
@@ -676,12 +680,12 @@ pub(crate) fn warm<'v>(
 /// without probing the id table again. The same answer as `get`: `warm`
 /// named the row `get` would reach first. (The first checks below cannot
 /// fail for a hint from `warm`; they keep a wrong hint from answering.)
-pub(crate) fn get_warmed(
-    view: &View,
+pub(crate) fn get_warmed<'v>(
+    view: &'v View,
     wm: &Watermark,
     id: u128,
     seq: u64,
-) -> Result<Option<Row>, ReadError> {
+) -> Result<Option<&'v Row>, ReadError> {
     if id == 0 || seq >= wm.visible {
         return get(view, wm, id);
     }
@@ -694,7 +698,7 @@ pub(crate) fn get_warmed(
 
 /// The row of `seq` holding the id a lookup asked for, if the snapshot
 /// shows it: not in a cancelled range, not a tombstone.
-fn admitted(wm: &Watermark, seq: u64, row: Row) -> Option<Row> {
+fn admitted<'v>(wm: &Watermark, seq: u64, row: &'v Row) -> Option<&'v Row> {
     (wm.admits(seq) && !row.is_cancelled()).then_some(row)
 }
 
@@ -702,7 +706,11 @@ fn admitted(wm: &Watermark, seq: u64, row: Row) -> Option<Row> {
 const WARM_PROBES: usize = 4;
 
 /// The admitted row of event `id`, probing each chunk's id table newest first.
-pub(crate) fn get(view: &View, wm: &Watermark, id: u128) -> Result<Option<Row>, ReadError> {
+pub(crate) fn get<'v>(
+    view: &'v View,
+    wm: &Watermark,
+    id: u128,
+) -> Result<Option<&'v Row>, ReadError> {
     if wm.visible == 0 || id == 0 {
         return Ok(None);
     }

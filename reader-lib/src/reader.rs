@@ -370,7 +370,7 @@ impl<'r> Snapshot<'r> {
         self.wm.cancelled()
     }
 
-    fn entries(&self, rows: Vec<Row>) -> Result<Vec<Entry<'r>>, ReadError> {
+    fn entries(&self, rows: Vec<&'r Row>) -> Result<Vec<Entry<'r>>, ReadError> {
         // Neighbouring rows mostly share their coordinate (a stream always
         // shares the entity): names never change once written, so the last
         // pair looked up is reused while the ids match.
@@ -409,7 +409,7 @@ impl<'r> Snapshot<'r> {
                 // The frame is usually read next (payload, hashes): start
                 // fetching it now, so that its cache misses overlap the name
                 // lookups of `Entry::new`. (`get_many` has fetched it already.)
-                view.prefetch_frame(&r);
+                view.prefetch_frame(r);
                 Entry::new(view, r)
             })
             .transpose()

@@ -228,7 +228,7 @@ impl View {
     /// The row of `seq`, CRC- and self-checked. The caller has made the row
     /// immutable for itself: `seq < visible`, or reached through a head,
     /// slot or link it loaded with acquire ordering.
-    pub(crate) fn row(&self, seq: u64) -> Result<Row, ReadError> {
+    pub(crate) fn row(&self, seq: u64) -> Result<&Row, ReadError> {
         let (c, i) = self.geo.locate(seq);
         let chunk = self.chunk(c)?;
         let bytes =
@@ -238,7 +238,7 @@ impl View {
                     sequence: seq,
                     what: "row outside its chunk file",
                 })?;
-        let row = Row::read_from_bytes(bytes).map_err(|_| ReadError::CorruptRow {
+        let row = Row::ref_from_bytes(bytes).map_err(|_| ReadError::CorruptRow {
             sequence: seq,
             what: "short row",
         })?;
