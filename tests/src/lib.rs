@@ -51,6 +51,8 @@ pub struct Setup {
     pub socket: PathBuf,
     /// Extra TOML lines for the configuration file.
     pub toml: String,
+    /// RLIMIT_NOFILE (soft and hard) for the daemon; unset: inherited.
+    pub nofile: Option<u64>,
 }
 
 impl Setup {
@@ -60,7 +62,16 @@ impl Setup {
             data_dir: root.join("data"),
             socket: root.join("weir.sock"),
             toml: String::new(),
+            nofile: None,
         }
+    }
+
+    /// Starts the daemon with this open-file limit (soft and hard, so that it
+    /// cannot raise it).
+    #[must_use]
+    pub fn with_nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
     }
 
     /// Adds configuration lines.
@@ -80,7 +91,19 @@ impl Daemon {
         std::fs::write(&conf, &setup.toml)?;
         let log = root.join(format!("daemon-{}.log", unique()));
         let err = std::fs::File::create(&log)?;
-        let child = Command::new(weir_bin()?)
+        let mut cmd = Command::new(weir_bin()?);
+        if let Some(n) = setup.nofile {
+            // SAFETY: the closure runs in the forked child before exec and
+            // only makes one system call (setrlimit), which is
+            // async-signal-safe; it allocates nothing and takes no lock.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(&setup.data_dir)

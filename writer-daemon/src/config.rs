@@ -85,7 +85,12 @@ pub struct Config {
     pub max_frame_bytes: u32,
     /// Requests one connection may have in flight. Default: 1024.
     pub max_in_flight_per_connection: u32,
-    /// Most concurrent connections. Default: 4096.
+    /// Most concurrent connections. The daemon raises its soft open-file
+    /// limit to the hard one at start and serves at most
+    /// `(limit - 128) / 4` connections (each holds 4 descriptors; 128 stay
+    /// for the writer's files), with a warning at start when that is fewer;
+    /// connections beyond are refused with `Busy`. A limit that serves
+    /// none is refused at start. Default: 4096.
     pub max_connections: u32,
     /// A connection idle (or stuck mid-frame) this long is closed. Default: 300,000 ms.
     pub read_timeout_ms: u32,

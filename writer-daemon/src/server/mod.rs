@@ -40,6 +40,14 @@ use weir_protocol::wire::{ErrorCode, HelloReply, WireError, write_frame};
 const CONN_STACK: usize = 256 << 10;
 /// How long a stop waits for connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Descriptors a served connection holds: the reading thread's stream, the
+/// copy kept for draining, the frame reader's and the reply writer's.
+const FDS_PER_CONNECTION: u64 = 4;
+/// Descriptors kept for the writer and the rest of the daemon (about 30 in
+/// use while appending: segments, index chunk files being created,
+/// checkpoints, the metrics listener), whatever connections take: a file
+/// the writer cannot open fails a write and stops the writer.
+const FDS_RESERVED: u64 = 128;
 
 /// Why the daemon could not serve or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +69,22 @@ pub enum ServeError {
         path: PathBuf,
         /// The error.
         source: io::Error,
+    },
+    /// The open-file limit leaves no descriptor for a connection.
+    #[error(
+        "the open-file limit ({nofile}) leaves no room for connections: the daemon keeps \
+         {reserved} descriptors for its files and a connection takes {per_connection}; \
+         raise it (LimitNOFILE=, ulimit -n) to at least {need}"
+    )]
+    FileLimit {
+        /// RLIMIT_NOFILE in force.
+        nofile: u64,
+        /// Descriptors kept for the writer.
+        reserved: u64,
+        /// Descriptors per connection.
+        per_connection: u64,
+        /// The least limit that serves one connection.
+        need: u64,
     },
     /// Another process listens on the socket path.
     #[error("{path} is in use by a running process; stop it or choose another --socket")]
@@ -103,6 +127,8 @@ pub(crate) struct Hub {
     max_frame: u32,
     max_in_flight: usize,
     max_connections: usize,
+    /// `max-connections`, or fewer when the open-file limit is lower.
+    fd_bound: bool,
     timeout: Duration,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, UnixStream>>,
@@ -110,13 +136,14 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    fn new(store: Store) -> Self {
+    fn new(store: Store, max_connections: u64) -> Self {
         let c = store.config().clone();
         Self {
             policy: Policy::new(&c.allow_uids, &c.allow_gids),
             max_frame: c.max_frame_bytes,
             max_in_flight: c.max_in_flight_per_connection as usize,
-            max_connections: c.max_connections as usize,
+            max_connections: max_connections as usize,
+            fd_bound: max_connections < u64::from(c.max_connections),
             timeout: Duration::from_millis(c.read_timeout_ms.into()),
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
@@ -137,16 +164,21 @@ impl Hub {
             let mut conns = self.conns();
             if conns.len() >= self.max_connections {
                 drop(conns);
+                let why = if self.fd_bound {
+                    format!(
+                        "the daemon serves {} connections already, as many as its open-file \
+                         limit allows (LimitNOFILE=)",
+                        self.max_connections
+                    )
+                } else {
+                    format!(
+                        "the daemon serves max-connections = {} already",
+                        self.max_connections
+                    )
+                };
                 refuse(
                     stream,
-                    WireError::new(
-                        ErrorCode::Busy,
-                        format!(
-                            "the daemon serves max-connections = {} already",
-                            self.max_connections
-                        ),
-                    )
-                    .with("retry_after_ms", 100),
+                    WireError::new(ErrorCode::Busy, why).with("retry_after_ms", 100),
                 );
                 self.store.shared().reject_code("TooManyConnections");
                 return;
@@ -238,11 +270,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let inherited =
         activation::inherited_listener().map_err(|source| ServeError::Activation { source })?;
     let nofile = listen::raise_nofile_limit();
-    if nofile > 0 && nofile < u64::from(config.max_connections) + 64 {
+    let max_connections = connection_limit(u64::from(config.max_connections), nofile)?;
+    if max_connections < u64::from(config.max_connections) {
         tracing::warn!(
             nofile,
             max_connections = config.max_connections,
-            "the open-file limit is below max-connections; raise LimitNOFILE"
+            serving = max_connections,
+            "the open-file limit serves fewer connections than max-connections; raise LimitNOFILE"
         );
     }
     let (mut signals, sig_tx) =
@@ -261,7 +295,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     notify::notify(&[NotifyState::Status("restoring the index")]);
     let store = Store::open(config)?;
-    let result = run(&store, &mut signals, inherited);
+    let result = run(&store, &mut signals, inherited, max_connections);
     let stopped = store
         .shutdown()
         .map_err(|cause| ServeError::Shutdown { cause });
@@ -277,10 +311,11 @@ fn run(
     store: &Store,
     signals: &mut UnixStream,
     inherited: Option<(std::os::unix::net::UnixListener, std::path::PathBuf)>,
+    max_connections: u64,
 ) -> Result<listen::Listening, ServeError> {
     let listening = listen::open(store.config(), inherited)?;
     listen::record_path(&store.config().data_dir, &listening.path)?;
-    let hub = Arc::new(Hub::new(store.clone()));
+    let hub = Arc::new(Hub::new(store.clone(), max_connections));
     let r = store.restore_report();
     let status = format!(
         "serving on {} ({} events restored via {})",
@@ -294,6 +329,7 @@ fn run(
         socket = %listening.path.display(),
         data_dir = %data_dir.display(),
         sync = ?config.sync,
+        max_connections,
         "ready"
     );
     notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -362,6 +398,25 @@ fn accept_loop(
     }
 }
 
+/// The connections served at once: `max-connections`, or fewer when the
+/// open-file limit (`nofile`, 0 if unknown) would leave the writer less than
+/// [`FDS_RESERVED`] descriptors. Refuses a limit that serves none.
+fn connection_limit(max_connections: u64, nofile: u64) -> Result<u64, ServeError> {
+    if nofile == 0 {
+        return Ok(max_connections);
+    }
+    let fit = nofile.saturating_sub(FDS_RESERVED) / FDS_PER_CONNECTION;
+    if fit == 0 {
+        return Err(ServeError::FileLimit {
+            nofile,
+            reserved: FDS_RESERVED,
+            per_connection: FDS_PER_CONNECTION,
+            need: FDS_RESERVED + FDS_PER_CONNECTION,
+        });
+    }
+    Ok(max_connections.min(fit))
+}
+
 /// Removes the socket and the discovery file when we bound the socket. A
 /// socket systemd passed stays in place across restarts (clients queue on it
 /// until the next daemon accepts), so the discovery file naming it stays too.
@@ -373,4 +428,21 @@ fn cleanup(store: &Store, l: &listen::Listening) {
         tracing::warn!(socket = %l.path.display(), error = %e, "could not remove the socket file");
     }
     let _ = std::fs::remove_file(store.config().data_dir.join(SOCKET_FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_limit_bounds_the_connections() {
+        assert_eq!(connection_limit(4096, 65536).unwrap(), 4096);
+        assert_eq!(connection_limit(1000, 300).unwrap(), 43);
+        assert_eq!(connection_limit(1000, 0).unwrap(), 1000);
+        assert!(matches!(
+            connection_limit(1000, 131),
+            Err(ServeError::FileLimit { need: 132, .. })
+        ));
+        assert_eq!(connection_limit(1000, 132).unwrap(), 1);
+    }
 }
