@@ -69,7 +69,9 @@ pub struct Config {
     pub max_batch_bytes: u64,
     /// Most events the writer commits in one group (one sync). Default: 8192.
     pub group_commit_max_events: u32,
-    /// Requests that may wait for the writer before new ones get `Busy`. Default: 16,384.
+    /// Requests that may wait for the writer before new ones get `Busy`.
+    /// At most 1,048,576 (the queue's slots, 48 bytes each, are allocated at
+    /// start). Default: 16,384.
     pub writer_queue_capacity: u32,
     /// Idempotency keys remembered (oldest forgotten first); rebuilt from the log tail on start.
     /// A start that reuses the index files or a crash checkpoint reads back the keys the
@@ -267,8 +269,12 @@ impl Config {
         if self.group_commit_max_events == 0 {
             return Err(bad("group-commit-max-events", 0, "must be at least 1"));
         }
-        if self.writer_queue_capacity == 0 {
-            return Err(bad("writer-queue-capacity", 0, "must be at least 1"));
+        if self.writer_queue_capacity == 0 || self.writer_queue_capacity > WRITER_QUEUE_MAX {
+            return Err(bad(
+                "writer-queue-capacity",
+                self.writer_queue_capacity,
+                "must be between 1 and 1,048,576 (every slot is allocated at start)",
+            ));
         }
         if self.sync == SyncPolicy::EveryNEvents && self.sync_every_n_events == 0 {
             return Err(bad(
@@ -388,6 +394,9 @@ impl Config {
     }
 }
 
+/// The largest `writer-queue-capacity`: 48 MiB of slots.
+const WRITER_QUEUE_MAX: u32 = 1 << 20;
+
 /// The largest `idempotency-window`.
 const IDEMPOTENCY_WINDOW_MAX: u32 = 10_000_000;
 
@@ -483,6 +492,20 @@ mod tests {
                 "writer-queue-capacity",
                 Config {
                     writer_queue_capacity: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "writer-queue-capacity",
+                Config {
+                    writer_queue_capacity: 1_048_577,
+                    ..Config::default()
+                },
+            ),
+            (
+                "writer-queue-capacity",
+                Config {
+                    writer_queue_capacity: u32::MAX,
                     ..Config::default()
                 },
             ),
@@ -612,6 +635,15 @@ mod tests {
         assert!(fits(full).validate().is_ok());
         assert!(fits(full - 1).validate().is_err());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn the_largest_writer_queue_is_accepted() {
+        let c = Config {
+            writer_queue_capacity: 1 << 20,
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
     }
 
     #[test]
