@@ -1,5 +1,6 @@
 //! SIGTERM with appends in flight: exit code 0, the socket file is gone,
-//! and every acknowledged event is there after a restart.
+//! and every acknowledged event is there after a restart. SIGHUP (the
+//! terminal of a `weir serve &` closed) stops the daemon as cleanly.
 
 use anyhow::{Result, ensure};
 use nix::sys::signal::Signal;
@@ -49,5 +50,34 @@ fn sigterm_drains_and_keeps_every_acknowledged_event() -> Result<()> {
         let e = e.ok_or_else(|| anyhow::anyhow!("acknowledged event {id} lost"))?;
         ensure!(Some(e.sequence()) == l.seq && Some(hex(&e.event_hash()?)) == l.hash);
     }
+    Ok(())
+}
+
+#[test]
+fn sighup_stops_cleanly() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path());
+    let mut d = Daemon::start(&setup)?;
+    let at = weir::Coordinate::new("user:1", "s")?;
+    d.client()?.append(&at, weir::EventKind(0x1001), b"{}")?;
+    let status = d.signal_and_wait(Signal::SIGHUP, Duration::from_secs(15))?;
+    ensure!(
+        status.code() == Some(0),
+        "exit status {status}:\n{}",
+        d.log_text()
+    );
+    ensure!(!d.socket.exists(), "the socket file is still there");
+    ensure!(
+        !d.data_dir.join("socket").exists(),
+        "the discovery file is still there"
+    );
+    let again = Daemon::start(&setup)?;
+    let stats = again.client()?.stats()?;
+    ensure!(
+        stats.restore_path == "index-files" && stats.visible == 1,
+        "the start after SIGHUP restored via {} ({} visible)",
+        stats.restore_path,
+        stats.visible
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! they arrive) and a second writes its replies in request order. Peer
 //! credentials decide who may append; transactions are staged per
 //! connection (see `session`). [`serve`] runs the whole daemon lifecycle:
-//! restore, listen, `READY=1`, serve until SIGTERM/SIGINT, drain, stop.
+//! restore, listen, `READY=1`, serve until SIGTERM/SIGINT/SIGHUP, drain, stop.
 
 mod activation;
 mod auth;
@@ -261,7 +261,7 @@ fn refuse(mut stream: UnixStream, e: WireError) {
     let _ = write_frame(&mut stream, &HelloReply::Err(e));
 }
 
-/// Runs the daemon until SIGTERM or SIGINT, then stops it cleanly: no new
+/// Runs the daemon until SIGTERM, SIGINT or SIGHUP, then stops it cleanly: no new
 /// connections, requests already read are answered, the writer drains,
 /// syncs and writes its clean-stop checkpoint, the socket file goes away.
 pub fn serve(config: Config) -> Result<(), ServeError> {
@@ -281,7 +281,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     let (mut signals, sig_tx) =
         UnixStream::pair().map_err(|source| ServeError::Signals { source })?;
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    // SIGHUP too: a `weir serve &` whose terminal closes stops cleanly
+    // instead of dying like a crash. (No reload: nothing is re-read.)
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
         let tx = sig_tx
             .try_clone()
             .map_err(|source| ServeError::Signals { source })?;
