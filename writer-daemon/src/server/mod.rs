@@ -13,6 +13,7 @@ mod frames;
 mod listen;
 mod notify;
 mod peer_groups;
+mod precheck;
 mod replies;
 mod session;
 
@@ -295,9 +296,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             .map_err(|source| ServeError::Signals { source })?;
     }
     if inherited.is_none() {
-        // Before the store is opened (and a new one created): a path
-        // `bind` would refuse is better refused first.
+        // Before the store is opened (and a new one created, or a crashed
+        // one restored): a path `bind` would refuse is better refused first.
         config.validate_socket().map_err(OpenError::from)?;
+        precheck::socket_path(&config.socket_path(), &config.data_dir)?;
     }
     notify::notify(&[NotifyState::Status("restoring the index")]);
     let store = Store::open(config)?;
