@@ -43,7 +43,8 @@ pub struct Config {
     /// Data directory. Default: `./weir-data`.
     pub data_dir: PathBuf,
     /// Append socket path. Default: `weir.sock` inside `$RUNTIME_DIRECTORY`
-    /// when set (systemd), else inside the data directory.
+    /// when set (systemd), else inside the data directory. At most 107 bytes,
+    /// also once made absolute (clients connect to the absolute path).
     pub socket: Option<PathBuf>,
     /// Durability policy. Default: `always`.
     pub sync: SyncPolicy,
@@ -383,16 +384,37 @@ impl Config {
                 "must name a socket file; unset it for the default",
             ));
         }
-        if path.as_os_str().len() > 107 {
+        if path.as_os_str().len() > SOCKET_PATH_MAX {
             return Err(bad(
                 "socket",
                 path.display(),
                 "Unix socket paths are limited to 107 bytes: pass a shorter --socket",
             ));
         }
+        // Clients connect to the absolute path (`<data-dir>/socket` records
+        // it), so a relative path must fit once made absolute too.
+        if let Ok(absolute) = std::path::absolute(&path)
+            && absolute.as_os_str().len() > SOCKET_PATH_MAX
+        {
+            return Err(bad(
+                "socket",
+                path.display(),
+                format!(
+                    "its absolute path {} is {} bytes ({} as given) and Unix socket paths \
+                     are limited to 107 bytes: clients connect to the absolute path; pass a \
+                     shorter --socket, or start from a shorter working directory",
+                    absolute.display(),
+                    absolute.as_os_str().len(),
+                    path.as_os_str().len()
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
+const SOCKET_PATH_MAX: usize = 107;
 
 /// The largest `writer-queue-capacity`: 48 MiB of slots.
 const WRITER_QUEUE_MAX: u32 = 1 << 20;
@@ -635,6 +657,29 @@ mod tests {
         assert!(fits(full).validate().is_ok());
         assert!(fits(full - 1).validate().is_err());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_relative_socket_must_fit_once_made_absolute() {
+        // The test runs in the crate's directory, so this 100-byte relative
+        // path is longer than 107 bytes once absolute.
+        let rel = PathBuf::from(format!("{}.sock", "s".repeat(95)));
+        let c = Config {
+            socket: Some(rel.clone()),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "socket", "{err}");
+        let abs = std::path::absolute(&rel).unwrap().as_os_str().len();
+        assert!(
+            err.reason.contains(&format!("{abs} bytes (100 as given)")),
+            "{err}"
+        );
+        let short = Config {
+            socket: Some("s.sock".into()),
+            ..Config::default()
+        };
+        assert!(short.validate().is_ok());
     }
 
     #[test]
