@@ -39,6 +39,18 @@ fn print_config_shows_flags_over_env() {
 }
 
 #[test]
+fn print_config_refuses_an_empty_metrics_listen() {
+    let out = Command::new(WEIR)
+        .args(["serve", "--print-config", "--data-dir", "/flag/dir"])
+        .env("WEIR_METRICS_LISTEN", "")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("metrics-listen"), "{err}");
+}
+
+#[test]
 fn world_writable_data_dir_is_refused_visibly() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");

@@ -115,7 +115,8 @@ pub struct Config {
     /// `info`, `debug`, `trace`) or comma-separated `target=level`
     /// directives. Default: `info`.
     pub log_level: String,
-    /// Optional Prometheus text listener, e.g. `127.0.0.1:9464`. Default: off.
+    /// Optional Prometheus text listener, `ip:port` or `host:port`, e.g.
+    /// `127.0.0.1:9464`. Default: off.
     pub metrics_listen: Option<String>,
 }
 
@@ -366,6 +367,16 @@ impl Config {
                  target=level directives",
             ));
         }
+        if let Some(addr) = &self.metrics_listen
+            && !is_listen_address(addr)
+        {
+            return Err(bad(
+                "metrics-listen",
+                format!("{addr:?}"),
+                "must be an address and port to listen on (127.0.0.1:9464, [::1]:9464, \
+                 localhost:9464); unset it for no listener",
+            ));
+        }
         if self.socket.is_some() {
             self.validate_socket()?;
         }
@@ -421,6 +432,19 @@ const WRITER_QUEUE_MAX: u32 = 1 << 20;
 
 /// The largest `idempotency-window`.
 const IDEMPOTENCY_WINDOW_MAX: u32 = 10_000_000;
+
+/// `ip:port`, or `host:port` with a non-empty host name (resolved when the
+/// listener binds): what `TcpListener::bind` can take.
+fn is_listen_address(text: &str) -> bool {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(|c: char| c == ':' || c.is_whitespace())
+            && port.parse::<u16>().is_ok()
+    })
+}
 
 /// A level, or comma-separated `level` and `target=level` directives (the
 /// part of `RUST_LOG`'s syntax a configuration file needs; `RUST_LOG`
@@ -611,6 +635,27 @@ mod tests {
                 },
             ),
             (
+                "metrics-listen",
+                Config {
+                    metrics_listen: Some(String::new()),
+                    ..Config::default()
+                },
+            ),
+            (
+                "metrics-listen",
+                Config {
+                    metrics_listen: Some("127.0.0.1".into()),
+                    ..Config::default()
+                },
+            ),
+            (
+                "metrics-listen",
+                Config {
+                    metrics_listen: Some(":9464".into()),
+                    ..Config::default()
+                },
+            ),
+            (
                 "log-level",
                 Config {
                     log_level: "verbose".into(),
@@ -680,6 +725,17 @@ mod tests {
             ..Config::default()
         };
         assert!(short.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_addresses_are_accepted() {
+        for ok in ["127.0.0.1:9464", "[::1]:0", "localhost:9464", "0.0.0.0:80"] {
+            let c = Config {
+                metrics_listen: Some(ok.into()),
+                ..Config::default()
+            };
+            assert!(c.validate().is_ok(), "{ok}");
+        }
     }
 
     #[test]
