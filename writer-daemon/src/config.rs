@@ -102,7 +102,9 @@ pub struct Config {
     /// gids allowed to append, besides the daemon's own. Default: none.
     pub allow_gids: Vec<u32>,
     /// Socket file mode, in octal (`0o660`; a plain `660` is decimal in
-    /// TOML). World-writable modes are refused. Default: 0o660.
+    /// TOML). World-writable modes are refused, and so are modes without
+    /// owner write (u+w): connecting needs write permission, so the daemon's
+    /// own user could not append. Default: 0o660.
     pub socket_mode: u32,
     /// Least time between two crash checkpoints. A crash checkpoint is
     /// taken in the background when an index chunk of `2^chunk-rows-log2`
@@ -343,6 +345,14 @@ impl Config {
                 format!("{:#o}", self.socket_mode),
                 "must be a permission mode (at most 0o777, written in octal: 0o660) \
                  without world write (o+w)",
+            ));
+        }
+        if self.socket_mode & 0o200 == 0 {
+            return Err(bad(
+                "socket-mode",
+                format!("{:#o}", self.socket_mode),
+                "must let the owner write (u+w, as in 0o660): connecting to a Unix socket \
+                 needs write permission, so not even the daemon's own user could append",
             ));
         }
         if self.checkpoint_interval_ms < 100 {
@@ -603,6 +613,20 @@ mod tests {
                 "socket-mode",
                 Config {
                     socket_mode: 0o666,
+                    ..Config::default()
+                },
+            ),
+            (
+                "socket-mode",
+                Config {
+                    socket_mode: 0o440,
+                    ..Config::default()
+                },
+            ),
+            (
+                "socket-mode",
+                Config {
+                    socket_mode: 0o060,
                     ..Config::default()
                 },
             ),
