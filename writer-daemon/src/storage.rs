@@ -354,6 +354,11 @@ impl Storage for FileStorage {
             let _ = std::fs::remove_file(&tmp);
         })?;
         crate::gate::sync_dir(&self.dir)?;
+        // Appends go to the new segment from now on; the previous one may
+        // still be synced (a group that spans the rotation) or sealed. Older
+        // files are closed: a descriptor per segment of the store would run
+        // into the open-file limit (reopened by `file` if ever needed).
+        self.open.retain(|k, _| k.saturating_add(1) >= id);
         self.open.insert(id, Arc::new(f));
         Ok(())
     }
