@@ -90,8 +90,8 @@ pub struct Config {
     pub max_in_flight_per_connection: u32,
     /// Most concurrent connections. The daemon raises its soft open-file
     /// limit to the hard one at start and serves at most
-    /// `(limit - 128) / 4` connections (each holds 4 descriptors; 128 stay
-    /// for the writer's files), with a warning at start when that is fewer;
+    /// `limit - 128` connections (each holds one descriptor; 128 stay for
+    /// the writer's files), with a warning at start when that is fewer;
     /// connections beyond are refused with `Busy`. A limit that serves
     /// none is refused at start. Default: 4096.
     pub max_connections: u32,

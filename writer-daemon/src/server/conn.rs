@@ -22,7 +22,7 @@ const SLACK: usize = 64;
 const WRITER_STACK: usize = 64 << 10;
 
 /// Serves one connection to the end.
-pub(super) fn run(hub: &Arc<Hub>, stream: UnixStream) {
+pub(super) fn run(hub: &Arc<Hub>, stream: Arc<UnixStream>) {
     let peer = match auth::peer(&stream) {
         Ok(p) => p,
         Err(e) => {
@@ -36,23 +36,23 @@ pub(super) fn run(hub: &Arc<Hub>, stream: UnixStream) {
     }
 }
 
-fn serve(hub: &Arc<Hub>, mut stream: UnixStream, peer: Peer) -> std::io::Result<()> {
+fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result<()> {
     stream.set_write_timeout(Some(hub.timeout))?;
-    let mut reader = FrameReader::new(stream.try_clone()?, hub.max_frame, hub.timeout);
+    let mut reader = FrameReader::new(Arc::clone(&stream), hub.max_frame, hub.timeout);
     match hello(hub, &mut reader) {
-        Ok(Some(h)) => write_frame(&mut stream, &HelloReply::Ok(h))?,
+        Ok(Some(h)) => write_frame(&mut &*stream, &HelloReply::Ok(h))?,
         Ok(None) => return Ok(()),
         Err(e) => {
             tracing::debug!(pid = peer.pid, code = ?e.code, "hello refused");
             hub.store.shared().reject_code(&format!("{:?}", e.code));
-            return write_frame(&mut stream, &HelloReply::Err(e));
+            return write_frame(&mut &*stream, &HelloReply::Err(e));
         }
     }
     tracing::debug!(pid = peer.pid, uid = peer.uid, gid = peer.gid, "connected");
     let queue = Arc::new(ReplyQueue::new(hub.max_in_flight + SLACK));
     let writer = {
         let queue = Arc::clone(&queue);
-        let out = stream.try_clone()?;
+        let out = Arc::clone(&stream);
         std::thread::Builder::new()
             .name("weir-reply".into())
             .stack_size(WRITER_STACK)

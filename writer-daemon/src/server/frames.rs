@@ -7,6 +7,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Read buffer kept between frames.
@@ -40,7 +41,9 @@ pub(super) enum FrameError {
 
 /// Frames from one connection.
 pub(super) struct FrameReader {
-    stream: UnixStream,
+    /// The connection's socket, shared with its reply writer (one
+    /// descriptor per connection).
+    stream: Arc<UnixStream>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -53,7 +56,7 @@ pub(super) struct FrameReader {
 }
 
 impl FrameReader {
-    pub(super) fn new(stream: UnixStream, max: u32, timeout: Duration) -> Self {
+    pub(super) fn new(stream: Arc<UnixStream>, max: u32, timeout: Duration) -> Self {
         Self {
             stream,
             buf: vec![0; BUF],
@@ -122,7 +125,7 @@ impl FrameReader {
                 let to = (self.buf.len() * 2).min(self.start + need);
                 self.buf.resize(to, 0);
             }
-            match self.stream.read(&mut self.buf[self.end..]) {
+            match (&*self.stream).read(&mut self.buf[self.end..]) {
                 Ok(0) if got == 0 => return Err(FrameError::Eof),
                 Ok(0) => return Err(FrameError::Truncated { got }),
                 Ok(n) => {
@@ -175,7 +178,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         (
             a,
-            FrameReader::new(b, max, Duration::from_millis(timeout_ms)),
+            FrameReader::new(Arc::new(b), max, Duration::from_millis(timeout_ms)),
         )
     }
 

@@ -41,9 +41,9 @@ use weir_protocol::wire::{ErrorCode, HelloReply, WireError, write_frame};
 const CONN_STACK: usize = 256 << 10;
 /// How long a stop waits for connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
-/// Descriptors a served connection holds: the reading thread's stream, the
-/// copy kept for draining, the frame reader's and the reply writer's.
-const FDS_PER_CONNECTION: u64 = 4;
+/// Descriptors a served connection holds: its socket, which the reading
+/// thread, the reply writer and the drain share (never duplicated).
+const FDS_PER_CONNECTION: u64 = 1;
 /// Descriptors kept for the writer and the rest of the daemon (about 30 in
 /// use while appending: segments, index chunk files being created,
 /// checkpoints, the metrics listener), whatever connections take: a file
@@ -132,7 +132,7 @@ pub(crate) struct Hub {
     fd_bound: bool,
     timeout: Duration,
     next_id: AtomicU64,
-    conns: Mutex<HashMap<u64, UnixStream>>,
+    conns: Mutex<HashMap<u64, Arc<UnixStream>>>,
     gone: Condvar,
 }
 
@@ -153,13 +153,14 @@ impl Hub {
         }
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, UnixStream>> {
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<UnixStream>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts a thread for a new connection, or refuses it with a reason.
     fn accept(self: &Arc<Self>, stream: UnixStream) {
         let _ = stream.set_nonblocking(false);
+        let stream = Arc::new(stream);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut conns = self.conns();
@@ -178,24 +179,17 @@ impl Hub {
                     )
                 };
                 refuse(
-                    stream,
+                    &stream,
                     WireError::new(ErrorCode::Busy, why).with("retry_after_ms", 100),
                 );
                 self.store.shared().reject_code("TooManyConnections");
                 return;
             }
-            match stream.try_clone() {
-                Ok(c) => conns.insert(id, c),
-                Err(e) => {
-                    drop(conns);
-                    refuse(stream, busy(&e));
-                    return;
-                }
-            };
+            conns.insert(id, Arc::clone(&stream));
         }
         self.store.shared().connection(true);
         let hub = Arc::clone(self);
-        let keep = stream.try_clone();
+        let keep = Arc::clone(&stream);
         let spawned = std::thread::Builder::new()
             .name("weir-conn".into())
             .stack_size(CONN_STACK)
@@ -206,9 +200,7 @@ impl Hub {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start a connection thread");
             self.closed(id);
-            if let Ok(s) = keep {
-                refuse(s, busy(&e));
-            }
+            refuse(&keep, busy(&e));
         }
     }
 
@@ -257,9 +249,9 @@ fn busy(e: &io::Error) -> WireError {
 }
 
 /// Tells a connection we will not serve why, without waiting on it.
-fn refuse(mut stream: UnixStream, e: WireError) {
+fn refuse(stream: &UnixStream, e: WireError) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = write_frame(&mut stream, &HelloReply::Err(e));
+    let _ = write_frame(&mut &*stream, &HelloReply::Err(e));
 }
 
 /// Runs the daemon until SIGTERM, SIGINT or SIGHUP, then stops it cleanly: no new
@@ -445,12 +437,12 @@ mod tests {
     #[test]
     fn the_open_file_limit_bounds_the_connections() {
         assert_eq!(connection_limit(4096, 65536).unwrap(), 4096);
-        assert_eq!(connection_limit(1000, 300).unwrap(), 43);
+        assert_eq!(connection_limit(1000, 300).unwrap(), 172);
         assert_eq!(connection_limit(1000, 0).unwrap(), 1000);
         assert!(matches!(
-            connection_limit(1000, 131),
-            Err(ServeError::FileLimit { need: 132, .. })
+            connection_limit(1000, 128),
+            Err(ServeError::FileLimit { need: 129, .. })
         ));
-        assert_eq!(connection_limit(1000, 132).unwrap(), 1);
+        assert_eq!(connection_limit(1000, 129).unwrap(), 1);
     }
 }

@@ -206,7 +206,7 @@ fn gone() -> WireError {
 /// Writes replies until the reader finishes and all are written, or the
 /// peer stops taking them. On failure the socket is shut down so that the
 /// reader wakes up too.
-pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
+pub(super) fn write_loop(queue: &ReplyQueue, stream: Arc<UnixStream>) {
     let mut out = Vec::with_capacity(8 << 10);
     let mut failed = false;
     'outer: while let Some(batch) = queue.take() {
@@ -218,7 +218,7 @@ pub(super) fn write_loop(queue: &ReplyQueue, mut stream: UnixStream) {
                 break 'outer;
             }
         }
-        let ok = stream.write_all(&out).is_ok();
+        let ok = (&*stream).write_all(&out).is_ok();
         out.clear();
         queue.written(n);
         if !ok {
@@ -261,7 +261,11 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let q = Arc::new(ReplyQueue::new(cap));
         let q2 = Arc::clone(&q);
-        (q, b, std::thread::spawn(move || write_loop(&q2, a)))
+        (
+            q,
+            b,
+            std::thread::spawn(move || write_loop(&q2, Arc::new(a))),
+        )
     }
 
     #[test]
