@@ -53,6 +53,8 @@ pub struct Setup {
     pub toml: String,
     /// RLIMIT_NOFILE (soft and hard) for the daemon; unset: inherited.
     pub nofile: Option<u64>,
+    /// The daemon's umask (unset: this process's).
+    pub umask: Option<u32>,
 }
 
 impl Setup {
@@ -63,6 +65,7 @@ impl Setup {
             socket: root.join("weir.sock"),
             toml: String::new(),
             nofile: None,
+            umask: None,
         }
     }
 
@@ -71,6 +74,13 @@ impl Setup {
     #[must_use]
     pub fn with_nofile(mut self, n: u64) -> Self {
         self.nofile = Some(n);
+        self
+    }
+
+    /// Runs the daemon under `umask` (e.g. 0 for `umask 000`).
+    #[must_use]
+    pub fn with_umask(mut self, umask: u32) -> Self {
+        self.umask = Some(umask);
         self
     }
 
@@ -100,6 +110,17 @@ impl Daemon {
                 std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
                         .map_err(std::io::Error::from)
+                });
+            }
+        }
+        if let Some(mask) = setup.umask {
+            let mask = nix::sys::stat::Mode::from_bits_truncate(mask);
+            // SAFETY: umask(2) is async-signal-safe and allocates nothing, so
+            // it may run between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    nix::sys::stat::umask(mask);
+                    Ok(())
                 });
             }
         }

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod index;
 pub mod lock;
 mod mapped;
+mod modes;
 pub mod namekey;
 pub mod proof;
 pub mod restore;

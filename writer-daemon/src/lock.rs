@@ -3,7 +3,7 @@
 
 use crate::error::OpenError;
 use nix::fcntl::{Flock, FlockArg};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
@@ -17,7 +17,7 @@ impl DirLock {
     /// Takes the lock or fails at once with [`OpenError::Locked`].
     pub fn acquire(data_dir: &Path) -> Result<Self, OpenError> {
         let path = data_dir.join("LOCK");
-        let file = OpenOptions::new()
+        let file = crate::modes::options()
             .read(true)
             .write(true)
             .create(true)

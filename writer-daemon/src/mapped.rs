@@ -23,7 +23,7 @@ impl MappedFile {
     /// is removed (it holds nothing yet): a partial reservation on a full
     /// disk would hold the last free blocks.
     pub fn create(path: &Path, len: usize) -> io::Result<Self> {
-        let file = OpenOptions::new()
+        let file = crate::modes::options()
             .read(true)
             .write(true)
             .create_new(true)

@@ -124,7 +124,11 @@ pub(crate) fn entry_at(e: &[u8]) -> (u128, Receipt) {
 pub(crate) fn write_synced(path: &std::path::Path, buf: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::modes::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         std::io::Write::write_all(&mut f, buf)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -151,7 +155,7 @@ pub fn window_file_len(cap: usize) -> u64 {
 /// could not save it would cost the next start its index files. A failed
 /// reservation gives back what it allocated.
 pub fn reserve_window(path: &std::path::Path, cap: usize) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new()
+    let f = crate::modes::options()
         .write(true)
         .create(true)
         .truncate(false)
@@ -185,7 +189,7 @@ pub fn save_window(path: &std::path::Path, w: &IdemWindow) -> std::io::Result<()
     }
     let crc = weir_protocol::crc32(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
-    let f = std::fs::OpenOptions::new()
+    let f = crate::modes::options()
         .write(true)
         .create(true)
         .truncate(false)

@@ -170,7 +170,7 @@ impl FileStorage {
     /// Uses (and creates) `segments/` under `data_dir`.
     pub fn new(data_dir: &Path) -> io::Result<Self> {
         let dir = data_dir.join("segments");
-        std::fs::create_dir_all(&dir)?;
+        crate::modes::create_dir_all(&dir)?;
         // Leftovers of a preparation that a crash interrupted.
         for e in std::fs::read_dir(&dir)? {
             let p = e?.path();
@@ -257,7 +257,10 @@ const FILL_CHUNK: usize = 2 << 20;
 /// removes its file: on a full disk the part written would hold the last
 /// free blocks (which the index needs to grow).
 fn zero_fill(path: &Path, len: u64, zero_up_to: u64) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = crate::modes::options()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     let filled = write_zeros(&mut f, len.min(zero_up_to))
         .and_then(|()| {
             if len > zero_up_to {
@@ -338,7 +341,10 @@ impl Storage for FileStorage {
                     if let Some(p) = other {
                         let _ = std::fs::remove_file(p);
                     }
-                    let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                    let f = crate::modes::options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)?;
                     nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
                 }
             }

@@ -188,7 +188,7 @@ impl Store {
                 "not a directory",
             )));
         }
-        std::fs::create_dir_all(dir).map_err(OpenError::io(dir))?;
+        crate::modes::create_dir_all(dir).map_err(OpenError::io(dir))?;
         refuse_world_writable(dir)?;
         let lock = DirLock::acquire(dir)?;
         // Before restore: a damaged file stops the start before anything changes.

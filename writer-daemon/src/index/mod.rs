@@ -179,7 +179,7 @@ impl IndexWriter {
             // A half-built generation from a start that died: never published.
             std::fs::remove_dir_all(&dir)?;
         }
-        std::fs::create_dir_all(&dir)?;
+        crate::modes::create_dir_all(&dir)?;
         // The new directory's name must outlive a power loss once the gate
         // names this generation (its crash checkpoint lives in it).
         if let Some(parent) = dir.parent() {

@@ -43,7 +43,7 @@ pub(super) fn open(
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(bind_err)?;
+        crate::modes::create_dir_all(parent).map_err(bind_err)?;
     }
     remove_stale(&path)?;
     let listener = UnixListener::bind(&path).map_err(bind_err)?;
@@ -94,7 +94,11 @@ pub(super) fn record_path(data_dir: &Path, socket: &Path) -> Result<(), ServeErr
     let tmp = data_dir.join("socket.tmp");
     let absolute = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
     let write = || -> io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::modes::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(absolute.as_os_str().as_encoded_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
