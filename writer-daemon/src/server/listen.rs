@@ -6,7 +6,7 @@ use super::ServeError;
 use crate::config::Config;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -46,14 +46,42 @@ pub(super) fn open(
         crate::modes::create_dir_all(parent).map_err(bind_err)?;
     }
     remove_stale(&path)?;
-    let listener = UnixListener::bind(&path).map_err(bind_err)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(config.socket_mode))
-        .map_err(bind_err)?;
+    let listener = bind_with_mode(&path, config.socket_mode).map_err(bind_err)?;
     Ok(Listening {
         listener,
         path,
         owned: true,
     })
+}
+
+/// Binds a socket that has `mode` from the moment `path` names it. bind(2)
+/// creates the file under the process umask, so a chmod after it left a
+/// window in which other users could connect (and keep that connection).
+/// Instead the socket is bound in a private 0700 directory beside `path`
+/// (same file system), its mode set there, and hard-linked to `path`; link,
+/// like bind, fails if `path` exists, so a live socket that appeared since
+/// [`remove_stale`] is never replaced (rename would replace it). The private
+/// name is at most 11 bytes longer than the socket's file name.
+fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let private = parent.join(format!(".wb{:x}", std::process::id()));
+    let tmp = private.join("s");
+    // A leftover of an earlier process with this pid that died right here.
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = (|| {
+        let listener = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::hard_link(&tmp, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Removes a socket file nobody listens on; refuses a live one or a file
@@ -149,5 +177,23 @@ mod tests {
             Err(ServeError::NotASocket { .. })
         ));
         assert!(path.exists());
+    }
+
+    #[test]
+    fn binding_over_a_live_socket_fails_and_leaves_it_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let live = UnixListener::bind(&path).unwrap();
+        let err = bind_with_mode(&path, 0o660).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        UnixStream::connect(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        drop(live);
+        std::fs::remove_file(&path).unwrap();
+        let _bound = bind_with_mode(&path, 0o640).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        UnixStream::connect(&path).unwrap();
     }
 }
