@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -261,21 +262,65 @@ fn serve(listener: &TcpListener, data_dir: PathBuf) {
         warned: false,
     }));
     let open = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming().flatten() {
-        let Some(slot) = Slot::take(&open) else {
-            tracing::debug!("metrics connection closed: too many open");
-            continue;
-        };
-        let scraper = Arc::clone(&scraper);
-        // A failed spawn drops the closure, and the slot with it.
-        let _ = std::thread::Builder::new()
-            .name("weir-metrics-conn".into())
-            .spawn(move || {
-                let _slot = slot;
-                if let Err(e) = answer(stream, &scraper) {
-                    tracing::debug!(error = %e, "metrics request failed");
+    accept_loop(
+        || listener.accept().map(|(s, _)| s),
+        |stream| {
+            let Some(slot) = Slot::take(&open) else {
+                tracing::debug!("metrics connection closed: too many open");
+                return ControlFlow::Continue(());
+            };
+            let scraper = Arc::clone(&scraper);
+            // A failed spawn drops the closure, and the slot with it.
+            let _ = std::thread::Builder::new()
+                .name("weir-metrics-conn".into())
+                .spawn(move || {
+                    let _slot = slot;
+                    if let Err(e) = answer(stream, &scraper) {
+                        tracing::debug!(error = %e, "metrics request failed");
+                    }
+                });
+            ControlFlow::Continue(())
+        },
+        std::thread::sleep,
+    );
+}
+
+/// How long accepting pauses after a failure other than an interrupted call
+/// or an aborted connection (EMFILE, ENFILE, ENOBUFS, ENOMEM): retrying at
+/// once spins a core while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Hands what `accept` yields to `handle` until `handle` breaks (for the
+/// listener: never). A failed accept is logged once per run of failures and
+/// followed by `pause(ACCEPT_BACKOFF)`.
+fn accept_loop<S>(
+    mut accept: impl FnMut() -> std::io::Result<S>,
+    mut handle: impl FnMut(S) -> ControlFlow<()>,
+    mut pause: impl FnMut(Duration),
+) {
+    let mut failing = false;
+    loop {
+        match accept() {
+            Ok(stream) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("metrics listener accepting again");
                 }
-            });
+                if handle(stream).is_break() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                ) => {}
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "metrics listener cannot accept; retrying every 100 ms");
+                }
+                pause(ACCEPT_BACKOFF);
+            }
+        }
     }
 }
 
@@ -470,6 +515,25 @@ mod tests {
         let down = render(None, &local);
         assert!(down.contains("weir_up 0\n"), "{down}");
         assert!(down.contains("weir_checkpoint_watermark 2048\n"), "{down}");
+    }
+
+    #[test]
+    fn accept_failures_pause_instead_of_spinning() {
+        let mut results = (0..5)
+            .map(|_| Err(std::io::Error::from_raw_os_error(24))) // EMFILE
+            .chain([Err(std::io::ErrorKind::ConnectionAborted.into()), Ok(7)]);
+        let mut pauses = Vec::new();
+        let mut handled = Vec::new();
+        accept_loop(
+            || results.next().expect("accepted past the end"),
+            |s| {
+                handled.push(s);
+                ControlFlow::Break(())
+            },
+            |d| pauses.push(d),
+        );
+        assert_eq!(handled, [7]);
+        assert_eq!(pauses, [ACCEPT_BACKOFF; 5]);
     }
 
     /// A listener on a free port of a store nobody serves (scrapes get 503).
