@@ -36,18 +36,54 @@ impl Local {
         Ok(Self {
             visible: snap.visible(),
             events: snap.count(&Region::all())?,
-            segments: std::fs::read_dir(dir.join("segments")).map_or(0, |rd| {
-                rd.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
-                    .count() as u64
-            }),
-            index_bytes: weir_daemon::store::dir_bytes(&dir.join("index")),
+            segments: segment_files(dir),
+            index_bytes: index_bytes(dir),
             checkpoint_watermark: weir_daemon::checkpoint::watermark_in(
                 dir,
                 reader.status().generation,
             )
             .unwrap_or(0),
         })
+    }
+}
+
+/// Segment files in the store at `dir` (no reader needed).
+fn segment_files(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("segments")).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .count() as u64
+    })
+}
+
+/// Bytes of the index files of the store at `dir` (no reader needed).
+fn index_bytes(dir: &Path) -> u64 {
+    weir_daemon::store::dir_bytes(&dir.join("index"))
+}
+
+/// The local gauges of one exposition.
+#[derive(Debug, Clone)]
+pub enum LocalGauges {
+    /// Everything a reader sees.
+    Read(Local),
+    /// This process's reader could not open the store or count its events:
+    /// only what the directory shows, and no figure that would read as zero.
+    Unread {
+        /// Segment files.
+        segments: u64,
+        /// Bytes of index files.
+        index_bytes: u64,
+    },
+}
+
+impl LocalGauges {
+    /// The gauges that need no reader, of the store at `dir`.
+    #[must_use]
+    pub fn unread(dir: &Path) -> Self {
+        Self::Unread {
+            segments: segment_files(dir),
+            index_bytes: index_bytes(dir),
+        }
     }
 }
 
@@ -81,7 +117,7 @@ fn histogram(out: &mut String, name: &str, help: &str, buckets: &[(u64, u64)], d
 
 /// The exposition text; `stats` is `None` when the daemon is not running.
 #[must_use]
-pub fn render(stats: Option<&Stats>, local: &Local) -> String {
+pub fn render(stats: Option<&Stats>, local: &LocalGauges) -> String {
     let mut o = String::new();
     metric(
         &mut o,
@@ -90,41 +126,53 @@ pub fn render(stats: Option<&Stats>, local: &Local) -> String {
         "1 if the daemon answered.",
         u8::from(stats.is_some()),
     );
+    let (read, segments, index_bytes) = match local {
+        LocalGauges::Read(l) => (Some(l), l.segments, l.index_bytes),
+        LocalGauges::Unread {
+            segments,
+            index_bytes,
+        } => (None, *segments, *index_bytes),
+    };
     metric(
         &mut o,
-        "weir_visible_watermark",
+        "weir_local_metrics_up",
         "gauge",
-        "Sequences below this are published.",
-        local.visible,
+        "1 if this process's reader could read the store; 0: weir_visible_watermark, weir_events and weir_checkpoint_watermark are left out.",
+        u8::from(read.is_some()),
     );
-    metric(
-        &mut o,
-        "weir_events",
-        "gauge",
-        "Visible events in the store.",
-        local.events,
-    );
-    metric(
-        &mut o,
-        "weir_segments",
-        "gauge",
-        "Segment files.",
-        local.segments,
-    );
+    if let Some(l) = read {
+        metric(
+            &mut o,
+            "weir_visible_watermark",
+            "gauge",
+            "Sequences below this are published.",
+            l.visible,
+        );
+        metric(
+            &mut o,
+            "weir_events",
+            "gauge",
+            "Visible events in the store.",
+            l.events,
+        );
+    }
+    metric(&mut o, "weir_segments", "gauge", "Segment files.", segments);
     metric(
         &mut o,
         "weir_index_bytes",
         "gauge",
         "Bytes of index files.",
-        local.index_bytes,
+        index_bytes,
     );
-    metric(
-        &mut o,
-        "weir_checkpoint_watermark",
-        "gauge",
-        "The current index generation's crash checkpoint covers every sequence below this (0: none).",
-        local.checkpoint_watermark,
-    );
+    if let Some(l) = read {
+        metric(
+            &mut o,
+            "weir_checkpoint_watermark",
+            "gauge",
+            "The current index generation's crash checkpoint covers every sequence below this (0: none).",
+            l.checkpoint_watermark,
+        );
+    }
     let Some(s) = stats else {
         return o;
     };
@@ -379,13 +427,17 @@ impl Scraper {
                 Err(_) => None,
             };
         }
-        let local = self
-            .reader
-            .as_ref()
-            .and_then(|r| Local::read(r, &self.dir).ok())
-            .unwrap_or_default();
+        let local = local_gauges(self.reader.as_ref(), &self.dir);
         Some(render(Some(&stats), &local))
     }
+}
+
+/// The local gauges through `reader`; without one, or when it cannot count,
+/// only those that need none (a zero would read as an empty store).
+fn local_gauges(reader: Option<&Reader>, dir: &Path) -> LocalGauges {
+    reader
+        .and_then(|r| Local::read(r, dir).ok())
+        .map_or_else(|| LocalGauges::unread(dir), LocalGauges::Read)
 }
 
 /// How a request head ended.
@@ -485,10 +537,10 @@ mod tests {
             fsync_hist_us: vec![(50, 1), (100, 2), (u64::MAX, 1)],
             ..Stats::default()
         };
-        let local = Local {
+        let local = LocalGauges::Read(Local {
             checkpoint_watermark: 2048,
             ..Local::default()
-        };
+        });
         let text = render(Some(&s), &local);
         assert!(text.contains("weir_checkpoint_watermark 2048\n"), "{text}");
         assert!(text.contains("weir_writer_poisoned 0\n"), "{text}");
@@ -515,6 +567,31 @@ mod tests {
         let down = render(None, &local);
         assert!(down.contains("weir_up 0\n"), "{down}");
         assert!(down.contains("weir_checkpoint_watermark 2048\n"), "{down}");
+        assert!(text.contains("weir_local_metrics_up 1\n"), "{text}");
+    }
+
+    #[test]
+    fn gauges_a_reader_could_not_read_are_left_out_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+        std::fs::write(dir.path().join("segments/0000000000.seg"), b"").unwrap();
+        std::fs::create_dir_all(dir.path().join("index/gen-00000000")).unwrap();
+        std::fs::write(dir.path().join("index/gen-00000000/meta"), [0u8; 100]).unwrap();
+        let text = render(Some(&Stats::default()), &local_gauges(None, dir.path()));
+        assert!(text.contains("weir_up 1\n"), "{text}");
+        assert!(text.contains("weir_local_metrics_up 0\n"), "{text}");
+        assert!(text.contains("weir_segments 1\n"), "{text}");
+        assert!(text.contains("weir_index_bytes 100\n"), "{text}");
+        for gone in [
+            "weir_visible_watermark",
+            "weir_events",
+            "weir_checkpoint_watermark",
+        ] {
+            let sample = text
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(gone));
+            assert!(!sample, "{gone} in {text}");
+        }
     }
 
     #[test]

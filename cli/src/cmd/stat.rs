@@ -2,7 +2,7 @@
 //! when it runs.
 
 use super::common::DataDir;
-use crate::metrics::{self, Local};
+use crate::metrics::{self, Local, LocalGauges};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::io::Write;
@@ -47,7 +47,11 @@ pub fn run(args: StatArgs) -> Result<()> {
         .and_then(|mut c| c.stats().ok());
     let mut out = std::io::stdout().lock();
     if args.prometheus {
-        write!(out, "{}", metrics::render(stats.as_ref(), &local))?;
+        write!(
+            out,
+            "{}",
+            metrics::render(stats.as_ref(), &LocalGauges::Read(local.clone()))
+        )?;
         return Ok(());
     }
     let heartbeat_age_ms = now_ms().saturating_sub(status.heartbeat_ms);
