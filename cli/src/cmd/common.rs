@@ -63,23 +63,34 @@ impl DataDir {
     /// Connects to the daemon serving this directory.
     pub fn client(&self, retry_for: Duration) -> Result<Client> {
         let dir = self.existing()?;
-        let opts = ClientOptions::default()
-            .retry_for(retry_for)
-            .name(format!("weir-cli/{}", std::process::id()));
-        Client::connect_dir_with(&dir, opts).map_err(|e| not_running(&dir, &e))
+        connect(&dir, retry_for).map_err(|e| not_running(&dir, &e))
     }
 }
 
-/// Says "not running" when that is what the error means.
-fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
-    let gone = match e {
+/// Connects to the daemon serving `dir`, keeping the client's error.
+pub fn connect(dir: &std::path::Path, retry_for: Duration) -> Result<Client, ClientError> {
+    let opts = ClientOptions::default()
+        .retry_for(retry_for)
+        .name(format!("weir-cli/{}", std::process::id()));
+    Client::connect_dir_with(dir, opts)
+}
+
+/// Does `e` mean that no daemon serves the directory (no socket recorded,
+/// no socket file, or nothing listening on it)?
+pub fn means_not_running(e: &ClientError) -> bool {
+    match e {
         ClientError::Io { source, .. } => matches!(
             source.kind(),
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
         ),
         ClientError::Disconnected { .. } => true,
         _ => false,
-    };
+    }
+}
+
+/// Says "not running" when that is what the error means.
+fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
+    let gone = means_not_running(e);
     if let ClientError::NotAnswering { .. } = e {
         return anyhow!(
             "the daemon for {} is not answering ({e}); it runs but may be stopped, hung or overloaded",

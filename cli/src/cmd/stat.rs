@@ -1,13 +1,13 @@
 //! `weir stat`: the store as a reader sees it, plus the daemon's counters
 //! when it runs.
 
-use super::common::DataDir;
+use super::common::{DataDir, connect, means_not_running};
 use crate::metrics::{self, Local, LocalGauges};
 use anyhow::{Context, Result};
 use serde_json::json;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::time::Duration;
-use weir::{DaemonState, Stats};
+use weir::{ClientError, DaemonState, Stats};
 
 /// Arguments of `weir stat`.
 #[derive(Debug, clap::Args)]
@@ -39,12 +39,14 @@ pub fn run(args: StatArgs) -> Result<()> {
     let reader = args.dir.reader()?;
     let local = Local::read(&reader, &dir).context("cannot count the events")?;
     let status = reader.status();
-    // A daemon that does not answer within a moment counts as not running.
-    let stats: Option<Stats> = args
-        .dir
-        .client(Duration::from_millis(500))
-        .ok()
-        .and_then(|mut c| c.stats().ok());
+    // Nothing listening within a moment counts as not running; a socket
+    // that refuses this user or a daemon that fails the call does not.
+    let (stats, unreachable) =
+        match connect(&dir, Duration::from_millis(500)).and_then(|mut c| c.stats()) {
+            Ok(s) => (Some(s), None),
+            Err(e) if means_not_running(&e) => (None, None),
+            Err(e) => (None, Some(e)),
+        };
     let mut out = std::io::stdout().lock();
     if args.prometheus {
         write!(
@@ -58,7 +60,8 @@ pub fn run(args: StatArgs) -> Result<()> {
     if args.json {
         let mut v = json!({
             "data_dir": dir.display().to_string(),
-            "daemon_running": stats.is_some(),
+            // null: something is there, but it could not be asked (`daemon_error`).
+            "daemon_running": if unreachable.is_some() { None } else { Some(stats.is_some()) },
             "gate_state": state_name(status.state),
             "pid": status.pid,
             "instance": weir::EventId(status.instance).to_string(),
@@ -73,6 +76,9 @@ pub fn run(args: StatArgs) -> Result<()> {
         if let Some(s) = &stats {
             v["daemon"] = serde_json::to_value(daemon_json(s))?;
         }
+        if let Some(e) = &unreachable {
+            v["daemon_error"] = e.to_string().into();
+        }
         writeln!(out, "{v}")?;
         return Ok(());
     }
@@ -80,13 +86,14 @@ pub fn run(args: StatArgs) -> Result<()> {
         ("data dir", dir.display().to_string()),
         (
             "daemon",
-            match &stats {
-                Some(s) if s.writer_poisoned => format!(
+            match (&stats, &unreachable) {
+                (Some(s), _) if s.writer_poisoned => format!(
                     "running (pid {}) but REFUSING EVERY WRITE: a write or fsync failed (see its log); restart it",
                     status.pid
                 ),
-                Some(_) => format!("running (pid {})", status.pid),
-                None => format!(
+                (Some(_), _) => format!("running (pid {})", status.pid),
+                (None, Some(e)) => unreachable_row(e, &status, heartbeat_age_ms),
+                (None, None) => format!(
                     "not running (gate says {}, last heartbeat {} ago); daemon counters unavailable",
                     state_name(status.state),
                     age(heartbeat_age_ms)
@@ -150,6 +157,30 @@ pub fn run(args: StatArgs) -> Result<()> {
         writeln!(out, "{k:<w$}  {v}")?;
     }
     Ok(())
+}
+
+/// The daemon row when a socket is there but the call failed: the gate's
+/// word on whether it runs, and why it could not be asked.
+fn unreachable_row(e: &ClientError, status: &weir::Status, heartbeat_age_ms: u64) -> String {
+    let why = match e {
+        ClientError::Io { source, .. } if source.kind() == ErrorKind::PermissionDenied => {
+            format!("its socket refused this user ({e})")
+        }
+        _ => format!("cannot reach it ({e})"),
+    };
+    if status.state == DaemonState::Live {
+        format!(
+            "running (pid {}, last heartbeat {} ago), but {why}; daemon counters unavailable",
+            status.pid,
+            age(heartbeat_age_ms)
+        )
+    } else {
+        format!(
+            "unknown (gate says {}, last heartbeat {} ago): {why}; daemon counters unavailable",
+            state_name(status.state),
+            age(heartbeat_age_ms)
+        )
+    }
 }
 
 fn daemon_json(s: &Stats) -> serde_json::Value {
