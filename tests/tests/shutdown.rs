@@ -10,6 +10,23 @@ use weir_tests::{Daemon, Setup, collect, hex, spawn_client, temp_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weir-test-client");
 
+/// Sends `signal` and checks the stop was clean: exit code 0, the socket
+/// and the discovery file removed.
+fn stop_cleanly(d: &mut Daemon, signal: Signal) -> Result<()> {
+    let status = d.signal_and_wait(signal, Duration::from_secs(15))?;
+    ensure!(
+        status.code() == Some(0),
+        "exit status {status} after {signal}:\n{}",
+        d.log_text()
+    );
+    ensure!(!d.socket.exists(), "the socket file is still there");
+    ensure!(
+        !d.data_dir.join("socket").exists(),
+        "the discovery file is still there"
+    );
+    Ok(())
+}
+
 #[test]
 fn sigterm_drains_and_keeps_every_acknowledged_event() -> Result<()> {
     let root = temp_root()?;
@@ -20,17 +37,7 @@ fn sigterm_drains_and_keeps_every_acknowledged_event() -> Result<()> {
         .map(|c| spawn_client(BIN, &["append", &sock, &format!("w{c}"), "100000", "300"]))
         .collect::<Result<_>>()?;
     std::thread::sleep(Duration::from_millis(400));
-    let status = d.signal_and_wait(Signal::SIGTERM, Duration::from_secs(15))?;
-    ensure!(
-        status.code() == Some(0),
-        "exit status {status}:\n{}",
-        d.log_text()
-    );
-    ensure!(!d.socket.exists(), "the socket file is still there");
-    ensure!(
-        !d.data_dir.join("socket").exists(),
-        "the discovery file is still there"
-    );
+    stop_cleanly(&mut d, Signal::SIGTERM)?;
 
     let mut acked = Vec::new();
     for c in clients {
@@ -60,17 +67,7 @@ fn sighup_stops_cleanly() -> Result<()> {
     let mut d = Daemon::start(&setup)?;
     let at = weir::Coordinate::new("user:1", "s")?;
     d.client()?.append(&at, weir::EventKind(0x1001), b"{}")?;
-    let status = d.signal_and_wait(Signal::SIGHUP, Duration::from_secs(15))?;
-    ensure!(
-        status.code() == Some(0),
-        "exit status {status}:\n{}",
-        d.log_text()
-    );
-    ensure!(!d.socket.exists(), "the socket file is still there");
-    ensure!(
-        !d.data_dir.join("socket").exists(),
-        "the discovery file is still there"
-    );
+    stop_cleanly(&mut d, Signal::SIGHUP)?;
     let again = Daemon::start(&setup)?;
     let stats = again.client()?.stats()?;
     ensure!(
