@@ -70,7 +70,9 @@ pub struct AppendRequest {
     pub causation_id: Option<u128>,
     /// A retried append with the same key returns the first receipt and writes nothing;
     /// the key sent with another event (coordinate, kind, payload, causation, or ids it
-    /// names) is refused with `IdempotencyConflict`.
+    /// names) is refused with `IdempotencyConflict`, and so is a request of known keys
+    /// that is not the append they were stored by, whole and in order (another batch
+    /// shape).
     #[serde(default, with = "crate::bin128::opt")]
     pub idempotency_key: Option<u128>,
     /// Optimistic-concurrency condition on the entity.
@@ -230,8 +232,11 @@ pub enum ErrorCode {
     EmptyBatch,
     /// Expected version did not hold.
     VersionConflict,
-    /// Idempotency key reused for a different request: another batch shape,
-    /// or another event than the one the key first stored.
+    /// Idempotency key reused for a different request: another batch shape
+    /// (not the one append the keys were stored by, whole and in order; the
+    /// fields then name the event's `index`, its stored `sequence`, and
+    /// `batch_first`/`batch_len` of that append), or another event than the
+    /// one the key first stored.
     IdempotencyConflict,
     /// Event id already stored.
     DuplicateEventId,

@@ -160,17 +160,40 @@ pub enum AppendError {
         /// What the store holds (`none` or the last clock).
         found: String,
     },
-    /// An idempotency key was reused for a different request: another batch
-    /// shape, or another event (coordinate, kind, payload, causation, or the
-    /// event and correlation ids it names) than the key first stored; or
-    /// one request gave the key to two of its events (no receipt could
-    /// answer both).
+    /// An idempotency key was reused for a different request: another event
+    /// (coordinate, kind, payload, causation, or the event and correlation
+    /// ids it names) than the key first stored, or a request mixing known
+    /// and new keys; or one request gave the key to two of its events (no
+    /// receipt could answer both). A request of known keys in another batch
+    /// shape is [`AppendError::IdempotencyBatchMismatch`].
     #[error(
         "idempotency key {key:#034x} was already used by a different request, or by two events of this one"
     )]
     IdempotencyConflict {
         /// The key.
         key: u128,
+    },
+    /// Every idempotency key of the request is known, but its events are
+    /// not one earlier append, whole and in order (another batch shape): a
+    /// single event of a stored batch, a stored batch reordered or cut, or
+    /// events of several appends. A replay answers one append as it was
+    /// sent, so this is refused, with the wire code `IdempotencyConflict`.
+    #[error(
+        "idempotency key {key:#034x} of event {index} was first stored at sequence {sequence}{}: a retry must resend that append as it was sent (the same events, in order, in one request), not a request of {events} event(s)",
+        stored_batch(*batch)
+    )]
+    IdempotencyBatchMismatch {
+        /// Position in the request.
+        index: usize,
+        /// The key.
+        key: u128,
+        /// Where the key's event is stored.
+        sequence: u64,
+        /// The append that stored it: first sequence and events, `None`
+        /// when its frame cannot be read back.
+        batch: Option<(u64, u32)>,
+        /// Events in this request.
+        events: usize,
     },
     /// The event id is already stored (or given to an event of an earlier
     /// request), or an earlier event of this request has it too.
@@ -232,6 +255,16 @@ pub enum AppendError {
     },
 }
 
+/// The append an idempotency key's event was stored by, as
+/// `IdempotencyBatchMismatch` names it.
+fn stored_batch(batch: Option<(u64, u32)>) -> String {
+    match batch {
+        Some((_, 1)) => ", alone".to_owned(),
+        Some((first, len)) => format!(" by a batch of {len} events from sequence {first}"),
+        None => String::new(),
+    }
+}
+
 /// What an `Io` refusal cancelled: `start..end`, which a failure before any
 /// sequence was reserved leaves empty.
 fn cancelled(start: u64, end: u64) -> String {
@@ -253,7 +286,9 @@ impl AppendError {
             Self::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
             Self::EmptyBatch => ErrorCode::EmptyBatch,
             Self::VersionConflict { .. } => ErrorCode::VersionConflict,
-            Self::IdempotencyConflict { .. } => ErrorCode::IdempotencyConflict,
+            Self::IdempotencyConflict { .. } | Self::IdempotencyBatchMismatch { .. } => {
+                ErrorCode::IdempotencyConflict
+            }
             Self::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
             Self::InvalidEventId { .. } => ErrorCode::InvalidEventId,
             Self::Busy { .. } => ErrorCode::Busy,
@@ -296,6 +331,23 @@ impl AppendError {
                 .with("expected", expected)
                 .with("found", found),
             Self::IdempotencyConflict { key } => e.with("key", format!("{key:#034x}")),
+            Self::IdempotencyBatchMismatch {
+                index,
+                key,
+                sequence,
+                batch,
+                events,
+            } => {
+                let e = e
+                    .with("index", index)
+                    .with("key", format!("{key:#034x}"))
+                    .with("sequence", sequence)
+                    .with("events", events);
+                match batch {
+                    Some((first, len)) => e.with("batch_first", first).with("batch_len", len),
+                    None => e,
+                }
+            }
             Self::DuplicateEventId { index, id, earlier } => {
                 let e = e.with("index", index).with("event_id", id);
                 match earlier {

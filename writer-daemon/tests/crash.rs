@@ -35,7 +35,8 @@ fn script() -> Vec<Vec<AppendRequest>> {
 }
 
 struct Run {
-    acked: Vec<(AppendRequest, Receipt)>,
+    /// The acknowledged appends, as sent, with their receipts.
+    acked: Vec<(Vec<AppendRequest>, Vec<Receipt>)>,
     sim: SimStorage,
 }
 
@@ -51,7 +52,7 @@ fn run(dead_from: Option<u64>) -> (Run, u64) {
         match store.append_batch(batch.clone()) {
             Ok(receipts) => {
                 assert!(receipts.iter().all(|r| r.durable));
-                acked.extend(batch.into_iter().zip(receipts));
+                acked.push((batch, receipts));
             }
             Err(_) => break,
         }
@@ -64,36 +65,43 @@ fn run(dead_from: Option<u64>) -> (Run, u64) {
 }
 
 /// Recovers from `image` and checks every acknowledged event is there, once.
-fn check_recovery(image: BTreeMap<u64, Vec<u8>>, acked: &[(AppendRequest, Receipt)], what: &str) {
+/// (Each append is retried as it was sent: a retry replays one append.)
+fn check_recovery(
+    image: BTreeMap<u64, Vec<u8>>,
+    acked: &[(Vec<AppendRequest>, Vec<Receipt>)],
+    what: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store =
         Store::open_with_storage(config(dir.path()), Box::new(SimStorage::from_files(image)))
             .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
-    for (req, r) in acked {
+    for (reqs, receipts) in acked {
         let again = store
-            .append(req.clone())
+            .append_batch(reqs.clone())
             .unwrap_or_else(|e| panic!("{what}: retry failed: {e}"));
-        assert!(
-            again.replayed,
-            "{what}: acknowledged event {} was lost",
-            r.sequence
-        );
-        assert_eq!(
-            (
-                again.sequence,
-                again.event_id,
-                again.event_hash,
-                again.clock
-            ),
-            (r.sequence, r.event_id, r.event_hash, r.clock),
-            "{what}"
-        );
+        for (again, r) in again.iter().zip(receipts) {
+            assert!(
+                again.replayed,
+                "{what}: acknowledged event {} was lost",
+                r.sequence
+            );
+            assert_eq!(
+                (
+                    again.sequence,
+                    again.event_id,
+                    again.event_hash,
+                    again.clock
+                ),
+                (r.sequence, r.event_id, r.event_hash, r.clock),
+                "{what}"
+            );
+        }
     }
     // Chains continue: a new event for each entity links to a recovered head.
     let next = store.append(ev("user:0", 0x1001, b"after")).unwrap();
     assert!(!next.replayed);
     assert!(
-        next.sequence >= acked.len() as u64,
+        next.sequence >= acked.iter().map(|(r, _)| r.len() as u64).sum(),
         "{what}: sequence {} reused",
         next.sequence
     );

@@ -1,6 +1,6 @@
 //! Bad requests get typed errors naming the problem, and lose nothing stored.
 mod common;
-use common::{config, ev};
+use common::{config, ev, one_group_after_the_first};
 use weir_daemon::storage::SimStorage;
 use weir_daemon::{AppendError, OpenError, Store};
 use weir_protocol::ExpectedVersion;
@@ -111,13 +111,23 @@ fn a_retried_batch_is_compared_with_events_in_several_segments() {
         .unwrap()
         .count();
     assert!(segments >= 3, "the events fill {segments} segment(s)");
-    // Each retry names events of different segments, back and forth.
+    // Each request names events of different segments, back and forth. It
+    // is not one stored append, so it is refused for its shape; but only
+    // after every event was found to be the one its key stored: read from
+    // the wrong segment, an event would differ (`IdempotencyConflict`).
     for round in 0..10u128 {
         let keys: Vec<u128> = (0..8).map(|j| (round + j * 37) % 80).collect();
-        let again = s
-            .append_batch(keys.iter().map(|&k| req(k)).collect())
-            .unwrap_or_else(|e| panic!("retry of {keys:?}: {e:?}"));
-        for (&k, r) in keys.iter().zip(&again) {
+        let again = s.append_batch(keys.iter().map(|&k| req(k)).collect());
+        assert!(
+            matches!(
+                again,
+                Err(AppendError::IdempotencyBatchMismatch { index: 0, .. })
+            ),
+            "retry of {keys:?}: {again:?}"
+        );
+        // Each event alone is the append it repeats.
+        for &k in &keys {
+            let r = s.append(req(k)).unwrap();
             let f = &first[k as usize];
             assert!(r.replayed, "key {k} was written again");
             assert_eq!(
@@ -127,43 +137,13 @@ fn a_retried_batch_is_compared_with_events_in_several_segments() {
             );
         }
     }
-    // A retry that changed one event's payload is still a conflict.
+    // A retry that changed one event's payload is refused for it.
     let mut changed: Vec<_> = [3u128, 45, 77].iter().map(|&k| req(k)).collect();
     changed[2].payload[0] ^= 1;
     assert!(matches!(
         s.append_batch(changed).unwrap_err(),
         AppendError::IdempotencyConflict { key: 77 }
     ));
-}
-
-type Outcome = Result<Vec<weir_protocol::wire::Receipt>, AppendError>;
-
-/// Submits `cmds` so that all but the first share one group: the storage
-/// pauses inside the first command's sync while the others queue. Returns
-/// the outcomes in order.
-fn one_group_after_the_first(
-    s: &Store,
-    sim: &SimStorage,
-    cmds: Vec<Vec<AppendRequest>>,
-) -> Vec<Outcome> {
-    {
-        let mut st = sim.state.lock().unwrap();
-        st.pause_at = Some(st.ops + 2); // the first command's write (+1), sync (+2)
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let n = cmds.len();
-    for (i, cmd) in cmds.into_iter().enumerate() {
-        let t = tx.clone();
-        s.submit(cmd, Box::new(move |r| drop(t.send((i, r)))))
-            .unwrap();
-        if i == 0 {
-            sim.wait_paused();
-        }
-    }
-    sim.release();
-    let mut out: Vec<_> = (0..n).map(|_| rx.recv().unwrap()).collect();
-    out.sort_by_key(|r| r.0);
-    out.into_iter().map(|r| r.1).collect()
 }
 
 #[test]

@@ -357,15 +357,20 @@ pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), Appen
 
 impl Writer {
     /// Checks idempotency keys: all known → replay; some known → conflict;
-    /// a known key sent with another event → conflict. The flag says
-    /// whether any receipt came from this very group (then it shares the
-    /// group's fate: it is not durable, or even stored, yet).
+    /// a known key sent with another event → conflict. A replay must be
+    /// exactly one stored append, whole and in order (the same batch shape):
+    /// otherwise its receipts would come from several appends, or answer
+    /// part of one. The flag says whether any receipt came from this very
+    /// group (then it shares the group's fate: it is not durable, or even
+    /// stored, yet).
     pub(super) fn replay(
         &self,
         events: &[AppendRequest],
         g: &group::Group,
     ) -> Result<Option<(Vec<Receipt>, bool)>, AppendError> {
-        let mut receipts = Vec::new();
+        // Each known key's receipt, with the batch it was stored in
+        // (first sequence, events) when that can be read back.
+        let mut known: Vec<(Receipt, Option<(u64, u32)>)> = Vec::new();
         let mut from_group = false;
         let mut first_known = None;
         // The segment the last stored event was read from (see `with_event`).
@@ -375,12 +380,14 @@ impl Writer {
                 continue;
             };
             let same = if let Some(r) = self.idem.get(key) {
-                receipts.push(*r);
-                self.stored_event_is(&mut mapped, r.sequence, e)
+                let (same, batch) = self.stored_event_is(&mut mapped, r.sequence, e);
+                known.push((*r, batch));
+                same
             } else if let Some(&(r, cmd, event)) = g.keys.get(&key) {
                 from_group = true;
-                receipts.push(r);
-                let first = &g.staged[cmd].events[event];
+                let staged = &g.staged[cmd].events;
+                known.push((r, Some((r.sequence - event as u64, staged.len() as u32))));
+                let first = &staged[event];
                 asks_for(
                     e,
                     &Stored {
@@ -403,40 +410,44 @@ impl Writer {
         }
         match first_known {
             None => Ok(None),
-            Some(key) if receipts.len() < events.len() => {
+            Some(key) if known.len() < events.len() => {
                 Err(AppendError::IdempotencyConflict { key })
             }
-            Some(_) => Ok(Some((
-                receipts
-                    .into_iter()
-                    .map(|r| Receipt {
-                        replayed: true,
-                        ..r
-                    })
-                    .collect(),
-                from_group,
-            ))),
+            Some(_) => {
+                check_shape(events, &known)?;
+                Ok(Some((
+                    known
+                        .into_iter()
+                        .map(|(r, _)| Receipt {
+                            replayed: true,
+                            ..r
+                        })
+                        .collect(),
+                    from_group,
+                )))
+            }
         }
     }
 
-    /// Whether the stored event `seq` is what `e` asks for. When it cannot
-    /// be read back (a damaged file), the key's receipt stands, as it did
-    /// before retries were compared.
+    /// Whether the stored event `seq` is what `e` asks for, and the batch
+    /// it was stored in (first sequence, events). When it cannot be read
+    /// back (a damaged file), the key's receipt stands, as it did before
+    /// retries were compared, and the batch is unknown.
     fn stored_event_is(
         &self,
         mapped: &mut Option<(u64, SegmentBytes)>,
         seq: u64,
         e: &AppendRequest,
-    ) -> bool {
+    ) -> (bool, Option<(u64, u32)>) {
         let Some(row) = self.index.row(seq) else {
-            return true;
+            return (true, None);
         };
         let checked = self.log.with_event(
             mapped,
             u64::from(row.segment_id.get()),
             row.frame_offset.get(),
             |f| {
-                asks_for(
+                let same = asks_for(
                     e,
                     &Stored {
                         entity: f.entity,
@@ -447,14 +458,42 @@ impl Writer {
                         correlation_id: f.header.correlation_id(),
                         causation_id: f.header.causation_id(),
                     },
+                );
+                (
+                    same,
+                    Some((f.header.batch_first.get(), f.header.batch_len.get())),
                 )
             },
         );
         checked.unwrap_or_else(|err| {
             tracing::warn!(%err, seq, "cannot read back the event of a retried idempotency key; replaying its receipt");
-            true
+            (true, None)
         })
     }
+}
+
+/// A request whose keys are all known replays only if its events are one
+/// stored batch (or one event stored alone), whole and in order: event `i`
+/// at sequence `s + i` of the batch of `events.len()` events from `s`. A
+/// batch that cannot be read back is taken as the sequences show it.
+fn check_shape(
+    events: &[AppendRequest],
+    known: &[(Receipt, Option<(u64, u32)>)],
+) -> Result<(), AppendError> {
+    let first = known[0].0.sequence;
+    let shape = Some((first, events.len() as u32));
+    for (index, (e, (r, batch))) in events.iter().zip(known).enumerate() {
+        if r.sequence != first + index as u64 || batch.is_some_and(|b| Some(b) != shape) {
+            return Err(AppendError::IdempotencyBatchMismatch {
+                index,
+                key: e.idempotency_key.expect("every event is keyed"),
+                sequence: r.sequence,
+                batch: *batch,
+                events: events.len(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The event a key first stored, as a retry is compared with it.

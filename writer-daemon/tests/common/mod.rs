@@ -87,3 +87,34 @@ pub fn unchanged(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>) {
         .collect();
     assert!(changed.is_empty(), "a refused start changed {changed:?}");
 }
+
+/// What an append command was answered.
+pub type Outcome = Result<Vec<weir_protocol::wire::Receipt>, weir_daemon::AppendError>;
+
+/// Submits `cmds` so that all but the first share one group: the storage
+/// pauses inside the first command's sync while the others queue. Returns
+/// the outcomes in order.
+pub fn one_group_after_the_first(
+    s: &Store,
+    sim: &weir_daemon::storage::SimStorage,
+    cmds: Vec<Vec<AppendRequest>>,
+) -> Vec<Outcome> {
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.pause_at = Some(st.ops + 2); // the first command's write (+1), sync (+2)
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = cmds.len();
+    for (i, cmd) in cmds.into_iter().enumerate() {
+        let t = tx.clone();
+        s.submit(cmd, Box::new(move |r| drop(t.send((i, r)))))
+            .unwrap();
+        if i == 0 {
+            sim.wait_paused();
+        }
+    }
+    sim.release();
+    let mut out: Vec<_> = (0..n).map(|_| rx.recv().unwrap()).collect();
+    out.sort_by_key(|r| r.0);
+    out.into_iter().map(|r| r.1).collect()
+}
