@@ -263,6 +263,9 @@ pub enum ErrorCode {
     /// The writer stopped mid-request: the events may or may not be stored;
     /// retry with the same idempotency keys after a restart.
     OutcomeUnknown,
+    /// The entity's clock is at `u32::MAX`: it can take no more events
+    /// (fields `index`, `entity`). Older clients cannot decode this code.
+    EntityFull,
 }
 
 /// A typed error: a stable code, a sentence, structured fields.

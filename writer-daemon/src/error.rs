@@ -160,6 +160,19 @@ pub enum AppendError {
         /// What the store holds (`none` or the last clock).
         found: String,
     },
+    /// The entity's clock is at its last value (`u32::MAX`): no version is
+    /// left for another event of it. Every event of the entity is kept;
+    /// append to another entity.
+    #[error(
+        "event {index}: entity {entity:?} has reached its last version ({}): its clock cannot count another event",
+        u32::MAX
+    )]
+    EntityFull {
+        /// Position in the request.
+        index: usize,
+        /// The entity.
+        entity: String,
+    },
     /// An idempotency key was reused for a different request: another event
     /// (coordinate, kind, payload, causation, or the event and correlation
     /// ids it names) than the key first stored, or a request mixing known
@@ -286,6 +299,7 @@ impl AppendError {
             Self::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
             Self::EmptyBatch => ErrorCode::EmptyBatch,
             Self::VersionConflict { .. } => ErrorCode::VersionConflict,
+            Self::EntityFull { .. } => ErrorCode::EntityFull,
             Self::IdempotencyConflict { .. } | Self::IdempotencyBatchMismatch { .. } => {
                 ErrorCode::IdempotencyConflict
             }
@@ -330,6 +344,7 @@ impl AppendError {
                 .with("entity", entity)
                 .with("expected", expected)
                 .with("found", found),
+            Self::EntityFull { index, entity } => e.with("index", index).with("entity", entity),
             Self::IdempotencyConflict { key } => e.with("key", format!("{key:#034x}")),
             Self::IdempotencyBatchMismatch {
                 index,

@@ -429,6 +429,19 @@ impl Writer {
                     refused = Some((i + w, conflict(i + w, e, state)));
                     break 'windows;
                 }
+                // Checked before the event's id is noted, so a refusal here
+                // has nothing of this event to take back.
+                let Some(clock) = state.map_or(Some(0), |s| s.clock.checked_add(1)) else {
+                    let index = i + w;
+                    refused = Some((
+                        index,
+                        AppendError::EntityFull {
+                            index,
+                            entity: e.entity.clone(),
+                        },
+                    ));
+                    break 'windows;
+                };
                 // `g.ids` holds the client-chosen ids staged in this group,
                 // this command's earlier events included (taken back below
                 // if the command is refused).
@@ -476,7 +489,7 @@ impl Writer {
                 frame_at += frame_len(e.entity.len(), e.scope.len(), e.payload.len()) as u64;
                 links[w] = Link {
                     state,
-                    clock: state.map_or(0, |s| s.clock + 1),
+                    clock,
                     prev_hash: state.map_or([0; 32], |s| s.hash),
                     event_id,
                     correlation_id: e.correlation_id.unwrap_or(event_id),
