@@ -172,3 +172,33 @@ fn a_shape_refusal_names_the_stored_append_on_the_wire() {
         w.message
     );
 }
+
+#[test]
+fn a_batch_partly_forgotten_by_the_window_is_refused_and_wholly_forgotten_is_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(weir_daemon::Config {
+        idempotency_window: 3,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let batch = || vec![keyed("a", 1), keyed("b", 2)];
+    s.append_batch(batch()).unwrap();
+    s.append(keyed("c", 3)).unwrap();
+    s.append(keyed("d", 4)).unwrap();
+    // Key 1 has left the window, key 2 has not: the daemon can no longer
+    // show that the batch was stored whole, so the retry is refused.
+    assert!(matches!(
+        s.append_batch(batch()),
+        Err(AppendError::IdempotencyConflict { key: 2 })
+    ));
+    // Once both have left it, the batch is stored again.
+    s.append(keyed("e", 5)).unwrap();
+    let again = s.append_batch(batch()).unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|r| (r.sequence, r.replayed))
+            .collect::<Vec<_>>(),
+        [(5, false), (6, false)]
+    );
+}
