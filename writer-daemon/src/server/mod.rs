@@ -294,7 +294,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         precheck::socket_path(&config.socket_path(), &config.data_dir)?;
     }
     notify::notify(&[NotifyState::Status("restoring the index")]);
-    let store = Store::open(config)?;
+    let starting = notify::keep_starting();
+    let store = Store::open(config);
+    drop(starting);
+    let store = store?;
     let result = run(&store, &mut signals, inherited, max_connections);
     let stopped = store
         .shutdown()
