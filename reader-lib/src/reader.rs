@@ -103,6 +103,16 @@ pub struct Status {
 
 /// True on every 64th call on this thread: a counter in thread-local
 /// storage, no shared cache line written.
+/// [`Reader::get`] in `view`, at the gate's current watermark: a
+/// self-locating id needs no snapshot (one frame, checked against the
+/// watermark in place); anything else goes through the index.
+fn get_now(view: &View, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
+    if let Some(e) = located::get_now(view, id.0) {
+        return Ok(Some(e));
+    }
+    Snapshot::get_indexed(view, &view.gate.watermark(), id)
+}
+
 fn every_64th_call() -> bool {
     thread_local!(static CALLS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) });
     CALLS.with(|c| {
@@ -292,14 +302,36 @@ impl Reader {
     }
 
     /// The event with this id, if visible.
+    ///
+    /// On a stopped store a `get` that finds its event does not look for a
+    /// replaced store (that takes a `stat`; a loop of lookups makes no
+    /// syscall); one that finds nothing, or fails, does, at most every
+    /// 100 ms, and asks the new store if there is one.
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
-        // A self-locating id needs no snapshot: one frame, checked against
-        // the watermark in place. Anything else goes through the index.
-        let view = self.view();
-        if let Some(e) = located::get_now(view, id.0) {
-            return Ok(Some(e));
+        let i = self.current.load(Ordering::Acquire);
+        let view = self.view_for_get(i);
+        let found = get_now(view, id);
+        if matches!(found, Ok(Some(_))) || view.gate.state() != STATE_STOPPED {
+            return found;
         }
-        Snapshot::get_indexed(view, &view.gate.watermark(), id)
+        // A miss, or an error (a replaced store's files are gone).
+        let now = self.follow_replaced(i, view);
+        if std::ptr::eq(now, view) {
+            return found;
+        }
+        get_now(now, id)
+    }
+
+    /// [`view`](Self::view) without the replaced-store check of a stopped
+    /// gate, for [`get`](Self::get), which makes it only on a miss.
+    fn view_for_get(&self, i: u64) -> &View {
+        let Some(v) = self.views.get(i).or_else(|| self.views.get(0)) else {
+            unreachable!("slot 0 is filled by Reader::open")
+        };
+        if v.gate.state() == STATE_SUPERSEDED {
+            return self.reattach(i, v);
+        }
+        v
     }
     /// [`get`](Self::get) for each of `ids`, answers in the same order, all
     /// from one snapshot. Faster than `get` in a loop when the ids are spread

@@ -90,6 +90,36 @@ fn a_reader_never_mixes_a_replaced_store_with_its_own_and_follows_the_new_one() 
 }
 
 #[test]
+fn a_lookup_that_misses_on_a_stopped_store_follows_a_replaced_one() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let mut d = Daemon::start(&setup)?;
+    let old_ids = append_tagged(&d, "e", "old", 3)?;
+    let reader = Reader::open(&setup.data_dir)?;
+    ensure!(reader.get(old_ids[0])?.is_some());
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    std::fs::remove_dir_all(&setup.data_dir)?;
+    let d = Daemon::start(&setup)?;
+    let new_ids = append_tagged(&d, "e", "new", 3)?;
+    // Only lookups: a hit does not look for a replaced store (no syscall
+    // in a loop of lookups), a miss does, at most every 100 ms.
+    let until = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        if let Some(e) = reader.get(new_ids[2])? {
+            break String::from_utf8_lossy(e.payload()?).into_owned();
+        }
+        ensure!(
+            Instant::now() < until,
+            "lookups of the new store's event kept missing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ensure!(found == "new2", "{found}");
+    Ok(())
+}
+
+#[test]
 fn a_waiting_reader_follows_a_gate_replaced_behind_a_killed_daemon() -> Result<()> {
     // The killed daemon's gate still says "live", and the new daemon finds
     // no gate to mark superseded (it was deleted, as a fork of a copy does).
