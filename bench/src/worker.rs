@@ -349,6 +349,11 @@ pub const MARK_END: &str = "/weir-bench-loop-end";
 
 fn syscalls(ctx: &Ctx, n: u64, lookups: u64, warm_secs: f64) -> Result<()> {
     let mut r = peers::open_reader(ctx, n)?;
+    if ctx.peer == Peer::Weir {
+        // As for W3: the ids, shuffled, loaded before the loop, so that the
+        // loop is lookups by id only (finding event i's id is a query).
+        peers::weir_peer::preload_ids(ctx)?;
+    }
     let mut rng = Rng::new(0x5EED ^ mono_ns());
     // Warm-up: the first touches of the mapped files fault pages in (those
     // faults are not syscalls, but lazily opened files would be).
