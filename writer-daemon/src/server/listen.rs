@@ -87,32 +87,44 @@ fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
 /// Removes a socket file nobody listens on; refuses a live one or a file
 /// that is not a socket.
 fn remove_stale(path: &Path) -> Result<(), ServeError> {
+    if !stale_socket(path)? {
+        return Ok(());
+    }
+    tracing::info!(socket = %path.display(), "removing a stale socket file");
+    std::fs::remove_file(path).map_err(|source| ServeError::Bind {
+        path: path.into(),
+        source,
+    })
+}
+
+/// What is at the socket path: nothing (`false`; also when a parent is no
+/// directory, which the bind then reports), or a socket nobody listens on
+/// (`true`). Refuses a file that is not a socket and a socket a live
+/// process answers on.
+pub(super) fn stale_socket(path: &Path) -> Result<bool, ServeError> {
+    let bind = |source| ServeError::Bind {
+        path: path.into(),
+        source,
+    };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(ServeError::Bind {
-                path: path.into(),
-                source,
-            });
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(false);
         }
+        Err(e) => return Err(bind(e)),
     };
     if !meta.file_type().is_socket() {
         return Err(ServeError::NotASocket { path: path.into() });
     }
     match UnixStream::connect(path) {
         Ok(_) => Err(ServeError::SocketInUse { path: path.into() }),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "removing a stale socket file");
-            std::fs::remove_file(path).map_err(|source| ServeError::Bind {
-                path: path.into(),
-                source,
-            })
-        }
-        Err(source) => Err(ServeError::Bind {
-            path: path.into(),
-            source,
-        }),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(e) => Err(bind(e)),
     }
 }
 

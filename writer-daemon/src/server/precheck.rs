@@ -5,8 +5,6 @@
 use super::ServeError;
 use nix::unistd::{AccessFlags, access};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 /// Refuses a socket path that is not a socket, one a live process listens
@@ -18,24 +16,11 @@ pub(super) fn socket_path(path: &Path, data_dir: &Path) -> Result<(), ServeError
         path: path.into(),
         source,
     };
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(ServeError::NotASocket { path: path.into() });
-        }
-        Ok(_) => {
-            return match UnixStream::connect(path) {
-                Ok(_) => Err(ServeError::SocketInUse { path: path.into() }),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
-                Err(e) => Err(bind(e)),
-            };
-        }
-        // ENOTDIR: a parent is not a directory; the walk below says which.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) => {}
-        Err(e) => return Err(bind(e)),
+    // Not a socket, or a live one: refused as the bind would. A stale one
+    // passes (the bind replaces it); a missing one (ENOTDIR: a parent is not
+    // a directory) leaves the walk below to say which directory is wrong.
+    if super::listen::stale_socket(path)? {
+        return Ok(());
     }
     if path.parent() == Some(data_dir) {
         return Ok(());
