@@ -150,11 +150,7 @@ impl Reader {
     /// The current view: one atomic load, plus one for the gate's state.
     pub(crate) fn view(&self) -> &View {
         let i = self.current.load(Ordering::Acquire);
-        // Slot `i` was filled before `current` was set to `i` (Release in
-        // `reattach`), and slot 0 in `open`; `OnceLock::get` acquires it.
-        let Some(v) = self.views.get(i).or_else(|| self.views.get(0)) else {
-            unreachable!("slot 0 is filled by Reader::open")
-        };
+        let v = self.slot(i);
         match v.gate.state() {
             STATE_SUPERSEDED => self.reattach(i, v),
             // A daemon that starts marks the gate it replaces; a gate put in
@@ -165,6 +161,16 @@ impl Reader {
             STATE_STOPPED if every_64th_call() => self.follow_replaced(i, v),
             _ => v,
         }
+    }
+
+    /// The view in slot `i` (`current`, loaded with Acquire by the caller).
+    fn slot(&self, i: u64) -> &View {
+        // Slot `i` was filled before `current` was set to `i` (Release in
+        // `reattach`), and slot 0 in `open`; `OnceLock::get` acquires it.
+        let Some(v) = self.views.get(i).or_else(|| self.views.get(0)) else {
+            unreachable!("slot 0 is filled by Reader::open")
+        };
+        v
     }
 
     /// Re-attaches if the data directory's gate is another file than the
@@ -325,9 +331,7 @@ impl Reader {
     /// [`view`](Self::view) without the replaced-store check of a stopped
     /// gate, for [`get`](Self::get), which makes it only on a miss.
     fn view_for_get(&self, i: u64) -> &View {
-        let Some(v) = self.views.get(i).or_else(|| self.views.get(0)) else {
-            unreachable!("slot 0 is filled by Reader::open")
-        };
+        let v = self.slot(i);
         if v.gate.state() == STATE_SUPERSEDED {
             return self.reattach(i, v);
         }
