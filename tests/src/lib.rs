@@ -234,6 +234,11 @@ fn unique() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// A configuration of small files (4 MiB segments, 1,024-row index chunks)
+/// for tests that want several of each without writing much.
+pub const SMALL_STORE: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\n\
+                               max-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
+
 /// A temporary root whose permissions let other users traverse it.
 pub fn temp_root() -> Result<tempfile::TempDir> {
     let t = tempfile::Builder::new().prefix("weir-t").tempdir()?;

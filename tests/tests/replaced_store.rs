@@ -6,9 +6,7 @@
 use anyhow::{Result, ensure};
 use std::time::{Duration, Instant};
 use weir::{AppendRequest, EventId, Reader, Region};
-use weir_tests::{Daemon, Setup, temp_root};
-
-const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
+use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root};
 
 /// `n` events of `entity` with payloads `{tag}{i}`.
 fn append_tagged(d: &Daemon, entity: &str, tag: &str, n: usize) -> Result<Vec<EventId>> {
@@ -43,7 +41,7 @@ fn payloads(reader: &Reader) -> Result<Vec<String>> {
 #[test]
 fn a_reader_never_mixes_a_replaced_store_with_its_own_and_follows_the_new_one() -> Result<()> {
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
     let mut d = Daemon::start(&setup)?;
     append_tagged(&d, "e", "old", 5)?;
     // Maps the gate and the generation's `meta`, nothing else yet.
@@ -92,7 +90,7 @@ fn a_reader_never_mixes_a_replaced_store_with_its_own_and_follows_the_new_one() 
 #[test]
 fn a_lookup_that_misses_on_a_stopped_store_follows_a_replaced_one() -> Result<()> {
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
     let mut d = Daemon::start(&setup)?;
     let old_ids = append_tagged(&d, "e", "old", 3)?;
     let reader = Reader::open(&setup.data_dir)?;
@@ -124,7 +122,7 @@ fn a_waiting_reader_follows_a_gate_replaced_behind_a_killed_daemon() -> Result<(
     // The killed daemon's gate still says "live", and the new daemon finds
     // no gate to mark superseded (it was deleted, as a fork of a copy does).
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
     let mut d = Daemon::start(&setup)?;
     append(&d, "a", 5)?;
     let reader = Reader::open(&setup.data_dir)?;
@@ -161,7 +159,7 @@ fn mapped_from_generation(dir: &std::path::Path, g: u64) -> Result<usize> {
 #[test]
 fn a_generation_stays_while_a_view_holds_it_and_goes_after_release_old_views() -> Result<()> {
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
     let d = Daemon::start(&setup)?;
     append(&d, "a", 5)?;
     let mut reader = Reader::open(&setup.data_dir)?;
@@ -212,7 +210,7 @@ fn a_generation_stays_while_a_view_holds_it_and_goes_after_release_old_views() -
 #[test]
 fn a_snapshot_pages_on_after_two_crash_restarts() -> Result<()> {
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
     let mut d = Daemon::start(&setup)?;
     let mut c = d.client()?;
     for b in 0..20u64 {
@@ -266,7 +264,7 @@ fn next_events(sub: &mut weir::Subscription<'_>, n: usize) -> Result<Vec<(u64, S
 #[test]
 fn a_subscription_goes_on_across_a_restart_and_starts_over_in_a_replaced_store() -> Result<()> {
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path()).with(SMALL);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
     let mut d = Daemon::start(&setup)?;
     append_tagged(&d, "e", "old", 20)?;
     let reader = Reader::open(&setup.data_dir)?;

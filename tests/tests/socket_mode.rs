@@ -10,14 +10,12 @@
 use anyhow::{Result, ensure};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::os::unix::fs::PermissionsExt;
-use weir_tests::{Daemon, Setup, temp_root};
+use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root};
 
 #[test]
 fn the_socket_is_never_reachable_with_a_wider_mode() -> Result<()> {
     let root = temp_root()?;
-    let setup = Setup::in_dir(root.path())
-        .with("segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576")
-        .with_umask(0);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE).with_umask(0);
     let watch = Inotify::init(InitFlags::IN_NONBLOCK)?;
     watch.add_watch(
         root.path(),

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weir::{Coordinate, EventKind};
-use weir_tests::{Daemon, Setup, temp_root};
+use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root};
 
 /// Every path under `dir` (and `dir`) whose mode lets group or others
 /// write, with its mode in octal.
@@ -34,9 +34,7 @@ fn writable_by_others(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
 fn umask_000_creates_nothing_others_may_write_and_the_store_restarts() -> Result<()> {
     let root = temp_root()?;
     // The data directory does not exist yet: the daemon creates it too.
-    let setup = Setup::in_dir(root.path())
-        .with("segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576")
-        .with_umask(0);
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE).with_umask(0);
     let mut d = Daemon::start(&setup)?;
     let mut c = d.client()?;
     let at = Coordinate::new("user:1", "tenant:a")?;
