@@ -30,7 +30,7 @@ struct State {
     slots: VecDeque<Entry>,
     /// Reservation number of `slots[0]`.
     base: u64,
-    /// Reserved and not yet written.
+    /// Reserved and not yet taken for writing.
     outstanding: usize,
     /// The reader will reserve nothing more.
     finished: bool,
@@ -109,7 +109,7 @@ impl ReplyQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replies owed.
+    /// Replies owed: reserved and not yet taken by the reply thread.
     pub(super) fn outstanding(&self) -> usize {
         self.lock().outstanding
     }
@@ -169,6 +169,16 @@ impl ReplyQueue {
                     .drain(..ready)
                     .filter_map(|e| e.outcome.map(|result| Response { id: e.id, result }))
                     .collect();
+                // No longer owed once taken: the peer may read the first of
+                // them while the `write` of the rest still blocks, and send
+                // its next request. Counting them until the whole `write`
+                // returned refused that request as one too many in flight.
+                s.outstanding -= ready.min(s.outstanding);
+                if s.reader_waits {
+                    s.reader_waits = false;
+                    drop(s);
+                    self.room.notify_one();
+                }
                 return Some(out);
             }
             if s.finished && s.slots.is_empty() {
@@ -176,16 +186,6 @@ impl ReplyQueue {
             }
             s.writer_waits = true;
             s = self.items.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn written(&self, n: usize) {
-        let mut s = self.lock();
-        s.outstanding -= n.min(s.outstanding);
-        if s.reader_waits {
-            s.reader_waits = false;
-            drop(s);
-            self.room.notify_one();
         }
     }
 
@@ -210,7 +210,6 @@ pub(super) fn write_loop(queue: &ReplyQueue, stream: Arc<UnixStream>) {
     let mut out = Vec::with_capacity(8 << 10);
     let mut failed = false;
     'outer: while let Some(batch) = queue.take() {
-        let n = batch.len();
         for resp in batch {
             if encode(&mut out, &resp).is_err() {
                 tracing::error!(id = resp.id, "a reply could not be encoded");
@@ -220,7 +219,6 @@ pub(super) fn write_loop(queue: &ReplyQueue, stream: Arc<UnixStream>) {
         }
         let ok = (&*stream).write_all(&out).is_ok();
         out.clear();
-        queue.written(n);
         if !ok {
             failed = true;
             break;
@@ -299,7 +297,29 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_holds_the_reader_until_replies_are_written() {
+    fn a_reply_the_peer_has_read_is_not_counted_while_later_ones_are_written() {
+        let (q, mut b, t) = started(16);
+        let first = q.reserve(1).unwrap();
+        let second = q.reserve(2).unwrap();
+        // Far larger than the socket's buffer: its `write` blocks until the
+        // peer reads it, after the first reply of the same batch.
+        let big = WireError::new(ErrorCode::Internal, "x".repeat(16 << 20));
+        second.complete(Err(big));
+        first.complete(Ok(Reply::Pong));
+        assert_eq!(read_ids(&mut b, 1), [1]);
+        // The peer has one request in flight (the second); the daemon's
+        // in-flight check must not count more.
+        assert_eq!(q.outstanding(), 0);
+        let mut body = Vec::new();
+        read_frame_bytes(&mut b, 32 << 20, &mut body).unwrap();
+        let r = weir_protocol::wire::decode::<Response>(&body).unwrap();
+        assert_eq!(r.id, 2);
+        q.finish();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_reader_until_replies_are_taken() {
         let (q, mut b, t) = started(2);
         let held: Vec<_> = (0..2).map(|i| q.reserve(i).unwrap()).collect();
         let q3 = Arc::clone(&q);
