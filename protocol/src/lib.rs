@@ -21,6 +21,7 @@ pub mod locate;
 pub mod model;
 pub mod segment;
 pub mod shm;
+pub mod starts;
 pub mod wire;
 
 pub use model::{

@@ -174,7 +174,9 @@ pub enum Resumed {
     /// `always`); new events get those sequences, and the subscription
     /// goes on from `visible` (it had delivered events up to `position`).
     TailLost {
-        /// The new instance's `visible`: the first sequence given again.
+        /// The first sequence given again: the lowest `visible` a daemon
+        /// instance started with since the subscription's (the `starts`
+        /// file), or the new instance's current `visible` if lower.
         visible: u64,
         /// The subscription's position in the old instance.
         position: u64,
@@ -193,8 +195,8 @@ pub enum Resumed {
 ///
 /// When the reader moves to another daemon instance, the position is
 /// carried over as [`Resumed`] says: from where it stood if the same store
-/// restarted, from the new `visible` if that is lower (a lost unsynced
-/// tail), from 0 if the store was replaced. Stores are told apart by their
+/// restarted, from the lowest `visible` an instance started with since if
+/// that is lower (a lost unsynced tail), from 0 if the store was replaced. Stores are told apart by their
 /// id key ([`Status::store`](crate::Status::store)); a gate of a build
 /// before 2026-11-28 has none, and is taken for the same store.
 #[derive(Debug)]
@@ -262,17 +264,27 @@ impl<'r> Subscription<'r> {
     }
 
     /// Carries the position over to the instance `to`, whose `visible` is
-    /// `visible` (the buffer is empty).
+    /// `visible` (the buffer is empty). The lowest sequence given again is
+    /// the lowest `visible` an instance started with since the one the
+    /// position counts in (the `starts` file; the new `visible` if that is
+    /// lower or the file cannot be read): the new instance may have appended
+    /// past the position by now.
     fn switch(&mut self, to: Origin, visible: u64) {
         let position = self.next;
+        let since = u128::from_le_bytes(self.origin.instance);
+        let lowest =
+            lowest_start_since(self.reader.data_dir(), since).map_or(visible, |s| s.min(visible));
         let resumed = match (self.origin.store, to.store) {
             (Some(a), Some(b)) if a != b => {
                 self.next = 0;
                 Resumed::Replaced { position }
             }
-            _ if visible < position => {
-                self.next = visible;
-                Resumed::TailLost { visible, position }
+            _ if lowest < position => {
+                self.next = lowest;
+                Resumed::TailLost {
+                    visible: lowest,
+                    position,
+                }
             }
             _ => Resumed::Restarted,
         };
@@ -344,4 +356,14 @@ impl<'r> Iterator for Subscription<'r> {
         }
         None
     }
+}
+
+/// The lowest `visible` a daemon instance of the store at `dir` started with
+/// after `instance` (`weir_protocol::starts::lowest_since`), or `None` if
+/// the `starts` file is missing, unreadable or damaged, or names no later
+/// start.
+fn lowest_start_since(dir: &std::path::Path, instance: u128) -> Option<u64> {
+    let bytes = std::fs::read(dir.join("starts")).ok()?;
+    let starts = weir_protocol::starts::decode(&bytes).ok()?;
+    weir_protocol::starts::lowest_since(&starts, instance)
 }

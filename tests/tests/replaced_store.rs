@@ -296,3 +296,56 @@ fn a_subscription_goes_on_across_a_restart_and_starts_over_in_a_replaced_store()
     ensure!(sub.next_timeout(Duration::from_millis(50))?.is_none());
     Ok(())
 }
+
+/// Zeros the frames of sequences `from..` in the store's only segment, as a
+/// power loss leaves an unsynced tail of a preallocated file.
+fn lose_tail_from(data_dir: &std::path::Path, from: u64) -> Result<()> {
+    use weir_protocol::segment::{Decoded, SEGMENT_HEADER_LEN, decode_at};
+    let path = data_dir.join("segments").join("0000000000.seg");
+    let mut bytes = std::fs::read(&path)?;
+    let mut at = SEGMENT_HEADER_LEN;
+    loop {
+        let (frame, len) = decode_at(&bytes, at, true)?;
+        match frame {
+            Decoded::Event(f) if f.header.sequence.get() == from => break,
+            Decoded::End => anyhow::bail!("no frame of sequence {from}"),
+            _ => at += len,
+        }
+    }
+    bytes[at..].fill(0);
+    std::fs::write(&path, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn a_subscription_sees_a_lost_tail_after_the_new_instance_appended_past_it() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path())
+        .with(SMALL_STORE)
+        .with("sync = \"never\"\ncheckpoint-interval-ms = 3600000");
+    let mut d = Daemon::start(&setup)?;
+    append_tagged(&d, "e", "old", 20)?;
+    let reader = Reader::open(&setup.data_dir)?;
+    let mut sub = reader.subscribe(Region::all(), 0);
+    ensure!(next_events(&mut sub, 20)?.len() == 20);
+    // A crash that loses the unsynced tail from sequence 12 on.
+    d.kill9()?;
+    drop(d);
+    lose_tail_from(&setup.data_dir, 12)?;
+    let d = Daemon::start(&setup)?;
+    // The new instance gives sequences 12.. again, past the subscription's
+    // position (20) before it looks.
+    append_tagged(&d, "e", "new", 15)?;
+    ensure!(reader.visible() == 27, "visible {}", reader.visible());
+    let got = next_events(&mut sub, 15)?;
+    let want: Vec<_> = (0..15).map(|i| (12 + i, format!("new{i}"))).collect();
+    ensure!(got == want, "after the lost tail: {got:?}");
+    ensure!(
+        sub.take_resumed()
+            == Some(weir::Resumed::TailLost {
+                visible: 12,
+                position: 20
+            })
+    );
+    Ok(())
+}

@@ -143,6 +143,35 @@ pub(crate) fn write_synced(path: &std::path::Path, buf: &[u8]) -> std::io::Resul
     Ok(())
 }
 
+/// Name of the file that records each start's `visible` (`docs/FORMAT.md`,
+/// "Starts").
+pub const STARTS_FILE: &str = "starts";
+
+/// Adds this start to `<dir>/starts` (rewritten whole, synced, renamed).
+/// Failing costs only precision: a subscription that cannot find every
+/// start since its instance takes the new instance's `visible` as the
+/// lowest, as builds before the file did. So a failure is logged, not a
+/// refused start; a damaged file is replaced by one holding this start.
+pub(crate) fn record_start(dir: &std::path::Path, instance: u128, visible: u64) {
+    use weir_protocol::starts::{Start, decode, encode};
+    let path = dir.join(STARTS_FILE);
+    let mut starts = match std::fs::read(&path) {
+        Ok(b) => decode(&b).unwrap_or_else(|what| {
+            tracing::warn!(path = %path.display(), what, "the starts file is damaged; writing a new one");
+            Vec::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not read the starts file; writing a new one");
+            Vec::new()
+        }
+    };
+    starts.push(Start { instance, visible });
+    if let Err(e) = write_synced(&path, &encode(&starts)) {
+        tracing::warn!(path = %path.display(), error = %e, "could not record this start; subscriptions moving to this instance may not see an unsynced tail that a crash lost");
+    }
+}
+
 /// Bytes of an `idem` file with room for `cap` entries.
 #[must_use]
 pub fn window_file_len(cap: usize) -> u64 {

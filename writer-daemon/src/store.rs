@@ -277,6 +277,9 @@ impl Store {
             &restored.cancelled,
         );
         gate.heartbeat(now_ms());
+        // Before readers can see the instance: a subscription that moves to
+        // it looks its start up.
+        crate::state::record_start(dir, instance, restored.next_seq);
         gate.publish(dir, STATE_LIVE)
             .map_err(OpenError::io(dir.join("gate")))
             .map_err(|e| {

@@ -1,0 +1,130 @@
+//! The `starts` file: which `visible` each daemon instance of a store
+//! started with, newest last (`docs/FORMAT.md`, "Starts").
+//!
+//! A restart after a crash under a `sync` policy other than `always` may
+//! start below the `visible` readers had seen: the unsynced tail is gone
+//! and new events get its sequences. A subscription that moves from one
+//! instance to a later one takes the lowest start of the instances in
+//! between as the first sequence that may have been given again, however
+//! far the new instance has appended since.
+
+/// Magic of the file.
+pub const STARTS_MAGIC: [u8; 8] = *b"WEIRSTRT";
+/// Layout version.
+pub const STARTS_VERSION: u32 = 1;
+/// Bytes before the first record.
+pub const STARTS_HEADER_LEN: usize = 16;
+/// Bytes of one record: instance id (16), `visible` at start (8).
+pub const STARTS_RECORD_LEN: usize = 24;
+/// Records kept: the oldest are dropped past this many.
+pub const STARTS_KEPT: usize = 1024;
+
+/// One daemon start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The instance id its gate carries.
+    pub instance: u128,
+    /// Its `visible` when it published its gate: every sequence at or above
+    /// it was given by this instance (or a later one).
+    pub visible: u64,
+}
+
+/// The file's bytes for `starts` (oldest first; only the newest
+/// [`STARTS_KEPT`] are written).
+#[must_use]
+pub fn encode(starts: &[Start]) -> Vec<u8> {
+    let kept = &starts[starts.len().saturating_sub(STARTS_KEPT)..];
+    let mut out = Vec::with_capacity(STARTS_HEADER_LEN + STARTS_RECORD_LEN * kept.len() + 4);
+    out.extend_from_slice(&STARTS_MAGIC);
+    out.extend_from_slice(&STARTS_VERSION.to_le_bytes());
+    out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    for s in kept {
+        out.extend_from_slice(&s.instance.to_le_bytes());
+        out.extend_from_slice(&s.visible.to_le_bytes());
+    }
+    let crc = crate::crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The records of a whole file, or what is wrong with it.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Start>, &'static str> {
+    if bytes.len() < STARTS_HEADER_LEN + 4 || bytes[..8] != STARTS_MAGIC {
+        return Err("no starts file header");
+    }
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    if word(8) != STARTS_VERSION {
+        return Err("unknown starts layout version");
+    }
+    let n = word(12) as usize;
+    let end = n
+        .checked_mul(STARTS_RECORD_LEN)
+        .and_then(|b| b.checked_add(STARTS_HEADER_LEN))
+        .filter(|&end| end.checked_add(4) == Some(bytes.len()))
+        .ok_or("the record count does not match the file's length")?;
+    if crate::crc32(&bytes[..end]) != word(end) {
+        return Err("CRC mismatch");
+    }
+    Ok(bytes[STARTS_HEADER_LEN..end]
+        .chunks_exact(STARTS_RECORD_LEN)
+        .map(|r| Start {
+            instance: u128::from_le_bytes(r[..16].try_into().expect("16 bytes")),
+            visible: u64::from_le_bytes(r[16..].try_into().expect("8 bytes")),
+        })
+        .collect())
+}
+
+/// The lowest `visible` any instance started with after `instance` (after
+/// every record, if `instance` has none: a start before the file existed,
+/// or dropped from it), or `None` if no record follows.
+#[must_use]
+pub fn lowest_since(starts: &[Start], instance: u128) -> Option<u64> {
+    let after = starts
+        .iter()
+        .rposition(|s| s.instance == instance)
+        .map_or(0, |i| i + 1);
+    starts[after..].iter().map(|s| s.visible).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(instance: u128, visible: u64) -> Start {
+        Start { instance, visible }
+    }
+
+    #[test]
+    fn a_file_round_trips_and_keeps_the_newest() {
+        let all: Vec<_> = (0..STARTS_KEPT as u128 + 5)
+            .map(|i| s(i, i as u64))
+            .collect();
+        let back = decode(&encode(&all)).unwrap();
+        assert_eq!(back.len(), STARTS_KEPT);
+        assert_eq!(back[0], s(5, 5));
+        assert_eq!(back.last(), all.last());
+    }
+
+    #[test]
+    fn a_damaged_or_cut_file_is_refused() {
+        let bytes = encode(&[s(1, 10), s(2, 7)]);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(decode(&b).is_err(), "flipped byte {i}");
+        }
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err(), "cut at {n}");
+        }
+    }
+
+    #[test]
+    fn the_lowest_start_counts_only_instances_after_the_given_one() {
+        let starts = [s(1, 50), s(2, 30), s(3, 40), s(4, 45)];
+        assert_eq!(lowest_since(&starts, 2), Some(40));
+        assert_eq!(lowest_since(&starts, 1), Some(30));
+        assert_eq!(lowest_since(&starts, 4), None);
+        // Unknown: every record counts.
+        assert_eq!(lowest_since(&starts, 9), Some(30));
+    }
+}
