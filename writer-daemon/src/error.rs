@@ -237,6 +237,19 @@ pub enum AppendError {
         /// Suggested wait.
         retry_after_ms: u64,
     },
+    /// A file the append needs (the next segment, an index file) could not
+    /// be created for a reason that clears by itself: too many open files
+    /// (`EMFILE`, `ENFILE`) or no memory (`ENOMEM`). Nothing was stored and
+    /// the writer goes on; the next append tries the file again. Sent with
+    /// the wire code `Busy` and `retry_after_ms`, which every client
+    /// already retries.
+    #[error("{cause}; nothing was stored: retry after {retry_after_ms} ms")]
+    Unavailable {
+        /// The file and the error.
+        cause: String,
+        /// Suggested wait.
+        retry_after_ms: u64,
+    },
     /// The daemon is stopping.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -305,7 +318,7 @@ impl AppendError {
             }
             Self::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
             Self::InvalidEventId { .. } => ErrorCode::InvalidEventId,
-            Self::Busy { .. } => ErrorCode::Busy,
+            Self::Busy { .. } | Self::Unavailable { .. } => ErrorCode::Busy,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Poisoned { .. } => ErrorCode::WriterPoisoned,
             Self::Io { .. } => ErrorCode::Io,
@@ -376,6 +389,7 @@ impl AppendError {
             } => e
                 .with("queue_depth", depth)
                 .with("retry_after_ms", retry_after_ms),
+            Self::Unavailable { retry_after_ms, .. } => e.with("retry_after_ms", retry_after_ms),
             Self::Io { start, end, .. } => {
                 e.with("cancelled_start", start).with("cancelled_end", end)
             }

@@ -36,6 +36,24 @@ pub struct OpenSegment {
     pub first_seq: Option<u64>,
 }
 
+/// Why a rotation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// Writing or syncing the current segment's footer and trailer failed:
+    /// they may be half-written.
+    #[error("sealing the segment failed: {0}")]
+    Seal(io::Error),
+    /// The current segment is sealed; creating the next failed. Nothing
+    /// else was written.
+    #[error("cannot create segment {}: {source}", crate::storage::segment_file_name(*.segment))]
+    Create {
+        /// The segment that could not be created.
+        segment: u64,
+        /// Why.
+        source: io::Error,
+    },
+}
+
 /// Bytes of a CANCEL frame (a header, no body).
 const CANCEL_FRAME_LEN: usize = FRAME_HEADER_LEN;
 
@@ -57,6 +75,10 @@ pub struct SegmentLog {
     unsynced: bool,
     /// Has the next segment been asked for?
     prepared: bool,
+    /// Is the current segment sealed while its successor does not exist
+    /// yet (a rotation whose create failed)? Nothing more goes into it:
+    /// the next rotation only creates the successor.
+    sealed: bool,
     /// Segments created since start (for stats).
     pub segments: u64,
 }
@@ -92,6 +114,7 @@ impl SegmentLog {
             base_seq,
             unsynced: false,
             prepared: false,
+            sealed: false,
             segments,
         })
     }
@@ -148,6 +171,7 @@ impl SegmentLog {
             base_seq,
             unsynced: false,
             prepared: false,
+            sealed: false,
             segments,
         })
     }
@@ -183,10 +207,12 @@ impl SegmentLog {
     }
 
     /// Would `bytes` of `frames` frames fit in the current segment, with the
-    /// seal's footer and trailer after them?
+    /// seal's footer and trailer after them? Nothing fits in a sealed one.
     #[must_use]
     pub fn fits_exactly(&self, bytes: usize, frames: usize) -> bool {
-        self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames) <= self.seg_len
+        !self.sealed
+            && self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames)
+                <= self.seg_len
     }
 
     /// Would `bytes` of `frames` frames fit in the next segment this log
@@ -283,8 +309,40 @@ impl SegmentLog {
     }
 
     /// Seals the current segment (footer, trailer, sync) and starts the next,
-    /// whose first sequence is `next_seq`.
-    pub fn rotate(&mut self, next_seq: u64, mode: SyncMode) -> io::Result<()> {
+    /// whose first sequence is `next_seq`. After a failed create the
+    /// current segment stays sealed and the log where it was: the next call
+    /// only tries the create again.
+    pub fn rotate(&mut self, next_seq: u64, mode: SyncMode) -> Result<(), RotateError> {
+        if !self.sealed {
+            self.seal(mode).map_err(RotateError::Seal)?;
+            self.sealed = true;
+            // The seal synced every frame of the segment.
+            self.unsynced = false;
+        }
+        let next = self.current + 1;
+        let header = SegmentHeader::new(next, next_seq, self.next_len, self.instance);
+        self.storage
+            .create(next, self.next_len, header.as_bytes())
+            .map_err(|source| RotateError::Create {
+                segment: next,
+                source,
+            })?;
+        self.seg_len = self.next_len;
+        self.current = next;
+        self.offset = SEGMENT_HEADER_LEN as u64;
+        self.footer.clear();
+        self.first_seq = None;
+        self.base_seq = next_seq;
+        self.end_seq = next_seq;
+        self.unsynced = false;
+        self.prepared = false;
+        self.sealed = false;
+        self.segments += 1;
+        Ok(())
+    }
+
+    /// Writes the current segment's footer and trailer and syncs it.
+    fn seal(&mut self, mode: SyncMode) -> io::Result<()> {
         let mut buf = Vec::new();
         encode_footer(&mut buf, &self.footer);
         let footer_at = self.offset;
@@ -303,22 +361,7 @@ impl SegmentLog {
             self.seg_len - TRAILER_LEN as u64,
             trailer.as_bytes(),
         )?;
-        self.storage.sync(self.current, mode)?;
-        let next = self.current + 1;
-        let header = SegmentHeader::new(next, next_seq, self.next_len, self.instance);
-        self.storage
-            .create(next, self.next_len, header.as_bytes())?;
-        self.seg_len = self.next_len;
-        self.current = next;
-        self.offset = SEGMENT_HEADER_LEN as u64;
-        self.footer.clear();
-        self.first_seq = None;
-        self.base_seq = next_seq;
-        self.end_seq = next_seq;
-        self.unsynced = false;
-        self.prepared = false;
-        self.segments += 1;
-        Ok(())
+        self.storage.sync(self.current, mode)
     }
 
     /// The storage (for restore).

@@ -462,6 +462,9 @@ pub struct SimState {
     pub dead_from: Option<u64>,
     /// Stop inside the op with this number until [`SimStorage::release`].
     pub pause_at: Option<u64>,
+    /// Fail the next create of this segment with this errno, once (as
+    /// `EMFILE` fails an open while the process is out of descriptors).
+    pub fail_create: Option<(u64, i32)>,
     /// Segment ids passed to `prepare_now`, in order, each with whether
     /// that segment existed already.
     pub prepared_now: Vec<(u64, bool)>,
@@ -580,6 +583,9 @@ impl Storage for SimStorage {
 
     fn create(&mut self, id: u64, len: u64, header: &[u8]) -> io::Result<()> {
         let mut st = self.op()?;
+        if let Some((_, errno)) = st.fail_create.take_if(|(f, _)| *f == id) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let mut bytes = vec![0u8; len as usize];
         bytes[..header.len()].copy_from_slice(header);
         st.files.insert(

@@ -428,12 +428,37 @@ impl IndexWriter {
         self.names.intern(ns, name, &self.meta)
     }
 
+    /// Creates the chunk files that the rows of every sequence below `end`
+    /// go into. The writer calls it before it allocates the sequences: a
+    /// file that cannot be created then refuses the append, while indexing
+    /// after the frames are written could only stop the writer. The error
+    /// comes with the path of the file that could not be created.
+    pub fn reserve(&mut self, end: u64) -> Result<(), (PathBuf, io::Error)> {
+        let Some(last) = end.checked_sub(1) else {
+            return Ok(());
+        };
+        self.ensure_chunk(self.geo.locate(last).0 as usize)
+            .map_err(|e| (self.chunk_path(self.chunks.len()), e))
+    }
+
+    fn chunk_path(&self, c: usize) -> PathBuf {
+        self.dir.join(format!("chunk-{c:06}"))
+    }
+
     /// Creates the chunk files up to chunk `c`.
     fn ensure_chunk(&mut self, c: usize) -> io::Result<()> {
         while self.chunks.len() <= c {
             let n = self.chunks.len();
-            let f =
-                MappedFile::create(&self.dir.join(format!("chunk-{n:06}")), self.geo.file_len())?;
+            let path = self.chunk_path(n);
+            // A chunk past every row of this generation: created ahead
+            // (`reserve`) for an append that was then refused, before a
+            // clean stop whose index files this start reuses. It holds no
+            // published row.
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let f = MappedFile::create(&path, self.geo.file_len())?;
             f.write(
                 0,
                 FileHeader::new(CHUNK_MAGIC, self.geo.log2, n as u64).as_bytes(),

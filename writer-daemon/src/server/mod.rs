@@ -46,8 +46,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 const FDS_PER_CONNECTION: u64 = 1;
 /// Descriptors kept for the writer and the rest of the daemon (about 30 in
 /// use while appending: segments, index chunk files being created,
-/// checkpoints, the metrics listener), whatever connections take: a file
-/// the writer cannot open fails a write and stops the writer.
+/// checkpoints, the metrics listener), whatever connections take: an
+/// append whose new segment or index file cannot be created is refused
+/// (`Busy`) until one can.
 const FDS_RESERVED: u64 = 128;
 
 /// Why the daemon could not serve or stop cleanly.

@@ -14,6 +14,7 @@ use crate::config::SyncPolicy;
 use crate::error::AppendError;
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::index::IndexedEvent;
+use crate::segments::RotateError;
 use crate::state::EntityState;
 use std::time::Duration;
 use weir_protocol::hash::{EventHasher, HashInput};
@@ -76,6 +77,11 @@ pub(crate) struct Group {
     start: (u64, u64),
     flushes: Vec<Flush>,
     failure: Option<String>,
+    /// The group stopped before any of its sequences was allocated, on an
+    /// error that clears by itself (a file that could not be opened for
+    /// want of descriptors or memory): every command is refused with this,
+    /// and the writer goes on.
+    retry: Option<AppendError>,
     hasher: EventHasher,
 }
 
@@ -158,11 +164,24 @@ impl Writer {
                 rest.push(deferred);
                 break;
             }
-            if g.failure.is_some() {
+            if g.failure.is_some() || g.retry.is_some() {
                 break;
             }
         }
         rest.extend(cmds);
+        if let Some(err) = g.retry.take() {
+            // One attempt per group: the rest would fail the same way.
+            for (events, done) in rest {
+                g.staged.push(Staged {
+                    events,
+                    done,
+                    replay: None,
+                    replay_in_group: false,
+                });
+            }
+            self.retry_later(g, &err);
+            return Vec::new();
+        }
         if g.failure.is_some() {
             // Whatever was not staged is refused with the group's error.
             for (events, done) in rest.drain(..) {
@@ -295,6 +314,7 @@ impl Writer {
         g.frames.clear();
         g.flushes.clear();
         g.failure = None;
+        g.retry = None;
         self.spare = g;
     }
 
@@ -355,18 +375,49 @@ impl Writer {
                 return None;
             }
             if let Err(e) = self.log.rotate(first, self.config.sync_mode) {
-                g.failure = Some(format!("segment rotation failed: {e}"));
                 g.staged.push(Staged {
                     events,
                     done,
                     replay: None,
                     replay_in_group: false,
                 });
+                match &e {
+                    // Sealed, and nothing else written: the next group
+                    // tries the create again.
+                    RotateError::Create { source, .. } if super::transient(source) => {
+                        g.retry = Some(super::unavailable(&e));
+                    }
+                    _ => g.failure = Some(format!("segment rotation failed: {e}")),
+                }
                 return None;
             }
             self.shared.set_segments(self.log.segments);
             let pos = self.log.position();
             g.start = (pos.segment_id, pos.offset);
+        }
+        // Every index file the command's rows go into exists before any of
+        // its sequences is allocated: indexing runs after the frames are
+        // written, where a file that cannot be created would stop the writer.
+        if let Err((path, e)) = self.index.reserve(first + n as u64) {
+            if !g.pending.is_empty() {
+                // The group so far needs no new file: it goes on without
+                // this command, which starts the next group and tries again.
+                return Some((events, done));
+            }
+            let transient = super::transient(&e);
+            g.staged.push(Staged {
+                events,
+                done,
+                replay: None,
+                replay_in_group: false,
+            });
+            let cause = format!("cannot create index file {}: {e}", path.display());
+            if transient {
+                g.retry = Some(super::unavailable(&cause));
+            } else {
+                g.failure = Some(cause);
+            }
+            return None;
         }
         let cmd = g.staged.len();
         g.staged.push(Staged {
@@ -709,6 +760,31 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// The group stopped, before any sequence was allocated or byte written,
+    /// on an error that clears by itself: every command gets `err` (a
+    /// replay of an earlier group's receipts still holds), nothing is
+    /// poisoned, and the next group tries again.
+    fn retry_later(&mut self, mut g: Group, err: &AppendError) {
+        debug_assert!(g.pending.is_empty() && g.undo.is_empty() && self.next_seq == g.buf_first);
+        tracing::warn!(%err, "append group refused for now");
+        for s in g.staged.drain(..) {
+            match s.replay {
+                Some(r) if !s.replay_in_group => {
+                    let r = r
+                        .into_iter()
+                        .map(|r| Receipt {
+                            durable: r.sequence < self.durable_seq,
+                            ..r
+                        })
+                        .collect();
+                    (s.done)(Ok(r));
+                }
+                _ => self.reject(s.done, err.clone()),
+            }
+        }
+        self.recycle(g);
     }
 
     /// A write failed midway: cancel every sequence this group reserved,

@@ -319,6 +319,26 @@ impl Writer {
     }
 }
 
+/// The wait an append refused as [`AppendError::Unavailable`] is told to take.
+const RETRY_AFTER_MS: u64 = 100;
+
+/// Does `e` clear by itself: too many open files (the process's or the
+/// system's) or no memory for a mapping? A create that fails so has written
+/// nothing, and the same create may work a moment later.
+pub(crate) fn transient(e: &std::io::Error) -> bool {
+    use nix::libc::{EMFILE, ENFILE, ENOMEM};
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM))
+}
+
+/// The refusal of a group stopped by a transient error (`cause` names the
+/// file).
+fn unavailable(cause: &impl std::fmt::Display) -> AppendError {
+    AppendError::Unavailable {
+        cause: cause.to_string(),
+        retry_after_ms: RETRY_AFTER_MS,
+    }
+}
+
 /// What an event counts against `max-batch-bytes`: its payload and names.
 pub(crate) fn event_bytes(e: &AppendRequest) -> u64 {
     (e.payload.len() + e.entity.len() + e.scope.len()) as u64
