@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use weir::{Client, ClientOptions, Reader, Region, Stats};
+use weir_daemon::server::accept_log::{AcceptFailures, retry_at_once};
 
 /// What a reader knows without the daemon.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -339,33 +340,26 @@ fn serve(listener: &TcpListener, data_dir: PathBuf) {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Hands what `accept` yields to `handle` until `handle` breaks (for the
-/// listener: never). A failed accept is logged once per run of failures and
-/// followed by `pause(ACCEPT_BACKOFF)`.
+/// listener: never). A failed accept is followed by `pause(ACCEPT_BACKOFF)`
+/// and logged as the daemon's socket logs its own (`accept_log`: the first
+/// of a run, then at most once a minute, and the recovery).
 fn accept_loop<S>(
     mut accept: impl FnMut() -> std::io::Result<S>,
     mut handle: impl FnMut(S) -> ControlFlow<()>,
     mut pause: impl FnMut(Duration),
 ) {
-    let mut failing = false;
+    let mut failures = AcceptFailures::new("metrics", ACCEPT_BACKOFF);
     loop {
         match accept() {
             Ok(stream) => {
-                if std::mem::take(&mut failing) {
-                    tracing::info!("metrics listener accepting again");
-                }
+                failures.accepted();
                 if handle(stream).is_break() {
                     return;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
-                ) => {}
+            Err(e) if retry_at_once(&e) => {}
             Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %e, "metrics listener cannot accept; retrying every 100 ms");
-                }
+                failures.failed(&e, Instant::now());
                 pause(ACCEPT_BACKOFF);
             }
         }

@@ -6,6 +6,7 @@
 //! connection (see `session`). [`serve`] runs the whole daemon lifecycle:
 //! restore, listen, `READY=1`, serve until SIGTERM/SIGINT/SIGHUP, drain, stop.
 
+pub mod accept_log;
 mod activation;
 mod auth;
 mod conn;
@@ -39,6 +40,8 @@ use weir_protocol::wire::{ErrorCode, HelloReply, WireError, write_frame};
 /// Stack of a connection's reading thread. Decoding is depth-limited, so
 /// this is ample; small stacks let thousands of connections fit.
 const CONN_STACK: usize = 256 << 10;
+/// The pause after a failed accept (EMFILE and friends) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long a stop waits for connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Descriptors a served connection holds: its socket, which the reading
@@ -366,6 +369,7 @@ fn accept_loop(
     listener
         .set_nonblocking(true)
         .map_err(|source| ServeError::Activation { source })?;
+    let mut failures = accept_log::AcceptFailures::new("socket", ACCEPT_BACKOFF);
     loop {
         let mut fds = [
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -388,13 +392,16 @@ fn accept_loop(
         }
         loop {
             match listener.accept() {
-                Ok((s, _)) => hub.accept(s),
+                Ok((s, _)) => {
+                    failures.accepted();
+                    hub.accept(s);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if accept_log::retry_at_once(&e) => {}
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    std::thread::sleep(Duration::from_millis(50));
+                    failures.failed(&e, Instant::now());
+                    std::thread::sleep(ACCEPT_BACKOFF);
                     break;
                 }
             }
