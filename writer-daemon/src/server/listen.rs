@@ -67,6 +67,7 @@ fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    remove_dead_private_dirs(parent);
     let private = parent.join(format!(".wb{:x}", std::process::id()));
     let tmp = private.join("s");
     // A leftover of an earlier process with this pid that died right here.
@@ -82,6 +83,51 @@ fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_dir(&private);
     bound
+}
+
+/// Removes the private directories ([`bind_with_mode`]) that daemons killed
+/// between making one and removing it left in `parent`: `.wb<pid in hex>`
+/// directories of our user whose process is gone, with the socket `s` in
+/// them. One of a running process (another daemon binding right now) is
+/// left alone, as is one of another user or holding anything else.
+fn remove_dead_private_dirs(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".wb"))
+            .filter(|hex| {
+                !hex.is_empty() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+            .and_then(|hex| i32::from_str_radix(hex, 16).ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        let dir = e.path();
+        // Not followed: a symlink of that name is not ours to clear.
+        let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        // ESRCH: no such process. (EPERM: it runs, as another user.)
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if !ours || !gone {
+            continue;
+        }
+        let _ = std::fs::remove_file(dir.join("s"));
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed the socket directory a dead daemon left");
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "left a dead daemon's socket directory");
+            }
+        }
+    }
 }
 
 /// Removes a socket file nobody listens on; refuses a live one or a file
@@ -189,6 +235,32 @@ mod tests {
             Err(ServeError::NotASocket { .. })
         ));
         assert!(path.exists());
+    }
+
+    #[test]
+    fn binding_removes_the_socket_directories_of_dead_daemons_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process that has exited (and been waited for): its pid is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let dead = dir.path().join(format!(".wb{:x}", child.id()));
+        std::fs::create_dir(&dead).unwrap();
+        let _left = UnixListener::bind(dead.join("s")).unwrap();
+        // Our parent runs: its directory may be a daemon binding right now.
+        let live = dir
+            .path()
+            .join(format!(".wb{:x}", nix::unistd::getppid().as_raw()));
+        std::fs::create_dir(&live).unwrap();
+        // Not a private directory's name, or not a directory.
+        let other = dir.path().join(".wbxyz");
+        std::fs::create_dir(&other).unwrap();
+        let file = dir.path().join(format!(".wb{:x}1", child.id()));
+        std::fs::write(&file, b"").unwrap();
+        let path = dir.path().join("s.sock");
+        let _bound = bind_with_mode(&path, 0o660).unwrap();
+        assert!(!dead.exists(), "the dead daemon's directory was left");
+        assert!(live.exists() && other.exists() && file.exists());
+        UnixStream::connect(&path).unwrap();
     }
 
     #[test]
