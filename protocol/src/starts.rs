@@ -1,5 +1,6 @@
-//! The `starts` file: which `visible` each daemon instance of a store
-//! started with, newest last (`docs/FORMAT.md`, "Starts").
+//! The `starts` file: the store's id key, and which `visible` each daemon
+//! instance of the store started with, newest last (`docs/FORMAT.md`,
+//! "Starts").
 //!
 //! A restart after a crash under a `sync` policy other than `always` may
 //! start below the `visible` readers had seen: the unsynced tail is gone
@@ -13,11 +14,13 @@ pub const STARTS_MAGIC: [u8; 8] = *b"WEIRSTRT";
 /// Layout version.
 pub const STARTS_VERSION: u32 = 1;
 /// Bytes before the first record.
-pub const STARTS_HEADER_LEN: usize = 16;
+pub const STARTS_HEADER_LEN: usize = 40;
 /// Bytes of one record: instance id (16), `visible` at start (8).
 pub const STARTS_RECORD_LEN: usize = 24;
 /// Records kept: the oldest are dropped past this many.
 pub const STARTS_KEPT: usize = 1024;
+
+use crate::locate::{IdKey, IdMask};
 
 /// One daemon start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +32,28 @@ pub struct Start {
     pub visible: u64,
 }
 
+/// What the file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Starts {
+    /// The store's id key, with its mask; `None` if the file names none or
+    /// a mask this build does not know.
+    pub id_key: Option<IdKey>,
+    /// The starts, oldest first.
+    pub starts: Vec<Start>,
+}
+
 /// The file's bytes for `starts` (oldest first; only the newest
-/// [`STARTS_KEPT`] are written).
+/// [`STARTS_KEPT`] are written) of the store keyed `id_key`.
 #[must_use]
-pub fn encode(starts: &[Start]) -> Vec<u8> {
+pub fn encode(id_key: IdKey, starts: &[Start]) -> Vec<u8> {
     let kept = &starts[starts.len().saturating_sub(STARTS_KEPT)..];
     let mut out = Vec::with_capacity(STARTS_HEADER_LEN + STARTS_RECORD_LEN * kept.len() + 4);
     out.extend_from_slice(&STARTS_MAGIC);
     out.extend_from_slice(&STARTS_VERSION.to_le_bytes());
     out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    out.extend_from_slice(&id_key.to_bytes());
+    out.extend_from_slice(&id_key.mask_kind().word().to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     for s in kept {
         out.extend_from_slice(&s.instance.to_le_bytes());
         out.extend_from_slice(&s.visible.to_le_bytes());
@@ -47,8 +63,8 @@ pub fn encode(starts: &[Start]) -> Vec<u8> {
     out
 }
 
-/// The records of a whole file, or what is wrong with it.
-pub fn decode(bytes: &[u8]) -> Result<Vec<Start>, &'static str> {
+/// What a whole file holds, or what is wrong with it.
+pub fn decode(bytes: &[u8]) -> Result<Starts, &'static str> {
     if bytes.len() < STARTS_HEADER_LEN + 4 || bytes[..8] != STARTS_MAGIC {
         return Err("no starts file header");
     }
@@ -65,13 +81,17 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Start>, &'static str> {
     if crate::crc32(&bytes[..end]) != word(end) {
         return Err("CRC mismatch");
     }
-    Ok(bytes[STARTS_HEADER_LEN..end]
+    let key: [u8; 16] = bytes[16..32].try_into().expect("16 bytes");
+    let id_key = IdMask::from_word(word(32))
+        .and_then(|how| IdKey::from_bytes(key).map(|k| k.with_mask(how)));
+    let starts = bytes[STARTS_HEADER_LEN..end]
         .chunks_exact(STARTS_RECORD_LEN)
         .map(|r| Start {
             instance: u128::from_le_bytes(r[..16].try_into().expect("16 bytes")),
             visible: u64::from_le_bytes(r[16..].try_into().expect("8 bytes")),
         })
-        .collect())
+        .collect();
+    Ok(Starts { id_key, starts })
 }
 
 /// The lowest `visible` any instance started with after `instance` (after
@@ -94,20 +114,29 @@ mod tests {
         Start { instance, visible }
     }
 
+    fn key() -> IdKey {
+        IdKey::from_bytes([7; 16])
+            .unwrap()
+            .with_mask(IdMask::SipHash)
+    }
+
     #[test]
     fn a_file_round_trips_and_keeps_the_newest() {
         let all: Vec<_> = (0..STARTS_KEPT as u128 + 5)
             .map(|i| s(i, i as u64))
             .collect();
-        let back = decode(&encode(&all)).unwrap();
+        let file = decode(&encode(key(), &all)).unwrap();
+        let back = file.starts;
         assert_eq!(back.len(), STARTS_KEPT);
         assert_eq!(back[0], s(5, 5));
         assert_eq!(back.last(), all.last());
+        let k = file.id_key.unwrap();
+        assert_eq!((k.to_bytes(), k.mask_kind()), ([7; 16], IdMask::SipHash));
     }
 
     #[test]
     fn a_damaged_or_cut_file_is_refused() {
-        let bytes = encode(&[s(1, 10), s(2, 7)]);
+        let bytes = encode(key(), &[s(1, 10), s(2, 7)]);
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;

@@ -184,28 +184,39 @@ fn gate_meta_and_chunk_offsets_match_the_spec() {
 
 #[test]
 fn the_starts_file_matches_the_spec() {
+    use weir_protocol::locate::{IdKey, IdMask};
     use weir_protocol::starts::{
         STARTS_HEADER_LEN, STARTS_MAGIC, STARTS_RECORD_LEN, STARTS_VERSION, Start, encode,
     };
     // The fixed rows; the record and CRC rows depend on `n`.
-    assert_eq!(table(&tables(), "Starts"), vec![(0, 8), (8, 4), (12, 4)]);
-    let b = encode(&[
-        Start {
-            instance: 7,
-            visible: 9,
-        },
-        Start {
-            instance: 8,
-            visible: 10,
-        },
-    ]);
-    assert_eq!((STARTS_HEADER_LEN, STARTS_RECORD_LEN), (16, 24));
-    assert_eq!(b.len(), 16 + 24 * 2 + 4);
+    assert_eq!(
+        table(&tables(), "Starts"),
+        vec![(0, 8), (8, 4), (12, 4), (16, 16), (32, 4), (36, 4)]
+    );
+    let key = IdKey::from_bytes([5; 16]).unwrap().with_mask(IdMask::Mix);
+    let b = encode(
+        key,
+        &[
+            Start {
+                instance: 7,
+                visible: 9,
+            },
+            Start {
+                instance: 8,
+                visible: 10,
+            },
+        ],
+    );
+    assert_eq!((STARTS_HEADER_LEN, STARTS_RECORD_LEN), (40, 24));
+    assert_eq!(b.len(), 40 + 24 * 2 + 4);
     assert_eq!(b[..8], STARTS_MAGIC);
     assert_eq!(b[8..12], STARTS_VERSION.to_le_bytes());
     assert_eq!(b[12..16], 2u32.to_le_bytes());
-    assert_eq!(b[16..32], 7u128.to_le_bytes());
-    assert_eq!(b[32..40], 9u64.to_le_bytes());
-    assert_eq!(b[40..56], 8u128.to_le_bytes());
-    assert_eq!(b[64..], weir_protocol::crc32(&b[..64]).to_le_bytes());
+    assert_eq!(b[16..32], [5; 16]);
+    assert_eq!(b[32..36], IdMask::Mix.word().to_le_bytes());
+    assert_eq!(b[36..40], [0; 4]);
+    assert_eq!(b[40..56], 7u128.to_le_bytes());
+    assert_eq!(b[56..64], 9u64.to_le_bytes());
+    assert_eq!(b[64..80], 8u128.to_le_bytes());
+    assert_eq!(b[88..], weir_protocol::crc32(&b[..88]).to_le_bytes());
 }

@@ -364,6 +364,6 @@ impl<'r> Iterator for Subscription<'r> {
 /// start.
 fn lowest_start_since(dir: &std::path::Path, instance: u128) -> Option<u64> {
     let bytes = std::fs::read(dir.join("starts")).ok()?;
-    let starts = weir_protocol::starts::decode(&bytes).ok()?;
-    weir_protocol::starts::lowest_since(&starts, instance)
+    let file = weir_protocol::starts::decode(&bytes).ok()?;
+    weir_protocol::starts::lowest_since(&file.starts, instance)
 }

@@ -147,27 +147,43 @@ pub(crate) fn write_synced(path: &std::path::Path, buf: &[u8]) -> std::io::Resul
 /// "Starts").
 pub const STARTS_FILE: &str = "starts";
 
-/// Adds this start to `<dir>/starts` (rewritten whole, synced, renamed).
-/// Failing costs only precision: a subscription that cannot find every
-/// start since its instance takes the new instance's `visible` as the
-/// lowest, as builds before the file did. So a failure is logged, not a
-/// refused start; a damaged file is replaced by one holding this start.
-pub(crate) fn record_start(dir: &std::path::Path, instance: u128, visible: u64) {
-    use weir_protocol::starts::{Start, decode, encode};
+/// What `<dir>/starts` holds; empty if it is missing, unreadable or damaged
+/// (logged: the start then writes a new one).
+pub(crate) fn read_starts(dir: &std::path::Path) -> weir_protocol::starts::Starts {
     let path = dir.join(STARTS_FILE);
-    let mut starts = match std::fs::read(&path) {
-        Ok(b) => decode(&b).unwrap_or_else(|what| {
+    let empty = weir_protocol::starts::Starts {
+        id_key: None,
+        starts: Vec::new(),
+    };
+    match std::fs::read(&path) {
+        Ok(b) => weir_protocol::starts::decode(&b).unwrap_or_else(|what| {
             tracing::warn!(path = %path.display(), what, "the starts file is damaged; writing a new one");
-            Vec::new()
+            empty
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => empty,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "could not read the starts file; writing a new one");
-            Vec::new()
+            empty
         }
-    };
-    starts.push(Start { instance, visible });
-    if let Err(e) = write_synced(&path, &encode(&starts)) {
+    }
+}
+
+/// Writes `<dir>/starts` (whole, synced, renamed) with the store's `id_key`
+/// and `earlier` starts followed by this one. Failing costs only precision:
+/// a subscription that cannot find every start since its instance takes the
+/// new instance's `visible` as the lowest, as builds before the file did,
+/// and a start after a build that kept no id key draws a new one. So a
+/// failure is logged, not a refused start.
+pub(crate) fn record_start(
+    dir: &std::path::Path,
+    id_key: weir_protocol::locate::IdKey,
+    mut earlier: Vec<weir_protocol::starts::Start>,
+    instance: u128,
+    visible: u64,
+) {
+    let path = dir.join(STARTS_FILE);
+    earlier.push(weir_protocol::starts::Start { instance, visible });
+    if let Err(e) = write_synced(&path, &weir_protocol::starts::encode(id_key, &earlier)) {
         tracing::warn!(path = %path.display(), error = %e, "could not record this start; subscriptions moving to this instance may not see an unsynced tail that a crash lost");
     }
 }

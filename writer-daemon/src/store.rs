@@ -198,12 +198,16 @@ impl Store {
         let started = Instant::now();
         let instance = random_u128();
         let previous = previous_gate(dir, config.sync);
-        // A store keeps its id key (and mask) for life; a first start, a
-        // lost gate, or a gate naming a mask this build does not know draws
-        // a new one. (Ids made under a lost key are still found, through
-        // the index.)
+        let recorded = crate::state::read_starts(dir);
+        // A store keeps its id key (and mask) for life: from the previous
+        // gate, or from `starts` if that gate has none (lost, written by a
+        // build before the key, or naming a mask this build does not
+        // know). A first start draws one; so does a start that finds
+        // neither. (Ids made under a lost key are still found, through the
+        // index.)
         let id_key = previous
             .id_key
+            .or(recorded.id_key)
             .or_else(|| IdKey::from_bytes(random_u128().max(1).to_le_bytes()))
             .expect("a non-zero key");
         // A refused start removes the generation it was building (no gate
@@ -279,7 +283,7 @@ impl Store {
         gate.heartbeat(now_ms());
         // Before readers can see the instance: a subscription that moves to
         // it looks its start up.
-        crate::state::record_start(dir, instance, restored.next_seq);
+        crate::state::record_start(dir, id_key, recorded.starts, instance, restored.next_seq);
         gate.publish(dir, STATE_LIVE)
             .map_err(OpenError::io(dir.join("gate")))
             .map_err(|e| {
