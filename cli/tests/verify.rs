@@ -103,3 +103,42 @@ fn verify_passes_then_names_the_first_bad_position() -> Result<()> {
     weir(&dir).arg("verify").assert().success();
     Ok(())
 }
+
+/// A sealed segment's frames end at its FOOTER frame: verify stops there
+/// and does not read what follows (zeros up to the trailer, or, in segments
+/// that builds before 2026-11-28 sealed, the trailer itself within a frame
+/// header's length).
+#[test]
+fn verify_stops_at_a_sealed_segments_footer() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let mut d = daemon(root.path(), "")?;
+    let dir = d.data_dir.clone();
+    let big = "x".repeat(200_000);
+    let lines: String = (0..30)
+        .map(|i| format!("{{\"entity\":\"e:{i}\",\"scope\":\"s\",\"kind\":4097,\"payload\":{{\"s\":\"{big}\"}}}}\n"))
+        .collect();
+    weir(&dir)
+        .arg("append")
+        .write_stdin(lines)
+        .assert()
+        .success();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    // Segment 0 is sealed: fill the gap between its footer and its trailer
+    // with bytes that are no frame.
+    let seg = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment(&dir)?)?;
+    let len = seg.metadata()?.len();
+    let mut trailer = [0u8; 64];
+    seg.read_exact_at(&mut trailer, len - 64)?;
+    assert_eq!(&trailer[..8], b"WEIRSEAL");
+    let data_end = u64::from_le_bytes(trailer[16..24].try_into()?);
+    seg.write_all_at(&vec![0xAB; (len - 64 - data_end) as usize], data_end)?;
+    let out = weir(&dir).arg("verify").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let notes = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(text.contains("ok: 2 segments, "), "{text}");
+    assert!(!(text + &notes).contains("torn"), "{notes}");
+    Ok(())
+}

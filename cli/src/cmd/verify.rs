@@ -250,8 +250,17 @@ fn header(path: &Path) -> Result<(u64, u64)> {
 /// One frame as found on disk.
 enum Frame {
     End,
-    Event { sequence: u64, len: usize },
-    Other { len: usize },
+    /// A sealed segment's FOOTER frame: the last frame (what follows up to
+    /// the trailer is not frames; in segments sealed before 2026-11-28 the
+    /// trailer can start within a frame header's length of it).
+    Footer,
+    Event {
+        sequence: u64,
+        len: usize,
+    },
+    Other {
+        len: usize,
+    },
     Bad(String),
 }
 
@@ -286,6 +295,7 @@ fn read_frame(f: &File, file_len: u64, offset: u64, buf: &mut Vec<u8>) -> Result
             len,
         },
         Ok((Decoded::End, _)) => Frame::End,
+        Ok((Decoded::Footer(_), _)) => Frame::Footer,
         Ok(_) => Frame::Other { len },
         Err(FrameError::Checksum {
             stored, computed, ..
@@ -316,6 +326,10 @@ fn scan_segment(
             .with_context(|| format!("cannot read {}", path.display()))?
         {
             Frame::End => return Ok(None),
+            Frame::Footer => {
+                c.frames += 1;
+                return Ok(None);
+            }
             Frame::Event { sequence, len } => {
                 last_seq = Some(sequence);
                 c.frames += 1;
@@ -369,7 +383,7 @@ fn locate(dir: &Path, sequence: u64) -> Result<Option<(u64, u64)>> {
                     return Ok(Some((id, offset)));
                 }
                 Frame::Event { len, .. } | Frame::Other { len } => offset += len as u64,
-                Frame::End | Frame::Bad(_) => break,
+                Frame::End | Frame::Footer | Frame::Bad(_) => break,
             }
         }
     }
