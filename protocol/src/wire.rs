@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
+mod code;
+
 /// Magic carried by the hello, so a stray connection is told apart from a client.
 pub const HELLO_MAGIC: [u8; 4] = *b"weir";
 /// Protocol versions this build speaks.
@@ -208,8 +210,11 @@ pub enum Reply {
     Pong,
 }
 
-/// Stable error codes. Never renumbered; new codes are added at the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Stable error codes, sent by name (a msgpack string). Never renamed; new
+/// codes are added at the end. A code this build does not know (sent by a
+/// newer daemon) decodes as [`ErrorCode::Unknown`], its name kept in the
+/// [`WireError`]'s field [`UNKNOWN_CODE_FIELD`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// The frame could not be decoded.
@@ -264,13 +269,24 @@ pub enum ErrorCode {
     /// retry with the same idempotency keys after a restart.
     OutcomeUnknown,
     /// The entity's clock is at `u32::MAX`: it can take no more events
-    /// (fields `index`, `entity`). Older clients cannot decode this code.
+    /// (fields `index`, `entity`). Clients built before it cannot decode
+    /// this code (nor the response carrying it).
     EntityFull,
+    /// Not sent by a daemon: a code this build does not know, from a newer
+    /// daemon. The error's message is the daemon's; its name is in the
+    /// field [`UNKNOWN_CODE_FIELD`].
+    Unknown,
 }
+
+/// The field in which a decoded [`WireError`] with [`ErrorCode::Unknown`]
+/// keeps the code's name (or `#` and its index) as sent. Daemons send no
+/// field of this name.
+pub const UNKNOWN_CODE_FIELD: &str = "code";
 
 /// A typed error: a stable code, a sentence, structured fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code:?}: {message}")]
+#[serde(from = "code::WireErrorRepr")]
+#[error("{}: {message}", self.code_name())]
 pub struct WireError {
     /// Stable code.
     pub code: ErrorCode,
@@ -295,6 +311,18 @@ impl WireError {
     pub fn with(mut self, key: &str, value: impl ToString) -> Self {
         self.fields.insert(key.to_owned(), value.to_string());
         self
+    }
+    /// The code's name as the daemon sent it (for [`ErrorCode::Unknown`],
+    /// the name this build does not know).
+    #[must_use]
+    pub fn code_name(&self) -> &str {
+        match self.code {
+            ErrorCode::Unknown => self
+                .fields
+                .get(UNKNOWN_CODE_FIELD)
+                .map_or("Unknown", String::as_str),
+            code => code.name(),
+        }
     }
 }
 

@@ -1,0 +1,99 @@
+//! Proves that `weir::Client` works with a daemon newer than itself: a
+//! refusal carrying an error code this build does not know reaches the
+//! caller as `ClientError::Server` with the daemon's sentence and fields,
+//! not as a response that does not decode.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
+use weir_protocol::wire::{
+    ErrorCode, HelloReply, Request, ServerHello, UNKNOWN_CODE_FIELD, decode, encode,
+};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// Reads one frame from the client.
+fn read_one(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Writes `body` as one frame.
+fn write_one(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
+    s.write_all(&(body.len() as u32).to_le_bytes())?;
+    s.write_all(body)
+}
+
+/// A fake daemon at `<dir>/fake.sock` serving one connection with `serve`
+/// after the client's hello.
+fn fake(
+    dir: &tempfile::TempDir,
+    serve: impl FnOnce(&mut UnixStream) -> std::io::Result<()> + Send + 'static,
+) -> Res<PathBuf> {
+    let path = dir.path().join("fake.sock");
+    let l = UnixListener::bind(&path)?;
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = read_one(&mut s).and_then(|_| serve(&mut s));
+    });
+    Ok(path)
+}
+
+fn server_hello() -> ServerHello {
+    ServerHello {
+        version: 1,
+        instance: 7,
+        max_frame: 1 << 20,
+        max_payload: 1 << 16,
+        max_batch_events: 100,
+        max_batch_bytes: 1 << 20,
+    }
+}
+
+fn opts() -> ClientOptions {
+    ClientOptions::default()
+        .io_timeout(Duration::from_secs(5))
+        .retry_for(Duration::from_millis(300))
+}
+
+#[test]
+fn a_refusal_with_an_unknown_code_keeps_the_daemons_sentence() -> Res {
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, |s| {
+        let mut out = Vec::new();
+        encode(&mut out, &HelloReply::Ok(server_hello())).map_err(std::io::Error::other)?;
+        s.write_all(&out)?;
+        let req: Request = decode(&read_one(s)?).map_err(std::io::Error::other)?;
+        // [id, {"Err": [code, message, fields]}] with a code added after
+        // this build.
+        let fields = BTreeMap::from([("index", "0"), ("entity", "user:1")]);
+        let err = ("EntityFrozen", "user:1 is frozen; thaw it first", fields);
+        let body = rmp_serde::to_vec(&(req.id, BTreeMap::from([("Err", err)])))
+            .map_err(std::io::Error::other)?;
+        write_one(s, &body)?;
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
+    })?;
+    let mut c = Client::connect_with(&path, opts())?;
+    let at = Coordinate::new("user:1", "t")?;
+    let err = c.append(&at, EventKind(0x1001), b"x").unwrap_err();
+    let ClientError::Server(e) = &err else {
+        return Err(format!("not the daemon's refusal: {err}").into());
+    };
+    assert_eq!(err.code(), Some(ErrorCode::Unknown));
+    assert_eq!(e.message, "user:1 is frozen; thaw it first");
+    assert_eq!(e.fields["entity"], "user:1");
+    assert_eq!(e.fields[UNKNOWN_CODE_FIELD], "EntityFrozen");
+    assert!(
+        err.to_string()
+            .ends_with("EntityFrozen: user:1 is frozen; thaw it first"),
+        "{err}"
+    );
+    Ok(())
+}
