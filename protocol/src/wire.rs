@@ -31,8 +31,10 @@ pub struct ClientHello {
     pub client: String,
 }
 
-/// The server's answer to a good hello.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The server's answer to a good hello. Sent as a map of field names (an
+/// array before `max_in_flight`): every build reads a struct from either and
+/// skips names it does not know, so fields can be added to this one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ServerHello {
     /// Chosen version.
     pub version: u16,
@@ -47,6 +49,29 @@ pub struct ServerHello {
     pub max_batch_events: u32,
     /// Most bytes (payloads and names) in one batch.
     pub max_batch_bytes: u64,
+    /// Most requests in flight on one connection: more are refused
+    /// `TooManyInFlight`. `None` from a daemon that does not say (older
+    /// ones send the six fields above as an array).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+}
+
+impl Serialize for ServerHello {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(6 + usize::from(self.max_in_flight.is_some())))?;
+        m.serialize_entry("version", &self.version)?;
+        // A u128 is written as crate::bin128 writes it: a 16-byte bin.
+        m.serialize_entry("instance", &self.instance)?;
+        m.serialize_entry("max_frame", &self.max_frame)?;
+        m.serialize_entry("max_payload", &self.max_payload)?;
+        m.serialize_entry("max_batch_events", &self.max_batch_events)?;
+        m.serialize_entry("max_batch_bytes", &self.max_batch_bytes)?;
+        if let Some(n) = self.max_in_flight {
+            m.serialize_entry("max_in_flight", &n)?;
+        }
+        m.end()
+    }
 }
 
 /// One event to append.
@@ -470,6 +495,55 @@ mod tests {
         let bytes = rmp_serde::to_vec(&poisoned).unwrap();
         assert_eq!(&bytes[..3], &[0xdc, 0, 18]);
         assert_eq!(decode::<Stats>(&bytes).unwrap(), poisoned);
+    }
+
+    /// `ServerHello` as every build before `max_in_flight` had it.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OlderServerHello {
+        version: u16,
+        #[serde(with = "crate::bin128")]
+        instance: u128,
+        max_frame: u32,
+        max_payload: u32,
+        max_batch_events: u32,
+        max_batch_bytes: u64,
+    }
+
+    #[test]
+    fn the_hello_is_read_by_older_clients_and_from_older_daemons() {
+        let hello = ServerHello {
+            version: 1,
+            instance: u128::MAX - 7,
+            max_frame: 64 << 20,
+            max_payload: 1 << 20,
+            max_batch_events: 1 << 16,
+            max_batch_bytes: 1 << 30,
+            max_in_flight: Some(8),
+        };
+        let older = OlderServerHello {
+            version: 1,
+            instance: u128::MAX - 7,
+            max_frame: 64 << 20,
+            max_payload: 1 << 20,
+            max_batch_events: 1 << 16,
+            max_batch_bytes: 1 << 30,
+        };
+        let bytes = rmp_serde::to_vec(&hello).unwrap();
+        assert_eq!(bytes[0], 0x87, "a map of 7");
+        assert_eq!(decode::<OlderServerHello>(&bytes).unwrap(), older);
+        assert_eq!(decode::<ServerHello>(&bytes).unwrap(), hello);
+        // An older daemon's: an array of 6, which says nothing of the limit.
+        let bytes = rmp_serde::to_vec(&older).unwrap();
+        assert_eq!(bytes[0], 0x96);
+        let read = decode::<ServerHello>(&bytes).unwrap();
+        assert_eq!(read.max_in_flight, None);
+        assert_eq!(
+            read,
+            ServerHello {
+                max_in_flight: None,
+                ..hello
+            }
+        );
     }
 
     #[test]

@@ -93,10 +93,10 @@ impl ClientOptions {
     pub const MAX_WINDOW: usize = 1024;
 
     /// Requests the pipelined calls keep in flight, at least 1 and at most
-    /// [`ClientOptions::MAX_WINDOW`] (a larger value is taken as that). A
-    /// daemon configured with a lower `max-in-flight-per-connection`
-    /// answers the requests over its limit `TooManyInFlight`, and they are
-    /// resent. Default: 256.
+    /// [`ClientOptions::MAX_WINDOW`] (a larger value is taken as that), and
+    /// never more than the daemon's `max-in-flight-per-connection`, which
+    /// its hello gives. (A daemon too old to give it answers the requests
+    /// over its limit `TooManyInFlight`, and they are resent.) Default: 256.
     #[must_use]
     pub fn window(mut self, n: usize) -> Self {
         self.window = n.clamp(1, Self::MAX_WINDOW);
@@ -272,7 +272,8 @@ impl Client {
     /// Order: the events are stored in the order given unless the daemon
     /// refuses one for a while (`Busy`: its writer queue is full;
     /// `TooManyInFlight`: more than `max-in-flight-per-connection` requests
-    /// outstanding, which the default window of 256 stays under). The
+    /// outstanding, which the window stays under unless the daemon is too
+    /// old to announce its limit). The
     /// requests behind a refused one are already on their way and are
     /// stored, and the refused one is resent after them. Where order
     /// matters under such load, use `ClientOptions::window(1)` or
@@ -430,9 +431,14 @@ impl Client {
         out: &mut [Option<Result<Reply, WireError>>],
         unsettled: &mut [bool],
     ) -> Result<Option<(Duration, WireError)>, Failure> {
-        let window = self.opts.window;
         self.conn()?;
         let conn = self.conn.as_mut().expect("just connected");
+        // Each window's replies are all read before the next is sent, and
+        // the daemon counts a reply out before this side can read it: a
+        // window within its limit is never refused TooManyInFlight.
+        let window = conn.hello.max_in_flight.map_or(self.opts.window, |max| {
+            self.opts.window.min((max as usize).max(1))
+        });
         let unsynced = &mut self.unsynced;
         let instance = conn.hello.instance;
         let mut again = None;

@@ -53,6 +53,7 @@ fn server_hello() -> ServerHello {
         max_payload: 1 << 16,
         max_batch_events: 100,
         max_batch_bytes: 1 << 20,
+        max_in_flight: None,
     }
 }
 
