@@ -14,8 +14,6 @@ fn a_window_over_the_in_flight_limit_does_not_deadlock() -> Result<()> {
     // The window asked for: all events in one go. The daemon stopped
     // reading at 1024 + 64 unread replies; once the client's socket held
     // its other replies, both sides waited on a full socket.
-    // A window at the limit may still meet TooManyInFlight now and then
-    // (the daemon counts a reply out after writing it): those are resent.
     let n = 20_000;
     let o = ClientOptions::default()
         .window(n)
