@@ -27,7 +27,11 @@
 //! A client that is not trying to collide almost never makes a claim: its
 //! id must decode into the length of a segment (odds about
 //! `segment length / 2^42` for random bits, 2^-14 at the default 256 MiB)
-//! with a stamp at or after its command's wall time.
+//! with a stamp at or after its command's wall time. One that reads the key
+//! in the gate can make claims at will, stamped so far ahead and placed so
+//! far on that they are never forgotten: the set holds at most
+//! [`set_max`](Claims::set_max) claims (`max-claimed-ids`), and an id that
+//! would make one more is refused ([`Full`]).
 
 use crate::fxhash::FxHashSet;
 use std::io;
@@ -56,6 +60,15 @@ pub struct Claims {
     bound: u64,
     /// Changed since the file was last written.
     dirty: bool,
+    /// Most claims [`note`](Claims::note) lets the set hold.
+    max: usize,
+}
+
+/// [`Claims::note`] refused a new claim: the set holds its most already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// The most claims the set may hold.
+    pub max: usize,
 }
 
 /// A log position, `(segment, offset)`: the next frame's place.
@@ -64,7 +77,8 @@ pub type Position = (u64, u64);
 impl Claims {
     /// The claims recorded in `data_dir`. With no file (a new store, or one
     /// only older builds ran) the set is empty and the bound is set by the
-    /// first [`use_segment_len`](Self::use_segment_len).
+    /// first [`use_segment_len`](Self::use_segment_len). It takes new
+    /// claims without limit until [`set_max`](Self::set_max).
     ///
     /// # Errors
     /// The file exists but cannot be read, or is damaged (`Err` names what
@@ -89,7 +103,14 @@ impl Claims {
             floor,
             bound,
             dirty,
+            max: usize::MAX,
         })
+    }
+
+    /// [`note`](Self::note) makes no new claim while `max` are held (a
+    /// set loaded with more keeps them: nothing stored is forgotten).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// The writer writes into segments of `segment_len` bytes from now on
@@ -140,6 +161,10 @@ impl Claims {
     /// under `key`, is a frame start at or after `next` inside a segment of
     /// `segment_len` bytes. Returns whether `id` is a new claim (to take
     /// back with [`forget`](Self::forget) if its command is refused).
+    ///
+    /// # Errors
+    /// `id` would be a new claim while the set holds its most ([`Full`]):
+    /// its command must be refused (nothing was noted).
     pub fn note(
         &mut self,
         key: IdKey,
@@ -147,14 +172,17 @@ impl Claims {
         wall_ms: u64,
         next: Position,
         segment_len: u64,
-    ) -> bool {
+    ) -> Result<bool, Full> {
         let below = self.floor.max((wall_ms << 12).saturating_sub(1));
         if !could_be_given(key, id, below, Some(next), segment_len) {
-            return false;
+            return Ok(false);
+        }
+        if self.ids.len() >= self.max && !self.ids.contains(&id) {
+            return Err(Full { max: self.max });
         }
         let new = self.ids.insert(id);
         self.dirty |= new;
-        new
+        Ok(new)
     }
 
     /// Takes back a claim [`note`](Self::note) made for a command that was
@@ -304,27 +332,55 @@ mod tests {
         let id = |ms, counter, seg, off| located_id(k, ms, counter, seg, off).unwrap();
         // A stamp at or after the command's wall time, at a place the log
         // has not reached (the very next frame's included): a claim.
-        assert!(c.note(k, id(1_000, 0, 2, 8192), wall, next, SEG));
-        assert!(c.note(k, id(1_000, 3, 2, 4096), wall, next, SEG));
+        assert!(c.note(k, id(1_000, 0, 2, 8192), wall, next, SEG).unwrap());
+        assert!(c.note(k, id(1_000, 3, 2, 4096), wall, next, SEG).unwrap());
         assert!(
-            !c.note(k, id(1_000, 3, 2, 4096), wall, next, SEG),
+            !c.note(k, id(1_000, 3, 2, 4096), wall, next, SEG).unwrap(),
             "not new"
         );
         // A stamp before the command's wall time: no start gives it again.
-        assert!(!c.note(k, id(999, 0xFFF, 2, 8192), wall, next, SEG));
+        assert!(!c.note(k, id(999, 0xFFF, 2, 8192), wall, next, SEG).unwrap());
         // A place the log has passed: not one.
-        assert!(!c.note(k, id(2_000, 0, 2, 4088), wall, next, SEG));
-        assert!(!c.note(k, id(2_000, 0, 1, 8192), wall, next, SEG));
+        assert!(!c.note(k, id(2_000, 0, 2, 4088), wall, next, SEG).unwrap());
+        assert!(!c.note(k, id(2_000, 0, 1, 8192), wall, next, SEG).unwrap());
         // A later segment counts; a place past the segment's length does not.
-        assert!(c.note(k, id(2_000, 0, 9, 64), wall, next, SEG));
-        assert!(!c.note(k, id(2_000, 0, 9, SEG), wall, next, SEG));
+        assert!(c.note(k, id(2_000, 0, 9, 64), wall, next, SEG).unwrap());
+        assert!(!c.note(k, id(2_000, 0, 9, SEG), wall, next, SEG).unwrap());
         // Not a UUIDv7: never one.
-        assert!(!c.note(k, 42, wall, next, SEG));
+        assert!(!c.note(k, 42, wall, next, SEG).unwrap());
         assert_eq!(c.len(), 3);
         // A refused command's claim is taken back.
         c.forget(id(2_000, 0, 9, 64));
         assert_eq!(c.len(), 2);
         assert!(c.dirty());
+    }
+
+    #[test]
+    fn no_new_claim_past_the_most_the_set_may_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = loaded(dir.path(), SEG);
+        c.set_max(2);
+        let k = key();
+        let next = (2, 4096);
+        let id = |counter, off| located_id(k, 1_000, counter, 2, off).unwrap();
+        assert_eq!(c.note(k, id(0, 8192), 1_000, next, SEG), Ok(true));
+        assert_eq!(c.note(k, id(1, 8192), 1_000, next, SEG), Ok(true));
+        // A third claim is refused and not noted; one held already, and
+        // an id that is no claim, are as before.
+        assert_eq!(
+            c.note(k, id(2, 8192), 1_000, next, SEG),
+            Err(Full { max: 2 })
+        );
+        assert_eq!(c.note(k, id(1, 8192), 1_000, next, SEG), Ok(false));
+        assert_eq!(c.note(k, id(2, 8), 1_000, next, SEG), Ok(false));
+        assert_eq!((c.len(), c.contains(id(2, 8192))), (2, false));
+        // Room again once one is forgotten.
+        c.forget(id(0, 8192));
+        assert_eq!(c.note(k, id(2, 8192), 1_000, next, SEG), Ok(true));
+        // A lower most keeps every claim held.
+        c.set_max(1);
+        assert_eq!(c.len(), 2);
+        assert!(c.note(k, id(3, 8192), 1_000, next, SEG).is_err());
     }
 
     #[test]
@@ -335,8 +391,8 @@ mod tests {
         assert!(c.dirty(), "a new file is to be written");
         let a = located_id(k, 1_000, 8, 2, 8192).unwrap();
         let b = located_id(k, 5_000, 0, 3, 64).unwrap();
-        assert!(c.note(k, a, 1_000, (2, 4096), SEG));
-        assert!(c.note(k, b, 1_000, (2, 4096), SEG));
+        assert!(c.note(k, a, 1_000, (2, 4096), SEG).unwrap());
+        assert!(c.note(k, b, 1_000, (2, 4096), SEG).unwrap());
         c.settle(k, stamp(1_000, 7), Some((2, 4096)), SEG).unwrap();
         assert!(!c.dirty());
         let back = loaded(dir.path(), SEG);
@@ -363,8 +419,15 @@ mod tests {
         assert_eq!((last.len(), last.floor()), (0, stamp(1_000, 9)));
         // A floor at or above a stamp keeps it from becoming a claim.
         let mut last = last;
-        assert!(!last.note(k, located_id(k, 1_000, 9, 5, 64).unwrap(), 0, (2, 0), SEG));
-        assert!(last.note(k, located_id(k, 1_000, 10, 5, 64).unwrap(), 0, (2, 0), SEG));
+        assert!(
+            !last
+                .note(k, located_id(k, 1_000, 9, 5, 64).unwrap(), 0, (2, 0), SEG)
+                .unwrap()
+        );
+        assert!(
+            last.note(k, located_id(k, 1_000, 10, 5, 64).unwrap(), 0, (2, 0), SEG)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -406,7 +469,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
         let mut c = loaded(dir.path(), SEG);
-        assert!(c.note(k, located_id(k, 1_000, 8, 2, 8192).unwrap(), 0, (0, 0), SEG));
+        assert!(
+            c.note(k, located_id(k, 1_000, 8, 2, 8192).unwrap(), 0, (0, 0), SEG)
+                .unwrap()
+        );
         c.settle(k, 0, Some((0, 0)), SEG).unwrap();
         let path = dir.path().join(CLAIMS_FILE);
         let good = std::fs::read(&path).unwrap();

@@ -82,6 +82,17 @@ pub struct Config {
     /// (each key costs about 120 bytes of memory, and 80 in the `idem` file and checkpoints).
     /// Default: 100,000.
     pub idempotency_window: u32,
+    /// Most claims held: client-chosen ids the daemon could assign itself
+    /// later, which it then never assigns ("Claimed ids" in
+    /// `docs/FORMAT.md`; a client that does not try to collide almost never
+    /// makes one). A claim is held until the daemon's stamps or the clock
+    /// pass it, or the log durably passes its place; each new one rewrites
+    /// and syncs the whole claims file (16 bytes a claim), so this also
+    /// bounds what one append can make the daemon write. An append whose
+    /// ids would make claims past this many is refused with
+    /// `InvalidEventId` and nothing of it is stored; appends without such
+    /// ids go on. 0 refuses every such id. At most 65,536. Default: 4096.
+    pub max_claimed_ids: u32,
     /// Largest wire frame accepted, in bytes. It must hold a full batch
     /// (`max-batch-bytes` plus 99 bytes per event of `max-batch-events`,
     /// plus 28). Default: 64 MiB.
@@ -139,6 +150,7 @@ impl Default for Config {
             group_commit_max_events: 8192,
             writer_queue_capacity: 16_384,
             idempotency_window: 100_000,
+            max_claimed_ids: 4096,
             max_frame_bytes: 64 << 20,
             max_in_flight_per_connection: 1024,
             max_connections: 4096,
@@ -369,6 +381,14 @@ impl Config {
                 "must be at most 10,000,000 (each key is kept in memory and on disk)",
             ));
         }
+        if self.max_claimed_ids > MAX_CLAIMED_IDS_MAX {
+            return Err(bad(
+                "max-claimed-ids",
+                self.max_claimed_ids,
+                "must be at most 65,536 (every new claim rewrites and syncs the whole \
+                 claims file, 16 bytes a claim)",
+            ));
+        }
         if !is_log_filter(&self.log_level) {
             return Err(bad(
                 "log-level",
@@ -442,6 +462,8 @@ const WRITER_QUEUE_MAX: u32 = 1 << 20;
 
 /// The largest `idempotency-window`.
 const IDEMPOTENCY_WINDOW_MAX: u32 = 10_000_000;
+/// The largest `max-claimed-ids`: a 1 MiB claims file.
+const MAX_CLAIMED_IDS_MAX: u32 = 1 << 16;
 
 /// `ip:port`, or `host:port` with a non-empty host name (resolved when the
 /// listener binds): what `TcpListener::bind` can take.

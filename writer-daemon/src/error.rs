@@ -229,6 +229,23 @@ pub enum AppendError {
         /// Position in the request.
         index: usize,
     },
+    /// A client-chosen id the daemon could assign itself later (it would be
+    /// a claim, "Claimed ids" in `docs/FORMAT.md`) while `max-claimed-ids`
+    /// claims are held. Nothing of the request was stored. Sent with the
+    /// wire code `InvalidEventId` (with `event_id` and `max_claimed_ids`).
+    #[error(
+        "event {index}: event id {id} is one the daemon could assign itself later, and \
+         max-claimed-ids = {max} such ids are held already: leave the id out (the daemon \
+         assigns one) or choose one it cannot assign, such as a random UUIDv4"
+    )]
+    TooManyClaims {
+        /// Position in the request.
+        index: usize,
+        /// The id (UUID text).
+        id: String,
+        /// The limit (`max-claimed-ids`).
+        max: u32,
+    },
     /// Queue full.
     #[error("the writer queue is full ({depth} waiting); retry after {retry_after_ms} ms")]
     Busy {
@@ -317,7 +334,7 @@ impl AppendError {
                 ErrorCode::IdempotencyConflict
             }
             Self::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
-            Self::InvalidEventId { .. } => ErrorCode::InvalidEventId,
+            Self::InvalidEventId { .. } | Self::TooManyClaims { .. } => ErrorCode::InvalidEventId,
             Self::Busy { .. } | Self::Unavailable { .. } => ErrorCode::Busy,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Poisoned { .. } => ErrorCode::WriterPoisoned,
@@ -376,6 +393,10 @@ impl AppendError {
                     None => e,
                 }
             }
+            Self::TooManyClaims { index, id, max } => e
+                .with("index", index)
+                .with("event_id", id)
+                .with("max_claimed_ids", max),
             Self::DuplicateEventId { index, id, earlier } => {
                 let e = e.with("index", index).with("event_id", id);
                 match earlier {

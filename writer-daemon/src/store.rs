@@ -194,6 +194,7 @@ impl Store {
         // Before restore: a damaged file stops the start before anything changes.
         let mut claims = crate::claims::Claims::load(dir)
             .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
+        claims.set_max(config.max_claimed_ids as usize);
         let storage = storage(dir)?;
         let started = Instant::now();
         let instance = random_u128();

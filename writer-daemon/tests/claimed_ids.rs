@@ -22,6 +22,8 @@ fn config(dir: &std::path::Path) -> Config {
         max_batch_bytes: 4 << 20,
         // A full batch must fit a frame.
         max_frame_bytes: 8 << 20,
+        // Room for every guess (two windows of them) at once.
+        max_claimed_ids: 1 << 16,
         ..common::config(dir)
     }
 }
@@ -188,7 +190,7 @@ fn a_start_gives_stamps_only_above_the_claims_floor() {
     // A claim the daemon passed, forgotten at that floor.
     let mut c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
     let passed = located_id(k, ahead, 4, 0, 1 << 19).unwrap();
-    assert!(c.note(k, passed, 0, (0, 0), 16 << 20));
+    assert!(c.note(k, passed, 0, (0, 0), 16 << 20).unwrap());
     c.settle(k, ahead << 12 | 5, Some((0, 0)), 16 << 20)
         .unwrap();
     assert!(c.is_empty() && c.floor() == ahead << 12 | 5);
@@ -358,4 +360,165 @@ fn a_place_passed_by_frames_not_yet_durable_stays_claimed() {
         c.contains(claim),
         "a claim passed by frames not yet durable was forgotten"
     );
+}
+
+#[test]
+fn claims_past_max_claimed_ids_are_refused_and_nothing_stored_is_lost() {
+    // A client that reads the key can make claims that are never forgotten:
+    // stamped near the end of time, at a place the log will not reach.
+    // Past `max-claimed-ids` such ids are refused; the claims held keep
+    // working, here and after restarts.
+    let near = WINDOW_MS + 1;
+    let far: u16 = 3;
+    let capped = |dir: &std::path::Path, max: u64| Config {
+        max_claimed_ids: max as u32,
+        ..config(dir)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(capped(dir.path(), near + u64::from(far))).unwrap();
+    let k = key(dir.path());
+    let first = ev("first", 0x1001, b"x");
+    let last = s.append(first.clone()).unwrap().event_id;
+    let (seg, off) = locate(k, last).unwrap();
+    let forever = |counter| located_id(k, (1 << 48) - 2, counter, (1 << 22) - 1, 4096).unwrap();
+    // Under the limit: the far claims (a batch of two, then one), then
+    // every id the daemon could give its next frame, which goes right
+    // after them. The daemon gives none of them.
+    let held: Vec<u128> = (0..far).map(forever).collect();
+    s.append_batch(clients(&held[..2])).unwrap();
+    s.append(client(2, held[2])).unwrap();
+    let probe = client(0, 1);
+    let at = off + len(&first) + u64::from(far) * len(&probe);
+    let place = (seg, at + near * len(&probe));
+    let claimed = guesses(k, last, place);
+    s.append_batch(clients(&claimed)).unwrap();
+    let r = s.append(ev("daemon", 0x1001, b"d")).unwrap();
+    assert_eq!(locate(k, r.event_id), Some(place));
+    assert!(!claimed.contains(&r.event_id), "the daemon gave a claim");
+    let skipped = id_stamp(r.event_id).unwrap() - 1;
+    assert!(claimed.iter().any(|c| id_stamp(*c) == Some(skipped)));
+    let mut next_seq = r.sequence + 1;
+    let daemon_place = (seg, place.1 + len(&ev("daemon", 0x1001, b"d")));
+    s.shutdown().unwrap();
+    drop(s);
+
+    // A start with a limit the far claims alone fill (the near ones the
+    // clock has not passed yet are kept too).
+    let s = Store::open(capped(dir.path(), u64::from(far))).unwrap();
+    // One more claim is refused, with the batch it came in: nothing of
+    // the batch is stored.
+    let extra = forever(far);
+    let batch = vec![ev("plain", 0x1001, b"p"), client(1, extra)];
+    let err = s.append_batch(batch).unwrap_err();
+    match &err {
+        AppendError::TooManyClaims { index: 1, id, max } => {
+            assert_eq!(*max, u32::from(far));
+            assert_eq!(*id, weir_protocol::EventId(extra).to_string());
+        }
+        other => panic!("expected TooManyClaims, got {other:?}"),
+    }
+    assert_eq!(err.code(), weir_protocol::wire::ErrorCode::InvalidEventId);
+    let wire = err.to_wire();
+    assert_eq!(wire.fields.get("index").map(String::as_str), Some("1"));
+    assert_eq!(
+        wire.fields.get("max_claimed_ids").map(String::as_str),
+        Some("3")
+    );
+    assert!(err.to_string().contains("max-claimed-ids = 3"), "{err}");
+    // Ids that are no claims are still taken: a UUIDv4, and a UUIDv7 at a
+    // place the log has passed. So are appends without ids.
+    let v4 = 0x0123_4567_89ab_4def_8123_4567_89ab_cdef_u128;
+    let passed = located_id(k, (1 << 48) - 2, 0, seg, off).unwrap();
+    let rs = s
+        .append_batch(vec![
+            client(0, v4),
+            client(1, passed),
+            ev("plain", 0x1001, b"p"),
+        ])
+        .unwrap();
+    assert_eq!(
+        rs[0].sequence, next_seq,
+        "the refused batch took no sequence"
+    );
+    next_seq += 3;
+    assert!(locate(k, rs[2].event_id).is_some_and(|p| p >= daemon_place));
+    s.shutdown().unwrap();
+    drop(s);
+    let c = weir_daemon::claims::Claims::load(dir.path()).unwrap();
+    assert!(held.iter().all(|id| c.contains(*id)), "a claim was lost");
+    assert!(!c.contains(extra), "the refused claim was kept");
+
+    // Another start: every event is there (each client id is a duplicate,
+    // the next sequence follows them), and the limit still holds.
+    let s = Store::open(capped(dir.path(), u64::from(far))).unwrap();
+    for id in held.iter().chain(&claimed).chain([&v4, &passed]) {
+        let err = s.append(client(9, *id)).unwrap_err();
+        assert!(
+            matches!(err, AppendError::DuplicateEventId { .. }),
+            "{err:?}"
+        );
+    }
+    let err = s.append(client(9, extra)).unwrap_err();
+    assert!(matches!(err, AppendError::TooManyClaims { .. }), "{err:?}");
+    assert_eq!(
+        s.append(ev("after", 0x1001, b"a")).unwrap().sequence,
+        next_seq
+    );
+    s.shutdown().unwrap();
+    drop(s);
+
+    // Raised, the limit takes the claim.
+    let s = Store::open(capped(dir.path(), near + u64::from(far) + 1)).unwrap();
+    s.append(client(9, extra)).unwrap();
+    s.shutdown().unwrap();
+}
+
+#[test]
+fn a_claim_past_the_limit_refuses_its_command_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = weir_daemon::storage::SimStorage::default();
+    let one = Config {
+        max_claimed_ids: 1,
+        ..config(dir.path())
+    };
+    let s = Store::open_with_storage(one, Box::new(sim.clone())).unwrap();
+    let k = key(dir.path());
+    let forever = |counter| located_id(k, (1 << 48) - 2, counter, (1 << 22) - 1, 64).unwrap();
+    s.append(client(0, forever(0))).unwrap();
+    // One group: the commands around the refused one are stored, one after
+    // the other.
+    let v4 = 0x0123_4567_89ab_4def_8123_4567_89ab_cdef_u128;
+    let out = common::one_group_after_the_first(
+        &s,
+        &sim,
+        vec![
+            vec![ev("a", 0x1001, b"a")],
+            vec![ev("b", 0x1001, b"b"), client(1, forever(1))],
+            vec![client(2, v4)],
+            vec![ev("b", 0x1001, b"b")],
+        ],
+    );
+    assert!(
+        matches!(
+            out[1],
+            Err(AppendError::TooManyClaims {
+                index: 1,
+                max: 1,
+                ..
+            })
+        ),
+        "{:?}",
+        out[1]
+    );
+    let seqs: Vec<u64> = [&out[0], &out[2], &out[3]]
+        .iter()
+        .map(|o| o.as_ref().unwrap()[0].sequence)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(
+        out[3].as_ref().unwrap()[0].clock,
+        0,
+        "`b`'s refused event was not kept"
+    );
+    s.shutdown().unwrap();
 }

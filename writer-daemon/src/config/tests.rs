@@ -186,6 +186,13 @@ fn every_bad_value_is_named() {
             },
         ),
         (
+            "max-claimed-ids",
+            Config {
+                max_claimed_ids: (1 << 16) + 1,
+                ..Config::default()
+            },
+        ),
+        (
             "metrics-listen",
             Config {
                 metrics_listen: Some(String::new()),
@@ -286,6 +293,17 @@ fn metrics_listen_addresses_are_accepted() {
             ..Config::default()
         };
         assert!(c.validate().is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn no_claims_and_the_most_claims_are_accepted() {
+    for max_claimed_ids in [0, 1 << 16] {
+        let c = Config {
+            max_claimed_ids,
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok(), "{max_claimed_ids}");
     }
 }
 

@@ -514,14 +514,27 @@ impl Writer {
                         ));
                         break 'windows;
                     }
-                    g.ids.insert(id);
                     if let Some(key) = self.ids.key() {
                         // An id the daemon may give later: never give it.
                         let seg_len = self.log.writing_len();
-                        if self.claims.note(key, id, wall_ms, here, seg_len) {
-                            claimed.push(id);
+                        match self.claims.note(key, id, wall_ms, here, seg_len) {
+                            Ok(true) => claimed.push(id),
+                            Ok(false) => {}
+                            Err(full) => {
+                                let index = i + w;
+                                refused = Some((
+                                    index,
+                                    AppendError::TooManyClaims {
+                                        index,
+                                        id: EventId(id).to_string(),
+                                        max: u32::try_from(full.max).unwrap_or(u32::MAX),
+                                    },
+                                ));
+                                break 'windows;
+                            }
                         }
                     }
+                    g.ids.insert(id);
                 }
                 let event_id = match e.event_id {
                     Some(id) => id,
