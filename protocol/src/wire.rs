@@ -270,7 +270,9 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// Event id already stored.
     DuplicateEventId,
-    /// Event id zero.
+    /// Event id zero, or a client id that would make a claim past the
+    /// daemon's `max-claimed-ids` (fields `index`, `event_id`,
+    /// `max_claimed_ids`).
     InvalidEventId,
     /// The writer queue is full; retry after the given time.
     Busy,
