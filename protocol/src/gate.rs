@@ -165,21 +165,23 @@ pub fn id_key_bytes(key: crate::locate::IdKey) -> ([u8; 16], [u8; 4], [u8; 4]) {
     )
 }
 
-/// Inserts `[start, end)` into sorted, merged `ranges`.
+/// Inserts `[start, end)` into sorted, merged `ranges` (ranges that overlap
+/// or touch become one). O(log n) to find the place, plus the ranges it
+/// swallows: a restore adds a range per cancelled sequence, in order.
 pub fn merge_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     if start >= end {
         return;
     }
-    ranges.push((start, end));
-    ranges.sort_unstable_by_key(|r| r.0);
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for &(s, e) in ranges.iter() {
-        match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
-        }
+    // The first range that ends at or after `start`, and one past the last
+    // that starts at or before `end`: those touch `[start, end)`.
+    let i = ranges.partition_point(|r| r.1 < start);
+    let j = i + ranges[i..].partition_point(|r| r.0 <= end);
+    if i == j {
+        ranges.insert(i, (start, end));
+    } else {
+        let merged = (start.min(ranges[i].0), end.max(ranges[j - 1].1));
+        ranges.splice(i..j, [merged]);
     }
-    *ranges = merged;
 }
 
 /// Is `seq` inside one of the sorted, merged `ranges`?
@@ -206,6 +208,43 @@ mod tests {
         assert_eq!(r, vec![(0, 2), (10, 45)]);
         assert!(in_ranges(&r, 0) && in_ranges(&r, 44) && in_ranges(&r, 10));
         assert!(!in_ranges(&r, 2) && !in_ranges(&r, 45) && !in_ranges(&r, 9));
+    }
+
+    #[test]
+    fn ranges_merge_as_a_sort_and_sweep_does() {
+        // The reference: push, sort, merge what overlaps or touches.
+        fn sweep(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+            let mut all = ranges.to_vec();
+            if start < end {
+                all.push((start, end));
+            }
+            all.sort_unstable();
+            let mut out: Vec<(u64, u64)> = Vec::new();
+            for (s, e) in all {
+                match out.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => out.push((s, e)),
+                }
+            }
+            out
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..200 {
+            let mut r = Vec::new();
+            for _ in 0..40 {
+                let start = next(120);
+                let end = start + next(12);
+                let want = sweep(&r, start, end);
+                merge_range(&mut r, start, end);
+                assert_eq!(r, want, "after [{start}, {end})");
+            }
+        }
     }
 
     #[test]
