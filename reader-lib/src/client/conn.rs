@@ -89,17 +89,27 @@ impl Conn {
         })?;
         stream.set_read_timeout(Some(opts.io_timeout))?;
         stream.set_write_timeout(Some(opts.io_timeout))?;
-        write_frame(
+        let sent = write_frame(
             &mut stream,
             &ClientHello {
                 magic: HELLO_MAGIC,
                 versions: vec![PROTOCOL_VERSION],
                 client: opts.name.clone(),
             },
-        )?;
+        );
+        // A daemon refusing the connection writes why and closes without
+        // reading: a hello written after that fails, but the refusal is
+        // still in this socket's receive buffer.
+        let closed = match sent {
+            Err(e) if closed_by_peer(&e) => Some(e),
+            other => other.map(|()| None)?,
+        };
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut body = Vec::new();
-        read(&mut reader, opts.io_timeout, &mut body)?;
+        if let Err(f) = read(&mut reader, opts.io_timeout, &mut body) {
+            // Nothing was pending: the write's error says what happened.
+            return Err(closed.map_or(f, Failure::from));
+        }
         let reply: HelloReply = decode(&body).map_err(|e| {
             Failure::Fatal(ClientError::Protocol {
                 what: format!("the hello reply does not decode: {e}"),
@@ -160,8 +170,31 @@ impl Conn {
             }
             self.next_id += 1;
         }
-        self.stream.write_all(&self.out)?;
+        if let Err(e) = self.stream.write_all(&self.out) {
+            return Err(if closed_by_peer(&e) {
+                self.pending_refusal().unwrap_or_else(|| e.into())
+            } else {
+                e.into()
+            });
+        }
         Ok(first)
+    }
+
+    /// After a write failed because the daemon closed the connection: the
+    /// connection-level error (id 0) it wrote before closing, if one is
+    /// waiting to be read.
+    fn pending_refusal(&mut self) -> Option<Failure> {
+        read(&mut self.reader, self.timeout, &mut self.body).ok()?;
+        let r: Response = decode(&self.body).ok()?;
+        match r.result {
+            Err(e) if r.id == 0 && transient_code(e.code) => {
+                Some(Failure::Transient(e.to_string()))
+            }
+            Err(e) if r.id == 0 => Some(Failure::Fatal(ClientError::Server(e))),
+            // A reply to a request of a partly written window: the failed
+            // write is what to report (the rest is unanswered).
+            _ => None,
+        }
     }
 
     /// Reads the response to request `id`.
@@ -190,6 +223,12 @@ impl Conn {
             })),
         }
     }
+}
+
+/// Did a write fail because the peer closed its end (having maybe written
+/// why before it did)?
+fn closed_by_peer(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset)
 }
 
 /// Connects to the socket at `path`, waiting at most `timeout` for room in
