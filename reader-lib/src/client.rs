@@ -63,10 +63,12 @@ impl ClientOptions {
     /// call can last longer by the waits of its last try, each bounded by
     /// [`ClientOptions::io_timeout`] (with a daemon that stops answering,
     /// about one `io_timeout`). Default: 30 s.
-    /// Only calls on an open `Client` retry: [`Client::connect`] and
-    /// [`Client::connect_dir`] fail at once when no daemon listens
-    /// ([`ClientError::Disconnected`] with `waited` zero, or an I/O error when the
-    /// data directory names no socket yet).
+    /// [`Client::connect`] and [`Client::connect_dir`] fail at once when no
+    /// daemon listens ([`ClientError::Disconnected`] with `waited` zero, or
+    /// an I/O error when the data directory names no socket yet); a daemon
+    /// that refuses the connection for now (`Busy` at its `max-connections`,
+    /// `ShuttingDown`) is tried again after the `retry_after_ms` it gives,
+    /// within this budget, then reported as [`ClientError::Refused`].
     #[must_use]
     pub fn retry_for(mut self, d: Duration) -> Self {
         self.retry_for = d;
@@ -170,21 +172,49 @@ impl Client {
     /// [`Client::connect`] with options.
     pub fn connect_with(path: impl AsRef<Path>, opts: ClientOptions) -> Result<Self, ClientError> {
         let path = path.as_ref().to_path_buf();
-        let conn = Conn::open(&path, &opts).map_err(|f| match f {
-            Failure::Fatal(e) => e,
-            Failure::Transient(last) => ClientError::Disconnected {
-                path: path.clone(),
-                waited: Duration::ZERO,
-                last,
-                keys: Vec::new(),
-            },
-            Failure::NoAnswer => ClientError::NotAnswering {
-                path: path.clone(),
-                timeout: opts.io_timeout,
-                waited: Duration::ZERO,
-                keys: Vec::new(),
-            },
-        })?;
+        let started = Instant::now();
+        let mut retried = false;
+        let conn = loop {
+            let failed = match Conn::open(&path, &opts) {
+                Ok(conn) => break conn,
+                Err(f) => f,
+            };
+            return Err(match failed {
+                // The daemon runs and asked to be tried again later.
+                Failure::Refused(error) => {
+                    let wait = retry_after(&error);
+                    if started.elapsed() + wait <= opts.retry_for {
+                        std::thread::sleep(wait);
+                        retried = true;
+                        continue;
+                    }
+                    ClientError::Refused {
+                        path,
+                        // Zero: refused at the only try.
+                        waited: if retried {
+                            started.elapsed()
+                        } else {
+                            Duration::ZERO
+                        },
+                        error,
+                        keys: Vec::new(),
+                    }
+                }
+                Failure::Fatal(e) => e,
+                Failure::Transient(last) => ClientError::Disconnected {
+                    path,
+                    waited: Duration::ZERO,
+                    last,
+                    keys: Vec::new(),
+                },
+                Failure::NoAnswer => ClientError::NotAnswering {
+                    path,
+                    timeout: opts.io_timeout,
+                    waited: Duration::ZERO,
+                    keys: Vec::new(),
+                },
+            });
+        };
         Ok(Self {
             path,
             opts,
@@ -373,12 +403,18 @@ impl Client {
                     })
                     .collect());
             }
-            let (wait, last) = match self.attempt(&ops, &todo, &mut out, &mut unsettled) {
+            // `refused`: this try's connection was refused for now (the daemon runs).
+            let (wait, last, refused) = match self.attempt(&ops, &todo, &mut out, &mut unsettled) {
                 Ok(None) => continue,
-                Ok(Some((wait, e))) => (wait, e.to_string()),
+                Ok(Some((wait, e))) => (wait, e.to_string(), None),
                 Err(Failure::Fatal(e)) => {
                     self.conn = None;
                     return Err(e);
+                }
+                Err(Failure::Refused(e)) => {
+                    self.conn = None;
+                    silent = false;
+                    (retry_after(&e), e.to_string(), Some(e))
                 }
                 Err(f @ (Failure::Transient(_) | Failure::NoAnswer)) => {
                     self.conn = None;
@@ -388,7 +424,7 @@ impl Client {
                         Failure::Transient(last) => last,
                         _ => "no answer".to_owned(),
                     };
-                    (backoff, last)
+                    (backoff, last, None)
                 }
             };
             let waited = started.elapsed();
@@ -400,6 +436,13 @@ impl Client {
                 let busy_only = self.conn.is_some();
                 return Err(if busy_only {
                     ClientError::Timeout { waited, last, keys }
+                } else if let Some(error) = refused {
+                    ClientError::Refused {
+                        path: self.path.clone(),
+                        waited,
+                        error,
+                        keys,
+                    }
                 } else if silent {
                     ClientError::NotAnswering {
                         path: self.path.clone(),
@@ -538,6 +581,7 @@ fn with_unresolved(mut e: ClientError, keys: Vec<u128>) -> ClientError {
     if let ClientError::Timeout { keys: k, .. }
     | ClientError::NotAnswering { keys: k, .. }
     | ClientError::Disconnected { keys: k, .. }
+    | ClientError::Refused { keys: k, .. }
     | ClientError::RequestTooLarge { keys: k, .. } = &mut e
     {
         *k = keys;

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
-use weir::{Client, ClientError, ClientOptions, EventKind, KindFilter, Reader, Region};
+use weir::{Client, ClientError, ClientOptions, ErrorCode, EventKind, KindFilter, Reader, Region};
 
 /// `--data-dir`, shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,7 +76,8 @@ pub fn connect(dir: &std::path::Path, retry_for: Duration) -> Result<Client, Cli
 }
 
 /// Does `e` mean that no daemon serves the directory (no socket recorded,
-/// no socket file, or nothing listening on it)?
+/// no socket file, or nothing listening on it)? A daemon that refused the
+/// connection (`ClientError::Refused`: busy, stopping) runs.
 pub fn means_not_running(e: &ClientError) -> bool {
     match e {
         ClientError::Io { source, .. } => matches!(
@@ -97,6 +98,13 @@ fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
             dir.display()
         );
     }
+    if let ClientError::Refused { error, .. } = e {
+        return anyhow!(
+            "the daemon for {} is running but refused the connection as {} ({e}); try again later",
+            dir.display(),
+            refusal(error.code)
+        );
+    }
     if gone {
         anyhow!(
             "the daemon is not running for {} ({e}); start it with `weir serve --data-dir {}`",
@@ -105,6 +113,15 @@ fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
         )
     } else {
         anyhow!("cannot reach the daemon for {}: {e}", dir.display())
+    }
+}
+
+/// Why a running daemon refuses connections, in a word or two.
+pub fn refusal(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Busy => "busy",
+        ErrorCode::ShuttingDown => "shutting down",
+        _ => "not ready",
     }
 }
 
@@ -189,6 +206,30 @@ pub fn parse_category(s: &str) -> Result<u8, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_daemon_refusing_the_connection_is_not_called_stopped() {
+        let e = ClientError::Refused {
+            path: PathBuf::from("/d/weir.sock"),
+            waited: Duration::from_secs(10),
+            error: weir::WireError::new(
+                ErrorCode::Busy,
+                "the daemon serves max-connections = 2 already",
+            ),
+            keys: Vec::new(),
+        };
+        assert!(!means_not_running(&e));
+        let text = not_running(std::path::Path::new("/d"), &e).to_string();
+        assert!(
+            text.starts_with("the daemon for /d is running but refused the connection as busy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Busy: the daemon serves max-connections = 2"),
+            "{text}"
+        );
+        assert!(!text.contains("weir serve"), "{text}");
+    }
 
     #[test]
     fn kinds_parse_as_decimal_or_hex() {

@@ -1,7 +1,7 @@
 //! `weir stat`: the store as a reader sees it, plus the daemon's counters
 //! when it runs.
 
-use super::common::{DataDir, connect, means_not_running};
+use super::common::{DataDir, connect, means_not_running, refusal};
 use crate::metrics::{self, Local, LocalGauges};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -40,7 +40,8 @@ pub fn run(args: StatArgs) -> Result<()> {
     let local = Local::read(&reader, &dir).context("cannot count the events")?;
     let status = reader.status();
     // Nothing listening within a moment counts as not running; a socket
-    // that refuses this user or a daemon that fails the call does not.
+    // that refuses this user, a daemon that refuses the connection (busy)
+    // for that moment or that fails the call does not.
     let (stats, unreachable) =
         match connect(&dir, Duration::from_millis(500)).and_then(|mut c| c.stats()) {
             Ok(s) => (Some(s), None),
@@ -165,6 +166,9 @@ fn unreachable_row(e: &ClientError, status: &weir::Status, heartbeat_age_ms: u64
     let why = match e {
         ClientError::Io { source, .. } if source.kind() == ErrorKind::PermissionDenied => {
             format!("its socket refused this user ({e})")
+        }
+        ClientError::Refused { error, .. } => {
+            format!("it refused the connection as {} ({e})", refusal(error.code))
         }
         _ => format!("cannot reach it ({e})"),
     };

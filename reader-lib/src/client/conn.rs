@@ -22,6 +22,10 @@ pub(super) enum Failure {
     /// The connection is gone or the daemon is restarting: reconnect and
     /// resend (idempotency keys make that safe).
     Transient(String),
+    /// The daemon refused the connection for now (`Busy` at its connection
+    /// limit, `ShuttingDown`, `Timeout`): it runs. Retried after its
+    /// `retry_after_ms`, and reported with its code when the budget ends.
+    Refused(WireError),
     /// The daemon accepted the connection but did not answer (or read)
     /// within `io_timeout`: it is stopped, hung or overloaded. Retried like
     /// `Transient`, but reported as such when the budget ends.
@@ -117,9 +121,7 @@ impl Conn {
         })?;
         let hello = match reply {
             HelloReply::Ok(h) => h,
-            HelloReply::Err(e) if transient_code(e.code) => {
-                return Err(Failure::Transient(e.to_string()));
-            }
+            HelloReply::Err(e) if transient_code(e.code) => return Err(Failure::Refused(e)),
             HelloReply::Err(e) => return Err(Failure::Fatal(ClientError::Server(e))),
         };
         Ok(Self {

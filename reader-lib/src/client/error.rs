@@ -64,6 +64,22 @@ pub enum ClientError {
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
     },
+    /// The daemon runs but refused the connection for now (`Busy`: it serves
+    /// its `max-connections`, or as many as its open-file limit allows;
+    /// `ShuttingDown`), on every try within the retry budget (`waited`
+    /// zero: `retry_for` left no room for a second try).
+    /// [`ClientError::code`] and [`ClientError::wire`] give its refusal.
+    #[error("{}{}", refused(.path, *.waited, .error), unresolved(.keys))]
+    Refused {
+        /// The socket.
+        path: PathBuf,
+        /// Time spent retrying.
+        waited: Duration,
+        /// The daemon's last refusal.
+        error: WireError,
+        /// See [`ClientError::unresolved_keys`].
+        keys: Vec<u128>,
+    },
     /// A request larger than the daemon's `max-frame-bytes` (from its
     /// hello): the client refused it and sent nothing of the call.
     #[error(
@@ -164,6 +180,17 @@ fn not_answering(path: &Path, timeout: Duration, waited: Duration) -> String {
     s
 }
 
+fn refused(path: &Path, waited: Duration, error: &WireError) -> String {
+    let mut s = format!(
+        "the daemon at {} refused the connection: {error}",
+        path.display()
+    );
+    if !waited.is_zero() {
+        s += &format!("; retried for {waited:?}");
+    }
+    s
+}
+
 fn disconnected(path: &Path, waited: Duration, last: &str) -> String {
     if waited.is_zero() {
         format!("cannot connect to {}: {last}", path.display())
@@ -176,13 +203,15 @@ fn disconnected(path: &Path, waited: Duration, last: &str) -> String {
 }
 
 impl ClientError {
-    /// The daemon's error code, for [`ClientError::Server`] and
-    /// [`ClientError::StagedEventRefused`]; for
+    /// The daemon's error code, for [`ClientError::Server`],
+    /// [`ClientError::Refused`] and [`ClientError::StagedEventRefused`]; for
     /// [`ClientError::InvalidEvent`], the code the daemon would have given.
     #[must_use]
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Server(e) | Self::StagedEventRefused { error: e, .. } => Some(e.code),
+            Self::Server(e)
+            | Self::Refused { error: e, .. }
+            | Self::StagedEventRefused { error: e, .. } => Some(e.code),
             Self::InvalidEvent { code, .. } => Some(*code),
             _ => None,
         }
@@ -203,7 +232,7 @@ impl ClientError {
     }
     /// The idempotency keys of the events this call may or may not have
     /// stored: the daemon answered `OutcomeUnknown`, or the call gave up
-    /// (`Timeout`, `NotAnswering`, `Disconnected`) after sending them on a
+    /// (`Timeout`, `NotAnswering`, `Disconnected`, `Refused`) after sending them on a
     /// connection that then gave no answer, or a transaction's commit got
     /// no answer and its resend could not be completed (then also with
     /// `RequestTooLarge`). Resending the same events with
@@ -218,6 +247,7 @@ impl ClientError {
             Self::Timeout { keys, .. }
             | Self::NotAnswering { keys, .. }
             | Self::Disconnected { keys, .. }
+            | Self::Refused { keys, .. }
             | Self::RequestTooLarge { keys, .. } => keys.clone(),
             Self::Server(e) if e.code == ErrorCode::OutcomeUnknown => e
                 .fields
@@ -231,11 +261,12 @@ impl ClientError {
             _ => Vec::new(),
         }
     }
-    /// The daemon's typed error, for [`ClientError::Server`].
+    /// The daemon's typed error, for [`ClientError::Server`] and
+    /// [`ClientError::Refused`].
     #[must_use]
     pub fn wire(&self) -> Option<&WireError> {
         match self {
-            Self::Server(e) => Some(e),
+            Self::Server(e) | Self::Refused { error: e, .. } => Some(e),
             _ => None,
         }
     }

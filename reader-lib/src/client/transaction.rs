@@ -127,7 +127,7 @@ impl Transaction<'_> {
                 }
             }
             Err(Failure::Fatal(e)) => Err(e),
-            Err(Failure::Transient(_) | Failure::NoAnswer) => {
+            Err(Failure::Transient(_) | Failure::Refused(_) | Failure::NoAnswer) => {
                 // Staged locally; the next call replays everything on a new
                 // connection. What the daemon would refuse is refused now,
                 // not at that replay, where it would block every call.
@@ -179,7 +179,7 @@ impl Transaction<'_> {
                     Err(_) => self.client.conn = None,
                 },
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(_) | Failure::NoAnswer) => {
+                Err(Failure::Transient(_) | Failure::Refused(_) | Failure::NoAnswer) => {
                     self.client.conn = None;
                     unknown = true;
                 }
