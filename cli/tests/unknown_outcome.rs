@@ -53,6 +53,7 @@ fn fake(dir: &std::path::Path) -> Result<Receiver<u128>> {
                         max_batch_events: 100,
                         max_batch_bytes: 1 << 20,
                         max_in_flight: None,
+                        starts: Vec::new(),
                     }),
                 )?;
                 loop {

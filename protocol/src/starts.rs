@@ -19,13 +19,16 @@ pub const STARTS_HEADER_LEN: usize = 40;
 pub const STARTS_RECORD_LEN: usize = 24;
 /// Records kept: the oldest are dropped past this many.
 pub const STARTS_KEPT: usize = 1024;
+/// Starts the daemon's hello carries, the newest last.
+pub const STARTS_IN_HELLO: usize = 16;
 
 use crate::locate::{IdKey, IdMask};
 
-/// One daemon start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One daemon start (also sent in the hello: `wire::ServerHello::starts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Start {
     /// The instance id its gate carries.
+    #[serde(with = "crate::bin128")]
     pub instance: u128,
     /// Its `visible` when it published its gate: every sequence at or above
     /// it was given by this instance (or a later one).
@@ -92,6 +95,14 @@ pub fn decode(bytes: &[u8]) -> Result<Starts, &'static str> {
         })
         .collect();
     Ok(Starts { id_key, starts })
+}
+
+/// The lowest `visible` an instance started with after `instance`, if
+/// `starts` holds `instance`: `Some(None)` if none started after it.
+#[must_use]
+pub fn lowest_after(starts: &[Start], instance: u128) -> Option<Option<u64>> {
+    let at = starts.iter().rposition(|s| s.instance == instance)?;
+    Some(starts[at + 1..].iter().map(|s| s.visible).min())
 }
 
 /// The lowest `visible` any instance started with after `instance` (after

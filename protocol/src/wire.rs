@@ -54,12 +54,21 @@ pub struct ServerHello {
     /// ones send the six fields above as an array).
     #[serde(default)]
     pub max_in_flight: Option<u32>,
+    /// The store's latest daemon starts (at most
+    /// [`crate::starts::STARTS_IN_HELLO`], the newest, this one, last): with
+    /// them a client tells which of the events an earlier instance
+    /// acknowledged without syncing outlived its stop. Empty from a daemon
+    /// that does not say.
+    #[serde(default)]
+    pub starts: Vec<crate::starts::Start>,
 }
 
 impl Serialize for ServerHello {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(6 + usize::from(self.max_in_flight.is_some())))?;
+        let n =
+            6 + usize::from(self.max_in_flight.is_some()) + usize::from(!self.starts.is_empty());
+        let mut m = s.serialize_map(Some(n))?;
         m.serialize_entry("version", &self.version)?;
         // A u128 is written as crate::bin128 writes it: a 16-byte bin.
         m.serialize_entry("instance", &self.instance)?;
@@ -69,6 +78,9 @@ impl Serialize for ServerHello {
         m.serialize_entry("max_batch_bytes", &self.max_batch_bytes)?;
         if let Some(n) = self.max_in_flight {
             m.serialize_entry("max_in_flight", &n)?;
+        }
+        if !self.starts.is_empty() {
+            m.serialize_entry("starts", &self.starts)?;
         }
         m.end()
     }
@@ -521,6 +533,16 @@ mod tests {
             max_batch_events: 1 << 16,
             max_batch_bytes: 1 << 30,
             max_in_flight: Some(8),
+            starts: vec![
+                crate::starts::Start {
+                    instance: 3,
+                    visible: 40,
+                },
+                crate::starts::Start {
+                    instance: u128::MAX - 7,
+                    visible: 12,
+                },
+            ],
         };
         let older = OlderServerHello {
             version: 1,
@@ -531,7 +553,7 @@ mod tests {
             max_batch_bytes: 1 << 30,
         };
         let bytes = rmp_serde::to_vec(&hello).unwrap();
-        assert_eq!(bytes[0], 0x87, "a map of 7");
+        assert_eq!(bytes[0], 0x88, "a map of 8");
         assert_eq!(decode::<OlderServerHello>(&bytes).unwrap(), older);
         assert_eq!(decode::<ServerHello>(&bytes).unwrap(), hello);
         // An older daemon's: an array of 6, which says nothing of the limit.
@@ -543,6 +565,7 @@ mod tests {
             read,
             ServerHello {
                 max_in_flight: None,
+                starts: Vec::new(),
                 ..hello
             }
         );

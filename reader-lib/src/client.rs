@@ -333,9 +333,15 @@ impl Client {
     /// the daemon's `sync` policy is not `always`) and they went to an
     /// earlier daemon instance than the one this sync reached, that
     /// instance can no longer sync them and a crash of it may have lost
-    /// them: the sync then fails with [`ClientError::NotSynced`] (how many,
-    /// the highest sequence) rather than return `Ok`. It reports them once;
-    /// everything appended to the current instance is synced either way.
+    /// them. The daemon's hello lists its latest starts, each with the
+    /// `visible` it began with: events below the lowest of those since their
+    /// instance outlived it (a clean stop syncs everything; a crash keeps a
+    /// prefix), and the sync returns `Ok` for them. Otherwise (some were at
+    /// or above it, or their instance is older than the starts the hello
+    /// lists, or the daemon lists none) it fails with
+    /// [`ClientError::NotSynced`] (how many may be lost, the highest
+    /// sequence) rather than return `Ok`. It reports them once; everything
+    /// appended to the current instance is synced either way.
     pub fn sync(&mut self) -> Result<u64, ClientError> {
         let visible = match self.exchange(vec![Op::Sync])?.remove(0) {
             Ok(Reply::Synced { visible }) => visible,
@@ -344,7 +350,8 @@ impl Client {
         };
         // The connection that answered is kept after a success.
         let now = self.instance().unwrap_or_default();
-        match self.unsynced.synced_on(now) {
+        let starts = self.conn.as_ref().map_or(&[][..], |c| &c.hello.starts[..]);
+        match self.unsynced.synced_on(now, starts) {
             Some(lost) => Err(ClientError::NotSynced {
                 events: lost.events,
                 highest_sequence: lost.highest,

@@ -62,6 +62,7 @@ fn hello_with_frame(max_frame: u32) -> std::io::Result<Vec<u8>> {
             max_batch_events: 100,
             max_batch_bytes: 1 << 20,
             max_in_flight: None,
+            starts: Vec::new(),
         }),
     )
     .map_err(std::io::Error::other)?;

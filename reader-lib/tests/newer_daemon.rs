@@ -54,6 +54,7 @@ fn server_hello() -> ServerHello {
         max_batch_events: 100,
         max_batch_bytes: 1 << 20,
         max_in_flight: None,
+        starts: Vec::new(),
     }
 }
 

@@ -88,6 +88,7 @@ fn a_request_refused_before_it_was_read_reports_the_refusal() -> Res {
             max_batch_events: 100,
             max_batch_bytes: 64 << 20,
             max_in_flight: None,
+            starts: Vec::new(),
         }))?)
     };
     let (path, daemon) = fake(&dir, before, refusal)?;

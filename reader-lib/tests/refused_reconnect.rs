@@ -43,6 +43,7 @@ fn a_refused_reconnect_is_retried_then_reported_with_the_refusal() -> Res {
             max_batch_events: 100,
             max_batch_bytes: 1 << 20,
             max_in_flight: None,
+            starts: Vec::new(),
         }))?)?;
         read_one(&mut s)?;
         drop(s);

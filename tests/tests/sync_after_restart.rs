@@ -62,3 +62,26 @@ fn a_sync_on_a_restarted_daemon_reports_the_unsynced_appends_it_lost() -> Result
     ensure!(c.sync().is_ok());
     Ok(())
 }
+
+/// After a clean stop (which syncs everything) the same sync answers `Ok`:
+/// the new daemon's hello lists its start at a `visible` above B.
+#[test]
+fn a_sync_after_a_clean_restart_finds_the_unsynced_appends_kept() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with("sync = \"never\"");
+    let mut d = Daemon::start(&setup)?;
+    let o = ClientOptions::default()
+        .retry_for(Duration::from_secs(10))
+        .io_timeout(Duration::from_secs(5));
+    let mut c = weir::Client::connect_with(&d.socket, o)?;
+    let at = Coordinate::new("pl", "s")?;
+    let b = c.append(&at, EventKind(0x1001), b"B")?;
+    ensure!(!b.durable, "under sync = never a receipt is not durable");
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    let d = Daemon::start(&setup)?;
+    let r = c.sync();
+    ensure!(r.is_ok(), "{r:?}");
+    ensure!(Reader::open(&d.data_dir)?.stream("pl")?.len() == 1);
+    Ok(())
+}

@@ -174,18 +174,20 @@ pub(crate) fn read_starts(dir: &std::path::Path) -> weir_protocol::starts::Start
 /// new instance's `visible` as the lowest, as builds before the file did,
 /// and a start after a build that kept no id key draws a new one. So a
 /// failure is logged, not a refused start.
+/// Returns the starts (this one last), as far as the file holds them.
 pub(crate) fn record_start(
     dir: &std::path::Path,
     id_key: weir_protocol::locate::IdKey,
     mut earlier: Vec<weir_protocol::starts::Start>,
     instance: u128,
     visible: u64,
-) {
+) -> Vec<weir_protocol::starts::Start> {
     let path = dir.join(STARTS_FILE);
     earlier.push(weir_protocol::starts::Start { instance, visible });
     if let Err(e) = write_synced(&path, &weir_protocol::starts::encode(id_key, &earlier)) {
         tracing::warn!(path = %path.display(), error = %e, "could not record this start; subscriptions moving to this instance may not see an unsynced tail that a crash lost");
     }
+    earlier
 }
 
 /// Bytes of an `idem` file with room for `cap` entries.

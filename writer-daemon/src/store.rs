@@ -35,6 +35,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     report: RestoreReport,
     instance: u128,
+    /// The store's latest starts, this one last (for the hello).
+    starts: Vec<weir_protocol::starts::Start>,
     config: Config,
     _lock: DirLock,
 }
@@ -284,7 +286,13 @@ impl Store {
         gate.heartbeat(now_ms());
         // Before readers can see the instance: a subscription that moves to
         // it looks its start up.
-        crate::state::record_start(dir, id_key, recorded.starts, instance, restored.next_seq);
+        let mut starts =
+            crate::state::record_start(dir, id_key, recorded.starts, instance, restored.next_seq);
+        starts.drain(
+            ..starts
+                .len()
+                .saturating_sub(weir_protocol::starts::STARTS_IN_HELLO),
+        );
         gate.publish(dir, STATE_LIVE)
             .map_err(OpenError::io(dir.join("gate")))
             .map_err(|e| {
@@ -353,6 +361,7 @@ impl Store {
                 writer: Mutex::new(Some(handle)),
                 report,
                 instance,
+                starts,
                 config,
                 _lock: lock,
             }),
@@ -513,6 +522,14 @@ impl Store {
     #[must_use]
     pub fn instance(&self) -> u128 {
         self.inner.instance
+    }
+
+    /// The store's latest starts, at most
+    /// [`STARTS_IN_HELLO`](weir_protocol::starts::STARTS_IN_HELLO), this
+    /// one last: each instance and the `visible` it started with.
+    #[must_use]
+    pub fn recent_starts(&self) -> &[weir_protocol::starts::Start] {
+        &self.inner.starts
     }
 
     /// The configuration in force.
