@@ -5,7 +5,10 @@
 //! does not hold a call past the io timeout; a call whose outcome is
 //! unknown gives the idempotency keys to resend its events with.
 
-use std::io::{Read, Write};
+mod fake;
+
+use fake::{Res, frame, read_one, server_hello};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,17 +17,6 @@ use weir_protocol::wire::{
     AppendRequest, ErrorCode, HelloReply, Op, Receipt, Reply, Request, Response, ServerHello,
     WireError, decode, encode,
 };
-
-type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-/// Reads one frame from the client.
-fn read_one(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut body = vec![0; u32::from_le_bytes(len) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
 
 /// A fake daemon at `<dir>/fake.sock`: for each connection, reads the
 /// client's hello and hands the stream to `serve`.
@@ -51,22 +43,10 @@ fn hello() -> std::io::Result<Vec<u8>> {
 
 /// A good hello reply frame announcing `max_frame`.
 fn hello_with_frame(max_frame: u32) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode(
-        &mut out,
-        &HelloReply::Ok(ServerHello {
-            version: 1,
-            instance: 7,
-            max_frame,
-            max_payload: 1 << 16,
-            max_batch_events: 100,
-            max_batch_bytes: 1 << 20,
-            max_in_flight: None,
-            starts: Vec::new(),
-        }),
-    )
-    .map_err(std::io::Error::other)?;
-    Ok(out)
+    frame(&HelloReply::Ok(ServerHello {
+        max_frame,
+        ..server_hello()
+    }))
 }
 
 /// Reads one request and answers it with the error `code`.

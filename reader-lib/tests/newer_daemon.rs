@@ -3,26 +3,16 @@
 //! caller as `ClientError::Server` with the daemon's sentence and fields,
 //! not as a response that does not decode.
 
+mod fake;
+
+use fake::{Res, read_one, server_hello};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
-use weir_protocol::wire::{
-    ErrorCode, HelloReply, Request, ServerHello, UNKNOWN_CODE_FIELD, decode, encode,
-};
-
-type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-/// Reads one frame from the client.
-fn read_one(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut body = vec![0; u32::from_le_bytes(len) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
+use weir_protocol::wire::{ErrorCode, HelloReply, Request, UNKNOWN_CODE_FIELD, decode, encode};
 
 /// Writes `body` as one frame.
 fn write_one(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
@@ -43,19 +33,6 @@ fn fake(
         let _ = read_one(&mut s).and_then(|_| serve(&mut s));
     });
     Ok(path)
-}
-
-fn server_hello() -> ServerHello {
-    ServerHello {
-        version: 1,
-        instance: 7,
-        max_frame: 1 << 20,
-        max_payload: 1 << 16,
-        max_batch_events: 100,
-        max_batch_bytes: 1 << 20,
-        max_in_flight: None,
-        starts: Vec::new(),
-    }
 }
 
 fn opts() -> ClientOptions {

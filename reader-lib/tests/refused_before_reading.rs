@@ -5,14 +5,15 @@
 //! socket's buffer, so that the write is still blocked when the close
 //! comes, whichever side runs first): the write fails every time.
 
-use std::io::{Read, Write};
+mod fake;
+
+use fake::{Res, frame, read_one, server_hello};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
-use weir_protocol::wire::{ErrorCode, HelloReply, Response, ServerHello, WireError, encode};
-
-type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+use weir_protocol::wire::{ErrorCode, HelloReply, Response, ServerHello, WireError};
 
 /// More than a Unix socket buffers (about 200 KiB by default).
 const LARGE: usize = 4 << 20;
@@ -35,12 +36,6 @@ fn fake(
         Ok(())
     });
     Ok((path, t))
-}
-
-fn frame(msg: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode(&mut out, msg).map_err(std::io::Error::other)?;
-    Ok(out)
 }
 
 fn opts() -> ClientOptions {
@@ -76,19 +71,12 @@ fn a_request_refused_before_it_was_read_reports_the_refusal() -> Res {
     })?;
     let before = |s: &mut UnixStream| {
         // Read the hello, answer it, and refuse what comes next unread.
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len)?;
-        let mut body = vec![0; u32::from_le_bytes(len) as usize];
-        s.read_exact(&mut body)?;
+        read_one(s)?;
         s.write_all(&frame(&HelloReply::Ok(ServerHello {
-            version: 1,
-            instance: 7,
             max_frame: 64 << 20,
             max_payload: 64 << 20,
-            max_batch_events: 100,
             max_batch_bytes: 64 << 20,
-            max_in_flight: None,
-            starts: Vec::new(),
+            ..server_hello()
         }))?)
     };
     let (path, daemon) = fake(&dir, before, refusal)?;

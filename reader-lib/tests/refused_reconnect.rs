@@ -3,27 +3,14 @@
 //! reports the daemon's refusal (`ClientError::Refused` with its code and
 //! sentence, and the keys of what may be stored), not a daemon gone.
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+mod fake;
+
+use fake::{Res, frame, read_one, server_hello};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
 use std::time::Duration;
 use weir::{AppendRequest, Client, ClientError, ClientOptions, ErrorCode};
-use weir_protocol::wire::{HelloReply, ServerHello, WireError, encode};
-
-type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-fn read_one(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut body = vec![0; u32::from_le_bytes(len) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
-
-fn frame(msg: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode(&mut out, msg).map_err(std::io::Error::other)?;
-    Ok(out)
-}
+use weir_protocol::wire::{HelloReply, WireError};
 
 #[test]
 fn a_refused_reconnect_is_retried_then_reported_with_the_refusal() -> Res {
@@ -35,16 +22,7 @@ fn a_refused_reconnect_is_retried_then_reported_with_the_refusal() -> Res {
         // The first connection takes the request and breaks.
         let (mut s, _) = l.accept()?;
         read_one(&mut s)?;
-        s.write_all(&frame(&HelloReply::Ok(ServerHello {
-            version: 1,
-            instance: 7,
-            max_frame: 1 << 20,
-            max_payload: 1 << 16,
-            max_batch_events: 100,
-            max_batch_bytes: 1 << 20,
-            max_in_flight: None,
-            starts: Vec::new(),
-        }))?)?;
+        s.write_all(&frame(&HelloReply::Ok(server_hello()))?)?;
         read_one(&mut s)?;
         drop(s);
         // Every later one is refused, as a daemon at its limit does.

@@ -1,0 +1,40 @@
+//! What the fake daemons of the client tests share: frames in and out, and a
+//! good hello.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use weir_protocol::wire::{ServerHello, encode};
+
+pub type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// Reads one frame from the client.
+pub fn read_one(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// `msg` as one frame.
+pub fn frame(msg: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode(&mut out, msg).map_err(std::io::Error::other)?;
+    Ok(out)
+}
+
+/// A hello a daemon without the newer fields sends: instance 7, frames of
+/// 1 MiB, payloads of 64 KiB, batches of 100 events or 1 MiB.
+pub fn server_hello() -> ServerHello {
+    ServerHello {
+        version: 1,
+        instance: 7,
+        max_frame: 1 << 20,
+        max_payload: 1 << 16,
+        max_batch_events: 100,
+        max_batch_bytes: 1 << 20,
+        max_in_flight: None,
+        starts: Vec::new(),
+    }
+}
