@@ -12,11 +12,11 @@
 use crate::error::{Chain, ReadError};
 use crate::gate::Watermark;
 use crate::map::Mapped;
-use crate::names::NameRef;
 use crate::prefixes::{PrefixCache, PrefixIds};
-use crate::scan::{CellFilter, EntitySel};
+use crate::scan::{CellFilter, EntitySel, IdSet};
 use crate::view::{Columns, View};
 use std::cell::OnceCell;
+use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, ROW_LEN, Row, fingerprint, id_hash, unpack_slot};
 use weir_protocol::{EventId, KindFilter, Region};
@@ -240,6 +240,10 @@ pub(crate) fn scan_count(
 
 /// A region resolved against the names: the cell filter, and the cheapest
 /// chains that could answer it (none if no chain can), with their heads.
+///
+/// An entity prefix's chains (one per matching entity) are not among them
+/// until [`resolve`](Plan::resolve) reads their heads: a query that the
+/// number of matching entities alone prices for a scan never reads them.
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) filter: CellFilter,
@@ -247,6 +251,8 @@ pub(crate) struct Plan {
     /// The rows on `chains`: the sum of their names' counts. A hint: it may
     /// count unpublished rows, and rows the region does not select.
     rows: u64,
+    /// The entity prefix's ids, if their chains may undercut `chains`.
+    entities: Option<Arc<IdSet>>,
 }
 
 impl Plan {
@@ -269,18 +275,58 @@ impl Plan {
         if self.chains.is_empty() {
             return u64::MAX;
         }
-        let cells =
-            limit as u128 * u128::from(visible) * SCAN_MARGIN / u128::from(self.rows.max(1));
-        u64::try_from(cells).unwrap_or(u64::MAX)
+        expected_cells(self.rows, visible, limit)
+    }
+
+    /// The plan with the entity prefix's chains read (one head per entity)
+    /// and weighed against the others, as [`plan`] did before they were
+    /// left unread: the first of equals, the entities' considered first.
+    fn resolve(&self, view: &View, work: &mut Work) -> Result<Self, ReadError> {
+        let mut plan = Self {
+            filter: self.filter.clone(),
+            chains: self.chains.clone(),
+            rows: self.rows,
+            entities: None,
+        };
+        let Some(set) = &self.entities else {
+            return Ok(plan);
+        };
+        let mut chains = Vec::with_capacity(set.ids().len());
+        let mut rows = 0u64;
+        for &id in set.ids() {
+            let (head, count) = view.string(id, NS_ENTITY)?.head();
+            chains.push((Key::Entity(id), head));
+            rows = rows.saturating_add(count);
+        }
+        work.heads += set.ids().len() as u64;
+        if plan.chains.is_empty() || rows <= plan.rows {
+            plan.chains = chains;
+            plan.rows = rows;
+        }
+        Ok(plan)
     }
 }
 
+/// The cells a scan is expected to look at before it finds `limit` of
+/// `rows` spread over `visible` (see [`Plan::expected_cells`]).
+fn expected_cells(rows: u64, visible: u64, limit: usize) -> u64 {
+    let cells = limit as u128 * u128::from(visible) * SCAN_MARGIN / u128::from(rows.max(1));
+    u64::try_from(cells).unwrap_or(u64::MAX)
+}
+
+/// What an entity prefix's chains cost at least, unread: a head read per
+/// entity, a random read as a chain step is.
+fn heads_cost(set: &IdSet) -> u64 {
+    (set.ids().len() as u64).saturating_mul(CHAIN_COST)
+}
+
 /// What queries read, for tests: rows reached through chains, column
-/// cells scanned.
+/// cells scanned, entity heads read to plan.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Work {
     pub(crate) rows: u64,
     pub(crate) cells: u64,
+    pub(crate) heads: u64,
 }
 
 /// Resolves `region`; `None` when a name it needs does not exist (empty answer).
@@ -302,34 +348,20 @@ pub(crate) fn plan_with<'v>(
             Some(n) => Some(n),
         },
     };
-    let mut entity_chains = Vec::new();
-    let mut entity_rows = 0u64;
+    let mut entities = None;
     let entity = match &region.entity_prefix {
         None => EntitySel::Any,
         Some(_) => {
-            let mut ids = Vec::new();
-            let mut add = |n: NameRef<'_>| {
-                let (head, count) = n.head();
-                ids.push(n.id);
-                entity_chains.push((Key::Entity(n.id), head));
-                entity_rows = entity_rows.saturating_add(count);
+            let set = match known {
+                Some(known) => known.refresh(view, region)?,
+                None => PrefixCache::ids(&view.prefixes, view, region)?,
             };
-            match known {
-                Some(known) => {
-                    for &id in known.refresh(view, region)? {
-                        add(view.string(id, NS_ENTITY)?);
-                    }
-                }
-                None => {
-                    for id in PrefixCache::ids(&view.prefixes, view, region)? {
-                        add(view.string(id, NS_ENTITY)?);
-                    }
-                }
-            }
-            if ids.is_empty() {
+            if set.ids().is_empty() {
                 return Ok(None);
             }
-            EntitySel::set(&ids)
+            let sel = EntitySel::of(&set);
+            entities = Some(set);
+            sel
         }
     };
     let filter = CellFilter {
@@ -346,9 +378,6 @@ pub(crate) fn plan_with<'v>(
             best = Some((rows, chains));
         }
     };
-    if !entity_chains.is_empty() {
-        consider(entity_rows, entity_chains);
-    }
     if let Some(s) = scope {
         let (head, count) = s.head();
         consider(count, vec![(Key::Scope(s.id), head)]);
@@ -358,10 +387,22 @@ pub(crate) fn plan_with<'v>(
         consider(count, vec![(Key::Kind(k.0), head)]);
     }
     let (rows, chains) = best.unwrap_or_default();
+    // Each entity's chain holds one row at least (a name is written with
+    // its first event; counts are hints, and this only prices): the
+    // entities' chains cannot undercut chains of no more rows than there
+    // are entities.
+    if !chains.is_empty()
+        && entities
+            .as_ref()
+            .is_some_and(|s| s.ids().len() as u64 >= rows)
+    {
+        entities = None;
+    }
     Ok(Some(Plan {
         filter,
         chains,
         rows,
+        entities,
     }))
 }
 
@@ -376,6 +417,14 @@ pub(crate) fn plan_with<'v>(
 /// average) walks the chains down to where it stopped. So a page costs at
 /// most about twice what the chains cost, and paging through a dense region
 /// costs about one scan of it, not a walk of its chains per page.
+///
+/// An entity prefix's chains are priced first at their heads alone (every
+/// chain the plan could take costs at least that), against a scan expected
+/// to find `limit` rows at one per matching entity: when that already favours
+/// the scan, it runs as far as the heads would cost, without reading them,
+/// and they are read only if it stops short. So a page or a subscription's
+/// refill over a prefix of many entities costs the cells it scans, not a
+/// head per entity.
 pub(crate) fn select<'v>(
     view: &'v View,
     wm: &Watermark,
@@ -388,9 +437,31 @@ pub(crate) fn select<'v>(
     if limit == 0 {
         return Ok(out);
     }
+    let resolved;
+    let plan = match &plan.entities {
+        None => plan,
+        Some(set) => {
+            let heads = heads_cost(set);
+            let span = wm.visible.saturating_sub(from);
+            let n = set.ids().len() as u64;
+            if heads >= expected_cells(n, wm.visible, limit).min(span) {
+                let to = from.saturating_add(heads.min(span));
+                work.cells += scan_to(view, wm, &plan.filter, from, to, |row| {
+                    out.push(row);
+                    Ok(out.len() < limit)
+                })?;
+                if out.len() == limit || to >= wm.visible {
+                    return Ok(out);
+                }
+                from = to;
+            }
+            resolved = plan.resolve(view, work)?;
+            &resolved
+        }
+    };
     let span = wm.visible.saturating_sub(from);
     let chain_cost = plan.chain_cost(from);
-    if chain_cost >= plan.expected_cells(wm.visible, limit).min(span) {
+    if chain_cost >= plan.expected_cells(wm.visible, limit - out.len()).min(span) {
         let to = from.saturating_add(chain_cost.min(span));
         work.cells += scan_to(view, wm, &plan.filter, from, to, |row| {
             out.push(row);
@@ -440,6 +511,13 @@ pub(crate) fn count(
     plan: &Plan,
     work: &mut Work,
 ) -> Result<u64, ReadError> {
+    if let Some(set) = &plan.entities {
+        // As in `select`: the heads alone cost more than the scan.
+        if heads_cost(set) >= wm.visible {
+            return scan_count(view, wm, &plan.filter, 0);
+        }
+        return count(view, wm, &plan.resolve(view, work)?, work);
+    }
     if plan.chain_cost(0) < wm.visible {
         Ok(select(view, wm, plan, 0, usize::MAX, work)?.len() as u64)
     } else {

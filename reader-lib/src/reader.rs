@@ -275,6 +275,7 @@ impl Reader {
             wm: view.gate.watermark(),
             rows_walked: AtomicU64::new(0),
             cells_scanned: AtomicU64::new(0),
+            heads_read: AtomicU64::new(0),
         }
     }
 
@@ -388,6 +389,7 @@ pub struct Snapshot<'r> {
     /// What its queries read ([`work`](Self::work)), for tests.
     rows_walked: AtomicU64,
     cells_scanned: AtomicU64,
+    heads_read: AtomicU64,
 }
 
 impl<'r> Snapshot<'r> {
@@ -539,13 +541,16 @@ impl<'r> Snapshot<'r> {
         region: &Region,
         from: u64,
         limit: usize,
-        known: Option<&mut PrefixIds<'r>>,
+        mut known: Option<&mut PrefixIds<'r>>,
     ) -> Result<Vec<Entry<'r>>, ReadError> {
-        let Some(plan) = query::plan_with(self.view, region, known)? else {
+        let Some(plan) = query::plan_with(self.view, region, known.as_deref_mut())? else {
             return Ok(Vec::new());
         };
         let mut work = query::Work::default();
         let rows = query::select(self.view, &self.wm, &plan, from, limit, &mut work);
+        if let Some(known) = known {
+            known.heads_read += work.heads;
+        }
         self.add_work(work);
         self.entries(rows?)
     }
@@ -563,6 +568,7 @@ impl<'r> Snapshot<'r> {
     fn add_work(&self, work: query::Work) {
         self.rows_walked.fetch_add(work.rows, Ordering::Relaxed);
         self.cells_scanned.fetch_add(work.cells, Ordering::Relaxed);
+        self.heads_read.fetch_add(work.heads, Ordering::Relaxed);
     }
 
     /// Entity names read to resolve entity-prefix regions by the plain
@@ -584,5 +590,14 @@ impl<'r> Snapshot<'r> {
             self.rows_walked.load(Ordering::Relaxed),
             self.cells_scanned.load(Ordering::Relaxed),
         )
+    }
+
+    /// Entity heads this snapshot's queries and counts read to plan an
+    /// entity-prefix region (one per matching entity, when they weigh its
+    /// chains). For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn heads_read(&self) -> u64 {
+        self.heads_read.load(Ordering::Relaxed)
     }
 }

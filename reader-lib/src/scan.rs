@@ -2,6 +2,7 @@
 //! that the compiler vectorises, and the cell predicate of a resolved region.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use weir_protocol::KindFilter;
 use weir_protocol::index::NO_NAME;
 use weir_protocol::model::CANCELLED_KIND;
@@ -34,6 +35,53 @@ pub(crate) fn count_by2<A: Copy, B: Copy>(a: &[A], b: &[B], f: impl Fn(A, B) -> 
         .sum()
 }
 
+/// A set of string ids, added in ascending order (the order names are
+/// written in): the ids, and a bitmap over the words from the first id's.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdSet {
+    ids: Vec<u32>,
+    /// Word `i` holds ids `64 (base + i) ..`.
+    bits: Vec<u64>,
+    base: usize,
+}
+
+impl IdSet {
+    /// Adds `id`, which is above every id already in the set (or it is not
+    /// added to the bitmap's words below `base`: string ids only grow).
+    pub(crate) fn push(&mut self, id: u32) {
+        let word = id as usize / 64;
+        if self.ids.is_empty() {
+            self.base = word;
+        }
+        let Some(i) = word.checked_sub(self.base) else {
+            debug_assert!(false, "ids are added in ascending order");
+            return;
+        };
+        if i >= self.bits.len() {
+            self.bits.resize(i + 1, 0);
+        }
+        self.bits[i] |= 1 << (id % 64);
+        self.ids.push(id);
+    }
+
+    #[inline]
+    pub(crate) fn has(&self, id: u32) -> bool {
+        (id as usize / 64)
+            .checked_sub(self.base)
+            .and_then(|i| self.bits.get(i))
+            .is_some_and(|w| w >> (id % 64) & 1 == 1)
+    }
+
+    pub(crate) fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Its size in u32s (ids and bitmap), for a cache's bound.
+    pub(crate) fn size(&self) -> usize {
+        self.ids.len() + 2 * self.bits.len()
+    }
+}
+
 /// Which entities a resolved region selects.
 #[derive(Debug, Clone)]
 pub(crate) enum EntitySel {
@@ -41,8 +89,8 @@ pub(crate) enum EntitySel {
     Any,
     /// One string id.
     One(u32),
-    /// A bitmap over string ids.
-    Set(Vec<u64>),
+    /// A set of string ids, shared with the prefix cache it came from.
+    Set(Arc<IdSet>),
 }
 
 impl EntitySel {
@@ -52,25 +100,26 @@ impl EntitySel {
         match self {
             Self::Any => id != NO_NAME,
             Self::One(x) => *x == id,
-            Self::Set(bits) => bits
-                .get(id as usize / 64)
-                .is_some_and(|w| w >> (id % 64) & 1 == 1),
+            Self::Set(set) => set.has(id),
         }
     }
 
-    /// A set of the given ids.
-    pub(crate) fn set(ids: &[u32]) -> Self {
-        match ids {
+    /// A selection of `set`'s ids (not empty).
+    pub(crate) fn of(set: &Arc<IdSet>) -> Self {
+        match set.ids() {
             [one] => Self::One(*one),
-            _ => {
-                let max = ids.iter().copied().max().unwrap_or(0) as usize;
-                let mut bits = vec![0u64; max / 64 + 1];
-                for &id in ids {
-                    bits[id as usize / 64] |= 1 << (id % 64);
-                }
-                Self::Set(bits)
-            }
+            _ => Self::Set(Arc::clone(set)),
         }
+    }
+
+    /// A set of the given ids, ascending.
+    #[cfg(test)]
+    pub(crate) fn set(ids: &[u32]) -> Self {
+        let mut set = IdSet::default();
+        for &id in ids {
+            set.push(id);
+        }
+        Self::of(&Arc::new(set))
     }
 }
 
@@ -140,6 +189,21 @@ impl CellFilter {
 mod tests {
     use super::*;
     use weir_protocol::EventKind;
+
+    #[test]
+    fn an_id_set_holds_its_ids_only_with_a_bitmap_from_the_first() {
+        let ids = [130, 131, 191, 192, 700];
+        let sel = EntitySel::set(&ids);
+        let EntitySel::Set(set) = &sel else {
+            panic!("{sel:?}")
+        };
+        assert_eq!(set.ids(), ids);
+        assert_eq!(set.size(), 5 + 2 * (700 / 64 - 2 + 1));
+        for id in 0..1000 {
+            assert_eq!(sel.has(id), ids.contains(&id), "{id}");
+        }
+        assert!(!sel.has(NO_NAME));
+    }
 
     #[test]
     fn kernels_agree_with_the_cell_predicate() {

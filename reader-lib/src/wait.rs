@@ -255,6 +255,14 @@ impl<'r> Subscription<'r> {
         self.names.names_read
     }
 
+    /// Entity heads its refills read to plan an entity-prefix region (one
+    /// per matching entity, when they weigh its chains). For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn heads_read(&self) -> u64 {
+        self.names.heads_read
+    }
+
     /// Pages read from the store so far (each a query over the region from
     /// the position on). For tests.
     #[doc(hidden)]
