@@ -182,8 +182,11 @@ fn notice(how: Resumed) {
     }
 }
 
-/// The last `n` events of `region` in `snap`: looks back over windows that
-/// grow fourfold, so it reads about `n` events, not the log.
+/// The last `n` events of `region` in `snap`: looks back over windows of
+/// the log that grow fourfold from its end until one holds `n` of them (or
+/// the whole log). It reads only the log's tail where `region`'s events are
+/// recent, but the last window may collect many more than `n` entries
+/// before the newest `n` are kept (a region whose events lie only far back).
 fn last_n<'r>(snap: &Snapshot<'r>, region: &Region, n: u64) -> Result<Vec<Entry<'r>>> {
     if n == 0 {
         return Ok(Vec::new());
