@@ -436,40 +436,44 @@ pub(crate) fn select<'v>(
     if limit == 0 {
         return Ok(out);
     }
+    // When the chains would cost `cost` and that is at least the cells a
+    // scan is `expected` to need (or the rest of the log), scans as far as
+    // `cost` from `from`: true when that filled the page or reached
+    // `visible`.
+    let filter = &plan.filter;
+    let scan_first =
+        |from: &mut u64, cost: u64, expected: u64, out: &mut Vec<&'v Row>, work: &mut Work| {
+            let span = wm.visible.saturating_sub(*from);
+            if cost < expected.min(span) {
+                return Ok(false);
+            }
+            let to = from.saturating_add(cost.min(span));
+            work.cells += scan_to(view, wm, filter, *from, to, |row| {
+                out.push(row);
+                Ok(out.len() < limit)
+            })?;
+            *from = to;
+            Ok::<_, ReadError>(out.len() == limit || to >= wm.visible)
+        };
     let resolved;
     let plan = match &plan.entities {
         None => plan,
         Some(set) => {
-            let heads = heads_cost(set);
-            let span = wm.visible.saturating_sub(from);
             let n = set.ids().len() as u64;
-            if heads >= expected_cells(n, wm.visible, limit).min(span) {
-                let to = from.saturating_add(heads.min(span));
-                work.cells += scan_to(view, wm, &plan.filter, from, to, |row| {
-                    out.push(row);
-                    Ok(out.len() < limit)
-                })?;
-                if out.len() == limit || to >= wm.visible {
-                    return Ok(out);
-                }
-                from = to;
+            let expected = expected_cells(n, wm.visible, limit);
+            if scan_first(&mut from, heads_cost(set), expected, &mut out, work)? {
+                return Ok(out);
             }
             resolved = plan.resolve(view, work)?;
             &resolved
         }
     };
-    let span = wm.visible.saturating_sub(from);
-    let chain_cost = plan.chain_cost(from);
-    if chain_cost >= plan.expected_cells(wm.visible, limit - out.len()).min(span) {
-        let to = from.saturating_add(chain_cost.min(span));
-        work.cells += scan_to(view, wm, &plan.filter, from, to, |row| {
-            out.push(row);
-            Ok(out.len() < limit)
-        })?;
-        if out.len() == limit || to >= wm.visible {
-            return Ok(out);
-        }
-        from = to;
+    let (cost, expected) = (
+        plan.chain_cost(from),
+        plan.expected_cells(wm.visible, limit - out.len()),
+    );
+    if scan_first(&mut from, cost, expected, &mut out, work)? {
+        return Ok(out);
     }
     let mut found = Vec::new();
     let mut stale = false;
