@@ -50,6 +50,18 @@ pub(super) struct Staged {
     replay_in_group: bool,
 }
 
+impl Staged {
+    /// A command to write (not a replay).
+    fn new(events: Vec<AppendRequest>, done: Done) -> Self {
+        Self {
+            events,
+            done,
+            replay: None,
+            replay_in_group: false,
+        }
+    }
+}
+
 /// Where one flush of the group buffer landed.
 struct Flush {
     seg: u64,
@@ -169,29 +181,18 @@ impl Writer {
             }
         }
         rest.extend(cmds);
+        if g.failure.is_some() || g.retry.is_some() {
+            // Whatever was not staged is refused with the group's error (a
+            // retry's too: one attempt per group, the rest would fail the
+            // same way).
+            g.staged.extend(
+                rest.drain(..)
+                    .map(|(events, done)| Staged::new(events, done)),
+            );
+        }
         if let Some(err) = g.retry.take() {
-            // One attempt per group: the rest would fail the same way.
-            for (events, done) in rest {
-                g.staged.push(Staged {
-                    events,
-                    done,
-                    replay: None,
-                    replay_in_group: false,
-                });
-            }
             self.retry_later(g, &err);
             return Vec::new();
-        }
-        if g.failure.is_some() {
-            // Whatever was not staged is refused with the group's error.
-            for (events, done) in rest.drain(..) {
-                g.staged.push(Staged {
-                    events,
-                    done,
-                    replay: None,
-                    replay_in_group: false,
-                });
-            }
         }
         if g.failure.is_none()
             && self.claims.dirty()
@@ -375,12 +376,7 @@ impl Writer {
                 return None;
             }
             if let Err(e) = self.log.rotate(first, self.config.sync_mode) {
-                g.staged.push(Staged {
-                    events,
-                    done,
-                    replay: None,
-                    replay_in_group: false,
-                });
+                g.staged.push(Staged::new(events, done));
                 match &e {
                     // Sealed, and nothing else written: the next group
                     // tries the create again.
@@ -405,12 +401,7 @@ impl Writer {
                 return Some((events, done));
             }
             let transient = super::transient(&e);
-            g.staged.push(Staged {
-                events,
-                done,
-                replay: None,
-                replay_in_group: false,
-            });
+            g.staged.push(Staged::new(events, done));
             let cause = format!("cannot create index file {}: {e}", path.display());
             if transient {
                 g.retry = Some(super::unavailable(&cause));
@@ -420,12 +411,7 @@ impl Writer {
             return None;
         }
         let cmd = g.staged.len();
-        g.staged.push(Staged {
-            events,
-            done,
-            replay: None,
-            replay_in_group: false,
-        });
+        g.staged.push(Staged::new(events, done));
         let (buf_mark, frames_mark, pending_mark, undo_mark) =
             (g.buf.len(), g.frames.len(), g.pending.len(), g.undo.len());
         let events = &g.staged[cmd].events;
