@@ -10,6 +10,7 @@ use weir_protocol::segment::{
 };
 
 /// One segment's usable content.
+#[derive(Default)]
 pub(super) struct Scan<'a> {
     pub(super) events: Vec<FrameRef<'a>>,
     pub(super) offsets: Vec<(u64, u32)>,
@@ -48,14 +49,7 @@ pub(super) fn scan_segment<'a>(
             header.segment_id.get()
         )));
     }
-    let mut s = Scan {
-        events: Vec::new(),
-        offsets: Vec::new(),
-        cancels: Vec::new(),
-        via_footer: false,
-        resumable: None,
-        stop: None,
-    };
+    let mut s = Scan::default();
     let trailer = Trailer::parse(bytes);
     if let Some(t) = &trailer
         && let Ok((Decoded::Footer(body), _)) =
@@ -98,14 +92,7 @@ pub(super) fn scan_segment<'a>(
             s.via_footer = true;
             return Ok(s);
         }
-        s = Scan {
-            events: Vec::new(),
-            offsets: Vec::new(),
-            cancels: Vec::new(),
-            via_footer: false,
-            resumable: None,
-            stop: None,
-        };
+        s = Scan::default();
     }
     // Frame scan with CRCs; a batch counts only once its BATCH_END frame is read.
     let mut off = SEGMENT_HEADER_LEN;
