@@ -110,11 +110,7 @@ pub fn lowest_after(starts: &[Start], instance: u128) -> Option<Option<u64>> {
 /// or dropped from it), or `None` if no record follows.
 #[must_use]
 pub fn lowest_since(starts: &[Start], instance: u128) -> Option<u64> {
-    let after = starts
-        .iter()
-        .rposition(|s| s.instance == instance)
-        .map_or(0, |i| i + 1);
-    starts[after..].iter().map(|s| s.visible).min()
+    lowest_after(starts, instance).unwrap_or_else(|| starts.iter().map(|s| s.visible).min())
 }
 
 #[cfg(test)]
