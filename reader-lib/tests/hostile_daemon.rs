@@ -7,34 +7,15 @@
 
 mod fake;
 
-use fake::{Res, frame, read_one, server_hello};
+use fake::{Res, fake, frame, read_one, server_hello};
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
 use weir_protocol::wire::{
     AppendRequest, ErrorCode, HelloReply, Op, Receipt, Reply, Request, Response, ServerHello,
     WireError, decode, encode,
 };
-
-/// A fake daemon at `<dir>/fake.sock`: for each connection, reads the
-/// client's hello and hands the stream to `serve`.
-fn fake(
-    dir: &tempfile::TempDir,
-    serve: impl Fn(&mut UnixStream) -> std::io::Result<()> + Send + 'static,
-) -> Res<PathBuf> {
-    let path = dir.path().join("fake.sock");
-    let l = UnixListener::bind(&path)?;
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            // The client may give up early: a broken pipe here is fine.
-            let _ = read_one(&mut s).and_then(|_| serve(&mut s));
-        }
-    });
-    Ok(path)
-}
 
 /// A good hello reply frame.
 fn hello() -> std::io::Result<Vec<u8>> {

@@ -5,34 +5,18 @@
 
 mod fake;
 
-use fake::{Res, read_one, server_hello};
+use fake::{Res, fake, frame, read_one, server_hello};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
-use weir_protocol::wire::{ErrorCode, HelloReply, Request, UNKNOWN_CODE_FIELD, decode, encode};
+use weir_protocol::wire::{ErrorCode, HelloReply, Request, UNKNOWN_CODE_FIELD, decode};
 
 /// Writes `body` as one frame.
 fn write_one(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
     s.write_all(&(body.len() as u32).to_le_bytes())?;
     s.write_all(body)
-}
-
-/// A fake daemon at `<dir>/fake.sock` serving one connection with `serve`
-/// after the client's hello.
-fn fake(
-    dir: &tempfile::TempDir,
-    serve: impl FnOnce(&mut UnixStream) -> std::io::Result<()> + Send + 'static,
-) -> Res<PathBuf> {
-    let path = dir.path().join("fake.sock");
-    let l = UnixListener::bind(&path)?;
-    std::thread::spawn(move || {
-        let Ok((mut s, _)) = l.accept() else { return };
-        let _ = read_one(&mut s).and_then(|_| serve(&mut s));
-    });
-    Ok(path)
 }
 
 fn opts() -> ClientOptions {
@@ -45,9 +29,7 @@ fn opts() -> ClientOptions {
 fn a_refusal_with_an_unknown_code_keeps_the_daemons_sentence() -> Res {
     let dir = tempfile::tempdir()?;
     let path = fake(&dir, |s| {
-        let mut out = Vec::new();
-        encode(&mut out, &HelloReply::Ok(server_hello())).map_err(std::io::Error::other)?;
-        s.write_all(&out)?;
+        s.write_all(&frame(&HelloReply::Ok(server_hello()))?)?;
         let req: Request = decode(&read_one(s)?).map_err(std::io::Error::other)?;
         // [id, {"Err": [code, message, fields]}] with a code added after
         // this build.

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use weir_protocol::wire::{ServerHello, encode};
 
 pub type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -37,4 +38,22 @@ pub fn server_hello() -> ServerHello {
         max_in_flight: None,
         starts: Vec::new(),
     }
+}
+
+/// A fake daemon at `<dir>/fake.sock`: for each connection, reads the
+/// client's hello and hands the stream to `serve`.
+pub fn fake(
+    dir: &tempfile::TempDir,
+    serve: impl Fn(&mut UnixStream) -> std::io::Result<()> + Send + 'static,
+) -> Res<PathBuf> {
+    let path = dir.path().join("fake.sock");
+    let l = UnixListener::bind(&path)?;
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            // The client may give up early: a broken pipe here is fine.
+            let _ = read_one(&mut s).and_then(|_| serve(&mut s));
+        }
+    });
+    Ok(path)
 }
