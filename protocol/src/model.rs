@@ -331,7 +331,10 @@ impl Region {
         self.kind = kind;
         self
     }
-    /// Restricts the per-entity clock range (inclusive).
+    /// Restricts the per-entity clock range (inclusive). An entity's clocks
+    /// run 0, 1, 2, … in its events' order, so the events of an entity from
+    /// clock `min` on (those since a snapshot of it) cost a read of each of
+    /// them, not of the entity's older events.
     #[must_use]
     pub fn with_clock_range(mut self, min: u32, max: u32) -> Self {
         self.clock_range = Some((min, max));

@@ -213,6 +213,27 @@ fn clock_ok(filter: &CellFilter, row: &Row) -> bool {
         .is_none_or(|(lo, hi)| (lo..=hi).contains(&row.clock.get()))
 }
 
+/// Is `row`, reached down `key`'s chain, below the filter's clock range,
+/// and so every row after it on that chain? An entity's clock falls by one
+/// per row down its chain (FORMAT.md, the row's clock), so its walk ends
+/// at the range's low end; other chains interleave entities and do not.
+fn below_clocks(key: Key, filter: &CellFilter, row: &Row) -> bool {
+    matches!(key, Key::Entity(_)) && filter.clock.is_some_and(|(lo, _)| row.clock.get() < lo)
+}
+
+/// The rows of an entity's chain of `count` rows that a walk under the
+/// filter's clock range reads: those from the head down to the range's low
+/// end (clocks run 0 to `count - 1`; `count` is a hint).
+fn entity_rows(filter: &CellFilter, count: u64) -> u64 {
+    match filter.clock {
+        Some((lo, _)) => count
+            .saturating_sub(u64::from(lo))
+            .saturating_add(1)
+            .min(count),
+        None => count,
+    }
+}
+
 /// Counts what `scan` would visit, with the vectorised kernels when the
 /// filter needs no row (no clock range).
 pub(crate) fn scan_count(
@@ -295,7 +316,7 @@ impl Plan {
         for &id in set.ids() {
             let (head, count) = view.string(id, NS_ENTITY)?.head();
             chains.push((Key::Entity(id), head));
-            rows = rows.saturating_add(count);
+            rows = rows.saturating_add(entity_rows(&self.filter, count));
         }
         work.heads += set.ids().len() as u64;
         if plan.chains.is_empty() || rows <= plan.rows {
@@ -487,7 +508,7 @@ pub(crate) fn select<'v>(
             {
                 found.push(row);
             }
-            Ok(true)
+            Ok(!below_clocks(key, &plan.filter, row))
         })?;
         if w == Walk::Stale {
             stale = true;
