@@ -177,6 +177,16 @@ fn subcommands_against_a_running_then_stopped_daemon() -> Result<()> {
         q(&["--entity-prefix", "user", "--scope", "tenant:a"])?.len(),
         2
     );
+    // --clock: user:2's events have clocks 0, 1, 2 (payloads 0, 2, 4).
+    let payloads = |args: &[&str]| -> Result<Vec<Value>> {
+        let mut all = vec!["--entity-prefix", "user:2"];
+        all.extend_from_slice(args);
+        Ok(q(&all)?.iter().map(|e| e["payload"]["i"].clone()).collect())
+    };
+    assert_eq!(payloads(&["--clock", "1.."])?, [json!(2), json!(4)]);
+    assert_eq!(payloads(&["--clock", "1"])?, [json!(2)]);
+    assert_eq!(payloads(&["--clock", "..0"])?, [json!(0)]);
+    assert_eq!(payloads(&["--clock", "3.."])?, Vec::<Value>::new());
     let page = q(&["--after", "3", "--limit", "2"])?;
     assert_eq!(
         page.iter()
@@ -260,6 +270,8 @@ fn usage_errors_exit_2() {
         &["query", "--kind", "0x10000"],
         &["get"],
         &["query", "--entity-prefix", ""],
+        &["query", "--clock", "3..1"],
+        &["export", "--clock", "0x1_0000_0000"],
         &["append", "--payload-json", "1"],
         &["append", "--idempotency-key", "k"],
         &["export", "--format", "csv"],

@@ -157,6 +157,11 @@ pub struct RegionArgs {
     /// Every kind of one 4-bit category, decimal or 0x-hex (`0x1`).
     #[arg(long, value_name = "C", value_parser = parse_category)]
     pub category: Option<u8>,
+    /// Per-entity clocks, inclusive: `N`, `N..M`, `N..` (from N on) or
+    /// `..M`. An entity's events from clock N on cost a read of each of
+    /// them, not of its older events.
+    #[arg(long, value_name = "RANGE", value_parser = parse_clock_range)]
+    pub clock: Option<(u32, u32)>,
 }
 
 impl RegionArgs {
@@ -172,7 +177,7 @@ impl RegionArgs {
             entity_prefix: self.entity_prefix.clone(),
             scope: self.scope.clone(),
             kind,
-            clock_range: None,
+            clock_range: self.clock,
         }
     }
 }
@@ -201,6 +206,31 @@ pub fn parse_category(s: &str) -> Result<u8, String> {
         n @ 0..=15 => Ok(n as u8),
         _ => Err(format!("category {s} is out of range (0..=15, 0x0..=0xF)")),
     }
+}
+
+/// An inclusive clock range: `N`, `N..M`, `N..` or `..M`, each bound
+/// decimal or `0x`-hex and at most `u32::MAX`.
+pub fn parse_clock_range(s: &str) -> Result<(u32, u32), String> {
+    let bound = |b: &str, default: u32| -> Result<u32, String> {
+        if b.trim().is_empty() {
+            return Ok(default);
+        }
+        let n = parse_number(b)?;
+        u32::try_from(n)
+            .map_err(|_| format!("clock {b} does not fit in 32 bits (0..={})", u32::MAX))
+    };
+    let (lo, hi) = match s.split_once("..") {
+        Some((lo, hi)) => (bound(lo, 0)?, bound(hi, u32::MAX)?),
+        None if !s.trim().is_empty() => {
+            let n = bound(s, 0)?;
+            (n, n)
+        }
+        None => return Err("an empty clock range (write N, N..M, N.. or ..M)".into()),
+    };
+    if lo > hi {
+        return Err(format!("clock range {s} is empty: {lo} is above {hi}"));
+    }
+    Ok((lo, hi))
 }
 
 #[cfg(test)]
@@ -239,5 +269,22 @@ mod tests {
         assert!(parse_kind("one").is_err());
         assert_eq!(parse_category("0xF"), Ok(15));
         assert!(parse_category("16").is_err());
+    }
+
+    #[test]
+    fn clock_ranges_parse_with_open_ends() {
+        assert_eq!(parse_clock_range("7"), Ok((7, 7)));
+        assert_eq!(parse_clock_range("2..0x10"), Ok((2, 16)));
+        assert_eq!(parse_clock_range("5.."), Ok((5, u32::MAX)));
+        assert_eq!(parse_clock_range("..5"), Ok((0, 5)));
+        assert_eq!(parse_clock_range(".."), Ok((0, u32::MAX)));
+        assert_eq!(parse_clock_range("4294967295"), Ok((u32::MAX, u32::MAX)));
+        let e = parse_clock_range("3..1").unwrap_err();
+        assert!(e.contains("3 is above 1"), "{e}");
+        let e = parse_clock_range("4294967296..").unwrap_err();
+        assert!(e.contains("does not fit in 32 bits"), "{e}");
+        assert!(parse_clock_range("").is_err());
+        assert!(parse_clock_range("a..b").is_err());
+        assert!(parse_clock_range("1...3").is_err());
     }
 }
