@@ -183,26 +183,143 @@ fn notice(how: Resumed) {
 }
 
 /// The last `n` events of `region` in `snap`: looks back over windows of
-/// the log that grow fourfold from its end until one holds `n` of them (or
-/// the whole log). It reads only the log's tail where `region`'s events are
-/// recent, but the last window may collect many more than `n` entries
-/// before the newest `n` are kept (a region whose events lie only far back).
+/// the log that grow fourfold from its end until they hold `n` of them (or
+/// the whole log), reading each part of the log once, a page at a time. It
+/// reads only the log's tail where `region`'s events are recent, and holds
+/// at most about `n` plus a page of entries however many lie further back.
 fn last_n<'r>(snap: &Snapshot<'r>, region: &Region, n: u64) -> Result<Vec<Entry<'r>>> {
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let fetch = |after: Option<u64>, limit: usize| snap.query_after(region, after, limit);
+    Ok(last_n_of(snap.visible(), n, fetch, Entry::sequence)?)
+}
+
+/// [`last_n`] over any source: `fetch(after, limit)` returns up to `limit`
+/// items with sequence above `after`, ascending; `seq` gives an item's.
+fn last_n_of<T, E>(
+    visible: u64,
+    n: usize,
+    mut fetch: impl FnMut(Option<u64>, usize) -> Result<Vec<T>, E>,
+    seq: impl Fn(&T) -> u64,
+) -> Result<Vec<T>, E> {
+    let mut found: Vec<T> = Vec::new();
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(found);
     }
-    let visible = snap.visible();
-    let mut window = n.max(64);
-    loop {
+    // `[from, end)` is the part of the log this round reads: the window's
+    // growth past the part already read.
+    let (mut end, mut window) = (visible, (n as u64).max(64));
+    while end > 0 && found.len() < n {
         let from = visible.saturating_sub(window);
-        let mut events = snap.query_after(region, from.checked_sub(1), usize::MAX)?;
-        if events.len() as u64 >= n || from == 0 {
-            let skip = events
-                .len()
-                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
-            events.drain(..skip);
-            return Ok(events);
+        let need = n - found.len();
+        let mut older: Vec<T> = Vec::new();
+        let mut after = from.checked_sub(1);
+        'pages: loop {
+            let page = fetch(after, PAGE)?;
+            let full = page.len() == PAGE;
+            for item in page {
+                let s = seq(&item);
+                if s >= end {
+                    break 'pages;
+                }
+                after = Some(s);
+                older.push(item);
+            }
+            // Keep the newest `need`: what lies before them is not printed.
+            if older.len() >= need + PAGE {
+                older.drain(..older.len() - need);
+            }
+            if !full {
+                break;
+            }
         }
+        older.drain(..older.len().saturating_sub(need));
+        older.append(&mut found);
+        found = older;
+        end = from;
         window = window.saturating_mul(4);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PAGE, last_n_of};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// An item that counts how many are alive, and the most that were.
+    struct Item {
+        seq: u64,
+        live: Rc<(Cell<usize>, Cell<usize>)>,
+    }
+
+    impl Drop for Item {
+        fn drop(&mut self) {
+            self.live.0.set(self.live.0.get() - 1);
+        }
+    }
+
+    /// `last_n_of` over a region whose events are at `seqs` (ascending):
+    /// the sequences it returns, the most items alive at once, the items
+    /// fetched in all, and the largest limit asked for.
+    fn run(seqs: &[u64], visible: u64, n: usize) -> (Vec<u64>, usize, usize, usize) {
+        let live = Rc::new((Cell::new(0), Cell::new(0)));
+        let (mut fetched, mut largest) = (0, 0);
+        let fetch = |after: Option<u64>, limit: usize| -> Result<Vec<Item>, ()> {
+            largest = largest.max(limit);
+            let page: Vec<Item> = seqs
+                .iter()
+                .filter(|&&s| after.is_none_or(|a| s > a) && s < visible)
+                .take(limit)
+                .map(|&seq| {
+                    live.0.set(live.0.get() + 1);
+                    live.1.set(live.1.get().max(live.0.get()));
+                    Item {
+                        seq,
+                        live: live.clone(),
+                    }
+                })
+                .collect();
+            fetched += page.len();
+            Ok(page)
+        };
+        let got = last_n_of(visible, n, fetch, |i| i.seq).unwrap_or_default();
+        let seqs = got.iter().map(|i| i.seq).collect();
+        (seqs, live.1.get(), fetched, largest)
+    }
+
+    #[test]
+    fn the_last_n_are_those_of_a_filter() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for (len, visible) in [(0, 0), (0, 500), (3, 10), (5_000, 20_000), (9_000, 9_000)] {
+            // `len` distinct sequences below `visible`, ascending.
+            let mut seqs: Vec<u64> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % visible.max(1)
+                })
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            for n in [0, 1, 7, 64, 65, 999, 1_000, 1_001, 4_999, 20_000] {
+                let want = seqs[seqs.len().saturating_sub(n)..].to_vec();
+                assert_eq!(run(&seqs, visible, n).0, want, "{len} {visible} {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn events_far_back_are_read_once_and_not_held() {
+        // 50,000 events, then 10,000 sequences of other regions: the last
+        // window reaches back over 6,384 of them to find 10.
+        let seqs: Vec<u64> = (0..50_000).collect();
+        let (got, peak, fetched, largest) = run(&seqs, 60_000, 10);
+        assert_eq!(got, (49_990..50_000).collect::<Vec<_>>());
+        assert!(largest <= PAGE, "asked for {largest} at once");
+        assert!(peak <= 10 + 2 * PAGE, "{peak} held at once");
+        // Each part of the log once (the windows' overlaps re-read before).
+        assert!(fetched <= 6_384 + PAGE, "{fetched} fetched");
     }
 }
