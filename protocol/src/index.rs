@@ -447,6 +447,13 @@ const _: () = assert!(size_of::<StringEntry>() == STRING_ENTRY_HEADER);
 pub const STRING_HEAD_OFF: usize = 8;
 /// Offset of `count` inside a string entry.
 pub const STRING_COUNT_OFF: usize = 16;
+/// Offset of `crc` inside a string entry.
+pub const STRING_CRC_OFF: usize = 24;
+const _: () = assert!(
+    std::mem::offset_of!(StringEntry, head) == STRING_HEAD_OFF
+        && std::mem::offset_of!(StringEntry, count) == STRING_COUNT_OFF
+        && std::mem::offset_of!(StringEntry, crc) == STRING_CRC_OFF
+);
 
 /// CRC of a string entry's identity.
 #[must_use]

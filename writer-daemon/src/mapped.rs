@@ -95,6 +95,9 @@ impl MappedFile {
     pub fn read(&self, off: usize, len: usize) -> &[u8] {
         // SAFETY: only this process writes the mapping, and the writer thread
         // that calls this is the thread that writes it; no concurrent writes.
+        // The one other caller, the names-table builder (`names::build_table`),
+        // reads strings entries below the end it was given, and of them only
+        // bytes no thread writes again (length, namespace, CRC, name).
         let bytes = unsafe { self.region.published(off, len) };
         bytes.unwrap_or_else(|| {
             panic!(

@@ -288,7 +288,7 @@ pub fn load_window(path: &std::path::Path, cap: usize) -> Result<IdemWindow, Str
 }
 
 /// Per-entity state, keyed by entity name.
-pub type Entities = FxHashMap<crate::namekey::NameKey, EntityState>;
+pub type Entities = crate::namekey::NameMap<EntityState>;
 
 #[cfg(test)]
 mod tests {

@@ -131,7 +131,7 @@ pub struct IndexWriter {
     checkpoint_counter: u64,
     /// The newest sequences of recently written entities' chains, for the
     /// rows' `entity_jump` hints (see [`Recent`]).
-    recent: FxHashMap<u32, Recent>,
+    recent: crate::namekey::Sharded<u32, Recent>,
 }
 
 /// Entities whose newest sequences [`IndexWriter`] keeps (≈ 80 bytes each
@@ -205,7 +205,7 @@ impl IndexWriter {
             sealed: 0,
             names,
             checkpoint_counter: 0,
-            recent: FxHashMap::default(),
+            recent: Default::default(),
         })
     }
 
@@ -273,7 +273,7 @@ impl IndexWriter {
             sealed,
             names,
             checkpoint_counter: cp.counter.get(),
-            recent: FxHashMap::default(),
+            recent: Default::default(),
         };
         w.publish_ranges();
         Ok(w)

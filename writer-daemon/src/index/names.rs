@@ -1,16 +1,15 @@
 //! Interned entity and scope names: append-only strings files plus the
 //! names table that maps (namespace, name) to a string id.
 
-use crate::fxhash::FxHashMap;
 use crate::mapped::MappedFile;
-use crate::namekey::NameKey;
+use crate::namekey::NameMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use weir_protocol::index::{
     FileHeader, NAMES_MAGIC, NAMES_MIN_LOG2, NS_ENTITY, NS_SCOPE, PAGE, STRING_COUNT_OFF,
-    STRING_ENTRY_HEADER, STRING_HEAD_OFF, STRINGS_FILE_LEN, STRINGS_FILE_LOG2, STRINGS_MAGIC,
-    StringEntry, fingerprint, name_hash, pack_slot, string_crc, unpack_slot,
+    STRING_CRC_OFF, STRING_ENTRY_HEADER, STRING_HEAD_OFF, STRINGS_FILE_LEN, STRINGS_FILE_LOG2,
+    STRINGS_MAGIC, StringEntry, fingerprint, name_hash, pack_slot, string_crc, unpack_slot,
 };
 use weir_protocol::{align8, index::META_NAMES_TABLE_OFF, index::META_STRINGS_END_OFF};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
@@ -27,7 +26,25 @@ pub struct Names {
     table_log2: u32,
     used: usize,
     /// Entity names (index 0) and scope names (index 1) to string ids.
-    ids: [FxHashMap<NameKey, u32>; 2],
+    ids: [NameMap<u32>; 2],
+    /// The next table, while a helper thread builds it.
+    growth: Option<Growth>,
+    /// While set, a build waits before it starts (tests).
+    #[cfg(test)]
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A names table twice the size of the current one, built on a helper
+/// thread from the strings below `upto` while the writer goes on interning
+/// into the current one (which a reader keeps using until `meta` names the
+/// new one): a growth costs the writer the names interned meanwhile, not a
+/// hash of every name. The writer waits for it only if the current table
+/// reaches three quarters full first.
+#[derive(Debug)]
+struct Growth {
+    /// The names interned since the build began: (hash, id).
+    since: Vec<(u64, u32)>,
+    build: std::thread::JoinHandle<io::Result<MappedFile>>,
 }
 
 fn strings_path(dir: &Path, n: usize) -> PathBuf {
@@ -66,6 +83,9 @@ impl Names {
             table_log2: NAMES_MIN_LOG2,
             used: 0,
             ids: Default::default(),
+            growth: None,
+            #[cfg(test)]
+            hold: Default::default(),
         };
         names.publish_meta(meta);
         Ok(names)
@@ -102,15 +122,18 @@ impl Names {
             table_log2: log2,
             used: 0,
             ids: Default::default(),
+            growth: None,
+            #[cfg(test)]
+            hold: Default::default(),
         };
         // Walk the entries to rebuild the in-memory mirror, checking each.
-        let mut ids: [FxHashMap<NameKey, u32>; 2] = Default::default();
+        let mut ids: [NameMap<u32>; 2] = Default::default();
         names.end = walk(&names.files, strings_end, |global, ns, name| {
             ids[slot_of(ns)].insert(name.into(), (global / 8) as u32);
             Ok(())
         })?;
         names.ids = ids;
-        names.used = names.ids.iter().map(FxHashMap::len).sum();
+        names.used = names.ids.iter().map(NameMap::len).sum();
         names.publish_meta(meta);
         Ok(names)
     }
@@ -181,10 +204,22 @@ impl Names {
         let f = &self.files[file];
         f.write(local, entry.as_bytes());
         f.write(local + STRING_ENTRY_HEADER, name);
-        if self.used + 1 > (1usize << self.table_log2) / 2 {
-            self.grow(meta)?;
+        let slots = 1usize << self.table_log2;
+        if self.growth.is_none() && self.used + 1 > slots / 2 {
+            self.start_growth();
         }
-        insert_slot(&self.table, self.table_log2, name_hash(ns, name), id);
+        if self
+            .growth
+            .as_ref()
+            .is_some_and(|g| g.build.is_finished() || self.used + 1 > slots / 4 * 3)
+        {
+            self.finish_growth(meta)?;
+        }
+        let hash = name_hash(ns, name);
+        insert_slot(&self.table, self.table_log2, hash, id);
+        if let Some(g) = &mut self.growth {
+            g.since.push((hash, id));
+        }
         self.used += 1;
         self.ids[slot_of(ns)].insert(name.into(), id);
         self.end = global + size as u64;
@@ -192,15 +227,68 @@ impl Names {
         Ok(id)
     }
 
-    fn grow(&mut self, meta: &MappedFile) -> io::Result<()> {
-        let log2 = self.table_log2 + 1;
-        let t = self.table_no + 1;
-        let table = new_table(&self.dir, t, log2)?;
-        for (ns, name, id) in self.iter() {
-            insert_slot(&table, log2, name_hash(ns, name), id);
+    /// Starts building the next table from the strings below `self.end`.
+    fn start_growth(&mut self) {
+        let (dir, upto) = (self.dir.clone(), self.end);
+        let (table_no, log2) = (self.table_no + 1, self.table_log2 + 1);
+        #[cfg(test)]
+        let hold = self.hold.clone();
+        let build = std::thread::Builder::new()
+            .name("weir-names".into())
+            .spawn(move || {
+                #[cfg(test)]
+                while hold.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                build_table(&dir, upto, table_no, log2)
+            });
+        match build {
+            Ok(build) => {
+                self.growth = Some(Growth {
+                    since: Vec::new(),
+                    build,
+                });
+            }
+            // No thread: the table grows on this one when it is taken.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a thread to grow the names table; growing it on the writer thread")
+            }
         }
+    }
+
+    /// Takes the next table once it is built (waiting for it if need be),
+    /// adds the names interned since, and names it in `meta`. A build that
+    /// failed, or could not start, is done again here.
+    fn finish_growth(&mut self, meta: &MappedFile) -> io::Result<()> {
+        let (table_no, log2) = (self.table_no + 1, self.table_log2 + 1);
+        let built = match self.growth.take() {
+            Some(g) => match g.build.join() {
+                Ok(Ok(table)) => {
+                    for &(hash, id) in &g.since {
+                        insert_slot(&table, log2, hash, id);
+                    }
+                    Some(table)
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "building the next names table failed; building it on the writer thread");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let table = match built {
+            Some(t) => t,
+            None => {
+                let table = new_table(&self.dir, table_no, log2)?;
+                for (ns, name, id) in self.iter() {
+                    insert_slot(&table, log2, name_hash(ns, name), id);
+                }
+                table
+            }
+        };
         self.table = table;
-        self.table_no = t;
+        self.table_no = table_no;
         self.table_log2 = log2;
         self.publish_meta(meta);
         Ok(())
@@ -320,9 +408,13 @@ fn walk(
             global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
             continue;
         }
-        let e = StringEntry::read_from_bytes(m.read(local, STRING_ENTRY_HEADER))
-            .map_err(|_| invalid("entry".into()))?;
-        let len = e.len.get() as usize;
+        // Only the entry's fixed fields: its head and count words change
+        // while a helper thread walks (`build_table`).
+        let fixed = m.read(local, 8);
+        let len = u32::from_le_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]) as usize;
+        let ns = fixed[4];
+        let crc = m.read(local + STRING_CRC_OFF, 4);
+        let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         if len == 0 {
             // An entry never starts here: the rest of the file was skipped.
             global = ((file as u64) + 1) << STRINGS_FILE_LOG2 | PAGE as u64;
@@ -334,12 +426,12 @@ fn walk(
             )));
         }
         let name = m.read(local + STRING_ENTRY_HEADER, len);
-        if string_crc(e.ns, name) != e.crc.get() {
+        if string_crc(ns, name) != crc {
             return Err(invalid(format!(
                 "string entry at {global} fails its checksum"
             )));
         }
-        f(global, e.ns, name)?;
+        f(global, ns, name)?;
         global += align8(STRING_ENTRY_HEADER + len) as u64;
     }
     Ok(global)
@@ -374,7 +466,45 @@ fn new_strings_file(dir: &Path, n: usize) -> io::Result<MappedFile> {
     Ok(f)
 }
 
+impl Drop for Names {
+    /// Lets a build in progress finish: its file is never named by `meta`,
+    /// and the next build of that number replaces it.
+    fn drop(&mut self) {
+        if let Some(g) = self.growth.take() {
+            let _ = g.build.join();
+        }
+    }
+}
+
+/// Builds table `t` of `2^log2` slots from the names of `dir`'s strings
+/// below `upto`, on a helper thread: it maps the strings files itself and
+/// reads of each entry only what is never written again (FORMAT.md: the
+/// writer appends entries past the end, and changes only their head and
+/// count words, which `walk` does not read).
+fn build_table(dir: &Path, upto: u64, t: u64, log2: u32) -> io::Result<MappedFile> {
+    let files = open_strings(dir, upto)?;
+    let table = new_table(dir, t, log2)?;
+    let walked = walk(&files, upto, |global, ns, name| {
+        insert_slot(&table, log2, name_hash(ns, name), (global / 8) as u32);
+        Ok(())
+    });
+    match walked {
+        Ok(_) => Ok(table),
+        Err(e) => {
+            drop(table);
+            let _ = std::fs::remove_file(names_path(dir, t));
+            Err(e)
+        }
+    }
+}
+
 fn new_table(dir: &Path, t: u64, log2: u32) -> io::Result<MappedFile> {
+    // A table numbered past the one `meta` names was never published (a
+    // stop or crash while it was being built): no reader has mapped it.
+    match std::fs::remove_file(names_path(dir, t)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let f = MappedFile::create(&names_path(dir, t), table_len(log2))?;
     f.write(0, FileHeader::new(NAMES_MAGIC, log2, t).as_bytes());
     Ok(f)
@@ -404,6 +534,122 @@ fn insert_slot(table: &MappedFile, log2: u32, hash: u64, id: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names in a temporary directory, with a meta file for the table number.
+    fn fresh() -> (tempfile::TempDir, Names, MappedFile) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let meta = MappedFile::create(&dir.path().join("meta"), PAGE).expect("meta");
+        let names = Names::create(dir.path(), &meta).expect("names");
+        (dir, names, meta)
+    }
+
+    fn name(i: usize) -> Vec<u8> {
+        format!("user:{i}").into_bytes()
+    }
+
+    /// The id the current table gives `name`, probed as a reader does.
+    fn probe(names: &Names, ns: u8, name: &[u8]) -> Option<u32> {
+        let hash = name_hash(ns, name);
+        let mask = (1usize << names.table_log2) - 1;
+        let mut i = (hash as usize) & mask;
+        loop {
+            let slot = names.table.region().atomic_u64(PAGE + i * 8)?;
+            let (id, fp) = unpack_slot(slot.load(Ordering::Acquire))?;
+            if fp == fingerprint(hash) && names.name(id as u32) == Some(name) {
+                return Some(id as u32);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn all_found(names: &Names, n: usize) {
+        for i in 0..n {
+            let id = names.get(NS_ENTITY, &name(i));
+            assert!(id.is_some(), "{i} interned");
+            assert_eq!(
+                probe(names, NS_ENTITY, &name(i)),
+                id,
+                "{i} in table {}",
+                names.table_no
+            );
+        }
+    }
+
+    #[test]
+    fn a_growth_builds_the_next_table_while_interning_goes_on() {
+        let (_dir, mut names, meta) = fresh();
+        let slots = 1usize << NAMES_MIN_LOG2;
+        names.hold.store(true, Ordering::Release);
+        // Half full: the build starts, held; interning goes on into the
+        // current table up to three quarters, which readers keep using.
+        for i in 0..slots / 4 * 3 {
+            names.intern(NS_ENTITY, &name(i), &meta).expect("intern");
+        }
+        assert!(names.growth.is_some(), "a build is under way");
+        assert_eq!(names.position().1, 0, "still table 0");
+        all_found(&names, slots / 4 * 3);
+        // Let it finish; the next name takes it, with the names interned
+        // since it began.
+        names.hold.store(false, Ordering::Release);
+        while !names.growth.as_ref().is_some_and(|g| g.build.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        names
+            .intern(NS_ENTITY, &name(slots), &meta)
+            .expect("intern");
+        assert_eq!(
+            (names.position().1, names.table_log2),
+            (1, NAMES_MIN_LOG2 + 1)
+        );
+        assert!(names.growth.is_none());
+        all_found(&names, slots / 4 * 3);
+        assert!(probe(&names, NS_ENTITY, &name(slots)).is_some());
+        let r = meta.region();
+        assert_eq!(
+            r.atomic_u64(META_NAMES_TABLE_OFF)
+                .map(|a| a.load(Ordering::Acquire)),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_build_not_done_at_three_quarters_is_waited_for() {
+        let (_dir, mut names, meta) = fresh();
+        let slots = 1usize << NAMES_MIN_LOG2;
+        names.hold.store(true, Ordering::Release);
+        let hold = names.hold.clone();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            hold.store(false, Ordering::Release);
+        });
+        // Past three quarters the writer waits for the build rather than
+        // fill the current table further.
+        for i in 0..=slots / 4 * 3 {
+            names.intern(NS_ENTITY, &name(i), &meta).expect("intern");
+        }
+        release.join().expect("release");
+        assert_eq!(names.position().1, 1);
+        assert!(names.used <= (1 << names.table_log2) / 2);
+        all_found(&names, slots / 4 * 3 + 1);
+    }
+
+    #[test]
+    fn a_table_left_by_an_unfinished_build_is_replaced() {
+        let (dir, mut names, meta) = fresh();
+        // A stop while table 1 was being built leaves its file, never
+        // named in `meta`: the next build of table 1 replaces it.
+        std::fs::write(names_path(dir.path(), 1), b"left by a stop").expect("write");
+        for i in 0..(1usize << NAMES_MIN_LOG2) {
+            names.intern(NS_ENTITY, &name(i), &meta).expect("intern");
+        }
+        while names.growth.is_some() {
+            names.intern(NS_SCOPE, b"s", &meta).expect("intern");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            names.finish_growth(&meta).expect("finish");
+        }
+        assert_eq!(names.position().1, 1);
+        all_found(&names, 1 << NAMES_MIN_LOG2);
+    }
 
     #[test]
     fn entries_never_overlap_a_header_page_or_straddle_files() {
