@@ -68,6 +68,25 @@ pub enum OpenError {
         /// What shows the missing events were durable.
         proof: String,
     },
+    /// A rebuild found an event that does not continue its entity's chain
+    /// (clock or `prev_hash`): a frame was altered with its checksums
+    /// recomputed, or the log holds a fork. New events would continue a
+    /// wrong chain. Nothing was changed.
+    #[error(
+        "{path}: the frame at offset {offset} (sequence {sequence}, entity {entity:?}) {what}, so the entity's chain is broken there and new events would continue a wrong one. Nothing was changed: restore this segment from a backup, or copy the data directory away and inspect it with `weir verify`"
+    )]
+    BrokenChain {
+        /// The segment that holds the frame.
+        path: PathBuf,
+        /// The frame's offset in it.
+        offset: u64,
+        /// The frame's sequence.
+        sequence: u64,
+        /// The entity it names.
+        entity: String,
+        /// What disagrees with the entity's events before it.
+        what: String,
+    },
     /// An I/O error, with the path it concerned.
     #[error("{path}: {source}")]
     Io {

@@ -372,6 +372,27 @@ fn rebuild(
                         batch_end: h.flags & frame_flags::BATCH_END != 0,
                     })
                     .map_err(gen_err)?;
+                // The event must continue the chain held so far (the kept
+                // chunks' head on the checkpoint path), or the writer would
+                // chain new events onto a wrong one.
+                let held = match heads.get(&entity) {
+                    Some(s) => Some(*s),
+                    None if entities.is_empty() => None,
+                    None => index
+                        .names()
+                        .name(entity)
+                        .and_then(|n| entities.get(n))
+                        .copied(),
+                };
+                if let Some(what) = chain_break(held, h.clock.get(), &h.prev_hash) {
+                    return Err(OpenError::BrokenChain {
+                        path: seg_path(id),
+                        offset: off,
+                        sequence: seq,
+                        entity: String::from_utf8_lossy(f.entity).into_owned(),
+                        what,
+                    });
+                }
                 // By string id: a small key, already known, hashed cheaply
                 // (by name this map was a fifth of a rebuild's time).
                 heads.insert(
@@ -543,4 +564,28 @@ fn rebuild(
             fallback_reason: None,
         },
     })
+}
+
+/// Why an event of clock `clock` and `prev_hash` does not continue its
+/// entity's chain whose newest event so far is `held`, if it does not.
+fn chain_break(held: Option<EntityState>, clock: u32, prev_hash: &[u8; 32]) -> Option<String> {
+    match held {
+        None if clock != 0 => Some(format!(
+            "has clock {clock}, but no event of its entity comes before it in the log (clock 0 expected)"
+        )),
+        None if *prev_hash != [0; 32] => Some(
+            "is its entity's first event in the log, but its prev_hash is not zeros".to_owned(),
+        ),
+        None => None,
+        Some(s) if s.clock.checked_add(1) != Some(clock) => Some(format!(
+            "has clock {clock}, but the entity's event before it in the log has clock {} ({} expected)",
+            s.clock,
+            u64::from(s.clock) + 1
+        )),
+        Some(s) if s.hash != *prev_hash => Some(format!(
+            "has clock {clock}, but its prev_hash is not the event_hash of the entity's event before it in the log (clock {})",
+            s.clock
+        )),
+        Some(_) => None,
+    }
 }
