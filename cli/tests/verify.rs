@@ -1,6 +1,8 @@
 //! `weir verify` passes on a healthy store and fails, naming segment,
 //! offset and sequence, when a frame byte is flipped (CRC) or when a
-//! payload is changed and its CRC recomputed (hash chain).
+//! payload is changed and its CRC recomputed (hash chain); and when an
+//! entity's chain from its head misses events (a head word naming an older
+//! event) or its clocks repeat one (the fork a daemon then appends).
 
 mod common;
 
@@ -140,5 +142,68 @@ fn verify_stops_at_a_sealed_segments_footer() -> Result<()> {
     let notes = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(text.contains("ok: 2 segments, "), "{text}");
     assert!(!(text + &notes).contains("torn"), "{notes}");
+    Ok(())
+}
+
+/// Points `entity`'s head word (strings entry, no CRC) at `head`.
+fn set_head(dir: &Path, entity: &str, head: u64) -> Result<()> {
+    let gens = std::fs::read_dir(dir.join("index"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .max()
+        .context("no generation")?;
+    let path = gens.join("strings-0000");
+    let bytes = std::fs::read(&path)?;
+    let mut at = 4096;
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into()?) as usize;
+        anyhow::ensure!(len != 0, "{entity} not in {}", path.display());
+        if bytes[at + 4] == 1 && &bytes[at + 32..at + 32 + len] == entity.as_bytes() {
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.write_all_at(&head.to_le_bytes(), (at + 8) as u64)?;
+            return Ok(());
+        }
+        at += 32 + len.div_ceil(8) * 8;
+    }
+}
+
+#[test]
+fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let mut d = daemon(root.path(), "")?;
+    let dir = d.data_dir.clone();
+    let line =
+        |e: u32| format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n");
+    let lines: String = (0..15).map(|i| line(i % 3)).collect();
+    weir(&dir)
+        .arg("append")
+        .write_stdin(lines)
+        .assert()
+        .success();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    // e:0 holds sequences 0, 3, ..., 12; its head now names sequence 6.
+    set_head(&dir, "e:0", 7)?;
+    let out = weir(&dir).arg("verify").assert().code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(
+        err.contains("sequence 12: entity \"e:0\"") && err.contains("reaches 3 of its 5 events"),
+        "{err}"
+    );
+    // A daemon reuses the index (the head's row and frame are e:0's) and
+    // chains the next event onto sequence 6: a second clock 3.
+    let mut d = daemon(root.path(), "")?;
+    weir(&dir)
+        .arg("append")
+        .write_stdin(line(0))
+        .assert()
+        .success();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    let out = weir(&dir).arg("verify").assert().code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(
+        err.contains("sequence 15: entity \"e:0\": clock 3") && err.contains("clock 5 expected"),
+        "{err}"
+    );
     Ok(())
 }

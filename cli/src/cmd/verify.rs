@@ -5,8 +5,10 @@
 //!    (left by a crash; the daemon continued in a new segment) and is only
 //!    reported; one that hides a published event is a failure.
 //! 2. Every visible index row against its frame (CRC, sequence, id, kind,
-//!    clock, length).
-//! 3. Every entity's hash chain (`Reader::verify_chain`).
+//!    clock, length), and each entity's clocks in sequence order: 0, 1, 2, ...
+//! 3. Every entity's hash chain (`Snapshot::verify_chain`), which must reach
+//!    each of the entity's rows that step 2 counted (a head naming an older
+//!    event hides the newer ones from every stream).
 //!
 //! The first failure is named by segment, offset and sequence.
 
@@ -14,7 +16,7 @@ use super::common::DataDir;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::FileExt;
@@ -140,7 +142,8 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
     bar.set_message("index rows");
     bar.set_position(0);
     bar.set_length(snap.visible());
-    let mut entities = BTreeSet::new();
+    // Per entity: its rows so far (so the next one's clock) and the newest.
+    let mut entities: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut after = None;
     loop {
         let page = snap.query_after(&Region::all(), after, PAGE)?;
@@ -150,9 +153,26 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
             if let Err(err) = e.frame() {
                 return Ok(Some(read_bad(e.sequence(), &err)));
             }
-            if !entities.contains(e.entity()) {
-                entities.insert(e.entity().to_owned());
+            let seen = match entities.get_mut(e.entity()) {
+                Some(seen) => seen,
+                None => entities.entry(e.entity().to_owned()).or_default(),
+            };
+            if u64::from(e.clock()) != seen.0 {
+                let (segment, offset) = locate(dir, e.sequence())?.unzip();
+                return Ok(Some(Bad {
+                    segment,
+                    offset,
+                    sequence: Some(e.sequence()),
+                    problem: format!(
+                        "entity {:?}: clock {}, but the entity's events before it number {} (clock {} expected): two events share a clock (a fork), or the chain skips one",
+                        e.entity(),
+                        e.clock(),
+                        seen.0,
+                        seen.0
+                    ),
+                }));
             }
+            *seen = (seen.0 + 1, e.sequence());
             c.rows += 1;
         }
         bar.set_position(last.sequence() + 1);
@@ -160,8 +180,8 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
     bar.set_message("hash chains");
     bar.set_position(0);
     bar.set_length(entities.len() as u64);
-    for entity in &entities {
-        let report = reader.verify_chain(entity)?;
+    for (entity, &(rows, newest)) in &entities {
+        let report = snap.verify_chain(entity)?;
         if let Some(b) = report.first_bad {
             let problem = match &b.problem {
                 BreakKind::Frame(err) => return Ok(Some(read_bad(b.sequence, err))),
@@ -169,6 +189,9 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
                 BreakKind::Hash => "the recomputed event_hash differs from the stored one".into(),
                 BreakKind::Link => {
                     "prev_hash is not the previous event's event_hash (chain broken)".into()
+                }
+                BreakKind::Clock => {
+                    "the clock is not the previous event's + 1 (chain broken)".into()
                 }
                 other => format!("{other:?}"),
             };
@@ -178,6 +201,21 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
                 offset,
                 sequence: Some(b.sequence),
                 problem: format!("entity {entity:?}: {problem}"),
+            }));
+        }
+        if report.verified != rows {
+            // The chain ends early: a stale head hides the newest events.
+            let head = snap.latest(entity)?.map(|e| e.sequence());
+            let (segment, offset) = locate(dir, newest)?.unzip();
+            return Ok(Some(Bad {
+                segment,
+                offset,
+                sequence: Some(newest),
+                problem: format!(
+                    "entity {entity:?}: its chain from the head ({}) reaches {} of its {rows} events, not its newest, sequence {newest}: streams of the entity miss events",
+                    head.map_or("none".to_owned(), |s| format!("sequence {s}")),
+                    report.verified
+                ),
             }));
         }
         c.entities += 1;
