@@ -397,6 +397,10 @@ impl<'r> Snapshot<'r> {
     pub(crate) fn view(&self) -> &'r View {
         self.view
     }
+    /// The pinned watermark.
+    pub(crate) fn watermark(&self) -> &Watermark {
+        &self.wm
+    }
     /// The pinned watermark: sequences below it (and not cancelled) are visible.
     #[must_use]
     pub fn visible(&self) -> u64 {
