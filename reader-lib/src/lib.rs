@@ -19,6 +19,7 @@
 //! Only `map.rs` holds `unsafe`; every other module forbids it.
 #![deny(unsafe_code)]
 
+mod cancelled;
 pub mod client;
 mod entry;
 mod error;

@@ -12,7 +12,7 @@ use crate::query;
 use crate::view::View;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{STATE_LIVE, STATE_STARTING, STATE_STOPPED, STATE_SUPERSEDED};
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row};
@@ -273,6 +273,7 @@ impl Reader {
         Snapshot {
             view,
             wm: view.gate.watermark(),
+            all_cancelled: OnceLock::new(),
             rows_walked: AtomicU64::new(0),
             cells_scanned: AtomicU64::new(0),
             heads_read: AtomicU64::new(0),
@@ -386,6 +387,9 @@ impl Reader {
 pub struct Snapshot<'r> {
     view: &'r View,
     wm: Watermark,
+    /// Every cancelled range, built on the first [`cancelled`](Self::cancelled)
+    /// call when the gate's range slots overflowed.
+    all_cancelled: OnceLock<Vec<(u64, u64)>>,
     /// What its queries read ([`work`](Self::work)), for tests.
     rows_walked: AtomicU64,
     cells_scanned: AtomicU64,
@@ -406,10 +410,20 @@ impl<'r> Snapshot<'r> {
     pub fn visible(&self) -> u64 {
         self.wm.visible
     }
-    /// The cancelled ranges `[start, end)` loaded with the watermark.
-    #[must_use]
-    pub fn cancelled(&self) -> &[(u64, u64)] {
-        self.wm.cancelled()
+    /// Every cancelled range `[start, end)` below the pinned watermark,
+    /// sorted and merged. Usually the ranges loaded with the watermark; when
+    /// more were cancelled than the gate holds (or the gate's ranges could
+    /// not be read), the rest come from the tombstone rows, in one scan of
+    /// the index's entity column on the first call (kept for later calls).
+    pub fn cancelled(&self) -> Result<&[(u64, u64)], ReadError> {
+        if !self.wm.overflow {
+            return Ok(self.wm.cancelled());
+        }
+        if let Some(all) = self.all_cancelled.get() {
+            return Ok(all);
+        }
+        let all = crate::cancelled::complete(self.view, &self.wm)?;
+        Ok(self.all_cancelled.get_or_init(|| all))
     }
 
     fn entries(&self, rows: Vec<&'r Row>) -> Result<Vec<Entry<'r>>, ReadError> {

@@ -149,7 +149,13 @@ fn watch(dir: &str, millis: u64) -> i32 {
                 return 1;
             }
         };
-        let cancelled = snap.cancelled().to_vec();
+        let cancelled = match snap.cancelled() {
+            Ok(c) => c.to_vec(),
+            Err(e) => {
+                println!("cancelled failed: {e}");
+                return 1;
+            }
+        };
         let expected: Vec<u64> = (0..w)
             .filter(|s| !cancelled.iter().any(|&(a, b)| (a..b).contains(s)))
             .collect();
