@@ -1,7 +1,8 @@
 //! A request refused inside a transaction leaves it open: a `Commit`
 //! refused before it reached the writer keeps everything staged for its
 //! retry, and what is pipelined behind it is still staged; an event the
-//! commit would refuse (a repeated key or event id) is refused when staged.
+//! commit would refuse (a repeated key or event id) is refused when staged, and
+//! an event over max-payload-bytes is refused for its payload, not as a batch.
 
 use anyhow::{Result, bail, ensure};
 use std::io::Write;
@@ -199,5 +200,39 @@ fn a_repeated_key_or_event_id_is_refused_when_staged() -> Result<()> {
     ensure!(receipts.len() == 2, "{receipts:?}");
     ensure!(receipts[1].event_id == X);
     ensure!(Reader::open(&d.data_dir)?.stream("t")?.len() == 2);
+    Ok(())
+}
+
+#[test]
+fn an_event_over_the_payload_limit_is_refused_for_its_payload_not_as_a_batch() -> Result<()> {
+    let root = temp_root()?;
+    let d = Daemon::start(
+        &Setup::in_dir(root.path()).with("max-payload-bytes = 65536\nmax-batch-bytes = 100000"),
+    )?;
+    let mut w = Wire::open(&d)?;
+    // Over both limits: its payload is what the operator must change.
+    let big = vec![7; 100_001];
+    let r = w.round(vec![
+        Op::Append(ev("p", &big)),
+        Op::Begin,
+        Op::Append(ev("p", &[1; 60_000])),
+        Op::Append(ev("p", &big)),
+        // Under the payload limit, over the batch's with what is staged.
+        Op::Append(ev("p", &[2; 60_000])),
+        Op::Commit,
+    ])?;
+    for i in [0, 3] {
+        ensure!(
+            code(&r[i]) == Some(ErrorCode::PayloadTooLarge),
+            "{i}: {:?}",
+            r[i]
+        );
+    }
+    ensure!(code(&r[4]) == Some(ErrorCode::BatchTooLarge), "{:?}", r[4]);
+    ensure!(
+        matches!(&r[5], Ok(Reply::Batch(v)) if v.len() == 1),
+        "{:?}",
+        r[5]
+    );
     Ok(())
 }

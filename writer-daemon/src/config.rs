@@ -4,6 +4,7 @@
 use crate::segments::SegmentLog;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use weir_protocol::model::MAX_NAME_BYTES;
 use weir_protocol::segment::FRAME_HEADER_LEN;
 use weir_protocol::wire::{BATCH_ENVELOPE_BYTES, EVENT_WIRE_OVERHEAD};
 
@@ -66,7 +67,9 @@ pub struct Config {
     /// full batch (`max-batch-events` events of these bytes in all, each
     /// with a 184-byte frame header, up to 7 bytes of padding and a 16-byte
     /// footer entry) must fit in one segment with the segment's header and
-    /// seal (about 500 bytes); a larger value is refused at start.
+    /// seal (about 500 bytes); a larger value is refused at start. It must
+    /// also hold one event of `max-payload-bytes` with the longest entity
+    /// and scope (1024 bytes each): a smaller value is refused at start.
     pub max_batch_bytes: u64,
     /// Most events the writer commits in one group (one sync). Default: 8192.
     pub group_commit_max_events: u32,
@@ -279,6 +282,22 @@ impl Config {
                      with its header and seal (segment-max-bytes = {}); lower max-batch-bytes \
                      or max-batch-events, or raise segment-max-bytes",
                     self.max_batch_events, self.segment_max_bytes
+                ),
+            ));
+        }
+        // `event_bytes` counts an event's payload and both names: one event
+        // at max-payload-bytes with the longest names must make a batch,
+        // or the advertised payload limit could never be reached.
+        let one_event = u64::from(self.max_payload_bytes) + 2 * MAX_NAME_BYTES as u64;
+        if self.max_batch_bytes < one_event {
+            return Err(bad(
+                "max-batch-bytes",
+                self.max_batch_bytes,
+                format!(
+                    "must hold one event of max-payload-bytes = {} with the longest entity \
+                     and scope ({MAX_NAME_BYTES} bytes each): at least {one_event}; raise \
+                     max-batch-bytes or lower max-payload-bytes",
+                    self.max_payload_bytes
                 ),
             ));
         }

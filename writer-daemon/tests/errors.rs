@@ -381,6 +381,10 @@ fn invalid_requests_are_typed() {
         (vec![ev("a", 0x1001, &vec![0; (64 << 10) + 1])], |e| {
             matches!(e, AppendError::PayloadTooLarge { .. })
         }),
+        // Over max-batch-bytes too: the payload is what is refused.
+        (vec![ev("a", 0x1001, &vec![0; (256 << 10) + 1])], |e| {
+            matches!(e, AppendError::PayloadTooLarge { index: 0, .. })
+        }),
         ((0..65).map(|_| ev("a", 0x1001, b"")).collect(), |e| {
             matches!(e, AppendError::BatchTooLarge { events: 65, .. })
         }),

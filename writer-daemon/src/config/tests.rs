@@ -263,6 +263,24 @@ fn a_frame_too_small_for_a_full_batch_is_refused() {
 }
 
 #[test]
+fn a_batch_too_small_for_one_event_of_the_largest_payload_is_refused() {
+    // max-payload-bytes plus an entity and a scope of MAX_NAME_BYTES each.
+    let bound = (16 << 20) + 2 * MAX_NAME_BYTES as u64;
+    let with = |bytes: u64| Config {
+        max_batch_bytes: bytes,
+        ..Config::default()
+    };
+    let err = with(1 << 20).validate().unwrap_err();
+    assert_eq!(err.field, "max-batch-bytes", "{err}");
+    let text = err.to_string();
+    assert!(text.contains("max-batch-bytes = 1048576"), "{text}");
+    assert!(text.contains("max-payload-bytes = 16777216"), "{text}");
+    assert!(text.contains(&bound.to_string()), "{text}");
+    assert!(with(bound - 1).validate().is_err());
+    assert!(with(bound).validate().is_ok());
+}
+
+#[test]
 fn a_relative_socket_must_fit_once_made_absolute() {
     // The test runs in the crate's directory, so this 100-byte relative
     // path is longer than 107 bytes once absolute.

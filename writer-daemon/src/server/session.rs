@@ -142,6 +142,14 @@ impl<'h> Session<'h> {
         if events.is_empty() {
             return self.reject(AppendError::EmptyBatch.to_wire());
         }
+        // Each event's own limits before the transaction's totals, as in
+        // `writer::validate`.
+        for (i, e) in events.iter().enumerate() {
+            if let Err(err) = crate::writer::check_event(t.events.len() + i, e, c.max_payload_bytes)
+            {
+                return self.reject(err.to_wire());
+            }
+        }
         let count = t.events.len() + events.len();
         let bytes = t.bytes + events.iter().map(event_bytes).sum::<u64>();
         if count > c.max_batch_events as usize || bytes > c.max_batch_bytes {
@@ -154,12 +162,6 @@ impl<'h> Session<'h> {
                 }
                 .to_wire(),
             );
-        }
-        for (i, e) in events.iter().enumerate() {
-            if let Err(err) = crate::writer::check_event(t.events.len() + i, e, c.max_payload_bytes)
-            {
-                return self.reject(err.to_wire());
-            }
         }
         // The keys and ids of this request, checked against those staged
         // before and against each other.

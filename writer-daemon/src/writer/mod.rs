@@ -351,6 +351,11 @@ pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), Appen
     if events.is_empty() {
         return Err(AppendError::EmptyBatch);
     }
+    // Each event's own limits first: an event whose payload alone is too
+    // large is refused as that, not as a batch.
+    for (index, e) in events.iter().enumerate() {
+        check_event(index, e, c.max_payload_bytes)?;
+    }
     let bytes: u64 = events.iter().map(event_bytes).sum();
     if events.len() > c.max_batch_events as usize || bytes > c.max_batch_bytes {
         return Err(AppendError::BatchTooLarge {
@@ -368,9 +373,6 @@ pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), Appen
                 return Err(AppendError::IdempotencyConflict { key: k });
             }
         }
-    }
-    for (index, e) in events.iter().enumerate() {
-        check_event(index, e, c.max_payload_bytes)?;
     }
     Ok(())
 }
