@@ -375,18 +375,39 @@ pub struct FooterEntry {
     pub crc: U32,
 }
 
-/// Appends a FOOTER frame listing `entries`; returns its length.
-pub fn encode_footer(out: &mut Vec<u8>, entries: &[FooterEntry]) -> usize {
+/// Most entries a FOOTER frame lists: its length (header, then 16 bytes an
+/// entry) must fit the frame's u32 `len`.
+pub const MAX_FOOTER_ENTRIES: usize =
+    (u32::MAX as usize - FRAME_HEADER_LEN) / size_of::<FooterEntry>();
+
+/// Longest segment file the daemon creates (32 GiB): every frame takes at
+/// least a header (a CANCEL frame is nothing else) and a footer entry, so
+/// a segment this long never holds more frames than a footer lists.
+pub const SEGMENT_MAX_LEN: u64 = 1 << 35;
+const _: () = assert!(
+    SEGMENT_MAX_LEN / (FRAME_HEADER_LEN + size_of::<FooterEntry>()) as u64
+        <= MAX_FOOTER_ENTRIES as u64
+);
+
+/// Appends a FOOTER frame listing `entries`; returns its length. `None`,
+/// with nothing appended, for more than [`MAX_FOOTER_ENTRIES`] entries,
+/// whose lengths the frame's u32 fields cannot hold.
+pub fn encode_footer(out: &mut Vec<u8>, entries: &[FooterEntry]) -> Option<usize> {
+    if entries.len() > MAX_FOOTER_ENTRIES {
+        return None;
+    }
+    let count = u32::try_from(entries.len()).ok()?;
+    let body = u32::try_from(size_of_val(entries)).ok()?;
     let start = out.len();
     let mut h = FrameHeader::new_zeroed();
     h.frame_type = frame_type::FOOTER;
     h.flags = frame_flags::BATCH_END;
-    h.batch_len = (entries.len() as u32).into();
-    h.payload_len = (size_of_val(entries) as u32).into();
+    h.batch_len = count.into();
+    h.payload_len = body.into();
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(entries.as_bytes());
     finish(out, start);
-    out.len() - start
+    Some(out.len() - start)
 }
 
 /// The trailer in the last 64 bytes of a sealed segment file.

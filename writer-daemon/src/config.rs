@@ -5,7 +5,7 @@ use crate::segments::SegmentLog;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use weir_protocol::model::MAX_NAME_BYTES;
-use weir_protocol::segment::FRAME_HEADER_LEN;
+use weir_protocol::segment::{FRAME_HEADER_LEN, SEGMENT_MAX_LEN};
 use weir_protocol::wire::{BATCH_ENVELOPE_BYTES, EVENT_WIRE_OVERHEAD};
 
 /// When appends are made durable.
@@ -55,7 +55,9 @@ pub struct Config {
     pub sync_every_n_events: u32,
     /// Milliseconds between syncs under `interval-ms`. Default: 10.
     pub sync_interval_ms: u32,
-    /// Segment file size; files are preallocated to it. Default: 256 MiB.
+    /// Segment file size; files are preallocated to it. Between 1 MiB and
+    /// 32 GiB (a sealed segment's footer lists every frame with u32
+    /// lengths). Default: 256 MiB.
     pub segment_max_bytes: u64,
     /// log2 of rows per index chunk file. Default: 20 (1,048,576 rows, ~154 MiB per chunk).
     pub chunk_rows_log2: u32,
@@ -230,11 +232,14 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("data-dir", "\"\"", "must name a directory"));
         }
-        if self.segment_max_bytes < min_seg || self.segment_max_bytes > (1 << 40) {
+        if self.segment_max_bytes < min_seg || self.segment_max_bytes > SEGMENT_MAX_LEN {
             return Err(bad(
                 "segment-max-bytes",
                 self.segment_max_bytes,
-                "must be between 1 MiB and 1 TiB",
+                format!(
+                    "must be between 1 MiB and 32 GiB ({SEGMENT_MAX_LEN}): a sealed segment's \
+                     footer lists every frame with u32 lengths"
+                ),
             ));
         }
         if !weir_protocol::index::CHUNK_LOG2_RANGE.contains(&self.chunk_rows_log2) {

@@ -7,8 +7,8 @@ use crate::storage::{SegmentBytes, Storage};
 use std::io;
 use weir_protocol::align8;
 use weir_protocol::segment::{
-    FRAME_HEADER_LEN, FooterEntry, SEGMENT_HEADER_LEN, SegmentHeader, TRAILER_LEN, Trailer,
-    encode_footer,
+    FRAME_HEADER_LEN, FooterEntry, MAX_FOOTER_ENTRIES, SEGMENT_HEADER_LEN, SegmentHeader,
+    TRAILER_LEN, Trailer, encode_footer,
 };
 use zerocopy::IntoBytes;
 
@@ -207,10 +207,13 @@ impl SegmentLog {
     }
 
     /// Would `bytes` of `frames` frames fit in the current segment, with the
-    /// seal's footer and trailer after them? Nothing fits in a sealed one.
+    /// seal's footer and trailer after them? Nothing fits in a sealed one,
+    /// nor past the frames a footer lists (only a segment longer than
+    /// `SEGMENT_MAX_LEN`, which an older build could create, gets there).
     #[must_use]
     pub fn fits_exactly(&self, bytes: usize, frames: usize) -> bool {
         !self.sealed
+            && self.footer.len() + frames <= MAX_FOOTER_ENTRIES
             && self.offset + bytes as u64 + Self::footer_room(self.footer.len() + frames)
                 <= self.seg_len
     }
@@ -344,7 +347,17 @@ impl SegmentLog {
     /// Writes the current segment's footer and trailer and syncs it.
     fn seal(&mut self, mode: SyncMode) -> io::Result<()> {
         let mut buf = Vec::new();
-        encode_footer(&mut buf, &self.footer);
+        // `fits_exactly` keeps the frames within what a footer lists.
+        encode_footer(&mut buf, &self.footer).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "segment {}: {} frames, more than a footer lists ({MAX_FOOTER_ENTRIES})",
+                    self.current,
+                    self.footer.len()
+                ),
+            )
+        })?;
         let footer_at = self.offset;
         self.storage.write_at(self.current, footer_at, &buf)?;
         let data_end = footer_at + buf.len() as u64;

@@ -82,7 +82,7 @@ fn cancel_and_footer_frames_round_trip() {
         len: 200.into(),
         crc: 7.into(),
     }];
-    let b = encode_footer(&mut seg, &entries);
+    let b = encode_footer(&mut seg, &entries).unwrap();
     let (d, la) = decode_at(&seg, 0, true).unwrap();
     assert!(matches!(
         d,
@@ -135,4 +135,14 @@ proptest::proptest! {
     fn decoding_garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), off in 0usize..64) {
         let _ = decode_at(&bytes, off.min(bytes.len()) & !7, true);
     }
+}
+
+#[test]
+fn the_longest_footer_fits_its_u32_length() {
+    let len = |n: usize| (FRAME_HEADER_LEN + n * size_of::<FooterEntry>()) as u64;
+    assert!(len(MAX_FOOTER_ENTRIES) <= u64::from(u32::MAX));
+    assert!(len(MAX_FOOTER_ENTRIES + 1) > u64::from(u32::MAX));
+    // The most frames a longest segment holds: a header and an entry each.
+    let most = SEGMENT_MAX_LEN / (FRAME_HEADER_LEN + size_of::<FooterEntry>()) as u64;
+    assert!(most <= MAX_FOOTER_ENTRIES as u64);
 }

@@ -281,6 +281,19 @@ fn a_batch_too_small_for_one_event_of_the_largest_payload_is_refused() {
 }
 
 #[test]
+fn segments_are_at_most_32_gib_so_a_footer_lists_every_frame() {
+    let with = |bytes: u64| Config {
+        segment_max_bytes: bytes,
+        ..Config::default()
+    };
+    with(32 << 30).validate().unwrap();
+    let err = with((32 << 30) + 1).validate().unwrap_err();
+    assert_eq!(err.field, "segment-max-bytes", "{err}");
+    assert!(err.to_string().contains("32 GiB"), "{err}");
+    assert!(with(1 << 40).validate().is_err());
+}
+
+#[test]
 fn a_relative_socket_must_fit_once_made_absolute() {
     // The test runs in the crate's directory, so this 100-byte relative
     // path is longer than 107 bytes once absolute.
