@@ -237,7 +237,7 @@ fn unique() -> u128 {
 /// A configuration of small files (4 MiB segments, 1,024-row index chunks)
 /// for tests that want several of each without writing much.
 pub const SMALL_STORE: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\n\
-                               max-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
+                               max-payload-bytes = 1048576\nmax-batch-bytes = 1050624";
 
 /// A temporary root whose permissions let other users traverse it.
 pub fn temp_root() -> Result<tempfile::TempDir> {

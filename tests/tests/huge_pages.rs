@@ -63,7 +63,7 @@ fn one_event_store(dir: &Path) -> u128 {
         sync: SyncPolicy::Never,
         segment_max_bytes: 4 << 20,
         max_payload_bytes: 1 << 20,
-        max_batch_bytes: 1 << 20,
+        max_batch_bytes: (1 << 20) + 2048,
         ..Config::new(dir)
     })
     .unwrap();

@@ -24,7 +24,7 @@ pub const APPEND_ONE: [&str; 9] = [
 ];
 
 /// Small files, so that a daemon starts fast on a shared 2-core machine.
-const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576";
+const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1050624";
 
 /// Starts a daemon in `root` (data in `root/data`), with extra TOML lines.
 pub fn daemon(root: &Path, extra: &str) -> Result<Daemon> {
