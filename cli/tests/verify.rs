@@ -146,7 +146,9 @@ fn verify_stops_at_a_sealed_segments_footer() -> Result<()> {
 }
 
 /// Points `entity`'s head word (strings entry, no CRC) at `head`.
-fn set_head(dir: &Path, entity: &str, head: u64) -> Result<()> {
+/// Sets an entity's head word (newest sequence + 1) in the newest index
+/// generation's strings, and its count word if `count` is given.
+fn set_head(dir: &Path, entity: &str, head: u64, count: Option<u64>) -> Result<()> {
     let gens = std::fs::read_dir(dir.join("index"))?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -161,6 +163,9 @@ fn set_head(dir: &Path, entity: &str, head: u64) -> Result<()> {
         if bytes[at + 4] == 1 && &bytes[at + 32..at + 32 + len] == entity.as_bytes() {
             let f = std::fs::OpenOptions::new().write(true).open(&path)?;
             f.write_all_at(&head.to_le_bytes(), (at + 8) as u64)?;
+            if let Some(count) = count {
+                f.write_all_at(&count.to_le_bytes(), (at + 16) as u64)?;
+            }
             return Ok(());
         }
         at += 32 + len.div_ceil(8) * 8;
@@ -182,16 +187,19 @@ fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
         .success();
     d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
     drop(d);
-    // e:0 holds sequences 0, 3, ..., 12; its head now names sequence 6.
-    set_head(&dir, "e:0", 7)?;
+    // e:0 holds sequences 0, 3, ..., 12 (clocks 0-4); its head now names
+    // sequence 6, and its count (neither word has a CRC) says 3 events, as
+    // for a head of clock 2.
+    set_head(&dir, "e:0", 7, Some(3))?;
     let out = weir(&dir).arg("verify").assert().code(1);
     let err = one_line_error(&out.get_output().stderr);
     assert!(
         err.contains("sequence 12: entity \"e:0\"") && err.contains("reaches 3 of its 5 events"),
         "{err}"
     );
-    // A daemon reuses the index (the head's row and frame are e:0's) and
-    // chains the next event onto sequence 6: a second clock 3.
+    // A daemon reuses the index (the head's row and frame are e:0's, the
+    // count agrees) and chains the next event onto sequence 6: a second
+    // clock 3.
     let mut d = daemon(root.path(), "")?;
     weir(&dir)
         .arg("append")
@@ -205,5 +213,39 @@ fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
         err.contains("sequence 15: entity \"e:0\": clock 3") && err.contains("clock 5 expected"),
         "{err}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_head_word_older_than_the_count_makes_the_daemon_rebuild_not_fork() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let mut d = daemon(root.path(), "")?;
+    let dir = d.data_dir.clone();
+    let line =
+        |e: u32| format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n");
+    let lines: String = (0..15).map(|i| line(i % 3)).collect();
+    weir(&dir)
+        .arg("append")
+        .write_stdin(lines)
+        .assert()
+        .success();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    drop(d);
+    // e:0's head names sequence 6 (clock 2), its count still says 5.
+    set_head(&dir, "e:0", 7, None)?;
+    // The daemon does not reuse that index: it rebuilds from the log, and
+    // e:0's next event gets clock 5, after sequence 12.
+    let mut d = daemon(root.path(), "")?;
+    let out = weir(&dir)
+        .args([
+            "append", "--entity", "e:0", "--scope", "s", "--kind", "4097",
+        ])
+        .args(["--payload-json", "1", "--json"])
+        .assert()
+        .success();
+    let receipt: serde_json::Value = serde_json::from_slice(&out.get_output().stdout)?;
+    assert_eq!(receipt["clock"], 5, "{receipt}");
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    weir(&dir).arg("verify").assert().success();
     Ok(())
 }

@@ -318,6 +318,12 @@ impl Names {
         self.counter(id, STRING_HEAD_OFF).load(Ordering::Relaxed)
     }
 
+    /// Reads a name's count of events.
+    #[must_use]
+    pub fn count(&self, id: u32) -> u64 {
+        self.counter(id, STRING_COUNT_OFF).load(Ordering::Relaxed)
+    }
+
     /// Records `seq` as the newest event of name `id`.
     pub fn bump(&self, id: u32, seq: u64) {
         // SYNC: Release; the row of `seq` was written before (FORMAT.md write order).

@@ -243,6 +243,18 @@ fn chains_from_index(
             ));
         }
         let (clock, hash) = head_of(head - 1, id, name)?;
+        // A clean stop leaves an entity's count at its head's clock + 1
+        // (clocks run 0, 1, 2, …). Neither word has a CRC: a head naming an
+        // older event of the entity passes the checks above, and the writer
+        // would fork the chain there. (On the checkpoint path both come
+        // from the kept chunks' column, and the replay checks what follows.)
+        let count = index.names().count(id);
+        if !unused_ok && count != u64::from(clock) + 1 {
+            return Err(format!(
+                "entity {:?}'s head names its event of clock {clock}, but its count is {count} events",
+                String::from_utf8_lossy(name)
+            ));
+        }
         entities.insert(
             name.into(),
             EntityState {
