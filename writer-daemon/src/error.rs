@@ -73,7 +73,7 @@ pub enum OpenError {
     /// recomputed, or the log holds a fork. New events would continue a
     /// wrong chain. Nothing was changed.
     #[error(
-        "{path}: the frame at offset {offset} (sequence {sequence}, entity {entity:?}) {what}, so the entity's chain is broken there and new events would continue a wrong one. Nothing was changed: restore this segment from a backup, or copy the data directory away and inspect it with `weir verify`"
+        "{path}: the frame at offset {offset} (sequence {sequence}, entity {entity:?}) {what}, so the entity's chain is broken there and new events would continue a wrong one. Nothing was changed: restore this segment from a backup, or copy the data directory away and inspect it with `weir verify` (if the segments are intact, the index files this start kept may be what is damaged: moving the data directory's `index` away makes the next start rebuild from the segments alone)"
     )]
     BrokenChain {
         /// The segment that holds the frame.
