@@ -9,7 +9,7 @@ mod common;
 use anyhow::{Context, Result};
 use common::{daemon, json_lines, one_line_error, weir};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The first event's frame starts right after the 64-byte segment header;
@@ -172,13 +172,17 @@ fn set_head(dir: &Path, entity: &str, head: u64, count: Option<u64>) -> Result<(
     }
 }
 
-#[test]
-fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
+/// One JSON line appending to entity `e:{e}`.
+fn line(e: u32) -> String {
+    format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n")
+}
+
+/// A stopped daemon's store of 15 events over `e:0`, `e:1`, `e:2` in turn
+/// (e:0 holds sequences 0, 3, ..., 12, clocks 0-4): its root and data dir.
+fn fifteen_events() -> Result<(tempfile::TempDir, PathBuf)> {
     let root = weir_tests::temp_root()?;
     let mut d = daemon(root.path(), "")?;
     let dir = d.data_dir.clone();
-    let line =
-        |e: u32| format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n");
     let lines: String = (0..15).map(|i| line(i % 3)).collect();
     weir(&dir)
         .arg("append")
@@ -186,9 +190,13 @@ fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
         .assert()
         .success();
     d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
-    drop(d);
-    // e:0 holds sequences 0, 3, ..., 12 (clocks 0-4); its head now names
-    // sequence 6, and its count (neither word has a CRC) says 3 events, as
+    Ok((root, dir))
+}
+
+#[test]
+fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
+    let (root, dir) = fifteen_events()?;
+    // e:0's head now names sequence 6, and its count (neither word has a CRC) says 3 events, as
     // for a head of clock 2.
     set_head(&dir, "e:0", 7, Some(3))?;
     let out = weir(&dir).arg("verify").assert().code(1);
@@ -218,19 +226,7 @@ fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
 
 #[test]
 fn a_head_word_older_than_the_count_makes_the_daemon_rebuild_not_fork() -> Result<()> {
-    let root = weir_tests::temp_root()?;
-    let mut d = daemon(root.path(), "")?;
-    let dir = d.data_dir.clone();
-    let line =
-        |e: u32| format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n");
-    let lines: String = (0..15).map(|i| line(i % 3)).collect();
-    weir(&dir)
-        .arg("append")
-        .write_stdin(lines)
-        .assert()
-        .success();
-    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
-    drop(d);
+    let (root, dir) = fifteen_events()?;
     // e:0's head names sequence 6 (clock 2), its count still says 5.
     set_head(&dir, "e:0", 7, None)?;
     // The daemon does not reuse that index: it rebuilds from the log, and
