@@ -32,6 +32,9 @@ pub struct Names {
     /// While set, a build waits before it starts (tests).
     #[cfg(test)]
     hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set: no thread can be started for a build (tests).
+    #[cfg(test)]
+    no_thread: bool,
 }
 
 /// A names table twice the size of the current one, built on a helper
@@ -86,6 +89,8 @@ impl Names {
             growth: None,
             #[cfg(test)]
             hold: Default::default(),
+            #[cfg(test)]
+            no_thread: false,
         };
         names.publish_meta(meta);
         Ok(names)
@@ -125,6 +130,8 @@ impl Names {
             growth: None,
             #[cfg(test)]
             hold: Default::default(),
+            #[cfg(test)]
+            no_thread: false,
         };
         // Walk the entries to rebuild the in-memory mirror, checking each.
         let mut ids: [NameMap<u32>; 2] = Default::default();
@@ -205,8 +212,9 @@ impl Names {
         f.write(local, entry.as_bytes());
         f.write(local + STRING_ENTRY_HEADER, name);
         let slots = 1usize << self.table_log2;
-        if self.growth.is_none() && self.used + 1 > slots / 2 {
-            self.start_growth();
+        if self.growth.is_none() && self.used + 1 > slots / 2 && !self.start_growth() {
+            // No thread to build it: grow the table here and now.
+            self.finish_growth(meta)?;
         }
         if self
             .growth
@@ -227,12 +235,17 @@ impl Names {
         Ok(id)
     }
 
-    /// Starts building the next table from the strings below `self.end`.
-    fn start_growth(&mut self) {
+    /// Starts building the next table from the strings below `self.end`;
+    /// false if no thread could be started for it.
+    fn start_growth(&mut self) -> bool {
         let (dir, upto) = (self.dir.clone(), self.end);
         let (table_no, log2) = (self.table_no + 1, self.table_log2 + 1);
         #[cfg(test)]
         let hold = self.hold.clone();
+        #[cfg(test)]
+        if self.no_thread {
+            return false;
+        }
         let build = std::thread::Builder::new()
             .name("weir-names".into())
             .spawn(move || {
@@ -248,10 +261,11 @@ impl Names {
                     since: Vec::new(),
                     build,
                 });
+                true
             }
-            // No thread: the table grows on this one when it is taken.
             Err(e) => {
-                tracing::warn!(error = %e, "could not start a thread to grow the names table; growing it on the writer thread")
+                tracing::warn!(error = %e, "could not start a thread to grow the names table; growing it on the writer thread");
+                false
             }
         }
     }
@@ -637,6 +651,21 @@ mod tests {
         assert_eq!(names.position().1, 1);
         assert!(names.used <= (1 << names.table_log2) / 2);
         all_found(&names, slots / 4 * 3 + 1);
+    }
+
+    #[test]
+    fn without_a_thread_the_table_grows_on_the_writer() {
+        let (_dir, mut names, meta) = fresh();
+        names.no_thread = true;
+        let n = (1usize << NAMES_MIN_LOG2) / 4 * 3 + 1;
+        for i in 0..n {
+            names.intern(NS_ENTITY, &name(i), &meta).expect("intern");
+        }
+        // Grown at half full, on this thread (before, it retried the
+        // thread at every name and never grew, until the table was full).
+        assert_eq!(names.position().1, 1);
+        assert!(names.used <= (1 << names.table_log2) / 2);
+        all_found(&names, n);
     }
 
     #[test]
