@@ -19,7 +19,7 @@ fn last_nonzero(p: &Path) -> Result<usize> {
 fn a_sync_on_a_restarted_daemon_reports_the_unsynced_appends_it_lost() -> Result<()> {
     let root = temp_root()?;
     let setup = Setup::in_dir(root.path())
-        .with("sync = \"never\"\nsegment-max-bytes = 4194304\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1048576");
+        .with("sync = \"never\"\nsegment-max-bytes = 4194304\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1050624");
     let mut d = Daemon::start(&setup)?;
     let o = ClientOptions::default()
         .retry_for(Duration::from_secs(10))
