@@ -225,7 +225,7 @@ fn last_n_of<T, E>(
                 older.push(item);
             }
             // Keep the newest `need`: what lies before them is not printed.
-            if older.len() >= need + PAGE {
+            if older.len() >= need.saturating_add(PAGE) {
                 older.drain(..older.len() - need);
             }
             if !full {
@@ -303,7 +303,19 @@ mod tests {
                 .collect();
             seqs.sort_unstable();
             seqs.dedup();
-            for n in [0, 1, 7, 64, 65, 999, 1_000, 1_001, 4_999, 20_000] {
+            for n in [
+                0,
+                1,
+                7,
+                64,
+                65,
+                999,
+                1_000,
+                1_001,
+                4_999,
+                20_000,
+                usize::MAX,
+            ] {
                 let want = seqs[seqs.len().saturating_sub(n)..].to_vec();
                 assert_eq!(run(&seqs, visible, n).0, want, "{len} {visible} {n}");
             }
