@@ -415,14 +415,25 @@ impl<'r> Snapshot<'r> {
     /// more were cancelled than the gate holds (or the gate's ranges could
     /// not be read), the rest come from the tombstone rows, in one scan of
     /// the index's entity column on the first call (kept for later calls).
+    ///
+    /// A range the daemon cancelled before it published past it (a failed
+    /// write's) ends at the watermark here.
     pub fn cancelled(&self) -> Result<&[(u64, u64)], ReadError> {
-        if !self.wm.overflow {
-            return Ok(self.wm.cancelled());
-        }
         if let Some(all) = self.all_cancelled.get() {
             return Ok(all);
         }
-        let all = crate::cancelled::complete(self.view, &self.wm)?;
+        let visible = self.wm.visible;
+        let below = |r: &[(u64, u64)]| {
+            r.iter()
+                .filter(|&&(start, _)| start < visible)
+                .map(|&(start, end)| (start, end.min(visible)))
+                .collect::<Vec<_>>()
+        };
+        let all = if self.wm.overflow {
+            below(&crate::cancelled::complete(self.view, &self.wm)?)
+        } else {
+            below(self.wm.cancelled())
+        };
         Ok(self.all_cancelled.get_or_init(|| all))
     }
 

@@ -37,3 +37,20 @@ fn cancelled_ranges_past_the_gates_slots_come_from_tombstones() -> Res {
     );
     Ok(())
 }
+
+#[test]
+fn a_range_cancelled_past_the_watermark_ends_at_it() -> Res {
+    let mut f = Fixture::new()?;
+    f.append(&[Ev::new("a", "s", 0x1001, b"kept")])?;
+    f.publish();
+    // A failed write's range is stored before `visible` passes it: a
+    // snapshot between the two sees it reach past its watermark.
+    assert_eq!(f.cancel(3)?, (1, 3));
+    let r = Reader::open(f.path())?;
+    assert_eq!(r.snapshot().visible(), 1);
+    assert!(r.snapshot().cancelled()?.is_empty());
+    f.set_visible(3);
+    let snap = r.snapshot();
+    assert_eq!(snap.cancelled()?, &[(1, 3)]);
+    Ok(())
+}
