@@ -127,13 +127,17 @@ impl Shared {
     pub fn set_segments(&self, n: u64) {
         self.segments.store(n, Relaxed);
     }
-    /// The writer is alive at `now`.
-    pub fn tick(&self, now: u64) {
-        self.last_tick_ms.store(now, Relaxed);
+    /// The writer is alive now.
+    pub fn tick(&self) {
+        self.last_tick_ms.store(mono_ms(), Relaxed);
     }
-    /// When the writer last showed life.
+    /// When the writer last showed life, on [`mono_ms`]'s clock.
     pub fn last_tick_ms(&self) -> u64 {
         self.last_tick_ms.load(Relaxed)
+    }
+    /// How long ago the writer last showed life.
+    pub fn writer_silent_ms(&self) -> u64 {
+        mono_ms().saturating_sub(self.last_tick_ms())
     }
     /// A snapshot (the caller fills instance, restore and index fields).
     pub fn snapshot(&self) -> Stats {
@@ -159,5 +163,43 @@ impl Shared {
             writer_poisoned: self.poisoned.load(Relaxed),
             ..Stats::default()
         }
+    }
+}
+
+/// Milliseconds on a monotonic clock, from this process's first call. The
+/// writer's liveness is measured on it: a step of the wall clock (NTP, an
+/// operator) must not make a live writer look silent to the watchdog.
+#[must_use]
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_is_timed_on_a_monotonic_clock() {
+        let shared = Shared::default();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shared.tick();
+        // A tick is a monotonic reading, not the wall clock's milliseconds
+        // since 1970 (about 1.8e12 today), which a step of the system clock
+        // moves: the watchdog then took a live writer for a silent one.
+        assert!(
+            shared.last_tick_ms() < 1_000_000_000,
+            "{}",
+            shared.last_tick_ms()
+        );
+        assert!(shared.writer_silent_ms() < 1_000);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(shared.writer_silent_ms() >= 30);
     }
 }

@@ -319,7 +319,7 @@ impl Store {
         let shared = Arc::new(Shared::default());
         shared.set_segments(restored.log.segments);
         shared.set_visible(restored.next_seq);
-        shared.tick(now_ms());
+        shared.tick();
         let writer = Writer {
             index: restored.index,
             log: restored.log,

@@ -32,7 +32,7 @@ pub(super) fn start_watchdog(shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Opti
         .stack_size(64 << 10)
         .spawn(move || {
             while !stop.load(Ordering::Acquire) {
-                let age = crate::ids::now_ms().saturating_sub(shared.last_tick_ms());
+                let age = shared.writer_silent_ms();
                 if age <= stale {
                     notify(&[NotifyState::Watchdog]);
                 } else {

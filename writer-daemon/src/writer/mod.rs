@@ -153,7 +153,7 @@ impl Writer {
                 done(self.stop());
                 return;
             }
-            self.shared.tick(now_ms());
+            self.shared.tick();
         }
     }
 
@@ -196,7 +196,7 @@ impl Writer {
         }
         let now = now_ms();
         self.gate.heartbeat(now);
-        self.shared.tick(now);
+        self.shared.tick();
         if self.config.sync == SyncPolicy::IntervalMs
             && self.log.has_unsynced()
             && self.last_sync.elapsed()
