@@ -293,7 +293,11 @@ impl Writer {
             cp.watermark = self.next_seq.into();
             cp.segment_id = self.log.position().segment_id.into();
             cp.segment_offset = self.log.position().offset.into();
-            cp.max_wall_ms = self.clock.now().into();
+            // The largest wall_ms written (FORMAT.md), as the crash
+            // checkpoint records it: the wall clock at the stop may have
+            // jumped ahead of every event, and would become the next
+            // start's floor.
+            cp.max_wall_ms = self.clock.last().into();
             cp.clean = 1.into();
             if let Err(e) = self.index.checkpoint(cp) {
                 tracing::warn!(error = %e, "could not write the clean-stop checkpoint; the next start cannot reuse the index files (it takes the crash checkpoint or rebuilds)");
