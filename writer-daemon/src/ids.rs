@@ -3,12 +3,17 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 use weir_protocol::locate::{IdKey, located_id, uuid7};
 
-/// Milliseconds since the Unix epoch.
+/// The latest wall time weir stamps: the most an id's 48-bit time holds
+/// (year 10889). A clock past it stamps this.
+pub const MAX_WALL_MS: u64 = (1 << 48) - 1;
+
+/// Milliseconds since the Unix epoch, at most [`MAX_WALL_MS`].
 #[must_use]
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .min(MAX_WALL_MS)
 }
 
 /// 128 random bits from the kernel.
@@ -35,10 +40,13 @@ pub struct WallClock {
 }
 
 impl WallClock {
-    /// Starts no earlier than `floor`.
+    /// Starts no earlier than `floor` (held to [`MAX_WALL_MS`], which a
+    /// log written by an older build may exceed).
     #[must_use]
     pub fn new(floor: u64) -> Self {
-        Self { last: floor }
+        Self {
+            last: floor.min(MAX_WALL_MS),
+        }
     }
     /// The largest time handed out so far (or the floor it started from).
     #[must_use]
@@ -98,6 +106,7 @@ impl IdGen {
     /// Gives only stamps above `stamp` from now on (a floor kept across
     /// starts, see `claims.rs`).
     pub fn raise_to(&mut self, stamp: u64) {
+        let stamp = stamp.min(MAX_WALL_MS << 12 | 0xFFF);
         if stamp > self.last_stamp() {
             self.last_ms = stamp >> 12;
             self.counter = (stamp & 0xFFF) as u16;
@@ -113,11 +122,13 @@ impl IdGen {
     /// A new id, greater than every earlier one from this generator, for
     /// the event whose frame will start at `offset` of `segment`.
     pub fn next(&mut self, now_ms: u64, segment: u64, offset: u64) -> u128 {
-        let ms = now_ms.max(self.last_ms);
+        let ms = now_ms.min(MAX_WALL_MS).max(self.last_ms);
         if ms == self.last_ms {
             self.counter += 1;
             if self.counter > 0xFFF {
-                self.last_ms += 1;
+                // At MAX_WALL_MS the stamps repeat rather than wrap to 1970;
+                // the ids stay unique by their place (or random bits).
+                self.last_ms = (self.last_ms + 1).min(MAX_WALL_MS);
                 self.counter = 0;
             }
         } else {
@@ -174,6 +185,27 @@ mod tests {
             }
         }
         let mut c = WallClock::new(u64::MAX - 5);
-        assert_eq!(c.now(), u64::MAX - 5);
+        assert_eq!(c.now(), MAX_WALL_MS);
+    }
+
+    #[test]
+    fn wall_times_past_the_ids_48_bits_are_held_at_the_last_they_hold() {
+        // A clock past year 10889 used to stamp ids with its low 48 bits
+        // (year 2142 for 11062), below the wall times the claims are
+        // checked against: a client's id equal to the next daemon id was
+        // not held as a claim, and two events shared an id.
+        assert!(now_ms() <= MAX_WALL_MS);
+        let key = IdKey::from_bytes(*b"a key of 16 byte");
+        let mut g = IdGen::new(key);
+        let stamp = |id| weir_protocol::locate::id_stamp(id).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..10_000u64 {
+            let id = g.next(MAX_WALL_MS + 1_000_000, 3, 64 + 8 * i);
+            assert_eq!(stamp(id) >> 12, MAX_WALL_MS, "{i}");
+            assert!(ids.insert(id), "{i}: a repeated id");
+        }
+        g.raise_to(u64::MAX);
+        assert_eq!(g.last_stamp(), MAX_WALL_MS << 12 | 0xFFF);
+        assert_eq!(WallClock::new(MAX_WALL_MS + 7).last(), MAX_WALL_MS);
     }
 }
