@@ -320,6 +320,14 @@ impl Store {
         shared.set_segments(restored.log.segments);
         shared.set_visible(restored.next_seq);
         shared.tick();
+        let mut ids = IdGen::new(Some(id_key));
+        ids.raise_to(claims.floor());
+        // No further than the floors the log and the claims restore: a
+        // client may have chosen an id that names its own frame's place.
+        let cap = claims
+            .floor()
+            .max(restored.max_wall_ms.min(crate::ids::MAX_WALL_MS) << 12 | 0xFFF);
+        raise_past_log(&mut ids, &restored.index, restored.next_seq, cap);
         let writer = Writer {
             index: restored.index,
             log: restored.log,
@@ -328,11 +336,7 @@ impl Store {
             entities: restored.entities,
             idem: restored.idem,
             clock: WallClock::new(restored.max_wall_ms),
-            ids: {
-                let mut ids = IdGen::new(Some(id_key));
-                ids.raise_to(claims.floor());
-                ids
-            },
+            ids,
             claims,
             shared: Arc::clone(&shared),
             poisoned: None,
@@ -695,6 +699,29 @@ fn stop_writer(tx: Option<SyncSender<Cmd>>, writer: Option<JoinHandle<()>>) -> R
         let _ = h.join();
     }
     result
+}
+
+/// Raises `ids` past the newest id an earlier instance assigned (the last
+/// self-locating id among the log's newest rows): one instance's ids
+/// increase, and a new instance's go on after them even when its wall clock
+/// stands behind the log's (a clock set back across a restart), where its
+/// first ids used to repeat the last stamps. At most to `cap`.
+fn raise_past_log(ids: &mut IdGen, index: &crate::index::IndexWriter, end: u64, cap: u64) {
+    /// Rows looked back over for one (client-chosen ids are skipped).
+    const LOOK_BACK: u64 = 64;
+    // The daemon's own: the id names the place of the row's frame (a
+    // client's id locates elsewhere, or is a claim the daemon skipped).
+    let newest = (end.saturating_sub(LOOK_BACK)..end)
+        .rev()
+        .filter_map(|seq| index.row(seq))
+        .filter(|row| !row.is_cancelled())
+        .find(|row| {
+            ids.locate(row.id()) == Some((u64::from(row.segment_id.get()), row.frame_offset.get()))
+        })
+        .map(|row| row.id());
+    if let Some(stamp) = newest.and_then(weir_protocol::locate::id_stamp) {
+        ids.raise_to(stamp.min(cap));
+    }
 }
 
 #[cfg(test)]
