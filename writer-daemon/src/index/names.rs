@@ -293,13 +293,9 @@ impl Names {
         };
         let table = match built {
             Some(t) => t,
-            None => {
-                let table = new_table(&self.dir, table_no, log2)?;
-                for (ns, name, id) in self.iter() {
-                    insert_slot(&table, log2, name_hash(ns, name), id);
-                }
-                table
-            }
+            // Here, from every entry written so far (the one being
+            // interned is inserted after).
+            None => build_table(&self.dir, self.end, table_no, log2)?,
         };
         self.table = table;
         self.table_no = table_no;
@@ -497,7 +493,8 @@ impl Drop for Names {
 }
 
 /// Builds table `t` of `2^log2` slots from the names of `dir`'s strings
-/// below `upto`, on a helper thread: it maps the strings files itself and
+/// below `upto`, on a helper thread (or the writer's, when no build could
+/// run there): it maps the strings files itself and
 /// reads of each entry only what is never written again (FORMAT.md: the
 /// writer appends entries past the end, and changes only their head and
 /// count words, which `walk` does not read).
