@@ -320,13 +320,12 @@ impl Store {
         shared.set_segments(restored.log.segments);
         shared.set_visible(restored.next_seq);
         shared.tick();
+        let clock = WallClock::new(restored.max_wall_ms);
         let mut ids = IdGen::new(Some(id_key));
         ids.raise_to(claims.floor());
         // No further than the floors the log and the claims restore: a
         // client may have chosen an id that names its own frame's place.
-        let cap = claims
-            .floor()
-            .max(restored.max_wall_ms.min(crate::ids::MAX_WALL_MS) << 12 | 0xFFF);
+        let cap = claims.floor().max(clock.last() << 12 | 0xFFF);
         raise_past_log(&mut ids, &restored.index, restored.next_seq, cap);
         let writer = Writer {
             index: restored.index,
@@ -335,7 +334,7 @@ impl Store {
             next_seq: restored.next_seq,
             entities: restored.entities,
             idem: restored.idem,
-            clock: WallClock::new(restored.max_wall_ms),
+            clock,
             ids,
             claims,
             shared: Arc::clone(&shared),
