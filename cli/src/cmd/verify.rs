@@ -158,19 +158,18 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
                 None => entities.entry(e.entity().to_owned()).or_default(),
             };
             if u64::from(e.clock()) != seen.0 {
-                let (segment, offset) = locate(dir, e.sequence())?.unzip();
-                return Ok(Some(Bad {
-                    segment,
-                    offset,
-                    sequence: Some(e.sequence()),
-                    problem: format!(
+                return located_bad(
+                    dir,
+                    e.sequence(),
+                    format!(
                         "entity {:?}: clock {}, but the entity's events before it number {} (clock {} expected): two events share a clock (a fork), or the chain skips one",
                         e.entity(),
                         e.clock(),
                         seen.0,
                         seen.0
                     ),
-                }));
+                )
+                .map(Some);
             }
             *seen = (seen.0 + 1, e.sequence());
             c.rows += 1;
@@ -195,33 +194,37 @@ fn check(dir: &Path, reader: &Reader, bar: &ProgressBar, c: &mut Counts) -> Resu
                 }
                 other => format!("{other:?}"),
             };
-            let (segment, offset) = locate(dir, b.sequence)?.unzip();
-            return Ok(Some(Bad {
-                segment,
-                offset,
-                sequence: Some(b.sequence),
-                problem: format!("entity {entity:?}: {problem}"),
-            }));
+            return located_bad(dir, b.sequence, format!("entity {entity:?}: {problem}")).map(Some);
         }
         if report.verified != rows {
             // The chain ends early: a stale head hides the newest events.
             let head = snap.latest(entity)?.map(|e| e.sequence());
-            let (segment, offset) = locate(dir, newest)?.unzip();
-            return Ok(Some(Bad {
-                segment,
-                offset,
-                sequence: Some(newest),
-                problem: format!(
+            return located_bad(
+                dir,
+                newest,
+                format!(
                     "entity {entity:?}: its chain from the head ({}) reaches {} of its {rows} events, not its newest, sequence {newest}: streams of the entity miss events",
                     head.map_or("none".to_owned(), |s| format!("sequence {s}")),
                     report.verified
                 ),
-            }));
+            )
+            .map(Some);
         }
         c.entities += 1;
         bar.inc(1);
     }
     Ok(None)
+}
+
+/// A failure at the event of `sequence`, named by the frame that holds it.
+fn located_bad(dir: &Path, sequence: u64, problem: String) -> Result<Bad> {
+    let (segment, offset) = locate(dir, sequence)?.unzip();
+    Ok(Bad {
+        segment,
+        offset,
+        sequence: Some(sequence),
+        problem,
+    })
 }
 
 fn read_bad(sequence: u64, err: &ReadError) -> Bad {
