@@ -145,33 +145,6 @@ fn verify_stops_at_a_sealed_segments_footer() -> Result<()> {
     Ok(())
 }
 
-/// Points `entity`'s head word (strings entry, no CRC) at `head`.
-/// Sets an entity's head word (newest sequence + 1) in the newest index
-/// generation's strings, and its count word if `count` is given.
-fn set_head(dir: &Path, entity: &str, head: u64, count: Option<u64>) -> Result<()> {
-    let gens = std::fs::read_dir(dir.join("index"))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .max()
-        .context("no generation")?;
-    let path = gens.join("strings-0000");
-    let bytes = std::fs::read(&path)?;
-    let mut at = 4096;
-    loop {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into()?) as usize;
-        anyhow::ensure!(len != 0, "{entity} not in {}", path.display());
-        if bytes[at + 4] == 1 && &bytes[at + 32..at + 32 + len] == entity.as_bytes() {
-            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            f.write_all_at(&head.to_le_bytes(), (at + 8) as u64)?;
-            if let Some(count) = count {
-                f.write_all_at(&count.to_le_bytes(), (at + 16) as u64)?;
-            }
-            return Ok(());
-        }
-        at += 32 + len.div_ceil(8) * 8;
-    }
-}
-
 /// One JSON line appending to entity `e:{e}`.
 fn line(e: u32) -> String {
     format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n")
@@ -198,7 +171,7 @@ fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
     let (root, dir) = fifteen_events()?;
     // e:0's head now names sequence 6, and its count (neither word has a CRC) says 3 events, as
     // for a head of clock 2.
-    set_head(&dir, "e:0", 7, Some(3))?;
+    weir_tests::set_name_words(&dir, "e:0", Some(7), Some(3))?;
     let out = weir(&dir).arg("verify").assert().code(1);
     let err = one_line_error(&out.get_output().stderr);
     assert!(
@@ -228,7 +201,7 @@ fn verify_fails_on_a_chain_that_misses_events_and_on_a_fork() -> Result<()> {
 fn a_head_word_older_than_the_count_makes_the_daemon_rebuild_not_fork() -> Result<()> {
     let (root, dir) = fifteen_events()?;
     // e:0's head names sequence 6 (clock 2), its count still says 5.
-    set_head(&dir, "e:0", 7, None)?;
+    weir_tests::set_name_words(&dir, "e:0", Some(7), None)?;
     // The daemon does not reuse that index: it rebuilds from the log, and
     // e:0's next event gets clock 5, after sequence 12.
     let mut d = daemon(root.path(), "")?;

@@ -287,6 +287,40 @@ pub fn collect(child: Child) -> Result<(ExitStatus, Vec<Line>)> {
     Ok((out.status, lines))
 }
 
+/// Overwrites an entity's head word (newest sequence + 1) and/or count word
+/// in the newest index generation's first strings file: the words carry no
+/// CRC, as damage or a stale copy may leave them (FORMAT.md, `strings-{n}`).
+pub fn set_name_words(
+    data_dir: &Path,
+    entity: &str,
+    head: Option<u64>,
+    count: Option<u64>,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let generation = std::fs::read_dir(data_dir.join("index"))?
+        .filter_map(std::result::Result::ok)
+        .map(|e| e.path())
+        .max()
+        .context("no index generation")?;
+    let path = generation.join("strings-0000");
+    let bytes = std::fs::read(&path)?;
+    let mut at = 4096;
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into()?) as usize;
+        anyhow::ensure!(len != 0, "{entity} not in {}", path.display());
+        if bytes[at + 4] == 1 && &bytes[at + 32..at + 32 + len] == entity.as_bytes() {
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            for (word, off) in [(head, 8), (count, 16)] {
+                if let Some(word) = word {
+                    f.write_all_at(&word.to_le_bytes(), (at + off) as u64)?;
+                }
+            }
+            return Ok(());
+        }
+        at += 32 + len.div_ceil(8) * 8;
+    }
+}
+
 /// Hex of a hash.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
