@@ -112,19 +112,12 @@ fn verify_passes_then_names_the_first_bad_position() -> Result<()> {
 /// header's length).
 #[test]
 fn verify_stops_at_a_sealed_segments_footer() -> Result<()> {
-    let root = weir_tests::temp_root()?;
-    let mut d = daemon(root.path(), "")?;
-    let dir = d.data_dir.clone();
     let big = "x".repeat(200_000);
-    let lines: String = (0..30)
-        .map(|i| format!("{{\"entity\":\"e:{i}\",\"scope\":\"s\",\"kind\":4097,\"payload\":{{\"s\":\"{big}\"}}}}\n"))
-        .collect();
-    weir(&dir)
-        .arg("append")
-        .write_stdin(lines)
-        .assert()
-        .success();
-    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    let (_root, dir) = stopped_after(
+        (0..30)
+            .map(|i| format!("{{\"entity\":\"e:{i}\",\"scope\":\"s\",\"kind\":4097,\"payload\":{{\"s\":\"{big}\"}}}}\n"))
+            .collect(),
+    )?;
     // Segment 0 is sealed: fill the gap between its footer and its trailer
     // with bytes that are no frame.
     let seg = std::fs::OpenOptions::new()
@@ -150,13 +143,12 @@ fn line(e: u32) -> String {
     format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n")
 }
 
-/// A stopped daemon's store of 15 events over `e:0`, `e:1`, `e:2` in turn
-/// (e:0 holds sequences 0, 3, ..., 12, clocks 0-4): its root and data dir.
-fn fifteen_events() -> Result<(tempfile::TempDir, PathBuf)> {
+/// A store that a daemon appended the JSON `lines` to, then stopped
+/// (SIGTERM): its root and data dir.
+fn stopped_after(lines: String) -> Result<(tempfile::TempDir, PathBuf)> {
     let root = weir_tests::temp_root()?;
     let mut d = daemon(root.path(), "")?;
     let dir = d.data_dir.clone();
-    let lines: String = (0..15).map(|i| line(i % 3)).collect();
     weir(&dir)
         .arg("append")
         .write_stdin(lines)
@@ -164,6 +156,12 @@ fn fifteen_events() -> Result<(tempfile::TempDir, PathBuf)> {
         .success();
     d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
     Ok((root, dir))
+}
+
+/// A stopped daemon's store of 15 events over `e:0`, `e:1`, `e:2` in turn
+/// (e:0 holds sequences 0, 3, ..., 12, clocks 0-4): its root and data dir.
+fn fifteen_events() -> Result<(tempfile::TempDir, PathBuf)> {
+    stopped_after((0..15).map(|i| line(i % 3)).collect())
 }
 
 #[test]
