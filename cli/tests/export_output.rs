@@ -5,10 +5,9 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use common::{daemon, weir};
+use common::{stopped_after, weir};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::Duration;
 
 /// The files in `dir`, sorted.
 fn names(dir: &Path) -> Result<Vec<String>> {
@@ -21,20 +20,13 @@ fn names(dir: &Path) -> Result<Vec<String>> {
 
 #[test]
 fn a_failed_export_leaves_the_previous_file() -> Result<()> {
-    let root = weir_tests::temp_root()?;
-    let mut d = daemon(root.path(), "")?;
-    let dir = d.data_dir.clone();
-    let lines: String = (0..20)
-        .map(|i| {
-            format!("{{\"entity\":\"e:{i}\",\"scope\":\"s\",\"kind\":4097,\"payload\":{i}}}\n")
-        })
-        .collect();
-    weir(&dir)
-        .arg("append")
-        .write_stdin(lines)
-        .assert()
-        .success();
-    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    let (root, dir) = stopped_after(
+        (0..20)
+            .map(|i| {
+                format!("{{\"entity\":\"e:{i}\",\"scope\":\"s\",\"kind\":4097,\"payload\":{i}}}\n")
+            })
+            .collect(),
+    )?;
 
     let out_dir = root.path().join("out");
     std::fs::create_dir(&out_dir)?;

@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::{Context, Result};
-use common::{daemon, json_lines, one_line_error, weir};
+use common::{daemon, json_lines, one_line_error, stopped_after, weir};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,21 +141,6 @@ fn verify_stops_at_a_sealed_segments_footer() -> Result<()> {
 /// One JSON line appending to entity `e:{e}`.
 fn line(e: u32) -> String {
     format!("{{\"entity\":\"e:{e}\",\"scope\":\"s\",\"kind\":4097,\"payload\":1}}\n")
-}
-
-/// A store that a daemon appended the JSON `lines` to, then stopped
-/// (SIGTERM): its root and data dir.
-fn stopped_after(lines: String) -> Result<(tempfile::TempDir, PathBuf)> {
-    let root = weir_tests::temp_root()?;
-    let mut d = daemon(root.path(), "")?;
-    let dir = d.data_dir.clone();
-    weir(&dir)
-        .arg("append")
-        .write_stdin(lines)
-        .assert()
-        .success();
-    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
-    Ok((root, dir))
 }
 
 /// A stopped daemon's store of 15 events over `e:0`, `e:1`, `e:2` in turn

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use anyhow::Result;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use weir_tests::{Daemon, Setup};
 
 /// The `weir` binary cargo built for these tests.
@@ -29,6 +30,21 @@ const SMALL: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\nmax-payl
 /// Starts a daemon in `root` (data in `root/data`), with extra TOML lines.
 pub fn daemon(root: &Path, extra: &str) -> Result<Daemon> {
     Daemon::start(&Setup::in_dir(root).with(SMALL).with(extra))
+}
+
+/// A store that a daemon (in a new temporary root) appended the JSON
+/// `lines` to, then stopped with SIGTERM: the root and the data dir.
+pub fn stopped_after(lines: String) -> Result<(tempfile::TempDir, PathBuf)> {
+    let root = weir_tests::temp_root()?;
+    let mut d = daemon(root.path(), "")?;
+    let dir = d.data_dir.clone();
+    weir(&dir)
+        .arg("append")
+        .write_stdin(lines)
+        .assert()
+        .success();
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    Ok((root, dir))
 }
 
 /// `weir ARGS…` with `--data-dir` taken from `$WEIR_DATA_DIR = dir`, and
