@@ -9,6 +9,17 @@ use std::time::Duration;
 use weir::{ClientError, ClientOptions, Coordinate, EventKind, Reader};
 use weir_tests::{Daemon, Setup, temp_root};
 
+/// A daemon started with `setup`, and a client of it that retries a
+/// connection for up to 10 s (across the restarts these tests make).
+fn daemon_and_client(setup: &Setup) -> Result<(Daemon, weir::Client)> {
+    let d = Daemon::start(setup)?;
+    let o = ClientOptions::default()
+        .retry_for(Duration::from_secs(10))
+        .io_timeout(Duration::from_secs(5));
+    let c = weir::Client::connect_with(&d.socket, o)?;
+    Ok((d, c))
+}
+
 /// The offset of the last non-zero byte of `p`.
 fn last_nonzero(p: &Path) -> Result<usize> {
     let b = std::fs::read(p)?;
@@ -20,11 +31,7 @@ fn a_sync_on_a_restarted_daemon_reports_the_unsynced_appends_it_lost() -> Result
     let root = temp_root()?;
     let setup = Setup::in_dir(root.path())
         .with("sync = \"never\"\nsegment-max-bytes = 4194304\nmax-payload-bytes = 1048576\nmax-batch-bytes = 1050624");
-    let mut d = Daemon::start(&setup)?;
-    let o = ClientOptions::default()
-        .retry_for(Duration::from_secs(10))
-        .io_timeout(Duration::from_secs(5));
-    let mut c = weir::Client::connect_with(&d.socket, o)?;
+    let (mut d, mut c) = daemon_and_client(&setup)?;
     let at = Coordinate::new("pl", "s")?;
     c.append(&at, EventKind(0x1001), b"A")?;
     c.sync()?;
@@ -69,11 +76,7 @@ fn a_sync_on_a_restarted_daemon_reports_the_unsynced_appends_it_lost() -> Result
 fn a_sync_after_a_clean_restart_finds_the_unsynced_appends_kept() -> Result<()> {
     let root = temp_root()?;
     let setup = Setup::in_dir(root.path()).with("sync = \"never\"");
-    let mut d = Daemon::start(&setup)?;
-    let o = ClientOptions::default()
-        .retry_for(Duration::from_secs(10))
-        .io_timeout(Duration::from_secs(5));
-    let mut c = weir::Client::connect_with(&d.socket, o)?;
+    let (mut d, mut c) = daemon_and_client(&setup)?;
     let at = Coordinate::new("pl", "s")?;
     let b = c.append(&at, EventKind(0x1001), b"B")?;
     ensure!(!b.durable, "under sync = never a receipt is not durable");
