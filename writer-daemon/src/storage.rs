@@ -531,6 +531,26 @@ impl SimStorage {
             .collect()
     }
 
+    /// What a power loss leaves when writeback reached some pending writes
+    /// and not others, in no order: each file's durable image plus the
+    /// pending writes (numbered per file from 0, in the order written) that
+    /// `keep` picks.
+    #[must_use]
+    pub fn crash_image_keeping(&self, keep: impl Fn(usize) -> bool) -> BTreeMap<u64, Vec<u8>> {
+        let st = self.state.lock().expect("sim lock");
+        st.files
+            .iter()
+            .map(|(id, f)| {
+                let mut img = f.durable.clone();
+                for (_, (off, data)) in f.pending.iter().enumerate().filter(|(i, _)| keep(*i)) {
+                    let off = *off as usize;
+                    img[off..off + data.len()].copy_from_slice(data);
+                }
+                (*id, img)
+            })
+            .collect()
+    }
+
     /// Blocks until the storage has paused at `pause_at`.
     pub fn wait_paused(&self) {
         let (m, cv) = &*self.pause;

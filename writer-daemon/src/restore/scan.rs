@@ -180,14 +180,63 @@ pub(super) fn scan_segment<'a>(
         });
     }
     if intact && Trailer::parse(bytes).is_none() {
-        s.resumable = Some((
-            LogPosition {
-                segment_id: id,
-                offset: off as u64,
-            },
-            footer,
-            header.base_seq.get(),
-        ));
+        // Zeros where the frames end do not prove that nothing follows: a
+        // power loss may keep the page of a later unsynced frame and lose an
+        // earlier one's (writeback keeps no order). Writing over such a hole
+        // would put frames a later scan reads straight into the kept ones, so
+        // writing resumes here only when every byte after the frames is zero;
+        // otherwise a new segment takes over, and nothing past `off` is read.
+        match first_nonzero(&bytes[off..]) {
+            None => {
+                s.resumable = Some((
+                    LogPosition {
+                        segment_id: id,
+                        offset: off as u64,
+                    },
+                    footer,
+                    header.base_seq.get(),
+                ));
+            }
+            Some(at) => {
+                s.stop = Some(Stop {
+                    offset: off as u64,
+                    what: format!(
+                        "the frames end at offset {off}, but bytes follow at offset {} (left by a crash that lost the writes before them)",
+                        off + at
+                    ),
+                    damaged: false,
+                });
+            }
+        }
     }
     Ok(s)
+}
+
+/// Offset of the first non-zero byte of `bytes`.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    const STEP: usize = 64 << 10;
+    bytes.chunks(STEP).enumerate().find_map(|(i, c)| {
+        // An OR over a whole chunk vectorizes; the byte is sought only in the
+        // chunk that has one.
+        (c.iter().fold(0u8, |a, &b| a | b) != 0)
+            .then(|| i * STEP + c.iter().position(|&b| b != 0).unwrap_or(0))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_nonzero;
+
+    #[test]
+    fn first_nonzero_finds_the_first_byte_in_any_chunk() {
+        let mut b = vec![0u8; (64 << 10) * 3 + 5];
+        let last = b.len() - 1;
+        assert_eq!(first_nonzero(&b), None);
+        for at in [0, 1, (64 << 10) - 1, 64 << 10, (64 << 10) * 3 + 4] {
+            b[at] = 0x80;
+            b[last] = 1;
+            assert_eq!(first_nonzero(&b), Some(at));
+            b.fill(0);
+        }
+    }
 }
