@@ -18,12 +18,31 @@ pub const DIR_MODE: u32 = 0o755;
 /// The widest mode of a file the daemon creates.
 pub const FILE_MODE: u32 = 0o644;
 
-/// `create_dir_all` with every directory it creates at most [`DIR_MODE`].
+/// `create_dir_all` with every directory it creates at most [`DIR_MODE`],
+/// each new one's name made durable (its parent fsynced): a power loss must
+/// not take back a new data directory, with what was stored in it, after
+/// appends in it were acknowledged as durable.
 pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    let created = missing_dirs(path);
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
-        .create(path)
+        .create(path)?;
+    for dir in created.iter().rev() {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// `path` and each of its ancestors that does not exist yet, deepest first.
+fn missing_dirs(path: &Path) -> Vec<&Path> {
+    path.ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect()
 }
 
 /// Options that create a file (if they are set to) at most [`FILE_MODE`].
@@ -32,4 +51,24 @@ pub fn options() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.mode(FILE_MODE);
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{create_dir_all, missing_dirs};
+    use std::path::Path;
+
+    #[test]
+    fn the_dirs_to_create_are_the_missing_ancestors_deepest_first() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a/b/c");
+        assert_eq!(
+            missing_dirs(&deep),
+            [deep.as_path(), &t.path().join("a/b"), &t.path().join("a")]
+        );
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        assert!(missing_dirs(&deep).is_empty());
+        assert_eq!(missing_dirs(Path::new("")), Vec::<&Path>::new());
+    }
 }

@@ -179,12 +179,10 @@ impl IndexWriter {
             // A half-built generation from a start that died: never published.
             std::fs::remove_dir_all(&dir)?;
         }
+        // Its name is durable on return (`create_dir_all` syncs the parent):
+        // it must outlive a power loss once the gate names this generation
+        // (its crash checkpoint lives in it).
         crate::modes::create_dir_all(&dir)?;
-        // The new directory's name must outlive a power loss once the gate
-        // names this generation (its crash checkpoint lives in it).
-        if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
         let meta = MappedFile::create(&dir.join("meta"), PAGE)?;
         meta.write(0, FileHeader::new(META_MAGIC, log2, generation).as_bytes());
         let kinds = MappedFile::create(&dir.join("kinds"), KINDS_FILE_LEN)?;
