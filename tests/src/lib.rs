@@ -239,6 +239,19 @@ fn unique() -> u128 {
 pub const SMALL_STORE: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\n\
                                max-payload-bytes = 1048576\nmax-batch-bytes = 1050624";
 
+/// Waits up to 10 s for `done` to hold (for what the daemon does on a
+/// thread of its own after it is ready), failing with `what`.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !done()? {
+        if Instant::now() >= until {
+            bail!("not within 10 s: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// A temporary root whose permissions let other users traverse it.
 pub fn temp_root() -> Result<tempfile::TempDir> {
     let t = tempfile::Builder::new().prefix("weir-t").tempdir()?;

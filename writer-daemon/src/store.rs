@@ -33,6 +33,8 @@ struct Inner {
     closed: AtomicBool,
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The thread deleting old index generations (joined at the stop).
+    pruner: Mutex<Option<JoinHandle<()>>>,
     report: RestoreReport,
     instance: u128,
     /// The store's latest starts, this one last (for the hello).
@@ -303,7 +305,19 @@ impl Store {
                     e
                 }
             })?;
-        remove_old_generations(dir, generation);
+        // Off the start's path: unlinking an old generation's files (a few
+        // hundred MiB, perhaps still being written back) took seconds here.
+        let pruner = {
+            let data_dir = dir.to_path_buf();
+            std::thread::Builder::new()
+                .name("weir-prune".into())
+                .spawn(move || remove_old_generations(&data_dir, generation))
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "no thread to delete old index generations; deleting them now");
+                    remove_old_generations(dir, generation);
+                })
+                .ok()
+        };
         let mut report = restored.report;
         report.elapsed = started.elapsed();
         tracing::info!(
@@ -362,6 +376,7 @@ impl Store {
                 closed: AtomicBool::new(false),
                 shared,
                 writer: Mutex::new(Some(handle)),
+                pruner: Mutex::new(pruner),
                 report,
                 instance,
                 starts,
@@ -549,7 +564,9 @@ impl Store {
         }
         let tx = self.inner.tx.lock().ok().and_then(|mut g| g.take());
         let writer = self.inner.writer.lock().ok().and_then(|mut g| g.take());
-        stop_writer(tx, writer)
+        let stopped = stop_writer(tx, writer);
+        join_pruner(self.inner.pruner.lock().ok().and_then(|mut g| g.take()));
+        stopped
     }
 }
 
@@ -560,6 +577,15 @@ impl Drop for Inner {
             let writer = self.writer.get_mut().ok().and_then(Option::take);
             let _ = stop_writer(tx, writer);
         }
+        join_pruner(self.pruner.get_mut().ok().and_then(Option::take));
+    }
+}
+
+fn join_pruner(pruner: Option<JoinHandle<()>>) {
+    if let Some(p) = pruner
+        && p.join().is_err()
+    {
+        tracing::warn!("the thread deleting old index generations panicked");
     }
 }
 
