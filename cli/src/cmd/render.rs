@@ -18,9 +18,15 @@ pub fn payload(bytes: &[u8]) -> (Value, &'static str) {
     }
 }
 
+/// The deepest nesting of arrays and maps a payload is shown as JSON with:
+/// `weir append` parses a line with `serde_json`, which refuses more than 128
+/// levels, and the line's own object takes one.
+const MAX_JSON_DEPTH: usize = 100;
+
 /// Decodes exactly one msgpack value; trailing bytes mean it is not msgpack,
 /// and so does a value that `append` would encode to other bytes (a raw
-/// byte below 0x80 reads as a number, a 4-byte float comes back as 8).
+/// byte below 0x80 reads as a number, a 4-byte float comes back as 8) or
+/// could not read back (nested deeper than [`MAX_JSON_DEPTH`]).
 fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
     if bytes.is_empty() {
         return None;
@@ -29,7 +35,17 @@ fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
     let mut de = rmp_serde::Deserializer::new(&mut cursor);
     let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
     let whole = cursor.position() == bytes.len() as u64;
-    (whole && rmp_serde::to_vec_named(&v).ok()? == bytes).then_some(v)
+    (whole && depth(&v) <= MAX_JSON_DEPTH && rmp_serde::to_vec_named(&v).ok()? == bytes)
+        .then_some(v)
+}
+
+/// How many arrays and maps `v` nests (0 for a scalar).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// One event as a JSON object; `hashes` adds `prev_hash` and `event_hash`.
@@ -265,6 +281,27 @@ pub fn unbase64(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_nested_too_deep_for_append_to_read_back_is_shown_as_base64() {
+        // Arrays nested `d` deep around a 0, as an export line holds them:
+        // `append` must parse every line `export` writes (found by the
+        // backup hunt: from 127 levels the restore of an export failed).
+        for d in [MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 127, 200] {
+            let mut bytes = vec![0x91; d];
+            bytes.push(0);
+            let (v, encoding) = payload(&bytes);
+            let line = json!({"payload_encoding": encoding, "payload": v}).to_string();
+            let back: Value = serde_json::from_str(&line).expect("append parses the line");
+            let want = if d <= MAX_JSON_DEPTH {
+                "msgpack"
+            } else {
+                "base64"
+            };
+            assert_eq!(encoding, want, "depth {d}");
+            assert_eq!(back["payload"], v, "depth {d}");
+        }
+    }
 
     #[test]
     fn base64_round_trips_and_matches_rfc4648() {
