@@ -282,9 +282,10 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// Event id already stored.
     DuplicateEventId,
-    /// Event id zero, or a client id that would make a claim past the
-    /// daemon's `max-claimed-ids` (fields `index`, `event_id`,
-    /// `max_claimed_ids`).
+    /// Event id zero, idempotency key zero (fields `index` and
+    /// `idempotency_key`: a frame stores key 0 as "no key"), or a client id
+    /// that would make a claim past the daemon's `max-claimed-ids` (fields
+    /// `index`, `event_id`, `max_claimed_ids`).
     InvalidEventId,
     /// The writer queue is full; retry after the given time.
     Busy,

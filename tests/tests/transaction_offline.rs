@@ -35,6 +35,19 @@ fn an_invalid_event_staged_while_the_daemon_is_down_is_refused_at_once() -> Resu
         matches!(&r, Err(e) if e.code() == Some(ErrorCode::PayloadTooLarge)),
         "{r:?}"
     );
+    let zero = weir::AppendRequest {
+        entity: "inv".into(),
+        scope: "s".into(),
+        kind: 0x1001,
+        payload: b"zero".to_vec(),
+        idempotency_key: Some(0),
+        ..weir::AppendRequest::default()
+    };
+    let r = t.append_with(zero);
+    ensure!(
+        matches!(&r, Err(e @ ClientError::InvalidEvent { index: 1, .. }) if e.code() == Some(ErrorCode::InvalidEventId)),
+        "{r:?}"
+    );
     ensure!(t.len() == 1);
     // Valid events staged while down are kept and replayed.
     ensure!(t.append(&at, EventKind(0x1001), b"ok1")? == 2);

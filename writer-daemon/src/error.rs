@@ -248,6 +248,16 @@ pub enum AppendError {
         /// Position in the request.
         index: usize,
     },
+    /// Idempotency key zero: frames store it as "no key", so it could not
+    /// be remembered across a crash. Sent with the wire code
+    /// `InvalidEventId` (with `index` and `idempotency_key`).
+    #[error(
+        "event {index}: idempotency key 0 is not allowed (it means \"no key\"): give a nonzero key, or none and the client generates one"
+    )]
+    InvalidIdempotencyKey {
+        /// Position in the request.
+        index: usize,
+    },
     /// A client-chosen id the daemon could assign itself later (it would be
     /// a claim, "Claimed ids" in `docs/FORMAT.md`) while `max-claimed-ids`
     /// claims are held. Nothing of the request was stored. Sent with the
@@ -353,7 +363,9 @@ impl AppendError {
                 ErrorCode::IdempotencyConflict
             }
             Self::DuplicateEventId { .. } => ErrorCode::DuplicateEventId,
-            Self::InvalidEventId { .. } | Self::TooManyClaims { .. } => ErrorCode::InvalidEventId,
+            Self::InvalidEventId { .. }
+            | Self::InvalidIdempotencyKey { .. }
+            | Self::TooManyClaims { .. } => ErrorCode::InvalidEventId,
             Self::Busy { .. } | Self::Unavailable { .. } => ErrorCode::Busy,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Poisoned { .. } => ErrorCode::WriterPoisoned,
@@ -370,6 +382,9 @@ impl AppendError {
             Self::InvalidCoordinate { index, .. }
             | Self::InvalidKind { index, .. }
             | Self::InvalidEventId { index } => e.with("index", index),
+            Self::InvalidIdempotencyKey { index } => {
+                e.with("index", index).with("idempotency_key", 0)
+            }
             Self::PayloadTooLarge { index, len, max } => {
                 e.with("index", index).with("len", len).with("max", max)
             }

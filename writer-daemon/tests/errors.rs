@@ -103,7 +103,8 @@ fn a_retried_batch_is_compared_with_events_in_several_segments() {
     let req = |k: u128| {
         let byte = (k % 251) as u8;
         with(ev(&format!("e{k}"), 0x1001, &[byte; 30 << 10]), |e| {
-            e.idempotency_key = Some(k);
+            // Key 0 is "no key": refused.
+            e.idempotency_key = Some(k + 1);
         })
     };
     let first: Vec<_> = (0..80).map(|k| s.append(req(k)).unwrap()).collect();
@@ -142,7 +143,7 @@ fn a_retried_batch_is_compared_with_events_in_several_segments() {
     changed[2].payload[0] ^= 1;
     assert!(matches!(
         s.append_batch(changed).unwrap_err(),
-        AppendError::IdempotencyConflict { key: 77 }
+        AppendError::IdempotencyConflict { key: 78 }
     ));
 }
 
@@ -666,4 +667,32 @@ fn the_largest_batch_the_configuration_admits_fits_in_a_segment() {
         assert!(again.iter().all(|r| r.replayed), "{events}");
         s.shutdown().unwrap();
     }
+}
+
+/// Key 0 is "no key" in a frame, so a rebuild could not remember it: it is
+/// refused (with the event's index), not remembered only while the daemon runs.
+#[test]
+fn idempotency_key_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(config(dir.path())).unwrap();
+    let zero = with(ev("z", 0x1001, b"pay"), |e| e.idempotency_key = Some(0));
+    let err = s.append(zero.clone()).unwrap_err();
+    assert!(
+        matches!(err, AppendError::InvalidIdempotencyKey { index: 0 }),
+        "{err:?}"
+    );
+    let wire = err.to_wire();
+    assert_eq!(wire.code, weir_protocol::wire::ErrorCode::InvalidEventId);
+    assert_eq!(
+        wire.fields.get("idempotency_key").map(String::as_str),
+        Some("0")
+    );
+    let keyed = with(ev("z", 0x1001, b"ok"), |e| e.idempotency_key = Some(5));
+    let err = s.append_batch(vec![keyed.clone(), zero]).unwrap_err();
+    assert!(
+        matches!(err, AppendError::InvalidIdempotencyKey { index: 1 }),
+        "{err:?}"
+    );
+    // Nothing of either was stored.
+    assert_eq!(s.append(keyed).unwrap().sequence, 0);
 }

@@ -100,7 +100,8 @@ pub enum ClientError {
     /// An event the client refused to stage in a transaction while the
     /// daemon was unreachable: it breaks a rule the daemon would refuse it
     /// for (coordinate, reserved kind category, payload over the last
-    /// `max-payload-bytes` the daemon announced, event id zero).
+    /// `max-payload-bytes` the daemon announced, event id zero,
+    /// idempotency key zero).
     /// [`ClientError::code`] gives the code the daemon would have given.
     #[error("event {index}: {what} (checked by the client: the daemon is unreachable)")]
     InvalidEvent {

@@ -35,6 +35,12 @@ fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<(), 
             "event id 0 is not allowed".to_owned(),
         ));
     }
+    if e.idempotency_key == Some(0) {
+        return Err(invalid(
+            ErrorCode::InvalidEventId,
+            "idempotency key 0 is not allowed (it means \"no key\")".to_owned(),
+        ));
+    }
     Ok(())
 }
 

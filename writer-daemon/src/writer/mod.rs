@@ -547,7 +547,7 @@ fn asks_for(e: &AppendRequest, first: &Stored<'_>) -> bool {
 }
 
 /// The checks every event passes before it is staged: coordinate, kind,
-/// payload size, event id. The server runs them too, when a transaction
+/// payload size, event id, idempotency key. The server runs them too, when a transaction
 /// stages an event, so a bad event is refused when appended, not at commit.
 pub fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<(), AppendError> {
     validate_name("entity", &e.entity)
@@ -566,6 +566,11 @@ pub fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<
     }
     if e.event_id == Some(0) {
         return Err(AppendError::InvalidEventId { index });
+    }
+    // A frame stores key 0 as "no key": a rebuild would not see it, so a
+    // retry after a crash would be stored again.
+    if e.idempotency_key == Some(0) {
+        return Err(AppendError::InvalidIdempotencyKey { index });
     }
     Ok(())
 }
