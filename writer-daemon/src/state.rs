@@ -23,7 +23,12 @@ pub struct EntityState {
 pub struct IdemWindow {
     cap: usize,
     map: FxHashMap<u128, Receipt>,
-    order: VecDeque<u128>,
+    /// Keys in the order they were stored, each with the sequence it was
+    /// stored at. A key stored again (a rebuild meeting a key that had left
+    /// a smaller window) is pushed again and its older entry goes stale
+    /// (its sequence is no longer the map's): stale entries are skipped, and
+    /// dropped when they reach the front or outnumber the window.
+    order: VecDeque<(u128, u64)>,
 }
 
 impl IdemWindow {
@@ -43,33 +48,55 @@ impl IdemWindow {
         self.map.get(&key)
     }
 
-    /// Records a key (the oldest is forgotten past the capacity).
+    /// Records a key as the newest (the oldest is forgotten past the
+    /// capacity). A key recorded before at another sequence, stored again
+    /// after it left a smaller window, moves to the newest place.
     pub fn insert(&mut self, key: u128, receipt: Receipt) {
+        use std::collections::hash_map::Entry;
         if self.cap == 0 {
             return;
         }
-        if self.map.insert(key, receipt).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
+        let seq = receipt.sequence;
+        if let Some(old) = self.map.insert(key, receipt)
+            && old.sequence == seq
+        {
+            return;
+        }
+        self.order.push_back((key, seq));
+        while self.map.len() > self.cap {
+            let Some((old, at)) = self.order.pop_front() else {
+                break;
+            };
+            if let Entry::Occupied(e) = self.map.entry(old)
+                && e.get().sequence == at
+            {
+                e.remove();
             }
+        }
+        // Every key has one live entry; the rest are stale. Dropping them
+        // once they outnumber the window keeps `order` within twice it, at
+        // O(1) amortized.
+        if self.order.len() - self.map.len() > self.cap {
+            let map = &self.map;
+            self.order.retain(|&(k, at)| live(map, k, at));
         }
     }
 
     /// Forgets a key (a failed group takes its keys back).
     pub fn remove(&mut self, key: u128) {
         if self.map.remove(&key).is_some() {
-            self.order.retain(|k| *k != key);
+            self.order.retain(|(k, _)| *k != key);
         }
     }
 
     /// Every (key, receipt), oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (u128, &Receipt)> {
-        self.order
-            .iter()
-            .filter_map(|k| self.map.get(k).map(|r| (*k, r)))
+        self.order.iter().filter_map(|&(k, at)| {
+            self.map
+                .get(&k)
+                .filter(|r| r.sequence == at)
+                .map(|r| (k, r))
+        })
     }
 
     /// Keys remembered.
@@ -83,6 +110,11 @@ impl IdemWindow {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// Is `(key, at)` the entry of `key`'s current receipt (not a stale one)?
+fn live(map: &FxHashMap<u128, Receipt>, key: u128, at: u64) -> bool {
+    map.get(&key).is_some_and(|r| r.sequence == at)
 }
 
 /// Magic of the idempotency-window file (`index/gen-{g}/idem`).
@@ -371,5 +403,36 @@ mod tests {
         w.remove(3);
         assert!(w.get(3).is_none());
         assert_eq!(w.len(), 1);
+    }
+
+    /// A key stored again (a rebuild or checkpoint replay with a window
+    /// larger than the one it left) is the newest: it is forgotten after the
+    /// keys stored before it, not at its first place.
+    #[test]
+    fn a_key_stored_again_moves_to_the_newest_place() {
+        let mut w = IdemWindow::new(4);
+        for (k, seq) in [(1, 0), (2, 1), (3, 2), (1, 3), (4, 4)] {
+            w.insert(k, r(seq));
+        }
+        let keys = |w: &IdemWindow| w.iter().map(|(k, r)| (k, r.sequence)).collect::<Vec<_>>();
+        assert_eq!(keys(&w), [(2, 1), (3, 2), (1, 3), (4, 4)]);
+        w.insert(5, r(5));
+        assert!(w.get(2).is_none(), "the oldest key goes first");
+        assert_eq!(w.get(1).unwrap().sequence, 3);
+        assert_eq!(keys(&w), [(3, 2), (1, 3), (4, 4), (5, 5)]);
+        // The same receipt again changes nothing.
+        w.insert(3, r(2));
+        assert_eq!(keys(&w), [(3, 2), (1, 3), (4, 4), (5, 5)]);
+        // One key stored again and again: stale entries stay bounded, and
+        // the window still forgets oldest first.
+        for seq in 6..1000 {
+            w.insert(9, r(seq));
+        }
+        assert!(w.order.len() <= 2 * 4, "{}", w.order.len());
+        assert_eq!(keys(&w), [(1, 3), (4, 4), (5, 5), (9, 999)]);
+        w.insert(6, r(1000));
+        assert_eq!(keys(&w), [(4, 4), (5, 5), (9, 999), (6, 1000)]);
+        w.remove(9);
+        assert_eq!(keys(&w), [(4, 4), (5, 5), (6, 1000)]);
     }
 }

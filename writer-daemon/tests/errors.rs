@@ -696,3 +696,40 @@ fn idempotency_key_zero_is_refused() {
     // Nothing of either was stored.
     assert_eq!(s.append(keyed).unwrap().sequence, 0);
 }
+
+/// A key stored again after it left a small window is, for a rebuild with
+/// a larger window, the newer of its two events: the window forgets it
+/// after the keys stored before it, not at its first place.
+#[test]
+fn a_rebuild_keeps_a_key_stored_again_at_its_newest_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = |n| weir_daemon::Config {
+        idempotency_window: n,
+        ..config(dir.path())
+    };
+    let keyed = |k: u128, p: &[u8]| with(ev("k", 0x1001, p), |e| e.idempotency_key = Some(k));
+    let s = Store::open(window(2)).unwrap();
+    s.append(keyed(1, b"first")).unwrap();
+    s.append(keyed(2, b"2")).unwrap();
+    s.append(keyed(3, b"3")).unwrap();
+    // Key 1 has left the window of 2: stored again, at sequence 3.
+    let again = s.append(keyed(1, b"second")).unwrap();
+    assert_eq!((again.sequence, again.replayed), (3, false));
+    s.shutdown().unwrap();
+    drop(s);
+    // Without the index files the start rebuilds the window from the log.
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let s = Store::open(window(4)).unwrap();
+    assert_ne!(
+        s.restore_report().path,
+        weir_daemon::RestorePath::IndexFiles
+    );
+    s.append(keyed(4, b"4")).unwrap();
+    s.append(keyed(5, b"5")).unwrap();
+    // The newest four keys by store order: 3, 1 (sequence 3), 4, 5.
+    let retry = s.append(keyed(1, b"second")).unwrap();
+    assert!(retry.replayed, "key 1 was forgotten before older keys");
+    assert_eq!(retry.sequence, 3);
+    let two = s.append(keyed(2, b"2")).unwrap();
+    assert!(!two.replayed, "key 2, the oldest, is the one forgotten");
+}
