@@ -196,8 +196,9 @@ impl Client {
                         } else {
                             Duration::ZERO
                         },
-                        error,
+                        error: Box::new(error),
                         keys: Vec::new(),
+                        answered: Vec::new(),
                     }
                 }
                 Failure::Fatal(e) => e,
@@ -206,12 +207,14 @@ impl Client {
                     waited: Duration::ZERO,
                     last,
                     keys: Vec::new(),
+                    answered: Vec::new(),
                 },
                 Failure::NoAnswer => ClientError::NotAnswering {
                     path,
                     timeout: opts.io_timeout,
                     waited: Duration::ZERO,
                     keys: Vec::new(),
+                    answered: Vec::new(),
                 },
             });
         };
@@ -297,7 +300,10 @@ impl Client {
     /// window's worth ([`ClientOptions::window`], at most
     /// [`ClientOptions::MAX_WINDOW`]) are written before replies are read. Each event
     /// succeeds or fails on its own; the outer error means the connection
-    /// could not be kept.
+    /// could not be kept. The events answered before it are not lost with
+    /// it: [`ClientError::answered`] gives their receipts (they are stored)
+    /// and refusals, [`ClientError::unresolved_keys`] those sent but not
+    /// answered; the rest were not sent.
     ///
     /// Order: the events are stored in the order given unless the daemon
     /// refuses one for a while (`Busy`: its writer queue is full;
@@ -440,15 +446,22 @@ impl Client {
                     .filter(|&i| out[i].is_none() && unsettled[i])
                     .flat_map(|i| op_keys(&ops[i]))
                     .collect();
+                let answered = answered(out, &ops);
                 let busy_only = self.conn.is_some();
                 return Err(if busy_only {
-                    ClientError::Timeout { waited, last, keys }
+                    ClientError::Timeout {
+                        waited,
+                        last,
+                        keys,
+                        answered,
+                    }
                 } else if let Some(error) = refused {
                     ClientError::Refused {
                         path: self.path.clone(),
                         waited,
-                        error,
+                        error: Box::new(error),
                         keys,
+                        answered,
                     }
                 } else if silent {
                     ClientError::NotAnswering {
@@ -456,6 +469,7 @@ impl Client {
                         timeout: self.opts.io_timeout,
                         waited,
                         keys,
+                        answered,
                     }
                 } else {
                     ClientError::Disconnected {
@@ -463,6 +477,7 @@ impl Client {
                         waited,
                         last,
                         keys,
+                        answered,
                     }
                 });
             }
@@ -573,6 +588,26 @@ fn op_keys(op: &Op) -> Vec<u128> {
     }
 }
 
+/// The appends a call that gives up had answered (see
+/// [`ClientError::answered`]): empty when none was.
+fn answered(
+    out: Vec<Option<Result<Reply, WireError>>>,
+    ops: &[Op],
+) -> Vec<Option<Result<Receipt, WireError>>> {
+    if out.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    out.into_iter()
+        .zip(ops)
+        .map(|(r, op)| match r? {
+            Ok(Reply::Appended(r)) => Some(Ok(r)),
+            Err(e) if e.code == ErrorCode::OutcomeUnknown => Some(Err(with_keys(e, op_keys(op)))),
+            Err(e) => Some(Err(e)),
+            Ok(_) => None,
+        })
+        .collect()
+}
+
 /// `e` (an `OutcomeUnknown` answer) with the request's keys in its
 /// [`UNRESOLVED_KEYS_FIELD`].
 fn with_keys(e: WireError, keys: Vec<u128>) -> WireError {
@@ -648,6 +683,7 @@ mod tests {
             waited,
             last: "Connection refused".into(),
             keys: Vec::new(),
+            answered: Vec::new(),
         };
         assert_eq!(
             e(Duration::ZERO).to_string(),

@@ -3,7 +3,8 @@
 //! daemon that takes the connection but never answers (or never accepts
 //! it, its listen backlog full) is reported as not answering, not as gone, and one that sends its reply a byte at a time
 //! does not hold a call past the io timeout; a call whose outcome is
-//! unknown gives the idempotency keys to resend its events with.
+//! unknown gives the idempotency keys to resend its events with, and a
+//! pipelined call that loses its connection keeps the answers it had.
 
 mod fake;
 
@@ -361,5 +362,79 @@ fn a_call_with_a_known_outcome_has_no_keys_to_retry_with() -> Res {
     let gone = dir.path().join("gone.sock");
     let err = Client::connect_with(&gone, opts()).unwrap_err();
     assert!(err.unresolved_keys().is_empty(), "{err:?}");
+    Ok(())
+}
+
+#[test]
+fn a_pipelined_call_that_loses_its_connection_keeps_the_answers_it_had() -> Res {
+    // The daemon answers the first window (a receipt and a refusal), reads
+    // the second and answers only its first request, then dies; it is not
+    // back within the retry budget. The answers came before the call gave
+    // up: dropping them left the caller to count the stored events as not
+    // appended, and to append them again.
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dir = tempfile::tempdir()?;
+    let path = fake(&dir, move |s| {
+        if conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Ok(()); // Gone: later connections close at once.
+        }
+        s.write_all(&hello()?)?;
+        let receipt = |sequence| {
+            Reply::Appended(Receipt {
+                event_id: 0x100 + u128::from(sequence),
+                sequence,
+                clock: 0,
+                event_hash: [0; 32],
+                durable: true,
+                replayed: false,
+            })
+        };
+        let (r0, r1) = (read_one(s)?, read_one(s)?);
+        answer(s, &r0, receipt(0))?;
+        let req: Request = decode(&r1).map_err(std::io::Error::other)?;
+        let conflict = Response {
+            id: req.id,
+            result: Err(WireError::new(ErrorCode::VersionConflict, "conflict")),
+        };
+        s.write_all(&frame(&conflict)?)?;
+        let (r2, _r3) = (read_one(s)?, read_one(s)?);
+        answer(s, &r2, receipt(1))?;
+        Ok(())
+    })?;
+    let mut c = Client::connect_with(&path, opts().window(2))?;
+    let events: Vec<_> = (0..6u128)
+        .map(|i| AppendRequest {
+            entity: format!("e:{i}"),
+            scope: "s".into(),
+            kind: 0x1001,
+            payload: vec![1],
+            idempotency_key: Some(100 + i),
+            ..AppendRequest::default()
+        })
+        .collect();
+    let err = c.append_pipelined(events).unwrap_err();
+    let answered: Vec<_> = err
+        .answered()
+        .iter()
+        .map(|a| match a {
+            Some(Ok(r)) => format!("stored at {}", r.sequence),
+            Some(Err(e)) => format!("{:?}", e.code),
+            None => "no answer".to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            "stored at 0",
+            "VersionConflict",
+            "stored at 1",
+            "no answer",
+            "no answer",
+            "no answer"
+        ],
+        "{err:?}"
+    );
+    // Sent and not answered: event 3 only; events 4 and 5 were not sent.
+    assert_eq!(err.unresolved_keys(), [103], "{err}");
     Ok(())
 }

@@ -354,57 +354,126 @@ fn send(
         .collect();
     let results = match client.append_pipelined(std::mem::take(batch)) {
         Ok(r) => r,
-        Err(e) => {
-            let unknown = e.unresolved_keys();
-            let lines: Vec<String> = line_nos
-                .iter()
-                .zip(&keys)
-                .filter(|(_, k)| unknown.contains(k))
-                .map(|(line, k)| format!("line {line}: {}", EventId(*k)))
-                .collect();
-            let e = anyhow!(e).context(format!(
-                "{} events appended before lines {}..={}",
-                sum.appended,
-                line_nos.first().copied().unwrap_or_default(),
-                line_nos.last().copied().unwrap_or_default()
-            ));
-            if lines.is_empty() {
-                return Err(e);
-            }
-            return Err(e.context(format!(
-                "{} line(s) may or may not be stored: once the daemon is back, append them \
-                 again with these idempotency keys (\"idempotency_key\" in the line): {}",
-                lines.len(),
-                lines.join(", ")
-            )));
-        }
+        Err(e) => return Err(lost(e, &keys, line_nos, sum, bar)),
     };
     for ((r, line), key) in results.into_iter().zip(line_nos.drain(..)).zip(keys) {
-        match r {
-            Ok(r) => {
-                sum.appended += 1;
-                sum.replayed += u64::from(r.replayed);
-                sum.first = Some(sum.first.map_or(r.sequence, |f| f.min(r.sequence)));
-                sum.last = Some(sum.last.map_or(r.sequence, |l| l.max(r.sequence)));
-            }
-            Err(e) => {
-                if sum.failed < SHOW_FAILURES {
-                    let retry = if e.unresolved_keys().is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " (it may or may not be stored: append it again with \"idempotency_key\": \"{}\")",
-                            EventId(key)
-                        )
-                    };
-                    bar.suspend(|| eprintln!("weir: line {line}: {e}{retry}"));
-                }
-                sum.failed += 1;
-            }
-        }
+        settle(sum, bar, line, key, r);
     }
     bar.set_position(sum.appended);
     Ok(())
+}
+
+/// Counts one line's outcome into `sum`; a refusal is printed (the first
+/// [`SHOW_FAILURES`]), with the key to append it again with when its
+/// outcome is unknown.
+fn settle(
+    sum: &mut Summary,
+    bar: &ProgressBar,
+    line: usize,
+    key: u128,
+    r: Result<Receipt, weir::ClientError>,
+) {
+    match r {
+        Ok(r) => {
+            sum.appended += 1;
+            sum.replayed += u64::from(r.replayed);
+            sum.first = Some(sum.first.map_or(r.sequence, |f| f.min(r.sequence)));
+            sum.last = Some(sum.last.map_or(r.sequence, |l| l.max(r.sequence)));
+        }
+        Err(e) => {
+            if sum.failed < SHOW_FAILURES {
+                let retry = if e.unresolved_keys().is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (it may or may not be stored: append it again with \"idempotency_key\": \"{}\")",
+                        EventId(key)
+                    )
+                };
+                bar.suspend(|| eprintln!("weir: line {line}: {e}{retry}"));
+            }
+            sum.failed += 1;
+        }
+    }
+}
+
+/// The error of a batch whose call gave up (the connection was lost):
+/// the lines the daemon answered before count as usual (stored, or
+/// refused), those sent without an answer are named with their keys, and
+/// the rest were not sent, so not stored.
+fn lost(
+    e: weir::ClientError,
+    keys: &[u128],
+    line_nos: &mut Vec<usize>,
+    sum: &mut Summary,
+    bar: &ProgressBar,
+) -> anyhow::Error {
+    let unknown = e.unresolved_keys();
+    let answered = e.answered().to_vec();
+    let (from, to) = (
+        line_nos.first().copied().unwrap_or_default(),
+        line_nos.last().copied().unwrap_or_default(),
+    );
+    let before = sum.appended;
+    let mut uncertain = Vec::new();
+    let mut unsent = Vec::new();
+    for (i, (line, &key)) in line_nos.drain(..).zip(keys).enumerate() {
+        match answered.get(i) {
+            Some(Some(r)) => settle(
+                sum,
+                bar,
+                line,
+                key,
+                r.clone().map_err(weir::ClientError::Server),
+            ),
+            _ if unknown.contains(&key) => {
+                uncertain.push(format!("line {line}: {}", EventId(key)));
+            }
+            _ => unsent.push(line),
+        }
+    }
+    let mut what = format!(
+        "{} events appended in all ({} of lines {from}..={to}); stopped at line {to}",
+        sum.appended,
+        sum.appended - before
+    );
+    if !unsent.is_empty() {
+        what += &format!(
+            "; not sent, so not stored: line(s) {}",
+            line_ranges(&unsent)
+        );
+    }
+    let e = anyhow!(e).context(what);
+    if uncertain.is_empty() {
+        return e;
+    }
+    e.context(format!(
+        "{} line(s) may or may not be stored: once the daemon is back, append them \
+         again with these idempotency keys (\"idempotency_key\" in the line): {}",
+        uncertain.len(),
+        uncertain.join(", ")
+    ))
+}
+
+/// Ascending line numbers as runs: `3, 5..=9`.
+fn line_ranges(lines: &[usize]) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &l in lines {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == l => *end = l,
+            _ => runs.push((l, l)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..={b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -436,5 +505,59 @@ mod tests {
         assert_eq!(idempotency_key("order-42"), idempotency_key("order-42"));
         assert_ne!(idempotency_key("order-42"), idempotency_key("order-43"));
         assert_eq!(idempotency_key("00000000000000000000000000000abc"), 0xabc);
+    }
+
+    #[test]
+    fn a_lost_batch_counts_the_lines_answered_before() {
+        let receipt = |sequence| Receipt {
+            event_id: 7,
+            sequence,
+            clock: 0,
+            event_hash: [0; 32],
+            durable: true,
+            replayed: false,
+        };
+        // Lines 11..=16: 11 stored, 12 refused, 13 stored, 14 sent without
+        // an answer, 15 and 16 not sent.
+        let e = weir::ClientError::Disconnected {
+            path: PathBuf::from("/d/weir.sock"),
+            waited: Duration::from_secs(10),
+            last: "Connection refused".into(),
+            keys: vec![104],
+            answered: vec![
+                Some(Ok(receipt(40))),
+                Some(Err(weir::WireError::new(
+                    weir::ErrorCode::VersionConflict,
+                    "conflict",
+                ))),
+                Some(Ok(receipt(41))),
+                None,
+                None,
+                None,
+            ],
+        };
+        let mut sum = Summary {
+            appended: 5,
+            ..Summary::default()
+        };
+        let mut lines: Vec<usize> = (11..=16).collect();
+        let keys: Vec<u128> = (101..=106).collect();
+        let err = format!(
+            "{:#}",
+            lost(e, &keys, &mut lines, &mut sum, &ProgressBar::hidden())
+        );
+        assert_eq!((sum.appended, sum.failed), (7, 1), "{err}");
+        assert_eq!((sum.first, sum.last), (Some(40), Some(41)));
+        assert!(
+            err.starts_with("1 line(s) may or may not be stored"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("line 14: {}", EventId(104))), "{err}");
+        assert!(!err.contains("line 13:"), "{err}");
+        assert!(
+            err.contains("7 events appended in all (2 of lines 11..=16); stopped at line 16; not sent, so not stored: line(s) 15..=16"),
+            "{err}"
+        );
+        assert_eq!(line_ranges(&[3, 5, 6, 7, 9]), "3, 5..=7, 9");
     }
 }

@@ -242,11 +242,12 @@ mod tests {
         let e = ClientError::Refused {
             path: PathBuf::from("/d/weir.sock"),
             waited: Duration::from_secs(10),
-            error: weir::WireError::new(
+            error: Box::new(weir::WireError::new(
                 ErrorCode::Busy,
                 "the daemon serves max-connections = 2 already",
-            ),
+            )),
             keys: Vec::new(),
+            answered: Vec::new(),
         };
         assert!(!means_not_running(&e));
         let text = not_running(std::path::Path::new("/d"), &e).to_string();

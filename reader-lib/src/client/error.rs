@@ -4,7 +4,7 @@
 use super::{Client, Transaction};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weir_protocol::wire::{ErrorCode, WireError};
+use weir_protocol::wire::{ErrorCode, Receipt, WireError};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub enum ClientError {
         last: String,
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
+        /// See [`ClientError::answered`].
+        answered: Vec<Option<Result<Receipt, WireError>>>,
     },
     /// The daemon accepted the connection but did not answer within the
     /// `io_timeout` (it is stopped, hung or overloaded), on every try within
@@ -50,6 +52,8 @@ pub enum ClientError {
         waited: Duration,
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
+        /// See [`ClientError::answered`].
+        answered: Vec<Option<Result<Receipt, WireError>>>,
     },
     /// The connection broke and no reconnect succeeded within the budget
     /// (`waited` zero: the first connect failed, nothing was retried).
@@ -63,6 +67,8 @@ pub enum ClientError {
         last: String,
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
+        /// See [`ClientError::answered`].
+        answered: Vec<Option<Result<Receipt, WireError>>>,
     },
     /// The daemon runs but refused the connection for now (`Busy`: it serves
     /// its `max-connections`, or as many as its open-file limit allows;
@@ -75,10 +81,13 @@ pub enum ClientError {
         path: PathBuf,
         /// Time spent retrying.
         waited: Duration,
-        /// The daemon's last refusal.
-        error: WireError,
+        /// The daemon's last refusal (boxed: it keeps every `ClientError`
+        /// small).
+        error: Box<WireError>,
         /// See [`ClientError::unresolved_keys`].
         keys: Vec<u128>,
+        /// See [`ClientError::answered`].
+        answered: Vec<Option<Result<Receipt, WireError>>>,
     },
     /// A request larger than the daemon's `max-frame-bytes` (from its
     /// hello): the client refused it and sent nothing of the call.
@@ -210,9 +219,8 @@ impl ClientError {
     #[must_use]
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Server(e)
-            | Self::Refused { error: e, .. }
-            | Self::StagedEventRefused { error: e, .. } => Some(e.code),
+            Self::Server(e) | Self::StagedEventRefused { error: e, .. } => Some(e.code),
+            Self::Refused { error, .. } => Some(error.code),
             Self::InvalidEvent { code, .. } => Some(*code),
             _ => None,
         }
@@ -241,7 +249,8 @@ impl ClientError {
     /// stores each at most once, within the daemon's `idempotency-window`.
     /// Empty when every event's outcome is known (e.g. refused, or never
     /// sent). For keys the client generated, this is the only place they
-    /// show.
+    /// show. A pipelined call's known outcomes are in
+    /// [`ClientError::answered`].
     #[must_use]
     pub fn unresolved_keys(&self) -> Vec<u128> {
         match self {
@@ -262,12 +271,32 @@ impl ClientError {
             _ => Vec::new(),
         }
     }
+    /// What a [`Client::append_pipelined`] that gave up (`Timeout`,
+    /// `NotAnswering`, `Disconnected`, `Refused`) had been answered: one
+    /// entry per event, in request order. `Some(Ok(receipt))`: the event is
+    /// stored. `Some(Err(e))`: the daemon answered with a refusal (nothing
+    /// stored), or `OutcomeUnknown` (its key is in the error's
+    /// [`UNRESOLVED_KEYS_FIELD`](super::UNRESOLVED_KEYS_FIELD)). `None`: no
+    /// answer came: the event is among [`ClientError::unresolved_keys`] if
+    /// it was sent, else it was never sent and is not stored. Empty when no
+    /// event was answered, and for every other call and error.
+    #[must_use]
+    pub fn answered(&self) -> &[Option<Result<Receipt, WireError>>] {
+        match self {
+            Self::Timeout { answered, .. }
+            | Self::NotAnswering { answered, .. }
+            | Self::Disconnected { answered, .. }
+            | Self::Refused { answered, .. } => answered,
+            _ => &[],
+        }
+    }
     /// The daemon's typed error, for [`ClientError::Server`] and
     /// [`ClientError::Refused`].
     #[must_use]
     pub fn wire(&self) -> Option<&WireError> {
         match self {
-            Self::Server(e) | Self::Refused { error: e, .. } => Some(e),
+            Self::Server(e) => Some(e),
+            Self::Refused { error, .. } => Some(error),
             _ => None,
         }
     }
