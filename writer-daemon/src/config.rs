@@ -83,7 +83,8 @@ pub struct Config {
     /// A start that reuses the index files or a crash checkpoint reads back the keys the
     /// last instance kept, so a raised window fills with new keys from then on (a rebuild
     /// fills it from the log at once); a lowered one keeps the newest keys.
-    /// 0 turns idempotency off: a retried append is stored again. At most 10,000,000
+    /// 0 turns idempotency off: a retried append is stored again, even in the same group
+    /// commit (one request still may not give a key to two of its events). At most 10,000,000
     /// (each key costs about 120 bytes of memory, and 80 in the `idem` file and checkpoints).
     /// Default: 100,000.
     pub idempotency_window: u32,

@@ -733,3 +733,39 @@ fn a_rebuild_keeps_a_key_stored_again_at_its_newest_place() {
     let two = s.append(keyed(2, b"2")).unwrap();
     assert!(!two.replayed, "key 2, the oldest, is the one forgotten");
 }
+
+/// Window 0 turns idempotency off inside one group commit too: a key sent
+/// again in the same group is stored again, with any payload.
+#[test]
+fn a_window_of_zero_keys_remembers_nothing_within_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::default();
+    let s = Store::open_with_storage(
+        weir_daemon::Config {
+            idempotency_window: 0,
+            ..config(dir.path())
+        },
+        Box::new(sim.clone()),
+    )
+    .unwrap();
+    let keyed = |p: &[u8]| with(ev("k", 0x1001, p), |e| e.idempotency_key = Some(5));
+    let out = one_group_after_the_first(
+        &s,
+        &sim,
+        vec![
+            vec![ev("x", 0x1001, b"x")],
+            vec![keyed(b"1")],
+            vec![keyed(b"1")],
+            vec![keyed(b"2")],
+        ],
+    );
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| r.as_ref().map(|r| (r[0].sequence, r[0].replayed)))
+        .collect();
+    assert_eq!(
+        got[1..],
+        [Ok((1, false)), Ok((2, false)), Ok((3, false))],
+        "{out:?}"
+    );
+}

@@ -662,10 +662,13 @@ impl Writer {
             self.reject(s.done, err);
             return None;
         }
-        for p in &g.pending[pending_mark..] {
-            let e = &g.staged[cmd].events[p.event];
-            if let Some(k) = e.idempotency_key {
-                g.keys.insert(k, (p.receipt, p.cmd, p.event));
+        // With a window of 0 no key is remembered, in the group either.
+        if self.config.idempotency_window > 0 {
+            for p in &g.pending[pending_mark..] {
+                let e = &g.staged[cmd].events[p.event];
+                if let Some(k) = e.idempotency_key {
+                    g.keys.insert(k, (p.receipt, p.cmd, p.event));
+                }
             }
         }
         self.next_seq += n as u64;
