@@ -46,7 +46,8 @@ pub struct AppendArgs {
     /// Store `--payload-file` byte for byte.
     #[arg(long, requires = "payload_file")]
     raw: bool,
-    /// Idempotency key: 32 hex digits (UUID), or any text (hashed). A retry
+    /// Idempotency key: a UUID (32 hex digits, hyphens optional), `0x` and 32
+    /// hex digits (as the daemon prints a key), or any other text (hashed). A retry
     /// with the same key returns the first receipt; the same key with another
     /// event is refused (IdempotencyConflict).
     #[arg(long, value_name = "K", requires = "payload")]
@@ -75,10 +76,19 @@ fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
     }
 }
 
-/// An idempotency key from text: a UUID as is, anything else hashed.
+/// An idempotency key from text: a UUID (32 hex digits, hyphens
+/// optional) or `0x` and 32 hex digits (as the daemon's messages print a
+/// key) as is, anything else hashed.
 fn idempotency_key(text: &str) -> u128 {
-    match text.parse::<EventId>() {
-        Ok(id) if id.0 != 0 => id.0,
+    let hex = text
+        .strip_prefix("0x")
+        .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let parsed = match hex {
+        Some(h) => u128::from_str_radix(h, 16).ok(),
+        None => text.parse::<EventId>().ok().map(|id| id.0),
+    };
+    match parsed {
+        Some(key) if key != 0 => key,
         _ => {
             let h = blake3::hash(format!("weir.idempotency.v1\0{text}").as_bytes());
             let mut b = [0u8; 16];
@@ -505,6 +515,15 @@ mod tests {
         assert_eq!(idempotency_key("order-42"), idempotency_key("order-42"));
         assert_ne!(idempotency_key("order-42"), idempotency_key("order-43"));
         assert_eq!(idempotency_key("00000000000000000000000000000abc"), 0xabc);
+        // The form the daemon's IdempotencyConflict message prints.
+        let printed = "0x00000000000000000000000000000abc";
+        assert_eq!(idempotency_key(printed), 0xabc);
+        assert_eq!(
+            idempotency_key(printed),
+            idempotency_key("00000000-0000-0000-0000-000000000abc")
+        );
+        // Not 32 digits after 0x: text, hashed.
+        assert_ne!(idempotency_key("0xabc"), 0xabc);
     }
 
     #[test]
