@@ -54,6 +54,7 @@ fn fake(dir: &std::path::Path) -> Result<Receiver<u128>> {
                         max_batch_bytes: 1 << 20,
                         max_in_flight: None,
                         starts: Vec::new(),
+                        data_dir: None,
                     }),
                 )?;
                 loop {

@@ -61,13 +61,37 @@ pub struct ServerHello {
     /// that does not say.
     #[serde(default)]
     pub starts: Vec<crate::starts::Start>,
+    /// The data directory the daemon serves, as it found it at its start:
+    /// a client that found the socket through a data directory's `socket`
+    /// file checks that it reached that directory's daemon (a copy of a
+    /// data directory names its original's socket). `None` from a daemon
+    /// that does not say.
+    #[serde(default)]
+    pub data_dir: Option<ServedDir>,
+}
+
+/// The identity of the data directory a daemon serves: its `st_dev` and
+/// `st_ino`, which a copy does not share and a rename keeps. Sent as an
+/// array `[dev, ino, path]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedDir {
+    /// The directory's `st_dev`.
+    pub dev: u64,
+    /// The directory's `st_ino`.
+    pub ino: u64,
+    /// Its path as the daemon resolved it at its start (the bytes of a Unix
+    /// path), for messages only: it may have moved since.
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
 }
 
 impl Serialize for ServerHello {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let n =
-            6 + usize::from(self.max_in_flight.is_some()) + usize::from(!self.starts.is_empty());
+        let n = 6
+            + usize::from(self.max_in_flight.is_some())
+            + usize::from(!self.starts.is_empty())
+            + usize::from(self.data_dir.is_some());
         let mut m = s.serialize_map(Some(n))?;
         m.serialize_entry("version", &self.version)?;
         // A u128 is written as crate::bin128 writes it: a 16-byte bin.
@@ -81,6 +105,9 @@ impl Serialize for ServerHello {
         }
         if !self.starts.is_empty() {
             m.serialize_entry("starts", &self.starts)?;
+        }
+        if let Some(d) = &self.data_dir {
+            m.serialize_entry("data_dir", d)?;
         }
         m.end()
     }
@@ -544,6 +571,11 @@ mod tests {
                     visible: 12,
                 },
             ],
+            data_dir: Some(ServedDir {
+                dev: 2049,
+                ino: u64::MAX - 1,
+                path: b"/var/lib/weir".to_vec(),
+            }),
         };
         let older = OlderServerHello {
             version: 1,
@@ -554,7 +586,7 @@ mod tests {
             max_batch_bytes: 1 << 30,
         };
         let bytes = rmp_serde::to_vec(&hello).unwrap();
-        assert_eq!(bytes[0], 0x88, "a map of 8");
+        assert_eq!(bytes[0], 0x89, "a map of 9");
         assert_eq!(decode::<OlderServerHello>(&bytes).unwrap(), older);
         assert_eq!(decode::<ServerHello>(&bytes).unwrap(), hello);
         // An older daemon's: an array of 6, which says nothing of the limit.
@@ -567,6 +599,7 @@ mod tests {
             ServerHello {
                 max_in_flight: None,
                 starts: Vec::new(),
+                data_dir: None,
                 ..hello
             }
         );

@@ -29,7 +29,7 @@ mod unsynced;
 pub use error::{ClientError, UNRESOLVED_KEYS_FIELD};
 pub use transaction::Transaction;
 
-use conn::{Conn, Failure};
+use conn::{Conn, DirCheck, Failure};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -135,6 +135,9 @@ fn retry_after(e: &WireError) -> Duration {
 pub struct Client {
     path: PathBuf,
     opts: ClientOptions,
+    /// The data directory the socket was found through (`connect_dir`):
+    /// every connection checks that its daemon serves it.
+    dir: Option<DirCheck>,
     conn: Option<Conn>,
     /// Bumped on every new connection (transactions notice a reconnect).
     generation: u64,
@@ -151,7 +154,12 @@ impl Client {
     }
 
     /// Connects to the daemon serving `data_dir` (it records its socket in
-    /// `<data_dir>/socket`).
+    /// `<data_dir>/socket`). The daemon's hello names the directory it
+    /// serves (its device and inode): a daemon serving another directory
+    /// (as the socket named in a copy of a data directory leads to its
+    /// original's) is refused with [`ClientError::OtherDataDir`], at this
+    /// connect and at every reconnect. A daemon too old to name its
+    /// directory is not checked.
     pub fn connect_dir(data_dir: impl AsRef<Path>) -> Result<Self, ClientError> {
         Self::connect_dir_with(data_dir, ClientOptions::default())
     }
@@ -166,16 +174,28 @@ impl Client {
             path: file.clone(),
             source,
         })?;
-        Self::connect_with(text.trim_end_matches('\n'), opts)
+        let dir = DirCheck::of(data_dir.as_ref()).map_err(|source| ClientError::Io {
+            path: data_dir.as_ref().to_path_buf(),
+            source,
+        })?;
+        Self::connect_checked(text.trim_end_matches('\n'), opts, Some(dir))
     }
 
     /// [`Client::connect`] with options.
     pub fn connect_with(path: impl AsRef<Path>, opts: ClientOptions) -> Result<Self, ClientError> {
+        Self::connect_checked(path, opts, None)
+    }
+
+    fn connect_checked(
+        path: impl AsRef<Path>,
+        opts: ClientOptions,
+        dir: Option<DirCheck>,
+    ) -> Result<Self, ClientError> {
         let path = path.as_ref().to_path_buf();
         let started = Instant::now();
         let mut retried = false;
         let conn = loop {
-            let failed = match Conn::open(&path, &opts) {
+            let failed = match Conn::open(&path, &opts, dir.as_ref()) {
                 Ok(conn) => break conn,
                 Err(f) => f,
             };
@@ -221,6 +241,7 @@ impl Client {
         Ok(Self {
             path,
             opts,
+            dir,
             max_payload: conn.hello.max_payload,
             conn: Some(conn),
             generation: 1,
@@ -242,7 +263,7 @@ impl Client {
 
     fn conn(&mut self) -> Result<&mut Conn, Failure> {
         if self.conn.is_none() {
-            let conn = Conn::open(&self.path, &self.opts)?;
+            let conn = Conn::open(&self.path, &self.opts, self.dir.as_ref())?;
             self.max_payload = conn.hello.max_payload;
             self.conn = Some(conn);
             self.generation += 1;

@@ -25,7 +25,7 @@ use weir_protocol::gate::{
     read_id_key,
 };
 use weir_protocol::locate::IdKey;
-use weir_protocol::wire::{AppendRequest, Receipt, Stats};
+use weir_protocol::wire::{AppendRequest, Receipt, ServedDir, Stats};
 use zerocopy::FromBytes;
 
 struct Inner {
@@ -39,6 +39,8 @@ struct Inner {
     instance: u128,
     /// The store's latest starts, this one last (for the hello).
     starts: Vec<weir_protocol::starts::Start>,
+    /// The data directory's identity (for the hello).
+    served: ServedDir,
     config: Config,
     _lock: DirLock,
 }
@@ -195,6 +197,7 @@ impl Store {
         crate::modes::create_dir_all(dir).map_err(OpenError::io(dir))?;
         refuse_world_writable(dir)?;
         let lock = DirLock::acquire(dir)?;
+        let served = served_dir(dir).map_err(OpenError::io(dir))?;
         // Before restore: a damaged file stops the start before anything changes.
         let mut claims = crate::claims::Claims::load(dir)
             .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
@@ -380,6 +383,7 @@ impl Store {
                 report,
                 instance,
                 starts,
+                served,
                 config,
                 _lock: lock,
             }),
@@ -550,6 +554,13 @@ impl Store {
         &self.inner.starts
     }
 
+    /// The data directory's identity as this instance found it at its
+    /// start (its hello gives it).
+    #[must_use]
+    pub fn served_dir(&self) -> &ServedDir {
+        &self.inner.served
+    }
+
     /// The configuration in force.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -613,6 +624,19 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 /// Refuses a data directory, or a directory of the store's in it
 /// (`segments/`, `index/` and its generations), that any user may write:
 /// anyone could then delete or replace the store's files.
+/// `dir`'s device and inode, which a copy of the directory does not share
+/// and a rename keeps, and its resolved path.
+fn served_dir(dir: &Path) -> std::io::Result<ServedDir> {
+    use std::os::unix::ffi::OsStringExt;
+    let meta = std::fs::metadata(dir)?;
+    let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    Ok(ServedDir {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        path: path.into_os_string().into_vec(),
+    })
+}
+
 fn refuse_world_writable(dir: &Path) -> Result<(), OpenError> {
     let index = dir.join("index");
     let generations = std::fs::read_dir(&index)

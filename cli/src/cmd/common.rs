@@ -76,7 +76,8 @@ pub fn connect(dir: &std::path::Path, retry_for: Duration) -> Result<Client, Cli
 }
 
 /// Does `e` mean that no daemon serves the directory (no socket recorded,
-/// no socket file, or nothing listening on it)? A daemon that refused the
+/// no socket file, nothing listening on it, or the daemon of another
+/// directory, as a copy's `socket` file leads to)? A daemon that refused the
 /// connection (`ClientError::Refused`: busy, stopping) runs.
 pub fn means_not_running(e: &ClientError) -> bool {
     match e {
@@ -84,7 +85,7 @@ pub fn means_not_running(e: &ClientError) -> bool {
             source.kind(),
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
         ),
-        ClientError::Disconnected { .. } => true,
+        ClientError::Disconnected { .. } | ClientError::OtherDataDir { .. } => true,
         _ => false,
     }
 }

@@ -5,7 +5,7 @@ use super::{ClientError, ClientOptions};
 use serde::Serialize;
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use weir_protocol::fastwire::{decode_receipts_response, encode_append_request};
 use weir_protocol::wire::{
@@ -51,6 +51,49 @@ struct RequestRef<'a> {
     op: &'a Op,
 }
 
+/// The data directory a client found its socket through: the daemon there
+/// must serve it (its device and inode, as the client found them).
+#[derive(Debug, Clone)]
+pub(super) struct DirCheck {
+    pub(super) dir: PathBuf,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+}
+
+impl DirCheck {
+    /// `dir`'s identity now.
+    pub(super) fn of(dir: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Refuses a daemon that says it serves another directory (one that
+    /// does not say is taken at its word: older daemons).
+    fn check(&self, socket: &Path, hello: &ServerHello) -> Result<(), Failure> {
+        use std::os::unix::ffi::OsStringExt;
+        let Some(served) = &hello.data_dir else {
+            return Ok(());
+        };
+        if (served.dev, served.ino) == (self.dev, self.ino) {
+            return Ok(());
+        }
+        Err(Failure::Fatal(ClientError::OtherDataDir {
+            data_dir: self.dir.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            socket: socket.to_path_buf(),
+            served_dir: PathBuf::from(std::ffi::OsString::from_vec(served.path.clone())),
+            served_dev: served.dev,
+            served_ino: served.ino,
+        }))
+    }
+}
+
 pub(super) struct Conn {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
@@ -77,8 +120,13 @@ fn transient_code(code: ErrorCode) -> bool {
 }
 
 impl Conn {
-    /// Connects and says hello.
-    pub(super) fn open(path: &Path, opts: &ClientOptions) -> Result<Self, Failure> {
+    /// Connects and says hello; with `dir`, refuses a daemon serving
+    /// another data directory.
+    pub(super) fn open(
+        path: &Path,
+        opts: &ClientOptions,
+        dir: Option<&DirCheck>,
+    ) -> Result<Self, Failure> {
         let mut stream = connect(path, opts.io_timeout).map_err(|e| match e.kind() {
             ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
                 Failure::Transient(format!("{}: {e} (is the daemon running?)", path.display()))
@@ -124,6 +172,9 @@ impl Conn {
             HelloReply::Err(e) if transient_code(e.code) => return Err(Failure::Refused(e)),
             HelloReply::Err(e) => return Err(Failure::Fatal(ClientError::Server(e))),
         };
+        if let Some(dir) = dir {
+            dir.check(path, &hello)?;
+        }
         Ok(Self {
             stream,
             reader,

@@ -137,6 +137,39 @@ pub enum ClientError {
         /// The daemon's refusal.
         error: WireError,
     },
+    /// [`Client::connect_dir`] (or a reconnect of its client) reached,
+    /// through the socket the data directory's `socket` file names, the
+    /// daemon of another data directory: no daemon runs for this one, and
+    /// nothing was sent. A copy of a data directory keeps its original's
+    /// `socket` file (of a running daemon, of one killed, or of one started
+    /// by systemd socket activation, whose socket outlives it). Another
+    /// directory is told by its device and inode: a copy has others, a
+    /// renamed directory keeps them.
+    #[error(
+        "the socket {} that {} names is served by the daemon of {} (device {served_dev}, \
+         inode {served_ino}), not by {} (device {dev}, inode {ino}): a copy of a data directory names its original's socket",
+        .socket.display(),
+        .data_dir.join("socket").display(),
+        .served_dir.display(),
+        .data_dir.display()
+    )]
+    OtherDataDir {
+        /// The data directory the client was given.
+        data_dir: PathBuf,
+        /// Its device (`st_dev`).
+        dev: u64,
+        /// Its inode (`st_ino`).
+        ino: u64,
+        /// The socket its `socket` file names.
+        socket: PathBuf,
+        /// The data directory the daemon there serves, as it resolved it at
+        /// its start.
+        served_dir: PathBuf,
+        /// That directory's device.
+        served_dev: u64,
+        /// That directory's inode.
+        served_ino: u64,
+    },
     /// [`Client::sync`] synced the daemon instance it reached, but appends
     /// this client had from an earlier instance with receipts saying "not
     /// durable" were never synced there: that instance is gone (the daemon

@@ -37,6 +37,7 @@ pub fn server_hello() -> ServerHello {
         max_batch_bytes: 1 << 20,
         max_in_flight: None,
         starts: Vec::new(),
+        data_dir: None,
     }
 }
 

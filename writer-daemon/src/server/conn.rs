@@ -198,5 +198,6 @@ fn hello(hub: &Hub, reader: &mut FrameReader) -> Result<Option<ServerHello>, Wir
         max_batch_bytes: c.max_batch_bytes,
         max_in_flight: Some(c.max_in_flight_per_connection),
         starts: hub.store.recent_starts().to_vec(),
+        data_dir: Some(hub.store.served_dir().clone()),
     }))
 }
