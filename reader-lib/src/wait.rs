@@ -93,7 +93,8 @@ impl Reader {
     /// and a store replaced at the same path: see [`Resumed`].
     #[must_use]
     pub fn subscribe(&self, region: Region, from_seq: u64) -> Subscription<'_> {
-        self.resume(region, Cursor::at(self.view(), from_seq))
+        let view = self.view();
+        self.resume(region, Cursor::at(view, from_seq, view.gate.visible()))
     }
 
     /// [`subscribe`](Self::subscribe) from where another subscription
@@ -109,6 +110,7 @@ impl Reader {
             region,
             next: cursor.position,
             origin: cursor.origin,
+            seen: cursor.seen,
             resumed: None,
             names: PrefixIds::default(),
             failed: false,
@@ -124,7 +126,7 @@ impl Snapshot<'_> {
     /// [`Reader::resume`]: the first event published after it on.
     #[must_use]
     pub fn cursor(&self) -> Cursor {
-        Cursor::at(self.view(), self.visible())
+        Cursor::at(self.view(), self.visible(), self.visible())
     }
 }
 
@@ -141,12 +143,15 @@ struct Origin {
 pub struct Cursor {
     position: u64,
     origin: Origin,
+    /// The origin's `visible` when the position was last checked against it.
+    seen: u64,
 }
 
 impl Cursor {
-    fn at(view: &View, position: u64) -> Self {
+    fn at(view: &View, position: u64, seen: u64) -> Self {
         Self {
             position,
+            seen,
             origin: Origin {
                 instance: view.gate.header.instance,
                 store: view.gate.store,
@@ -196,7 +201,10 @@ pub enum Resumed {
 /// When the reader moves to another daemon instance, the position is
 /// carried over as [`Resumed`] says: from where it stood if the same store
 /// restarted, from the lowest `visible` an instance started with since if
-/// that is lower (a lost unsynced tail), from 0 if the store was replaced. Stores are told apart by their
+/// that is lower than both the position and the old instance's `visible`
+/// when the subscription last looked (a lost unsynced tail: a position
+/// past what the old instance had published lost nothing), from 0 if the
+/// store was replaced. Stores are told apart by their
 /// id key ([`Status::store`](crate::Status::store)); a gate of a build
 /// before 2026-11-28 has none, and is taken for the same store.
 #[derive(Debug)]
@@ -206,6 +214,10 @@ pub struct Subscription<'r> {
     next: u64,
     /// The instance `next` counts in (that of the last refill).
     origin: Origin,
+    /// Its `visible` at the last refill (or when the subscription began):
+    /// every event delivered from it lies below. A position past it was
+    /// never published by that instance, so no crash can have lost it.
+    seen: u64,
     resumed: Option<Resumed>,
     /// The entity ids of an entity-prefix region, kept from refill to refill.
     names: PrefixIds<'r>,
@@ -234,6 +246,7 @@ impl<'r> Subscription<'r> {
         Cursor {
             position: self.position(),
             origin: self.origin,
+            seen: self.seen,
         }
     }
 
@@ -276,7 +289,9 @@ impl<'r> Subscription<'r> {
     /// the lowest `visible` an instance started with since the one the
     /// position counts in (the `starts` file; the new `visible` if that is
     /// lower or the file cannot be read): the new instance may have appended
-    /// past the position by now.
+    /// past the position by now. Only sequences the old instance had
+    /// published when the subscription last looked (`seen`) can have been
+    /// lost: a position past them (a subscription started ahead) goes on.
     fn switch(&mut self, to: Origin, visible: u64) {
         let position = self.next;
         let since = u128::from_le_bytes(self.origin.instance);
@@ -287,7 +302,7 @@ impl<'r> Subscription<'r> {
                 self.next = 0;
                 Resumed::Replaced { position }
             }
-            _ if lowest < position => {
+            _ if lowest < position.min(self.seen) => {
                 self.next = lowest;
                 Resumed::TailLost {
                     visible: lowest,
@@ -297,6 +312,7 @@ impl<'r> Subscription<'r> {
             _ => Resumed::Restarted,
         };
         self.origin = to;
+        self.seen = visible;
         self.resumed = Some(resumed);
     }
 
@@ -308,7 +324,7 @@ impl<'r> Subscription<'r> {
                 return Ok(Some(e));
             }
             let snap = self.reader.snapshot();
-            let at = Cursor::at(snap.view(), 0).origin;
+            let at = Cursor::at(snap.view(), 0, 0).origin;
             if at != self.origin {
                 self.switch(at, snap.visible());
             }
@@ -321,6 +337,7 @@ impl<'r> Subscription<'r> {
                 let page =
                     snap.query_from_with(&self.region, self.next, limit, Some(&mut self.names))?;
                 self.refills += 1;
+                self.seen = snap.visible();
                 (self.next, self.page) = match page.last() {
                     Some(last) if page.len() == limit => {
                         (last.sequence() + 1, (limit * 2).min(MAX_PAGE))

@@ -1,0 +1,58 @@
+//! A subscription carried over to a new daemon instance of its store goes
+//! on from the right sequence and says why (`Resumed`): a position the old
+//! instance never published cannot have been lost.
+
+use anyhow::{Result, ensure};
+use std::time::Duration;
+use weir::{AppendRequest, Reader, Region, Resumed};
+use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root};
+
+fn append(d: &Daemon, n: usize) -> Result<()> {
+    let mut c = d.client()?;
+    for i in 0..n {
+        c.append_with(AppendRequest {
+            entity: "e".into(),
+            scope: "tenant:a".into(),
+            kind: 0x1001,
+            payload: format!("{i}").into_bytes(),
+            ..AppendRequest::default()
+        })?;
+    }
+    Ok(())
+}
+
+fn stop(d: &mut Daemon) -> Result<()> {
+    let st = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    ensure!(st.success(), "stop: {st}");
+    Ok(())
+}
+
+/// The sequences `sub` delivers until none comes within 500 ms.
+fn drain(sub: &mut weir::Subscription<'_>) -> Result<Vec<u64>> {
+    let mut got = Vec::new();
+    while let Some(e) = sub.next_timeout(Duration::from_millis(500))? {
+        got.push(e.sequence());
+    }
+    Ok(got)
+}
+
+#[test]
+fn a_subscription_started_ahead_goes_on_from_its_position_after_a_clean_restart() -> Result<()> {
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
+    let mut d = Daemon::start(&setup)?;
+    append(&d, 10)?;
+    let reader = Reader::open(&setup.data_dir)?;
+    ensure!(reader.visible() == 10);
+    let mut sub = reader.subscribe(Region::all(), 15);
+    ensure!(sub.next_timeout(Duration::from_millis(20))?.is_none());
+    stop(&mut d)?;
+    drop(d);
+    let d = Daemon::start(&setup)?;
+    append(&d, 10)?;
+    let got = drain(&mut sub)?;
+    ensure!(got == (15..20).collect::<Vec<_>>(), "delivered {got:?}");
+    let resumed = sub.take_resumed();
+    ensure!(resumed == Some(Resumed::Restarted), "{resumed:?}");
+    Ok(())
+}
