@@ -232,3 +232,75 @@ fn tail_follow_prints_every_event_of_a_store_replaced_at_the_same_path() -> Resu
     assert!(notice.contains("the store was replaced"), "{notice}");
     Ok(())
 }
+
+#[test]
+fn tail_follow_says_a_store_was_restored_from_an_older_copy() -> Result<()> {
+    let root = weir_tests::temp_root()?;
+    let mut d = daemon(root.path(), "")?;
+    let dir = d.data_dir.clone();
+    let add = |d: &weir_tests::Daemon, n: usize| -> Result<()> {
+        let mut c = d.client()?;
+        for i in 0..n {
+            c.append_with(weir::AppendRequest {
+                entity: format!("e:{i}"),
+                scope: "tenant:a".into(),
+                kind: 0x1001,
+                payload: vec![0x90],
+                ..weir::AppendRequest::default()
+            })?;
+        }
+        Ok(())
+    };
+    let stop = |d: &mut weir_tests::Daemon| {
+        d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))
+    };
+    let cp = |from: &std::path::Path, to: &std::path::Path| -> Result<()> {
+        let st = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+        anyhow::ensure!(st.success(), "cp -a: {st}");
+        Ok(())
+    };
+    add(&d, 10)?;
+    stop(&mut d)?;
+    drop(d);
+    let backup = root.path().join("backup");
+    cp(&dir, &backup)?;
+    let mut d = daemon(root.path(), "")?;
+    add(&d, 10)?;
+    let err = root.path().join("tail.err");
+    let child = Command::new(WEIR)
+        .args(["tail", "-f", "-n", "1", "--json", "--data-dir"])
+        .arg(&dir)
+        .env_remove("WEIR_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let mut f = Follower(child);
+    let stdout = f.0.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(next(&rx)?["sequence"], 19);
+    // The backup put in place of the store, which goes on from it.
+    stop(&mut d)?;
+    drop(d);
+    std::fs::rename(&dir, root.path().join("old"))?;
+    cp(&backup, &dir)?;
+    let d = daemon(root.path(), "")?;
+    add(&d, 15)?;
+    // Where the two histories split is unknown: it follows from 0.
+    for i in 0..25 {
+        assert_eq!(next(&rx)?["sequence"], i);
+    }
+    let notice = std::fs::read_to_string(&err)?;
+    assert!(
+        notice.contains("restored from an older copy") && notice.contains("following from 0"),
+        "{notice}"
+    );
+    assert!(!notice.contains("crash"), "{notice}");
+    Ok(())
+}

@@ -186,6 +186,20 @@ pub enum Resumed {
         /// The subscription's position in the old instance.
         position: u64,
     },
+    /// The same store, but its `starts` file has no record of the
+    /// subscription's instance and is not full enough to have dropped it:
+    /// the store was put back from an older copy (a backup of the files),
+    /// or its start history was lost. Where its history and the
+    /// subscription's split is unknown, so the subscription goes on from
+    /// `visible`, the lowest start the file shows (or the new instance's
+    /// current `visible` if lower), as for [`TailLost`](Self::TailLost):
+    /// events it delivered may come again.
+    Restored {
+        /// The first sequence delivered again.
+        visible: u64,
+        /// The subscription's position in the old instance.
+        position: u64,
+    },
     /// Another store at the same path (deleted and created anew, or a copy
     /// put in its place: another id key): its sequences count anew, and
     /// the subscription starts from sequence 0 of the new store.
@@ -203,8 +217,10 @@ pub enum Resumed {
 /// restarted, from the lowest `visible` an instance started with since if
 /// that is lower than both the position and the old instance's `visible`
 /// when the subscription last looked (a lost unsynced tail: a position
-/// past what the old instance had published lost nothing), from 0 if the
-/// store was replaced. Stores are told apart by their
+/// past what the old instance had published lost nothing; the same, as
+/// [`Resumed::Restored`], if the `starts` file has no record of the old
+/// instance: a store put back from an older copy), from 0 if the store was
+/// replaced. Stores are told apart by their
 /// id key ([`Status::store`](crate::Status::store)); a gate of a build
 /// before 2026-11-28 has none, and is taken for the same store.
 #[derive(Debug)]
@@ -295,8 +311,10 @@ impl<'r> Subscription<'r> {
     fn switch(&mut self, to: Origin, visible: u64) {
         let position = self.next;
         let since = u128::from_le_bytes(self.origin.instance);
-        let lowest =
-            lowest_start_since(self.reader.data_dir(), since).map_or(visible, |s| s.min(visible));
+        let starts = starts_since(self.reader.data_dir(), since);
+        let lowest = starts
+            .and_then(|s| s.lowest)
+            .map_or(visible, |s| s.min(visible));
         let resumed = match (self.origin.store, to.store) {
             (Some(a), Some(b)) if a != b => {
                 self.next = 0;
@@ -304,9 +322,16 @@ impl<'r> Subscription<'r> {
             }
             _ if lowest < position.min(self.seen) => {
                 self.next = lowest;
-                Resumed::TailLost {
-                    visible: lowest,
-                    position,
+                if starts.is_some_and(|s| s.unlisted) {
+                    Resumed::Restored {
+                        visible: lowest,
+                        position,
+                    }
+                } else {
+                    Resumed::TailLost {
+                        visible: lowest,
+                        position,
+                    }
                 }
             }
             _ => Resumed::Restarted,
@@ -383,12 +408,62 @@ impl<'r> Iterator for Subscription<'r> {
     }
 }
 
-/// The lowest `visible` a daemon instance of the store at `dir` started with
-/// after `instance` (`weir_protocol::starts::lowest_since`), or `None` if
-/// the `starts` file is missing, unreadable or damaged, or names no later
-/// start.
-fn lowest_start_since(dir: &std::path::Path, instance: u128) -> Option<u64> {
+/// What the `starts` file of the store at `dir` says of the starts after
+/// `instance`.
+#[derive(Debug, Clone, Copy)]
+struct StartsSince {
+    /// The lowest `visible` an instance started with after `instance`
+    /// (`weir_protocol::starts::lowest_since`), `None` if no later start.
+    lowest: Option<u64>,
+    /// `instance` has no record, and the file holds fewer than it keeps
+    /// (`STARTS_KEPT`), so none was dropped: the file's history is not the
+    /// one `instance` belongs to (restored from an older copy, or lost).
+    unlisted: bool,
+}
+
+/// [`StartsSince`] from `dir/starts`; `None` if the file is missing,
+/// unreadable or damaged.
+fn starts_since(dir: &std::path::Path, instance: u128) -> Option<StartsSince> {
+    use weir_protocol::starts::{STARTS_KEPT, decode, lowest_after, lowest_since};
     let bytes = std::fs::read(dir.join("starts")).ok()?;
-    let file = weir_protocol::starts::decode(&bytes).ok()?;
-    weir_protocol::starts::lowest_since(&file.starts, instance)
+    let starts = decode(&bytes).ok()?.starts;
+    Some(StartsSince {
+        lowest: lowest_since(&starts, instance),
+        unlisted: lowest_after(&starts, instance).is_none() && starts.len() < STARTS_KEPT,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_since;
+    use weir_protocol::locate::{IdKey, IdMask};
+    use weir_protocol::starts::{STARTS_KEPT, Start, encode};
+
+    #[test]
+    fn an_instance_is_unlisted_only_when_no_record_was_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = IdKey::from_bytes([7; 16])
+            .expect("key")
+            .with_mask(IdMask::SipHash);
+        let write = |n: u128| {
+            let starts: Vec<_> = (1..=n)
+                .map(|i| Start {
+                    instance: i,
+                    visible: 10 + i as u64,
+                })
+                .collect();
+            std::fs::write(dir.path().join("starts"), encode(key, &starts)).expect("write");
+        };
+        write(3);
+        let listed = starts_since(dir.path(), 2).expect("read");
+        assert_eq!((listed.lowest, listed.unlisted), (Some(13), false));
+        let missing = starts_since(dir.path(), 99).expect("read");
+        assert_eq!((missing.lowest, missing.unlisted), (Some(11), true));
+        // A full file may have dropped the instance: not evidence of a copy.
+        write(STARTS_KEPT as u128);
+        let dropped = starts_since(dir.path(), 1 << 64).expect("read");
+        assert_eq!((dropped.lowest, dropped.unlisted), (Some(11), false));
+        std::fs::remove_file(dir.path().join("starts")).expect("remove");
+        assert!(starts_since(dir.path(), 2).is_none());
+    }
 }

@@ -165,8 +165,9 @@ pub fn tail(args: TailArgs) -> Result<()> {
     }
 }
 
-/// Tells stderr that `tail -f` goes on in a replaced store, or in a store
-/// that lost published events, from another sequence than the next one.
+/// Tells stderr that `tail -f` goes on in a replaced store, in a store
+/// that lost published events, or in one restored from an older copy, from
+/// another sequence than the next one.
 fn notice(how: Resumed) {
     match how {
         Resumed::Replaced { position } => eprintln!(
@@ -177,6 +178,12 @@ fn notice(how: Resumed) {
             "weir: the store restarted without sequences {visible}..{position} \
              (an unsynced tail lost in a crash); new events get them again, \
              following from {visible}"
+        ),
+        Resumed::Restored { visible, position } => eprintln!(
+            "weir: the store was restored from an older copy, or its start history \
+             (the data directory's `starts` file) is unknown: it does not show where \
+             its history and the followed one split; following from {visible} \
+             (events up to {position} may be printed again)"
         ),
         _ => {}
     }
