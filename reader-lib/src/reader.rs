@@ -196,6 +196,42 @@ impl Reader {
         }
     }
 
+    /// After a query on `failed` could not open or map a file: the view to
+    /// answer from instead, if the reader is on another one now or the gate
+    /// was replaced (looked at now, whatever `failed`'s gate says: a killed
+    /// daemon's still says live, and a store deleted with its files gives
+    /// only errors).
+    #[cold]
+    fn after_attach_error<'a>(&'a self, failed: &View) -> Option<&'a View> {
+        let i = self.current.load(Ordering::Acquire);
+        let v = self.slot(i);
+        if !std::ptr::eq(v, failed) {
+            return Some(v);
+        }
+        if !v.gate_replaced() {
+            return None;
+        }
+        let now = self.reattach(i, v);
+        (!std::ptr::eq(now, v)).then_some(now)
+    }
+
+    /// `run` on a snapshot of the current view; once more on the new view
+    /// if it failed to open or map a file of a store replaced meanwhile
+    /// ([`after_attach_error`](Self::after_attach_error)).
+    fn retried<'a, T>(
+        &'a self,
+        run: impl Fn(&Snapshot<'a>) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
+        let snap = self.snapshot();
+        match run(&snap) {
+            Err(ReadError::Attach(e)) => match self.after_attach_error(snap.view) {
+                Some(v) => run(&Snapshot::of(v)),
+                None => Err(ReadError::Attach(e)),
+            },
+            r => r,
+        }
+    }
+
     /// [`follow_replaced`](Self::follow_replaced) whatever the gate's state
     /// says: for waiters, whom a killed daemon's gate (still "live") would
     /// otherwise keep on a replaced store for good.
@@ -269,15 +305,7 @@ impl Reader {
     /// Pins the current watermark (and view) for several queries.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot<'_> {
-        let view = self.view();
-        Snapshot {
-            view,
-            wm: view.gate.watermark(),
-            all_cancelled: OnceLock::new(),
-            rows_walked: AtomicU64::new(0),
-            cells_scanned: AtomicU64::new(0),
-            heads_read: AtomicU64::new(0),
-        }
+        Snapshot::of(self.view())
     }
 
     /// The current `visible` watermark: sequences below it are published.
@@ -311,23 +339,29 @@ impl Reader {
 
     /// The event with this id, if visible.
     ///
-    /// On a stopped store a `get` that finds its event does not look for a
-    /// replaced store (that takes a `stat`; a loop of lookups makes no
-    /// syscall); one that finds nothing, or fails, does, at most every
-    /// 100 ms, and asks the new store if there is one.
+    /// A `get` that finds its event does not look for a replaced store
+    /// (that takes a `stat`; a loop of lookups makes no syscall). On a
+    /// stopped store one that finds nothing, or fails, does, at most every
+    /// 100 ms; one that cannot open or map a file does whatever the gate
+    /// says (a replaced store's files are gone). Either asks the new store
+    /// if there is one.
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
         let i = self.current.load(Ordering::Acquire);
         let view = self.view_for_get(i);
         let found = get_now(view, id);
-        if matches!(found, Ok(Some(_))) || view.gate.state() != STATE_STOPPED {
-            return found;
+        let now = match found {
+            Ok(Some(_)) => return found,
+            Err(ReadError::Attach(_)) => self.after_attach_error(view),
+            _ if view.gate.state() == STATE_STOPPED => {
+                let now = self.follow_replaced(i, view);
+                (!std::ptr::eq(now, view)).then_some(now)
+            }
+            _ => None,
+        };
+        match now {
+            Some(now) => get_now(now, id),
+            None => found,
         }
-        // A miss, or an error (a replaced store's files are gone).
-        let now = self.follow_replaced(i, view);
-        if std::ptr::eq(now, view) {
-            return found;
-        }
-        get_now(now, id)
     }
 
     /// [`view`](Self::view) without the replaced-store check of a stopped
@@ -346,23 +380,23 @@ impl Reader {
     /// first bytes of the frames, step by step, so that their cache misses
     /// overlap, and reads each row once (≈ 2.9× `get` on a 1M-event store here).
     pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'_>>>, ReadError> {
-        self.snapshot().get_many(ids)
+        self.retried(|s| s.get_many(ids))
     }
     /// The entity's newest visible event.
     pub fn latest(&self, entity: &str) -> Result<Option<Entry<'_>>, ReadError> {
-        self.snapshot().latest(entity)
+        self.retried(|s| s.latest(entity))
     }
     /// The entity's visible events, oldest first.
     pub fn stream(&self, entity: &str) -> Result<Vec<Entry<'_>>, ReadError> {
-        self.snapshot().stream(entity)
+        self.retried(|s| s.stream(entity))
     }
     /// The entity's visible events with sequence > `after_seq`, oldest first.
     pub fn stream_since(&self, entity: &str, after_seq: u64) -> Result<Vec<Entry<'_>>, ReadError> {
-        self.snapshot().stream_since(entity, after_seq)
+        self.retried(|s| s.stream_since(entity, after_seq))
     }
     /// The visible events `region` selects, in global sequence order.
     pub fn query(&self, region: &Region) -> Result<Vec<Entry<'_>>, ReadError> {
-        self.snapshot().query(region)
+        self.retried(|s| s.query(region))
     }
     /// One page of [`query`](Self::query): the first `limit` events with
     /// sequence > `after_seq` (all sequences for `None`). Pass the last
@@ -373,11 +407,11 @@ impl Reader {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Entry<'_>>, ReadError> {
-        self.snapshot().query_after(region, after_seq, limit)
+        self.retried(|s| s.query_after(region, after_seq, limit))
     }
     /// How many visible events `region` selects, by column scans where it can.
     pub fn count(&self, region: &Region) -> Result<u64, ReadError> {
-        self.snapshot().count(region)
+        self.retried(|s| s.count(region))
     }
 }
 
@@ -397,6 +431,18 @@ pub struct Snapshot<'r> {
 }
 
 impl<'r> Snapshot<'r> {
+    /// A snapshot of `view` at its gate's current watermark.
+    fn of(view: &'r View) -> Self {
+        Self {
+            view,
+            wm: view.gate.watermark(),
+            all_cancelled: OnceLock::new(),
+            rows_walked: AtomicU64::new(0),
+            cells_scanned: AtomicU64::new(0),
+            heads_read: AtomicU64::new(0),
+        }
+    }
+
     /// The view the snapshot answers from.
     pub(crate) fn view(&self) -> &'r View {
         self.view

@@ -148,6 +148,35 @@ fn a_waiting_reader_follows_a_gate_replaced_behind_a_killed_daemon() -> Result<(
     Ok(())
 }
 
+#[test]
+fn a_query_that_cannot_open_a_file_of_a_store_replaced_behind_a_killed_daemon_follows_it()
+-> Result<()> {
+    // The killed daemon's gate still says "live"; the store is deleted and
+    // a new one created at the same path. The readers mapped only the gate
+    // and `meta`: the old store's other files are gone with it.
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
+    let mut d = Daemon::start(&setup)?;
+    append_tagged(&d, "e", "old", 10)?;
+    let queried = Reader::open(&setup.data_dir)?;
+    let looked_up = Reader::open(&setup.data_dir)?;
+    let counted = Reader::open(&setup.data_dir)?;
+    d.kill9()?;
+    drop(d);
+    std::fs::remove_dir_all(&setup.data_dir)?;
+    let d = Daemon::start(&setup)?;
+    let new_ids = append_tagged(&d, "e", "new", 3)?;
+    // The first query, lookup and count answer from the new store.
+    ensure!(payloads(&queried)? == ["new0", "new1", "new2"]);
+    let found = looked_up.get(new_ids[1])?.map(|e| e.sequence());
+    ensure!(found == Some(1), "get of the new store's event: {found:?}");
+    ensure!(counted.count(&Region::all())? == 3);
+    for r in [&queried, &looked_up, &counted] {
+        ensure!(r.status().store == Reader::open(&setup.data_dir)?.status().store);
+    }
+    Ok(())
+}
+
 /// Mappings of this process whose file lies in the index generation `g`
 /// of the data directory `dir`.
 fn mapped_from_generation(dir: &std::path::Path, g: u64) -> Result<usize> {
