@@ -112,6 +112,15 @@ pub enum ReadError {
     /// A lazily mapped file (chunk, strings, names, kinds, segment) could not be attached.
     #[error(transparent)]
     Attach(#[from] AttachError),
+    /// The daemon the reader was attached to was superseded, and the new
+    /// instance's gate, in place, cannot be attached (e.g. no free file
+    /// descriptor, `vm.max_map_count` reached, a damaged file). The last
+    /// view is not answered from: the new daemon may have acknowledged
+    /// events it does not show. The reader tries again at later queries.
+    #[error(
+        "the daemon restarted and its new files cannot be attached ({0}); the old ones may miss events it acknowledged"
+    )]
+    Reattach(#[source] std::sync::Arc<AttachError>),
     /// A published row failed its CRC or self-check.
     #[error("index row of sequence {sequence} is corrupt: {what}")]
     CorruptRow {

@@ -12,7 +12,7 @@ use crate::query;
 use crate::view::View;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use weir_protocol::gate::{STATE_LIVE, STATE_STARTING, STATE_STOPPED, STATE_SUPERSEDED};
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row};
@@ -53,12 +53,23 @@ pub struct Reader {
     dir: PathBuf,
     views: LazyTable<View>,
     current: AtomicU64,
-    /// Serialises re-attaching; holds the earliest time of the next attempt.
-    attach: Mutex<Instant>,
+    /// Serialises re-attaching; holds the state of the last attempt.
+    attach: Mutex<Attach>,
     /// When the reader was opened, and ms after it when the gate file may
     /// next be checked for a replacement (`follow_replaced`).
     born: Instant,
     next_replaced_check: AtomicU64,
+}
+
+/// What the last re-attach attempt left.
+#[derive(Debug)]
+struct Attach {
+    /// The earliest time of the next attempt.
+    next_try: Instant,
+    /// Why it could not open the gate in place of the current view's, if
+    /// that is why it failed: until an attempt succeeds, queries fail with
+    /// this rather than answer from the old view.
+    failed: Option<Arc<AttachError>>,
 }
 
 /// The daemon's state as its gate shows it.
@@ -135,7 +146,10 @@ impl Reader {
             dir,
             views,
             current: AtomicU64::new(0),
-            attach: Mutex::new(Instant::now()),
+            attach: Mutex::new(Attach {
+                next_try: Instant::now(),
+                failed: None,
+            }),
             born: Instant::now(),
             next_replaced_check: AtomicU64::new(0),
         })
@@ -148,8 +162,17 @@ impl Reader {
     }
 
     /// The current view: one atomic load, plus one for the gate's state.
+    /// The last view if the new instance's gate is in place but cannot be
+    /// attached (for `status`, `visible` and waits; queries fail then:
+    /// see [`snapshot`](Self::snapshot)).
     pub(crate) fn view(&self) -> &View {
         let i = self.current.load(Ordering::Acquire);
+        self.current_view_at(i).unwrap_or_else(|_| self.slot(i))
+    }
+
+    /// The view in slot `i` or the one it moved to, or why the gate of
+    /// the instance that superseded it cannot be attached.
+    fn current_view_at(&self, i: u64) -> Result<&View, Arc<AttachError>> {
         let v = self.slot(i);
         match v.gate.state() {
             STATE_SUPERSEDED => self.reattach(i, v),
@@ -158,8 +181,8 @@ impl Reader {
             // its inode, looked at now and then: every 64th query of a
             // thread reads the clock (reading it on every query cost a
             // lookup on a stopped store 10 %).
-            STATE_STOPPED if every_64th_call() => self.follow_replaced(i, v),
-            _ => v,
+            STATE_STOPPED if every_64th_call() => Ok(self.follow_replaced(i, v)),
+            _ => Ok(v),
         }
     }
 
@@ -190,7 +213,9 @@ impl Reader {
                 )
                 .is_ok();
         if mine && v.gate_replaced() {
-            self.reattach(i, v)
+            // A store replaced at the path (not superseded): its old view
+            // still answers consistently until the new one attaches.
+            self.reattach(i, v).unwrap_or(v)
         } else {
             v
         }
@@ -211,7 +236,7 @@ impl Reader {
         if !v.gate_replaced() {
             return None;
         }
-        let now = self.reattach(i, v);
+        let now = self.reattach(i, v).ok()?;
         (!std::ptr::eq(now, v)).then_some(now)
     }
 
@@ -246,24 +271,29 @@ impl Reader {
     /// past STARTING. A caller that finds another thread re-attaching waits
     /// for it (well under a millisecond) rather than answer from the old
     /// view, which could miss an event the new daemon has acknowledged.
+    /// For the same reason, when another gate is in place but cannot be
+    /// attached (no descriptor or mapping left, a damaged file), this is
+    /// the error rather than the old view; while none is in place yet, the
+    /// old view is still right.
     #[cold]
-    fn reattach<'a>(&'a self, i: u64, old: &'a View) -> &'a View {
-        let mut next_try = self.attach.lock().unwrap_or_else(PoisonError::into_inner);
+    fn reattach<'a>(&'a self, i: u64, old: &'a View) -> Result<&'a View, Arc<AttachError>> {
+        let mut last = self.attach.lock().unwrap_or_else(PoisonError::into_inner);
         let cur = self.current.load(Ordering::Acquire);
         if cur != i {
-            return self.views.get(cur).unwrap_or(old);
+            return Ok(self.views.get(cur).unwrap_or(old));
         }
         let candidate = match self.views.get(i + 1) {
             Some(c) => c,
             None => {
-                if Instant::now() < *next_try {
-                    return old;
+                if Instant::now() < last.next_try {
+                    return last.failed.clone().map_or(Ok(old), Err);
                 }
                 match View::open(&self.dir) {
                     Ok(v) if v.gate.header.instance != old.gate.header.instance => {
+                        last.failed = None;
                         match self.views.get_or_try_init::<()>(i + 1, || Ok(v)) {
                             Some(Ok(c)) => c,
-                            _ => return old,
+                            _ => return Ok(old),
                         }
                     }
                     // The daemon marks the old gate before it renames its
@@ -271,20 +301,26 @@ impl Reader {
                     // next query tries again, with no back-off (a back-off
                     // would answer from the old view after the new daemon
                     // went live).
-                    Ok(_) => return old,
-                    Err(_) => {
-                        *next_try = Instant::now() + RETRY;
-                        return old;
+                    Ok(_) => {
+                        last.failed = None;
+                        return Ok(old);
+                    }
+                    Err(e) => {
+                        last.next_try = Instant::now() + RETRY;
+                        // `gate_replaced` takes no descriptor: it tells a
+                        // new gate in place from none yet under EMFILE too.
+                        last.failed = old.gate_replaced().then(|| Arc::new(e));
+                        return last.failed.clone().map_or(Ok(old), Err);
                     }
                 }
             }
         };
         if candidate.gate.state() == STATE_STARTING {
-            return old;
+            return Ok(old);
         }
         // SYNC: pairs with the Acquire load in `view`; slot i + 1 is filled.
         self.current.store(i + 1, Ordering::Release);
-        candidate
+        Ok(candidate)
     }
 
     /// Unmaps what this reader still maps of the daemon instances it has
@@ -304,8 +340,20 @@ impl Reader {
 
     /// Pins the current watermark (and view) for several queries.
     #[must_use]
+    ///
+    /// If the daemon was superseded and the new instance's gate cannot be
+    /// attached, the snapshot pins the last view but its queries fail with
+    /// [`ReadError::Reattach`]: the new daemon may have acknowledged
+    /// events the last view does not show.
     pub fn snapshot(&self) -> Snapshot<'_> {
-        Snapshot::of(self.view())
+        let i = self.current.load(Ordering::Acquire);
+        match self.current_view_at(i) {
+            Ok(v) => Snapshot::of(v),
+            Err(e) => Snapshot {
+                refused: Some(e),
+                ..Snapshot::of(self.slot(i))
+            },
+        }
     }
 
     /// The current `visible` watermark: sequences below it are published.
@@ -347,7 +395,7 @@ impl Reader {
     /// if there is one.
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'_>>, ReadError> {
         let i = self.current.load(Ordering::Acquire);
-        let view = self.view_for_get(i);
+        let view = self.view_for_get(i).map_err(ReadError::Reattach)?;
         let found = get_now(view, id);
         let now = match found {
             Ok(Some(_)) => return found,
@@ -366,12 +414,12 @@ impl Reader {
 
     /// [`view`](Self::view) without the replaced-store check of a stopped
     /// gate, for [`get`](Self::get), which makes it only on a miss.
-    fn view_for_get(&self, i: u64) -> &View {
+    fn view_for_get(&self, i: u64) -> Result<&View, Arc<AttachError>> {
         let v = self.slot(i);
         if v.gate.state() == STATE_SUPERSEDED {
             return self.reattach(i, v);
         }
-        v
+        Ok(v)
     }
     /// [`get`](Self::get) for each of `ids`, answers in the same order, all
     /// from one snapshot. Faster than `get` in a loop when the ids are spread
@@ -428,6 +476,9 @@ pub struct Snapshot<'r> {
     rows_walked: AtomicU64,
     cells_scanned: AtomicU64,
     heads_read: AtomicU64,
+    /// Why the view of the instance that superseded `view` could not be
+    /// attached: every query fails with it.
+    refused: Option<Arc<AttachError>>,
 }
 
 impl<'r> Snapshot<'r> {
@@ -440,6 +491,16 @@ impl<'r> Snapshot<'r> {
             rows_walked: AtomicU64::new(0),
             cells_scanned: AtomicU64::new(0),
             heads_read: AtomicU64::new(0),
+            refused: None,
+        }
+    }
+
+    /// `Ok` unless the snapshot was taken when the new instance's gate
+    /// could not be attached.
+    pub(crate) fn usable(&self) -> Result<(), ReadError> {
+        match &self.refused {
+            None => Ok(()),
+            Some(e) => Err(ReadError::Reattach(Arc::clone(e))),
         }
     }
 
@@ -465,6 +526,7 @@ impl<'r> Snapshot<'r> {
     /// A range the daemon cancelled before it published past it (a failed
     /// write's) ends at the watermark here.
     pub fn cancelled(&self) -> Result<&[(u64, u64)], ReadError> {
+        self.usable()?;
         if let Some(all) = self.all_cancelled.get() {
             return Ok(all);
         }
@@ -506,6 +568,7 @@ impl<'r> Snapshot<'r> {
 
     /// See [`Reader::get`].
     pub fn get(&self, id: EventId) -> Result<Option<Entry<'r>>, ReadError> {
+        self.usable()?;
         if let Some(e) = located::get(self.view, &self.wm, id.0) {
             return Ok(Some(e));
         }
@@ -529,6 +592,7 @@ impl<'r> Snapshot<'r> {
     }
     /// See [`Reader::get_many`].
     pub fn get_many(&self, ids: &[EventId]) -> Result<Vec<Option<Entry<'r>>>, ReadError> {
+        self.usable()?;
         let mut out = Vec::with_capacity(ids.len());
         let chunks = query::probe_chunks(self.view, &self.wm)?;
         let mut rest = Vec::with_capacity(query::WARM_GROUP);
@@ -569,16 +633,19 @@ impl<'r> Snapshot<'r> {
     }
     /// See [`Reader::latest`].
     pub fn latest(&self, entity: &str) -> Result<Option<Entry<'r>>, ReadError> {
+        self.usable()?;
         query::latest(self.view, &self.wm, entity)?
             .map(|r| Entry::new(self.view, r))
             .transpose()
     }
     /// See [`Reader::stream`].
     pub fn stream(&self, entity: &str) -> Result<Vec<Entry<'r>>, ReadError> {
+        self.usable()?;
         self.entries(query::stream(self.view, &self.wm, entity, 0)?)
     }
     /// See [`Reader::stream_since`].
     pub fn stream_since(&self, entity: &str, after_seq: u64) -> Result<Vec<Entry<'r>>, ReadError> {
+        self.usable()?;
         let Some(from) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
@@ -618,6 +685,7 @@ impl<'r> Snapshot<'r> {
         limit: usize,
         mut known: Option<&mut PrefixIds<'r>>,
     ) -> Result<Vec<Entry<'r>>, ReadError> {
+        self.usable()?;
         let Some(plan) = query::plan_with(self.view, region, known.as_deref_mut())? else {
             return Ok(Vec::new());
         };
@@ -631,6 +699,7 @@ impl<'r> Snapshot<'r> {
     }
     /// See [`Reader::count`].
     pub fn count(&self, region: &Region) -> Result<u64, ReadError> {
+        self.usable()?;
         let Some(plan) = query::plan(self.view, region)? else {
             return Ok(0);
         };

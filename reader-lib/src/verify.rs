@@ -69,6 +69,7 @@ impl Reader {
 impl Snapshot<'_> {
     /// [`Reader::verify_chain`] on this snapshot's watermark.
     pub fn verify_chain(&self, entity: &str) -> Result<ChainReport, ReadError> {
+        self.usable()?;
         let (view, wm) = (self.view(), self.watermark());
         let Some(name) = view.lookup(NS_ENTITY, entity.as_bytes())? else {
             return Ok(ChainReport {
