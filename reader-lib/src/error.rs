@@ -79,6 +79,15 @@ pub enum AttachError {
         /// Value found.
         found: u64,
     },
+    /// The reader has attached as many daemon instances as it can hold
+    /// without [`Reader::release_old_views`](crate::Reader::release_old_views).
+    #[error(
+        "this reader has attached {limit} daemon instances; call Reader::release_old_views to attach more"
+    )]
+    TooManyViews {
+        /// Views a reader holds.
+        limit: usize,
+    },
     /// An environment variable that tunes readers holds a value it does not
     /// take.
     #[error("environment variable {name} is {value:?}; expected {expected}")]

@@ -56,19 +56,26 @@ impl<T> LazyTable<T> {
         self.levels.get(level)?.get()?.get(at)?.get().map(|v| &**v)
     }
 
-    /// Empties every slot but `keep`; returns how many values it dropped.
-    pub(crate) fn clear_except(&mut self, keep: u64) -> usize {
-        let keep = usize::try_from(keep).ok().and_then(place);
+    /// Empties every slot but `keep`, whose value (if any) moves to slot 0,
+    /// and frees every level but the first; returns how many values it
+    /// dropped.
+    pub(crate) fn keep_only(&mut self, keep: u64) -> usize {
+        let kept = usize::try_from(keep)
+            .ok()
+            .and_then(place)
+            .and_then(|(level, at)| self.levels.get_mut(level)?.get_mut()?.get_mut(at)?.take());
         let mut dropped = 0;
-        for (level, slots) in self.levels.iter_mut().enumerate() {
-            let Some(slots) = slots.get_mut() else {
-                continue;
-            };
-            for (at, slot) in slots.iter_mut().enumerate() {
-                if keep != Some((level, at)) && slot.take().is_some() {
-                    dropped += 1;
-                }
+        for slots in self.levels.iter_mut() {
+            if let Some(slots) = slots.get_mut() {
+                dropped += slots.iter_mut().filter_map(OnceLock::take).count();
             }
+        }
+        for level in self.levels.iter_mut().skip(1) {
+            level.take();
+        }
+        if let (Some(kept), Some(first)) = (kept, self.levels.first()) {
+            let slots = first.get_or_init(|| (0..FIRST).map(|_| OnceLock::new()).collect());
+            let _ = slots[0].set(kept);
         }
         dropped
     }
@@ -108,6 +115,24 @@ mod tests {
         assert!(t.get_or_try_init::<()>(4096, || Ok(1)).is_none());
         assert_eq!(t.get(2500), Some(&7));
         assert_eq!(t.get(2501), None);
+    }
+
+    #[test]
+    fn keep_only_moves_the_kept_value_to_slot_0() {
+        let mut t: LazyTable<u64> = LazyTable::new(1 << 10);
+        for i in [0, 3, 40, 700] {
+            assert_eq!(t.get_or_try_init::<()>(i, || Ok(i)), Some(Ok(&i)));
+        }
+        assert_eq!(t.keep_only(700), 3);
+        assert_eq!(t.get(0), Some(&700));
+        for i in [3, 40, 700] {
+            assert_eq!(t.get(i), None, "index {i}");
+        }
+        assert_eq!(t.levels.iter().filter(|l| l.get().is_some()).count(), 1);
+        // Slots fill again after it.
+        assert_eq!(t.get_or_try_init::<()>(1, || Ok(9)), Some(Ok(&9)));
+        assert_eq!(t.keep_only(0), 1);
+        assert_eq!((t.get(0), t.get(1)), (Some(&700), None));
     }
 
     #[test]

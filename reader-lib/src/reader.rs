@@ -18,7 +18,8 @@ use weir_protocol::gate::{STATE_LIVE, STATE_STARTING, STATE_STOPPED, STATE_SUPER
 use weir_protocol::index::{NS_ENTITY, NS_SCOPE, Row};
 use weir_protocol::{EventId, Region};
 
-/// Views a reader can attach over its lifetime (daemon restarts).
+/// Views a reader holds (daemon restarts it attached to since it opened,
+/// or since its last `release_old_views`).
 const MAX_VIEWS: usize = 1 << 16;
 /// Pause between attempts to open a replacement gate that failed to open
 /// (a damaged file); a gate that is simply not in place yet is retried at
@@ -138,9 +139,19 @@ impl Reader {
     /// the index generation's `meta`. O(1) in the number of events; works
     /// whether the daemon runs, stopped, or was killed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, AttachError> {
+        Self::open_with_max_views(dir, MAX_VIEWS)
+    }
+
+    /// [`open`](Self::open), holding at most `max_views` views (at least
+    /// 1) rather than 65,536. For tests.
+    #[doc(hidden)]
+    pub fn open_with_max_views(
+        dir: impl AsRef<Path>,
+        max_views: usize,
+    ) -> Result<Self, AttachError> {
         let dir = dir.as_ref().to_owned();
         let view = View::open(&dir)?;
-        let views = LazyTable::new(MAX_VIEWS);
+        let views = LazyTable::new(max_views.max(1));
         let _ = views.get_or_try_init::<()>(0, || Ok(view));
         Ok(Self {
             dir,
@@ -293,7 +304,15 @@ impl Reader {
                         last.failed = None;
                         match self.views.get_or_try_init::<()>(i + 1, || Ok(v)) {
                             Some(Ok(c)) => c,
-                            _ => return Ok(old),
+                            // The table is full: the old view could miss
+                            // what the new daemon acknowledged.
+                            _ => {
+                                last.next_try = Instant::now() + RETRY;
+                                let limit = usize::try_from(i + 1).unwrap_or(usize::MAX);
+                                let e = Arc::new(AttachError::TooManyViews { limit });
+                                last.failed = Some(Arc::clone(&e));
+                                return Err(e);
+                            }
                         }
                     }
                     // The daemon marks the old gate before it renames its
@@ -333,9 +352,24 @@ impl Reader {
     /// defaults). A long-lived reader calls this now and then, e.g. when
     /// [`status`](Self::status)`().instance` changes; `&mut self` makes sure
     /// that nothing borrowed from the reader is alive.
+    ///
+    /// A reader holds at most 65,536 views: one that attached that many
+    /// without releasing fails its queries with
+    /// [`AttachError::TooManyViews`] (in [`ReadError::Reattach`]) until
+    /// this is called.
     pub fn release_old_views(&mut self) -> usize {
         let current = *self.current.get_mut();
-        self.views.clear_except(current)
+        // The current view moves to slot 0: the next restart's takes 1.
+        let dropped = self.views.keep_only(current);
+        *self.current.get_mut() = 0;
+        *self
+            .attach
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = Attach {
+            next_try: Instant::now(),
+            failed: None,
+        };
+        dropped
     }
 
     /// Pins the current watermark (and view) for several queries.
