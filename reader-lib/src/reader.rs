@@ -60,6 +60,8 @@ pub struct Reader {
     /// next be checked for a replacement (`follow_replaced`).
     born: Instant,
     next_replaced_check: AtomicU64,
+    /// Gates opened by re-attach attempts (for tests).
+    reattach_opens: AtomicU64,
 }
 
 /// What the last re-attach attempt left.
@@ -163,6 +165,7 @@ impl Reader {
             }),
             born: Instant::now(),
             next_replaced_check: AtomicU64::new(0),
+            reattach_opens: AtomicU64::new(0),
         })
     }
 
@@ -299,6 +302,18 @@ impl Reader {
                 if Instant::now() < last.next_try {
                     return last.failed.clone().map_or(Ok(old), Err);
                 }
+                // The daemon marks the old gate before it renames its own
+                // into place: until then the path names the old gate, and
+                // a `stat` says so without the open, mmap and flock of a
+                // view (a start that died between the two would otherwise
+                // cost every query those). No back-off: the first query
+                // after the rename must see the new gate, or it could
+                // answer from the old view after the new daemon went live.
+                if !old.gate_replaced() {
+                    last.failed = None;
+                    return Ok(old);
+                }
+                self.reattach_opens.fetch_add(1, Ordering::Relaxed);
                 match View::open(&self.dir) {
                     Ok(v) if v.gate.header.instance != old.gate.header.instance => {
                         last.failed = None;
@@ -315,21 +330,19 @@ impl Reader {
                             }
                         }
                     }
-                    // The daemon marks the old gate before it renames its
-                    // own into place: the new one is moments away, so the
-                    // next query tries again, with no back-off (a back-off
-                    // would answer from the old view after the new daemon
-                    // went live).
+                    // The same instance (a gate put back in place of a
+                    // copy of itself): nothing to switch to.
                     Ok(_) => {
                         last.failed = None;
                         return Ok(old);
                     }
+                    // Another gate is in place (the `stat` above takes no
+                    // descriptor, so this holds under EMFILE too).
                     Err(e) => {
                         last.next_try = Instant::now() + RETRY;
-                        // `gate_replaced` takes no descriptor: it tells a
-                        // new gate in place from none yet under EMFILE too.
-                        last.failed = old.gate_replaced().then(|| Arc::new(e));
-                        return last.failed.clone().map_or(Ok(old), Err);
+                        let e = Arc::new(e);
+                        last.failed = Some(Arc::clone(&e));
+                        return Err(e);
                     }
                 }
             }
@@ -370,6 +383,13 @@ impl Reader {
             failed: None,
         };
         dropped
+    }
+
+    /// Gates this reader opened trying to re-attach. For tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn reattach_opens(&self) -> u64 {
+        self.reattach_opens.load(Ordering::Relaxed)
     }
 
     /// Pins the current watermark (and view) for several queries.

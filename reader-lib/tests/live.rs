@@ -131,6 +131,29 @@ fn a_new_gate_is_used_from_the_first_query_after_its_rename() -> Res {
 }
 
 #[test]
+fn a_gate_marked_but_not_replaced_opens_nothing_per_query() -> Res {
+    // A daemon start marked this gate, then died before its rename: every
+    // query must not open (map, lock) the gate at the path again, which is
+    // still this one; the first query after a rename uses the new gate.
+    let mut f = Fixture::new()?;
+    f.append(&[Ev::new("r", "s", 0x1001, b"0")])?;
+    f.publish();
+    let r = Reader::open(f.path())?;
+    f.set_state(weir_protocol::gate::STATE_SUPERSEDED);
+    for _ in 0..100 {
+        assert!(r.latest("r")?.is_some());
+    }
+    assert!(!r.wait_visible(1, Duration::from_millis(30))?);
+    assert_eq!(r.reattach_opens(), 0);
+    f.supersede(0xABCD)?;
+    f.append(&[Ev::new("r", "s", 0x1001, b"1")])?;
+    f.publish();
+    assert_eq!(r.stream("r")?.len(), 2, "the first query after the rename");
+    assert_eq!((r.status().instance, r.reattach_opens()), (0xABCD, 1));
+    Ok(())
+}
+
+#[test]
 fn stopped_or_killed_daemon_leaves_a_readable_store() -> Res {
     let mut f = Fixture::new()?;
     f.append(&[Ev::new("k", "s", 0x1001, b"0")])?;
