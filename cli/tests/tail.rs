@@ -26,6 +26,15 @@ fn follow(
     dir: &std::path::Path,
     args: &[&str],
 ) -> Result<(Follower, mpsc::Receiver<std::io::Result<String>>)> {
+    follow_to(dir, args, Stdio::inherit())
+}
+
+/// [`follow`] with its stderr sent to `stderr`.
+fn follow_to(
+    dir: &std::path::Path,
+    args: &[&str],
+    stderr: Stdio,
+) -> Result<(Follower, mpsc::Receiver<std::io::Result<String>>)> {
     let child = Command::new(WEIR)
         .args(["tail", "-f", "-n", "1", "--json"])
         .args(args)
@@ -33,7 +42,7 @@ fn follow(
         .arg(dir)
         .env_remove("WEIR_DATA_DIR")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()?;
     let mut f = Follower(child);
     let stdout = f.0.stdout.take().context("no stdout")?;
@@ -196,23 +205,7 @@ fn tail_follow_prints_every_event_of_a_store_replaced_at_the_same_path() -> Resu
     };
     add(&d, "old", 20)?;
     let err = root.path().join("tail.err");
-    let child = Command::new(WEIR)
-        .args(["tail", "-f", "-n", "1", "--json", "--data-dir"])
-        .arg(&dir)
-        .env_remove("WEIR_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&err)?)
-        .spawn()?;
-    let mut f = Follower(child);
-    let stdout = f.0.stdout.take().context("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (_f, rx) = follow_to(&dir, &[], std::fs::File::create(&err)?.into())?;
     assert_eq!(next(&rx)?["sequence"], 19);
     // Stop, delete the store, start a new one at the same path.
     let mut d = d;
@@ -267,23 +260,7 @@ fn tail_follow_says_a_store_was_restored_from_an_older_copy() -> Result<()> {
     let mut d = daemon(root.path(), "")?;
     add(&d, 10)?;
     let err = root.path().join("tail.err");
-    let child = Command::new(WEIR)
-        .args(["tail", "-f", "-n", "1", "--json", "--data-dir"])
-        .arg(&dir)
-        .env_remove("WEIR_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&err)?)
-        .spawn()?;
-    let mut f = Follower(child);
-    let stdout = f.0.stdout.take().context("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (_f, rx) = follow_to(&dir, &[], std::fs::File::create(&err)?.into())?;
     assert_eq!(next(&rx)?["sequence"], 19);
     // The backup put in place of the store, which goes on from it.
     stop(&mut d)?;
