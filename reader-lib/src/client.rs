@@ -136,7 +136,8 @@ pub struct Client {
     path: PathBuf,
     opts: ClientOptions,
     /// The data directory the socket was found through (`connect_dir`):
-    /// every connection checks that its daemon serves it.
+    /// every connection checks that its daemon serves the directory at
+    /// that path as it is then.
     dir: Option<DirCheck>,
     conn: Option<Conn>,
     /// Bumped on every new connection (transactions notice a reconnect).
@@ -158,7 +159,9 @@ impl Client {
     /// serves (its device and inode): a daemon serving another directory
     /// (as the socket named in a copy of a data directory leads to its
     /// original's) is refused with [`ClientError::OtherDataDir`], at this
-    /// connect and at every reconnect. A daemon too old to name its
+    /// connect and at every reconnect, each against the directory at that
+    /// path then (so a store put back from a backup at the same path is
+    /// reached through its own daemon). A daemon too old to name its
     /// directory is not checked.
     pub fn connect_dir(data_dir: impl AsRef<Path>) -> Result<Self, ClientError> {
         Self::connect_dir_with(data_dir, ClientOptions::default())
@@ -174,10 +177,9 @@ impl Client {
             path: file.clone(),
             source,
         })?;
-        let dir = DirCheck::of(data_dir.as_ref()).map_err(|source| ClientError::Io {
-            path: data_dir.as_ref().to_path_buf(),
-            source,
-        })?;
+        let dir = DirCheck {
+            dir: data_dir.as_ref().to_path_buf(),
+        };
         Self::connect_checked(text.trim_end_matches('\n'), opts, Some(dir))
     }
 

@@ -127,3 +127,34 @@ fn a_reconnect_refuses_the_daemon_of_another_directory() -> Result<()> {
     ensure!(visible(&b.data_dir)? == before, "b's store changed");
     Ok(())
 }
+
+#[test]
+fn a_client_reaches_a_store_put_back_from_a_backup_at_its_path() -> Result<()> {
+    // The directory a client was given is looked at again at each connect:
+    // a backup put back at the same path is another directory (another
+    // inode), served by its own daemon, which the client must reach
+    // (found by the hunt on the day's changes: refused for good).
+    let root = temp_root()?;
+    let setup = Setup::in_dir(root.path()).with(SMALL_STORE);
+    let mut d = Daemon::start(&setup)?;
+    let at = Coordinate::new("user:1", "tenant:a")?;
+    let mut client = Client::connect_dir_with(
+        &setup.data_dir,
+        ClientOptions::default().retry_for(Duration::from_secs(5)),
+    )?;
+    client.append(&at, EventKind(0x1001), b"first")?;
+    d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))?;
+    drop(d);
+    let backup = root.path().join("backup");
+    copy(&setup.data_dir, &backup)?;
+    std::fs::rename(&setup.data_dir, root.path().join("data.old"))?;
+    copy(&backup, &setup.data_dir)?;
+    let _d = Daemon::start(&setup)?;
+    let r = client.append(&at, EventKind(0x1001), b"second")?;
+    ensure!(r.sequence == 1, "stored at {}", r.sequence);
+    ensure!(
+        visible(&setup.data_dir)? == 2,
+        "the restored store has both"
+    );
+    Ok(())
+}

@@ -52,40 +52,34 @@ struct RequestRef<'a> {
 }
 
 /// The data directory a client found its socket through: the daemon there
-/// must serve it (its device and inode, as the client found them).
+/// must serve the directory at that path, as it is at each connect (a
+/// store put back from a backup at the same path is another directory,
+/// and its daemon the right one).
 #[derive(Debug, Clone)]
 pub(super) struct DirCheck {
     pub(super) dir: PathBuf,
-    pub(super) dev: u64,
-    pub(super) ino: u64,
 }
 
 impl DirCheck {
-    /// `dir`'s identity now.
-    pub(super) fn of(dir: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-
-    /// Refuses a daemon that says it serves another directory (one that
-    /// does not say is taken at its word: older daemons).
+    /// Refuses a daemon that says it serves another directory than the one
+    /// at `self.dir` now (one that does not say is taken at its word: older
+    /// daemons). A directory that cannot be looked at (being put back) is
+    /// a transient failure.
     fn check(&self, socket: &Path, hello: &ServerHello) -> Result<(), Failure> {
         use std::os::unix::ffi::OsStringExt;
+        use std::os::unix::fs::MetadataExt;
         let Some(served) = &hello.data_dir else {
             return Ok(());
         };
-        if (served.dev, served.ino) == (self.dev, self.ino) {
+        let meta = std::fs::metadata(&self.dir)
+            .map_err(|e| Failure::Transient(format!("{}: {e}", self.dir.display())))?;
+        if (served.dev, served.ino) == (meta.dev(), meta.ino()) {
             return Ok(());
         }
         Err(Failure::Fatal(ClientError::OtherDataDir {
             data_dir: self.dir.clone(),
-            dev: self.dev,
-            ino: self.ino,
+            dev: meta.dev(),
+            ino: meta.ino(),
             socket: socket.to_path_buf(),
             served_dir: PathBuf::from(std::ffi::OsString::from_vec(served.path.clone())),
             served_dev: served.dev,

@@ -147,7 +147,9 @@ pub enum ClientError {
     /// renamed directory keeps them.
     #[error(
         "the socket {} that {} names is served by the daemon of {} (device {served_dev}, \
-         inode {served_ino}), not by {} (device {dev}, inode {ino}): a copy of a data directory names its original's socket",
+         inode {served_ino}), not by the directory now at {} (device {dev}, inode {ino}): a copy \
+         of a data directory names its original's socket, and a daemon whose directory was moved \
+         or replaced while it ran still serves the old one",
         .socket.display(),
         .data_dir.join("socket").display(),
         .served_dir.display(),
