@@ -21,8 +21,16 @@ pub const FILE_MODE: u32 = 0o644;
 /// `create_dir_all` with every directory it creates at most [`DIR_MODE`],
 /// each new one's name made durable (its parent fsynced): a power loss must
 /// not take back a new data directory, with what was stored in it, after
-/// appends in it were acknowledged as durable.
+/// appends in it were acknowledged as durable. A parent that cannot be
+/// opened or synced (search and write permission create a directory, but
+/// opening it takes read permission) is logged, not an error: the start
+/// worked before the sync was added, and the directory exists.
 pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    create_dir_all_with(path, |parent| std::fs::File::open(parent)?.sync_all())
+}
+
+/// [`create_dir_all`] with `sync` making a parent's entries durable.
+fn create_dir_all_with(path: &Path, sync: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
     let created = missing_dirs(path);
     DirBuilder::new()
         .recursive(true)
@@ -33,7 +41,14 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        std::fs::File::open(parent)?.sync_all()?;
+        if let Err(e) = sync(parent) {
+            tracing::warn!(
+                dir = %dir.display(),
+                parent = %parent.display(),
+                error = %e,
+                "created a directory but could not sync its parent: a power loss soon after may take the new directory back"
+            );
+        }
     }
     Ok(())
 }
@@ -70,5 +85,25 @@ mod tests {
         assert!(deep.is_dir());
         assert!(missing_dirs(&deep).is_empty());
         assert_eq!(missing_dirs(Path::new("")), Vec::<&Path>::new());
+    }
+
+    #[test]
+    fn a_parent_that_cannot_be_synced_does_not_fail_the_creation() {
+        // As a parent with search and write permission but no read
+        // permission does (found by the hunt on the day's changes: the
+        // first start failed with EACCES, the second worked).
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a/b");
+        let asked = std::cell::RefCell::new(Vec::new());
+        super::create_dir_all_with(&deep, |p| {
+            asked.borrow_mut().push(p.to_path_buf());
+            Err(std::io::Error::from_raw_os_error(nix::libc::EACCES))
+        })
+        .unwrap();
+        assert!(deep.is_dir());
+        assert_eq!(
+            *asked.borrow(),
+            [t.path().to_path_buf(), t.path().join("a")]
+        );
     }
 }
