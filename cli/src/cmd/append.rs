@@ -443,7 +443,7 @@ fn lost(
         }
     }
     let mut what = format!(
-        "{} events appended in all ({} of lines {from}..={to}); stopped at line {to}",
+        "{} events appended in all ({} of lines {from}..={to}); stdin read up to line {to}, no further",
         sum.appended,
         sum.appended - before
     );
@@ -574,7 +574,7 @@ mod tests {
         assert!(err.contains(&format!("line 14: {}", EventId(104))), "{err}");
         assert!(!err.contains("line 13:"), "{err}");
         assert!(
-            err.contains("7 events appended in all (2 of lines 11..=16); stopped at line 16; not sent, so not stored: line(s) 15..=16"),
+            err.contains("7 events appended in all (2 of lines 11..=16); stdin read up to line 16, no further; not sent, so not stored: line(s) 15..=16"),
             "{err}"
         );
         assert_eq!(line_ranges(&[3, 5, 6, 7, 9]), "3, 5..=7, 9");
