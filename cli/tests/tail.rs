@@ -65,6 +65,22 @@ fn next(rx: &mpsc::Receiver<std::io::Result<String>>) -> Result<serde_json::Valu
     Ok(serde_json::from_str(&line)?)
 }
 
+/// `n` events appended through `d`'s client, to entities `tag:0`,
+/// `tag:1`, ….
+fn add(d: &weir_tests::Daemon, tag: &str, n: usize) -> Result<()> {
+    let mut c = d.client()?;
+    for i in 0..n {
+        c.append_with(weir::AppendRequest {
+            entity: format!("{tag}:{i}"),
+            scope: "tenant:a".into(),
+            kind: 0x1001,
+            payload: vec![0x90],
+            ..weir::AppendRequest::default()
+        })?;
+    }
+    Ok(())
+}
+
 fn append(dir: &std::path::Path, entity: &str) {
     weir(dir)
         .args([
@@ -190,19 +206,6 @@ fn tail_follow_prints_every_event_of_a_store_replaced_at_the_same_path() -> Resu
     let root = weir_tests::temp_root()?;
     let d = daemon(root.path(), "")?;
     let dir = d.data_dir.clone();
-    let add = |d: &weir_tests::Daemon, tag: &str, n: usize| -> Result<()> {
-        let mut c = d.client()?;
-        for i in 0..n {
-            c.append_with(weir::AppendRequest {
-                entity: format!("{tag}:{i}"),
-                scope: "tenant:a".into(),
-                kind: 0x1001,
-                payload: vec![0x90],
-                ..weir::AppendRequest::default()
-            })?;
-        }
-        Ok(())
-    };
     add(&d, "old", 20)?;
     let err = root.path().join("tail.err");
     let (_f, rx) = follow_to(&dir, &[], std::fs::File::create(&err)?.into())?;
@@ -231,34 +234,16 @@ fn tail_follow_says_a_store_was_restored_from_an_older_copy() -> Result<()> {
     let root = weir_tests::temp_root()?;
     let mut d = daemon(root.path(), "")?;
     let dir = d.data_dir.clone();
-    let add = |d: &weir_tests::Daemon, n: usize| -> Result<()> {
-        let mut c = d.client()?;
-        for i in 0..n {
-            c.append_with(weir::AppendRequest {
-                entity: format!("e:{i}"),
-                scope: "tenant:a".into(),
-                kind: 0x1001,
-                payload: vec![0x90],
-                ..weir::AppendRequest::default()
-            })?;
-        }
-        Ok(())
-    };
     let stop = |d: &mut weir_tests::Daemon| {
         d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))
     };
-    let cp = |from: &std::path::Path, to: &std::path::Path| -> Result<()> {
-        let st = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
-        anyhow::ensure!(st.success(), "cp -a: {st}");
-        Ok(())
-    };
-    add(&d, 10)?;
+    add(&d, "e", 10)?;
     stop(&mut d)?;
     drop(d);
     let backup = root.path().join("backup");
-    cp(&dir, &backup)?;
+    weir_tests::copy_dir(&dir, &backup)?;
     let mut d = daemon(root.path(), "")?;
-    add(&d, 10)?;
+    add(&d, "e", 10)?;
     let err = root.path().join("tail.err");
     let (_f, rx) = follow_to(&dir, &[], std::fs::File::create(&err)?.into())?;
     assert_eq!(next(&rx)?["sequence"], 19);
@@ -266,9 +251,9 @@ fn tail_follow_says_a_store_was_restored_from_an_older_copy() -> Result<()> {
     stop(&mut d)?;
     drop(d);
     std::fs::rename(&dir, root.path().join("old"))?;
-    cp(&backup, &dir)?;
+    weir_tests::copy_dir(&backup, &dir)?;
     let d = daemon(root.path(), "")?;
-    add(&d, 15)?;
+    add(&d, "e", 15)?;
     // Where the two histories split is unknown: it follows from 0.
     for i in 0..25 {
         assert_eq!(next(&rx)?["sequence"], i);

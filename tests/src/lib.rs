@@ -239,6 +239,16 @@ fn unique() -> u128 {
 pub const SMALL_STORE: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\n\
                                max-payload-bytes = 1048576\nmax-batch-bytes = 1050624";
 
+/// `cp -a from to`: a directory copied with its modes and times, as an
+/// operator copies a data directory.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !st.success() {
+        bail!("cp -a {} {}: {st}", from.display(), to.display());
+    }
+    Ok(())
+}
+
 /// Waits up to 10 s for `done` to hold (for what the daemon does on a
 /// thread of its own after it is ready), failing with `what`.
 pub fn wait_for(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind, Reader};
-use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root, weir_bin};
+use weir_tests::{Daemon, SMALL_STORE, Setup, copy_dir as copy, temp_root, weir_bin};
 
 fn visible(dir: &Path) -> Result<u64> {
     Ok(Reader::open(dir)?.visible())
@@ -22,12 +22,6 @@ fn weir(args: &[&str], dir: &Path) -> Result<Output> {
         .arg(dir)
         .env_remove("WEIR_DATA_DIR")
         .output()?)
-}
-
-fn copy(from: &Path, to: &Path) -> Result<()> {
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
-    ensure!(st.success(), "cp -a failed: {st}");
-    Ok(())
 }
 
 #[test]

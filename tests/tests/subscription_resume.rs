@@ -5,7 +5,7 @@
 use anyhow::{Result, ensure};
 use std::time::Duration;
 use weir::{AppendRequest, Reader, Region, Resumed};
-use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root};
+use weir_tests::{Daemon, SMALL_STORE, Setup, copy_dir, temp_root};
 
 fn append(d: &Daemon, n: usize) -> Result<()> {
     let mut c = d.client()?;
@@ -54,17 +54,6 @@ fn a_subscription_started_ahead_goes_on_from_its_position_after_a_clean_restart(
     ensure!(got == (15..20).collect::<Vec<_>>(), "delivered {got:?}");
     let resumed = sub.take_resumed();
     ensure!(resumed == Some(Resumed::Restarted), "{resumed:?}");
-    Ok(())
-}
-
-/// `cp -a from to`.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()?;
-    ensure!(st.success(), "cp -a: {st}");
     Ok(())
 }
 

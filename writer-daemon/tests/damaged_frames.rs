@@ -132,17 +132,7 @@ fn a_damaged_frame_below_the_crash_checkpoint_is_refused() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let index = tempfile::tempdir().unwrap();
-    let copy = |from: &Path, to: &Path| {
-        assert!(
-            std::process::Command::new("cp")
-                .arg("-a")
-                .arg(from)
-                .arg(to)
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
+    let copy = |from: &Path, to: &Path| weir_tests::copy_dir(from, to).unwrap();
     copy(&dir.join("index"), index.path());
     sim.state.lock().unwrap().dead_from = Some(0);
     drop(s);

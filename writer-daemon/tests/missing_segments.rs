@@ -148,21 +148,11 @@ fn crashed(dir: &Path, config: Config) -> BTreeMap<u64, Vec<u8>> {
     // they were before.
     let gate = std::fs::read(dir.join("gate")).unwrap();
     let index = tempfile::tempdir().unwrap();
-    std::process::Command::new("cp")
-        .arg("-a")
-        .arg(dir.join("index"))
-        .arg(index.path())
-        .status()
-        .unwrap();
+    weir_tests::copy_dir(&dir.join("index"), index.path()).unwrap();
     sim.state.lock().unwrap().dead_from = Some(0);
     drop(s);
     std::fs::remove_dir_all(dir.join("index")).unwrap();
-    std::process::Command::new("cp")
-        .arg("-a")
-        .arg(index.path().join("index"))
-        .arg(dir)
-        .status()
-        .unwrap();
+    weir_tests::copy_dir(&index.path().join("index"), dir).unwrap();
     std::fs::write(dir.join("gate"), gate).unwrap();
     sim.crash_image(0, None)
 }
