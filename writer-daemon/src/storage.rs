@@ -512,23 +512,14 @@ impl SimStorage {
     /// bytes when given.
     #[must_use]
     pub fn crash_image(&self, keep: usize, tear: Option<usize>) -> BTreeMap<u64, Vec<u8>> {
-        let st = self.state.lock().expect("sim lock");
-        st.files
-            .iter()
-            .map(|(id, f)| {
-                let mut img = f.durable.clone();
-                let n = keep.min(f.pending.len());
-                for (i, (off, data)) in f.pending.iter().take(n).enumerate() {
-                    let data = match tear {
-                        Some(t) if i + 1 == n => &data[..t.min(data.len())],
-                        _ => &data[..],
-                    };
-                    let off = *off as usize;
-                    img[off..off + data.len()].copy_from_slice(data);
-                }
-                (*id, img)
-            })
-            .collect()
+        self.image(|i, pending, data| {
+            let n = keep.min(pending);
+            match tear {
+                _ if i >= n => None,
+                Some(t) if i + 1 == n => Some(&data[..t.min(data.len())]),
+                _ => Some(data),
+            }
+        })
     }
 
     /// What a power loss leaves when writeback reached some pending writes
@@ -537,14 +528,26 @@ impl SimStorage {
     /// `keep` picks.
     #[must_use]
     pub fn crash_image_keeping(&self, keep: impl Fn(usize) -> bool) -> BTreeMap<u64, Vec<u8>> {
+        self.image(|i, _, data| keep(i).then_some(data))
+    }
+
+    /// Each file's durable image with the bytes `pick` returns for each of
+    /// its pending writes (given its number, the file's count of pending
+    /// writes and its bytes) written over it at the write's offset.
+    fn image(
+        &self,
+        pick: impl for<'a> Fn(usize, usize, &'a [u8]) -> Option<&'a [u8]>,
+    ) -> BTreeMap<u64, Vec<u8>> {
         let st = self.state.lock().expect("sim lock");
         st.files
             .iter()
             .map(|(id, f)| {
                 let mut img = f.durable.clone();
-                for (_, (off, data)) in f.pending.iter().enumerate().filter(|(i, _)| keep(*i)) {
-                    let off = *off as usize;
-                    img[off..off + data.len()].copy_from_slice(data);
+                for (i, (off, data)) in f.pending.iter().enumerate() {
+                    if let Some(data) = pick(i, f.pending.len(), data) {
+                        let off = *off as usize;
+                        img[off..off + data.len()].copy_from_slice(data);
+                    }
                 }
                 (*id, img)
             })
