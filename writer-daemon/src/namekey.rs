@@ -98,7 +98,7 @@ pub type NameMap<V> = Sharded<NameKey, V>;
 /// Maps a [`Sharded`] map spreads its keys over.
 const SHARDS: usize = 64;
 
-/// A map spread over [`SHARDS`] maps by a hash of the key. A map that
+/// A map spread over `SHARDS` (64) maps by a hash of the key. A map that
 /// outgrows its table moves every slot to a new one at once, on the
 /// writer thread: with a million entities in one map that stalled every
 /// append for 50-170 ms. Each of these maps holds a 64th of the keys, so
