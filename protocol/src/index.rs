@@ -376,7 +376,8 @@ pub const fn id_hash(id: u128) -> u64 {
     mix64(x)
 }
 
-/// A 64-bit finaliser (splitmix64).
+/// A 64-bit mix: splitmix64's finaliser, without the golden-ratio increment
+/// splitmix64 adds first (FORMAT.md, "Id table").
 #[must_use]
 pub const fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -220,3 +220,40 @@ fn the_starts_file_matches_the_spec() {
     assert_eq!(b[64..80], 8u128.to_le_bytes());
     assert_eq!(b[88..], weir_protocol::crc32(&b[..88]).to_le_bytes());
 }
+
+/// The id table's hash is the formula "Id table" writes out (its constants
+/// and shifts read from the spec), and every CRC is zlib's CRC-32: a reader
+/// written from the spec finds the same slots and accepts the same frames.
+#[test]
+fn id_hash_and_crc_are_the_ones_the_spec_names() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+    let text = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    let at = text.find("`id_hash(id)` =").expect("the id_hash formula");
+    let formula = &text[at..at + 400];
+    // The numbers in order: shift, multiplier, shift, multiplier, shift, rotation.
+    let numbers: Vec<u64> = formula
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter_map(|w| match w.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => w.parse().ok(),
+        })
+        .collect();
+    let [s1, m1, s2, m2, s3, rot, ..] = numbers[..] else {
+        panic!("cannot read the formula: {formula}");
+    };
+    let spec = |id: u128| {
+        let mut x = (id as u64) ^ ((id >> 64) as u64).rotate_left(rot as u32);
+        x ^= x >> s1;
+        x = x.wrapping_mul(m1);
+        x ^= x >> s2;
+        x = x.wrapping_mul(m2);
+        x ^ (x >> s3)
+    };
+    let mut id = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+    for _ in 0..1000 {
+        assert_eq!(index::id_hash(id), spec(id), "id {id:#x}");
+        id = id.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(7);
+    }
+    // The CRC-32 check value of the IEEE polynomial (zlib, Ethernet).
+    assert_eq!(weir_protocol::crc32(b"123456789"), 0xCBF4_3926);
+}
