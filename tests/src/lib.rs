@@ -55,6 +55,9 @@ pub struct Setup {
     pub nofile: Option<u64>,
     /// The daemon's umask (unset: this process's).
     pub umask: Option<u32>,
+    /// The uid and gid the daemon runs as, with no supplementary groups
+    /// (unset: this process's; setting it needs root).
+    pub user: Option<(u32, u32)>,
 }
 
 impl Setup {
@@ -66,7 +69,15 @@ impl Setup {
             toml: String::new(),
             nofile: None,
             umask: None,
+            user: None,
         }
+    }
+
+    /// Runs the daemon as `uid`/`gid` (the test must run as root).
+    #[must_use]
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
     }
 
     /// Starts the daemon with this open-file limit (soft and hard, so that it
@@ -120,6 +131,19 @@ impl Daemon {
             unsafe {
                 std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                     nix::sys::stat::umask(mask);
+                    Ok(())
+                });
+            }
+        }
+        if let Some((uid, gid)) = setup.user {
+            // SAFETY: setgroups, setgid and setuid are async-signal-safe
+            // system calls; the closure allocates nothing (an empty slice)
+            // and takes no lock between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    nix::unistd::setgroups(&[])?;
+                    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
                     Ok(())
                 });
             }

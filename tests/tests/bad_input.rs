@@ -307,3 +307,19 @@ fn every_bad_input_gets_a_typed_error() -> Result<()> {
     ensure!(stats.rejected.get("TooManyInFlight").copied().unwrap_or(0) > 0);
     Ok(())
 }
+
+/// A hello longer than 64 KiB (here the head of a 1 MiB one, well within the
+/// default max-frame-bytes) is refused at its head, before its body: no
+/// connection holds more than that before the daemon knows whom it serves.
+#[test]
+fn a_long_hello_is_refused_at_its_head() -> Result<()> {
+    let root = temp_root()?;
+    let d = Daemon::start(&Setup::in_dir(root.path()))?;
+    let mut s = raw(&d)?;
+    s.write_all(&(1u32 << 20).to_le_bytes())?;
+    match read_msg::<HelloReply>(&mut s).context("no answer to the head of a 1 MiB hello")? {
+        HelloReply::Err(e) => ensure!(e.code == ErrorCode::FrameTooLarge, "{e}"),
+        HelloReply::Ok(_) => bail!("a 1 MiB hello was taken"),
+    }
+    Ok(())
+}

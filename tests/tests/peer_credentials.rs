@@ -16,6 +16,20 @@ fn as_nobody(bin: &std::path::Path, socket: &std::path::Path) -> Result<String> 
     as_nobody_in(bin, socket, None)
 }
 
+/// Runs the helper's `mode` as uid/gid 65534 and returns what it printed.
+fn as_nobody_run(bin: &std::path::Path, socket: &std::path::Path, mode: &str) -> Result<String> {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg(bin)
+        .arg(mode)
+        .arg(socket)
+        .output()
+        .context("setpriv")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
 /// Runs the helper as uid/gid 65534 with `group` as its only supplementary
 /// group (none if `None`) and returns what it printed.
 fn as_nobody_in(
@@ -66,6 +80,13 @@ fn a_uid_that_is_not_allowed_is_refused() -> Result<()> {
     ensure!(
         said.contains("append err PermissionDenied"),
         "nobody was not refused: {said}"
+    );
+    // A peer that may not append cannot make the daemon hold a large frame:
+    // the head of a 1 MiB frame is refused at once, before its body.
+    let said = as_nobody_run(&bin, &d.socket, "big-frame")?;
+    ensure!(
+        said.contains("big frame refused PermissionDenied"),
+        "a large frame of a peer that may not append was not refused at its head: {said}"
     );
     // The daemon's own uid (root here) may append.
     let mut own = d.client()?;

@@ -158,8 +158,14 @@ impl Prep {
                 };
                 if wait {
                     remove();
-                } else {
-                    std::thread::spawn(remove);
+                } else if let Err(e) = std::thread::Builder::new()
+                    .name("weir-prep-discard".into())
+                    .spawn(remove)
+                {
+                    // No thread to spare (the task limit): the fill is
+                    // left to finish, and the next start removes its
+                    // `.prep` file. Waiting here would stall the writer.
+                    tracing::debug!(error = %e, "cannot start a thread to discard a .prep file");
                 }
             }
         }

@@ -7,6 +7,9 @@
 //!   `staged`, then wait to be killed.
 //! - `try-append SOCKET`: ping, then one append; prints `ping ok` and
 //!   `append ok` or `append err CODE`.
+//! - `big-frame SOCKET`: a good hello, then the 4-byte head of a 1 MiB
+//!   frame and nothing more; prints `big frame refused CODE` if the daemon
+//!   answers within 5 s, else `big frame no answer`.
 //! - `watch DATA_DIR MILLIS`: repeatedly checks prefix visibility with a
 //!   Reader; prints `checks N` or exits 1 with the violation.
 
@@ -27,6 +30,7 @@ fn main() {
         ),
         "txn-hang" => txn_hang(&arg(1), &arg(2), arg(3).parse().unwrap_or(1)),
         "try-append" => try_append(&arg(1)),
+        "big-frame" => big_frame(&arg(1)),
         "watch" => watch(&arg(1), arg(2).parse().unwrap_or(1000)),
         other => {
             eprintln!("unknown mode {other:?}");
@@ -124,6 +128,44 @@ fn try_append(socket: &str) -> i32 {
             "append err {}",
             e.code().map_or_else(|| e.to_string(), |c| format!("{c:?}"))
         ),
+    }
+    0
+}
+
+fn big_frame(socket: &str) -> i32 {
+    use weir_protocol::wire::{
+        ClientHello, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, Response, decode, read_frame_bytes,
+        write_frame,
+    };
+    let run = || -> std::io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let hello = ClientHello {
+            magic: HELLO_MAGIC,
+            versions: vec![PROTOCOL_VERSION],
+            client: "big-frame".into(),
+        };
+        write_frame(&mut s, &hello)?;
+        let mut body = Vec::new();
+        read_frame_bytes(&mut s, 1 << 20, &mut body).map_err(std::io::Error::other)?;
+        if let Ok(HelloReply::Err(e)) = decode::<HelloReply>(&body) {
+            return Ok(format!("hello err {:?}", e.code));
+        }
+        s.write_all(&(1u32 << 20).to_le_bytes())?;
+        match read_frame_bytes(&mut s, 1 << 20, &mut body) {
+            Ok(()) => match decode::<Response>(&body) {
+                Ok(r) => Ok(match r.result {
+                    Err(e) => format!("big frame refused {:?}", e.code),
+                    Ok(_) => "big frame answered ok".to_owned(),
+                }),
+                Err(e) => Ok(format!("big frame garbled {e}")),
+            },
+            Err(_) => Ok("big frame no answer".to_owned()),
+        }
+    };
+    match run() {
+        Ok(said) => println!("{said}"),
+        Err(e) => println!("big frame err {e}"),
     }
     0
 }

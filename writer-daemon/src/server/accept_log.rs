@@ -3,7 +3,9 @@
 //! failure of a run at once, then at most one line per [`REMIND_EVERY`] with
 //! the failures since the last, and one line when accepting works again. A
 //! loop that pauses 50 ms per failure would otherwise log 20 lines a second
-//! for as long as the condition lasts.
+//! for as long as the condition lasts. The socket's connections use the same
+//! rule for threads that cannot be started ([`AcceptFailures::threads`]): a
+//! refused connection is answered `Busy` and its client retries at once.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -46,6 +48,8 @@ pub enum Logged {
 pub struct AcceptFailures {
     /// The listener, as the log lines name it.
     listener: &'static str,
+    /// What fails, as the log lines say: "accept connections".
+    action: &'static str,
     /// The pause after each failure, as the first line says.
     pause: Duration,
     run: Option<Run>,
@@ -65,16 +69,33 @@ impl AcceptFailures {
     pub const fn new(listener: &'static str, pause: Duration) -> Self {
         Self {
             listener,
+            action: "accept connections",
             pause,
+            run: None,
+        }
+    }
+
+    /// For the threads of the socket's connections: a connection whose
+    /// thread cannot be started is refused, and nothing pauses.
+    #[must_use]
+    pub const fn threads() -> Self {
+        Self {
+            listener: "socket",
+            action: "start connection threads",
+            pause: Duration::ZERO,
             run: None,
         }
     }
 
     /// `accept` failed with `e` at `now`.
     pub fn failed(&mut self, e: &io::Error, now: Instant) -> Logged {
-        let listener = self.listener;
+        let (listener, action) = (self.listener, self.action);
         let Some(run) = &mut self.run else {
-            tracing::warn!(listener, error = %e, pause = ?self.pause, "cannot accept connections; retrying after each pause");
+            if self.pause.is_zero() {
+                tracing::warn!(listener, error = %e, "cannot {action}; refusing connections as busy until it can");
+            } else {
+                tracing::warn!(listener, error = %e, pause = ?self.pause, "cannot {action}; retrying after each pause");
+            }
             self.run = Some(Run {
                 failures: 1,
                 unlogged: 0,
@@ -89,7 +110,7 @@ impl AcceptFailures {
         }
         let failures = std::mem::take(&mut run.unlogged);
         run.logged_at = now;
-        tracing::warn!(listener, error = %e, failures, "still cannot accept connections ({failures} more failures)");
+        tracing::warn!(listener, error = %e, failures, "still cannot {action} ({failures} more failures)");
         Logged::Still { failures }
     }
 
@@ -97,10 +118,11 @@ impl AcceptFailures {
     pub fn accepted(&mut self) -> Logged {
         match self.run.take() {
             Some(run) => {
+                let action = self.action;
                 tracing::info!(
                     listener = self.listener,
                     failures = run.failures,
-                    "accepting connections again"
+                    "can {action} again"
                 );
                 Logged::Recovered {
                     failures: run.failures,

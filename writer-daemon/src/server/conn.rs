@@ -20,6 +20,12 @@ use weir_protocol::wire::{
 const SLACK: usize = 64;
 /// Stack of the reply-writer thread: it only encodes and writes.
 const WRITER_STACK: usize = 64 << 10;
+/// The largest hello, and the largest frame of a peer that may not append
+/// (it can only ping, ask for stats, sync and open or cancel an empty
+/// transaction). A hello is under 100 bytes plus the client's name; without
+/// this bound every connection could hold `max-frame-bytes` before its
+/// hello, whoever its peer.
+pub(super) const SMALL_FRAME: u32 = 64 << 10;
 
 /// Serves one connection to the end.
 pub(super) fn run(hub: &Arc<Hub>, stream: Arc<UnixStream>) {
@@ -38,27 +44,49 @@ pub(super) fn run(hub: &Arc<Hub>, stream: Arc<UnixStream>) {
 
 fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result<()> {
     stream.set_write_timeout(Some(hub.timeout))?;
-    let mut reader = FrameReader::new(Arc::clone(&stream), hub.max_frame, hub.timeout);
-    match hello(hub, &mut reader) {
-        Ok(Some(h)) => write_frame(&mut &*stream, &HelloReply::Ok(h))?,
+    let mut reader = FrameReader::new(Arc::clone(&stream), SMALL_FRAME, hub.timeout);
+    let h = match hello(hub, &mut reader) {
+        Ok(Some(h)) => h,
         Ok(None) => return Ok(()),
         Err(e) => {
             tracing::debug!(pid = peer.pid, code = ?e.code, "hello refused");
             hub.store.shared().reject_code(&format!("{:?}", e.code));
             return write_frame(&mut &*stream, &HelloReply::Err(e));
         }
-    }
-    tracing::debug!(pid = peer.pid, uid = peer.uid, gid = peer.gid, "connected");
+    };
+    // The reply writer starts before the hello is answered: a client told
+    // Ok must be served, and one the daemon cannot serve now (no thread:
+    // the task or memory limit) is told Busy and retries.
     let queue = Arc::new(ReplyQueue::new(hub.max_in_flight + SLACK));
-    let writer = {
+    let spawned = {
         let queue = Arc::clone(&queue);
         let out = Arc::clone(&stream);
         std::thread::Builder::new()
             .name("weir-reply".into())
             .stack_size(WRITER_STACK)
-            .spawn(move || write_loop(&queue, out))?
+            .spawn(move || write_loop(&queue, out))
     };
-    let pid = peer.pid;
+    let writer = match spawned {
+        Ok(w) => {
+            hub.thread_started();
+            w
+        }
+        Err(e) => {
+            hub.thread_failed(&e);
+            return write_frame(&mut &*stream, &HelloReply::Err(super::busy(&e)));
+        }
+    };
+    if let Err(e) = write_frame(&mut &*stream, &HelloReply::Ok(h)) {
+        queue.finish();
+        let _ = writer.join();
+        return Err(e);
+    }
+    tracing::debug!(pid = peer.pid, uid = peer.uid, gid = peer.gid, "connected");
+    let (pid, uid, gid) = (peer.pid, peer.uid, peer.gid);
+    let may_append = hub.policy.may_append(&peer);
+    if may_append {
+        reader.set_max(hub.max_frame);
+    }
     let mut session = Session::new(hub, peer);
     let max_batch = hub.store.config().max_batch_events as usize;
     loop {
@@ -104,6 +132,18 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
                 "the connection closed in the middle of a frame",
             )
             .with("received", got),
+            Err(FrameError::TooLarge { len }) if !may_append => WireError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "uid {uid} / gid {gid} may not append, and a frame of {len} bytes is more \
+                     than such a peer may send ({SMALL_FRAME}); add it to allow-uids or \
+                     allow-gids in the daemon's configuration; closing"
+                ),
+            )
+            .with("uid", uid)
+            .with("gid", gid)
+            .with("len", len)
+            .with("max", SMALL_FRAME),
             Err(FrameError::TooLarge { len }) => WireError::new(
                 ErrorCode::FrameTooLarge,
                 format!(
@@ -144,12 +184,12 @@ fn hello(hub: &Hub, reader: &mut FrameReader) -> Result<Option<ServerHello>, Wir
             return Err(WireError::new(
                 ErrorCode::FrameTooLarge,
                 format!(
-                    "a hello of {len} bytes exceeds max-frame-bytes = {}; is this a weir client?",
-                    hub.max_frame
+                    "a hello of {len} bytes exceeds the {SMALL_FRAME} bytes a hello may take \
+                     (is the client's name that long?); is this a weir client?"
                 ),
             )
             .with("len", len)
-            .with("max", hub.max_frame));
+            .with("max", SMALL_FRAME));
         }
         Err(FrameError::Truncated { got }) => {
             return Err(

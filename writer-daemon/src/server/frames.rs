@@ -69,6 +69,11 @@ impl FrameReader {
         }
     }
 
+    /// Sets the largest frame body from now on.
+    pub(super) fn set_max(&mut self, max: u32) {
+        self.max = max;
+    }
+
     /// The next frame body. `busy` says whether replies are still owed to
     /// the peer: a connection that waits for its replies is not idle.
     pub(super) fn next(&mut self, busy: &dyn Fn() -> bool) -> Result<&[u8], FrameError> {

@@ -138,6 +138,8 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<UnixStream>>>,
     gone: Condvar,
+    /// Connection threads that could not be started, logged as a run.
+    thread_failures: Mutex<accept_log::AcceptFailures>,
 }
 
 impl Hub {
@@ -153,6 +155,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
             gone: Condvar::new(),
+            thread_failures: Mutex::new(accept_log::AcceptFailures::threads()),
             store,
         }
     }
@@ -201,11 +204,34 @@ impl Hub {
                 conn::run(&hub, stream);
                 hub.closed(id);
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start a connection thread");
-            self.closed(id);
-            refuse(&keep, busy(&e));
+        match spawned {
+            Ok(_) => self.thread_started(),
+            Err(e) => {
+                self.thread_failed(&e);
+                self.closed(id);
+                refuse(&keep, busy(&e));
+            }
         }
+    }
+
+    /// A connection's thread started: ends a run of failures.
+    fn thread_started(&self) {
+        let mut f = self
+            .thread_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f.accepted();
+    }
+
+    /// A connection's thread could not be started (the task or memory limit):
+    /// the connection is refused `Busy`, and a run of these logs once a minute.
+    fn thread_failed(&self, e: &io::Error) {
+        let mut f = self
+            .thread_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f.failed(e, Instant::now());
+        self.store.shared().reject_code("Busy");
     }
 
     fn closed(&self, id: u64) {
