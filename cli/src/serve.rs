@@ -37,6 +37,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // Before logging (a journald socket) and the metrics listener (a TCP
+    // socket and a thread) open descriptors: fd 3 is systemd's only now.
+    let inherited = weir_daemon::server::take_inherited()?;
     init_logging(&config.log_level);
     for var in &ignored {
         tracing::warn!(variable = %var, "ignored: not a configuration variable");
@@ -47,7 +50,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         crate::metrics::listen(addr, config.data_dir.clone())
             .with_context(|| format!("metrics-listen = {addr}"))?;
     }
-    weir_daemon::server::serve(config)?;
+    weir_daemon::server::serve_inherited(config, inherited)?;
     Ok(())
 }
 

@@ -124,3 +124,36 @@ fn a_socket_without_a_path_is_refused_before_the_store_opens() -> Result<()> {
     );
     Ok(())
 }
+
+/// The socket systemd passed is taken before `weir serve` opens anything of
+/// its own: with `LISTEN_FDS=1` naming this process but fd 3 closed, the
+/// metrics listener (opened before the daemon's socket code) must not be
+/// taken for systemd's socket (the unit's error said "not a Unix socket with
+/// a path" about weir's own TCP listener, and closed a descriptor another
+/// owner held).
+#[test]
+fn the_metrics_listener_is_not_taken_for_the_socket_systemd_passes() -> Result<()> {
+    let root = temp_root()?;
+    let data = root.path().join("data");
+    // `exec` keeps the shell's pid, which LISTEN_PID names; `3<&-` closes
+    // fd 3 for the daemon.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --data-dir \"$1\" 3<&-")
+        .arg(weir_bin()?)
+        .arg(&data)
+        .env("WEIR_METRICS_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "the daemon served: {said}");
+    ensure!(
+        said.contains("socket activation") && said.contains("Bad file descriptor"),
+        "the refusal does not say that fd 3 is not open: {said}"
+    );
+    ensure!(
+        !said.contains("serving Prometheus metrics"),
+        "the metrics listener started before the socket was taken: {said}"
+    );
+    Ok(())
+}

@@ -25,11 +25,14 @@ pub(super) fn inherited_listener() -> io::Result<Option<(UnixListener, PathBuf)>
         );
     }
     // SAFETY: `listen_fds` returned fd 3 only because LISTEN_PID equals our
-    // pid, i.e. systemd passed fds 3.. to this very process. `serve` calls
-    // this first, before it opens any file or starts any thread, so fd 3 is
-    // still the inherited descriptor and nothing else wraps or closes it: the
-    // new `OwnedFd` is its sole owner. (Taking it later could adopt a file the
-    // daemon itself opened as fd 3, such as the LOCK file.)
+    // pid, i.e. systemd passed fds 3.. to this very process. This runs
+    // through `take_inherited`, which `weir serve` calls first thing (before
+    // its logging and metrics listener open descriptors or start threads;
+    // the `serve` of in-process users calls it before anything of its own),
+    // so fd 3 is still the inherited descriptor and nothing else wraps or
+    // closes it: the new `OwnedFd` is its sole owner. (Taking it later could
+    // adopt a descriptor the process itself opened as fd 3, such as the
+    // metrics listener or the LOCK file.)
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let ty = getsockopt(&owned, sockopt::SockType).map_err(io::Error::from)?;
     let listening = getsockopt(&owned, sockopt::AcceptConn).map_err(io::Error::from)?;

@@ -284,14 +284,36 @@ fn refuse(stream: &UnixStream, e: WireError) {
     let _ = write_frame(&mut &*stream, &HelloReply::Err(e));
 }
 
+/// The listening socket systemd passed (socket activation), taken by
+/// [`take_inherited`] before the process opens a descriptor or starts a
+/// thread; `None` inside when none was passed.
+#[derive(Debug)]
+pub struct Inherited(Option<(UnixListener, PathBuf)>);
+
+/// Takes the socket systemd passed, if `LISTEN_PID` names this process.
+/// Call it first thing, before anything opens a descriptor that could take
+/// fd 3 (a log socket, a metrics listener) or starts a thread (it unsets
+/// `LISTEN_PID` and `LISTEN_FDS`): `weir serve` does, before its logging
+/// and its metrics listener start.
+pub fn take_inherited() -> Result<Inherited, ServeError> {
+    activation::inherited_listener()
+        .map(Inherited)
+        .map_err(|source| ServeError::Activation { source })
+}
+
 /// Runs the daemon until SIGTERM, SIGINT or SIGHUP, then stops it cleanly: no new
 /// connections, requests already read are answered, the writer drains,
 /// syncs and writes its clean-stop checkpoint, the socket file goes away.
+/// Takes the socket systemd passed first ([`take_inherited`]); a process
+/// that opened descriptors or started threads before calls
+/// [`serve_inherited`] with the one it took first instead.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    // First of all, while fd 3 can only be what systemd passed and no other
-    // thread exists (the environment is changed here).
-    let inherited =
-        activation::inherited_listener().map_err(|source| ServeError::Activation { source })?;
+    serve_inherited(config, take_inherited()?)
+}
+
+/// [`serve`] with the socket [`take_inherited`] took.
+pub fn serve_inherited(config: Config, inherited: Inherited) -> Result<(), ServeError> {
+    let inherited = inherited.0;
     let nofile = listen::raise_nofile_limit();
     let max_connections = connection_limit(u64::from(config.max_connections), nofile)?;
     if max_connections < u64::from(config.max_connections) {
