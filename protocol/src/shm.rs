@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// A shared, mapped region: base pointer and length. It does not own the
 /// mapping; whoever builds one keeps the mapping alive for its lifetime.
-#[derive(Debug, Clone, Copy)]
+/// Neither `Clone` nor `Copy`: an owner that hands it out by reference (with
+/// the mapping) can then rely on no copy outliving the mapping.
+#[derive(Debug)]
 pub struct Region {
     ptr: *mut u8,
     len: usize,

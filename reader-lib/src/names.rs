@@ -7,7 +7,7 @@ use crate::view::{NAMES_OK_BLOCK_LOG2, View, le32};
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use weir_protocol::align8;
 use weir_protocol::index::{
-    PAGE, STRING_COUNT_OFF, STRING_ENTRY_HEADER, STRING_HEAD_OFF, STRINGS_FILE_LEN,
+    PAGE, STRING_COUNT_OFF, STRING_CRC_OFF, STRING_ENTRY_HEADER, STRING_HEAD_OFF, STRINGS_FILE_LEN,
     STRINGS_FILE_LOG2, fingerprint, name_hash, string_crc, unpack_slot,
 };
 
@@ -86,10 +86,16 @@ impl View {
             return Err(corrupt(id, "offset inside a header page or misaligned"));
         }
         let map = self.strings_file(file)?;
-        let head = map
-            .published(off, STRING_ENTRY_HEADER)
+        // Only the words the daemon never changes are read as bytes: the
+        // head and count (bytes 8..24) are atomics it keeps storing to, read
+        // below through `atomic_u64`.
+        let fixed = map
+            .published(off, 8)
             .ok_or_else(|| corrupt(id, "entry header past the file end"))?;
-        let (len, ns, crc) = (le32(&head[..4]) as usize, head[4], le32(&head[24..28]));
+        let tail = map
+            .published(off + STRING_CRC_OFF, 4)
+            .ok_or_else(|| corrupt(id, "entry header past the file end"))?;
+        let (len, ns, crc) = (le32(&fixed[..4]) as usize, fixed[4], le32(tail));
         if len == 0 && ns == 0 {
             return Ok(None);
         }

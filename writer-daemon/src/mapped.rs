@@ -59,7 +59,8 @@ impl MappedFile {
         let mut map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file)? };
         // SAFETY: `map` is a live, page-aligned, writable mapping of `len`
         // bytes, owned by this struct; `region` never outlives it because it
-        // is only handed out by reference to `self`.
+        // is only handed out by reference to `self`, and a `Region` can be
+        // neither copied nor cloned out of that reference.
         let region = unsafe { Region::new(map.as_mut_ptr(), len) };
         Ok(Self {
             map,
