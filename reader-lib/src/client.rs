@@ -264,6 +264,17 @@ impl Client {
     }
 
     fn conn(&mut self) -> Result<&mut Conn, Failure> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.pid != std::process::id())
+        {
+            // A forked child: the connection is its parent's conversation.
+            // Its descriptors are closed here (no shutdown: the parent's stay
+            // open and in use) and the child makes its own; a transaction
+            // begun on it is gone for the child (a new generation).
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let conn = Conn::open(&self.path, &self.opts, self.dir.as_ref())?;
             self.max_payload = conn.hello.max_payload;

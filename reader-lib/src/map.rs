@@ -20,15 +20,14 @@ use weir_protocol::shm::Region;
 /// name another (a store deleted and created anew at the same place).
 #[derive(Debug)]
 pub(crate) struct Dir {
-    fd: DirFd,
+    /// The directory's descriptor. A shared `flock` taken on it
+    /// ([`open_shared`](Self::open_shared)) is released when the last
+    /// descriptor of its open file goes, never explicitly: a forked child
+    /// shares the open file, and an explicit unlock in either process
+    /// would release the lock for both (the parent's snapshot could then
+    /// lose its generation to a daemon start).
+    fd: std::os::fd::OwnedFd,
     path: PathBuf,
-}
-
-/// A directory's descriptor, with or without a shared `flock` on it.
-#[derive(Debug)]
-enum DirFd {
-    Plain(std::os::fd::OwnedFd),
-    Shared(nix::fcntl::Flock<std::os::fd::OwnedFd>),
 }
 
 impl Dir {
@@ -37,10 +36,7 @@ impl Dir {
         use nix::fcntl::OFlag;
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         match nix::fcntl::open(&path, flags, nix::sys::stat::Mode::empty()) {
-            Ok(fd) => Ok(Self {
-                fd: DirFd::Plain(fd),
-                path,
-            }),
+            Ok(fd) => Ok(Self { fd, path }),
             Err(errno) => Err(AttachError::Io {
                 path,
                 source: errno.into(),
@@ -55,21 +51,18 @@ impl Dir {
     /// without `flock`) leaves the directory unprotected, not unread.
     pub(crate) fn open_shared(path: PathBuf) -> Result<Self, AttachError> {
         let dir = Self::open(path)?;
-        let DirFd::Plain(fd) = dir.fd else {
-            unreachable!("open returns a plain descriptor")
-        };
-        let fd = match nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockSharedNonblock) {
-            Ok(locked) => DirFd::Shared(locked),
-            Err((fd, _)) => DirFd::Plain(fd),
-        };
-        Ok(Self { fd, path: dir.path })
+        // `File`'s drop closes without unlocking (see `fd`); the lock goes
+        // with the open file's last descriptor.
+        let file = File::from(dir.fd);
+        let _ = file.try_lock_shared();
+        Ok(Self {
+            fd: file.into(),
+            path: dir.path,
+        })
     }
 
     fn fd(&self) -> &std::os::fd::OwnedFd {
-        match &self.fd {
-            DirFd::Plain(fd) => fd,
-            DirFd::Shared(locked) => locked,
-        }
+        &self.fd
     }
 
     /// The path of `name` in this directory (for messages; files are opened

@@ -95,6 +95,10 @@ pub(super) struct Conn {
     body: Vec<u8>,
     timeout: Duration,
     next_id: u64,
+    /// The process that opened the connection: a forked child inherits the
+    /// socket, and two processes on one conversation would take each
+    /// other's replies.
+    pub(super) pid: u32,
     pub(super) hello: ServerHello,
 }
 
@@ -176,6 +180,7 @@ impl Conn {
             body,
             timeout: opts.io_timeout,
             next_id: 1,
+            pid: std::process::id(),
             hello,
         })
     }
