@@ -120,6 +120,30 @@ impl OpenError {
     }
 }
 
+/// The data directory's path names another directory (or nothing) than the
+/// one the daemon started on: it was renamed, or replaced (a symlink
+/// retargeted), while the daemon ran. The daemon checks this before each
+/// file it creates, renames or removes there by path (`home.rs`), writes
+/// nothing into the directory now at the path, and stops writing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the data directory {} was moved or replaced while the daemon ran: the path now names another directory, or none. The daemon stopped writing, and nothing was written into the directory now at {}. Stop the daemon and start it again on the directory's new path",
+    path.display(),
+    path.display()
+)]
+pub struct DataDirMoved {
+    /// The data directory's path as configured.
+    pub path: PathBuf,
+}
+
+impl DataDirMoved {
+    /// The `DataDirMoved` inside `e`, if that is what `e` is.
+    #[must_use]
+    pub fn of(e: &io::Error) -> Option<&Self> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+}
+
 /// Why an append was refused. Nothing was stored unless the variant says so.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

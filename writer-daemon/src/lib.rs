@@ -13,6 +13,7 @@ pub mod error;
 mod futex;
 pub mod fxhash;
 pub mod gate;
+pub mod home;
 pub mod ids;
 pub mod index;
 pub mod lock;
@@ -34,6 +35,6 @@ mod writeback;
 pub mod writer;
 
 pub use config::{Config, SyncMode, SyncPolicy};
-pub use error::{AppendError, OpenError};
+pub use error::{AppendError, DataDirMoved, OpenError};
 pub use restore::{RestorePath, RestoreReport};
 pub use store::Store;

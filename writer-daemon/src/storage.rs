@@ -70,6 +70,9 @@ pub struct FileStorage {
     write_behind: WriteBehind,
     /// The thread that starts it.
     writeback: WritebackStarter,
+    /// The data directory, checked before each file made in it by path
+    /// (see [`FileStorage::home`]).
+    home: Option<crate::home::Home>,
 }
 
 /// Where a segment's writeback was last started, and how often to start it.
@@ -194,7 +197,21 @@ impl FileStorage {
                 done: (u64::MAX, 0),
             },
             writeback: WritebackStarter::default(),
+            home: None,
         })
+    }
+
+    /// Creates, renames and opens segment files only while `home` still
+    /// names the data directory it named at the start (a renamed data
+    /// directory's successor at the old path must not get its segments).
+    #[must_use]
+    pub fn home(mut self, home: crate::home::Home) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    fn check_home(&self) -> io::Result<()> {
+        self.home.as_ref().map_or(Ok(()), crate::home::Home::check)
     }
 
     /// Whether new segments are zero-filled before use (the default) or only
@@ -229,7 +246,9 @@ impl FileStorage {
 
     fn file(&mut self, id: u64) -> io::Result<&Arc<File>> {
         if !self.open.contains_key(&id) {
-            // Only the newest segment is written; close the rest.
+            // Only the newest segment is written; close the rest. Opened by
+            // path: only in the data directory this daemon started on.
+            self.check_home()?;
             self.open.retain(|k, _| *k > id);
             let f = OpenOptions::new()
                 .read(true)
@@ -322,6 +341,9 @@ impl Storage for FileStorage {
     }
 
     fn create(&mut self, id: u64, len: u64, header: &[u8]) -> io::Result<()> {
+        // Before anything is created, renamed or removed by path (a
+        // prepared file left behind goes with the next start's cleanup).
+        self.check_home()?;
         let prepared = match self.preparing.take() {
             Some((pid, Prep::Ready(p))) if pid == id => Some(p),
             Some((pid, Prep::Running(h))) if pid == id && h.is_finished() => {
@@ -406,6 +428,10 @@ impl Storage for FileStorage {
         if self.preparing.as_ref().is_some_and(|(p, _)| *p == id) {
             return;
         }
+        if self.check_home().is_err() {
+            // `create` reports it.
+            return;
+        }
         let path = self.prep_path(id);
         let handle = std::thread::Builder::new()
             .name("weir-prep".into())
@@ -424,7 +450,7 @@ impl Storage for FileStorage {
     }
 
     fn prepare_now(&mut self, id: u64, len: u64) {
-        if !self.zero_fill {
+        if !self.zero_fill || self.check_home().is_err() {
             return;
         }
         if let Some((_, prep)) = self.preparing.take() {

@@ -5,6 +5,7 @@ use crate::checkpoint::Checkpointer;
 use crate::config::{Config, SyncPolicy};
 use crate::error::{AppendError, OpenError};
 use crate::gate::GateWriter;
+use crate::home::Home;
 use crate::ids::{IdGen, WallClock, now_ms, random_u128};
 use crate::lock::DirLock;
 use crate::proof::Published;
@@ -41,6 +42,8 @@ struct Inner {
     starts: Vec<weir_protocol::starts::Start>,
     /// The data directory's identity (for the hello).
     served: ServedDir,
+    /// The data directory as the start found it (`home.rs`).
+    home: Home,
     config: Config,
     _lock: DirLock,
 }
@@ -168,10 +171,14 @@ impl Store {
         // The segment files are touched (leftovers removed) only once the
         // directory lock is held: a second daemon must not disturb the first.
         let (zero_fill, write_behind) = segment_writes(config.sync);
-        Self::open_inner(config, |dir| {
+        Self::open_inner(config, |home| {
+            let dir = home.path();
             let storage = FileStorage::new(dir).map_err(OpenError::io(dir.join("segments")))?;
             Ok(Box::new(
-                storage.zero_fill(zero_fill).write_behind(write_behind),
+                storage
+                    .zero_fill(zero_fill)
+                    .write_behind(write_behind)
+                    .home(home.clone()),
             ))
         })
     }
@@ -183,7 +190,7 @@ impl Store {
 
     fn open_inner(
         config: Config,
-        storage: impl FnOnce(&Path) -> Result<Box<dyn Storage>, OpenError>,
+        storage: impl FnOnce(&Home) -> Result<Box<dyn Storage>, OpenError>,
     ) -> Result<Self, OpenError> {
         config.validate()?;
         let dir = &config.data_dir;
@@ -198,11 +205,12 @@ impl Store {
         refuse_world_writable(dir)?;
         let lock = DirLock::acquire(dir)?;
         let served = served_dir(dir).map_err(OpenError::io(dir))?;
+        let home = Home::new(dir.clone(), served.dev, served.ino);
         // Before restore: a damaged file stops the start before anything changes.
         let mut claims = crate::claims::Claims::load(dir)
             .map_err(|(path, what)| OpenError::Corrupt { path, what })?;
         claims.set_max(config.max_claimed_ids as usize);
-        let storage = storage(dir)?;
+        let storage = storage(&home)?;
         let started = Instant::now();
         let instance = random_u128();
         let previous = previous_gate(dir, config.sync);
@@ -235,6 +243,7 @@ impl Store {
         )
         .map_err(refused)?;
         let generation = restored.index.generation();
+        restored.index.set_home(home.clone());
         let header = GateHeader::new(
             instance,
             generation,
@@ -311,13 +320,13 @@ impl Store {
         // Off the start's path: unlinking an old generation's files (a few
         // hundred MiB, perhaps still being written back) took seconds here.
         let pruner = {
-            let data_dir = dir.to_path_buf();
+            let prune = home.clone();
             std::thread::Builder::new()
                 .name("weir-prune".into())
-                .spawn(move || remove_old_generations(&data_dir, generation))
+                .spawn(move || remove_old_generations(&prune, generation))
                 .map_err(|e| {
                     tracing::warn!(error = %e, "no thread to delete old index generations; deleting them now");
-                    remove_old_generations(dir, generation);
+                    remove_old_generations(&home, generation);
                 })
                 .ok()
         };
@@ -367,6 +376,7 @@ impl Store {
             config: config.clone(),
             spare: Default::default(),
             reclaim: Default::default(),
+            home: home.clone(),
         };
         let (tx, rx) = sync_channel(config.writer_queue_capacity as usize);
         let handle = std::thread::Builder::new()
@@ -384,6 +394,7 @@ impl Store {
                 instance,
                 starts,
                 served,
+                home,
                 config,
                 _lock: lock,
             }),
@@ -561,6 +572,13 @@ impl Store {
         &self.inner.served
     }
 
+    /// The data directory as this instance found it at its start: what
+    /// the daemon removes there by path is checked against it.
+    #[must_use]
+    pub fn home(&self) -> &Home {
+        &self.inner.home
+    }
+
     /// The configuration in force.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -683,8 +701,8 @@ fn discard_unpublished(data_dir: &Path, fresh: &Path) {
 /// An older one that a reader's view still holds (a shared `flock` on its
 /// directory) stays too, until a start finds it free. Unlinking never
 /// invalidates a mapping that exists.
-fn remove_old_generations(data_dir: &Path, keep: u64) {
-    let Ok(rd) = std::fs::read_dir(data_dir.join("index")) else {
+fn remove_old_generations(home: &Home, keep: u64) {
+    let Ok(rd) = std::fs::read_dir(home.path().join("index")) else {
         return;
     };
     for e in rd.filter_map(Result::ok) {
@@ -716,6 +734,11 @@ fn remove_old_generations(data_dir: &Path, keep: u64) {
                 continue;
             }
         };
+        // By path: never in a directory that has taken the store's place.
+        if let Err(err) = home.check() {
+            tracing::warn!(error = %err, "old index generations are left in place");
+            return;
+        }
         if let Err(err) = std::fs::remove_dir_all(e.path()) {
             tracing::warn!(generation = g, error = %err, "could not remove an old index generation");
         }

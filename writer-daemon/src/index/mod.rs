@@ -132,6 +132,9 @@ pub struct IndexWriter {
     /// The newest sequences of recently written entities' chains, for the
     /// rows' `entity_jump` hints (see [`Recent`]).
     recent: crate::namekey::Sharded<u32, Recent>,
+    /// The data directory, checked before each file made in `dir` once
+    /// the daemon runs (`home.rs`).
+    home: Option<crate::home::Home>,
 }
 
 /// Entities whose newest sequences [`IndexWriter`] keeps (≈ 80 bytes each
@@ -204,6 +207,7 @@ impl IndexWriter {
             names,
             checkpoint_counter: 0,
             recent: Default::default(),
+            home: None,
         })
     }
 
@@ -272,6 +276,7 @@ impl IndexWriter {
             names,
             checkpoint_counter: cp.counter.get(),
             recent: Default::default(),
+            home: None,
         };
         w.publish_ranges();
         Ok(w)
@@ -443,8 +448,20 @@ impl IndexWriter {
         self.dir.join(format!("chunk-{c:06}"))
     }
 
+    /// From now on (the daemon runs), creates files only while `home`
+    /// still names the data directory it named at the start.
+    pub fn set_home(&mut self, home: crate::home::Home) {
+        self.names.set_home(home.clone());
+        self.home = Some(home);
+    }
+
     /// Creates the chunk files up to chunk `c`.
     fn ensure_chunk(&mut self, c: usize) -> io::Result<()> {
+        if self.chunks.len() <= c
+            && let Some(home) = &self.home
+        {
+            home.check()?;
+        }
         while self.chunks.len() <= c {
             let n = self.chunks.len();
             let path = self.chunk_path(n);

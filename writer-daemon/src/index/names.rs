@@ -29,6 +29,9 @@ pub struct Names {
     ids: [NameMap<u32>; 2],
     /// The next table, while a helper thread builds it.
     growth: Option<Growth>,
+    /// The data directory, checked before each file made in `dir` once
+    /// the daemon runs (`home.rs`).
+    home: Option<crate::home::Home>,
     /// While set, a build waits before it starts (tests).
     #[cfg(test)]
     hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -87,6 +90,7 @@ impl Names {
             used: 0,
             ids: Default::default(),
             growth: None,
+            home: None,
             #[cfg(test)]
             hold: Default::default(),
             #[cfg(test)]
@@ -128,6 +132,7 @@ impl Names {
             used: 0,
             ids: Default::default(),
             growth: None,
+            home: None,
             #[cfg(test)]
             hold: Default::default(),
             #[cfg(test)]
@@ -189,6 +194,16 @@ impl Names {
             .flat_map(move |(i, m)| m.iter().map(move |(n, id)| (tag(i), &n[..], *id)))
     }
 
+    /// From now on, creates files only while `home` still names the data
+    /// directory it named at the start.
+    pub fn set_home(&mut self, home: crate::home::Home) {
+        self.home = Some(home);
+    }
+
+    fn check_home(&self) -> io::Result<()> {
+        self.home.as_ref().map_or(Ok(()), crate::home::Home::check)
+    }
+
     /// Interns a name, writing a new entry if needed. `meta` gets the new end.
     pub fn intern(&mut self, ns: u8, name: &[u8], meta: &MappedFile) -> io::Result<u32> {
         if let Some(id) = self.get(ns, name) {
@@ -197,6 +212,7 @@ impl Names {
         let size = align8(STRING_ENTRY_HEADER + name.len());
         let (file, local) = place(self.end, size);
         if file == self.files.len() {
+            self.check_home()?;
             self.files.push(new_strings_file(&self.dir, file)?);
         }
         let global = ((file as u64) << STRINGS_FILE_LOG2) | local as u64;
@@ -238,7 +254,7 @@ impl Names {
     /// Starts building the next table from the strings below `self.end`;
     /// false if no thread could be started for it.
     fn start_growth(&mut self) -> bool {
-        let (dir, upto) = (self.dir.clone(), self.end);
+        let (dir, upto, home) = (self.dir.clone(), self.end, self.home.clone());
         let (table_no, log2) = (self.table_no + 1, self.table_log2 + 1);
         #[cfg(test)]
         let hold = self.hold.clone();
@@ -253,6 +269,7 @@ impl Names {
                 while hold.load(Ordering::Acquire) {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
+                home.as_ref().map_or(Ok(()), crate::home::Home::check)?;
                 build_table(&dir, upto, table_no, log2)
             });
         match build {
@@ -295,7 +312,10 @@ impl Names {
             Some(t) => t,
             // Here, from every entry written so far (the one being
             // interned is inserted after).
-            None => build_table(&self.dir, self.end, table_no, log2)?,
+            None => {
+                self.check_home()?;
+                build_table(&self.dir, self.end, table_no, log2)?
+            }
         };
         self.table = table;
         self.table_no = table_no;

@@ -483,10 +483,20 @@ fn cleanup(store: &Store, l: &listen::Listening) {
     if !l.owned {
         return;
     }
-    if let Err(e) = std::fs::remove_file(&l.path) {
+    // Both go by path: in a data directory moved while the daemon ran,
+    // the path names another directory (perhaps another store's files).
+    let moved = store.home().check().err();
+    if let Some(e) = &moved {
+        tracing::error!(error = %e, "the socket's discovery file is left in place");
+    }
+    if moved.is_some() && l.path.starts_with(&store.config().data_dir) {
+        tracing::warn!(socket = %l.path.display(), "the socket file is left in place");
+    } else if let Err(e) = std::fs::remove_file(&l.path) {
         tracing::warn!(socket = %l.path.display(), error = %e, "could not remove the socket file");
     }
-    let _ = std::fs::remove_file(store.config().data_dir.join(SOCKET_FILE));
+    if moved.is_none() {
+        let _ = std::fs::remove_file(store.config().data_dir.join(SOCKET_FILE));
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub struct Writer {
     pub(crate) spare: group::Group,
     /// Frees committed requests off the writer thread.
     pub(crate) reclaim: reclaim::Reclaimer,
+    /// The data directory as the start found it: checked before each file
+    /// the writer creates, renames or removes there by path (`home.rs`).
+    pub(crate) home: crate::home::Home,
 }
 
 impl std::fmt::Debug for Writer {
@@ -172,6 +175,9 @@ impl Writer {
         let Some(key) = self.ids.key() else {
             return Ok(());
         };
+        // The file is rewritten by path (a `stat` per settle: at most one
+        // per group with claims, or per idle tick while claims are held).
+        self.home.check()?;
         // Stamps up to the newest given, or before this ms, are given no
         // more once they are the floor.
         let given = self
@@ -192,7 +198,11 @@ impl Writer {
         if !self.claims.is_empty()
             && let Err(e) = self.settle_claims()
         {
-            tracing::warn!(error = %e, "could not rewrite claimed-ids; kept as it was");
+            if crate::error::DataDirMoved::of(&e).is_none() {
+                tracing::warn!(error = %e, "could not rewrite claimed-ids; kept as it was");
+            } else if self.poisoned.is_none() {
+                self.poison(e.to_string());
+            }
         }
         let now = now_ms();
         self.gate.heartbeat(now);
@@ -241,6 +251,11 @@ impl Writer {
             return;
         }
         if let Some((cp, files)) = self.checkpoint_at() {
+            // Written by path into the generation directory.
+            if let Err(e) = self.home.check() {
+                self.poison(e.to_string());
+                return;
+            }
             let dir = self.index.dir().to_owned();
             self.checkpoints.start(cp, files, dir);
         }
@@ -274,15 +289,30 @@ impl Writer {
 
     fn stop(&mut self) -> Result<(), String> {
         let synced = self.sync_now();
-        let idem_path =
-            crate::index::generation_dir(&self.config.data_dir, self.index.generation())
-                .join("idem");
-        let saved = crate::state::save_window(&idem_path, &self.idem);
-        if let Err(e) = &saved {
+        // Every file below is written by path: none into a directory that
+        // is not this store's. The next start on the moved directory takes
+        // its crash checkpoint or rebuilds, as after a crash.
+        let home = self.home.check();
+        if let Err(e) = &home {
+            tracing::error!(error = %e, "the clean stop writes none of its files (idempotency window, checkpoints)");
+        }
+        let saved = match &home {
+            Ok(()) => {
+                let idem_path =
+                    crate::index::generation_dir(&self.config.data_dir, self.index.generation())
+                        .join("idem");
+                crate::state::save_window(&idem_path, &self.idem)
+            }
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        if home.is_ok()
+            && let Err(e) = &saved
+        {
             tracing::warn!(error = %e, "could not save the idempotency window; the next start cannot reuse the index files (it takes the crash checkpoint or rebuilds)");
         }
         self.checkpoints.finish();
         if synced.is_ok()
+            && home.is_ok()
             && let Some((cp, files)) = self.checkpoint_at()
         {
             let dir = self.index.dir().to_owned();
@@ -319,6 +349,7 @@ impl Writer {
                 "published events may not be durable: the gate stays LIVE, and the next start treats this stop as a crash"
             );
         }
+        home.map_err(|e| e.to_string())?;
         synced.map_err(|e| e.to_string())
     }
 }
