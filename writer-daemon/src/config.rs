@@ -45,7 +45,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Append socket path. Default: `weir.sock` inside `$RUNTIME_DIRECTORY`
     /// when set (systemd), else inside the data directory. At most 107 bytes,
-    /// also once made absolute (clients connect to the absolute path).
+    /// also once made absolute (clients connect to the absolute path); and
+    /// its directory at most 93 bytes, since the daemon binds it first as
+    /// `<directory>/.wb<pid in hex>/s` (up to 14 bytes more than the
+    /// directory) and then links it into place.
     pub socket: Option<PathBuf>,
     /// Durability policy. Default: `always`.
     pub sync: SyncPolicy,
@@ -457,6 +460,25 @@ impl Config {
                 "Unix socket paths are limited to 107 bytes: pass a shorter --socket",
             ));
         }
+        // `bind_with_mode` binds `<parent>/.wb<pid in hex>/s` first: with
+        // the widest pid (8 hex digits), 14 bytes past the directory.
+        let bound = bind_path_len(&path);
+        if bound > SOCKET_PATH_MAX {
+            return Err(bad(
+                "socket",
+                path.display(),
+                format!(
+                    "the daemon binds the socket first in a private directory beside it \
+                     ({}/.wb<pid in hex>/s, up to {bound} bytes here) and then links it into \
+                     place, and Unix socket paths are limited to 107 bytes: the socket's \
+                     directory may be at most {} bytes (this one is {}); pass a --socket in \
+                     a shorter directory",
+                    bind_parent(&path).display(),
+                    SOCKET_PATH_MAX - BIND_DIR_EXTRA,
+                    bind_parent(&path).as_os_str().len()
+                ),
+            ));
+        }
         // Clients connect to the absolute path (`<data-dir>/socket` records
         // it), so a relative path must fit once made absolute too.
         if let Ok(absolute) = std::path::absolute(&path)
@@ -481,6 +503,23 @@ impl Config {
 
 /// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
 const SOCKET_PATH_MAX: usize = 107;
+
+/// What the path the daemon binds (`/.wb<pid in hex>/s`, see
+/// `server::listen::bind_with_mode`) adds to the socket's directory, with
+/// the widest pid: 8 hex digits (`pid_max` is at most 2^22).
+pub(crate) const BIND_DIR_EXTRA: usize = "/.wb".len() + 8 + "/s".len();
+
+/// The directory in which the daemon binds `path` (`.` for a bare name).
+pub(crate) fn bind_parent(path: &std::path::Path) -> &std::path::Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+}
+
+/// The longest path the daemon binds for the socket `path`.
+fn bind_path_len(path: &std::path::Path) -> usize {
+    bind_parent(path).as_os_str().len() + BIND_DIR_EXTRA
+}
 
 /// The largest `writer-queue-capacity`: 48 MiB of slots.
 const WRITER_QUEUE_MAX: u32 = 1 << 20;

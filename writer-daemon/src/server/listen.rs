@@ -60,13 +60,11 @@ pub(super) fn open(
 /// Instead the socket is bound in a private 0700 directory beside `path`
 /// (same file system), its mode set there, and hard-linked to `path`; link,
 /// like bind, fails if `path` exists, so a live socket that appeared since
-/// [`remove_stale`] is never replaced (rename would replace it). The private
-/// name is at most 11 bytes longer than the socket's file name.
+/// [`remove_stale`] is never replaced (rename would replace it). The bound
+/// path is at most `BIND_DIR_EXTRA` (14) bytes longer than the directory,
+/// which `Config::validate_socket` checks.
 fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = crate::config::bind_parent(path);
     remove_dead_private_dirs(parent);
     let private = parent.join(format!(".wb{:x}", std::process::id()));
     let tmp = private.join("s");
@@ -279,5 +277,37 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         UnixStream::connect(&path).unwrap();
+    }
+
+    #[test]
+    fn a_socket_whose_bind_path_is_too_long_is_refused_and_one_at_the_limit_binds() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory whose path is `len` bytes.
+        let dir_of = |len: usize| {
+            let base = tmp.path();
+            base.join("d".repeat(len - base.as_os_str().len() - 1))
+        };
+        let socket = |path: &Path| Config {
+            socket: Some(path.to_owned()),
+            ..Config::default()
+        };
+        // 107 bytes, as a Unix socket path may be; but bound first as
+        // `<dir>/.wb<pid>/s`, up to 119 bytes.
+        for dir_len in [105, 94] {
+            let path = dir_of(dir_len).join("s");
+            let err = socket(&path).validate().unwrap_err();
+            assert_eq!(err.field, "socket", "{err}");
+            assert!(err.reason.contains("at most 93 bytes"), "{err}");
+            assert!(err.reason.contains(".wb<pid in hex>/s"), "{err}");
+        }
+        let dir = dir_of(93);
+        std::fs::create_dir(&dir).unwrap();
+        for name in ["s", &"n".repeat(13)] {
+            let path = dir.join(name);
+            socket(&path).validate().unwrap();
+            let _bound = bind_with_mode(&path, 0o600).unwrap();
+            UnixStream::connect(&path).unwrap();
+        }
+        assert_eq!(dir.join("n".repeat(13)).as_os_str().len(), 107);
     }
 }
