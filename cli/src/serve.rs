@@ -28,7 +28,7 @@ const STRING_KEYS: [&str; 4] = ["data-dir", "socket", "log-level", "metrics-list
 
 /// Runs `weir serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
-    let config = load(&args, |k| std::env::var(k).ok())?;
+    let config = load(&args, env_utf8)?;
     let ignored = ignored_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
     if args.print_config {
         print!("{}", render(&config)?);
@@ -54,12 +54,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The configuration: file < environment < flags; `env` reads a variable.
-fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-    let file = args
-        .config
-        .clone()
-        .or_else(|| env("WEIR_CONFIG").map(PathBuf::from));
+/// A variable's value, or an error naming it if it is set but not UTF-8:
+/// the configuration is TOML text, which cannot carry it unchanged (a
+/// lossy copy would serve another directory than the one named).
+fn env_utf8(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(not_utf8(name, &v)),
+    }
+}
+
+/// The refusal of a variable or flag whose value is not UTF-8.
+fn not_utf8(name: &str, value: &std::ffi::OsStr) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{name} is not valid UTF-8 ({value:?}): weir serve takes its configuration as TOML \
+         text, which cannot hold that value unchanged; use a path (or value) that is valid \
+         UTF-8, renaming the directory if need be"
+    )
+}
+
+/// The configuration: file < environment < flags; `env` reads a variable
+/// (an error for a value that is not UTF-8).
+fn load(args: &ServeArgs, env: impl Fn(&str) -> Result<Option<String>>) -> Result<Config> {
+    let file = match &args.config {
+        Some(f) => Some(f.clone()),
+        None => env("WEIR_CONFIG")?.map(PathBuf::from),
+    };
     let mut table = match &file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -72,14 +93,14 @@ fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config
         None => toml::Table::new(),
     };
     if !table.contains_key("data-dir")
-        && let Some(dir) = env("STATE_DIRECTORY").filter(|d| !d.is_empty())
+        && let Some(dir) = env("STATE_DIRECTORY")?.filter(|d| !d.is_empty())
     {
         let first = dir.split(':').next().unwrap_or_default().to_owned();
         table.insert("data-dir".into(), toml::Value::String(first));
     }
     for key in &config_keys()? {
         let var = env_var(key);
-        if let Some(v) = env(&var) {
+        if let Some(v) = env(&var)? {
             let value = env_value(key, &v);
             // Alone first, so that a bad value names its variable.
             let mut one = toml::Table::new();
@@ -97,10 +118,10 @@ fn load(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config
         }
     }
     if let Some(d) = &args.data_dir {
-        table.insert("data-dir".into(), path_value(d));
+        table.insert("data-dir".into(), path_value("--data-dir", d)?);
     }
     if let Some(s) = &args.socket {
-        table.insert("socket".into(), path_value(s));
+        table.insert("socket".into(), path_value("--socket", s)?);
     }
     let config = Config::from_toml(&toml::to_string(&table)?)
         .context("invalid configuration (after WEIR_* variables and flags)")?;
@@ -178,8 +199,10 @@ fn ignored_vars(names: impl Iterator<Item = String>) -> Result<Vec<String>> {
     Ok(ignored)
 }
 
-fn path_value(p: &std::path::Path) -> toml::Value {
-    toml::Value::String(p.to_string_lossy().into_owned())
+/// A flag's path as a TOML string; an error naming `flag` if it is not UTF-8.
+fn path_value(flag: &str, p: &std::path::Path) -> Result<toml::Value> {
+    let text = p.to_str().ok_or_else(|| not_utf8(flag, p.as_os_str()))?;
+    Ok(toml::Value::String(text.to_owned()))
 }
 
 /// A TOML value when the text is one (`8192`, `true`, `0o660`, `[1, 2]`),
@@ -242,7 +265,7 @@ mod tests {
             ("STATE_DIRECTORY", "/from/systemd"),
         ]
         .into();
-        let get = |k: &str| env.get(k).map(|v| (*v).to_owned());
+        let get = |k: &str| Ok(env.get(k).map(|v| (*v).to_owned()));
         let c = load(&args(None, Some(file.clone())), get).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!(c.max_connections, 20);
@@ -252,14 +275,14 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
         let c = load(&args(None, None), get).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/systemd"));
-        let c = load(&args(None, None), |_| None).unwrap();
+        let c = load(&args(None, None), |_| Ok(None)).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("weir-data"));
     }
 
     #[test]
     fn a_bad_environment_value_names_its_variable() {
         let e = load(&args(None, None), |k| {
-            (k == "WEIR_SOCKET_MODE").then(|| "0660".to_owned())
+            Ok((k == "WEIR_SOCKET_MODE").then(|| "0660".to_owned()))
         })
         .unwrap_err();
         let text = format!("{e:#}");
@@ -272,7 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("weir.toml");
         std::fs::write(&file, "sync = \"always\"\nmax-connections = \"many\"\n").unwrap();
-        let e = load(&args(None, Some(file.clone())), |_| None).unwrap_err();
+        let e = load(&args(None, Some(file.clone())), |_| Ok(None)).unwrap_err();
         let text = format!("{e:#}");
         assert!(
             text.starts_with(&format!("{}: line 2: ", file.display())),
@@ -283,7 +306,7 @@ mod tests {
 
     #[test]
     fn printed_configuration_reads_back() {
-        let c = load(&args(Some("/d"), None), |_| None).unwrap();
+        let c = load(&args(Some("/d"), None), |_| Ok(None)).unwrap();
         let text = render(&c).unwrap();
         assert!(text.contains("socket-mode = 0o660"), "{text}");
         assert!(
@@ -311,7 +334,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let e = load(&args(None, None), |k| {
-            (k == "WEIR_MAX_CONNECTIONS").then(|| "0".to_owned())
+            Ok((k == "WEIR_MAX_CONNECTIONS").then(|| "0".to_owned()))
         })
         .unwrap_err();
         assert!(format!("{e:#}").contains("max-connections"), "{e:#}");

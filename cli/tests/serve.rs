@@ -88,3 +88,41 @@ fn a_data_dir_that_is_a_file_gets_one_plain_message() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"kept");
 }
+
+#[test]
+fn a_data_dir_or_socket_that_is_not_utf8_is_refused_by_name() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    // `café d` in Latin-1: not UTF-8.
+    let path = OsStr::from_bytes(b"/tmp/weir-not-utf8/caf\xe9 d");
+    let serve = |args: &[&OsStr], env: Option<&str>| {
+        let mut c = Command::new(WEIR);
+        c.args(["serve", "--print-config"])
+            .args(args)
+            .env_remove("WEIR_DATA_DIR")
+            .env_remove("WEIR_SOCKET")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY");
+        if let Some(var) = env {
+            c.env(var, path);
+        }
+        c.output().unwrap()
+    };
+    let cases: [(&[&OsStr], Option<&str>, &str); 4] = [
+        (&[OsStr::new("--data-dir"), path], None, "--data-dir"),
+        (&[OsStr::new("--socket"), path], None, "--socket"),
+        (&[], Some("WEIR_DATA_DIR"), "WEIR_DATA_DIR"),
+        (&[], Some("STATE_DIRECTORY"), "STATE_DIRECTORY"),
+    ];
+    for (args, env, name) in cases {
+        let out = serve(args, env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{name}: {text}{err}");
+        assert!(
+            err.contains(&format!("{name} is not valid UTF-8")),
+            "{name}: {err}"
+        );
+        assert!(text.is_empty(), "{name}: printed {text}");
+    }
+}
