@@ -28,8 +28,7 @@ impl MappedFile {
             .write(true)
             .create_new(true)
             .open(path)?;
-        nix::fcntl::posix_fallocate(&file, 0, len as i64)
-            .map_err(io::Error::from)
+        crate::modes::fallocate(&file, len as u64)
             .and_then(|()| Self::map(file, path, len))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(path);

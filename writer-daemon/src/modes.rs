@@ -68,10 +68,45 @@ pub fn options() -> OpenOptions {
     o
 }
 
+/// `posix_fallocate(f, 0, len)` on a descriptor that must be open for
+/// reading as well as writing: where the file system has no `fallocate`
+/// (ext2, ext3 without extents, some network file systems) glibc emulates
+/// it, reading back every block inside the file's size, which fails with
+/// EBADF on a write-only descriptor. Refused here on every file system, so
+/// that a write-only open fails the tests on ext4 too.
+///
+/// # Errors
+/// `f` is not open for reading and writing, or the reservation failed.
+pub fn fallocate(f: &std::fs::File, len: u64) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
+    if flags & OFlag::O_ACCMODE != OFlag::O_RDWR {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "posix_fallocate needs a file opened for reading and writing (without \
+             fallocate in the file system, glibc reads the blocks back)",
+        ));
+    }
+    nix::fcntl::posix_fallocate(f, 0, len as i64).map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{create_dir_all, missing_dirs};
+    use super::{create_dir_all, fallocate, missing_dirs, options};
     use std::path::Path;
+
+    #[test]
+    fn fallocate_refuses_a_write_only_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let w = options().write(true).create(true).open(&p).unwrap();
+        let err = fallocate(&w, 8192).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        let rw = options().read(true).write(true).open(&p).unwrap();
+        fallocate(&rw, 8192).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 8192);
+    }
 
     #[test]
     fn the_dirs_to_create_are_the_missing_ancestors_deepest_first() {

@@ -234,20 +234,22 @@ pub fn window_file_len(cap: usize) -> u64 {
 /// could not save it would cost the next start its index files. A failed
 /// reservation gives back what it allocated.
 pub fn reserve_window(path: &std::path::Path, cap: usize) -> std::io::Result<()> {
+    // Readable too: `crate::modes::fallocate`.
     let f = crate::modes::options()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)?;
     let had = f.metadata()?.len();
     let want = window_file_len(cap);
-    if let Err(e) = nix::fcntl::posix_fallocate(&f, 0, want.max(had) as i64) {
+    if let Err(e) = crate::modes::fallocate(&f, want.max(had)) {
         if had == 0 {
             let _ = std::fs::remove_file(path);
         } else {
             let _ = f.set_len(had);
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }

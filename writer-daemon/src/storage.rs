@@ -282,14 +282,16 @@ const FILL_CHUNK: usize = 2 << 20;
 /// removes its file: on a full disk the part written would hold the last
 /// free blocks (which the index needs to grow).
 fn zero_fill(path: &Path, len: u64, zero_up_to: u64) -> io::Result<()> {
+    // Readable too: `crate::modes::fallocate`.
     let mut f = crate::modes::options()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(path)?;
     let filled = write_zeros(&mut f, len.min(zero_up_to))
         .and_then(|()| {
             if len > zero_up_to {
-                nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+                crate::modes::fallocate(&f, len)?;
             }
             Ok(())
         })
@@ -370,10 +372,11 @@ impl Storage for FileStorage {
                         let _ = std::fs::remove_file(p);
                     }
                     let f = crate::modes::options()
+                        .read(true)
                         .write(true)
                         .create_new(true)
                         .open(&tmp)?;
-                    nix::fcntl::posix_fallocate(&f, 0, len as i64).map_err(io::Error::from)?;
+                    crate::modes::fallocate(&f, len)?;
                 }
             }
             let f = OpenOptions::new().read(true).write(true).open(&tmp)?;
