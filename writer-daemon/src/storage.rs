@@ -421,6 +421,9 @@ impl Storage for FileStorage {
     }
 
     fn read(&self, id: u64) -> io::Result<SegmentBytes> {
+        // Mapped by path (an idempotent retry reads its first answer back):
+        // never another store's segment at the path the data dir had.
+        self.check_home()?;
         crate::mapped::map_read_only(&self.path(id)).map(SegmentBytes::Mapped)
     }
 
