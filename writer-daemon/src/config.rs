@@ -108,6 +108,15 @@ pub struct Config {
     pub max_frame_bytes: u32,
     /// Requests one connection may have in flight. Default: 1024.
     pub max_in_flight_per_connection: u32,
+    /// Most bytes of requests (counted by frame length) the daemon holds
+    /// at once: read from the connections and not yet written by the writer
+    /// (a transaction's commit counts its staged bytes). Each connection may
+    /// hold at most `max-batch-bytes` of it. A request that does not fit
+    /// waits unread in its socket until bytes are given back: that
+    /// connection is slowed, the others are not. One request always fits a
+    /// connection that holds nothing, and a daemon that holds nothing. At
+    /// least `max-batch-bytes`. Default: 128 MiB (4 × `max-batch-bytes`).
+    pub max_queued_bytes: u64,
     /// Most concurrent connections. The daemon raises its soft open-file
     /// limit to the hard one at start and serves at most
     /// `limit - 128` connections (each holds one descriptor; 128 stay for
@@ -162,6 +171,7 @@ impl Default for Config {
             max_claimed_ids: 4096,
             max_frame_bytes: 64 << 20,
             max_in_flight_per_connection: 1024,
+            max_queued_bytes: 128 << 20,
             max_connections: 4096,
             read_timeout_ms: 300_000,
             allow_uids: Vec::new(),
@@ -368,6 +378,17 @@ impl Config {
         }
         if self.max_in_flight_per_connection == 0 {
             return Err(bad("max-in-flight-per-connection", 0, "must be at least 1"));
+        }
+        if self.max_queued_bytes < self.max_batch_bytes {
+            return Err(bad(
+                "max-queued-bytes",
+                self.max_queued_bytes,
+                format!(
+                    "must be at least max-batch-bytes = {}: the daemon must be able to hold a \
+                     full batch; raise max-queued-bytes or lower max-batch-bytes",
+                    self.max_batch_bytes
+                ),
+            ));
         }
         if self.max_connections == 0 {
             return Err(bad("max-connections", 0, "must be at least 1"));

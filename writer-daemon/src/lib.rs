@@ -6,6 +6,7 @@
 //! `peer_groups` (`SO_PEERGROUPS`).
 #![deny(unsafe_code)]
 
+pub mod budget;
 pub mod checkpoint;
 pub mod claims;
 pub mod config;

@@ -1,6 +1,7 @@
 //! `Store`: the in-process handle on a running writer. The socket server and
 //! in-process users (benchmarks, tests) append through it.
 
+use crate::budget::Hold;
 use crate::checkpoint::Checkpointer;
 use crate::config::{Config, SyncPolicy};
 use crate::error::{AppendError, OpenError};
@@ -428,16 +429,36 @@ impl Store {
         reason = "the command itself comes back; refusals are rare and not boxed for it"
     )]
     pub fn submit_or_return(&self, events: Vec<AppendRequest>, done: Done) -> Result<(), Refused> {
-        if let Err(error) = self.check(&events) {
-            return Err(Refused {
-                error,
-                events,
-                done,
-            });
-        }
-        self.enqueue(Cmd::Append { events, done }, false)
+        self.submit_held(events, done, None)
+    }
+
+    /// [`submit_or_return`](Self::submit_or_return) with the hold the
+    /// server took on the request's bytes (see `budget`): kept until the
+    /// writer is done with the events, given back at once when refused.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the command itself comes back; refusals are rare and not boxed for it"
+    )]
+    pub(crate) fn submit_held(
+        &self,
+        events: Vec<AppendRequest>,
+        done: Done,
+        hold: Option<Hold>,
+    ) -> Result<(), Refused> {
+        let bytes = match self.check(&events) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return Err(Refused {
+                    error,
+                    events,
+                    done,
+                });
+            }
+        };
+        let hold = hold.unwrap_or_else(|| Hold::unbudgeted(bytes));
+        self.enqueue(Cmd::Append { events, done, hold }, false)
             .map_err(|(error, cmd)| match cmd {
-                Cmd::Append { events, done } => Refused {
+                Cmd::Append { events, done, .. } => Refused {
                     error,
                     events,
                     done,
@@ -482,18 +503,18 @@ impl Store {
     }
 
     /// Validates a command on the caller's thread (the writer trusts it).
-    fn check(&self, events: &[AppendRequest]) -> Result<(), AppendError> {
+    fn check(&self, events: &[AppendRequest]) -> Result<u64, AppendError> {
         validate(&self.inner.config, events).inspect_err(|e| self.inner.shared.rejected(e))
     }
 
     fn call(&self, events: Vec<AppendRequest>) -> Result<Vec<Receipt>, AppendError> {
-        self.check(&events)?;
+        let hold = Hold::unbudgeted(self.check(&events)?);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let done: Done = Box::new(move |r| {
             let _ = tx.send(r);
         });
         // In-process callers wait for room instead of getting Busy.
-        self.enqueue(Cmd::Append { events, done }, true)
+        self.enqueue(Cmd::Append { events, done, hold }, true)
             .map_err(|(e, _)| e)?;
         rx.recv().map_err(|_| AppendError::ShuttingDown)?
     }

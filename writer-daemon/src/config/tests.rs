@@ -123,6 +123,13 @@ fn every_bad_value_is_named() {
             },
         ),
         (
+            "max-queued-bytes",
+            Config {
+                max_queued_bytes: (32 << 20) - 1,
+                ..Config::default()
+            },
+        ),
+        (
             "max-connections",
             Config {
                 max_connections: 0,

@@ -6,6 +6,7 @@ use super::auth::{self, Peer};
 use super::frames::{FrameError, FrameReader};
 use super::replies::{ReplyQueue, write_loop};
 use super::session::Session;
+use crate::budget::Share;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use weir_protocol::fastwire::decode_append_request;
@@ -87,10 +88,23 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
     if may_append {
         reader.set_max(hub.max_frame);
     }
-    let mut session = Session::new(hub, peer);
+    let share = Share::default();
+    let mut session = Session::new(hub, peer, Arc::clone(&share));
     let max_batch = hub.store.config().max_batch_events as usize;
     loop {
-        let fatal = match reader.next(&|| queue.outstanding() > 0) {
+        // The hold on the frame's bytes, taken before its body is read and
+        // once its reply has room: a reader never sits on budget while a
+        // peer that does not read its replies blocks it.
+        let mut held = None;
+        let next = reader.next(&|| queue.outstanding() > 0, &mut |len| {
+            held = queue
+                .wait_room()
+                .then(|| hub.budget.admit(&share, u64::from(len)))
+                .flatten();
+            held.is_some()
+        });
+        let hold = held.unwrap_or_default();
+        let fatal = match next {
             // Appends take the direct decoder; everything else (and
             // anything it declines) goes through serde.
             // A batch over max-batch-events is refused at its header, before
@@ -100,7 +114,7 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
                     .map_or_else(|| decode_request(body, max_batch), Ok)
                 {
                     Ok(req) => {
-                        if session.handle(req, &queue) {
+                        if session.handle(req, hold, &queue) {
                             continue;
                         }
                         break;
@@ -110,6 +124,7 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
                         events,
                         ..
                     }) => {
+                        drop(hold);
                         if session.refuse_batch(id, events, body.len(), &queue) {
                             continue;
                         }
@@ -122,7 +137,7 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
                     .with("len", body.len()),
                 }
             }
-            Err(FrameError::Eof) => break,
+            Err(FrameError::Eof | FrameError::Stopped) => break,
             Err(FrameError::Io(e)) => {
                 tracing::debug!(pid, error = %e, "read failed");
                 break;
@@ -177,9 +192,9 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
 
 /// Reads and checks the hello. `Ok(None)`: the peer left without one.
 fn hello(hub: &Hub, reader: &mut FrameReader) -> Result<Option<ServerHello>, WireError> {
-    let body = match reader.next(&|| false) {
+    let body = match reader.next(&|| false, &mut |_| true) {
         Ok(b) => b,
-        Err(FrameError::Eof | FrameError::Io(_)) => return Ok(None),
+        Err(FrameError::Eof | FrameError::Stopped | FrameError::Io(_)) => return Ok(None),
         Err(FrameError::TooLarge { len }) => {
             return Err(WireError::new(
                 ErrorCode::FrameTooLarge,

@@ -18,6 +18,8 @@ const BUF: usize = 64 << 10;
 pub(super) enum FrameError {
     /// The peer closed between frames.
     Eof,
+    /// The frame's bytes were not admitted: the daemon stops.
+    Stopped,
     /// The peer closed in the middle of a frame.
     Truncated {
         /// Bytes of the frame received.
@@ -76,7 +78,13 @@ impl FrameReader {
 
     /// The next frame body. `busy` says whether replies are still owed to
     /// the peer: a connection that waits for its replies is not idle.
-    pub(super) fn next(&mut self, busy: &dyn Fn() -> bool) -> Result<&[u8], FrameError> {
+    /// `admit` is given the frame's length before its body is read, and
+    /// may wait (for the daemon's budget): false stops reading.
+    pub(super) fn next(
+        &mut self,
+        busy: &dyn Fn() -> bool,
+        admit: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<&[u8], FrameError> {
         self.fill(4, busy)?;
         let len = u32::from_le_bytes(
             self.buf[self.start..self.start + 4]
@@ -85,6 +93,15 @@ impl FrameReader {
         );
         if len > self.max {
             return Err(FrameError::TooLarge { len });
+        }
+        let asked = Instant::now();
+        if !admit(len) {
+            return Err(FrameError::Stopped);
+        }
+        // A wait for admission is the daemon's, not the peer's: it does
+        // not count against the frame's deadline.
+        if let Some(d) = &mut self.deadline {
+            *d += asked.elapsed();
         }
         let total = 4 + len as usize;
         self.fill(total, busy)?;
@@ -215,12 +232,15 @@ mod tests {
             a.write_all(&y).unwrap();
             a
         });
-        let first: Request = decode(r.next(&|| false).unwrap()).unwrap();
+        let first: Request = decode(r.next(&|| false, &mut |_| true).unwrap()).unwrap();
         assert_eq!(first.id, 9);
-        let second: Request = decode(r.next(&|| false).unwrap()).unwrap();
+        let second: Request = decode(r.next(&|| false, &mut |_| true).unwrap()).unwrap();
         assert_eq!(second.op, Op::Stats);
         drop(t.join().unwrap());
-        assert!(matches!(r.next(&|| false), Err(FrameError::Eof)));
+        assert!(matches!(
+            r.next(&|| false, &mut |_| true),
+            Err(FrameError::Eof)
+        ));
     }
 
     #[test]
@@ -228,7 +248,7 @@ mod tests {
         let (mut a, mut r) = pair(4096, 150);
         a.write_all(&u32::MAX.to_le_bytes()).unwrap();
         assert!(matches!(
-            r.next(&|| false),
+            r.next(&|| false, &mut |_| true),
             Err(FrameError::TooLarge { len: u32::MAX })
         ));
         assert!(r.buf.len() <= BUF);
@@ -236,18 +256,21 @@ mod tests {
         let (mut a, mut r) = pair(4096, 150);
         a.write_all(&[10, 0, 0, 0, 1]).unwrap();
         assert!(matches!(
-            r.next(&|| false),
+            r.next(&|| false, &mut |_| true),
             Err(FrameError::Stuck { got: 5 })
         ));
 
         let (_a, mut r) = pair(4096, 150);
-        assert!(matches!(r.next(&|| false), Err(FrameError::Idle)));
+        assert!(matches!(
+            r.next(&|| false, &mut |_| true),
+            Err(FrameError::Idle)
+        ));
 
         let (mut a, mut r) = pair(4096, 150);
         a.write_all(&[10, 0, 0, 0, 1]).unwrap();
         drop(a);
         assert!(matches!(
-            r.next(&|| false),
+            r.next(&|| false, &mut |_| true),
             Err(FrameError::Truncated { got: 5 })
         ));
     }
@@ -267,7 +290,7 @@ mod tests {
             a
         });
         assert!(matches!(
-            r.next(&|| false),
+            r.next(&|| false, &mut |_| true),
             Err(FrameError::Stuck { got: 4 })
         ));
         drop(sender.join().unwrap());
@@ -281,7 +304,7 @@ mod tests {
         a.write_all(&(60u32 << 20).to_le_bytes()).unwrap();
         a.write_all(&[7; 10]).unwrap();
         assert!(matches!(
-            r.next(&|| false),
+            r.next(&|| false, &mut |_| true),
             Err(FrameError::Stuck { got: 14 })
         ));
         assert!(r.buf.len() <= 2 * BUF, "{} bytes held", r.buf.len());
@@ -293,7 +316,7 @@ mod tests {
             a.write_all(&body).unwrap();
             body
         });
-        let got = r.next(&|| false).unwrap().to_vec();
+        let got = r.next(&|| false, &mut |_| true).unwrap().to_vec();
         assert_eq!(got, sender.join().unwrap());
     }
 }

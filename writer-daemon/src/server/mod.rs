@@ -20,6 +20,7 @@ mod session;
 
 pub use listen::SOCKET_FILE;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::OpenError;
 use crate::store::Store;
@@ -135,6 +136,8 @@ pub(crate) struct Hub {
     /// `max-connections`, or fewer when the open-file limit is lower.
     fd_bound: bool,
     timeout: Duration,
+    /// Bytes of requests read and not yet written (`max-queued-bytes`).
+    budget: Arc<Budget>,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<UnixStream>>>,
     gone: Condvar,
@@ -152,6 +155,7 @@ impl Hub {
             max_connections: max_connections as usize,
             fd_bound: max_connections < u64::from(c.max_connections),
             timeout: Duration::from_millis(c.read_timeout_ms.into()),
+            budget: Arc::new(Budget::new(c.max_queued_bytes, c.max_batch_bytes)),
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
             gone: Condvar::new(),
@@ -244,6 +248,8 @@ impl Hub {
     /// Stops reading every connection (each finishes what it read, writes
     /// its replies and closes), then waits for them up to `DRAIN`.
     fn drain(&self) {
+        // A reader waiting for bytes stops waiting (it reads nothing more).
+        self.budget.close();
         for s in self.conns().values() {
             let _ = s.shutdown(Shutdown::Read);
         }
@@ -394,6 +400,8 @@ fn run(
     notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     tracing::info!(
         connections = hub.conns().len(),
+        peak_queued_bytes = hub.budget.peak(),
+        budget_waits = hub.budget.waits(),
         "stopping: finishing requests in flight"
     );
     hub.drain();
@@ -515,3 +523,6 @@ mod tests {
         assert_eq!(connection_limit(1000, 129).unwrap(), 1);
     }
 }
+
+#[cfg(test)]
+mod budget_tests;

@@ -136,6 +136,17 @@ impl ReplyQueue {
         })
     }
 
+    /// Waits until one more reply fits (see [`reserve`](Self::reserve)).
+    /// False once broken.
+    pub(super) fn wait_room(&self) -> bool {
+        let mut s = self.lock();
+        while s.outstanding >= self.cap && !s.broken {
+            s.reader_waits = true;
+            s = self.room.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        !s.broken
+    }
+
     /// Queues an answer known now. False once broken.
     pub(super) fn push_ready(self: &Arc<Self>, id: u64, outcome: Outcome) -> bool {
         match self.reserve(id) {

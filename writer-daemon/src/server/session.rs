@@ -10,6 +10,7 @@
 use super::Hub;
 use super::auth::Peer;
 use super::replies::{Outcome, ReplyQueue};
+use crate::budget::{Hold, Share};
 use crate::error::AppendError;
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::writer::event_bytes;
@@ -34,15 +35,18 @@ pub(super) struct Session<'h> {
     peer: Peer,
     may_append: bool,
     txn: Option<Staged>,
+    /// The connection's bytes held against the daemon's budget.
+    share: Share,
 }
 
 impl<'h> Session<'h> {
-    pub(super) fn new(hub: &'h Hub, peer: Peer) -> Self {
+    pub(super) fn new(hub: &'h Hub, peer: Peer, share: Share) -> Self {
         Self {
             hub,
             may_append: hub.policy.may_append(&peer),
             peer,
             txn: None,
+            share,
         }
     }
 
@@ -72,8 +76,10 @@ impl<'h> Session<'h> {
         self.reject(WireError::new(ErrorCode::TransactionState, msg))
     }
 
-    /// Handles one request; false when the connection should close.
-    pub(super) fn handle(&mut self, req: Request, q: &Arc<ReplyQueue>) -> bool {
+    /// Handles one request, `hold` on its frame's bytes; false when the
+    /// connection should close. The hold goes to the writer with an
+    /// append, and is given back here for anything else.
+    pub(super) fn handle(&mut self, req: Request, hold: Hold, q: &Arc<ReplyQueue>) -> bool {
         let id = req.id;
         let ready = |result: Outcome| q.push_ready(id, result);
         match req.op {
@@ -97,12 +103,17 @@ impl<'h> Session<'h> {
             }
             Op::Append(e) if self.txn.is_some() => ready(self.stage(vec![e])),
             Op::AppendBatch(v) if self.txn.is_some() => ready(self.stage(v)),
-            Op::Append(e) => self.submit(id, vec![e], true, q).0,
-            Op::AppendBatch(v) => self.submit(id, v, false, q).0,
+            Op::Append(e) => self.submit(id, vec![e], true, q, hold).0,
+            Op::AppendBatch(v) => self.submit(id, v, false, q, hold).0,
             Op::Commit => match self.txn.take() {
                 None => ready(self.txn_state("commit without an open transaction")),
                 Some(t) if t.events.is_empty() => ready(Ok(Reply::Batch(Vec::new()))),
-                Some(t) => self.commit(id, t, q),
+                Some(t) => {
+                    // Given back first: the commit's own bytes must not
+                    // keep the connection's share from taking the batch's.
+                    drop(hold);
+                    self.commit(id, t, q)
+                }
             },
             Op::Sync => self.sync(id, q),
         }
@@ -202,8 +213,15 @@ impl<'h> Session<'h> {
     /// it, and appends pipelined behind the refused one are still staged,
     /// not written on their own.
     fn commit(&mut self, id: u64, mut t: Staged, q: &Arc<ReplyQueue>) -> bool {
+        // The batch takes its bytes from the budget like any append (it may
+        // wait); a daemon that stops refuses it, keeping the transaction.
+        let Some(hold) = self.hub.budget.admit(&self.share, t.bytes) else {
+            let open = q.push_ready(id, self.reject(AppendError::ShuttingDown.to_wire()));
+            self.txn = Some(t);
+            return open;
+        };
         let events = std::mem::take(&mut t.events);
-        let (open, back) = self.submit(id, events, false, q);
+        let (open, back) = self.submit(id, events, false, q, hold);
         if let Some((code, events)) = back
             && matches!(
                 code,
@@ -225,6 +243,7 @@ impl<'h> Session<'h> {
         events: Vec<AppendRequest>,
         single: bool,
         q: &Arc<ReplyQueue>,
+        hold: Hold,
     ) -> (bool, Option<(ErrorCode, Vec<AppendRequest>)>) {
         if q.outstanding() >= self.hub.max_in_flight {
             let e = WireError::new(
@@ -255,7 +274,7 @@ impl<'h> Session<'h> {
             };
             slot.complete(out);
         });
-        match self.hub.store.submit_or_return(events, done) {
+        match self.hub.store.submit_held(events, done, Some(hold)) {
             Ok(()) => (true, None),
             Err(r) => {
                 let code = r.error.code();

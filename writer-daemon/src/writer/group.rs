@@ -9,7 +9,8 @@
 //! recovery, which reads segments in order, sees it before it could index
 //! them.
 
-use super::{Done, Writer};
+use super::{Done, Queued, Writer};
+use crate::budget::Hold;
 use crate::config::SyncPolicy;
 use crate::error::AppendError;
 use crate::fxhash::{FxHashMap, FxHashSet};
@@ -43,6 +44,8 @@ struct Pending {
 pub(super) struct Staged {
     pub(super) events: Vec<AppendRequest>,
     done: Done,
+    /// Dropped with the events (see `budget`).
+    hold: Hold,
     /// `Some` for a replay of known idempotency keys: nothing is written.
     replay: Option<Vec<Receipt>>,
     /// The replay answers from keys staged earlier in this same group, so
@@ -52,10 +55,11 @@ pub(super) struct Staged {
 
 impl Staged {
     /// A command to write (not a replay).
-    fn new(events: Vec<AppendRequest>, done: Done) -> Self {
+    fn new((events, done, hold): Queued) -> Self {
         Self {
             events,
             done,
+            hold,
             replay: None,
             replay_in_group: false,
         }
@@ -122,19 +126,16 @@ fn conflict(index: usize, e: &AppendRequest, state: Option<EntityState>) -> Appe
 }
 
 impl Writer {
-    pub(super) fn process(&mut self, mut cmds: Vec<(Vec<AppendRequest>, Done)>) {
+    pub(super) fn process(&mut self, mut cmds: Vec<Queued>) {
         while !cmds.is_empty() {
             cmds = self.process_group(cmds);
         }
     }
 
     /// Commits one group; returns the commands that belong to the next one.
-    fn process_group(
-        &mut self,
-        cmds: Vec<(Vec<AppendRequest>, Done)>,
-    ) -> Vec<(Vec<AppendRequest>, Done)> {
+    fn process_group(&mut self, cmds: Vec<Queued>) -> Vec<Queued> {
         if let Some(cause) = &self.poisoned {
-            for (_, done) in cmds {
+            for (_, done, _) in cmds {
                 let e = AppendError::Poisoned {
                     cause: cause.clone(),
                 };
@@ -149,7 +150,7 @@ impl Writer {
         // (events, with keys, with ids, frame bytes).
         let (events, keyed, named, frame_bytes) =
             cmds.iter()
-                .flat_map(|(evs, _)| evs)
+                .flat_map(|(evs, _, _)| evs)
                 .fold((0, 0, 0, 0), |(n, k, i, b), e| {
                     (
                         n + 1,
@@ -171,8 +172,8 @@ impl Writer {
         g.ids.reserve(named);
         let mut rest = Vec::new();
         let mut cmds = cmds.into_iter();
-        for (events, done) in cmds.by_ref() {
-            if let Some(deferred) = self.stage(&mut g, events, done) {
+        for cmd in cmds.by_ref() {
+            if let Some(deferred) = self.stage(&mut g, cmd) {
                 rest.push(deferred);
                 break;
             }
@@ -185,10 +186,7 @@ impl Writer {
             // Whatever was not staged is refused with the group's error (a
             // retry's too: one attempt per group, the rest would fail the
             // same way).
-            g.staged.extend(
-                rest.drain(..)
-                    .map(|(events, done)| Staged::new(events, done)),
-            );
+            g.staged.extend(rest.drain(..).map(Staged::new));
         }
         if let Some(err) = g.retry.take() {
             self.retry_later(g, &err);
@@ -275,7 +273,8 @@ impl Writer {
         self.shared.committed(fresh, bytes, self.next_seq);
         let mut spent = Vec::with_capacity(g.staged.len());
         for (s, r) in g.staged.drain(..).zip(receipts) {
-            spent.push(s.events);
+            // The events go first, then their hold (a tuple drops in order).
+            spent.push((s.events, s.hold));
             let answer = match s.replay {
                 // A replay says whether its event is durable now, not when
                 // it was first stored (a sync may have come in between);
@@ -328,12 +327,7 @@ impl Writer {
     /// chain heads applied (with undo entries); on refusal it is answered.
     /// A command that needs a new segment while this group already holds
     /// frames is handed back, to start the next group.
-    fn stage(
-        &mut self,
-        g: &mut Group,
-        events: Vec<AppendRequest>,
-        done: Done,
-    ) -> Option<(Vec<AppendRequest>, Done)> {
+    fn stage(&mut self, g: &mut Group, (events, done, hold): Queued) -> Option<Queued> {
         // `events` passed `validate` on the submitting thread (see `Store`).
         match self.replay(&events, g) {
             Err(e) => {
@@ -344,6 +338,7 @@ impl Writer {
                 g.staged.push(Staged {
                     events,
                     done,
+                    hold,
                     replay: Some(receipts),
                     replay_in_group: in_group,
                 });
@@ -359,7 +354,7 @@ impl Writer {
             .sum();
         if !self.log.fits(g.buf.len() + bytes, g.frames.len() + n) {
             if !g.pending.is_empty() {
-                return Some((events, done));
+                return Some((events, done, hold));
             }
             if !self.log.fits_new(bytes, n) {
                 // Not even a new segment could take it: the configuration's
@@ -376,7 +371,7 @@ impl Writer {
                 return None;
             }
             if let Err(e) = self.log.rotate(first, self.config.sync_mode) {
-                g.staged.push(Staged::new(events, done));
+                g.staged.push(Staged::new((events, done, hold)));
                 match &e {
                     // Sealed, and nothing else written: the next group
                     // tries the create again.
@@ -398,10 +393,10 @@ impl Writer {
             if !g.pending.is_empty() {
                 // The group so far needs no new file: it goes on without
                 // this command, which starts the next group and tries again.
-                return Some((events, done));
+                return Some((events, done, hold));
             }
             let transient = super::transient(&e);
-            g.staged.push(Staged::new(events, done));
+            g.staged.push(Staged::new((events, done, hold)));
             let cause = format!("cannot create index file {}: {e}", path.display());
             if transient {
                 g.retry = Some(super::unavailable(&cause));
@@ -411,7 +406,7 @@ impl Writer {
             return None;
         }
         let cmd = g.staged.len();
-        g.staged.push(Staged::new(events, done));
+        g.staged.push(Staged::new((events, done, hold)));
         let (buf_mark, frames_mark, pending_mark, undo_mark) =
             (g.buf.len(), g.frames.len(), g.pending.len(), g.undo.len());
         let events = &g.staged[cmd].events;

@@ -5,6 +5,7 @@
 mod group;
 mod reclaim;
 
+use crate::budget::Hold;
 use crate::checkpoint::CrashCheckpoint;
 use crate::config::{Config, SyncPolicy};
 use crate::error::AppendError;
@@ -24,6 +25,8 @@ use weir_protocol::wire::{AppendRequest, Receipt};
 
 /// Called with the outcome of an append.
 pub type Done = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
+/// An append as the writer takes it: events, reply, hold.
+pub(crate) type Queued = (Vec<AppendRequest>, Done, Hold);
 /// Reply callback of a sync: the visible watermark once durable.
 pub type SyncDone = Box<dyn FnOnce(Result<u64, AppendError>) + Send>;
 
@@ -35,6 +38,9 @@ pub enum Cmd {
         events: Vec<AppendRequest>,
         /// Reply.
         done: Done,
+        /// The request's bytes, held against the daemon's budget until the
+        /// events are dropped.
+        hold: Hold,
     },
     /// Make everything durable.
     Sync {
@@ -128,7 +134,7 @@ impl Writer {
             let mut stop = None;
             for cmd in group {
                 match cmd {
-                    Cmd::Append { events, done } => appends.push((events, done)),
+                    Cmd::Append { events, done, hold } => appends.push((events, done, hold)),
                     Cmd::Sync { done } => {
                         self.process(std::mem::take(&mut appends));
                         let synced = self.sync_now().map(|()| self.next_seq);
@@ -147,7 +153,7 @@ impl Writer {
                 let mut rest = Vec::new();
                 while let Ok(c) = rx.try_recv() {
                     match c {
-                        Cmd::Append { events, done } => rest.push((events, done)),
+                        Cmd::Append { events, done, hold } => rest.push((events, done, hold)),
                         Cmd::Sync { done } => done(Err(AppendError::ShuttingDown)),
                         Cmd::Stop { done } => done(Ok(())),
                     }
@@ -382,7 +388,8 @@ pub(crate) fn event_bytes(e: &AppendRequest) -> u64 {
 /// Checks one command against the limits and rules that need no writer
 /// state. [`crate::Store`] runs it on the submitting thread, before the
 /// command is queued, so the writer thread never spends time on it.
-pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), AppendError> {
+/// Returns the bytes the events count against `max-batch-bytes`.
+pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<u64, AppendError> {
     if events.is_empty() {
         return Err(AppendError::EmptyBatch);
     }
@@ -409,7 +416,7 @@ pub(crate) fn validate(c: &Config, events: &[AppendRequest]) -> Result<(), Appen
             }
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 impl Writer {

@@ -22,8 +22,9 @@ use weir_protocol::wire::AppendRequest;
 /// Groups that may wait to be freed; past that the writer frees its own.
 const QUEUE: usize = 16;
 
-/// One group's spent requests.
-pub(super) type Spent = Vec<Vec<AppendRequest>>;
+/// One group's spent requests, each with the hold on its bytes (given
+/// back once they are freed).
+pub(super) type Spent = Vec<(Vec<AppendRequest>, crate::budget::Hold)>;
 
 /// The reclaim thread, started on the first group.
 #[derive(Debug)]

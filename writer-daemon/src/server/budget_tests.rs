@@ -1,0 +1,186 @@
+//! The daemon holds at most `max-queued-bytes` of requests, and one
+//! connection at most `max-batch-bytes`, however many large appends its
+//! connections pipeline; a connection waiting for bytes slows only itself.
+
+use super::{Hub, conn};
+use crate::config::{Config, SyncPolicy};
+use crate::storage::SimStorage;
+use crate::store::Store;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_protocol::wire::{
+    AppendRequest, ClientHello, HELLO_MAGIC, HelloReply, Op, PROTOCOL_VERSION, Reply, Request,
+    Response, decode, encode, read_frame_bytes, write_frame,
+};
+
+const KIB: u64 = 1 << 10;
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        segment_max_bytes: 4 << 20,
+        chunk_rows_log2: 10,
+        max_payload_bytes: 60 << 10,
+        max_batch_bytes: 64 * KIB,
+        max_batch_events: 16,
+        max_frame_bytes: 1 << 20,
+        max_queued_bytes: 256 * KIB,
+        sync: SyncPolicy::Always,
+        ..Config::new(dir)
+    }
+}
+
+fn ev(entity: &str, payload: usize) -> AppendRequest {
+    AppendRequest {
+        entity: entity.into(),
+        scope: "tenant:a".into(),
+        kind: 0x1001,
+        payload: vec![7; payload],
+        ..AppendRequest::default()
+    }
+}
+
+/// A connection served by `hub` on a thread, past its hello.
+fn connect(hub: &Arc<Hub>) -> UnixStream {
+    let (client, server) = UnixStream::pair().unwrap();
+    let hub = Arc::clone(hub);
+    std::thread::spawn(move || conn::run(&hub, Arc::new(server)));
+    let hello = ClientHello {
+        magic: HELLO_MAGIC,
+        versions: vec![PROTOCOL_VERSION],
+        client: "budget-test".into(),
+    };
+    write_frame(&mut &client, &hello).unwrap();
+    let mut buf = Vec::new();
+    read_frame_bytes(&mut &client, 1 << 20, &mut buf).unwrap();
+    assert!(matches!(
+        decode::<HelloReply>(&buf).unwrap(),
+        HelloReply::Ok(_)
+    ));
+    client
+}
+
+fn replies(s: &UnixStream, n: usize) -> Vec<Response> {
+    let mut buf = Vec::new();
+    (0..n)
+        .map(|_| {
+            read_frame_bytes(&mut &*s, 1 << 20, &mut buf).unwrap();
+            decode::<Response>(&buf).unwrap()
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn pipelined_large_appends_are_held_within_the_budget_and_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::default();
+    let store = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+    let hub = Arc::new(Hub::new(store.clone(), 64));
+    // The writer stops inside the first group's write.
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.pause_at = Some(st.ops + 1);
+    }
+    // Six connections pipeline 5 appends of 60 KiB each: 1.8 MiB in all.
+    let (conns, per_conn, payload) = (6, 5, 60 << 10);
+    let mut frame = 0;
+    let mut senders = Vec::new();
+    let attackers: Vec<UnixStream> = (0..conns).map(|_| connect(&hub)).collect();
+    for (c, s) in attackers.iter().enumerate() {
+        let mut out = Vec::new();
+        for i in 0..per_conn {
+            let op = Op::AppendBatch(vec![ev(&format!("big:{c}"), payload)]);
+            let start = out.len();
+            encode(&mut out, &Request { id: i + 1, op }).unwrap();
+            frame = (out.len() - start - 4) as u64;
+        }
+        let mut s = s.try_clone().unwrap();
+        senders.push(std::thread::spawn(move || s.write_all(&out).unwrap()));
+    }
+    sim.wait_paused();
+    // Four frames fit 256 KiB, the fifth not: two connections wait for
+    // the daemon, the four others for their own share (64 KiB).
+    wait_until("every reader waiting", || {
+        hub.budget.waits() >= conns as u64
+    });
+    assert_eq!(hub.budget.used(), 4 * frame);
+    // A small append on another connection is admitted meanwhile.
+    let victim = connect(&hub);
+    write_frame(
+        &mut &victim,
+        &Request {
+            id: 1,
+            op: Op::Append(ev("small", 2)),
+        },
+    )
+    .unwrap();
+    wait_until("the small append admitted", || {
+        hub.budget.used() > 4 * frame
+    });
+    sim.release();
+    let r = replies(&victim, 1);
+    assert!(matches!(r[0].result, Ok(Reply::Appended(_))), "{r:?}");
+    for s in &attackers {
+        for r in replies(s, per_conn as usize) {
+            assert!(
+                matches!(r.result, Ok(Reply::Batch(ref v)) if v.len() == 1),
+                "{r:?}"
+            );
+        }
+    }
+    for t in senders {
+        t.join().unwrap();
+    }
+    // Everything stored, nothing refused, and every byte given back.
+    let stats = store.stats();
+    assert_eq!(stats.appends, conns as u64 * per_conn + 1);
+    assert!(stats.rejected.is_empty(), "{:?}", stats.rejected);
+    wait_until("every byte given back", || hub.budget.used() == 0);
+    let peak = hub.budget.peak();
+    assert!(
+        peak <= 256 * KIB,
+        "{peak} bytes held at once, over max-queued-bytes"
+    );
+}
+
+#[test]
+fn one_connection_holds_at_most_max_batch_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::default();
+    let store = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+    let hub = Arc::new(Hub::new(store.clone(), 64));
+    {
+        let mut st = sim.state.lock().unwrap();
+        st.pause_at = Some(st.ops + 1);
+    }
+    let s = connect(&hub);
+    // 40 KiB each: one fits the connection's 64 KiB, two do not.
+    let mut out = Vec::new();
+    for i in 0..4 {
+        let op = Op::AppendBatch(vec![ev("big", 40 << 10)]);
+        encode(&mut out, &Request { id: i + 1, op }).unwrap();
+    }
+    let sender = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || s.write_all(&out).unwrap())
+    };
+    sim.wait_paused();
+    wait_until("the reader waiting", || hub.budget.waits() >= 1);
+    let held = hub.budget.used();
+    assert!(held > 40 * KIB && held <= 64 * KIB, "{held} bytes held");
+    sim.release();
+    for r in replies(&s, 4) {
+        assert!(matches!(r.result, Ok(Reply::Batch(_))), "{r:?}");
+    }
+    sender.join().unwrap();
+    assert_eq!(store.stats().appends, 4);
+}
