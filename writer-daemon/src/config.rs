@@ -76,7 +76,10 @@ pub struct Config {
     /// also hold one event of `max-payload-bytes` with the longest entity
     /// and scope (1024 bytes each): a smaller value is refused at start.
     pub max_batch_bytes: u64,
-    /// Most events the writer commits in one group (one sync). Default: 8192.
+    /// Most events the writer commits in one group (one sync). A group
+    /// also stops once its requests hold `max-batch-bytes` (it always takes
+    /// one), so that a small append is not synced together with hundreds of
+    /// MiB queued before it. Default: 8192.
     pub group_commit_max_events: u32,
     /// Requests that may wait for the writer before new ones get `Busy`.
     /// At most 1,048,576 (the queue's slots, 48 bytes each, are allocated at

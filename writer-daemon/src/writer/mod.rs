@@ -118,12 +118,19 @@ impl Writer {
                     return;
                 }
             };
+            // A group stops at group-commit-max-events or at max-batch-bytes
+            // of requests: a small append must not wait for the write and
+            // sync of hundreds of MiB queued before it.
+            let (mut events, mut bytes) = group_weight(&first);
             let mut group = vec![first];
-            let mut events = group_events(&group[0]);
-            while events < self.config.group_commit_max_events as usize {
+            while events < self.config.group_commit_max_events as usize
+                && bytes < self.config.max_batch_bytes
+            {
                 match rx.try_recv() {
                     Ok(c) => {
-                        events += group_events(&c);
+                        let (n, b) = group_weight(&c);
+                        events += n;
+                        bytes += b;
                         group.push(c);
                     }
                     Err(_) => break,
@@ -618,9 +625,10 @@ pub fn check_event(index: usize, e: &AppendRequest, max_payload: u32) -> Result<
     Ok(())
 }
 
-fn group_events(c: &Cmd) -> usize {
+/// A command's events and bytes, as a group counts them.
+fn group_weight(c: &Cmd) -> (usize, u64) {
     match c {
-        Cmd::Append { events, .. } => events.len(),
-        _ => 1,
+        Cmd::Append { events, hold, .. } => (events.len(), hold.bytes()),
+        _ => (1, 0),
     }
 }
