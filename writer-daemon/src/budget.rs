@@ -168,6 +168,72 @@ impl Budget {
     }
 }
 
+/// Bytes staged in open transactions, daemon-wide (`max-staged-bytes`).
+/// Staging past it is refused, not waited for: staged bytes come back only
+/// when their transaction commits, is cancelled or its connection ends.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    used: AtomicU64,
+    cap: u64,
+}
+
+/// One transaction's staged bytes, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct StagedHold {
+    staging: Arc<Staging>,
+    bytes: u64,
+}
+
+impl Staging {
+    pub(crate) fn new(cap: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            cap,
+        }
+    }
+
+    /// A hold on nothing yet, for a transaction that begins.
+    pub(crate) fn hold(self: &Arc<Self>) -> StagedHold {
+        StagedHold {
+            staging: Arc::clone(self),
+            bytes: 0,
+        }
+    }
+
+    /// The cap.
+    pub(crate) fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// Bytes staged now.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Relaxed)
+    }
+}
+
+impl StagedHold {
+    /// Takes `more` bytes for the transaction, if they fit.
+    pub(crate) fn grow(&mut self, more: u64) -> bool {
+        let taken = self
+            .staging
+            .used
+            .fetch_update(SeqCst, Relaxed, |used| {
+                used.checked_add(more).filter(|&n| n <= self.staging.cap)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
+impl Drop for StagedHold {
+    fn drop(&mut self) {
+        self.staging.used.fetch_sub(self.bytes, SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,13 @@ pub struct Config {
     /// connection that holds nothing, and a daemon that holds nothing. At
     /// least `max-batch-bytes`. Default: 128 MiB (4 × `max-batch-bytes`).
     pub max_queued_bytes: u64,
+    /// Most bytes (payloads and names) staged in open transactions, all
+    /// connections together. Staged events stay in the daemon's memory until
+    /// their transaction commits, is cancelled or its connection ends; a
+    /// stage past this is refused with `Busy` (and `retry_after_ms`),
+    /// nothing of it staged, the transaction left open. At least
+    /// `max-batch-bytes`. Default: 128 MiB (4 × `max-batch-bytes`).
+    pub max_staged_bytes: u64,
     /// Most concurrent connections. The daemon raises its soft open-file
     /// limit to the hard one at start and serves at most
     /// `limit - 128` connections (each holds one descriptor; 128 stay for
@@ -175,6 +182,7 @@ impl Default for Config {
             max_frame_bytes: 64 << 20,
             max_in_flight_per_connection: 1024,
             max_queued_bytes: 128 << 20,
+            max_staged_bytes: 128 << 20,
             max_connections: 4096,
             read_timeout_ms: 300_000,
             allow_uids: Vec::new(),
@@ -389,6 +397,17 @@ impl Config {
                 format!(
                     "must be at least max-batch-bytes = {}: the daemon must be able to hold a \
                      full batch; raise max-queued-bytes or lower max-batch-bytes",
+                    self.max_batch_bytes
+                ),
+            ));
+        }
+        if self.max_staged_bytes < self.max_batch_bytes {
+            return Err(bad(
+                "max-staged-bytes",
+                self.max_staged_bytes,
+                format!(
+                    "must be at least max-batch-bytes = {}: a full transaction must be able \
+                     to stage; raise max-staged-bytes or lower max-batch-bytes",
                     self.max_batch_bytes
                 ),
             ));

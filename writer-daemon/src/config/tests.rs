@@ -130,6 +130,13 @@ fn every_bad_value_is_named() {
             },
         ),
         (
+            "max-staged-bytes",
+            Config {
+                max_staged_bytes: 1 << 20,
+                ..Config::default()
+            },
+        ),
+        (
             "max-connections",
             Config {
                 max_connections: 0,

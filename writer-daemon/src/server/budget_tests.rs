@@ -1,6 +1,7 @@
 //! The daemon holds at most `max-queued-bytes` of requests, and one
 //! connection at most `max-batch-bytes`, however many large appends its
 //! connections pipeline; a connection waiting for bytes slows only itself.
+//! Open transactions stage at most `max-staged-bytes` in all.
 
 use super::{Hub, conn};
 use crate::config::{Config, SyncPolicy};
@@ -26,6 +27,7 @@ fn config(dir: &std::path::Path) -> Config {
         max_batch_events: 16,
         max_frame_bytes: 1 << 20,
         max_queued_bytes: 256 * KIB,
+        max_staged_bytes: 128 * KIB,
         sync: SyncPolicy::Always,
         ..Config::new(dir)
     }
@@ -183,4 +185,68 @@ fn one_connection_holds_at_most_max_batch_bytes() {
     }
     sender.join().unwrap();
     assert_eq!(store.stats().appends, 4);
+}
+
+/// Sends `ops` on `s` (ids from 1) and returns their outcomes.
+fn call(s: &UnixStream, ops: Vec<Op>) -> Vec<Result<Reply, weir_protocol::wire::WireError>> {
+    let n = ops.len();
+    for (i, op) in ops.into_iter().enumerate() {
+        write_frame(
+            &mut &*s,
+            &Request {
+                id: i as u64 + 1,
+                op,
+            },
+        )
+        .unwrap();
+    }
+    replies(s, n).into_iter().map(|r| r.result).collect()
+}
+
+#[test]
+fn staging_past_max_staged_bytes_is_refused_busy_until_a_transaction_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let hub = Arc::new(Hub::new(store.clone(), 64));
+    let stage = |entity: &str| Op::Append(ev(entity, 60 << 10));
+    // Two transactions stage 60 KiB each: 120 of the 128 KiB.
+    let (a, b, c) = (connect(&hub), connect(&hub), connect(&hub));
+    for (s, name) in [(&a, "a"), (&b, "b")] {
+        let r = call(s, vec![Op::Begin, stage(name)]);
+        assert!(matches!(r[1], Ok(Reply::Staged { staged: 1 })), "{r:?}");
+    }
+    // A third is refused, retryably; nothing of it is staged.
+    let r = call(&c, vec![Op::Begin, stage("c")]);
+    let e = r[1].as_ref().unwrap_err();
+    assert_eq!(e.code, weir_protocol::wire::ErrorCode::Busy, "{e:?}");
+    assert!(e.fields.contains_key("retry_after_ms"), "{e:?}");
+    assert!(e.message.contains("max-staged-bytes"), "{e:?}");
+    // Cancelling gives the bytes back: the retry is staged.
+    assert!(matches!(
+        call(&a, vec![Op::Cancel])[0],
+        Ok(Reply::Cancelled { dropped: 1 })
+    ));
+    let r = call(&c, vec![stage("c")]);
+    assert!(matches!(r[0], Ok(Reply::Staged { staged: 1 })), "{r:?}");
+    // So does a connection that ends mid-transaction.
+    drop(b);
+    wait_until("b's staged bytes given back", || {
+        hub.staging.used() < 100 * KIB
+    });
+    let r = call(&a, vec![Op::Begin, stage("a2")]);
+    assert!(matches!(r[1], Ok(Reply::Staged { staged: 1 })), "{r:?}");
+    // And a commit: only c's event is stored.
+    let r = call(&c, vec![Op::Commit]);
+    assert!(
+        matches!(r[0], Ok(Reply::Batch(ref v)) if v.len() == 1),
+        "{r:?}"
+    );
+    let r = call(&a, vec![Op::Cancel]);
+    assert!(r[0].is_ok(), "{r:?}");
+    // (A commit's staged bytes are given back once it is queued, which
+    // may be just after its reply.)
+    wait_until("every staged byte given back", || hub.staging.used() == 0);
+    let stats = store.stats();
+    assert_eq!(stats.appends, 1);
+    assert_eq!(stats.rejected.get("Busy"), Some(&1));
 }

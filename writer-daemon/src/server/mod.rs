@@ -20,7 +20,7 @@ mod session;
 
 pub use listen::SOCKET_FILE;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Staging};
 use crate::config::Config;
 use crate::error::OpenError;
 use crate::store::Store;
@@ -138,6 +138,8 @@ pub(crate) struct Hub {
     timeout: Duration,
     /// Bytes of requests read and not yet written (`max-queued-bytes`).
     budget: Arc<Budget>,
+    /// Bytes staged in open transactions (`max-staged-bytes`).
+    staging: Arc<Staging>,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<UnixStream>>>,
     gone: Condvar,
@@ -156,6 +158,7 @@ impl Hub {
             fd_bound: max_connections < u64::from(c.max_connections),
             timeout: Duration::from_millis(c.read_timeout_ms.into()),
             budget: Arc::new(Budget::new(c.max_queued_bytes, c.max_batch_bytes)),
+            staging: Arc::new(Staging::new(c.max_staged_bytes)),
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
             gone: Condvar::new(),

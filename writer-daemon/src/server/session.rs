@@ -10,12 +10,15 @@
 use super::Hub;
 use super::auth::Peer;
 use super::replies::{Outcome, ReplyQueue};
-use crate::budget::{Hold, Share};
+use crate::budget::{Hold, Share, StagedHold};
 use crate::error::AppendError;
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::writer::event_bytes;
 use std::sync::Arc;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Reply, Request, WireError};
+
+/// The wait a stage refused for want of `max-staged-bytes` is told to take.
+const STAGING_RETRY_MS: u64 = 100;
 
 /// Events staged since `Begin`.
 #[derive(Debug, Default)]
@@ -27,6 +30,9 @@ struct Staged {
     keys: FxHashSet<u128>,
     /// The client-chosen event ids staged, with their events' positions.
     ids: FxHashMap<u128, usize>,
+    /// `bytes`, held against `max-staged-bytes` until this is dropped
+    /// (commit, cancel, the connection's end).
+    hold: Option<StagedHold>,
 }
 
 /// Per-connection request state.
@@ -89,13 +95,19 @@ impl<'h> Session<'h> {
                 ready(self.txn_state("a transaction is already open on this connection"))
             }
             Op::Begin => {
-                self.txn = Some(Staged::default());
+                self.txn = Some(Staged {
+                    hold: Some(self.hub.staging.hold()),
+                    ..Staged::default()
+                });
                 ready(Ok(Reply::Begun))
             }
             Op::Cancel => match self.txn.take() {
-                Some(t) => ready(Ok(Reply::Cancelled {
-                    dropped: t.events.len() as u32,
-                })),
+                Some(t) => {
+                    let dropped = t.events.len() as u32;
+                    // Its staged bytes are given back before the reply.
+                    drop(t);
+                    ready(Ok(Reply::Cancelled { dropped }))
+                }
                 None => ready(self.txn_state("cancel without an open transaction")),
             },
             Op::Append(_) | Op::AppendBatch(_) | Op::Commit if !self.may_append => {
@@ -198,6 +210,10 @@ impl<'h> Session<'h> {
             }
         }
         let t = self.txn.as_mut().expect("checked above");
+        let more = bytes - t.bytes;
+        if !t.hold.as_mut().is_some_and(|h| h.grow(more)) {
+            return self.staging_full(more);
+        }
         t.events.extend(events);
         t.bytes = bytes;
         t.keys.extend(keys);
@@ -205,6 +221,28 @@ impl<'h> Session<'h> {
         Ok(Reply::Staged {
             staged: t.events.len() as u32,
         })
+    }
+
+    /// Refuses a stage past `max-staged-bytes`: retryable, as every client
+    /// retries `Busy`; not waited for, since staged bytes come back only
+    /// when transactions end.
+    fn staging_full(&self, more: u64) -> Outcome {
+        let staging = &self.hub.staging;
+        self.reject(
+            WireError::new(
+                ErrorCode::Busy,
+                format!(
+                    "the daemon holds {} bytes of open transactions and max-staged-bytes = {} \
+                     leaves no room for {more} more; nothing of this request was staged, the \
+                     transaction stays open: retry later, or commit or cancel transactions",
+                    staging.used(),
+                    staging.cap()
+                ),
+            )
+            .with("staged_bytes", staging.used())
+            .with("max_staged_bytes", staging.cap())
+            .with("retry_after_ms", STAGING_RETRY_MS),
+        )
     }
 
     /// Submits what is staged as one batch. A refusal that invites a retry
