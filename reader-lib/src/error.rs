@@ -223,6 +223,9 @@ pub enum Error {
     /// An append, or the connection for it, failed.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// A saved [`Cursor`](crate::Cursor) could not be read back.
+    #[error(transparent)]
+    Cursor(#[from] crate::CursorError),
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 
 mod cancelled;
 pub mod client;
+mod cursor;
 mod entry;
 mod error;
 mod gate;
@@ -40,6 +41,7 @@ mod wait;
 pub use client::{
     Client, ClientError, ClientOptions, Transaction, UNRESOLVED_KEYS_FIELD, new_idempotency_key,
 };
+pub use cursor::{Cursor, CursorError};
 pub use entry::Entry;
 pub use error::{AttachError, Chain, Error, ReadError};
 pub use memfit::HUGE_PAGES_ENV;
@@ -47,7 +49,7 @@ pub use reader::{DaemonState, Reader, Snapshot, Status};
 /// The msgpack decoder's error, in [`ReadError::Decode`].
 pub use rmp_serde::decode::Error as DecodeError;
 pub use verify::{BreakKind, ChainBreak, ChainReport};
-pub use wait::{Cursor, Resumed, Subscription};
+pub use wait::{Resumed, Subscription};
 pub use weir_protocol::hash::HashInput;
 pub use weir_protocol::segment::{FrameError, FrameHeader, FrameRef};
 pub use weir_protocol::wire::{AppendRequest, ErrorCode, Receipt, Stats, WireError};

@@ -2,12 +2,12 @@
 //! futex word; [`Subscription`] catches up with paged queries, then follows.
 #![forbid(unsafe_code)]
 
+use crate::cursor::{Cursor, Origin};
 use crate::entry::Entry;
 use crate::error::ReadError;
 use crate::map::futex_wait;
 use crate::prefixes::PrefixIds;
 use crate::reader::{Reader, Snapshot};
-use crate::view::View;
 use std::collections::VecDeque;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -102,7 +102,11 @@ impl Reader {
     /// ([`Snapshot::cursor`]): if the reader has moved to another daemon
     /// instance since, the position is carried over as [`Resumed`] says.
     /// So a subscription can be dropped (e.g. to call
-    /// [`release_old_views`](Self::release_old_views)) and taken up again.
+    /// [`release_old_views`](Self::release_old_views)) and taken up again,
+    /// in this process or, from a cursor saved with
+    /// [`Cursor::to_bytes`] or serde, in another: a cursor of another
+    /// daemon instance than the reader's is carried over at the first
+    /// refill, as if the subscription had lived on.
     #[must_use]
     pub fn resume(&self, region: Region, cursor: Cursor) -> Subscription<'_> {
         Subscription {
@@ -127,42 +131,6 @@ impl Snapshot<'_> {
     #[must_use]
     pub fn cursor(&self) -> Cursor {
         Cursor::at(self.view(), self.visible(), self.visible())
-    }
-}
-
-/// The daemon instance, and the store, a subscription's position counts in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Origin {
-    instance: [u8; 16],
-    store: Option<u64>,
-}
-
-/// Where a [`Subscription`] stands: its position, and the store and daemon
-/// instance that sequence counts in. See [`Reader::resume`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    position: u64,
-    origin: Origin,
-    /// The origin's `visible` when the position was last checked against it.
-    seen: u64,
-}
-
-impl Cursor {
-    fn at(view: &View, position: u64, seen: u64) -> Self {
-        Self {
-            position,
-            seen,
-            origin: Origin {
-                instance: view.gate.header.instance,
-                store: view.gate.store,
-            },
-        }
-    }
-
-    /// The next sequence to consider, in the store the cursor was taken in.
-    #[must_use]
-    pub fn position(&self) -> u64 {
-        self.position
     }
 }
 
