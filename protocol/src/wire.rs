@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 mod code;
+mod request;
 
 /// Magic carried by the hello, so a stray connection is told apart from a client.
 pub const HELLO_MAGIC: [u8; 4] = *b"weir";

@@ -292,7 +292,7 @@ impl Client {
         kind: EventKind,
         payload: &[u8],
     ) -> Result<Receipt, ClientError> {
-        self.append_with(request(at, kind, payload.to_vec()))
+        self.append_with(AppendRequest::new(at, kind, payload))
     }
 
     /// Appends a value serialized as msgpack (named fields), which
@@ -303,11 +303,13 @@ impl Client {
         kind: EventKind,
         value: &T,
     ) -> Result<Receipt, ClientError> {
-        self.append_with(request(at, kind, msgpack(value)?))
+        self.append_with(msgpack(at, kind, value)?)
     }
 
     /// Appends one fully specified event (idempotency key, expected
-    /// version, ids). A key is generated when `req` has none.
+    /// version, ids), built with [`AppendRequest::new`] or
+    /// [`AppendRequest::msgpack`] and their `with_…` setters. A key is
+    /// generated when `req` has none.
     pub fn append_with(&mut self, mut req: AppendRequest) -> Result<Receipt, ClientError> {
         keyed(&mut req);
         match self.exchange(vec![Op::Append(req)])?.remove(0) {
@@ -602,16 +604,6 @@ impl Client {
     }
 }
 
-fn request(at: &Coordinate, kind: EventKind, payload: Vec<u8>) -> AppendRequest {
-    AppendRequest {
-        entity: at.entity().to_owned(),
-        scope: at.scope().to_owned(),
-        kind: kind.0,
-        payload,
-        ..AppendRequest::default()
-    }
-}
-
 /// The idempotency keys an append or batch carries (every one has a key by
 /// the time it is sent).
 fn op_keys(op: &Op) -> Vec<u128> {
@@ -686,9 +678,13 @@ fn unexpected(r: &Reply) -> ClientError {
     }
 }
 
-/// A value as a msgpack payload (named fields, as `Entry::payload_as` reads).
-fn msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ClientError> {
-    rmp_serde::to_vec_named(value).map_err(|e| ClientError::Protocol {
+/// [`AppendRequest::msgpack`], its error as the client's.
+fn msgpack<T: Serialize + ?Sized>(
+    at: &Coordinate,
+    kind: EventKind,
+    value: &T,
+) -> Result<AppendRequest, ClientError> {
+    AppendRequest::msgpack(at, kind, value).map_err(|e| ClientError::Protocol {
         what: format!("cannot encode the payload: {e}"),
     })
 }

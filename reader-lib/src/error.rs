@@ -226,6 +226,10 @@ pub enum Error {
     /// A saved [`Cursor`](crate::Cursor) could not be read back.
     #[error(transparent)]
     Cursor(#[from] crate::CursorError),
+    /// A value could not be encoded as a msgpack payload
+    /// ([`AppendRequest::msgpack`](crate::AppendRequest::msgpack)).
+    #[error("cannot encode the payload: {0}")]
+    Encode(#[from] crate::EncodeError),
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub use memfit::HUGE_PAGES_ENV;
 pub use reader::{DaemonState, Reader, Snapshot, Status};
 /// The msgpack decoder's error, in [`ReadError::Decode`].
 pub use rmp_serde::decode::Error as DecodeError;
+/// The msgpack encoder's error, from [`AppendRequest::msgpack`].
+pub use rmp_serde::encode::Error as EncodeError;
 pub use verify::{BreakKind, ChainBreak, ChainReport};
 pub use wait::{Resumed, Subscription};
 pub use weir_protocol::hash::HashInput;

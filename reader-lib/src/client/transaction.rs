@@ -3,7 +3,7 @@
 
 use super::conn::Failure;
 use super::{
-    Client, ClientError, keyed, msgpack, request, retryable, unexpected, with_keys, with_unresolved,
+    Client, ClientError, keyed, msgpack, retryable, unexpected, with_keys, with_unresolved,
 };
 use serde::Serialize;
 use weir_protocol::wire::{AppendRequest, ErrorCode, Op, Receipt, Reply};
@@ -82,7 +82,7 @@ impl Transaction<'_> {
         kind: EventKind,
         payload: &[u8],
     ) -> Result<u32, ClientError> {
-        self.append_with(request(at, kind, payload.to_vec()))
+        self.append_with(AppendRequest::new(at, kind, payload))
     }
 
     /// Stages a msgpack-encoded value.
@@ -92,7 +92,7 @@ impl Transaction<'_> {
         kind: EventKind,
         value: &T,
     ) -> Result<u32, ClientError> {
-        self.append_with(request(at, kind, msgpack(value)?))
+        self.append_with(msgpack(at, kind, value)?)
     }
 
     /// Stages one fully specified event.
