@@ -120,3 +120,41 @@ fn a_serde_cursor_of_another_version_or_with_bad_ids_is_refused() {
     .expect_err("sign");
     assert!(e.contains("`store`"), "{e}");
 }
+
+/// The bytes form's offsets and widths are those of FORMAT.md's table
+/// ("Saved cursor").
+#[test]
+fn the_bytes_form_matches_the_spec() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+    let text = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    let at = text
+        .find("## Saved cursor")
+        .expect("the spec's cursor section");
+    let rows: Vec<(usize, usize)> = text[at..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            Some((cells.get(1)?.parse().ok()?, cells.get(2)?.parse().ok()?))
+        })
+        .collect();
+    use super::{CRC_AT, FLAGS_AT, INSTANCE_AT, POSITION_AT, SEEN_AT, STORE_AT, VERSION_AT};
+    let code = vec![
+        (0, VERSION_AT),
+        (VERSION_AT, FLAGS_AT - VERSION_AT),
+        (FLAGS_AT, POSITION_AT - FLAGS_AT),
+        (POSITION_AT, SEEN_AT - POSITION_AT),
+        (SEEN_AT, STORE_AT - SEEN_AT),
+        (STORE_AT, INSTANCE_AT - STORE_AT),
+        (INSTANCE_AT, CRC_AT - INSTANCE_AT),
+        (CRC_AT, LEN - CRC_AT),
+    ];
+    assert_eq!(rows, code);
+    let b = cursor(Some(9)).to_bytes();
+    assert_eq!(&b[..4], b"wcur");
+    assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 5);
+    assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 7);
+    assert_eq!(u64::from_le_bytes(b[24..32].try_into().unwrap()), 9);
+    assert_eq!(&b[32..48], b"0123456789abcdef");
+}
