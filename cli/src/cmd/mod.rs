@@ -8,5 +8,6 @@ pub mod common;
 pub mod export;
 pub mod read;
 pub mod render;
+pub mod shown;
 pub mod stat;
 pub mod verify;

@@ -1,20 +1,48 @@
 //! How events look: JSON objects (`--json`, `export`) and table rows.
-//! Payloads are shown as JSON when they are exactly one msgpack value that
-//! `weir append` would encode back to the same bytes, else as base64; the
-//! `payload_encoding` field says which. So `export` piped into `append`
-//! stores every payload byte for byte.
+//!
+//! `export` shows a payload as JSON only when it is exactly one msgpack
+//! value that `weir append` would encode back to the same bytes (encoding
+//! `msgpack`), else as base64 (`base64`): so `export` piped into `append`
+//! stores every payload byte for byte. The display commands (`get`,
+//! `stream`, `query`, `tail`) show every msgpack value that has a JSON form
+//! as JSON, its keys in the payload's own order; one that `append` would
+//! encode to other bytes (keys not sorted, a wider integer or float than
+//! needed) is `msgpack-display`.
 
+use super::shown::Shown;
 use anyhow::{Context, Result};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use weir::{Entry, Receipt};
 
-/// The payload as JSON and the name of its encoding (`msgpack` or `base64`).
+/// `payload_encoding` of a payload shown as JSON that `weir append` stores
+/// back byte for byte.
+pub const MSGPACK: &str = "msgpack";
+/// `payload_encoding` of a payload a display command shows as JSON that
+/// `weir append` would store as other bytes (sorted keys, other widths).
+pub const MSGPACK_DISPLAY: &str = "msgpack-display";
+/// `payload_encoding` of a payload shown as base64.
+pub const BASE64: &str = "base64";
+
+/// The payload as `export` writes it and the name of its encoding
+/// ([`MSGPACK`] or [`BASE64`]).
 #[must_use]
 pub fn payload(bytes: &[u8]) -> (Value, &'static str) {
-    match msgpack_to_json(bytes) {
-        Some(v) => (v, "msgpack"),
-        None => (Value::String(base64(bytes)), "base64"),
+    match shown(bytes) {
+        (s, MSGPACK) => (s.to_value(), MSGPACK),
+        _ => (Value::String(base64(bytes)), BASE64),
+    }
+}
+
+/// The payload as the display commands show it and the name of its
+/// encoding ([`MSGPACK`], [`MSGPACK_DISPLAY`] or [`BASE64`]).
+#[must_use]
+pub fn shown(bytes: &[u8]) -> (Shown, &'static str) {
+    match Shown::decode(bytes).filter(|v| v.depth() <= MAX_JSON_DEPTH) {
+        Some(v) if round_trips(&v, bytes) => (v, MSGPACK),
+        Some(v) => (v, MSGPACK_DISPLAY),
+        None => (Shown::String(base64(bytes)), BASE64),
     }
 }
 
@@ -23,40 +51,36 @@ pub fn payload(bytes: &[u8]) -> (Value, &'static str) {
 /// levels, and the line's own object takes one.
 const MAX_JSON_DEPTH: usize = 100;
 
-/// Decodes exactly one msgpack value; trailing bytes mean it is not msgpack,
-/// and so does a value that `append` would encode to other bytes (a raw
-/// byte below 0x80 reads as a number, a 4-byte float comes back as 8) or
-/// could not read back (nested deeper than [`MAX_JSON_DEPTH`]).
-fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
-    if bytes.is_empty() {
-        return None;
-    }
-    let mut cursor = std::io::Cursor::new(bytes);
-    let mut de = rmp_serde::Deserializer::new(&mut cursor);
-    let v: Value = serde::Deserialize::deserialize(&mut de).ok()?;
-    let whole = cursor.position() == bytes.len() as u64;
-    (whole && depth(&v) <= MAX_JSON_DEPTH && rmp_serde::to_vec_named(&v).ok()? == bytes)
-        .then_some(v)
+/// Whether `weir append` encodes `v` back to `bytes` (not when a raw byte
+/// below 0x80 reads as a number, a 4-byte float comes back as 8, or a map's
+/// keys are not sorted).
+fn round_trips(v: &Shown, bytes: &[u8]) -> bool {
+    rmp_serde::to_vec_named(&v.to_value()).is_ok_and(|b| b == bytes)
 }
 
-/// How many arrays and maps `v` nests (0 for a scalar).
-fn depth(v: &Value) -> usize {
-    match v {
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// One event as a JSON object; `hashes` adds `prev_hash` and `event_hash`.
+/// One event as a JSON object, as `export` writes it; `hashes` adds
+/// `prev_hash` and `event_hash`.
 pub fn entry_json(e: &Entry<'_>, hashes: bool) -> Result<Value> {
-    let seq = e.sequence();
-    let bytes = e
-        .payload()
-        .with_context(|| format!("event at sequence {seq}"))?;
-    let (payload, encoding) = payload(bytes);
+    let (payload, encoding) = payload(payload_bytes(e)?);
+    let mut m = fields(e)?;
+    m.insert("payload_encoding".into(), json!(encoding));
+    m.insert("payload".into(), payload);
+    if hashes {
+        m.insert("prev_hash".into(), json!(hex(&e.prev_hash()?)));
+        m.insert("event_hash".into(), json!(hex(&e.event_hash()?)));
+    }
+    Ok(Value::Object(m))
+}
+
+fn payload_bytes<'a>(e: &'a Entry<'_>) -> Result<&'a [u8]> {
+    e.payload()
+        .with_context(|| format!("event at sequence {}", e.sequence()))
+}
+
+/// An event's fields but its payload.
+fn fields(e: &Entry<'_>) -> Result<Map<String, Value>> {
     let mut m = Map::new();
-    m.insert("sequence".into(), json!(seq));
+    m.insert("sequence".into(), json!(e.sequence()));
     m.insert("event_id".into(), json!(e.event_id().to_string()));
     m.insert("entity".into(), json!(e.entity()));
     m.insert("scope".into(), json!(e.scope()));
@@ -71,13 +95,39 @@ pub fn entry_json(e: &Entry<'_>, hashes: bool) -> Result<Value> {
     if let Some(c) = e.causation_id() {
         m.insert("causation_id".into(), json!(c.to_string()));
     }
-    m.insert("payload_encoding".into(), json!(encoding));
-    m.insert("payload".into(), payload);
-    if hashes {
-        m.insert("prev_hash".into(), json!(hex(&e.prev_hash()?)));
-        m.insert("event_hash".into(), json!(hex(&e.event_hash()?)));
+    Ok(m)
+}
+
+/// One event as a display command's `--json` line: the fields in the order
+/// `export` gives them, the payload in its own key order.
+struct DisplayLine {
+    fields: Map<String, Value>,
+    payload: Shown,
+}
+
+impl DisplayLine {
+    fn new(e: &Entry<'_>) -> Result<Self> {
+        let (payload, encoding) = shown(payload_bytes(e)?);
+        let mut fields = fields(e)?;
+        fields.insert("payload_encoding".into(), json!(encoding));
+        // A place holder, so that the payload comes where `export` puts it.
+        fields.insert("payload".into(), Value::Null);
+        Ok(Self { fields, payload })
     }
-    Ok(Value::Object(m))
+}
+
+impl Serialize for DisplayLine {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in &self.fields {
+            if k == "payload" {
+                map.serialize_entry(k, &self.payload)?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// A receipt as JSON.
@@ -125,7 +175,7 @@ impl<W: Write> Printer<W> {
     pub fn page(&mut self, entries: &[Entry<'_>]) -> Result<()> {
         if self.json {
             for e in entries {
-                serde_json::to_writer(&mut self.out, &entry_json(e, false)?)?;
+                serde_json::to_writer(&mut self.out, &DisplayLine::new(e)?)?;
                 self.out.write_all(b"\n")?;
             }
             return Ok(());
@@ -175,12 +225,9 @@ impl<W: Write> Printer<W> {
 }
 
 fn cells(e: &Entry<'_>) -> Result<[String; 8]> {
-    let bytes = e
-        .payload()
-        .with_context(|| format!("event at sequence {}", e.sequence()))?;
-    let text = match payload(bytes) {
-        (v, "msgpack") => v.to_string(),
-        (v, enc) => format!("{enc}:{}", v.as_str().unwrap_or_default()),
+    let text = match shown(payload_bytes(e)?) {
+        (Shown::String(b), BASE64) => format!("{BASE64}:{b}"),
+        (v, _) => v.to_string(),
     };
     Ok([
         e.sequence().to_string(),
@@ -351,6 +398,47 @@ mod tests {
         ] {
             let mp = rmp_serde::to_vec_named(&v).unwrap();
             assert_eq!(payload(&mp), (v, "msgpack"));
+        }
+    }
+
+    /// `{"order": 1, "amount_cents": 5}` as a client's `to_vec_named` writes
+    /// a struct whose fields are not in alphabetical order.
+    const UNSORTED: &[u8] = b"\x82\xa5order\x01\xacamount_cents\x05";
+
+    #[test]
+    fn display_shows_unsorted_keys_as_json_in_their_order_and_export_as_base64() {
+        let (v, encoding) = shown(UNSORTED);
+        assert_eq!(encoding, MSGPACK_DISPLAY);
+        assert_eq!(v.to_string(), r#"{"order":1,"amount_cents":5}"#);
+        assert_eq!(payload(UNSORTED), (json!(base64(UNSORTED)), BASE64));
+        // A 1 in two bytes: shown as 1, exported as base64.
+        assert_eq!(shown(&[0xcc, 0x01]).1, MSGPACK_DISPLAY);
+        assert_eq!(payload(&[0xcc, 0x01]).1, BASE64);
+        // What round-trips is `msgpack` in both.
+        let sorted = rmp_serde::to_vec_named(&json!({"amount_cents": 5, "order": 1})).unwrap();
+        assert_eq!(shown(&sorted).1, MSGPACK);
+        assert_eq!(payload(&sorted).1, MSGPACK);
+    }
+
+    #[test]
+    fn msgpack_without_a_json_form_is_base64_in_display_and_export() {
+        for raw in [
+            &[0xc4, 0x02, 0x01, 0x02][..],                // bin
+            &[0xd4, 0x01, 0x02],                          // fixext 1
+            &[0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0],        // NaN
+            &[0x81, 0x01, 0x02],                          // integer key
+            &[0x81, 0xc4, 0x01, b'k', 0x02],              // bin key
+            &[0x82, 0xa1, b'a', 0x01, 0xa1, b'a', 0x02],  // a key twice
+            &[0x91, 0xc4, 0x01, 0x00],                    // bin inside
+            b"\x82\xa5order\x01\xacamount_cents\x05\x00", // trailing byte
+        ] {
+            let (v, encoding) = shown(raw);
+            assert_eq!(
+                (v, encoding),
+                (Shown::String(base64(raw)), BASE64),
+                "{raw:?}"
+            );
+            assert_eq!(payload(raw).1, BASE64, "{raw:?}");
         }
     }
 
