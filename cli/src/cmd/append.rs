@@ -1,4 +1,5 @@
-//! `weir append`: one event from flags, or JSON lines from stdin in batches.
+//! `weir append`: one event from flags, or JSON lines from stdin, sent
+//! pipelined in groups of `--batch` lines, each stored or refused on its own.
 //! JSON payloads are stored as msgpack (named fields).
 
 use super::common::{DataDir, Output, parse_kind};
@@ -55,8 +56,10 @@ pub struct AppendArgs {
     /// Condition on the entity: `any`, `none` (no event yet) or N (its last clock).
     #[arg(long, value_name = "V", value_parser = parse_expected, requires = "payload")]
     expect_version: Option<ExpectedVersion>,
-    /// Events per request batch when reading stdin (a batch is also sent
-    /// once its payloads reach 64 MiB).
+    /// Stdin lines sent per pipelined round trip (sooner once their payloads
+    /// reach 64 MiB). Each line is stored or refused on its own, not as an
+    /// all-or-nothing batch: a refused line is reported and the others are
+    /// stored.
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch: u32,
     #[command(flatten)]
