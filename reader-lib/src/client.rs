@@ -65,10 +65,11 @@ impl ClientOptions {
     /// about one `io_timeout`). Default: 30 s.
     /// [`Client::connect`] and [`Client::connect_dir`] fail at once when no
     /// daemon listens ([`ClientError::Disconnected`] with `waited` zero, or
-    /// an I/O error when the data directory names no socket yet); a daemon
-    /// that refuses the connection for now (`Busy` at its `max-connections`,
-    /// `ShuttingDown`) is tried again after the `retry_after_ms` it gives,
-    /// within this budget, then reported as [`ClientError::Refused`].
+    /// [`ClientError::NotRunning`] when the data directory names no socket);
+    /// a daemon that refuses the connection for now (`Busy` at its
+    /// `max-connections`, `ShuttingDown`) is tried again after the
+    /// `retry_after_ms` it gives, within this budget, then reported as
+    /// [`ClientError::Refused`].
     #[must_use]
     pub fn retry_for(mut self, d: Duration) -> Self {
         self.retry_for = d;
@@ -172,13 +173,30 @@ impl Client {
         data_dir: impl AsRef<Path>,
         opts: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let file = data_dir.as_ref().join("socket");
-        let text = std::fs::read_to_string(&file).map_err(|source| ClientError::Io {
-            path: file.clone(),
-            source,
+        let data_dir = data_dir.as_ref();
+        let file = data_dir.join("socket");
+        let text = std::fs::read_to_string(&file).map_err(|source| {
+            if source.kind() != std::io::ErrorKind::NotFound {
+                return ClientError::Io { path: file, source };
+            }
+            // No `socket` file: no daemon runs for a directory that exists;
+            // one that does not is a wrong path, not a stopped daemon.
+            match std::fs::metadata(data_dir) {
+                Ok(m) if m.is_dir() => ClientError::NotRunning {
+                    data_dir: data_dir.to_path_buf(),
+                },
+                Ok(_) => ClientError::Io {
+                    path: data_dir.to_path_buf(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                },
+                Err(source) => ClientError::Io {
+                    path: data_dir.to_path_buf(),
+                    source,
+                },
+            }
         })?;
         let dir = DirCheck {
-            dir: data_dir.as_ref().to_path_buf(),
+            dir: data_dir.to_path_buf(),
         };
         Self::connect_checked(text.trim_end_matches('\n'), opts, Some(dir))
     }

@@ -85,7 +85,9 @@ pub fn means_not_running(e: &ClientError) -> bool {
             source.kind(),
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
         ),
-        ClientError::Disconnected { .. } | ClientError::OtherDataDir { .. } => true,
+        ClientError::NotRunning { .. }
+        | ClientError::Disconnected { .. }
+        | ClientError::OtherDataDir { .. } => true,
         _ => false,
     }
 }
@@ -104,6 +106,13 @@ fn not_running(dir: &std::path::Path, e: &ClientError) -> anyhow::Error {
             "the daemon for {} is running but refused the connection as {} ({e}); try again later",
             dir.display(),
             refusal(error.code)
+        );
+    }
+    if let ClientError::NotRunning { .. } = e {
+        // Its text already says "the daemon is not running for <dir>".
+        return anyhow!(
+            "{e}; start it with `weir serve --data-dir {}`",
+            dir.display()
         );
     }
     if gone {

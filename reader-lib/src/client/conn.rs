@@ -126,9 +126,11 @@ impl Conn {
         dir: Option<&DirCheck>,
     ) -> Result<Self, Failure> {
         let mut stream = connect(path, opts.io_timeout).map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                Failure::Transient(format!("{}: {e} (is the daemon running?)", path.display()))
-            }
+            // The error names no path: the `ClientError` names it once.
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Failure::Transient(format!(
+                "{e}: no daemon is listening (not running, or still starting: a daemon listens \
+                 once its restore is done)"
+            )),
             // The daemon's listen backlog stayed full for the whole timeout:
             // it is not accepting (stopped, hung or overloaded).
             ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::NoAnswer,

@@ -10,13 +10,30 @@ use weir_protocol::wire::{ErrorCode, Receipt, WireError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// Connecting or talking to the socket failed in a way retrying cannot fix.
+    /// Connecting or talking to the socket failed in a way retrying cannot
+    /// fix (the socket refuses this user, the data directory does not
+    /// exist or cannot be read).
     #[error("{path}: {source}")]
     Io {
-        /// The socket (or discovery file).
+        /// The socket, the discovery file or the data directory.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// [`Client::connect_dir`] found the data directory but no `socket`
+    /// file in it: no daemon has published one (none was started there, or
+    /// one is still opening the store), or its daemon stopped cleanly. A
+    /// daemon started for the directory fixes it. (A daemon that was killed
+    /// leaves its `socket` file: connecting then gives
+    /// [`ClientError::Disconnected`].)
+    #[error(
+        "the daemon is not running for {} (it has no `socket` file: no daemon has published \
+         one there, or its daemon stopped cleanly)",
+        .data_dir.display()
+    )]
+    NotRunning {
+        /// The data directory the client was given.
+        data_dir: PathBuf,
     },
     /// The daemon sent something this client does not understand.
     #[error("protocol error: {what}")]
@@ -56,7 +73,10 @@ pub enum ClientError {
         answered: Vec<Option<Result<Receipt, WireError>>>,
     },
     /// The connection broke and no reconnect succeeded within the budget
-    /// (`waited` zero: the first connect failed, nothing was retried).
+    /// (`waited` zero: the first connect failed, nothing was retried). A
+    /// socket that refuses the connection or does not exist has no daemon
+    /// listening: it is not running (killed, or stopped without removing its
+    /// socket), or still starting (a daemon listens once its restore is done).
     #[error("{}{}", disconnected(.path, *.waited, .last), unresolved(.keys))]
     Disconnected {
         /// The socket.
@@ -323,6 +343,37 @@ impl ClientError {
             | Self::Disconnected { answered, .. }
             | Self::Refused { answered, .. } => answered,
             _ => &[],
+        }
+    }
+    /// Whether the same call may succeed later, unchanged, once a daemon
+    /// runs (again) or has room: [`ClientError::NotRunning`],
+    /// [`ClientError::Disconnected`], [`ClientError::NotAnswering`],
+    /// [`ClientError::Refused`], [`ClientError::Timeout`], and a
+    /// [`ClientError::Server`] refusal whose code is about the daemon's
+    /// state, not the request (`Busy`, `TooManyInFlight`, `ShuttingDown`,
+    /// `Timeout`, `OutcomeUnknown`). Resend with the
+    /// [`ClientError::unresolved_keys`] the error gives, so that nothing is
+    /// stored twice. `false` for everything else: the request, the path,
+    /// this user's permissions or the daemon's version must change first
+    /// (`Io`, `Protocol`, `OtherDataDir`, `RequestTooLarge`, `InvalidEvent`,
+    /// `StagedEventRefused`, `NotSynced`, any other refusal).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NotRunning { .. }
+            | Self::Disconnected { .. }
+            | Self::NotAnswering { .. }
+            | Self::Refused { .. }
+            | Self::Timeout { .. } => true,
+            Self::Server(e) => matches!(
+                e.code,
+                ErrorCode::Busy
+                    | ErrorCode::TooManyInFlight
+                    | ErrorCode::ShuttingDown
+                    | ErrorCode::Timeout
+                    | ErrorCode::OutcomeUnknown
+            ),
+            _ => false,
         }
     }
     /// The daemon's typed error, for [`ClientError::Server`] and
