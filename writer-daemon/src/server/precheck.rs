@@ -8,7 +8,9 @@ use std::io;
 use std::path::Path;
 
 /// Refuses a socket path that is not a socket, one a live process listens
-/// on, or one whose directory cannot be created or written. A stale socket
+/// on (as [`OpenError::Locked`](crate::error::OpenError::Locked) when
+/// another daemon holds `data_dir`'s lock), or one whose directory cannot
+/// be created or written. A stale socket
 /// passes (the bind replaces it). A socket directly in `data_dir` (the
 /// default) leaves its directory to the store's own checks, which say more.
 pub(super) fn socket_path(path: &Path, data_dir: &Path) -> Result<(), ServeError> {
@@ -19,8 +21,16 @@ pub(super) fn socket_path(path: &Path, data_dir: &Path) -> Result<(), ServeError
     // Not a socket, or a live one: refused as the bind would. A stale one
     // passes (the bind replaces it); a missing one (ENOTDIR: a parent is not
     // a directory) leaves the walk below to say which directory is wrong.
-    if super::listen::stale_socket(path)? {
-        return Ok(());
+    // A live one whose listener is the daemon of `data_dir` (its LOCK is
+    // held) is refused for that: another --socket would only meet the lock.
+    match super::listen::stale_socket(path) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e @ ServeError::SocketInUse { .. }) => {
+            crate::lock::DirLock::probe(data_dir)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
     }
     if path.parent() == Some(data_dir) {
         return Ok(());
