@@ -80,7 +80,8 @@ impl ClientOptions {
     /// one write, for the first byte of a reply, and for the whole reply frame once its first
     /// byte came (a daemon sending a byte at a time holds a call no longer).
     /// A daemon that misses it is retried within [`ClientOptions::retry_for`],
-    /// then reported as [`ClientError::NotAnswering`]. Default: 30 s.
+    /// then reported as [`ClientError::NotAnswering`]. Signals that
+    /// interrupt a wait (`EINTR`) do not make it longer. Default: 30 s.
     #[must_use]
     pub fn io_timeout(mut self, d: Duration) -> Self {
         self.io_timeout = d.max(Duration::from_millis(1));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use weir_protocol::fastwire::{decode_receipts_response, encode_append_request};
 use weir_protocol::wire::{
     ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, Op, PROTOCOL_VERSION, Response, ServerHello,
-    WireError, decode, encode, read_frame_bytes, write_frame,
+    WireError, decode, encode, read_frame_bytes,
 };
 
 /// Largest response frame accepted (a batch of a million receipts fits).
@@ -141,14 +141,17 @@ impl Conn {
         })?;
         stream.set_read_timeout(Some(opts.io_timeout))?;
         stream.set_write_timeout(Some(opts.io_timeout))?;
-        let sent = write_frame(
-            &mut stream,
+        let mut hello = Vec::with_capacity(256);
+        let sent = encode(
+            &mut hello,
             &ClientHello {
                 magic: HELLO_MAGIC,
                 versions: vec![PROTOCOL_VERSION],
                 client: opts.name.clone(),
             },
-        );
+        )
+        .map_err(io::Error::other)
+        .and_then(|()| write_all(&mut stream, opts.io_timeout, &hello));
         // A daemon refusing the connection writes why and closes without
         // reading: a hello written after that fails, but the refusal is
         // still in this socket's receive buffer.
@@ -224,7 +227,7 @@ impl Conn {
             }
             self.next_id += 1;
         }
-        if let Err(e) = self.stream.write_all(&self.out) {
+        if let Err(e) = write_all(&mut self.stream, self.timeout, &self.out) {
             return Err(if closed_by_peer(&e) {
                 self.pending_refusal().unwrap_or_else(|| e.into())
             } else {
@@ -321,7 +324,8 @@ fn read(
     let mut r = FrameDeadline {
         r: reader,
         timeout,
-        deadline: None,
+        deadline: Instant::now() + timeout,
+        begun: false,
         shortened: false,
     };
     let got = read_frame_bytes(&mut r, MAX_REPLY, body);
@@ -336,33 +340,110 @@ fn read(
     })
 }
 
-/// A reader that ends one frame at its deadline: the socket's read timeout
-/// is cut to what is left of it before each read that needs the socket.
+/// What is left until `deadline`, or `TimedOut` when nothing is (a socket
+/// timeout of zero would mean no timeout).
+fn left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ErrorKind::TimedOut.into());
+    }
+    Ok(left)
+}
+
+/// A reader that ends a wait at its deadline. A signal makes a socket read
+/// fail with `EINTR` (with or without `SA_RESTART`, once a timeout is set),
+/// and a retry would wait the socket's whole timeout again: signals more
+/// frequent than it would hold the call for ever. So the read timeout is
+/// cut to what is left before each retry, and before each read that needs
+/// the socket once the frame's first byte came.
 struct FrameDeadline<'a> {
     r: &'a mut BufReader<UnixStream>,
     timeout: Duration,
-    /// Set at the frame's first byte.
-    deadline: Option<Instant>,
+    /// The first byte's deadline (`timeout` after the wait began), then,
+    /// once it came, the whole frame's.
+    deadline: Instant,
+    /// The frame's first byte came.
+    begun: bool,
     /// The socket's read timeout was cut (and must be put back).
     shortened: bool,
 }
 
+impl FrameDeadline<'_> {
+    fn cut(&mut self) -> io::Result<()> {
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(left(self.deadline)?))?;
+        self.shortened = true;
+        Ok(())
+    }
+}
+
 impl Read for FrameDeadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(d) = self.deadline
-            && self.r.buffer().is_empty()
-        {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ErrorKind::TimedOut.into());
+        loop {
+            if self.begun && self.r.buffer().is_empty() {
+                self.cut()?;
             }
-            self.r.get_ref().set_read_timeout(Some(left))?;
-            self.shortened = true;
+            match self.r.read(buf) {
+                Ok(n) => {
+                    if n > 0 && !self.begun {
+                        self.begun = true;
+                        self.deadline = Instant::now() + self.timeout;
+                    }
+                    return Ok(n);
+                }
+                // Before the first byte the socket's timeout is `timeout`,
+                // which the first try takes as is (no syscall).
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    if !self.begun {
+                        self.cut()?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let n = self.r.read(buf)?;
-        if n > 0 && self.deadline.is_none() {
-            self.deadline = Some(Instant::now() + self.timeout);
-        }
-        Ok(n)
     }
+}
+
+/// Writes all of `buf`; each write may wait `timeout` for room in the
+/// socket's buffer (the socket's write timeout, which `write_all` of std
+/// would restart at every `EINTR`). After a signal the timeout is cut to
+/// what is left of that wait, and put back for the next wait and at the end.
+fn write_all(stream: &mut UnixStream, timeout: Duration, buf: &[u8]) -> io::Result<()> {
+    let mut shortened = false;
+    let wrote = write_all_until(stream, timeout, buf, &mut shortened);
+    if shortened {
+        stream.set_write_timeout(Some(timeout))?;
+    }
+    wrote
+}
+
+fn write_all_until(
+    stream: &mut UnixStream,
+    timeout: Duration,
+    mut buf: &[u8],
+    shortened: &mut bool,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let deadline = Instant::now() + timeout;
+        if *shortened {
+            stream.set_write_timeout(Some(timeout))?;
+            *shortened = false;
+        }
+        loop {
+            match stream.write(buf) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    stream.set_write_timeout(Some(left(deadline)?))?;
+                    *shortened = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
