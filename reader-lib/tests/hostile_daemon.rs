@@ -8,9 +8,9 @@
 
 mod fake;
 
-use fake::{Res, fake, frame, read_one, server_hello};
+use fake::{Res, fake, frame, full_backlog, read_one, server_hello};
 use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use weir::{Client, ClientError, ClientOptions, Coordinate, EventKind};
 use weir_protocol::wire::{
@@ -130,28 +130,8 @@ fn a_daemon_that_does_not_answer_is_not_called_gone() -> Res {
 fn a_daemon_whose_listen_backlog_is_full_is_not_answering() -> Res {
     // A stopped daemon stops accepting; once its backlog is full, a connect
     // used to wait for room with no timeout at all.
-    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-    use std::os::fd::AsRawFd;
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("full.sock");
-    let l = UnixListener::bind(&path)?;
-    socket::listen(&l, Backlog::new(0)?)?;
-    let addr = UnixAddr::new(&path)?;
-    let mut queued = Vec::new();
-    loop {
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK,
-            None,
-        )?;
-        match socket::connect(fd.as_raw_fd(), &addr) {
-            Ok(()) => queued.push(fd),
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(e) => return Err(e.into()),
-        }
-        assert!(queued.len() < 100, "the backlog never filled");
-    }
+    let (path, l, _queued) = full_backlog(&dir)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let p = path.clone();
     std::thread::spawn(move || {

@@ -7,7 +7,7 @@
 
 mod fake;
 
-use fake::{Res, fake, frame, server_hello};
+use fake::{Res, fake, frame, full_backlog, server_hello};
 use nix::libc;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use std::io::Write;
@@ -128,6 +128,22 @@ fn a_hello_that_is_not_read_ends_at_the_io_timeout() -> Res {
     let o = opts().name("x".repeat(4 << 20));
     let (r, took) = under_signals(move || Client::connect_with(&path, o).map(|_| ()));
     not_answering_in_time(&r, took);
+    drop(l);
+    Ok(())
+}
+
+#[test]
+fn a_connect_to_a_full_backlog_ends_at_the_io_timeout() -> Res {
+    // Each signal interrupts the wait for room: not an error, and not a
+    // new wait of the whole timeout.
+    let dir = tempfile::tempdir()?;
+    let (path, l, _queued) = full_backlog(&dir)?;
+    let (r, took) = under_signals(move || Client::connect_with(&path, opts()).map(|_| ()));
+    not_answering_in_time(&r, took);
+    assert!(
+        matches!(&r, Err(ClientError::NotAnswering { waited, .. }) if waited.is_zero()),
+        "{r:?}"
+    );
     drop(l);
     Ok(())
 }

@@ -292,25 +292,34 @@ fn closed_by_peer(e: &io::Error) -> bool {
 /// its listen backlog. `UnixStream::connect` waits there for ever: a stopped
 /// daemon whose backlog is full would hold the call. On Linux `SO_SNDTIMEO`
 /// bounds that wait, which then fails with `EAGAIN` (a non-blocking connect
-/// would fail at once instead of waiting for room).
+/// would fail at once instead of waiting for room). A signal ends the wait
+/// with `EINTR` (with or without `SA_RESTART`): the connect is tried again,
+/// on a fresh socket (the interrupted one may still be queued), for what is
+/// left of `timeout`, and fails with `TimedOut` when nothing is.
 fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    use nix::errno::Errno;
     use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
     use nix::sys::time::{TimeVal, TimeValLike};
     use std::os::fd::AsRawFd;
     let addr = UnixAddr::new(path)?;
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // At least 1 µs: zero would mean no timeout.
-    let us = i64::try_from(timeout.as_micros())
-        .unwrap_or(i64::MAX)
-        .max(1);
-    socket::setsockopt(&fd, sockopt::SendTimeout, &TimeVal::microseconds(us))?;
-    socket::connect(fd.as_raw_fd(), &addr)?;
-    Ok(UnixStream::from(fd))
+    let deadline = Instant::now() + timeout;
+    let mut wait = timeout;
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // At least 1 µs: zero would mean no timeout.
+        let us = i64::try_from(wait.as_micros()).unwrap_or(i64::MAX).max(1);
+        socket::setsockopt(&fd, sockopt::SendTimeout, &TimeVal::microseconds(us))?;
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(UnixStream::from(fd)),
+            Err(Errno::EINTR) => wait = left(deadline)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Reads one reply frame. Its first byte may take `timeout`; once it came,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use weir_protocol::wire::{ServerHello, encode};
@@ -57,4 +58,31 @@ pub fn fake(
         }
     });
     Ok(path)
+}
+
+/// A socket at `<dir>/full.sock` whose listener never accepts and whose
+/// listen backlog is full (as a stopped daemon's fills): a connect waits
+/// for room. Keep both the listener and the queued connections.
+pub fn full_backlog(dir: &tempfile::TempDir) -> Res<(PathBuf, UnixListener, Vec<OwnedFd>)> {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let path = dir.path().join("full.sock");
+    let l = UnixListener::bind(&path)?;
+    socket::listen(&l, Backlog::new(0)?)?;
+    let addr = UnixAddr::new(&path)?;
+    let mut queued = Vec::new();
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => return Ok((path, l, queued)),
+            Err(e) => return Err(e.into()),
+        }
+        assert!(queued.len() < 100, "the backlog never filled");
+    }
 }
