@@ -282,18 +282,25 @@ impl Client {
         self.conn.as_ref().map(|c| c.hello.instance)
     }
 
-    fn conn(&mut self) -> Result<&mut Conn, Failure> {
+    /// In a forked child, lets go of the parent's connection: it is the
+    /// parent's conversation. Its descriptors are closed (no shutdown: the
+    /// parent's stay open and in use), and the generation moves on, so that
+    /// a transaction begun on it replays its `Begin` and staged events on
+    /// the child's own connection. A [`Transaction`] calls it before it
+    /// asks whether its server-side transaction is still open.
+    pub(crate) fn forget_if_forked(&mut self) {
         if self
             .conn
             .as_ref()
             .is_some_and(|c| c.pid != std::process::id())
         {
-            // A forked child: the connection is its parent's conversation.
-            // Its descriptors are closed here (no shutdown: the parent's stay
-            // open and in use) and the child makes its own; a transaction
-            // begun on it is gone for the child (a new generation).
             self.conn = None;
+            self.generation += 1;
         }
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, Failure> {
+        self.forget_if_forked();
         if self.conn.is_none() {
             let conn = Conn::open(&self.path, &self.opts, self.dir.as_ref())?;
             self.max_payload = conn.hello.max_payload;

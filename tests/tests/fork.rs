@@ -94,3 +94,45 @@ fn a_forked_child_dropping_its_reader_keeps_the_parents_generation_locked() -> R
     ensure!(slot.is_some());
     Ok(())
 }
+
+/// A transaction begun before a fork goes on in the child as after a
+/// reconnect: its `Begin` and staged events are replayed on the child's own
+/// connection, nothing is visible before the child commits, and the commit
+/// stores both events. (The child's first append had gone out as a plain
+/// append on its new connection, visible at once, and the commit then found
+/// no transaction.)
+#[test]
+fn a_forked_child_goes_on_with_an_inherited_transaction() -> Result<()> {
+    let root = temp_root()?;
+    let d = Daemon::start(&Setup::in_dir(root.path()))?;
+    let mut c = d.client()?;
+    let at = Coordinate::new("txn", "s")?;
+    let mut txn = c.transaction();
+    txn.append(&at, EventKind(0x1001), b"staged by the parent")?;
+    let data = d.data_dir.clone();
+    let said = in_child(root.path(), move || {
+        txn.append(&at, EventKind(0x1001), b"staged by the child")?;
+        let before = Reader::open(&data)?.stream("txn")?.len();
+        let receipts = txn.commit()?;
+        let after = Reader::open(&data)?.stream("txn")?.len();
+        Ok(format!(
+            "before {before} committed {} after {after}",
+            receipts.len()
+        ))
+    })?;
+    ensure!(
+        said == "before 0 committed 2 after 2",
+        "the child's transaction: {said}"
+    );
+    let reader = Reader::open(&d.data_dir)?;
+    let payloads: Vec<Vec<u8>> = reader
+        .stream("txn")?
+        .iter()
+        .map(|e| e.payload().map(<[u8]>::to_vec))
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        payloads == [&b"staged by the parent"[..], &b"staged by the child"[..]],
+        "{payloads:?}"
+    );
+    Ok(())
+}

@@ -98,6 +98,7 @@ impl Transaction<'_> {
     /// Stages one fully specified event.
     pub fn append_with(&mut self, mut req: AppendRequest) -> Result<u32, ClientError> {
         keyed(&mut req);
+        self.client.forget_if_forked();
         let live = self.open_on.is_some() && self.open_on == Some(self.client.generation);
         let mut ops = Vec::with_capacity(2);
         if !live {
@@ -169,6 +170,7 @@ impl Transaction<'_> {
         self.done = true;
         // The commit went out and its answer was lost.
         let mut unknown = false;
+        self.client.forget_if_forked();
         if self.open_on.is_some() && self.open_on == Some(self.client.generation) {
             match self.client.unit_once(&[Op::Commit]) {
                 Ok(mut r) => match r.remove(0) {
@@ -218,6 +220,7 @@ impl Transaction<'_> {
     }
 
     fn abandon(&mut self) {
+        self.client.forget_if_forked();
         if self.open_on.is_some() && self.open_on == Some(self.client.generation) {
             let ok = matches!(
                 self.client.unit_once(&[Op::Cancel]).as_deref(),
