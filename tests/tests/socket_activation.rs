@@ -157,3 +157,46 @@ fn the_metrics_listener_is_not_taken_for_the_socket_systemd_passes() -> Result<(
     );
     Ok(())
 }
+
+/// A socket systemd passes is bound already: the limit on the directory of
+/// a socket the daemon binds itself (it binds in a private directory beside
+/// it first) does not apply to it, even when the configuration names it
+/// (`--socket`). A 107-byte socket path in a 100-byte directory is served.
+#[test]
+fn a_passed_socket_in_a_long_directory_is_served() -> Result<()> {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        eprintln!("systemd-socket-activate is not installed; nothing to test");
+        return Ok(());
+    };
+    let root = temp_root()?;
+    let base = root.path().as_os_str().len();
+    let dir = root.path().join("d".repeat(100 - base - 1));
+    std::fs::create_dir(&dir)?;
+    let sock = dir.join("w.sock");
+    ensure!(sock.as_os_str().len() == 107, "{}", sock.display());
+    let data = root.path().join("data");
+    let child = Command::new(activate)
+        .arg("-l")
+        .arg(&sock)
+        .arg(weir_bin()?)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut child = Reap(child);
+    let until = Instant::now() + Duration::from_secs(15);
+    while !sock.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answered = Client::connect(&sock).and_then(|mut c| c.ping());
+    if answered.is_err() {
+        let _ = child.0.kill();
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().expect("piped"), &mut said)?;
+        anyhow::bail!("the daemon did not serve the passed socket: {said}");
+    }
+    Ok(())
+}

@@ -46,8 +46,9 @@ pub struct Config {
     /// Append socket path. Default: `weir.sock` inside `$RUNTIME_DIRECTORY`
     /// when set (systemd), else inside the data directory. At most 107 bytes,
     /// also once made absolute (clients connect to the absolute path); and
-    /// its directory at most 93 bytes, since the daemon binds it first as
-    /// `<directory>/.wb<pid in hex>/s` (up to 14 bytes more than the
+    /// when the daemon binds it (not under socket activation), its directory
+    /// at most 95 bytes, since the daemon binds it first as
+    /// `<directory>/.wb<pid in hex>/s` (up to 12 bytes more than the
     /// directory) and then links it into place.
     pub socket: Option<PathBuf>,
     /// Durability policy. Default: `always`.
@@ -503,25 +504,6 @@ impl Config {
                 "Unix socket paths are limited to 107 bytes: pass a shorter --socket",
             ));
         }
-        // `bind_with_mode` binds `<parent>/.wb<pid in hex>/s` first: with
-        // the widest pid (8 hex digits), 14 bytes past the directory.
-        let bound = bind_path_len(&path);
-        if bound > SOCKET_PATH_MAX {
-            return Err(bad(
-                "socket",
-                path.display(),
-                format!(
-                    "the daemon binds the socket first in a private directory beside it \
-                     ({}/.wb<pid in hex>/s, up to {bound} bytes here) and then links it into \
-                     place, and Unix socket paths are limited to 107 bytes: the socket's \
-                     directory may be at most {} bytes (this one is {}); pass a --socket in \
-                     a shorter directory",
-                    bind_parent(&path).display(),
-                    SOCKET_PATH_MAX - BIND_DIR_EXTRA,
-                    bind_parent(&path).as_os_str().len()
-                ),
-            ));
-        }
         // Clients connect to the absolute path (`<data-dir>/socket` records
         // it), so a relative path must fit once made absolute too.
         if let Ok(absolute) = std::path::absolute(&path)
@@ -542,6 +524,34 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Refuses a socket the daemon could not bind: it binds
+    /// `<parent>/.wb<pid in hex>/s` first, with the widest pid (6 hex
+    /// digits) 12 bytes past the directory. Checked before the store opens
+    /// when the daemon binds the socket itself; a socket systemd passes is
+    /// bound already, and only [`validate_socket`](Self::validate_socket)'s
+    /// limits apply to it.
+    pub fn validate_bind_path(&self) -> Result<(), ConfigError> {
+        let path = self.socket_path();
+        let bound = bind_path_len(&path);
+        if bound > SOCKET_PATH_MAX {
+            return Err(bad(
+                "socket",
+                path.display(),
+                format!(
+                    "the daemon binds the socket first in a private directory beside it \
+                     ({}/.wb<pid in hex>/s, up to {bound} bytes here) and then links it into \
+                     place, and Unix socket paths are limited to 107 bytes: the socket's \
+                     directory may be at most {} bytes (this one is {}); pass a --socket in \
+                     a shorter directory",
+                    bind_parent(&path).display(),
+                    SOCKET_PATH_MAX - BIND_DIR_EXTRA,
+                    bind_parent(&path).as_os_str().len()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
@@ -549,8 +559,9 @@ const SOCKET_PATH_MAX: usize = 107;
 
 /// What the path the daemon binds (`/.wb<pid in hex>/s`, see
 /// `server::listen::bind_with_mode`) adds to the socket's directory, with
-/// the widest pid: 8 hex digits (`pid_max` is at most 2^22).
-pub(crate) const BIND_DIR_EXTRA: usize = "/.wb".len() + 8 + "/s".len();
+/// the widest pid: 6 hex digits (a pid is below `pid_max`, which Linux
+/// holds at 2^22 at most).
+pub(crate) const BIND_DIR_EXTRA: usize = "/.wb".len() + 6 + "/s".len();
 
 /// The directory in which the daemon binds `path` (`.` for a bare name).
 pub(crate) fn bind_parent(path: &std::path::Path) -> &std::path::Path {

@@ -61,7 +61,7 @@ pub(super) fn open(
 /// (same file system), its mode set there, and hard-linked to `path`; link,
 /// like bind, fails if `path` exists, so a live socket that appeared since
 /// [`remove_stale`] is never replaced (rename would replace it). The bound
-/// path is at most `BIND_DIR_EXTRA` (14) bytes longer than the directory,
+/// path is at most `BIND_DIR_EXTRA` (12) bytes longer than the directory,
 /// which `Config::validate_socket` checks.
 fn bind_with_mode(path: &Path, mode: u32) -> io::Result<UnixListener> {
     let parent = crate::config::bind_parent(path);
@@ -292,22 +292,26 @@ mod tests {
             ..Config::default()
         };
         // 107 bytes, as a Unix socket path may be; but bound first as
-        // `<dir>/.wb<pid>/s`, up to 119 bytes.
-        for dir_len in [105, 94] {
+        // `<dir>/.wb<pid>/s`, up to 117 bytes. A configuration with it is
+        // valid (under socket activation nothing is bound), but the daemon
+        // cannot bind it itself.
+        for dir_len in [105, 96] {
             let path = dir_of(dir_len).join("s");
-            let err = socket(&path).validate().unwrap_err();
+            socket(&path).validate().unwrap();
+            let err = socket(&path).validate_bind_path().unwrap_err();
             assert_eq!(err.field, "socket", "{err}");
-            assert!(err.reason.contains("at most 93 bytes"), "{err}");
+            assert!(err.reason.contains("at most 95 bytes"), "{err}");
             assert!(err.reason.contains(".wb<pid in hex>/s"), "{err}");
         }
-        let dir = dir_of(93);
+        let dir = dir_of(95);
         std::fs::create_dir(&dir).unwrap();
-        for name in ["s", &"n".repeat(13)] {
+        for name in ["s", &"n".repeat(11)] {
             let path = dir.join(name);
             socket(&path).validate().unwrap();
+            socket(&path).validate_bind_path().unwrap();
             let _bound = bind_with_mode(&path, 0o600).unwrap();
             UnixStream::connect(&path).unwrap();
         }
-        assert_eq!(dir.join("n".repeat(13)).as_os_str().len(), 107);
+        assert_eq!(dir.join("n".repeat(11)).as_os_str().len(), 107);
     }
 }

@@ -352,6 +352,7 @@ pub fn serve_inherited(config: Config, inherited: Inherited) -> Result<(), Serve
         // Before the store is opened (and a new one created, or a crashed
         // one restored): a path `bind` would refuse is better refused first.
         config.validate_socket().map_err(OpenError::from)?;
+        config.validate_bind_path().map_err(OpenError::from)?;
         precheck::socket_path(&config.socket_path(), &config.data_dir)?;
     }
     notify::notify(&[NotifyState::Status("restoring the index")]);
