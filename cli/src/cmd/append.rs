@@ -3,7 +3,7 @@
 //! JSON payloads are stored as msgpack (named fields).
 
 use super::common::{DataDir, Output, parse_kind};
-use super::render::{receipt_json, unbase64};
+use super::render::{BASE64, MSGPACK, MSGPACK_DISPLAY, receipt_json, unbase64};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
@@ -219,10 +219,23 @@ fn parse_line(args: &AppendArgs, text: &str) -> Result<AppendRequest> {
     };
     let payload = match (o.get("payload"), o.get("payload_encoding")) {
         (None, _) => Vec::new(),
-        (Some(Value::String(s)), Some(Value::String(enc))) if enc == "base64" => {
+        (Some(Value::String(s)), Some(Value::String(enc))) if enc == BASE64 => {
             unbase64(s).ok_or_else(|| anyhow!("`payload` is not base64"))?
         }
-        (Some(p), _) => msgpack(p)?,
+        (Some(p), None | Some(Value::Null)) => msgpack(p)?,
+        (Some(p), Some(Value::String(enc))) if enc == MSGPACK => msgpack(p)?,
+        // A display command's JSON of a payload that `weir append` would not
+        // store byte for byte (keys in their own order, a float32, a wide
+        // int): storing it would change the event's bytes without a word.
+        (Some(_), Some(Value::String(enc))) if enc == MSGPACK_DISPLAY => bail!(
+            "`payload_encoding` is \"{MSGPACK_DISPLAY}\": this line comes from a display \
+             command (get, stream, query, tail), whose JSON would not store the payload's \
+             bytes unchanged; copy events with `weir export`, whose lines keep them"
+        ),
+        (Some(_), Some(other)) => bail!(
+            "`payload_encoding` {other} is not one weir append reads: \"{MSGPACK}\" (or none) \
+             for JSON stored as msgpack, \"{BASE64}\" for bytes"
+        ),
     };
     let idempotency_key = match o.get("idempotency_key") {
         None | Some(Value::Null) => None,
