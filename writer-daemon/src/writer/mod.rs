@@ -264,9 +264,17 @@ impl Writer {
             return;
         }
         if let Some((cp, files)) = self.checkpoint_at() {
-            // Written by path into the generation directory.
+            // Written by path into the generation directory: a moved data
+            // directory stops the writer; a `stat` that fails otherwise (a
+            // parent's permissions changed for a moment, EIO) skips this
+            // checkpoint, as a failed checkpoint does, and the next tick
+            // tries again.
             if let Err(e) = self.home.check() {
-                self.poison(e.to_string());
+                if crate::error::DataDirMoved::of(&e).is_some() {
+                    self.poison(e.to_string());
+                } else {
+                    tracing::warn!(error = %e, "no crash checkpoint this time");
+                }
                 return;
             }
             let dir = self.index.dir().to_owned();
