@@ -263,6 +263,40 @@ fn unique() -> u128 {
 pub const SMALL_STORE: &str = "segment-max-bytes = 4194304\nchunk-rows-log2 = 10\n\
                                max-payload-bytes = 1048576\nmax-batch-bytes = 1050624";
 
+/// Appends `n` events to entity `e` in scope `tenant:a` (kind 0x1001), with
+/// payloads `"0"`, `"1"`, ...: the subscription tests' log.
+pub fn append_numbered(d: &Daemon, n: usize) -> Result<()> {
+    let mut c = d.client()?;
+    for i in 0..n {
+        c.append_with(weir::AppendRequest {
+            entity: "e".into(),
+            scope: "tenant:a".into(),
+            kind: 0x1001,
+            payload: format!("{i}").into_bytes(),
+            ..weir::AppendRequest::default()
+        })?;
+    }
+    Ok(())
+}
+
+/// SIGTERM, and a clean exit (status 0) within 20 s.
+pub fn stop_cleanly(d: &mut Daemon) -> Result<()> {
+    let st = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
+    if !st.success() {
+        bail!("stop: {st}");
+    }
+    Ok(())
+}
+
+/// The sequences `sub` delivers until none comes within 500 ms.
+pub fn drain(sub: &mut weir::Subscription<'_>) -> Result<Vec<u64>> {
+    let mut got = Vec::new();
+    while let Some(e) = sub.next_timeout(Duration::from_millis(500))? {
+        got.push(e.sequence());
+    }
+    Ok(got)
+}
+
 /// `cp -a from to`: a directory copied with its modes and times, as an
 /// operator copies a data directory.
 pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -6,37 +6,10 @@
 
 use anyhow::{Result, ensure};
 use std::time::Duration;
-use weir::{AppendRequest, Cursor, CursorError, Reader, Region, Resumed};
-use weir_tests::{Daemon, SMALL_STORE, Setup, temp_root};
-
-fn append(d: &Daemon, n: usize) -> Result<()> {
-    let mut c = d.client()?;
-    for i in 0..n {
-        c.append_with(AppendRequest {
-            entity: "e".into(),
-            scope: "tenant:a".into(),
-            kind: 0x1001,
-            payload: format!("{i}").into_bytes(),
-            ..AppendRequest::default()
-        })?;
-    }
-    Ok(())
-}
-
-fn stop(d: &mut Daemon) -> Result<()> {
-    let st = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
-    ensure!(st.success(), "stop: {st}");
-    Ok(())
-}
-
-/// The sequences `sub` delivers until none comes within 500 ms.
-fn drain(sub: &mut weir::Subscription<'_>) -> Result<Vec<u64>> {
-    let mut got = Vec::new();
-    while let Some(e) = sub.next_timeout(Duration::from_millis(500))? {
-        got.push(e.sequence());
-    }
-    Ok(got)
-}
+use weir::{Cursor, CursorError, Reader, Region, Resumed};
+use weir_tests::{
+    Daemon, SMALL_STORE, Setup, append_numbered as append, drain, stop_cleanly as stop, temp_root,
+};
 
 /// A cursor after the first `n` events of a fresh reader, saved both ways.
 fn saved_after(setup: &Setup, n: usize) -> Result<([u8; 52], String)> {

@@ -4,37 +4,11 @@
 
 use anyhow::{Result, ensure};
 use std::time::Duration;
-use weir::{AppendRequest, Reader, Region, Resumed};
-use weir_tests::{Daemon, SMALL_STORE, Setup, copy_dir, temp_root};
-
-fn append(d: &Daemon, n: usize) -> Result<()> {
-    let mut c = d.client()?;
-    for i in 0..n {
-        c.append_with(AppendRequest {
-            entity: "e".into(),
-            scope: "tenant:a".into(),
-            kind: 0x1001,
-            payload: format!("{i}").into_bytes(),
-            ..AppendRequest::default()
-        })?;
-    }
-    Ok(())
-}
-
-fn stop(d: &mut Daemon) -> Result<()> {
-    let st = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20))?;
-    ensure!(st.success(), "stop: {st}");
-    Ok(())
-}
-
-/// The sequences `sub` delivers until none comes within 500 ms.
-fn drain(sub: &mut weir::Subscription<'_>) -> Result<Vec<u64>> {
-    let mut got = Vec::new();
-    while let Some(e) = sub.next_timeout(Duration::from_millis(500))? {
-        got.push(e.sequence());
-    }
-    Ok(got)
-}
+use weir::{Reader, Region, Resumed};
+use weir_tests::{
+    Daemon, SMALL_STORE, Setup, append_numbered as append, copy_dir, drain, stop_cleanly as stop,
+    temp_root,
+};
 
 #[test]
 fn a_subscription_started_ahead_goes_on_from_its_position_after_a_clean_restart() -> Result<()> {

@@ -81,17 +81,23 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn pipelined_large_appends_are_held_within_the_budget_and_all_stored() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store on simulated storage whose writer stops inside the first
+/// group's write (until `sim` resumes it), and a hub serving it.
+fn paused(dir: &std::path::Path) -> (SimStorage, Store, Arc<Hub>) {
     let sim = SimStorage::default();
-    let store = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
+    let store = Store::open_with_storage(config(dir), Box::new(sim.clone())).unwrap();
     let hub = Arc::new(Hub::new(store.clone(), 64));
-    // The writer stops inside the first group's write.
     {
         let mut st = sim.state.lock().unwrap();
         st.pause_at = Some(st.ops + 1);
     }
+    (sim, store, hub)
+}
+
+#[test]
+fn pipelined_large_appends_are_held_within_the_budget_and_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, store, hub) = paused(dir.path());
     // Six connections pipeline 5 appends of 60 KiB each: 1.8 MiB in all.
     let (conns, per_conn, payload) = (6, 5, 60 << 10);
     let mut frame = 0;
@@ -157,13 +163,7 @@ fn pipelined_large_appends_are_held_within_the_budget_and_all_stored() {
 #[test]
 fn one_connection_holds_at_most_max_batch_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = SimStorage::default();
-    let store = Store::open_with_storage(config(dir.path()), Box::new(sim.clone())).unwrap();
-    let hub = Arc::new(Hub::new(store.clone(), 64));
-    {
-        let mut st = sim.state.lock().unwrap();
-        st.pause_at = Some(st.ops + 1);
-    }
+    let (sim, store, hub) = paused(dir.path());
     let s = connect(&hub);
     // 40 KiB each: one fits the connection's 64 KiB, two do not.
     let mut out = Vec::new();
