@@ -414,6 +414,10 @@ mod tests {
         // A 1 in two bytes: shown as 1, exported as base64.
         assert_eq!(shown(&[0xcc, 0x01]).1, MSGPACK_DISPLAY);
         assert_eq!(payload(&[0xcc, 0x01]).1, BASE64);
+        // A float32 0.1 is shown as its shortest decimal, not widened.
+        let f32_tenth = [0xca, 0x3d, 0xcc, 0xcc, 0xcd];
+        assert_eq!(shown(&f32_tenth).0.to_string(), "0.1");
+        assert_eq!(shown(&f32_tenth).1, MSGPACK_DISPLAY);
         // What round-trips is `msgpack` in both.
         let sorted = rmp_serde::to_vec_named(&json!({"amount_cents": 5, "order": 1})).unwrap();
         assert_eq!(shown(&sorted).1, MSGPACK);

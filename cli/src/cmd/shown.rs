@@ -146,6 +146,12 @@ impl<'de> Visitor<'de> for ShownVisitor {
         Ok(Shown::Number(n.into()))
     }
 
+    fn visit_f32<E: de::Error>(self, n: f32) -> Result<Shown, E> {
+        // The float32's shortest decimal (0.1, not 0.10000000149011612, its
+        // exact value): what the writer of a float32 0.1 meant.
+        self.visit_f64(format!("{n}").parse::<f64>().unwrap_or(f64::from(n)))
+    }
+
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Shown, E> {
         // JSON has no NaN or infinity.
         Number::from_f64(n)
