@@ -115,8 +115,15 @@ impl Transaction<'_> {
                 if let Some(Err(e)) = replies.into_iter().find(Result::is_err) {
                     self.client.conn = None;
                     self.open_on = None;
-                    // Begin refused, or the replay of what is staged.
-                    return Err(if live || self.staged.is_empty() {
+                    // Begin refused, or the replay of what is staged. A
+                    // refusal about the daemon's state (`Busy`: its staging
+                    // room, `max-staged-bytes`, is taken) is not about the
+                    // staged events: the call may be made again as is.
+                    let for_now = matches!(
+                        e.code,
+                        ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::TooManyInFlight
+                    );
+                    return Err(if live || self.staged.is_empty() || for_now {
                         ClientError::Server(e)
                     } else {
                         let index = e.fields.get("index").and_then(|i| i.parse().ok());
