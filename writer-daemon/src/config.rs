@@ -118,8 +118,10 @@ pub struct Config {
     /// hold at most `max-batch-bytes` of it. A request that does not fit
     /// waits unread in its socket until bytes are given back: that
     /// connection is slowed, the others are not. One request always fits a
-    /// connection that holds nothing, and a daemon that holds nothing. At
-    /// least `max-batch-bytes`. Default: 128 MiB (4 × `max-batch-bytes`).
+    /// connection that holds nothing, and a daemon that holds nothing.
+    /// Frames of 256 bytes or less (pings, stats, small appends) are not
+    /// counted. At least `max-batch-bytes`. Default: 128 MiB (4 ×
+    /// `max-batch-bytes`).
     pub max_queued_bytes: u64,
     /// Most bytes (payloads and names) staged in open transactions, all
     /// connections together. Staged events stay in the daemon's memory until

@@ -121,13 +121,14 @@ fn pipelined_large_appends_are_held_within_the_budget_and_all_stored() {
         hub.budget.waits() >= conns as u64
     });
     assert_eq!(hub.budget.used(), 4 * frame);
-    // A small append on another connection is admitted meanwhile.
+    // A small append (1 KiB: above the unbudgeted 256 bytes) on another
+    // connection is admitted meanwhile.
     let victim = connect(&hub);
     write_frame(
         &mut &victim,
         &Request {
             id: 1,
-            op: Op::Append(ev("small", 2)),
+            op: Op::Append(ev("small", 1024)),
         },
     )
     .unwrap();
@@ -249,4 +250,57 @@ fn staging_past_max_staged_bytes_is_refused_busy_until_a_transaction_ends() {
     let stats = store.stats();
     assert_eq!(stats.appends, 1);
     assert_eq!(stats.rejected.get("Busy"), Some(&1));
+}
+
+/// While the budget is full to the byte and the writer stalled, a ping and
+/// a stats request on another connection are answered at once (`weir stat`
+/// in an incident); before, they waited for bytes like a large append.
+#[test]
+fn pings_and_stats_are_answered_while_the_budget_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, _store, hub) = paused(dir.path());
+    // A batch whose frame body is exactly 64 KiB.
+    let batch = |entity: &str| {
+        let mut second = 30 << 10;
+        loop {
+            let op = Op::AppendBatch(vec![ev(entity, 32 << 10), ev(entity, second)]);
+            let mut out = Vec::new();
+            encode(&mut out, &Request { id: 1, op }).unwrap();
+            let body = out.len() as u64 - 4;
+            if body == 64 * KIB {
+                return out;
+            }
+            second = (second as u64 + 64 * KIB - body) as usize;
+        }
+    };
+    // Four connections hold the whole 256 KiB; the writer stops in the
+    // first group.
+    let full: Vec<UnixStream> = (0..4).map(|_| connect(&hub)).collect();
+    for (i, s) in full.iter().enumerate() {
+        (&*s).write_all(&batch(&format!("big:{i}"))).unwrap();
+    }
+    sim.wait_paused();
+    wait_until("the budget full", || hub.budget.used() == 256 * KIB);
+    let probe = connect(&hub);
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for (id, op) in [(1, Op::Ping), (2, Op::Stats)] {
+        write_frame(&mut &probe, &Request { id, op }).unwrap();
+    }
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        read_frame_bytes(&mut &probe, 1 << 20, &mut buf)
+            .expect("an answer while the budget is full");
+        answers.push(decode::<Response>(&buf).unwrap().result);
+    }
+    assert!(matches!(answers[0], Ok(Reply::Pong)), "{answers:?}");
+    assert!(matches!(answers[1], Ok(Reply::Stats(_))), "{answers:?}");
+    assert_eq!(hub.budget.used(), 256 * KIB);
+    sim.release();
+    for s in &full {
+        let r = replies(s, 1);
+        assert!(matches!(r[0].result, Ok(Reply::Batch(_))), "{r:?}");
+    }
 }

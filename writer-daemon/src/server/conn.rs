@@ -6,7 +6,7 @@ use super::auth::{self, Peer};
 use super::frames::{FrameError, FrameReader};
 use super::replies::{ReplyQueue, write_loop};
 use super::session::Session;
-use crate::budget::Share;
+use crate::budget::{Hold, Share};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use weir_protocol::fastwire::decode_append_request;
@@ -27,6 +27,12 @@ const WRITER_STACK: usize = 64 << 10;
 /// this bound every connection could hold `max-frame-bytes` before its
 /// hello, whoever its peer.
 pub(super) const SMALL_FRAME: u32 = 64 << 10;
+/// Frames this small take no bytes from the budget (`budget.rs`): a ping,
+/// a stats or sync request, a small append. They are answered even while
+/// the budget is full and the writer stalled (`weir stat` in an incident),
+/// and their memory stays bounded by the request counts (the writer queue,
+/// `max-in-flight-per-connection`): at most 256 bytes each.
+const UNBUDGETED_FRAME: u32 = 256;
 
 /// Serves one connection to the end.
 pub(super) fn run(hub: &Arc<Hub>, stream: Arc<UnixStream>) {
@@ -99,7 +105,13 @@ fn serve(hub: &Arc<Hub>, stream: Arc<UnixStream>, peer: Peer) -> std::io::Result
         let next = reader.next(&|| queue.outstanding() > 0, &mut |len| {
             held = queue
                 .wait_room()
-                .then(|| hub.budget.admit(&share, u64::from(len)))
+                .then(|| {
+                    if len <= UNBUDGETED_FRAME {
+                        Some(Hold::unbudgeted(u64::from(len)))
+                    } else {
+                        hub.budget.admit(&share, u64::from(len))
+                    }
+                })
                 .flatten();
             held.is_some()
         });
