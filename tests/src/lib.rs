@@ -307,6 +307,26 @@ pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`copy_dir`] of a directory a running store may change meanwhile (its
+/// background threads create and rename files under `index/`; `cp` fails
+/// when one vanishes under it): copies again, into a clean place, until a
+/// copy sees no file vanish.
+pub fn copy_dir_live(from: &Path, to: &Path) -> Result<()> {
+    let name = from.file_name().context("a directory to copy")?;
+    let mut tries = 0;
+    loop {
+        match copy_dir(from, to) {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= 20 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                let _ = std::fs::remove_dir_all(to.join(name));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// Waits up to 10 s for `done` to hold (for what the daemon does on a
 /// thread of its own after it is ready), failing with `what`.
 pub fn wait_for(what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {

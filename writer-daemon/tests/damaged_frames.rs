@@ -133,7 +133,8 @@ fn a_damaged_frame_below_the_crash_checkpoint_is_refused() {
     }
     let index = tempfile::tempdir().unwrap();
     let copy = |from: &Path, to: &Path| weir_tests::copy_dir(from, to).unwrap();
-    copy(&dir.join("index"), index.path());
+    // Copied while the store runs.
+    weir_tests::copy_dir_live(&dir.join("index"), index.path()).unwrap();
     sim.state.lock().unwrap().dead_from = Some(0);
     drop(s);
     std::fs::remove_dir_all(dir.join("index")).unwrap();

@@ -147,8 +147,9 @@ fn crashed(dir: &Path, config: Config) -> BTreeMap<u64, Vec<u8>> {
     // Dropping the store stops it cleanly: keep the gate and the index as
     // they were before.
     let gate = std::fs::read(dir.join("gate")).unwrap();
+    // Copied while the store runs.
     let index = tempfile::tempdir().unwrap();
-    weir_tests::copy_dir(&dir.join("index"), index.path()).unwrap();
+    weir_tests::copy_dir_live(&dir.join("index"), index.path()).unwrap();
     sim.state.lock().unwrap().dead_from = Some(0);
     drop(s);
     std::fs::remove_dir_all(dir.join("index")).unwrap();
