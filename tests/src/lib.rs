@@ -297,6 +297,30 @@ pub fn drain(sub: &mut weir::Subscription<'_>) -> Result<Vec<u64>> {
     Ok(got)
 }
 
+/// A raw connection to `socket` (reads time out after 5 s) that has sent
+/// a `ClientHello` naming `client`, and the daemon's answer to it.
+pub fn raw_hello(
+    socket: &Path,
+    client: &str,
+) -> Result<(
+    std::os::unix::net::UnixStream,
+    weir_protocol::wire::HelloReply,
+)> {
+    use weir_protocol::wire::{ClientHello, HELLO_MAGIC, PROTOCOL_VERSION};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let hello = ClientHello {
+        magic: HELLO_MAGIC,
+        versions: vec![PROTOCOL_VERSION],
+        client: client.into(),
+    };
+    weir_protocol::wire::write_frame(&mut s, &hello)?;
+    let mut body = Vec::new();
+    weir_protocol::wire::read_frame_bytes(&mut s, 1 << 24, &mut body)
+        .map_err(|e| anyhow::anyhow!("no hello reply: {e}"))?;
+    Ok((s, weir_protocol::wire::decode(&body)?))
+}
+
 /// `cp -a from to`: a directory copied with its modes and times, as an
 /// operator copies a data directory.
 pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {

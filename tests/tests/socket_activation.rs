@@ -25,22 +25,7 @@ fn serves_the_socket_systemd_passes() -> Result<()> {
     let root = temp_root()?;
     let sock = root.path().join("activated.sock");
     let data = root.path().join("data");
-    let child = Command::new(activate)
-        .arg("-l")
-        .arg(&sock)
-        .arg(weir_bin()?)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut child = Reap(child);
-    // systemd-socket-activate listens at once and starts the daemon on the
-    // first connection; the client retries until the daemon answers.
-    let until = Instant::now() + Duration::from_secs(15);
-    while !sock.exists() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = activated(&activate, &sock, &data, &[], Stdio::null())?;
     let mut client = Client::connect(&sock)?;
     let at = Coordinate::new("activated", "t")?;
     let r = client.append(&at, EventKind(0x1001), b"via fd 3")?;
@@ -66,6 +51,35 @@ fn serves_the_socket_systemd_passes() -> Result<()> {
         sock.display()
     );
     Ok(())
+}
+
+/// `weir serve --data-dir data [extra]` under `systemd-socket-activate -l
+/// sock`, once the socket exists: systemd-socket-activate listens at once
+/// and starts the daemon on the first connection, whose client retries
+/// until the daemon answers.
+fn activated(
+    activate: &std::path::Path,
+    sock: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+    stderr: Stdio,
+) -> Result<Reap> {
+    let child = Command::new(activate)
+        .arg("-l")
+        .arg(sock)
+        .arg(weir_bin()?)
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()?;
+    let child = Reap(child);
+    let until = Instant::now() + Duration::from_secs(15);
+    while !sock.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf> {
@@ -175,22 +189,8 @@ fn a_passed_socket_in_a_long_directory_is_served() -> Result<()> {
     let sock = dir.join("w.sock");
     ensure!(sock.as_os_str().len() == 107, "{}", sock.display());
     let data = root.path().join("data");
-    let child = Command::new(activate)
-        .arg("-l")
-        .arg(&sock)
-        .arg(weir_bin()?)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .arg("--socket")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut child = Reap(child);
-    let until = Instant::now() + Duration::from_secs(15);
-    while !sock.exists() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let extra = [std::ffi::OsStr::new("--socket"), sock.as_os_str()];
+    let mut child = activated(&activate, &sock, &data, &extra, Stdio::piped())?;
     let answered = Client::connect(&sock).and_then(|mut c| c.ping());
     if answered.is_err() {
         let _ = child.0.kill();

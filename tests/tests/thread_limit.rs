@@ -4,33 +4,18 @@
 //! up. Before, a hello was answered Ok before the reply writer's thread was
 //! started, and the client was then dropped without a word.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
-use weir_protocol::wire::{
-    ClientHello, ErrorCode, HELLO_MAGIC, HelloReply, PROTOCOL_VERSION, decode, read_frame_bytes,
-    write_frame,
-};
+use weir_protocol::wire::{ErrorCode, HelloReply};
 use weir_tests::{Daemon, Setup, temp_root, wait_for};
 
 const NOBODY: u32 = 65534;
 
 fn hello(socket: &std::path::Path) -> Result<(UnixStream, HelloReply)> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write_frame(
-        &mut s,
-        &ClientHello {
-            magic: HELLO_MAGIC,
-            versions: vec![PROTOCOL_VERSION],
-            client: "thread-limit".into(),
-        },
-    )?;
-    let mut body = Vec::new();
-    read_frame_bytes(&mut s, 1 << 20, &mut body).context("no hello reply")?;
-    Ok((s, decode(&body)?))
+    weir_tests::raw_hello(socket, "thread-limit")
 }
 
 /// Threads of every process whose real uid is `uid` (what RLIMIT_NPROC counts).

@@ -7,11 +7,9 @@
 use anyhow::{Result, bail, ensure};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 use weir::{AppendRequest, ErrorCode, Reader, WireError};
 use weir_protocol::wire::{
-    ClientHello, HELLO_MAGIC, HelloReply, Op, PROTOCOL_VERSION, Reply, Request, Response, decode,
-    encode, read_frame_bytes, write_frame,
+    HelloReply, Op, Reply, Request, Response, decode, encode, read_frame_bytes,
 };
 use weir_tests::{Daemon, Setup, temp_root};
 
@@ -23,19 +21,9 @@ struct Wire {
 
 impl Wire {
     fn open(d: &Daemon) -> Result<Self> {
-        let mut s = UnixStream::connect(&d.socket)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write_frame(
-            &mut s,
-            &ClientHello {
-                magic: HELLO_MAGIC,
-                versions: vec![PROTOCOL_VERSION],
-                client: "transaction-refusals".into(),
-            },
-        )?;
-        match decode::<HelloReply>(&Self::frame(&mut s)?)? {
-            HelloReply::Ok(_) => Ok(Self { s, next: 1 }),
-            HelloReply::Err(e) => bail!("hello refused: {e}"),
+        match weir_tests::raw_hello(&d.socket, "transaction-refusals")? {
+            (s, HelloReply::Ok(_)) => Ok(Self { s, next: 1 }),
+            (_, HelloReply::Err(e)) => bail!("hello refused: {e}"),
         }
     }
 
